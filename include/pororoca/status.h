@@ -111,6 +111,7 @@ class [[nodiscard]] Result {
   const T& value() const& { return std::get<0>(v_); }
   T&& value() && { return std::get<0>(std::move(v_)); }
   const Status& error() const& { return std::get<1>(v_); }
+  Status& error() & { return std::get<1>(v_); }
   Status&& error() && { return std::get<1>(std::move(v_)); }
   Status status() const { return has_value() ? Status::OK() : std::get<1>(v_); }
   T& operator*() & { return value(); }

@@ -38,10 +38,10 @@ class Line {
 #define PORO_LOG_LEVEL_WARNING ::pororoca::log::Level::kWarning
 #define PORO_LOG_LEVEL_ERROR ::pororoca::log::Level::kError
 
-#define PORO_LOG(sev)                                                   \
-  if (PORO_LOG_LEVEL_##sev < ::pororoca::log::GetLevel()) {             \
-  } else                                                                \
-    ::pororoca::log::Line(PORO_LOG_LEVEL_##sev, __FILE__, __LINE__)
+#define PORO_LOG(sev)                                                          \
+  (PORO_LOG_LEVEL_##sev < ::pororoca::log::GetLevel())                         \
+      ? (void)0                                                                \
+      : ::pororoca::log::Voidify() & ::pororoca::log::Line(PORO_LOG_LEVEL_##sev, __FILE__, __LINE__)
 
 #define PORO_CHECK(cond)                                                          \
   do {                                                                            \
@@ -49,5 +49,9 @@ class Line {
   } while (0)
 
 namespace pororoca::log {
+// Turns a streamed Line into void so PORO_LOG can be a single expression (no dangling else).
+struct Voidify {
+  void operator&(Line&) {}
+};
 [[noreturn]] void CheckFailed(const char* cond, const char* file, int line);
 }

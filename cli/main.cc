@@ -1,0 +1,436 @@
+// pororoca: the command-line client. Moves data through the local pororocad (HTTP/JSON on its unix
+// socket) and manages a test federation's certificates. Exit codes are listed in docs/cli.md.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "api/http.h"
+#include "pki/pki.h"
+#include "pororoca/config.h"
+
+namespace po = boost::program_options;
+using nlohmann::json;
+using namespace pororoca;
+
+namespace {
+
+// Exit codes (docs/cli.md).
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;       // the transfer ran and failed (or some files failed)
+constexpr int kExitUsage = 2;        // bad command line or request refused as invalid
+constexpr int kExitNoDaemon = 3;     // the local daemon is not reachable
+constexpr int kExitNotFound = 4;     // unknown transfer, endpoint or path
+constexpr int kExitDenied = 5;       // permission or authentication refused
+constexpr int kExitCancelled = 6;
+
+std::string DefaultSocket() {
+  const char* s = std::getenv("PORO_SOCKET");
+  return s != nullptr && *s ? s : "/run/pororoca/pororocad.sock";
+}
+
+std::string HumanBytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (b >= 1024 && u < 5) {
+    b /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.2f %s", b, units[u]);
+  return buf;
+}
+
+std::string HumanDuration(double s) {
+  if (!std::isfinite(s) || s < 0) return "--:--";
+  long t = static_cast<long>(s + 0.5);
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  else std::snprintf(buf, sizeof buf, "%02ld:%02ld", t / 60, t % 60);
+  return buf;
+}
+
+int ExitForHttp(int status, const json& body) {
+  std::string code = body.contains("error") ? body["error"].value("code", std::string()) : std::string();
+  if (status == 404) return kExitNotFound;
+  if (status == 403) return kExitDenied;
+  if (status == 503) return kExitNoDaemon;
+  if (status >= 400 && status < 500) return kExitUsage;
+  return kExitFailed;
+}
+
+struct Client {
+  std::string socket;
+  std::unique_ptr<api::HttpClient> http;
+
+  // Returns the parsed body, or prints the error and sets *exit_code.
+  bool Call(const std::string& method, const std::string& target, const std::string& body, json* out,
+            int* exit_code) {
+    if (!http) {
+      auto c = api::HttpClient::Connect(socket);
+      if (!c.has_value()) {
+        std::cerr << "pororoca: " << c.error().message() << "\n";
+        *exit_code = kExitNoDaemon;
+        return false;
+      }
+      http = std::move(*c);
+    }
+    auto r = http->Request(method, target, body);
+    if (!r.has_value()) {
+      std::cerr << "pororoca: " << r.error().message() << "\n";
+      *exit_code = kExitNoDaemon;
+      return false;
+    }
+    *out = json::parse(r->body, nullptr, false);
+    if (out->is_discarded()) *out = json::object();
+    if (r->status >= 300) {
+      std::string msg = out->contains("error") ? (*out)["error"].value("message", r->body) : r->body;
+      std::cerr << "pororoca: " << msg << "\n";
+      *exit_code = ExitForHttp(r->status, *out);
+      return false;
+    }
+    return true;
+  }
+};
+
+bool Terminal(const std::string& state) {
+  return state == "succeeded" || state == "failed" || state == "cancelled";
+}
+
+int ExitForState(const json& t) {
+  std::string st = t.value("state", std::string());
+  if (st == "succeeded") return kExitOk;
+  if (st == "cancelled") return kExitCancelled;
+  std::string code = t.value("error_code", std::string());
+  if (code == "NotFound") return kExitNotFound;
+  if (code == "PermissionDenied" || code == "Unauthenticated") return kExitDenied;
+  return kExitFailed;
+}
+
+void PrintProgressLine(const json& t, double rate, bool final_line) {
+  const json& p = t["progress"];
+  double total = p.value("bytes_total", 0.0), done = p.value("bytes_done", 0.0);
+  uint64_t ftot = p.value("files_total", uint64_t(0)), fdone = p.value("files_done", uint64_t(0));
+  bool walk_done = p.value("walk_done", false);
+  double frac = total > 0 ? done / total : (final_line ? 1.0 : 0.0);
+  int width = 24;
+  int fill = static_cast<int>(frac * width);
+  std::string bar(static_cast<size_t>(std::clamp(fill, 0, width)), '#');
+  bar.resize(static_cast<size_t>(width), '.');
+  double eta = rate > 0 && total > done ? (total - done) / rate : (done >= total ? 0 : NAN);
+  char line[256];
+  std::snprintf(line, sizeof line, "\r[%s] %5.1f%%  %s / %s%s  files %llu/%llu  %s/s  ETA %s  ", bar.c_str(),
+                frac * 100, HumanBytes(done).c_str(), HumanBytes(total).c_str(), walk_done ? "" : "+",
+                static_cast<unsigned long long>(fdone), static_cast<unsigned long long>(ftot),
+                HumanBytes(rate).c_str(), HumanDuration(eta).c_str());
+  std::fputs(line, stderr);
+  if (final_line) std::fputs("\n", stderr);
+  std::fflush(stderr);
+}
+
+void PrintResult(const json& t) {
+  const json& p = t["progress"];
+  double secs = t.value("elapsed_s", 0.0);
+  double bytes = p.value("bytes_done", 0.0) - p.value("bytes_skipped", 0.0);
+  std::string st = t.value("state", std::string());
+  std::printf("%s %s: %s -> %s\n", st == "succeeded" ? "OK" : "FAILED", t.value("id", std::string()).c_str(),
+              t.value("source", std::string()).c_str(), t.value("destination", std::string()).c_str());
+  std::printf("  files %llu committed, %llu skipped, %llu failed; %s in %.2f s (%s/s)\n",
+              static_cast<unsigned long long>(p.value("files_done", uint64_t(0)) - p.value("files_skipped", uint64_t(0))),
+              static_cast<unsigned long long>(p.value("files_skipped", uint64_t(0))),
+              static_cast<unsigned long long>(p.value("files_failed", uint64_t(0))), HumanBytes(bytes).c_str(), secs,
+              HumanBytes(secs > 0 ? bytes / secs : 0).c_str());
+  if (st == "succeeded") std::printf("  verified: every chunk XXH3-128 checked, file digests compared before commit\n");
+  std::printf("  attempts %u; resumed %s already at the destination; re-sent %s; corrupt chunks %llu\n",
+              t.value("attempts", 0u), HumanBytes(p.value("bytes_resumed", 0.0)).c_str(),
+              HumanBytes(p.value("bytes_resent", 0.0)).c_str(),
+              static_cast<unsigned long long>(p.value("chunks_corrupt", uint64_t(0))));
+  if (!t.value("error", std::string()).empty()) std::printf("  error: %s\n", t["error"].get<std::string>().c_str());
+  for (const auto& f : t["failures"]) {
+    std::printf("  failed: %s: %s\n", f.value("path", std::string()).c_str(), f.value("error", std::string()).c_str());
+  }
+}
+
+// Follows a transfer until it ends; progress on stderr when it is a terminal.
+int Follow(Client& c, const std::string& id, bool as_json, bool progress) {
+  json t;
+  int ec = 0;
+  double last_done = 0;
+  auto last_t = std::chrono::steady_clock::now();
+  double rate = 0;
+  bool tty = progress && ::isatty(2);
+  for (;;) {
+    if (!c.Call("GET", "/v1/transfers/" + id, "", &t, &ec)) return ec;
+    if (tty) {
+      auto now = std::chrono::steady_clock::now();
+      double dt = std::chrono::duration<double>(now - last_t).count();
+      double done = t["progress"].value("bytes_done", 0.0);
+      if (dt > 0.5) {
+        double inst = (done - last_done) / dt;
+        rate = rate == 0 ? inst : 0.7 * rate + 0.3 * inst;
+        last_done = done;
+        last_t = now;
+      }
+      PrintProgressLine(t, rate, Terminal(t.value("state", std::string())));
+    }
+    if (Terminal(t.value("state", std::string()))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  if (as_json) std::cout << t.dump(2) << "\n";
+  else PrintResult(t);
+  return ExitForState(t);
+}
+
+std::string AbsoluteLocal(const std::string& p) {
+  if (p.empty() || p.front() == '/') return p;
+  // ENDPOINT:/path stays as it is (an endpoint name never contains '/').
+  size_t colon = p.find(':');
+  size_t slash = p.find('/');
+  if (colon != std::string::npos && (slash == std::string::npos || colon < slash)) return p;
+  char cwd[PATH_MAX];
+  if (::getcwd(cwd, sizeof cwd) == nullptr) return p;
+  std::string out = std::string(cwd) + "/" + p;
+  return out;
+}
+
+int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
+  po::options_description desc(std::string("Usage: pororoca ") + (sync_cmd ? "sync" : "cp") +
+                               " [options] SRC DST\n  SRC and DST are local paths or ENDPOINT:/path (exactly one remote)\nOptions");
+  desc.add_options()("recursive,r", "copy directories recursively")(
+      "streams,n", po::value<unsigned>(), "parallel TCP streams (default: the daemon's)")(
+      "chunk", po::value<std::string>(), "chunk size, e.g. 4MiB (64KiB..64MiB)")(
+      "sync", "skip files whose size and mtime already match")("overwrite", "replace existing files")(
+      "skip-existing", "leave existing files alone")("json", "print the final record as JSON")(
+      "no-progress", "no live progress display")("detach,d", "submit and print the id; do not wait")(
+      "help,h", "this help");
+  po::options_description hidden;
+  hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("paths", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  auto paths = vm.count("paths") ? vm["paths"].as<std::vector<std::string>>() : std::vector<std::string>();
+  if (paths.size() != 2) {
+    std::cerr << "pororoca: expected SRC and DST\n" << desc << "\n";
+    return kExitUsage;
+  }
+  if (vm.count("overwrite") && vm.count("skip-existing")) {
+    std::cerr << "pororoca: --overwrite and --skip-existing exclude each other\n";
+    return kExitUsage;
+  }
+  json req{{"source", AbsoluteLocal(paths[0])}, {"destination", AbsoluteLocal(paths[1])},
+           {"recursive", vm.count("recursive") > 0 || sync_cmd}, {"sync", vm.count("sync") > 0 || sync_cmd}};
+  if (vm.count("streams")) req["streams"] = vm["streams"].as<unsigned>();
+  if (vm.count("chunk")) req["chunk_size"] = vm["chunk"].as<std::string>();
+  if (vm.count("overwrite")) req["existing"] = "overwrite";
+  if (vm.count("skip-existing")) req["existing"] = "skip";
+  json t;
+  int ec = 0;
+  if (!c.Call("POST", "/v1/transfers", req.dump(), &t, &ec)) return ec;
+  std::string id = t.value("id", std::string());
+  if (vm.count("detach")) {
+    if (vm.count("json")) std::cout << t.dump(2) << "\n";
+    else std::cout << id << "\n";
+    return kExitOk;
+  }
+  return Follow(c, id, vm.count("json") > 0, vm.count("no-progress") == 0);
+}
+
+int CmdStatus(Client& c, const std::vector<std::string>& args) {
+  bool as_json = false;
+  std::string id;
+  for (const auto& a : args) {
+    if (a == "--json") as_json = true;
+    else if (a == "--help" || a == "-h") {
+      std::cout << "Usage: pororoca status [ID] [--json]\n";
+      return kExitOk;
+    } else if (id.empty()) id = a;
+    else {
+      std::cerr << "pororoca: unexpected argument " << a << "\n";
+      return kExitUsage;
+    }
+  }
+  json r;
+  int ec = 0;
+  if (!id.empty()) {
+    if (!c.Call("GET", "/v1/transfers/" + id, "", &r, &ec)) return ec;
+    if (as_json) std::cout << r.dump(2) << "\n";
+    else PrintResult(r);
+    return kExitOk;
+  }
+  if (!c.Call("GET", "/v1/transfers", "", &r, &ec)) return ec;
+  if (as_json) {
+    std::cout << r.dump(2) << "\n";
+    return kExitOk;
+  }
+  std::printf("%-32s %-10s %7s %12s  %s\n", "ID", "STATE", "FILES", "BYTES", "SOURCE -> DESTINATION");
+  for (const auto& t : r["transfers"]) {
+    const json& p = t["progress"];
+    std::printf("%-32s %-10s %7llu %12s  %s -> %s\n", t.value("id", std::string()).c_str(),
+                t.value("state", std::string()).c_str(),
+                static_cast<unsigned long long>(p.value("files_done", uint64_t(0))),
+                HumanBytes(p.value("bytes_done", 0.0)).c_str(), t.value("source", std::string()).c_str(),
+                t.value("destination", std::string()).c_str());
+  }
+  return kExitOk;
+}
+
+int CmdCancel(Client& c, const std::vector<std::string>& args) {
+  if (args.size() != 1) {
+    std::cerr << "Usage: pororoca cancel ID\n";
+    return kExitUsage;
+  }
+  json r;
+  int ec = 0;
+  if (!c.Call("POST", "/v1/transfers/" + args[0] + "/cancel", "", &r, &ec)) return ec;
+  std::cout << "cancel requested for " << args[0] << " (state " << r.value("state", std::string()) << ")\n";
+  return kExitOk;
+}
+
+int CmdFederation(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << "Usage:\n  pororoca federation init --dir DIR [--name NAME] [--days N]\n"
+                 "  pororoca federation add-endpoint NAME --dir DIR [--out DIR] [--days N]\n";
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  std::string sub = args[0];
+  po::options_description desc("Options");
+  desc.add_options()("dir", po::value<std::string>()->required(), "federation directory (CA key and certificate)")(
+      "name", po::value<std::string>()->default_value("pororoca test federation"), "CA name")(
+      "out", po::value<std::string>(), "where endpoint key and certificate go (default DIR/endpoints)")(
+      "days", po::value<int>()->default_value(365), "validity in days");
+  po::options_description hidden;
+  hidden.add_options()("endpoint", po::value<std::string>(), "");
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("endpoint", 1);
+  po::variables_map vm;
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  po::store(po::command_line_parser(rest).options(all).positional(pos).run(), vm);
+  po::notify(vm);
+  std::string dir = vm["dir"].as<std::string>();
+  int days = vm["days"].as<int>();
+  if (sub == "init") {
+    Status s = pki::CreateAuthority(dir, vm["name"].as<std::string>(), days);
+    if (!s.ok()) {
+      std::cerr << "pororoca: " << s.message() << "\n";
+      return s.code() == Code::kAlreadyExists ? kExitUsage : kExitFailed;
+    }
+    std::cout << "created federation authority in " << dir << " (ca.key, ca.crt)\n";
+    return kExitOk;
+  }
+  if (sub == "add-endpoint") {
+    if (!vm.count("endpoint")) {
+      std::cerr << "pororoca: add-endpoint needs the endpoint NAME\n";
+      return kExitUsage;
+    }
+    std::string name = vm["endpoint"].as<std::string>();
+    std::string out = vm.count("out") ? vm["out"].as<std::string>() : dir + "/endpoints";
+    if (::mkdir(out.c_str(), 0700) != 0 && errno != EEXIST) {
+      std::cerr << "pororoca: cannot create " << out << ": " << std::strerror(errno) << "\n";
+      return kExitFailed;
+    }
+    Status s = pki::IssueEndpoint(dir, name, out + "/" + name + ".key", out + "/" + name + ".crt", days);
+    if (!s.ok()) {
+      std::cerr << "pororoca: " << s.message() << "\n";
+      return s.code() == Code::kInvalidArgument || s.code() == Code::kAlreadyExists ? kExitUsage : kExitFailed;
+    }
+    auto pin = pki::PublicKeyPinFromCert(out + "/" + name + ".crt");
+    std::cout << "issued endpoint " << name << ": " << out << "/" << name << ".key, " << out << "/" << name
+              << ".crt" << (pin.has_value() ? "\n  key pin (sha256 of SPKI): " + *pin : std::string()) << "\n";
+    return kExitOk;
+  }
+  std::cerr << "pororoca: unknown federation command '" << sub << "'\n";
+  return kExitUsage;
+}
+
+void Usage() {
+  std::cout << "pororoca " << PORO_VERSION << ": move datasets between Data Transfer Nodes\n\n"
+               "Usage: pororoca [--socket PATH] COMMAND [ARGS]\n\n"
+               "Commands:\n"
+               "  cp [-r] SRC DST          copy a file or tree (one side is ENDPOINT:/path)\n"
+               "  sync SRC DST             recursive copy that skips files already identical\n"
+               "  status [ID]              list transfers, or show one\n"
+               "  cancel ID                cancel a transfer\n"
+               "  endpoints                list the endpoints the local daemon knows\n"
+               "  federation init|add-endpoint   create a test federation's CA and endpoint certificates\n\n"
+               "The daemon's socket: --socket, else $PORO_SOCKET, else /run/pororoca/pororocad.sock.\n"
+               "Run 'pororoca COMMAND --help' for a command's options. Exit codes: docs/cli.md.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    Client c;
+    c.socket = DefaultSocket();
+    while (!args.empty() && args[0].rfind("--", 0) == 0) {
+      if (args[0] == "--socket" && args.size() > 1) {
+        c.socket = args[1];
+        args.erase(args.begin(), args.begin() + 2);
+      } else if (args[0].rfind("--socket=", 0) == 0) {
+        c.socket = args[0].substr(9);
+        args.erase(args.begin());
+      } else if (args[0] == "--version") {
+        std::cout << "pororoca " << PORO_VERSION << "\n";
+        return kExitOk;
+      } else if (args[0] == "--help") {
+        Usage();
+        return kExitOk;
+      } else {
+        std::cerr << "pororoca: unknown option " << args[0] << "\n";
+        return kExitUsage;
+      }
+    }
+    if (args.empty()) {
+      Usage();
+      return kExitUsage;
+    }
+    std::string cmd = args[0];
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (cmd == "cp" || cmd == "copy") return CmdCopy(c, rest, false);
+    if (cmd == "sync") return CmdCopy(c, rest, true);
+    if (cmd == "status") return CmdStatus(c, rest);
+    if (cmd == "cancel") return CmdCancel(c, rest);
+    if (cmd == "federation") return CmdFederation(rest);
+    if (cmd == "endpoints") {
+      json r;
+      int ec = 0;
+      if (!c.Call("GET", "/v1/endpoints", "", &r, &ec)) return ec;
+      std::cout << "self: " << r.value("self", std::string()) << "\n";
+      for (const auto& e : r["endpoints"]) {
+        std::cout << "  " << e.value("name", std::string()) << "  " << e.value("address", std::string()) << "\n";
+      }
+      return kExitOk;
+    }
+    std::cerr << "pororoca: unknown command '" << cmd << "'\n";
+    Usage();
+    return kExitUsage;
+  } catch (const po::error& e) {
+    std::cerr << "pororoca: " << e.what() << "\n";
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "pororoca: " << e.what() << "\n";
+    return kExitFailed;
+  }
+}

@@ -1,0 +1,168 @@
+#include "daemon/config.h"
+
+#include <cctype>
+#include <toml++/toml.h>
+
+#include "base/log.h"
+
+namespace pororoca::daemon {
+
+const PeerConfig* Config::FindPeer(const std::string& name) const {
+  for (const auto& p : peers) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+Result<uint64_t> ParseSize(const std::string& s) {
+  size_t i = 0;
+  uint64_t v = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+    if (v > (UINT64_MAX - 9) / 10) return Status::InvalidArgument("size too large: " + s);
+    v = v * 10 + uint64_t(s[i] - '0');
+    ++i;
+  }
+  if (i == 0) return Status::InvalidArgument("not a size: '" + s + "' (examples: 4MiB, 512KiB, 1GiB)");
+  std::string unit = s.substr(i);
+  uint64_t mult;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k") mult = 1ull << 10;
+  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
+  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
+  else return Status::InvalidArgument("unknown size unit in '" + s + "' (use KiB, MiB or GiB)");
+  if (v > UINT64_MAX / mult) return Status::InvalidArgument("size too large: " + s);
+  return v * mult;
+}
+
+Status ValidateChunkSize(uint64_t v) {
+  if (v < (64u << 10) || v > (64u << 20) || v % 4096 != 0) {
+    return Status::InvalidArgument("chunk size must be a multiple of 4KiB between 64KiB and 64MiB");
+  }
+  return Status::OK();
+}
+
+namespace {
+
+Status KeyError(const std::string& file, const std::string& key, const std::string& msg) {
+  return Status::InvalidArgument(file + ": " + key + ": " + msg);
+}
+
+}  // namespace
+
+Result<Config> LoadConfig(const std::string& path) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& src = e.source();
+    std::string where = src.begin ? " (line " + std::to_string(src.begin.line) + ")" : "";
+    std::string desc(e.description());
+    if (desc.find("File could not be opened") != std::string::npos) {
+      return Status::NotFound("cannot read config file " + path);
+    }
+    return Status::InvalidArgument(path + where + ": " + desc);
+  }
+  Config c;
+  c.source_file = path;
+  auto str = [&](const char* sect, const char* key, std::string* out, bool required) -> Status {
+    auto node = t[sect][key];
+    if (!node) {
+      if (required) return KeyError(path, std::string("[") + sect + "] " + key, "missing (required)");
+      return Status::OK();
+    }
+    auto v = node.value<std::string>();
+    if (!v) return KeyError(path, std::string("[") + sect + "] " + key, "must be a string");
+    *out = *v;
+    return Status::OK();
+  };
+  auto uint = [&](const char* sect, const char* key, uint64_t lo, uint64_t hi, auto* out) -> Status {
+    auto node = t[sect][key];
+    if (!node) return Status::OK();
+    auto v = node.value<int64_t>();
+    if (!v || *v < int64_t(lo) || uint64_t(*v) > hi) {
+      return KeyError(path, std::string("[") + sect + "] " + key,
+                      "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+    }
+    *out = static_cast<std::remove_pointer_t<decltype(out)>>(*v);
+    return Status::OK();
+  };
+  auto size = [&](const char* sect, const char* key, auto* out) -> Status {
+    auto node = t[sect][key];
+    if (!node) return Status::OK();
+    uint64_t v;
+    if (auto i = node.value<int64_t>(); i && node.is_integer()) {
+      v = uint64_t(*i);
+    } else if (auto s = node.value<std::string>()) {
+      auto r = ParseSize(*s);
+      if (!r.has_value()) return KeyError(path, std::string("[") + sect + "] " + key, std::string(r.error().message()));
+      v = *r;
+    } else {
+      return KeyError(path, std::string("[") + sect + "] " + key, "must be a size like \"4MiB\"");
+    }
+    *out = static_cast<std::remove_pointer_t<decltype(out)>>(v);
+    return Status::OK();
+  };
+
+  PORO_RETURN_IF_ERROR(str("endpoint", "name", &c.endpoint_name, true));
+  PORO_RETURN_IF_ERROR(str("network", "listen", &c.listen, false));
+  PORO_RETURN_IF_ERROR(uint("network", "sndbuf", 0, 1u << 30, &c.sndbuf));
+  PORO_RETURN_IF_ERROR(uint("network", "rcvbuf", 0, 1u << 30, &c.rcvbuf));
+  PORO_RETURN_IF_ERROR(str("network", "congestion", &c.congestion, false));
+  PORO_RETURN_IF_ERROR(str("api", "socket", &c.api_socket, false));
+  std::string mode;
+  PORO_RETURN_IF_ERROR(str("api", "socket_mode", &mode, false));
+  if (!mode.empty()) {
+    char* end = nullptr;
+    unsigned long m = std::strtoul(mode.c_str(), &end, 8);
+    if (*end != '\0' || m > 0777) return KeyError(path, "[api] socket_mode", "must be octal like \"0660\"");
+    c.api_socket_mode = static_cast<unsigned>(m);
+  }
+  PORO_RETURN_IF_ERROR(str("storage", "export_root", &c.export_root, true));
+  PORO_RETURN_IF_ERROR(str("storage", "state_dir", &c.state_dir, true));
+  if (auto n = t["storage"]["direct_io"]) {
+    auto b = n.value<bool>();
+    if (!b) return KeyError(path, "[storage] direct_io", "must be true or false");
+    c.direct_io = *b;
+  }
+  PORO_RETURN_IF_ERROR(str("tls", "ca", &c.tls_ca, true));
+  PORO_RETURN_IF_ERROR(str("tls", "cert", &c.tls_cert, true));
+  PORO_RETURN_IF_ERROR(str("tls", "key", &c.tls_key, true));
+  PORO_RETURN_IF_ERROR(uint("transfer", "streams", 1, 64, &c.streams));
+  PORO_RETURN_IF_ERROR(uint("transfer", "max_streams", 1, 256, &c.max_streams));
+  PORO_RETURN_IF_ERROR(size("transfer", "chunk_size", &c.chunk_size));
+  if (Status s = ValidateChunkSize(c.chunk_size); !s.ok()) {
+    return KeyError(path, "[transfer] chunk_size", std::string(s.message()));
+  }
+  PORO_RETURN_IF_ERROR(size("transfer", "buffer_pool", &c.buffer_pool_bytes));
+  if (c.buffer_pool_bytes < 8ull * c.chunk_size) {
+    return KeyError(path, "[transfer] buffer_pool", "must hold at least 8 chunks");
+  }
+  PORO_RETURN_IF_ERROR(uint("transfer", "read_ahead", 1, 256, &c.read_ahead));
+  PORO_RETURN_IF_ERROR(uint("transfer", "retry_attempts", 0, 100000, &c.retry_attempts));
+  PORO_RETURN_IF_ERROR(uint("transfer", "retry_max_backoff_s", 1, 3600, &c.retry_max_backoff_s));
+  PORO_RETURN_IF_ERROR(str("log", "level", &c.log_level, false));
+  log::Level lvl;
+  if (!log::ParseLevel(c.log_level, &lvl)) return KeyError(path, "[log] level", "must be debug, info, warning or error");
+  PORO_RETURN_IF_ERROR(str("log", "file", &c.log_file, false));
+  if (auto* arr = t["peers"].as_array()) {
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto* pt = (*arr)[i].as_table();
+      std::string key = "[[peers]] #" + std::to_string(i + 1);
+      if (!pt) return KeyError(path, key, "must be a table");
+      PeerConfig p;
+      auto n = (*pt)["name"].value<std::string>();
+      auto a = (*pt)["address"].value<std::string>();
+      if (!n || n->empty()) return KeyError(path, key, "name missing");
+      if (!a || a->empty()) return KeyError(path, key, "address missing");
+      p.name = *n;
+      p.address = *a;
+      if (c.FindPeer(p.name)) return KeyError(path, key, "duplicate peer " + p.name);
+      c.peers.push_back(std::move(p));
+    }
+  } else if (t["peers"]) {
+    return KeyError(path, "peers", "must be an array of tables ([[peers]])");
+  }
+  return c;
+}
+
+}  // namespace pororoca::daemon

@@ -1,0 +1,865 @@
+#include "daemon/server.h"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+
+#include "base/log.h"
+#include "pororoca/config.h"
+#include "transport/tcp.h"
+
+namespace pororoca::daemon {
+
+using nlohmann::json;
+using transport::TransportOptions;
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int HttpStatusFor(Code c) {
+  switch (c) {
+    case Code::kInvalidArgument: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kPermissionDenied: return 403;
+    case Code::kUnauthenticated: return 403;
+    case Code::kAlreadyExists: return 409;
+    case Code::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+api::HttpResponse ErrorResponse(const Status& s) {
+  std::string code(CodeName(s.code()));
+  return api::HttpResponse::Error(HttpStatusFor(s.code()), code, s.message());
+}
+
+std::string StateDirTransfers(const Config& c) { return c.state_dir + "/transfers"; }
+
+Status WriteFileAtomic(const std::string& path, const std::string& data) {
+  std::string tmp = path + ".tmp";
+  PORO_ASSIGN_OR_RETURN(UniqueFd fd, UniqueFd::Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+  std::span<const std::byte> b(reinterpret_cast<const std::byte*>(data.data()), data.size());
+  PORO_RETURN_IF_ERROR(io::PwriteFull(fd.get(), 0, b, tmp));
+  if (::fsync(fd.get()) != 0) return Status::IoError("fsync " + tmp, errno);
+  PORO_RETURN_IF_ERROR(fd.Close());
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::IoError("rename " + tmp, errno);
+  return Status::OK();
+}
+
+struct Location {
+  bool remote = false;
+  std::string endpoint;
+  std::string path;
+  bool trailing_slash = false;
+};
+
+Result<Location> ParseLocation(const std::string& s) {
+  Location l;
+  if (s.empty()) return Status::InvalidArgument("empty path");
+  if (s.front() == '/') {
+    l.path = s;
+  } else {
+    size_t colon = s.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      return Status::InvalidArgument("'" + s + "' is neither an absolute local path nor ENDPOINT:/path");
+    }
+    l.remote = true;
+    l.endpoint = s.substr(0, colon);
+    l.path = s.substr(colon + 1);
+    if (l.path.empty()) l.path = "/";
+    if (l.path.front() != '/') l.path = "/" + l.path;
+  }
+  l.trailing_slash = l.path.size() > 1 && l.path.back() == '/';
+  return l;
+}
+
+}  // namespace
+
+std::string NewId() {
+  unsigned char b[16];
+  RAND_bytes(b, sizeof b);
+  return proto::HexEncode(std::span<const std::byte>(reinterpret_cast<const std::byte*>(b), sizeof b));
+}
+
+// A transfer submitted by a local user; this daemon initiates it.
+struct Transfer {
+  std::string id;
+  bool push = true;
+  std::string local_path;  // absolute, as given
+  Location remote;
+  bool local_trailing_slash = false;
+  bool recursive = false;
+  json options;            // streams, chunk_size, sync, existing
+  int64_t uid = -1;
+  int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
+
+  mutable std::mutex mu;   // guards the fields below
+  std::string state = "queued";
+  unsigned attempts = 0;
+  std::string error;
+  std::string error_code;
+  uint64_t bytes_sent_prev = 0;     // payload sent by finished attempts
+  int64_t first_resumed = -1;       // bytes found at the destination by the first attempt
+  json summary;
+  engine::StatsSnapshot last;       // snapshot at the end of the last attempt
+  std::vector<std::pair<std::string, std::string>> failures;
+  std::shared_ptr<engine::TransferStats> stats;  // live, during an attempt
+  std::atomic<bool> cancel{false};
+
+  std::string SourceText() const {
+    return push ? local_path : remote.endpoint + ":" + remote.path;
+  }
+  std::string DestText() const {
+    return push ? remote.endpoint + ":" + remote.path : local_path;
+  }
+  json Persisted() const {
+    return json{{"id", id},
+                {"direction", push ? "push" : "pull"},
+                {"local_path", local_path},
+                {"endpoint", remote.endpoint},
+                {"remote_path", remote.path},
+                {"recursive", recursive},
+                {"options", options},
+                {"uid", uid},
+                {"created_ms", created_ms},
+                {"state", state},
+                {"attempts", attempts},
+                {"error", error},
+                {"error_code", error_code},
+                {"bytes_sent_prev", bytes_sent_prev},
+                {"first_resumed", first_resumed},
+                {"summary", summary},
+                {"finished_ms", finished_ms}};
+  }
+};
+
+struct PendingSession {
+  std::vector<std::byte> key;
+  unsigned streams = 0;
+  unsigned bound = 0;
+  std::vector<std::unique_ptr<transport::MessageChannel>> channels;
+  bool closed = false;
+};
+
+Daemon::Daemon(Config config) : config_(std::move(config)) {}
+
+Daemon::~Daemon() { Stop(); }
+
+Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
+  std::unique_ptr<Daemon> d(new Daemon(std::move(config)));
+  const Config& c = d->config_;
+  auto root = engine::ExportRoot::Create(c.export_root);
+  if (!root.has_value()) return root.error().Annotate("[storage] export_root");
+  d->root_ = std::make_unique<engine::ExportRoot>(std::move(*root));
+  if (::mkdir(c.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::IoError("[storage] state_dir " + c.state_dir, errno);
+  }
+  if (::mkdir(StateDirTransfers(c).c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::IoError("create " + StateDirTransfers(c), errno);
+  }
+  transport::TlsConfig tc{c.tls_ca, c.tls_cert, c.tls_key, true};
+  PORO_ASSIGN_OR_RETURN(d->tls_server_, transport::TlsContext::Create(tc));
+  tc.server = false;
+  PORO_ASSIGN_OR_RETURN(d->tls_client_, transport::TlsContext::Create(tc));
+  size_t count = std::max<size_t>(8, c.buffer_pool_bytes / c.chunk_size);
+  PORO_ASSIGN_OR_RETURN(d->pool_, io::BufferPool::Create(c.chunk_size, count));
+  return d;
+}
+
+Status Daemon::Start() {
+  PORO_ASSIGN_OR_RETURN(auto hp, transport::ParseHostPort(config_.listen));
+  auto lfd = transport::TcpListen(hp.first, hp.second, 128);
+  if (!lfd.has_value()) return lfd.error().Annotate("[network] listen " + config_.listen);
+  peer_listen_ = std::move(*lfd);
+  PORO_ASSIGN_OR_RETURN(peer_port_, transport::LocalPort(peer_listen_.get()));
+  auto srv = api::HttpServer::Listen(config_.api_socket, config_.api_socket_mode);
+  if (!srv.has_value()) return srv.error().Annotate("[api] socket");
+  api_ = std::move(*srv);
+  RegisterRoutes();
+  api_->Start();
+  peer_thread_ = std::thread([this] { PeerAcceptLoop(); });
+  PORO_LOG(INFO) << "pororocad " << PORO_VERSION << " endpoint " << config_.endpoint_name << " exporting "
+                 << root_->path() << "; peers on " << hp.first << ":" << peer_port_ << ", API on "
+                 << config_.api_socket << "; io " << (io::UringAvailable() ? "io_uring" : "posix") << ", pool "
+                 << pool_->count() << " x " << (pool_->buffer_size() >> 10) << " KiB";
+  LoadPersisted();
+  return Status::OK();
+}
+
+void Daemon::Stop() {
+  if (stopping_.exchange(true)) return;
+  responder_cancel_ = true;
+  if (api_) api_->Stop();
+  if (peer_listen_.valid()) ::shutdown(peer_listen_.get(), SHUT_RDWR);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, t] : transfers_) t->cancel = true;
+    cv_.notify_all();
+  }
+  if (peer_thread_.joinable()) peer_thread_.join();
+  std::vector<std::thread> workers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers.swap(workers_);
+  }
+  for (auto& w : workers) w.join();
+}
+
+// ---- peer side ---------------------------------------------------------------------------------
+
+void Daemon::PeerAcceptLoop() {
+  while (!stopping_) {
+    auto fd = transport::TcpAccept(peer_listen_.get(), std::chrono::milliseconds(500));
+    if (!fd.has_value()) {
+      if (stopping_) return;
+      if (fd.error().code() == Code::kDeadlineExceeded) continue;
+      PORO_LOG(WARNING) << "accept: " << fd.error().ToString();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    workers_.emplace_back([this, f = std::move(*fd)]() mutable { ServePeer(std::move(f)); });
+  }
+}
+
+void Daemon::ServePeer(UniqueFd fd) {
+  // One port for both kinds of connection: a data connection starts with "PORD", TLS with 0x16.
+  struct pollfd p {fd.get(), POLLIN, 0};
+  if (::poll(&p, 1, 10000) <= 0) {
+    PORO_LOG(WARNING) << "peer " << transport::PeerAddress(fd.get()) << " sent nothing within 10 s";
+    return;
+  }
+  char magic[4];
+  ssize_t n = ::recv(fd.get(), magic, 4, MSG_PEEK | MSG_WAITALL);
+  if (n == 4 && std::memcmp(magic, "PORD", 4) == 0) {
+    ServeBind(std::move(fd));
+  } else {
+    ServeControl(std::move(fd));
+  }
+}
+
+void Daemon::ServeBind(UniqueFd fd) {
+  std::string addr = transport::PeerAddress(fd.get());
+  std::array<std::byte, proto::kBindSize> buf;
+  transport::TcpStream stream(std::move(fd));
+  TransportOptions o;
+  o.idle_timeout = std::chrono::milliseconds(10000);
+  if (Status s = stream.ReadFull(buf, o); !s.ok()) {
+    PORO_LOG(WARNING) << "data connection from " << addr << ": " << s.ToString();
+    return;
+  }
+  auto req = proto::DecodeBind(buf);
+  if (!req.has_value()) {
+    PORO_LOG(WARNING) << "data connection from " << addr << " refused: " << req.error().ToString();
+    return;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = sessions_.find(req->session);
+  bool ok = it != sessions_.end() && !it->second->closed && req->stream < it->second->streams &&
+            !it->second->channels[req->stream] &&
+            proto::MacEqual(req->mac, proto::BindMac(it->second->key, false, req->session, req->stream, req->nonce));
+  if (!ok) {
+    lock.unlock();
+    PORO_LOG(WARNING) << "data connection from " << addr
+                      << " refused: unknown session or bad authenticator (not bound to a control session)";
+    proto::Mac zero{};
+    stream.WriteAll(proto::EncodeBindReply(1, zero), o).IgnoreError();
+    return;
+  }
+  auto reply = proto::EncodeBindReply(0, proto::BindMac(it->second->key, true, req->session, req->stream, req->nonce));
+  // The stream object is dropped after we take its fd back for the message channel.
+  std::shared_ptr<PendingSession> ps = it->second;
+  lock.unlock();
+  if (Status s = stream.WriteAll(reply, o); !s.ok()) return;
+  UniqueFd raw(::dup(stream.fd()));
+  lock.lock();
+  if (ps->closed || ps->channels[req->stream]) return;
+  transport::SocketOptions so;
+  so.sndbuf = config_.sndbuf;
+  so.rcvbuf = config_.rcvbuf;
+  so.congestion = config_.congestion;
+  transport::ApplySocketOptions(raw.get(), so).IgnoreError();
+  ps->channels[req->stream] = transport::MakeTcpMessageChannel(std::move(raw));
+  ps->bound++;
+  cv_.notify_all();
+}
+
+void Daemon::ServeControl(UniqueFd fd) {
+  std::string addr = transport::PeerAddress(fd.get());
+  TransportOptions o;
+  o.idle_timeout = std::chrono::milliseconds(15000);
+  auto tls = transport::TlsStream::Accept(*tls_server_, std::move(fd), o);
+  if (!tls.has_value()) {
+    PORO_LOG(WARNING) << "refused connection from " << addr << ": " << tls.error().ToString();
+    return;
+  }
+  transport::TlsStream* raw = tls->get();
+  engine::ControlChannel ctl(std::move(*tls));
+  Status s = RunResponder(raw, ctl);
+  if (!s.ok()) {
+    PORO_LOG(WARNING) << "session with " << raw->peer_common_name() << " (" << addr << ") ended: " << s.ToString();
+    if (s.code() != Code::kUnavailable) ctl.SendError(s);
+  }
+  ctl.Close().IgnoreError();
+}
+
+engine::EngineOptions Daemon::EngineOptionsFrom(const json& o) const {
+  engine::EngineOptions eo;
+  eo.chunk_size = o.value("chunk_size", config_.chunk_size);
+  eo.sync = o.value("sync", false);
+  std::string ex = o.value("existing", std::string("fail"));
+  eo.existing = ex == "overwrite" ? engine::ExistingMode::kOverwrite
+                : ex == "skip"    ? engine::ExistingMode::kSkip
+                                  : engine::ExistingMode::kFail;
+  eo.try_direct = config_.direct_io;
+  eo.read_ahead = config_.read_ahead;
+  return eo;
+}
+
+Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& ctl) {
+  const std::string peer = tls->peer_common_name();
+  if (config_.FindPeer(peer) == nullptr) {
+    PORO_LOG(WARNING) << "refused endpoint '" << peer << "' from " << tls->peer_address()
+                      << ": not a known peer of " << config_.endpoint_name;
+    return Status::Unauthenticated("endpoint '" + peer + "' is not a known peer of " + config_.endpoint_name);
+  }
+  TransportOptions o;
+  o.idle_timeout = std::chrono::milliseconds(30000);
+  PORO_ASSIGN_OR_RETURN(json hello, ctl.ExpectJson(proto::MsgType::kHello, o));
+  if (hello.value("proto", 0) != proto::kProtocolVersion) {
+    return Status::NotSupported("peer speaks protocol version " + std::to_string(hello.value("proto", 0)) +
+                                ", this daemon speaks " + std::to_string(proto::kProtocolVersion));
+  }
+  if (hello.value("endpoint", std::string()) != peer) {
+    return Status::Unauthenticated("peer announced endpoint '" + hello.value("endpoint", std::string()) +
+                                   "' but its certificate names '" + peer + "'");
+  }
+  proto::SessionId sid;
+  RAND_bytes(reinterpret_cast<unsigned char*>(sid.data()), static_cast<int>(sid.size()));
+  PORO_ASSIGN_OR_RETURN(auto key, tls->ExportKey(proto::kBindExporterLabel, 32));
+  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
+                                                                  {"endpoint", config_.endpoint_name},
+                                                                  {"software", std::string("pororoca ") + PORO_VERSION},
+                                                                  {"session", proto::HexEncode(sid)}}));
+  PORO_ASSIGN_OR_RETURN(json open, ctl.ExpectJson(proto::MsgType::kOpen, o));
+  std::string tid = open.value("transfer_id", std::string("?"));
+  std::string direction = open.value("direction", std::string());
+  std::string path = open.value("path", std::string("/"));
+  bool trailing = open.value("trailing_slash", false);
+  bool recursive = open.value("recursive", false);
+  unsigned streams = open.value("streams", 1u);
+  json options = open.value("options", json::object());
+  if (direction != "push" && direction != "pull") return Status::Protocol("OPEN has no valid direction");
+  if (streams < 1 || streams > config_.max_streams) {
+    return Status::InvalidArgument("streams must be between 1 and " + std::to_string(config_.max_streams));
+  }
+  engine::EngineOptions eo = EngineOptionsFrom(options);
+  PORO_RETURN_IF_ERROR(ValidateChunkSize(eo.chunk_size));
+  if (eo.chunk_size > pool_->buffer_size()) {
+    return Status::InvalidArgument("chunk size " + std::to_string(eo.chunk_size) + " exceeds this daemon's buffers (" +
+                                   std::to_string(pool_->buffer_size()) + ")");
+  }
+  PORO_ASSIGN_OR_RETURN(std::string rel, root_->Normalize(path));
+  json ok{{"transfer_id", tid}};
+  std::string target;
+  if (direction == "push") {  // the peer sends, we receive
+    engine::SourceInfo si;
+    si.name = open["src"].value("name", std::string());
+    si.is_dir = open["src"].value("is_dir", false);
+    if (!si.name.empty()) PORO_RETURN_IF_ERROR(proto::ValidateRelativePath(si.name));
+    if (si.name.find('/') != std::string::npos) return Status::Protocol("source name contains '/'");
+    PORO_ASSIGN_OR_RETURN(target, engine::ResolveTarget(*root_, rel, trailing, si));
+    ok["target"] = config_.endpoint_name + ":/" + target;
+  } else {
+    PORO_ASSIGN_OR_RETURN(engine::SourceInfo si, engine::StatSource(*root_, rel));
+    if (si.is_dir && !recursive) {
+      return Status::InvalidArgument(root_->Display(rel) + " is a directory (use -r)");
+    }
+    ok["src"] = json{{"name", si.name}, {"is_dir", si.is_dir}};
+  }
+  auto ps = std::make_shared<PendingSession>();
+  ps->key = key;
+  ps->streams = streams;
+  ps->channels.resize(streams);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sessions_[sid] = ps;
+  }
+  auto unregister = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    ps->closed = true;
+    sessions_.erase(sid);
+  };
+  Status s = ctl.SendJson(proto::MsgType::kOpenOk, ok);
+  if (s.ok()) {
+    std::unique_lock<std::mutex> lock(mu_);
+    bool all = cv_.wait_for(lock, std::chrono::seconds(30), [&] { return ps->bound == ps->streams || stopping_; });
+    if (!all || stopping_) s = Status::DeadlineExceeded("data connections did not arrive within 30 s");
+  }
+  unregister();
+  PORO_RETURN_IF_ERROR(s);
+  PORO_LOG(INFO) << "transfer " << tid << ": " << peer << (direction == "push" ? " pushes to " : " pulls from ")
+                 << (direction == "push" ? root_->Display(target) : root_->Display(rel)) << " over " << streams
+                 << " streams";
+  engine::TransferStats stats;
+  engine::DataPath dp{&ctl, &ps->channels, pool_.get(), &stats, &responder_cancel_};
+  auto t0 = std::chrono::steady_clock::now();
+  Result<json> r = direction == "push" ? engine::RunReceiver(*root_, target, eo, dp)
+                                       : engine::RunSender(*root_, rel, eo, dp);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!r.has_value()) return r.error();
+  auto snap = stats.Snapshot();
+  PORO_LOG(INFO) << "transfer " << tid << " done in " << secs << " s: " << r->dump();
+  (void)snap;
+  return Status::OK();
+}
+
+// ---- initiator side ----------------------------------------------------------------------------
+
+Result<std::vector<std::unique_ptr<transport::MessageChannel>>> Daemon::OpenDataChannels(
+    const std::string& host, uint16_t port, const proto::SessionId& session, std::span<const std::byte> key,
+    unsigned n) {
+  std::vector<std::unique_ptr<transport::MessageChannel>> out;
+  TransportOptions o;
+  o.idle_timeout = std::chrono::milliseconds(10000);
+  transport::SocketOptions so;
+  so.sndbuf = config_.sndbuf;
+  so.rcvbuf = config_.rcvbuf;
+  so.congestion = config_.congestion;
+  for (unsigned i = 0; i < n; ++i) {
+    PORO_ASSIGN_OR_RETURN(UniqueFd fd, transport::TcpConnect(host, port, std::chrono::milliseconds(10000)));
+    transport::ApplySocketOptions(fd.get(), so).IgnoreError();
+    proto::BindRequest b;
+    b.stream = static_cast<uint16_t>(i);
+    b.session = session;
+    RAND_bytes(reinterpret_cast<unsigned char*>(b.nonce.data()), static_cast<int>(b.nonce.size()));
+    b.mac = proto::BindMac(key, false, session, b.stream, b.nonce);
+    transport::TcpStream stream(std::move(fd));
+    PORO_RETURN_IF_ERROR(stream.WriteAll(proto::EncodeBind(b), o));
+    std::array<std::byte, proto::kBindReplySize> rep;
+    PORO_RETURN_IF_ERROR(stream.ReadFull(rep, o));
+    PORO_ASSIGN_OR_RETURN(auto r, proto::DecodeBindReply(rep));
+    if (r.first != 0) return Status::Unauthenticated("peer refused data connection " + std::to_string(i));
+    if (!proto::MacEqual(r.second, proto::BindMac(key, true, session, b.stream, b.nonce))) {
+      return Status::Unauthenticated("data connection " + std::to_string(i) + " answered with a bad authenticator");
+    }
+    out.push_back(transport::MakeTcpMessageChannel(UniqueFd(::dup(stream.fd()))));
+  }
+  return out;
+}
+
+Result<json> Daemon::Attempt(Transfer& t) {
+  const PeerConfig* peer = config_.FindPeer(t.remote.endpoint);
+  if (peer == nullptr) return Status::NotFound("unknown endpoint '" + t.remote.endpoint + "'");
+  PORO_ASSIGN_OR_RETURN(auto hp, transport::ParseHostPort(peer->address));
+  PORO_ASSIGN_OR_RETURN(std::string local_rel, root_->RelativeFromAbsolute(t.local_path));
+  engine::SourceInfo local_src;
+  if (t.push) {
+    PORO_ASSIGN_OR_RETURN(local_src, engine::StatSource(*root_, local_rel));
+    if (local_src.is_dir && !t.recursive) {
+      return Status::InvalidArgument(t.local_path + " is a directory (use -r)");
+    }
+  }
+  auto fd = transport::TcpConnect(hp.first, hp.second, std::chrono::milliseconds(10000));
+  if (!fd.has_value()) return fd.error().Annotate("endpoint " + peer->name);
+  TransportOptions o;
+  o.idle_timeout = std::chrono::milliseconds(30000);
+  PORO_ASSIGN_OR_RETURN(auto tls, transport::TlsStream::Connect(*tls_client_, std::move(*fd), o));
+  if (tls->peer_common_name() != peer->name) {
+    return Status::Unauthenticated("endpoint at " + peer->address + " presented a certificate for '" +
+                                   tls->peer_common_name() + "', expected '" + peer->name + "'");
+  }
+  transport::TlsStream* raw = tls.get();
+  engine::ControlChannel ctl(std::move(tls));
+  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
+                                                                  {"endpoint", config_.endpoint_name},
+                                                                  {"software", std::string("pororoca ") + PORO_VERSION}}));
+  PORO_ASSIGN_OR_RETURN(json hello, ctl.ExpectJson(proto::MsgType::kHello, o));
+  if (hello.value("proto", 0) != proto::kProtocolVersion) {
+    return Status::NotSupported("endpoint " + peer->name + " speaks protocol version " +
+                                std::to_string(hello.value("proto", 0)));
+  }
+  PORO_ASSIGN_OR_RETURN(auto sid_bytes, proto::HexDecode(hello.value("session", std::string())));
+  if (sid_bytes.size() != 16) return Status::Protocol("HELLO has no valid session id");
+  proto::SessionId sid;
+  std::memcpy(sid.data(), sid_bytes.data(), 16);
+  PORO_ASSIGN_OR_RETURN(auto key, raw->ExportKey(proto::kBindExporterLabel, 32));
+  unsigned streams = t.options.value("streams", config_.streams);
+  json open{{"transfer_id", t.id},
+            {"direction", t.push ? "push" : "pull"},
+            {"path", t.remote.path},
+            {"trailing_slash", t.remote.trailing_slash},
+            {"recursive", t.recursive},
+            {"streams", streams},
+            {"options", t.options}};
+  if (t.push) open["src"] = json{{"name", local_src.name}, {"is_dir", local_src.is_dir}};
+  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kOpen, open));
+  PORO_ASSIGN_OR_RETURN(json ok, ctl.ExpectJson(proto::MsgType::kOpenOk, o));
+  PORO_ASSIGN_OR_RETURN(auto channels, OpenDataChannels(hp.first, hp.second, sid, key, streams));
+  auto stats = std::make_shared<engine::TransferStats>();
+  {
+    std::lock_guard<std::mutex> lock(t.mu);
+    t.stats = stats;
+  }
+  engine::EngineOptions eo = EngineOptionsFrom(t.options);
+  engine::DataPath dp{&ctl, &channels, pool_.get(), stats.get(), &t.cancel};
+  Result<json> r = Status::Internal("not run");
+  if (t.push) {
+    r = engine::RunSender(*root_, local_rel, eo, dp);
+  } else {
+    engine::SourceInfo si;
+    si.name = ok["src"].value("name", std::string());
+    si.is_dir = ok["src"].value("is_dir", false);
+    if (!si.name.empty()) PORO_RETURN_IF_ERROR(proto::ValidateRelativePath(si.name));
+    if (si.name.find('/') != std::string::npos) return Status::Protocol("source name contains '/'");
+    PORO_ASSIGN_OR_RETURN(std::string target, engine::ResolveTarget(*root_, local_rel, t.local_trailing_slash, si));
+    r = engine::RunReceiver(*root_, target, eo, dp);
+  }
+  ctl.Close().IgnoreError();
+  return r;
+}
+
+void Daemon::StartTransfer(const std::shared_ptr<Transfer>& t) {
+  std::lock_guard<std::mutex> lock(mu_);
+  transfers_[t->id] = t;
+  workers_.emplace_back([this, t] { RunTransfer(t); });
+}
+
+void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
+  unsigned backoff_s = 1;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(t->mu);
+      t->state = "running";
+      t->attempts++;
+      if (t->started_ms == 0) t->started_ms = NowMs();
+    }
+    Persist(*t).IgnoreError();
+    PORO_LOG(INFO) << "transfer " << t->id << " attempt " << t->attempts << ": " << t->SourceText() << " -> "
+                   << t->DestText();
+    Result<json> r = Attempt(*t);
+    bool retry = false;
+    {
+      std::lock_guard<std::mutex> lock(t->mu);
+      if (t->stats) {
+        t->last = t->stats->Snapshot();
+        t->failures = t->stats->Failures();
+        t->bytes_sent_prev += t->last.bytes_sent;
+        if (t->first_resumed < 0) t->first_resumed = static_cast<int64_t>(t->last.bytes_resumed);
+        t->stats.reset();
+      }
+      if (r.has_value()) {
+        t->summary = *r;
+        t->finished_ms = NowMs();
+        if (t->last.files_failed > 0) {
+          t->state = "failed";
+          t->error_code = "FilesFailed";
+          t->error = std::to_string(t->last.files_failed) + " file(s) could not be transferred";
+        } else {
+          t->state = "succeeded";
+          t->error.clear();
+          t->error_code.clear();
+        }
+      } else {
+        const Status& s = r.error();
+        t->error = std::string(s.message());
+        t->error_code = std::string(CodeName(s.code()));
+        if (t->cancel && stopping_) {
+          return;  // daemon shutting down: the persisted state says "running", a restart resumes it
+        } else if (t->cancel) {
+          t->state = "cancelled";
+          t->finished_ms = NowMs();
+        } else if (s.retryable() && t->attempts <= config_.retry_attempts) {
+          t->state = "retrying";
+          retry = true;
+        } else {
+          t->state = "failed";
+          t->finished_ms = NowMs();
+        }
+      }
+    }
+    Persist(*t).IgnoreError();
+    if (!retry) {
+      PORO_LOG(INFO) << "transfer " << t->id << " " << t->state << (t->error.empty() ? "" : ": " + t->error);
+      return;
+    }
+    PORO_LOG(WARNING) << "transfer " << t->id << " attempt " << t->attempts << " failed (" << t->error
+                      << "); retrying in " << backoff_s << " s";
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(backoff_s), [&] { return t->cancel.load() || stopping_.load(); });
+    if (stopping_) return;
+    if (t->cancel) {
+      lock.unlock();
+      std::lock_guard<std::mutex> tl(t->mu);
+      t->state = "cancelled";
+      t->finished_ms = NowMs();
+      lock.lock();
+    }
+    backoff_s = std::min(backoff_s * 2, config_.retry_max_backoff_s);
+    if (t->cancel) {
+      lock.unlock();
+      Persist(*t).IgnoreError();
+      return;
+    }
+  }
+}
+
+Status Daemon::Persist(const Transfer& t) {
+  std::string data;
+  {
+    std::lock_guard<std::mutex> lock(t.mu);
+    data = t.Persisted().dump(2);
+  }
+  return WriteFileAtomic(StateDirTransfers(config_) + "/" + t.id + ".json", data);
+}
+
+void Daemon::LoadPersisted() {
+  std::string dir = StateDirTransfers(config_);
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> names;
+  while (struct dirent* de = ::readdir(d)) {
+    std::string n = de->d_name;
+    if (n.size() > 5 && n.compare(n.size() - 5, 5, ".json") == 0) names.push_back(n);
+  }
+  ::closedir(d);
+  for (const auto& n : names) {
+    std::ifstream in(dir + "/" + n);
+    json j = json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+      PORO_LOG(WARNING) << "ignoring unreadable transfer record " << dir << "/" << n;
+      continue;
+    }
+    auto t = std::make_shared<Transfer>();
+    t->id = j.value("id", std::string());
+    if (t->id.empty()) continue;
+    t->push = j.value("direction", std::string("push")) == "push";
+    t->local_path = j.value("local_path", std::string());
+    t->local_trailing_slash = t->local_path.size() > 1 && t->local_path.back() == '/';
+    t->remote.remote = true;
+    t->remote.endpoint = j.value("endpoint", std::string());
+    t->remote.path = j.value("remote_path", std::string("/"));
+    t->remote.trailing_slash = t->remote.path.size() > 1 && t->remote.path.back() == '/';
+    t->recursive = j.value("recursive", false);
+    t->options = j.value("options", json::object());
+    t->uid = j.value("uid", int64_t(-1));
+    t->created_ms = j.value("created_ms", int64_t(0));
+    t->state = j.value("state", std::string("failed"));
+    t->attempts = j.value("attempts", 0u);
+    t->error = j.value("error", std::string());
+    t->error_code = j.value("error_code", std::string());
+    t->bytes_sent_prev = j.value("bytes_sent_prev", uint64_t(0));
+    t->first_resumed = j.value("first_resumed", int64_t(-1));
+    t->summary = j.value("summary", json());
+    t->finished_ms = j.value("finished_ms", int64_t(0));
+    bool unfinished = t->state == "queued" || t->state == "running" || t->state == "retrying";
+    if (unfinished) {
+      PORO_LOG(INFO) << "resuming transfer " << t->id << " (" << t->SourceText() << " -> " << t->DestText() << ")";
+      StartTransfer(t);
+    } else {
+      std::lock_guard<std::mutex> lock(mu_);
+      transfers_[t->id] = t;
+    }
+  }
+}
+
+// ---- API ---------------------------------------------------------------------------------------
+
+json Daemon::TransferJson(const Transfer& t) const {
+  std::lock_guard<std::mutex> lock(t.mu);
+  engine::StatsSnapshot s = t.stats ? t.stats->Snapshot() : t.last;
+  uint64_t sent_total = t.bytes_sent_prev + (t.stats ? s.bytes_sent : 0);
+  uint64_t needed = s.bytes_total - std::min(s.bytes_total, s.bytes_skipped);
+  uint64_t first_resumed = t.first_resumed >= 0 ? static_cast<uint64_t>(t.first_resumed) : s.bytes_resumed;
+  needed -= std::min(needed, first_resumed);
+  uint64_t resent = sent_total > needed ? sent_total - needed : 0;
+  json progress = s.ToJson();
+  progress["bytes_sent_all_attempts"] = sent_total;
+  progress["bytes_resent"] = std::max<uint64_t>(resent, s.bytes_resent);
+  json failures = json::array();
+  auto fl = t.stats ? t.stats->Failures() : t.failures;
+  for (const auto& [p, m] : fl) failures.push_back(json{{"path", p}, {"error", m}});
+  int64_t end = t.finished_ms ? t.finished_ms : NowMs();
+  return json{{"id", t.id},
+              {"state", t.state},
+              {"direction", t.push ? "push" : "pull"},
+              {"source", t.SourceText()},
+              {"destination", t.DestText()},
+              {"recursive", t.recursive},
+              {"options", t.options},
+              {"attempts", t.attempts},
+              {"error", t.error},
+              {"error_code", t.error_code},
+              {"created_ms", t.created_ms},
+              {"started_ms", t.started_ms},
+              {"finished_ms", t.finished_ms},
+              {"elapsed_s", t.started_ms ? double(end - t.started_ms) / 1000.0 : 0.0},
+              {"progress", progress},
+              {"failures", failures},
+              {"summary", t.summary}};
+}
+
+void Daemon::RegisterRoutes() {
+  api_->Route("GET", "/v1/healthz", [this](const api::HttpRequest&) {
+    return api::HttpResponse::Json(200, json{{"status", "ok"},
+                                             {"endpoint", config_.endpoint_name},
+                                             {"version", PORO_VERSION},
+                                             {"export_root", root_->path()},
+                                             {"io", io::UringAvailable() ? "io_uring" : "posix"}});
+  });
+  api_->Route("GET", "/v1/endpoints", [this](const api::HttpRequest&) {
+    json arr = json::array();
+    for (const auto& p : config_.peers) arr.push_back(json{{"name", p.name}, {"address", p.address}});
+    return api::HttpResponse::Json(200, json{{"self", config_.endpoint_name}, {"endpoints", arr}});
+  });
+  api_->Route("POST", "/v1/transfers", [this](const api::HttpRequest& r) { return ApiSubmit(r); });
+  api_->Route("GET", "/v1/transfers", [this](const api::HttpRequest& r) { return ApiList(r); });
+  api_->Route("GET", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return ApiGet(r); });
+  api_->Route("POST", "/v1/transfers/{id}/cancel", [this](const api::HttpRequest& r) { return ApiCancel(r); });
+  api_->Route("DELETE", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return ApiCancel(r); });
+}
+
+api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
+  json body = json::parse(req.body);  // a parse error becomes 400 in the HTTP server
+  if (!body.is_object()) return api::HttpResponse::Error(400, "InvalidArgument", "body must be a JSON object");
+  auto src = ParseLocation(body.value("source", std::string()));
+  if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
+  auto dst = ParseLocation(body.value("destination", std::string()));
+  if (!dst.has_value()) return ErrorResponse(dst.error().Annotate("destination"));
+  if (src->remote && dst->remote && src->endpoint == config_.endpoint_name) src->remote = false;
+  if (src->remote && dst->remote && dst->endpoint == config_.endpoint_name) dst->remote = false;
+  if (src->remote == dst->remote) {
+    return api::HttpResponse::Error(400, "InvalidArgument",
+                                    "exactly one of source and destination must be a remote ENDPOINT:/path");
+  }
+  auto t = std::make_shared<Transfer>();
+  t->id = NewId();
+  t->push = dst->remote;
+  t->remote = t->push ? *dst : *src;
+  t->local_path = t->push ? src->path : dst->path;
+  t->local_trailing_slash = !t->push && dst->trailing_slash;
+  t->recursive = body.value("recursive", false);
+  t->uid = req.peer.uid;
+  t->created_ms = NowMs();
+  json opts = json::object();
+  unsigned streams = body.value("streams", config_.streams);
+  if (streams < 1 || streams > config_.max_streams) {
+    return api::HttpResponse::Error(400, "InvalidArgument",
+                                    "streams must be between 1 and " + std::to_string(config_.max_streams));
+  }
+  opts["streams"] = streams;
+  uint64_t chunk = config_.chunk_size;
+  if (body.contains("chunk_size")) {
+    if (body["chunk_size"].is_number_unsigned()) {
+      chunk = body["chunk_size"].get<uint64_t>();
+    } else {
+      auto c = ParseSize(body["chunk_size"].get<std::string>());
+      if (!c.has_value()) return ErrorResponse(c.error().Annotate("chunk_size"));
+      chunk = *c;
+    }
+  }
+  if (Status s = ValidateChunkSize(chunk); !s.ok()) return ErrorResponse(s);
+  if (chunk > pool_->buffer_size()) {
+    return api::HttpResponse::Error(400, "InvalidArgument",
+                                    "chunk_size exceeds this daemon's buffer size (" +
+                                        std::to_string(pool_->buffer_size() >> 10) + " KiB)");
+  }
+  opts["chunk_size"] = chunk;
+  opts["sync"] = body.value("sync", false);
+  std::string existing = body.value("existing", std::string("fail"));
+  if (existing != "fail" && existing != "overwrite" && existing != "skip") {
+    return api::HttpResponse::Error(400, "InvalidArgument", "existing must be fail, overwrite or skip");
+  }
+  opts["existing"] = existing;
+  t->options = opts;
+  // Check what can be checked locally now, so the user gets the error at once.
+  if (config_.FindPeer(t->remote.endpoint) == nullptr) {
+    std::string known;
+    for (const auto& p : config_.peers) known += (known.empty() ? "" : ", ") + p.name;
+    return api::HttpResponse::Error(404, "UnknownEndpoint",
+                                    "unknown endpoint '" + t->remote.endpoint + "' (known: " +
+                                        (known.empty() ? "none" : known) + ")");
+  }
+  auto rel = root_->RelativeFromAbsolute(t->local_path);
+  if (!rel.has_value()) return ErrorResponse(rel.error());
+  if (t->push) {
+    auto si = engine::StatSource(*root_, *rel);
+    if (!si.has_value()) return ErrorResponse(si.error());
+    if (si->is_dir && !t->recursive) {
+      return api::HttpResponse::Error(400, "InvalidArgument", t->local_path + " is a directory (use -r)");
+    }
+  } else {
+    auto st = root_->Lstat(*rel);
+    if (!st.has_value() || !S_ISDIR(st->st_mode)) {
+      std::string parent = rel->rfind('/') == std::string::npos ? std::string() : rel->substr(0, rel->rfind('/'));
+      auto pst = root_->Lstat(parent);
+      if (t->local_trailing_slash || !pst.has_value() || !S_ISDIR(pst->st_mode)) {
+        return api::HttpResponse::Error(404, "NotFound", "destination directory does not exist: " + t->local_path);
+      }
+    }
+  }
+  if (Status s = Persist(*t); !s.ok()) return ErrorResponse(s);
+  StartTransfer(t);
+  return api::HttpResponse::Json(201, TransferJson(*t));
+}
+
+api::HttpResponse Daemon::ApiList(const api::HttpRequest&) {
+  std::vector<std::shared_ptr<Transfer>> list;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, t] : transfers_) list.push_back(t);
+  }
+  std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a->created_ms < b->created_ms; });
+  json arr = json::array();
+  for (auto& t : list) arr.push_back(TransferJson(*t));
+  return api::HttpResponse::Json(200, json{{"transfers", arr}});
+}
+
+api::HttpResponse Daemon::ApiGet(const api::HttpRequest& req) {
+  std::shared_ptr<Transfer> t;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = transfers_.find(req.params.at("id"));
+    if (it != transfers_.end()) t = it->second;
+  }
+  if (!t) return api::HttpResponse::Error(404, "NotFound", "no transfer " + req.params.at("id"));
+  return api::HttpResponse::Json(200, TransferJson(*t));
+}
+
+api::HttpResponse Daemon::ApiCancel(const api::HttpRequest& req) {
+  std::shared_ptr<Transfer> t;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = transfers_.find(req.params.at("id"));
+    if (it != transfers_.end()) t = it->second;
+    if (t) {
+      t->cancel = true;
+      cv_.notify_all();
+    }
+  }
+  if (!t) return api::HttpResponse::Error(404, "NotFound", "no transfer " + req.params.at("id"));
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    if (t->state == "queued" || t->state == "retrying") {
+      t->state = "cancelled";
+      t->finished_ms = NowMs();
+    }
+  }
+  Persist(*t).IgnoreError();
+  return api::HttpResponse::Json(202, TransferJson(*t));
+}
+
+}  // namespace pororoca::daemon

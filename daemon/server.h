@@ -1,0 +1,94 @@
+// pororocad: the daemon on a DTN. It listens for peers (one TCP port: TLS control connections and
+// bound data connections), serves the local HTTP/JSON API on a unix socket, runs the transfers that
+// local users submit (persisted in the state directory, retried after failures and after a restart)
+// and answers the transfers that peers open.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "api/http.h"
+#include "daemon/config.h"
+#include "engine/export_root.h"
+#include "engine/session.h"
+#include "pororoca/storage.h"
+#include "proto/wire.h"
+#include "transport/tls.h"
+
+namespace pororoca::daemon {
+
+struct Transfer;
+struct PendingSession;
+
+class Daemon {
+ public:
+  static Result<std::unique_ptr<Daemon>> Create(Config config);
+  ~Daemon();
+
+  // Binds the peer port and the API socket, resumes persisted transfers, starts serving.
+  Status Start();
+  // Stops accepting, cancels running work, joins threads.
+  void Stop();
+  uint16_t peer_port() const { return peer_port_; }
+
+ private:
+  explicit Daemon(Config config);
+
+  // Peer side.
+  void PeerAcceptLoop();
+  void ServePeer(UniqueFd fd);
+  void ServeBind(UniqueFd fd);
+  void ServeControl(UniqueFd fd);
+  Status RunResponder(transport::TlsStream* tls, engine::ControlChannel& ctl);
+
+  // Initiator side.
+  void StartTransfer(const std::shared_ptr<Transfer>& t);
+  void RunTransfer(std::shared_ptr<Transfer> t);
+  Result<nlohmann::json> Attempt(Transfer& t);
+  Status Persist(const Transfer& t);
+  void LoadPersisted();
+
+  // API.
+  void RegisterRoutes();
+  api::HttpResponse ApiSubmit(const api::HttpRequest& req);
+  api::HttpResponse ApiList(const api::HttpRequest& req);
+  api::HttpResponse ApiGet(const api::HttpRequest& req);
+  api::HttpResponse ApiCancel(const api::HttpRequest& req);
+  nlohmann::json TransferJson(const Transfer& t) const;
+
+  Result<std::vector<std::unique_ptr<transport::MessageChannel>>> OpenDataChannels(
+      const std::string& host, uint16_t port, const proto::SessionId& session, std::span<const std::byte> key,
+      unsigned n);
+  engine::EngineOptions EngineOptionsFrom(const nlohmann::json& o) const;
+
+  Config config_;
+  std::unique_ptr<engine::ExportRoot> root_;
+  std::unique_ptr<io::BufferPool> pool_;
+  std::unique_ptr<transport::TlsContext> tls_server_;
+  std::unique_ptr<transport::TlsContext> tls_client_;
+  std::unique_ptr<api::HttpServer> api_;
+  UniqueFd peer_listen_;
+  uint16_t peer_port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread peer_thread_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::shared_ptr<Transfer>> transfers_;   // guarded by mu_
+  std::vector<std::thread> workers_;                              // guarded by mu_
+  std::map<proto::SessionId, std::shared_ptr<PendingSession>> sessions_;  // guarded by mu_
+  std::atomic<bool> responder_cancel_{false};
+};
+
+// Random hex id (16 bytes of entropy).
+std::string NewId();
+
+}  // namespace pororoca::daemon

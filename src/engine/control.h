@@ -1,0 +1,44 @@
+// ControlChannel: framed control messages (proto::ControlFrame) over a Stream (TLS in production).
+//
+// Thread-safety: Send() may be called from any thread (serialised inside); Receive() from one
+// thread at a time. The underlying Stream must allow one reader and one writer concurrently.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include <nlohmann/json.hpp>
+
+#include "pororoca/transport.h"
+#include "proto/wire.h"
+
+namespace pororoca::engine {
+
+class ControlChannel {
+ public:
+  explicit ControlChannel(std::unique_ptr<transport::Stream> stream) : stream_(std::move(stream)) {}
+
+  Status Send(proto::MsgType type, std::span<const std::byte> body);
+  Status SendJson(proto::MsgType type, const nlohmann::json& j);
+  // Sends kError {code, message} (best effort) — the peer treats it as fatal for the session.
+  void SendError(const Status& s);
+  // Reads one frame. kUnavailable "closed" on orderly EOF at a frame boundary.
+  Result<proto::ControlFrame> Receive(const transport::TransportOptions& opts = {});
+  // Receives one frame and requires it to be `type` with a JSON body; a kError frame from the peer
+  // becomes its Status.
+  Result<nlohmann::json> ExpectJson(proto::MsgType type, const transport::TransportOptions& opts = {});
+
+  void Shutdown() { stream_->Shutdown(); }
+  Status Close() { return stream_->Close({}); }
+  transport::Stream* stream() { return stream_.get(); }
+
+ private:
+  std::unique_ptr<transport::Stream> stream_;
+  std::mutex write_mu_;
+};
+
+// The Status carried by a kError frame body {code, message}.
+Status StatusFromErrorJson(const nlohmann::json& j);
+nlohmann::json ErrorJson(const Status& s);
+
+}  // namespace pororoca::engine

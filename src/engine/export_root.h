@@ -1,0 +1,50 @@
+// ExportRoot: the directory a daemon exports; every path a peer or a local user names is confined
+// to it. Paths are checked lexically (no "..", no "." or empty components) and resolved with
+// openat2(RESOLVE_BENEATH), so neither ".." nor a symlink (absolute or relative) can leave the
+// root, even if the tree changes while we look at it.
+//
+// Thread-safety: immutable after Create(); all methods may be called from any thread.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <string>
+#include <string_view>
+
+#include "base/unique_fd.h"
+#include "pororoca/status.h"
+
+namespace pororoca::engine {
+
+class ExportRoot {
+ public:
+  static Result<ExportRoot> Create(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_.get(); }
+
+  // Turns a path as a user writes it ("/a/b", "a/b/", "/") into a root-relative path ("a/b", "").
+  // ".." anywhere is refused: "path escapes the export root".
+  Result<std::string> Normalize(std::string_view user_path) const;
+  // For local paths given as absolute file-system paths: "/export/a/b" -> "a/b" when the root is
+  // /export; anything outside the root is refused.
+  Result<std::string> RelativeFromAbsolute(std::string_view abs_path) const;
+
+  // openat2(root, rel, flags, RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS). "" opens the root itself.
+  Result<UniqueFd> Open(const std::string& rel, int flags, mode_t mode = 0) const;
+  // Opens the parent directory of `rel` (beneath the root) and returns it with the last component.
+  Result<std::pair<UniqueFd, std::string>> OpenParent(const std::string& rel) const;
+  // lstat of `rel` (the last component is not followed). kNotFound if missing.
+  Result<struct stat> Lstat(const std::string& rel) const;
+  // Joins root-relative paths: Join("a", "b") = "a/b", Join("", "b") = "b", Join("a", "") = "a".
+  static std::string Join(std::string_view a, std::string_view b);
+  // The file-system path for messages: root + "/" + rel.
+  std::string Display(std::string_view rel) const;
+
+ private:
+  ExportRoot(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+  std::string path_;
+  UniqueFd fd_;
+};
+
+}  // namespace pororoca::engine

@@ -1,0 +1,830 @@
+// Receiving side of a session: plan each announced entry (existing destination, --sync, resume from
+// the journal), receive and verify chunks on every data channel, write them at their offsets, and
+// commit finished files atomically in batches (fsync, rename into place, fsync the directory).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "base/log.h"
+#include "engine/journal.h"
+#include "engine/session.h"
+#include "engine/zero_digest.h"
+
+namespace pororoca::engine {
+
+std::string PartName(std::string_view name) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, ".poro-%016llx.part",
+                static_cast<unsigned long long>(XXH3_64bits(name.data(), name.size())));
+  return buf;
+}
+
+std::string JournalName(std::string_view name) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, ".poro-%016llx.jnl",
+                static_cast<unsigned long long>(XXH3_64bits(name.data(), name.size())));
+  return buf;
+}
+
+namespace {
+
+using proto::ChunkHeader;
+using proto::ChunkKind;
+using proto::EntryType;
+using proto::FileEntry;
+using proto::MsgType;
+using proto::PlanAction;
+using proto::PlanEntry;
+
+enum class ChunkState : uint8_t { kMissing = 0, kWritten = 1, kDurable = 2 };
+
+struct RxFile {
+  FileEntry entry;
+  std::string final_rel;  // root-relative destination
+  std::string dir_rel;    // its directory
+  std::string name;       // last component
+  uint64_t chunks = 0;
+  // Lock order: io_mu, then mu, then Receiver::mu_. Writers hold io_mu shared while they use `fd`;
+  // opening and closing `fd` take it exclusively, so no write can hit a closed (or reused) fd.
+  std::shared_mutex io_mu;
+  std::mutex mu;          // guards everything below
+  std::vector<ChunkState> state;
+  std::vector<Digest128> digests;
+  std::vector<uint8_t> retries;
+  uint64_t missing = 0;   // chunks not yet written
+  uint64_t unjournaled_bytes = 0;
+  UniqueFd fd;            // the hidden part file, open while chunks arrive
+  bool direct = false;
+  bool have_end = false;
+  proto::FileEnd end;
+  bool terminal = false;  // committed or failed
+  bool failed = false;
+  bool journaled = false; // a journal exists for this file
+  bool queued = false;    // in the committer's queue
+};
+
+class Receiver {
+ public:
+  Receiver(const ExportRoot& root, std::string target, const EngineOptions& opts, const DataPath& dp)
+      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size) {}
+
+  Result<nlohmann::json> Run();
+
+ private:
+  Status HandleFiles(const proto::ControlFrame& f);
+  PlanEntry PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out);
+  Status MakeDir(const std::string& rel, uint32_t mode);
+  Status MakeSymlink(const FileEntry& e, const std::string& rel);
+  Status HandleFileEnd(const proto::ControlFrame& f);
+  void ChannelMain(size_t i);
+  Status ChannelLoop(size_t i);
+  Status OpenPart(RxFile& f);
+  void ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len);
+  void CommitterMain();
+  Status CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch);
+  Status JournalFile(RxFile& f);
+  void FinishFile(RxFile& f, const Status& s);
+  void Enqueue(const std::shared_ptr<RxFile>& f);
+  Status ApplyDirMetadata();
+  void Fail(Status s);
+  bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
+  std::string Display(const std::string& rel) const { return root_.Display(rel); }
+
+  const ExportRoot& root_;
+  std::string target_;
+  EngineOptions opts_;
+  DataPath dp_;
+  ZeroDigests zero_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Status error_;
+  std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_;
+  uint64_t entries_ = 0, terminal_ = 0;
+  bool end_received_ = false;
+  std::vector<FileEntry> dirs_;  // for mode/mtime after their contents
+  std::deque<std::shared_ptr<RxFile>> commit_q_;
+  std::vector<proto::FileDone> dones_;
+  bool stop_committer_ = false;
+  uint64_t files_committed_ = 0, bytes_committed_ = 0;
+};
+
+void Receiver::Fail(Status s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = std::move(s);
+  }
+  cv_.notify_all();
+}
+
+Status Receiver::MakeDir(const std::string& rel, uint32_t mode) {
+  PORO_ASSIGN_OR_RETURN(auto parent, root_.OpenParent(rel));
+  if (::mkdirat(parent.first.get(), parent.second.c_str(), (mode & 07777) | 0700) == 0) return Status::OK();
+  int err = errno;
+  if (err == EEXIST) {
+    struct stat st {};
+    if (::fstatat(parent.first.get(), parent.second.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+      return Status::OK();
+    }
+    return Status::AlreadyExists("destination exists and is not a directory: " + Display(rel));
+  }
+  return Status::IoError("mkdir " + Display(rel), err);
+}
+
+Status Receiver::MakeSymlink(const FileEntry& e, const std::string& rel) {
+  PORO_ASSIGN_OR_RETURN(auto parent, root_.OpenParent(rel));
+  int dfd = parent.first.get();
+  std::string tmp = PartName(parent.second);
+  ::unlinkat(dfd, tmp.c_str(), 0);
+  if (::symlinkat(e.link_target.c_str(), dfd, tmp.c_str()) != 0) {
+    return Status::IoError("symlink " + Display(rel), errno);
+  }
+  struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1000000000, e.mtime_ns % 1000000000}};
+  if (ts[1].tv_nsec < 0) {
+    ts[1].tv_sec -= 1;
+    ts[1].tv_nsec += 1000000000;
+  }
+  ::utimensat(dfd, tmp.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+  unsigned flags = opts_.existing == ExistingMode::kOverwrite ? 0 : RENAME_NOREPLACE;
+  if (::renameat2(dfd, tmp.c_str(), dfd, parent.second.c_str(), flags) != 0) {
+    int err = errno;
+    ::unlinkat(dfd, tmp.c_str(), 0);
+    if (err == EEXIST) return Status::AlreadyExists("destination exists: " + Display(rel));
+    return Status::IoError("rename into place " + Display(rel), err);
+  }
+  return Status::OK();
+}
+
+PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
+  PlanEntry p;
+  p.id = e.id;
+  std::string rel = ExportRoot::Join(target_, e.path);
+  auto fail = [&](const Status& s) {
+    p.action = PlanAction::kFail;
+    p.code = s.code();
+    p.message = std::string(s.message());
+    return p;
+  };
+  if (e.type == EntryType::kDir) {
+    Status s = MakeDir(rel, e.mode);
+    if (!s.ok()) return fail(s);
+    dirs_.push_back(e);
+    p.action = PlanAction::kDone;
+    return p;
+  }
+  auto st = root_.Lstat(rel);
+  bool exists = st.has_value();
+  if (!exists && st.error().code() != Code::kNotFound) return fail(st.error());
+  if (exists) {
+    if (S_ISDIR(st->st_mode)) {
+      return fail(Status::AlreadyExists("destination exists and is a directory: " + Display(rel)));
+    }
+    if (opts_.sync && e.type == EntryType::kFile && S_ISREG(st->st_mode) &&
+        static_cast<uint64_t>(st->st_size) == e.size &&
+        int64_t(st->st_mtim.tv_sec) * 1000000000 + st->st_mtim.tv_nsec == e.mtime_ns) {
+      p.action = PlanAction::kSkip;
+      return p;
+    }
+    if (opts_.existing == ExistingMode::kSkip) {
+      p.action = PlanAction::kSkip;
+      return p;
+    }
+    if (opts_.existing == ExistingMode::kFail && !opts_.sync) {
+      return fail(Status::AlreadyExists("destination exists: " + Display(rel) +
+                                        " (use --overwrite, --skip-existing or --sync)"));
+    }
+  }
+  if (e.type == EntryType::kSymlink) {
+    if (opts_.sync || opts_.existing == ExistingMode::kOverwrite) {
+      if (exists) {
+        auto parent = root_.OpenParent(rel);
+        if (parent.has_value()) ::unlinkat(parent->first.get(), parent->second.c_str(), 0);
+      }
+    }
+    Status s = MakeSymlink(e, rel);
+    if (!s.ok()) return fail(s);
+    p.action = PlanAction::kDone;
+    return p;
+  }
+  auto f = std::make_shared<RxFile>();
+  f->entry = e;
+  f->final_rel = rel;
+  size_t slash = rel.rfind('/');
+  f->dir_rel = slash == std::string::npos ? std::string() : rel.substr(0, slash);
+  f->name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  f->chunks = ChunkCount(e.size, opts_.chunk_size);
+  f->state.assign(f->chunks, ChunkState::kMissing);
+  f->digests.resize(f->chunks);
+  f->retries.assign(f->chunks, 0);
+  f->missing = f->chunks;
+  // The parent must be a directory inside the root (created by an earlier entry or pre-existing).
+  auto parent = root_.Open(f->dir_rel, O_PATH | O_DIRECTORY);
+  if (!parent.has_value()) return fail(parent.error());
+  p.action = PlanAction::kSendAll;
+  if (f->chunks > 1) {
+    JournalHeader jh{e.size, e.mtime_ns, opts_.chunk_size};
+    auto have = Journal::Replay(parent->get(), JournalName(f->name), jh);
+    struct stat pst {};
+    std::string part = PartName(f->name);
+    if (!have.empty() && ::fstatat(parent->get(), part.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(pst.st_mode)) {
+      for (const auto& [idx, d] : have) {
+        if (f->state[idx] == ChunkState::kDurable) continue;
+        f->state[idx] = ChunkState::kDurable;
+        f->digests[idx] = d;
+        f->missing--;
+      }
+      f->journaled = true;
+      p.action = PlanAction::kResume;
+      p.have = std::move(have);
+      PORO_LOG(INFO) << "resuming " << Display(rel) << ": " << (f->chunks - f->missing) << " of " << f->chunks
+                     << " chunks already durable";
+    }
+  }
+  *out = std::move(f);
+  return p;
+}
+
+Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
+  PORO_ASSIGN_OR_RETURN(auto entries, proto::DecodeFiles(fr.body));
+  std::vector<PlanEntry> plan;
+  plan.reserve(entries.size());
+  for (const auto& e : entries) {
+    if (e.path.empty() && e.type != EntryType::kDir && e.type != EntryType::kFile) {
+      return Status::Protocol("transfer root must be a file or a directory");
+    }
+    std::shared_ptr<RxFile> f;
+    PlanEntry p = PlanOne(e, &f);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (files_.count(e.id) || e.id == 0) return Status::Protocol("FILES repeats file id " + std::to_string(e.id));
+    entries_++;
+    if (e.type == EntryType::kFile) {
+      dp_.stats->files_total++;
+      dp_.stats->bytes_total += e.size;
+    }
+    switch (p.action) {
+      case PlanAction::kFail:
+        PORO_LOG(WARNING) << "refusing " << ExportRoot::Join(target_, e.path) << ": " << p.message;
+        dp_.stats->files_failed++;
+        dp_.stats->AddFailure(Display(ExportRoot::Join(target_, e.path)), p.message);
+        terminal_++;
+        break;
+      case PlanAction::kSkip:
+        dp_.stats->files_skipped++;
+        dp_.stats->bytes_skipped += e.size;
+        dp_.stats->files_done++;
+        dp_.stats->bytes_done += e.size;
+        terminal_++;
+        break;
+      case PlanAction::kDone:
+        terminal_++;
+        break;
+      default:
+        dp_.stats->bytes_resumed += (f->chunks - f->missing) * uint64_t(opts_.chunk_size);
+        files_[e.id] = f;
+        break;
+    }
+    plan.push_back(std::move(p));
+  }
+  cv_.notify_all();
+  return dp_.ctl->Send(MsgType::kPlan, proto::EncodePlan(plan));
+}
+
+Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
+  PORO_ASSIGN_OR_RETURN(auto ends, proto::DecodeFileEnds(fr.body));
+  for (auto& end : ends) {
+    std::shared_ptr<RxFile> f;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = files_.find(end.id);
+      if (it == files_.end()) return Status::Protocol("FILE_END names unknown file id " + std::to_string(end.id));
+      f = it->second;
+    }
+    std::lock_guard<std::mutex> lock(f->mu);
+    if (f->have_end) return Status::Protocol("FILE_END repeated for file id " + std::to_string(end.id));
+    if (end.code == Code::kOk && end.chunks != f->chunks) {
+      return Status::Protocol("FILE_END chunk count does not match the file size");
+    }
+    f->have_end = true;
+    f->end = std::move(end);
+    if (f->missing == 0 || f->end.code != Code::kOk) Enqueue(f);
+  }
+  return Status::OK();
+}
+
+// Caller holds f->mu.
+void Receiver::Enqueue(const std::shared_ptr<RxFile>& f) {
+  if (f->queued) return;
+  f->queued = true;
+  std::lock_guard<std::mutex> lock(mu_);
+  commit_q_.push_back(f);
+  cv_.notify_all();
+}
+
+Status Receiver::OpenPart(RxFile& f) {
+  PORO_ASSIGN_OR_RETURN(UniqueFd dir, root_.Open(f.dir_rel, O_PATH | O_DIRECTORY));
+  std::string part = PartName(f.name);
+  std::string display = Display(ExportRoot::Join(f.dir_rel, part));
+  int flags = O_WRONLY | O_CREAT | O_NOFOLLOW;
+  bool fresh = !f.journaled;
+  if (fresh) flags |= O_TRUNC;
+  UniqueFd fd;
+  bool direct = false;
+  if (opts_.try_direct && f.entry.size >= (1u << 20)) {
+    auto r = UniqueFd::OpenAt(dir.get(), part, flags | O_DIRECT, 0600);
+    if (r.has_value()) {
+      fd = std::move(*r);
+      direct = true;
+    }
+  }
+  if (!fd.valid()) {
+    auto r = UniqueFd::OpenAt(dir.get(), part, flags, 0600);
+    if (!r.has_value()) return Status::IoError("create " + display, r.error().sys_errno());
+    fd = std::move(*r);
+  }
+  if (fresh && ::ftruncate(fd.get(), static_cast<off_t>(f.entry.size)) != 0) {
+    return Status::IoError("truncate " + display, errno);
+  }
+  f.fd = std::move(fd);
+  f.direct = direct;
+  return Status::OK();
+}
+
+void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len) {
+  std::lock_guard<std::mutex> lock(f->mu);
+  if (f->state[index] != ChunkState::kMissing) return;  // duplicate (resend raced a good copy)
+  f->state[index] = ChunkState::kWritten;
+  f->digests[index] = d;
+  f->missing--;
+  f->unjournaled_bytes += len;
+  if (f->missing == 0 && f->have_end) Enqueue(f);
+}
+
+Status Receiver::ChannelLoop(size_t i) {
+  transport::MessageChannel& ch = *(*dp_.channels)[i];
+  std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr_buf;
+  while (true) {
+    if (Cancelled()) return Status::Cancelled("transfer cancelled");
+    ChunkHeader h;
+    std::shared_ptr<RxFile> f;
+    io::Buffer buf;
+    auto sink = [&](std::span<const std::byte> hb, size_t payload_len) -> Result<std::span<std::byte>> {
+      PORO_ASSIGN_OR_RETURN(h, proto::DecodeChunkHeader(hb));
+      if (h.kind == ChunkKind::kEos || h.kind == ChunkKind::kHole) {
+        if (payload_len != 0) return Status::Protocol("hole or end-of-stream message with a payload");
+      } else if (payload_len != h.length) {
+        return Status::Protocol("chunk payload length differs from its header");
+      }
+      if (h.kind == ChunkKind::kEos) return std::span<std::byte>();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = files_.find(h.file_id);
+        if (it == files_.end()) return Status::Protocol("chunk for unknown file id " + std::to_string(h.file_id));
+        f = it->second;
+      }
+      uint64_t expect_len = h.index < f->chunks
+                                ? std::min<uint64_t>(opts_.chunk_size, f->entry.size - h.index * opts_.chunk_size)
+                                : 0;
+      if (h.index >= f->chunks || h.offset != h.index * uint64_t(opts_.chunk_size) || h.length != expect_len) {
+        return Status::Protocol("chunk " + std::to_string(h.index) + " of file id " + std::to_string(h.file_id) +
+                                " has a bad index, offset or length");
+      }
+      if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
+      PORO_ASSIGN_OR_RETURN(buf, dp_.pool->Acquire());
+      if (buf.capacity() < payload_len) return Status::Internal("pool buffer smaller than the chunk size");
+      return buf.span();
+    };
+    auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
+    if (!r.has_value()) return r.error();
+    if (h.kind == ChunkKind::kEos) return Status::OK();
+    if (h.kind == ChunkKind::kHole) {
+      if (!(h.digest == zero_.Get(h.length))) return Status::Protocol("hole chunk with a non-zero digest");
+      ChunkWritten(f, h.index, h.digest, 0);
+      continue;
+    }
+    Digest128 d = Xxh3_128(std::span<const std::byte>(buf.data(), h.length));
+    if (!(d == h.digest)) {
+      dp_.stats->chunks_corrupt++;
+      bool give_up;
+      {
+        std::lock_guard<std::mutex> lock(f->mu);
+        give_up = ++f->retries[h.index] > opts_.max_chunk_retries;
+      }
+      PORO_LOG(WARNING) << "chunk " << h.index << " of " << Display(f->final_rel) << " failed verification ("
+                        << (give_up ? "giving up" : "asking for it again") << ")";
+      if (give_up) {
+        std::lock_guard<std::mutex> lock(f->mu);
+        f->failed = true;
+        f->end.code = Code::kDataLoss;
+        f->end.message = "chunk " + std::to_string(h.index) + " failed verification " +
+                         std::to_string(opts_.max_chunk_retries + 1) + " times";
+        Enqueue(f);
+        continue;
+      }
+      PORO_RETURN_IF_ERROR(dp_.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk({h.file_id, h.index})));
+      continue;
+    }
+    Status ws;
+    bool skip = false;
+    {
+      std::shared_lock<std::shared_mutex> io_lock(f->io_mu);
+      bool need_open;
+      {
+        std::lock_guard<std::mutex> lock(f->mu);
+        skip = f->terminal || f->failed;
+        need_open = !f->fd.valid();
+      }
+      if (!skip && need_open) {
+        io_lock.unlock();
+        {
+          std::unique_lock<std::shared_mutex> excl(f->io_mu);
+          std::lock_guard<std::mutex> lock(f->mu);
+          skip = f->terminal || f->failed;
+          if (!skip && !f->fd.valid()) ws = OpenPart(*f);
+        }
+        io_lock.lock();
+        std::lock_guard<std::mutex> lock(f->mu);
+        skip = skip || f->terminal || f->failed || !f->fd.valid();
+      }
+      if (!skip && ws.ok()) {
+        uint32_t len = h.length;
+        if (f->direct && len % io::kDirectAlign) {
+          uint32_t padded = static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
+          std::memset(buf.data() + len, 0, padded - len);
+          len = padded;
+        }
+        ws = io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len),
+                            Display(ExportRoot::Join(f->dir_rel, PartName(f->name))));
+      }
+    }
+    if (skip && ws.ok()) continue;
+    if (!ws.ok()) {
+      // Disk full or unwritable destination: the file fails, the session goes on.
+      std::lock_guard<std::mutex> lock(f->mu);
+      if (!f->failed) {
+        f->failed = true;
+        f->end.code = ws.code();
+        f->end.message = std::string(ws.message());
+        Enqueue(f);
+      }
+      continue;
+    }
+    ChunkWritten(f, h.index, d, h.length);
+  }
+}
+
+void Receiver::ChannelMain(size_t i) {
+  Status s = ChannelLoop(i);
+  if (!s.ok()) {
+    if (s.code() == Code::kUnavailable) s = Status::Unavailable("data channel " + std::to_string(i) + ": " + std::string(s.message()));
+    Fail(s.WithSide(Side::kNetwork));
+  }
+}
+
+Status Receiver::JournalFile(RxFile& f) {
+  // Caller holds f.mu. Make the written chunks durable, then record them.
+  std::vector<std::pair<uint64_t, Digest128>> recs;
+  for (uint64_t i = 0; i < f.chunks; ++i) {
+    if (f.state[i] == ChunkState::kWritten) recs.emplace_back(i, f.digests[i]);
+  }
+  if (recs.empty() || !f.fd.valid()) return Status::OK();
+  std::string part_display = Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
+  if (::fdatasync(f.fd.get()) != 0) return Status::IoError("fdatasync " + part_display, errno);
+  PORO_ASSIGN_OR_RETURN(UniqueFd dir, root_.Open(f.dir_rel, O_PATH | O_DIRECTORY));
+  std::string jname = JournalName(f.name);
+  std::string jdisplay = Display(ExportRoot::Join(f.dir_rel, jname));
+  JournalHeader jh{f.entry.size, f.entry.mtime_ns, opts_.chunk_size};
+  Result<Journal> j = f.journaled ? Journal::OpenAppend(dir.get(), jname, jdisplay)
+                                  : Journal::Create(dir.get(), jname, jdisplay, jh);
+  if (!j.has_value()) return j.error();
+  PORO_RETURN_IF_ERROR(j->Append(recs));
+  f.journaled = true;
+  for (const auto& r : recs) f.state[r.first] = ChunkState::kDurable;
+  f.unjournaled_bytes = 0;
+  return Status::OK();
+}
+
+void Receiver::FinishFile(RxFile& f, const Status& s) {
+  // Caller holds f.mu.
+  f.terminal = true;
+  f.fd.Reset();
+  std::lock_guard<std::mutex> lock(mu_);
+  terminal_++;
+  if (s.ok()) {
+    files_committed_++;
+    bytes_committed_ += f.entry.size;
+    dp_.stats->files_done++;
+    dp_.stats->bytes_done += f.entry.size;
+  } else {
+    PORO_LOG(WARNING) << "file " << Display(f.final_rel) << " failed: " << s.ToString();
+    dp_.stats->files_failed++;
+    dp_.stats->AddFailure(Display(f.final_rel), std::string(s.message()));
+  }
+  dones_.push_back(proto::FileDone{f.entry.id, s.code(), std::string(s.message())});
+  cv_.notify_all();
+}
+
+Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
+  // 1. Verify and make durable: file digest over the chunk digests, fix size and metadata, fsync.
+  struct Ready {
+    RxFile* f;
+    UniqueFd dir;
+  };
+  std::vector<Ready> ready;
+  for (auto& fp : batch) {
+    RxFile& f = *fp;
+    std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
+    std::lock_guard<std::mutex> lock(f.mu);
+    auto cleanup = [&](const Status& s) {
+      auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
+      if (dir.has_value() && s.code() != Code::kUnavailable) {
+        ::unlinkat(dir->get(), PartName(f.name).c_str(), 0);
+        ::unlinkat(dir->get(), JournalName(f.name).c_str(), 0);
+      }
+      FinishFile(f, s);
+    };
+    if (f.failed || f.end.code != Code::kOk) {
+      cleanup(Status(f.end.code == Code::kOk ? Code::kInternal : f.end.code,
+                     f.end.message.empty() ? "sender could not read the file" : f.end.message));
+      continue;
+    }
+    FileDigester dg;
+    for (const auto& d : f.digests) dg.AddChunk(d);
+    if (!(dg.Finish() == f.end.digest)) {
+      cleanup(Status::DataLoss("file digest mismatch for " + Display(f.final_rel)));
+      continue;
+    }
+    if (!f.fd.valid()) {  // empty file, or every chunk came from the journal
+      Status s = OpenPart(f);
+      if (!s.ok()) {
+        cleanup(s);
+        continue;
+      }
+    }
+    int fd = f.fd.get();
+    std::string part_display = Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
+    Status s;
+    if (f.direct && ::ftruncate(fd, static_cast<off_t>(f.entry.size)) != 0) {
+      s = Status::IoError("truncate " + part_display, errno);
+    }
+    if (s.ok() && ::fchmod(fd, f.entry.mode & 07777) != 0) s = Status::IoError("chmod " + part_display, errno);
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {f.entry.mtime_ns / 1000000000, f.entry.mtime_ns % 1000000000}};
+    if (ts[1].tv_nsec < 0) {
+      ts[1].tv_sec -= 1;
+      ts[1].tv_nsec += 1000000000;
+    }
+    if (s.ok() && ::futimens(fd, ts) != 0) s = Status::IoError("set mtime " + part_display, errno);
+    if (s.ok() && ::fdatasync(fd) != 0) s = Status::IoError("fdatasync " + part_display, errno);
+    auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
+    if (s.ok() && !dir.has_value()) s = dir.error();
+    if (!s.ok()) {
+      cleanup(s);
+      continue;
+    }
+    ready.push_back(Ready{&f, std::move(*dir)});
+  }
+  // 2. Rename into place; 3. fsync each directory once.
+  std::set<std::string> dirs;
+  for (auto& r : ready) {
+    RxFile& f = *r.f;
+    std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
+    std::lock_guard<std::mutex> lock(f.mu);
+    std::string part = PartName(f.name);
+    unsigned flags = (opts_.existing == ExistingMode::kOverwrite || opts_.sync) ? 0 : RENAME_NOREPLACE;
+    Status s;
+    if (::renameat2(r.dir.get(), part.c_str(), r.dir.get(), f.name.c_str(), flags) != 0) {
+      int err = errno;
+      s = err == EEXIST ? Status::AlreadyExists("destination appeared during the transfer: " + Display(f.final_rel))
+                        : Status::IoError("rename into place " + Display(f.final_rel), err);
+      ::unlinkat(r.dir.get(), part.c_str(), 0);
+    }
+    if (f.journaled) ::unlinkat(r.dir.get(), JournalName(f.name).c_str(), 0);
+    dirs.insert(f.dir_rel);
+    f.fd.Reset();
+    r.f = nullptr;
+    FinishFile(f, s);
+  }
+  for (const auto& d : dirs) {
+    auto dfd = root_.Open(d, O_RDONLY | O_DIRECTORY);
+    if (!dfd.has_value()) return dfd.error();
+    if (::fsync(dfd->get()) != 0) return Status::IoError("fsync directory " + Display(d), errno);
+  }
+  return Status::OK();
+}
+
+void Receiver::CommitterMain() {
+  auto last_journal = std::chrono::steady_clock::now();
+  while (true) {
+    std::vector<std::shared_ptr<RxFile>> batch;
+    bool stop;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return !commit_q_.empty() || stop_committer_; });
+      while (!commit_q_.empty() && batch.size() < 512) {
+        batch.push_back(std::move(commit_q_.front()));
+        commit_q_.pop_front();
+      }
+      stop = stop_committer_ && commit_q_.empty() && batch.empty();
+    }
+    if (!batch.empty()) {
+      Status s = CommitBatch(batch);
+      if (!s.ok()) {
+        Fail(s.WithSide(Side::kDestination));
+        return;
+      }
+    }
+    // Journal partially received multi-chunk files now and then, so a crash loses little.
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_journal >= opts_.journal_interval) {
+      last_journal = now;
+      std::vector<std::shared_ptr<RxFile>> open;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto& [id, f] : files_) open.push_back(f);
+      }
+      for (auto& f : open) {
+        std::shared_lock<std::shared_mutex> io_lock(f->io_mu);
+        std::lock_guard<std::mutex> lock(f->mu);
+        if (f->terminal || f->failed || f->chunks < 2 || f->unjournaled_bytes == 0 || f->missing == 0) continue;
+        Status s = JournalFile(*f);
+        if (!s.ok()) PORO_LOG(WARNING) << "journal: " << s.ToString();
+      }
+    }
+    std::vector<proto::FileDone> dones;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      dones.swap(dones_);
+    }
+    if (!dones.empty()) {
+      Status s = dp_.ctl->Send(MsgType::kFileDone, proto::EncodeFileDones(dones));
+      if (!s.ok()) {
+        Fail(s);
+        return;
+      }
+    }
+    if (stop) return;
+  }
+}
+
+Status Receiver::ApplyDirMetadata() {
+  // Deepest first, so setting a parent's mtime is not undone by work in a child.
+  std::sort(dirs_.begin(), dirs_.end(), [](const FileEntry& a, const FileEntry& b) { return a.path > b.path; });
+  for (const auto& e : dirs_) {
+    std::string rel = ExportRoot::Join(target_, e.path);
+    auto fd = root_.Open(rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!fd.has_value()) return fd.error();
+    if (::fchmod(fd->get(), e.mode & 07777) != 0) return Status::IoError("chmod " + Display(rel), errno);
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1000000000, e.mtime_ns % 1000000000}};
+    if (ts[1].tv_nsec < 0) {
+      ts[1].tv_sec -= 1;
+      ts[1].tv_nsec += 1000000000;
+    }
+    if (::futimens(fd->get(), ts) != 0) return Status::IoError("set mtime " + Display(rel), errno);
+  }
+  return Status::OK();
+}
+
+Result<nlohmann::json> Receiver::Run() {
+  size_t n = dp_.channels->size();
+  std::thread committer([this] { CommitterMain(); });
+  std::vector<std::thread> chans;
+  for (size_t i = 0; i < n; ++i) chans.emplace_back([this, i] { ChannelMain(i); });
+
+  // The control loop runs on this thread; frames are read by a helper thread so that errors from
+  // the channels can interrupt a blocking read (by shutting the stream down).
+  Status s;
+  std::thread ctl_reader([&] {
+    while (true) {
+      auto fr = dp_.ctl->Receive();
+      Status rs;
+      if (!fr.has_value()) {
+        rs = fr.error();
+        if (rs.code() == Code::kUnavailable) {
+          rs = Status::Unavailable("control connection lost: " + std::string(rs.message()));
+        }
+      } else {
+        switch (fr->type) {
+          case MsgType::kFiles: rs = HandleFiles(*fr); break;
+          case MsgType::kFileEnd: rs = HandleFileEnd(*fr); break;
+          case MsgType::kEnd: {
+            std::lock_guard<std::mutex> lock(mu_);
+            end_received_ = true;
+            cv_.notify_all();
+            return;  // nothing but SUMMARY follows from us; EOS arrives on the channels
+          }
+          case MsgType::kError: {
+            auto j = proto::DecodeJsonBody(*fr);
+            rs = j.has_value() ? StatusFromErrorJson(*j) : j.error();
+            break;
+          }
+          case MsgType::kCancel: rs = Status::Cancelled("transfer cancelled by the peer"); break;
+          case MsgType::kKeepalive: break;
+          default: rs = Status::Protocol("unexpected control message " + std::to_string(int(fr->type)) + " at the receiver");
+        }
+      }
+      if (!rs.ok()) {
+        Fail(rs);
+        return;
+      }
+    }
+  });
+
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (error_.ok() && !Cancelled() && !(end_received_ && terminal_ == entries_)) {
+      cv_.wait_for(lock, std::chrono::milliseconds(200));
+    }
+    if (Cancelled() && error_.ok()) error_ = Status::Cancelled("transfer cancelled");
+    s = error_;
+    stop_committer_ = true;
+    cv_.notify_all();
+  }
+  committer.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s.ok()) s = error_;
+  }
+  nlohmann::json summary;
+  if (s.ok()) s = ApplyDirMetadata();
+  if (s.ok()) {
+    auto st = dp_.stats->Snapshot();
+    summary = {{"files_committed", files_committed_}, {"bytes_committed", bytes_committed_},
+               {"files_skipped", st.files_skipped},   {"bytes_skipped", st.bytes_skipped},
+               {"files_failed", st.files_failed},     {"chunks_corrupt", st.chunks_corrupt},
+               {"bytes_resumed", st.bytes_resumed}};
+    s = dp_.ctl->SendJson(MsgType::kSummary, summary);
+  }
+  if (!s.ok()) {
+    if (s.code() != Code::kUnavailable) dp_.ctl->SendError(s);
+    dp_.ctl->Shutdown();
+    for (auto& ch : *dp_.channels) ch->Shutdown();
+  }
+  for (auto& t : chans) t.join();
+  ctl_reader.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s.ok() && !error_.ok()) s = error_;
+  }
+  // Partial files stay (with their journals) so the same command resumes; nothing is left under a
+  // final name unless it was verified and committed.
+  if (!s.ok()) return s;
+  return summary;
+}
+
+}  // namespace
+
+Result<SourceInfo> StatSource(const ExportRoot& root, const std::string& rel) {
+  PORO_ASSIGN_OR_RETURN(struct stat st, root.Lstat(rel));
+  SourceInfo info;
+  size_t slash = rel.rfind('/');
+  info.name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  if (S_ISDIR(st.st_mode)) {
+    info.is_dir = true;
+  } else if (!S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument("source is not a regular file or directory: " + root.Display(rel));
+  }
+  // Readable? Fail early with a clear error rather than after the session is set up.
+  PORO_ASSIGN_OR_RETURN(UniqueFd fd, root.Open(rel, O_RDONLY | O_NOFOLLOW | (info.is_dir ? O_DIRECTORY : 0)));
+  return info;
+}
+
+Result<std::string> ResolveTarget(const ExportRoot& root, const std::string& dst_rel, bool dst_trailing_slash,
+                                  const SourceInfo& src) {
+  auto st = root.Lstat(dst_rel);
+  if (st.has_value() && S_ISDIR(st->st_mode)) {
+    if (src.name.empty()) return dst_rel;
+    return ExportRoot::Join(dst_rel, src.name);
+  }
+  if (dst_trailing_slash) {
+    return Status::NotFound("destination directory does not exist: " + root.Display(dst_rel));
+  }
+  if (dst_rel.empty()) return Status::InvalidArgument("destination is the export root");
+  if (st.has_value() && src.is_dir) {
+    return Status::AlreadyExists("destination exists and is not a directory: " + root.Display(dst_rel));
+  }
+  if (!st.has_value() && st.error().code() != Code::kNotFound) return st.error();
+  size_t slash = dst_rel.rfind('/');
+  std::string parent = slash == std::string::npos ? std::string() : dst_rel.substr(0, slash);
+  auto pst = root.Lstat(parent);
+  if (!pst.has_value() || !S_ISDIR(pst->st_mode)) {
+    return Status::NotFound("destination directory does not exist: " + root.Display(parent));
+  }
+  return dst_rel;
+}
+
+Result<nlohmann::json> RunReceiver(const ExportRoot& root, const std::string& target_rel, const EngineOptions& opts,
+                                   const DataPath& dp) {
+  Receiver r(root, target_rel, opts, dp);
+  return r.Run();
+}
+
+}  // namespace pororoca::engine

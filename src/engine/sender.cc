@@ -1,0 +1,662 @@
+// Sending side of a session: walk, announce (FILES), read + hash (IoQueue), schedule chunks onto
+// the least-loaded data channel, answer BAD_CHUNK with a fresh read, finish when SUMMARY arrives.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "base/log.h"
+#include "engine/session.h"
+#include "engine/zero_digest.h"
+
+namespace pororoca::engine {
+namespace {
+
+using proto::ChunkHeader;
+using proto::ChunkKind;
+using proto::EntryType;
+using proto::FileEntry;
+using proto::MsgType;
+using proto::PlanAction;
+using proto::PlanEntry;
+
+struct SrcFile {
+  FileEntry entry;
+  std::string rel;  // root-relative path to open
+  PlanEntry plan;
+  std::unordered_map<uint64_t, Digest128> have;  // receiver's durable chunks
+  uint64_t chunks = 0;
+  uint64_t next = 0;       // next chunk index to issue
+  uint64_t completed = 0;  // chunks hashed
+  std::vector<Digest128> digests;
+  UniqueFd fd;
+  bool direct = false;
+  bool failed = false;
+  bool ended = false;  // FILE_END queued
+};
+
+struct SendItem {
+  ChunkHeader header;
+  io::Buffer buf;
+  bool eos = false;
+};
+
+class Sender {
+ public:
+  Sender(const ExportRoot& root, std::string src_rel, const EngineOptions& opts, const DataPath& dp)
+      : root_(root), src_rel_(std::move(src_rel)), opts_(opts), dp_(dp), zero_(opts.chunk_size) {}
+
+  Result<nlohmann::json> Run();
+
+ private:
+  void WalkerMain();
+  Status Walk();
+  Status WalkDir(const std::string& rel, const std::string& entry_path);
+  Status Emit(FileEntry e, std::string rel);
+  Status FlushBatch();
+  void CtlReaderMain();
+  Status HandleControl(const proto::ControlFrame& f);
+  void ChannelMain(size_t i);
+  Status ReaderLoop();
+  Status IssueReads(io::IoQueue& q);
+  Status Complete(const io::Completion& c);
+  Status OpenSource(SrcFile& f);
+  void FailFile(SrcFile& f, const Status& s);
+  void Dispatch(SendItem item);
+  Status FlushFileEnds();
+  void Fail(Status s);
+  bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
+
+  const ExportRoot& root_;
+  std::string src_rel_;
+  EngineOptions opts_;
+  DataPath dp_;
+  ZeroDigests zero_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Status error_;                                     // first fatal error
+  bool walk_done_ = false;
+  unsigned batches_out_ = 0;                         // FILES batches without PLAN
+  uint64_t entries_sent_ = 0, entries_planned_ = 0;  // counts of FileEntry
+  std::deque<SrcFile*> work_;                        // planned regular files, in order
+  std::deque<std::pair<uint64_t, uint64_t>> resend_; // (file id, chunk index)
+  std::map<uint64_t, std::unique_ptr<SrcFile>> files_;
+  bool end_sent_ = false;
+  bool summary_ = false;
+  nlohmann::json summary_json_;
+
+  // Walker batch (walker thread only).
+  std::vector<FileEntry> batch_;
+  uint64_t next_id_ = 1;
+
+  // Reader (reader thread only).
+  struct ReadOp {
+    SrcFile* file;
+    uint64_t index;
+    uint32_t len;
+    io::Buffer buf;
+    bool resend;
+  };
+  std::unordered_map<uint64_t, ReadOp> reads_;
+  uint64_t next_tag_ = 1;
+  SrcFile* current_ = nullptr;
+  std::vector<proto::FileEnd> ends_;
+
+  // Scheduler.
+  struct ChannelQueue {
+    std::deque<SendItem> items;
+    uint64_t queued_bytes = 0;
+  };
+  std::mutex sched_mu_;
+  std::condition_variable sched_cv_;
+  std::vector<std::unique_ptr<ChannelQueue>> queues_;
+};
+
+void Sender::Fail(Status s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = std::move(s);
+  }
+  cv_.notify_all();
+  sched_cv_.notify_all();
+}
+
+Status Sender::Emit(FileEntry e, std::string rel) {
+  e.id = next_id_++;
+  auto f = std::make_unique<SrcFile>();
+  f->entry = e;
+  f->rel = std::move(rel);
+  if (e.type == EntryType::kFile) {
+    dp_.stats->files_total++;
+    dp_.stats->bytes_total += e.size;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    files_[e.id] = std::move(f);
+  }
+  batch_.push_back(std::move(e));
+  if (batch_.size() >= opts_.files_per_batch) return FlushBatch();
+  return Status::OK();
+}
+
+Status Sender::FlushBatch() {
+  if (batch_.empty()) return Status::OK();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return batches_out_ < opts_.batches_in_flight || !error_.ok() || Cancelled(); });
+    if (!error_.ok()) return error_;
+    if (Cancelled()) return Status::Cancelled("transfer cancelled");
+    batches_out_++;
+    entries_sent_ += batch_.size();
+  }
+  Status s = dp_.ctl->Send(MsgType::kFiles, proto::EncodeFiles(batch_));
+  batch_.clear();
+  return s;
+}
+
+FileEntry EntryFromStat(const struct stat& st, EntryType type, std::string path) {
+  FileEntry e;
+  e.type = type;
+  e.path = std::move(path);
+  e.size = type == EntryType::kFile ? static_cast<uint64_t>(st.st_size) : 0;
+  e.mode = st.st_mode & 07777;
+  e.mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return e;
+}
+
+Status Sender::WalkDir(const std::string& rel, const std::string& entry_path) {
+  PORO_ASSIGN_OR_RETURN(UniqueFd dfd, root_.Open(rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+  DIR* d = ::fdopendir(dfd.get());
+  if (d == nullptr) return Status::IoError("opendir " + root_.Display(rel), errno);
+  dfd.Release();
+  std::vector<std::string> names;
+  errno = 0;
+  while (struct dirent* de = ::readdir(d)) {
+    std::string_view n(de->d_name);
+    if (n == "." || n == "..") continue;
+    names.emplace_back(n);
+  }
+  int err = errno;
+  int fd = ::dirfd(d);
+  if (err != 0) {
+    ::closedir(d);
+    return Status::IoError("readdir " + root_.Display(rel), err);
+  }
+  std::sort(names.begin(), names.end());
+  std::vector<std::pair<std::string, std::string>> subdirs;
+  Status result;
+  for (const std::string& name : names) {
+    if (Cancelled()) break;
+    struct stat st {};
+    std::string child_rel = ExportRoot::Join(rel, name);
+    std::string child_path = ExportRoot::Join(entry_path, name);
+    if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      // Vanished since readdir: not an error of the transfer.
+      if (errno == ENOENT) continue;
+      result = Status::IoError("stat " + root_.Display(child_rel), errno);
+      break;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      subdirs.emplace_back(child_rel, child_path);
+      result = Emit(EntryFromStat(st, EntryType::kDir, child_path), child_rel);
+    } else if (S_ISREG(st.st_mode)) {
+      result = Emit(EntryFromStat(st, EntryType::kFile, child_path), child_rel);
+    } else if (S_ISLNK(st.st_mode)) {
+      std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+      ssize_t n = ::readlinkat(fd, name.c_str(), target.data(), target.size());
+      if (n < 0) {
+        result = Status::IoError("readlink " + root_.Display(child_rel), errno);
+        break;
+      }
+      target.resize(static_cast<size_t>(n));
+      FileEntry e = EntryFromStat(st, EntryType::kSymlink, child_path);
+      e.link_target = std::move(target);
+      result = Emit(std::move(e), child_rel);
+    } else {
+      PORO_LOG(INFO) << "skipping special file " << root_.Display(child_rel);
+    }
+    if (!result.ok()) break;
+  }
+  ::closedir(d);
+  PORO_RETURN_IF_ERROR(result);
+  for (const auto& [r, p] : subdirs) PORO_RETURN_IF_ERROR(WalkDir(r, p));
+  return Status::OK();
+}
+
+Status Sender::Walk() {
+  PORO_ASSIGN_OR_RETURN(struct stat st, root_.Lstat(src_rel_));
+  if (S_ISREG(st.st_mode)) {
+    PORO_RETURN_IF_ERROR(Emit(EntryFromStat(st, EntryType::kFile, ""), src_rel_));
+  } else if (S_ISDIR(st.st_mode)) {
+    PORO_RETURN_IF_ERROR(Emit(EntryFromStat(st, EntryType::kDir, ""), src_rel_));
+    PORO_RETURN_IF_ERROR(WalkDir(src_rel_, ""));
+  } else if (S_ISLNK(st.st_mode)) {
+    return Status::InvalidArgument("source is a symbolic link: " + root_.Display(src_rel_));
+  } else {
+    return Status::InvalidArgument("source is not a regular file or directory: " + root_.Display(src_rel_));
+  }
+  return FlushBatch();
+}
+
+void Sender::WalkerMain() {
+  Status s = Walk();
+  dp_.stats->walk_done = true;
+  if (!s.ok()) {
+    s.WithSide(Side::kSource);
+    Fail(s);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  walk_done_ = true;
+  cv_.notify_all();
+}
+
+Status Sender::HandleControl(const proto::ControlFrame& f) {
+  switch (f.type) {
+    case MsgType::kPlan: {
+      PORO_ASSIGN_OR_RETURN(auto plan, proto::DecodePlan(f.body));
+      std::lock_guard<std::mutex> lock(mu_);
+      if (batches_out_ == 0) return Status::Protocol("PLAN without an outstanding FILES batch");
+      batches_out_--;
+      for (auto& p : plan) {
+        auto it = files_.find(p.id);
+        if (it == files_.end()) return Status::Protocol("PLAN names unknown file id " + std::to_string(p.id));
+        SrcFile& sf = *it->second;
+        entries_planned_++;
+        const FileEntry& e = sf.entry;
+        switch (p.action) {
+          case PlanAction::kFail:
+            dp_.stats->files_failed++;
+            dp_.stats->AddFailure(e.path.empty() ? root_.Display(sf.rel) : e.path, p.message);
+            break;
+          case PlanAction::kSkip:
+            if (e.type == EntryType::kFile) {
+              dp_.stats->files_skipped++;
+              dp_.stats->bytes_skipped += e.size;
+              dp_.stats->files_done++;
+              dp_.stats->bytes_done += e.size;
+            }
+            break;
+          case PlanAction::kDone:
+            break;
+          case PlanAction::kSendAll:
+          case PlanAction::kResume:
+            if (e.type != EntryType::kFile) return Status::Protocol("PLAN asks for data of a non-file");
+            sf.chunks = ChunkCount(e.size, opts_.chunk_size);
+            for (auto& [idx, d] : p.have) sf.have[idx] = d;
+            sf.digests.resize(sf.chunks);
+            work_.push_back(&sf);
+            break;
+        }
+        sf.plan = std::move(p);
+      }
+      cv_.notify_all();
+      return Status::OK();
+    }
+    case MsgType::kFileDone: {
+      PORO_ASSIGN_OR_RETURN(auto dones, proto::DecodeFileDones(f.body));
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& d : dones) {
+        auto it = files_.find(d.id);
+        if (it == files_.end()) return Status::Protocol("FILE_DONE names unknown file id");
+        if (d.code == Code::kOk) {
+          dp_.stats->files_done++;
+          dp_.stats->bytes_done += it->second->entry.size;
+        } else {
+          dp_.stats->files_failed++;
+          dp_.stats->AddFailure(it->second->entry.path.empty() ? root_.Display(it->second->rel)
+                                                               : it->second->entry.path,
+                                d.message);
+        }
+      }
+      return Status::OK();
+    }
+    case MsgType::kBadChunk: {
+      PORO_ASSIGN_OR_RETURN(auto bad, proto::DecodeBadChunk(f.body));
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = files_.find(bad.id);
+      if (it == files_.end() || bad.index >= it->second->chunks) {
+        return Status::Protocol("BAD_CHUNK names an unknown chunk");
+      }
+      dp_.stats->chunks_corrupt++;
+      resend_.emplace_back(bad.id, bad.index);
+      cv_.notify_all();
+      return Status::OK();
+    }
+    case MsgType::kSummary: {
+      PORO_ASSIGN_OR_RETURN(auto j, proto::DecodeJsonBody(f));
+      std::lock_guard<std::mutex> lock(mu_);
+      summary_ = true;
+      summary_json_ = std::move(j);
+      cv_.notify_all();
+      return Status::OK();
+    }
+    case MsgType::kError: {
+      PORO_ASSIGN_OR_RETURN(auto j, proto::DecodeJsonBody(f));
+      return StatusFromErrorJson(j);
+    }
+    case MsgType::kCancel:
+      return Status::Cancelled("transfer cancelled by the peer");
+    case MsgType::kKeepalive:
+      return Status::OK();
+    default:
+      return Status::Protocol("unexpected control message " + std::to_string(int(f.type)) + " at the sender");
+  }
+}
+
+void Sender::CtlReaderMain() {
+  while (true) {
+    auto f = dp_.ctl->Receive();
+    if (!f.has_value()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (summary_) return;  // closed after the summary: normal end
+      Status s = f.error();
+      if (s.code() == Code::kUnavailable) s = Status::Unavailable("control connection lost: " + std::string(s.message()));
+      if (error_.ok()) error_ = s.WithSide(Side::kNetwork);
+      cv_.notify_all();
+      sched_cv_.notify_all();
+      return;
+    }
+    Status s = HandleControl(*f);
+    if (!s.ok()) {
+      Fail(s);
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (summary_) return;
+  }
+}
+
+void Sender::Dispatch(SendItem item) {
+  std::lock_guard<std::mutex> lock(sched_mu_);
+  size_t best = 0;
+  for (size_t i = 1; i < queues_.size(); ++i) {
+    if (queues_[i]->queued_bytes < queues_[best]->queued_bytes) best = i;
+  }
+  queues_[best]->queued_bytes += item.header.length;
+  queues_[best]->items.push_back(std::move(item));
+  sched_cv_.notify_all();
+}
+
+void Sender::ChannelMain(size_t i) {
+  transport::MessageChannel& ch = *(*dp_.channels)[i];
+  while (true) {
+    SendItem item;
+    {
+      std::unique_lock<std::mutex> lock(sched_mu_);
+      sched_cv_.wait(lock, [&] {
+        if (!queues_[i]->items.empty()) return true;
+        std::lock_guard<std::mutex> l2(mu_);
+        return !error_.ok();
+      });
+      if (queues_[i]->items.empty()) return;  // error
+      item = std::move(queues_[i]->items.front());
+      queues_[i]->items.pop_front();
+      queues_[i]->queued_bytes -= item.header.length;
+    }
+    std::array<std::byte, proto::kChunkHeaderSize> hdr;
+    proto::EncodeChunkHeader(item.header, hdr);
+    std::span<const std::byte> payload;
+    if (item.header.kind == ChunkKind::kData) payload = std::span<const std::byte>(item.buf.data(), item.header.length);
+    Status s = ch.Send(hdr, payload, {});
+    if (!s.ok()) {
+      Fail(s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i)));
+      return;
+    }
+    if (item.eos) return;
+    if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
+  }
+}
+
+Status Sender::OpenSource(SrcFile& f) {
+  PORO_ASSIGN_OR_RETURN(UniqueFd fd, root_.Open(f.rel, O_RDONLY | O_NOFOLLOW));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Status::IoError("stat " + root_.Display(f.rel), errno);
+  int64_t mtime = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  if (static_cast<uint64_t>(st.st_size) != f.entry.size || mtime != f.entry.mtime_ns) {
+    return Status::DataLoss("source changed during the transfer: " + root_.Display(f.rel));
+  }
+  f.direct = false;
+  if (opts_.try_direct && f.entry.size >= (1u << 20)) {
+    // Reopen with O_DIRECT where the file system allows it (not tmpfs); buffered otherwise.
+    auto d = io::OpenForRead("/proc/self/fd/" + std::to_string(fd.get()), true);
+    if (d.has_value() && d->direct) {
+      f.fd.Reset(d->fd);
+      f.direct = true;
+      return Status::OK();
+    }
+    if (d.has_value()) ::close(d->fd);
+  }
+  f.fd = std::move(fd);
+  return Status::OK();
+}
+
+void Sender::FailFile(SrcFile& f, const Status& s) {
+  if (f.failed || f.ended) return;
+  f.ended = true;
+  PORO_LOG(WARNING) << "cannot send " << root_.Display(f.rel) << ": " << s.ToString();
+  f.failed = true;
+  f.fd.Reset();
+  proto::FileEnd end;
+  end.id = f.entry.id;
+  end.code = s.code() == Code::kOk ? Code::kInternal : s.code();
+  end.message = std::string(s.message());
+  ends_.push_back(std::move(end));
+}
+
+Status Sender::IssueReads(io::IoQueue& q) {
+  while (reads_.size() < opts_.read_ahead) {
+    SrcFile* f = nullptr;
+    uint64_t index = 0;
+    bool resend = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!error_.ok()) return error_;
+      if (!resend_.empty()) {
+        auto [id, idx] = resend_.front();
+        resend_.pop_front();
+        f = files_[id].get();
+        index = idx;
+        resend = true;
+      } else {
+        while (true) {
+          if (current_ != nullptr && !current_->failed && current_->next < current_->chunks) break;
+          if (current_ != nullptr && current_->chunks == 0 && !current_->ended) break;
+          if (work_.empty()) return Status::OK();
+          current_ = work_.front();
+          work_.pop_front();
+        }
+        f = current_;
+        index = f->next;
+      }
+    }
+    if (f->chunks == 0) {  // empty file: the digest of no chunks
+      f->ended = true;
+      ends_.push_back(proto::FileEnd{f->entry.id, 0, FileDigester().Finish(), Code::kOk, ""});
+      continue;
+    }
+    if (!f->fd.valid()) {
+      if (f->failed) continue;
+      Status s = OpenSource(*f);
+      if (!s.ok()) {
+        FailFile(*f, s);
+        continue;
+      }
+    }
+    if (!resend) f->next++;
+    uint64_t offset = index * opts_.chunk_size;
+    uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(opts_.chunk_size, f->entry.size - offset));
+    // Sparse files: a chunk that lies entirely in a hole is announced, not read or sent.
+    off_t data = ::lseek(f->fd.get(), static_cast<off_t>(offset), SEEK_DATA);
+    if ((data < 0 && errno == ENXIO) || (data >= 0 && static_cast<uint64_t>(data) >= offset + len)) {
+      Digest128 zd = zero_.Get(len);
+      f->digests[index] = zd;
+      f->completed++;
+      auto h = f->have.find(index);
+      if (resend || h == f->have.end() || !(h->second == zd)) {
+        Dispatch(SendItem{ChunkHeader{ChunkKind::kHole, f->entry.id, index, offset, len, zd}, io::Buffer(), false});
+      } else {
+        dp_.stats->bytes_resumed += len;
+      }
+      if (f->completed == f->chunks && !resend) {
+        FileDigester dg;
+        for (const auto& d : f->digests) dg.AddChunk(d);
+        ends_.push_back(proto::FileEnd{f->entry.id, f->chunks, dg.Finish(), Code::kOk, ""});
+        f->ended = true;
+        f->fd.Reset();
+      }
+      continue;
+    }
+    PORO_ASSIGN_OR_RETURN(io::Buffer buf, dp_.pool->Acquire());
+    if (buf.capacity() < len) return Status::Internal("buffer pool buffers are smaller than the chunk size");
+    uint32_t io_len = f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
+                                : len;
+    uint64_t tag = next_tag_++;
+    PORO_RETURN_IF_ERROR(q.SubmitRead(f->fd.get(), offset, std::span(buf.data(), io_len), tag));
+    reads_.emplace(tag, ReadOp{f, index, len, std::move(buf), resend});
+  }
+  return Status::OK();
+}
+
+Status Sender::Complete(const io::Completion& c) {
+  auto it = reads_.find(c.tag);
+  if (it == reads_.end()) return Status::Internal("completion for an unknown read");
+  ReadOp op = std::move(it->second);
+  reads_.erase(it);
+  SrcFile& f = *op.file;
+  if (f.failed) return Status::OK();
+  if (c.result < 0) {
+    FailFile(f, Status::IoError("read " + root_.Display(f.rel), static_cast<int>(-c.result)).WithSide(Side::kSource));
+    return Status::OK();
+  }
+  if (static_cast<uint64_t>(c.result) < op.len) {
+    FailFile(f, Status::DataLoss("source shrank during the transfer: " + root_.Display(f.rel)));
+    return Status::OK();
+  }
+  Digest128 d = Xxh3_128(std::span<const std::byte>(op.buf.data(), op.len));
+  uint64_t offset = op.index * opts_.chunk_size;
+  if (op.resend) {
+    dp_.stats->bytes_resent += op.len;
+    Dispatch(SendItem{ChunkHeader{ChunkKind::kData, f.entry.id, op.index, offset, op.len, d}, std::move(op.buf), false});
+    return Status::OK();
+  }
+  f.digests[op.index] = d;
+  f.completed++;
+  auto h = f.have.find(op.index);
+  if (h != f.have.end() && h->second == d) {
+    dp_.stats->bytes_resumed += op.len;  // already durable at the receiver
+  } else {
+    Dispatch(SendItem{ChunkHeader{ChunkKind::kData, f.entry.id, op.index, offset, op.len, d}, std::move(op.buf), false});
+  }
+  if (f.completed == f.chunks) {
+    FileDigester dg;
+    for (const auto& x : f.digests) dg.AddChunk(x);
+    ends_.push_back(proto::FileEnd{f.entry.id, f.chunks, dg.Finish(), Code::kOk, ""});
+    f.ended = true;
+    f.fd.Reset();
+  }
+  return Status::OK();
+}
+
+Status Sender::FlushFileEnds() {
+  if (ends_.empty()) return Status::OK();
+  Status s = dp_.ctl->Send(MsgType::kFileEnd, proto::EncodeFileEnds(ends_));
+  ends_.clear();
+  return s;
+}
+
+Status Sender::ReaderLoop() {
+  io::IoQueueOptions qo;
+  qo.depth = std::max(4u, opts_.read_ahead * 2);
+  qo.registered = dp_.pool;
+  PORO_ASSIGN_OR_RETURN(std::unique_ptr<io::IoQueue> q, io::CreateIoQueue(qo));
+  std::vector<io::Completion> comps(64);
+  while (true) {
+    if (Cancelled()) return Status::Cancelled("transfer cancelled");
+    PORO_RETURN_IF_ERROR(IssueReads(*q));
+    if (!reads_.empty()) {
+      PORO_ASSIGN_OR_RETURN(size_t n, q->Reap(comps, 1));
+      for (size_t i = 0; i < n; ++i) PORO_RETURN_IF_ERROR(Complete(comps[i]));
+      if (reads_.empty() || ends_.size() >= 256) PORO_RETURN_IF_ERROR(FlushFileEnds());
+      continue;
+    }
+    PORO_RETURN_IF_ERROR(FlushFileEnds());
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!error_.ok()) return error_;
+    bool idle = work_.empty() && resend_.empty() &&
+                (current_ == nullptr || current_->failed || current_->next >= current_->chunks) &&
+                (current_ == nullptr || current_->chunks > 0 || current_->ended);
+    if (idle && walk_done_ && batches_out_ == 0 && !end_sent_) {
+      end_sent_ = true;
+      lock.unlock();
+      nlohmann::json end{{"files", entries_sent_}};
+      PORO_RETURN_IF_ERROR(dp_.ctl->SendJson(MsgType::kEnd, end));
+      continue;
+    }
+    if (summary_) return Status::OK();
+    cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
+      return !work_.empty() || !resend_.empty() || summary_ || !error_.ok() || Cancelled() ||
+             (walk_done_ && batches_out_ == 0 && !end_sent_);
+    });
+  }
+}
+
+Result<nlohmann::json> Sender::Run() {
+  size_t n = dp_.channels->size();
+  if (n == 0) return Status::InvalidArgument("no data channels");
+  for (size_t i = 0; i < n; ++i) queues_.push_back(std::make_unique<ChannelQueue>());
+  std::thread walker([this] { WalkerMain(); });
+  std::thread ctl([this] { CtlReaderMain(); });
+  std::vector<std::thread> chans;
+  for (size_t i = 0; i < n; ++i) chans.emplace_back([this, i] { ChannelMain(i); });
+
+  Status s = ReaderLoop();
+  if (s.ok()) {
+    for (size_t i = 0; i < n; ++i) {
+      std::lock_guard<std::mutex> lock(sched_mu_);
+      SendItem eos{ChunkHeader{ChunkKind::kEos, 0, 0, 0, 0, {}}, io::Buffer(), true};
+      queues_[i]->items.push_back(std::move(eos));
+    }
+    sched_cv_.notify_all();
+  } else {
+    Fail(s);
+  }
+  for (auto& t : chans) t.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!error_.ok() && s.ok()) s = error_;
+  }
+  if (!s.ok()) {
+    if (s.code() != Code::kUnavailable) dp_.ctl->SendError(s);
+    dp_.ctl->Shutdown();
+    for (auto& ch : *dp_.channels) ch->Shutdown();
+    Fail(s);
+  }
+  walker.join();
+  ctl.join();
+  reads_.clear();
+  {
+    std::lock_guard<std::mutex> lock(sched_mu_);
+    queues_.clear();
+  }
+  if (!s.ok()) return s;
+  return summary_json_;
+}
+
+}  // namespace
+
+Result<nlohmann::json> RunSender(const ExportRoot& root, const std::string& src_rel, const EngineOptions& opts,
+                                 const DataPath& dp) {
+  Sender s(root, src_rel, opts, dp);
+  return s.Run();
+}
+
+}  // namespace pororoca::engine

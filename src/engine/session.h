@@ -1,0 +1,84 @@
+// The engine: one side of a transfer session, sending or receiving a file or a tree over a control
+// channel and N data channels. The daemon sets the session up (TLS, bind, policy); the engine moves
+// and verifies the bytes:
+//
+//   sender:   walker -> FILES batches -> (PLAN) -> reader (IoQueue, read-ahead) -> XXH3-128 per
+//             chunk -> scheduler (least-queued channel) -> channel threads -> MessageChannel::Send
+//   receiver: channel threads -> payload into a pool buffer -> verify XXH3-128 -> write at offset
+//             (IoQueue) -> committer: journal durable chunks, compare the file digest, fsync,
+//             rename into place, fsync the directory -> FILE_DONE
+//
+// Thread-safety: RunSender/RunReceiver block the calling thread until the session ends and start
+// their own worker threads; `cancel` may be set from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/control.h"
+#include "engine/export_root.h"
+#include "engine/stats.h"
+#include "pororoca/storage.h"
+#include "pororoca/transport.h"
+
+namespace pororoca::engine {
+
+enum class ExistingMode : uint8_t { kFail = 0, kOverwrite = 1, kSkip = 2 };
+
+struct EngineOptions {
+  uint32_t chunk_size = 4u << 20;
+  bool sync = false;  // skip files whose size and mtime already match
+  ExistingMode existing = ExistingMode::kFail;
+  bool try_direct = true;
+  unsigned read_ahead = 8;                         // sender: chunk reads in flight
+  size_t files_per_batch = 1024;                   // sender: FILES batch size
+  unsigned batches_in_flight = 8;                  // sender: FILES batches awaiting PLAN
+  std::chrono::milliseconds journal_interval{500}; // receiver: journal at least this often
+  uint64_t journal_bytes = 256ull << 20;           // ... or after this many bytes written
+  unsigned max_chunk_retries = 3;                  // receiver: corrupt copies of one chunk tolerated
+};
+
+struct DataPath {
+  ControlChannel* ctl = nullptr;
+  std::vector<std::unique_ptr<transport::MessageChannel>>* channels = nullptr;
+  io::BufferPool* pool = nullptr;
+  TransferStats* stats = nullptr;
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// What the source side announces about the transfer root.
+struct SourceInfo {
+  std::string name;  // basename of the source ("" if the source is the export root itself)
+  bool is_dir = false;
+};
+
+Result<SourceInfo> StatSource(const ExportRoot& root, const std::string& rel);
+
+// cp semantics: if `dst_rel` is an existing directory the copy goes inside it under the source's
+// name; otherwise `dst_rel` is the new name (its parent must exist). A trailing '/' in the user's
+// path requires an existing directory.
+Result<std::string> ResolveTarget(const ExportRoot& root, const std::string& dst_rel, bool dst_trailing_slash,
+                                  const SourceInfo& src);
+
+// Runs the sending side. Returns the receiver's SUMMARY (JSON) on success.
+Result<nlohmann::json> RunSender(const ExportRoot& root, const std::string& src_rel, const EngineOptions& opts,
+                                 const DataPath& dp);
+
+// Runs the receiving side into `target_rel` (from ResolveTarget). Returns the SUMMARY it sent.
+Result<nlohmann::json> RunReceiver(const ExportRoot& root, const std::string& target_rel,
+                                   const EngineOptions& opts, const DataPath& dp);
+
+// Number of chunks of a file of `size` bytes.
+inline uint64_t ChunkCount(uint64_t size, uint32_t chunk_size) { return (size + chunk_size - 1) / chunk_size; }
+
+// Names of the hidden temporary and journal files for final name `name` in the same directory.
+std::string PartName(std::string_view name);
+std::string JournalName(std::string_view name);
+
+}  // namespace pororoca::engine

@@ -1,0 +1,41 @@
+#include "engine/stats.h"
+
+namespace pororoca::engine {
+
+nlohmann::json StatsSnapshot::ToJson() const {
+  return nlohmann::json{{"files_total", files_total},     {"bytes_total", bytes_total},
+                        {"files_done", files_done},       {"bytes_done", bytes_done},
+                        {"files_skipped", files_skipped}, {"bytes_skipped", bytes_skipped},
+                        {"files_failed", files_failed},   {"bytes_sent", bytes_sent},
+                        {"bytes_resumed", bytes_resumed}, {"chunks_corrupt", chunks_corrupt},
+                        {"bytes_resent", bytes_resent},   {"walk_done", walk_done}};
+}
+
+StatsSnapshot TransferStats::Snapshot() const {
+  StatsSnapshot s;
+  s.files_total = files_total.load();
+  s.bytes_total = bytes_total.load();
+  s.files_done = files_done.load();
+  s.bytes_done = bytes_done.load();
+  s.files_skipped = files_skipped.load();
+  s.bytes_skipped = bytes_skipped.load();
+  s.files_failed = files_failed.load();
+  s.bytes_sent = bytes_sent.load();
+  s.bytes_resumed = bytes_resumed.load();
+  s.chunks_corrupt = chunks_corrupt.load();
+  s.bytes_resent = bytes_resent.load();
+  s.walk_done = walk_done.load();
+  return s;
+}
+
+void TransferStats::AddFailure(const std::string& path, const std::string& message) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (failures_.size() < 100) failures_.emplace_back(path, message);
+}
+
+std::vector<std::pair<std::string, std::string>> TransferStats::Failures() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failures_;
+}
+
+}  // namespace pororoca::engine

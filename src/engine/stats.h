@@ -1,0 +1,50 @@
+// TransferStats: live counters of one transfer, updated by the engine threads and read by the
+// daemon's API (progress display). All fields are atomics; readers take a snapshot with Snapshot().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace pororoca::engine {
+
+struct StatsSnapshot {
+  uint64_t files_total = 0, bytes_total = 0;        // discovered so far (walk_done says if final)
+  uint64_t files_done = 0, bytes_done = 0;          // committed at the destination (incl. skipped)
+  uint64_t files_skipped = 0, bytes_skipped = 0;    // already there (--sync, --skip-existing)
+  uint64_t files_failed = 0;
+  uint64_t bytes_sent = 0;                          // payload bytes put on data channels this attempt
+  uint64_t bytes_resumed = 0;                       // found durable at the destination (journal)
+  uint64_t chunks_corrupt = 0;                      // failed verification at the receiver, re-sent
+  uint64_t bytes_resent = 0;                        // payload sent again (corruption, earlier attempts)
+  bool walk_done = false;
+  nlohmann::json ToJson() const;
+};
+
+class TransferStats {
+ public:
+  std::atomic<uint64_t> files_total{0}, bytes_total{0};
+  std::atomic<uint64_t> files_done{0}, bytes_done{0};
+  std::atomic<uint64_t> files_skipped{0}, bytes_skipped{0};
+  std::atomic<uint64_t> files_failed{0};
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> bytes_resumed{0};
+  std::atomic<uint64_t> chunks_corrupt{0};
+  std::atomic<uint64_t> bytes_resent{0};
+  std::atomic<bool> walk_done{false};
+
+  StatsSnapshot Snapshot() const;
+  // Per-file failures, kept for status output (first 100).
+  void AddFailure(const std::string& path, const std::string& message);
+  std::vector<std::pair<std::string, std::string>> Failures() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::string, std::string>> failures_;
+};
+
+}  // namespace pororoca::engine

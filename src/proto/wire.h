@@ -1,0 +1,171 @@
+// The pororoca wire protocol (version 1): control messages on the TLS control channel, chunk
+// messages on data channels and the bind handshake that ties a data connection to its control
+// session. docs/protocol.md gives the grammar; this file is its single source in code.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "pororoca/checksum.h"
+#include "pororoca/status.h"
+
+namespace pororoca::proto {
+
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr size_t kMaxControlFrame = 64u << 20;
+inline constexpr size_t kMaxPathBytes = 4096;
+
+// ---- control channel -------------------------------------------------------------------------
+// frame := length:u32le type:u8 body[length-1]
+enum class MsgType : uint8_t {
+  kHello = 1,     // json {proto, endpoint, software}
+  kOpen = 2,      // json: transfer request (initiator -> responder)
+  kOpenOk = 3,    // json: accepted, with session facts
+  kError = 4,     // json {code, message}: fatal for the session
+  kFiles = 5,     // binary: batch of FileEntry (sender -> receiver)
+  kPlan = 6,      // binary: batch of PlanEntry (receiver -> sender)
+  kFileEnd = 7,   // binary: file digest after the last chunk (sender -> receiver)
+  kFileDone = 8,  // binary: file committed or failed (receiver -> sender)
+  kBadChunk = 9,  // binary: chunk failed verification, send again (receiver -> sender)
+  kEnd = 10,      // json: sender has nothing more (sender -> receiver)
+  kSummary = 11,  // json: receiver's final account (receiver -> sender)
+  kCancel = 12,   // json {reason}
+  kKeepalive = 13,
+  kUnknown = 255,
+};
+
+struct ControlFrame {
+  MsgType type = MsgType::kUnknown;
+  std::vector<std::byte> body;
+};
+
+std::vector<std::byte> EncodeControlFrame(MsgType type, std::span<const std::byte> body);
+std::vector<std::byte> EncodeJsonFrame(MsgType type, const nlohmann::json& j);
+// Parses a JSON body; kProtocol if it is not a JSON object.
+Result<nlohmann::json> DecodeJsonBody(const ControlFrame& f);
+
+enum class EntryType : uint8_t { kFile = 0, kDir = 1, kSymlink = 2 };
+
+struct FileEntry {
+  uint64_t id = 0;
+  EntryType type = EntryType::kFile;
+  std::string path;  // relative to the transfer root, '/'-separated, "" = the root itself
+  uint64_t size = 0;
+  uint32_t mode = 0;  // permission bits (07777)
+  int64_t mtime_ns = 0;
+  std::string link_target;  // symlinks only
+};
+
+enum class PlanAction : uint8_t {
+  kSendAll = 0,   // receiver has nothing of it
+  kSkip = 1,      // identical already (--sync) or existing and --skip-existing
+  kFail = 2,      // cannot be written (reason in message); the transfer goes on with others
+  kResume = 3,    // receiver holds the listed chunks durably; send the others
+  kDone = 4,      // entry fully handled at plan time (directory, symlink, empty file)
+};
+
+struct PlanEntry {
+  uint64_t id = 0;
+  PlanAction action = PlanAction::kSendAll;
+  Code code = Code::kOk;  // kFail only
+  std::string message;    // kFail only
+  std::vector<std::pair<uint64_t, Digest128>> have;  // kResume only: chunk index -> digest
+};
+
+struct FileEnd {
+  uint64_t id = 0;
+  uint64_t chunks = 0;
+  Digest128 digest;
+  Code code = Code::kOk;  // not kOk: the sender could not read the file (message says why)
+  std::string message;
+};
+
+struct FileDone {
+  uint64_t id = 0;
+  Code code = Code::kOk;
+  std::string message;
+};
+
+struct BadChunk {
+  uint64_t id = 0;
+  uint64_t index = 0;
+};
+
+std::vector<std::byte> EncodeFiles(const std::vector<FileEntry>& entries);
+Result<std::vector<FileEntry>> DecodeFiles(std::span<const std::byte> body);
+std::vector<std::byte> EncodePlan(const std::vector<PlanEntry>& entries);
+Result<std::vector<PlanEntry>> DecodePlan(std::span<const std::byte> body);
+std::vector<std::byte> EncodeFileEnds(const std::vector<FileEnd>& v);
+Result<std::vector<FileEnd>> DecodeFileEnds(std::span<const std::byte> body);
+std::vector<std::byte> EncodeFileDones(const std::vector<FileDone>& v);
+Result<std::vector<FileDone>> DecodeFileDones(std::span<const std::byte> body);
+std::vector<std::byte> EncodeBadChunk(const BadChunk& b);
+Result<BadChunk> DecodeBadChunk(std::span<const std::byte> body);
+
+// Checks a relative path from the peer: no "..", no "." or empty components, no leading '/',
+// no NUL, at most kMaxPathBytes. "" (the root) is valid.
+Status ValidateRelativePath(std::string_view path);
+
+// ---- data channels ---------------------------------------------------------------------------
+// Each data message is (ChunkHeader, payload) on a transport::MessageChannel.
+enum class ChunkKind : uint8_t {
+  kData = 1,  // payload = the chunk's bytes
+  kHole = 2,  // the chunk reads as zeros (sparse); no payload, digest of `length` zero bytes
+  kEos = 3,   // end of stream: the sender will send nothing more on this channel
+};
+
+inline constexpr size_t kChunkHeaderSize = 48;
+
+struct ChunkHeader {
+  ChunkKind kind = ChunkKind::kData;
+  uint64_t file_id = 0;
+  uint64_t index = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  Digest128 digest;
+};
+
+void EncodeChunkHeader(const ChunkHeader& h, std::span<std::byte, kChunkHeaderSize> out);
+Result<ChunkHeader> DecodeChunkHeader(std::span<const std::byte> in);
+
+// ---- bind handshake (first bytes of a data connection) ---------------------------------------
+// bind  := "PORD" version:u16 stream:u16 session:16 nonce:16 mac:32       (86 bytes)
+// reply := "PORA" status:u8 pad:3 mac:32                                   (40 bytes)
+// mac (bind)  = HMAC-SHA256(K, "pororoca-bind" || session || stream:u16 || nonce)
+// mac (reply) = HMAC-SHA256(K, "pororoca-bind-ok" || session || stream:u16 || nonce)
+// K = TLS exporter of the control session, label kBindExporterLabel, 32 bytes.
+inline constexpr char kBindExporterLabel[] = "EXPORTER-pororoca-data-bind";
+inline constexpr size_t kBindSize = 86;
+inline constexpr size_t kBindReplySize = 40;
+using SessionId = std::array<std::byte, 16>;
+using Nonce = std::array<std::byte, 16>;
+using Mac = std::array<std::byte, 32>;
+
+struct BindRequest {
+  uint16_t version = kProtocolVersion;
+  uint16_t stream = 0;
+  SessionId session{};
+  Nonce nonce{};
+  Mac mac{};
+};
+
+Mac BindMac(std::span<const std::byte> key, bool reply, const SessionId& session, uint16_t stream,
+            const Nonce& nonce);
+std::array<std::byte, kBindSize> EncodeBind(const BindRequest& b);
+Result<BindRequest> DecodeBind(std::span<const std::byte> in);
+std::array<std::byte, kBindReplySize> EncodeBindReply(uint8_t status, const Mac& mac);
+// Returns the status byte (0 = accepted) and the mac.
+Result<std::pair<uint8_t, Mac>> DecodeBindReply(std::span<const std::byte> in);
+bool MacEqual(const Mac& a, const Mac& b);  // constant time
+
+std::string HexEncode(std::span<const std::byte> b);
+Result<std::vector<std::byte>> HexDecode(std::string_view s);
+
+}  // namespace pororoca::proto
