@@ -144,7 +144,8 @@ void PrintResult(const json& t) {
   double secs = t.value("elapsed_s", 0.0);
   double bytes = p.value("bytes_done", 0.0) - p.value("bytes_skipped", 0.0);
   std::string st = t.value("state", std::string());
-  std::printf("%s %s: %s -> %s\n", st == "succeeded" ? "OK" : "FAILED", t.value("id", std::string()).c_str(),
+  std::string label = st == "succeeded" ? "OK" : st == "failed" ? "FAILED" : st;
+  std::printf("%s %s: %s -> %s\n", label.c_str(), t.value("id", std::string()).c_str(),
               t.value("source", std::string()).c_str(), t.value("destination", std::string()).c_str());
   std::printf("  files %llu committed, %llu skipped, %llu failed; %s in %.2f s (%s/s)\n",
               static_cast<unsigned long long>(p.value("files_done", uint64_t(0)) - p.value("files_skipped", uint64_t(0))),

@@ -144,6 +144,11 @@ Result<Config> LoadConfig(const std::string& path) {
   log::Level lvl;
   if (!log::ParseLevel(c.log_level, &lvl)) return KeyError(path, "[log] level", "must be debug, info, warning or error");
   PORO_RETURN_IF_ERROR(str("log", "file", &c.log_file, false));
+  PORO_RETURN_IF_ERROR(uint("fault_injection", "corrupt_every", 0, 1u << 30, &c.fault_corrupt_every));
+  PORO_RETURN_IF_ERROR(uint("fault_injection", "send_delay_us", 0, 10000000, &c.fault_send_delay_us));
+  if (c.fault_corrupt_every == 1) {
+    return KeyError(path, "[fault_injection] corrupt_every", "1 would corrupt every chunk forever; use 0 or >= 2");
+  }
   if (auto* arr = t["peers"].as_array()) {
     for (size_t i = 0; i < arr->size(); ++i) {
       auto* pt = (*arr)[i].as_table();

@@ -43,6 +43,9 @@ struct Config {
   // [log]
   std::string log_level = "info";
   std::string log_file;
+  // [fault_injection] (tests and drills only; off by default)
+  unsigned fault_corrupt_every = 0;
+  unsigned fault_send_delay_us = 0;
   // [[peers]]
   std::vector<PeerConfig> peers;
 

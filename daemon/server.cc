@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "pororoca/config.h"
+#include "transport/fault.h"
 #include "transport/tcp.h"
 
 namespace pororoca::daemon {
@@ -191,6 +192,10 @@ Status Daemon::Start() {
   RegisterRoutes();
   api_->Start();
   peer_thread_ = std::thread([this] { PeerAcceptLoop(); });
+  if (config_.fault_corrupt_every || config_.fault_send_delay_us) {
+    PORO_LOG(WARNING) << "FAULT INJECTION ACTIVE: corrupting every " << config_.fault_corrupt_every
+                      << "th chunk sent, delaying each by " << config_.fault_send_delay_us << " us";
+  }
   PORO_LOG(INFO) << "pororocad " << PORO_VERSION << " endpoint " << config_.endpoint_name << " exporting "
                  << root_->path() << "; peers on " << hp.first << ":" << peer_port_ << ", API on "
                  << config_.api_socket << "; io " << (io::UringAvailable() ? "io_uring" : "posix") << ", pool "
@@ -292,7 +297,7 @@ void Daemon::ServeBind(UniqueFd fd) {
   so.rcvbuf = config_.rcvbuf;
   so.congestion = config_.congestion;
   transport::ApplySocketOptions(raw.get(), so).IgnoreError();
-  ps->channels[req->stream] = transport::MakeTcpMessageChannel(std::move(raw));
+  ps->channels[req->stream] = MaybeFault(transport::MakeTcpMessageChannel(std::move(raw)));
   ps->bound++;
   cv_.notify_all();
 }
@@ -314,6 +319,14 @@ void Daemon::ServeControl(UniqueFd fd) {
     if (s.code() != Code::kUnavailable) ctl.SendError(s);
   }
   ctl.Close().IgnoreError();
+}
+
+std::unique_ptr<transport::MessageChannel> Daemon::MaybeFault(std::unique_ptr<transport::MessageChannel> ch) {
+  transport::FaultOptions fo;
+  fo.corrupt_every = config_.fault_corrupt_every;
+  fo.send_delay = std::chrono::microseconds(config_.fault_send_delay_us);
+  if (!fo.active()) return ch;
+  return std::make_unique<transport::FaultInjectionChannel>(std::move(ch), fo, fault_counter_);
 }
 
 engine::EngineOptions Daemon::EngineOptionsFrom(const json& o) const {
@@ -456,7 +469,7 @@ Result<std::vector<std::unique_ptr<transport::MessageChannel>>> Daemon::OpenData
     if (!proto::MacEqual(r.second, proto::BindMac(key, true, session, b.stream, b.nonce))) {
       return Status::Unauthenticated("data connection " + std::to_string(i) + " answered with a bad authenticator");
     }
-    out.push_back(transport::MakeTcpMessageChannel(UniqueFd(::dup(stream.fd()))));
+    out.push_back(MaybeFault(transport::MakeTcpMessageChannel(UniqueFd(::dup(stream.fd())))));
   }
   return out;
 }

@@ -68,6 +68,8 @@ class Daemon {
       const std::string& host, uint16_t port, const proto::SessionId& session, std::span<const std::byte> key,
       unsigned n);
   engine::EngineOptions EngineOptionsFrom(const nlohmann::json& o) const;
+  // Wraps a data channel in the fault-injection decorator when [fault_injection] asks for it.
+  std::unique_ptr<transport::MessageChannel> MaybeFault(std::unique_ptr<transport::MessageChannel> ch);
 
   Config config_;
   std::unique_ptr<engine::ExportRoot> root_;
@@ -86,6 +88,7 @@ class Daemon {
   std::vector<std::thread> workers_;                              // guarded by mu_
   std::map<proto::SessionId, std::shared_ptr<PendingSession>> sessions_;  // guarded by mu_
   std::atomic<bool> responder_cancel_{false};
+  std::shared_ptr<std::atomic<uint64_t>> fault_counter_ = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
 // Random hex id (16 bytes of entropy).

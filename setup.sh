@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# pororoca's one setup script. On a fresh Debian 12 machine:
+#   ./setup.sh demo    install dependencies, build, start two DTN daemons (two institutions) and move a
+#                      generated multi-GiB dataset from one to the other, then verify it independently
+#   ./setup.sh test    install dependencies, build with warnings as errors, run every test (ctest)
+#   ./setup.sh deps    only install the Debian packages
+#   ./setup.sh build [PRESET]   only configure and build (default preset: release)
+# Environment for demo: DEMO_DIR (default /var/tmp/pororoca-demo), DEMO_GIB (dataset size, default 3),
+# DEMO_SMALL_FILES (default 2000), DEMO_PORT_A / DEMO_PORT_B (default 47701 / 47702), KEEP=1 keeps it all.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$HERE"
+
+PACKAGES=(cmake make g++ pkg-config liburing-dev libfabric-dev libucx-dev libxxhash-dev libssl-dev
+          libboost-program-options-dev doctest-dev nlohmann-json3-dev libtomlplusplus-dev
+          openssl xxhash procps iproute2 util-linux e2fsprogs)
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+deps() {
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then log "dependencies: all ${#PACKAGES[@]} packages present"; return; fi
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  log "installing: ${missing[*]}"
+  $sudo apt-get update -q >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install failed for: ${missing[*]}"
+}
+
+build() {
+  local preset=${1:-release}
+  log "configure + build (preset $preset)"
+  cmake --preset "$preset" >/dev/null || die "cmake configure failed (preset $preset)"
+  cmake --build --preset "$preset" -j"$(nproc)" || die "build failed (preset $preset)"
+}
+
+run_tests() {
+  build ci
+  log "running the test suite (ctest, preset ci)"
+  ctest --preset ci
+}
+
+# ---- demo: the main job -----------------------------------------------------------------------
+DEMO_PIDS=(); DEMO_DIR_USED=""
+demo_cleanup() {
+  local p
+  for p in "${DEMO_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${DEMO_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  if [ -n "$DEMO_DIR_USED" ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$DEMO_DIR_USED"; fi
+}
+
+# keystream NAME BYTES: deterministic incompressible bytes (AES-CTR of a fixed passphrase) on stdout
+keystream() {
+  head -c "$2" < <(openssl enc -aes-128-ctr -pass "pass:pororoca-demo-$1" -nosalt -pbkdf2 < /dev/zero 2>/dev/null)
+}
+
+demo() {
+  build release
+  local bin="$HERE/build/release"
+  local dir=${DEMO_DIR:-/var/tmp/pororoca-demo} gib=${DEMO_GIB:-3} nsmall=${DEMO_SMALL_FILES:-2000}
+  local pa=${DEMO_PORT_A:-47701} pb=${DEMO_PORT_B:-47702}
+  local cli="$bin/cli/pororoca" daemon="$bin/daemon/pororocad"
+  rm -rf "$dir"; mkdir -p "$dir"
+  DEMO_PIDS=(); DEMO_DIR_USED=$dir
+  trap demo_cleanup EXIT
+
+  log "federation: a CA and two endpoint certificates (institutions lncc and cenapad)"
+  "$cli" federation init --dir "$dir/federation" --name "e-Science demo federation" >/dev/null
+  "$cli" federation add-endpoint lncc-dtn1 --dir "$dir/federation" >/dev/null
+  "$cli" federation add-endpoint cenapad-dtn1 --dir "$dir/federation" >/dev/null
+
+  local n port peer pport
+  for n in lncc-dtn1 cenapad-dtn1; do
+    if [ "$n" = lncc-dtn1 ]; then port=$pa; peer=cenapad-dtn1; pport=$pb; else port=$pb; peer=lncc-dtn1; pport=$pa; fi
+    mkdir -p "$dir/$n/export" "$dir/$n/state"
+    cat > "$dir/$n.toml" <<TOML
+# Only identity and paths: everything else is the embedded default.
+[endpoint]
+name = "$n"
+[network]
+listen = "127.0.0.1:$port"
+[api]
+socket = "$dir/$n.sock"
+[storage]
+export_root = "$dir/$n/export"
+state_dir = "$dir/$n/state"
+[tls]
+ca = "$dir/federation/ca.crt"
+cert = "$dir/federation/endpoints/$n.crt"
+key = "$dir/federation/endpoints/$n.key"
+[[peers]]
+name = "$peer"
+address = "127.0.0.1:$pport"
+TOML
+    "$daemon" --config "$dir/$n.toml" --check-config >/dev/null || die "config $dir/$n.toml rejected"
+    "$daemon" --config "$dir/$n.toml" >"$dir/$n.log" 2>&1 &
+    DEMO_PIDS+=($!)
+  done
+  local i
+  for i in $(seq 100); do
+    [ -S "$dir/lncc-dtn1.sock" ] && [ -S "$dir/cenapad-dtn1.sock" ] && break
+    sleep 0.1
+  done
+  [ -S "$dir/lncc-dtn1.sock" ] || { cat "$dir"/*.log >&2; die "daemons did not start"; }
+
+  local src="$dir/lncc-dtn1/export/dataset"
+  log "generating a ${gib} GiB dataset: 3 big files + $nsmall small files (AES-CTR keystream, incompressible)"
+  mkdir -p "$src/big" "$src/small"
+  local bigmib=$(( gib * 1024 / 3 ))
+  for i in 1 2 3; do keystream "$i" $(( bigmib << 20 )) > "$src/big/part-$i.bin"; done
+  keystream small $(( nsmall * 64 << 10 )) | split -b 64K -a 5 -d - "$src/small/sample-"
+  : > "$src/small/empty-file"
+  mkdir -p "$src/empty-dir"
+  ln -s big/part-1.bin "$src/latest"
+  log "dataset: $(du -sh "$src" | cut -f1) in $(find "$src" -type f | wc -l) files"
+
+  log "lncc-dtn1 -> cenapad-dtn1: pororoca cp -r $src cenapad-dtn1:/"
+  local rc=0
+  PORO_SOCKET="$dir/lncc-dtn1.sock" "$cli" cp -r "$src" cenapad-dtn1:/ || rc=$?
+  [ $rc -eq 0 ] || { tail -20 "$dir"/*.log >&2; die "transfer failed (exit $rc)"; }
+
+  log "independent check with xxhsum (XXH128) of every file at both ends"
+  local dst="$dir/cenapad-dtn1/export/dataset"
+  (cd "$src" && find . -type f -print0 | sort -z | xargs -0 xxhsum -H2) > "$dir/src.sums"
+  (cd "$dst" && find . -type f -print0 | sort -z | xargs -0 xxhsum -H2) > "$dir/dst.sums"
+  if cmp -s "$dir/src.sums" "$dir/dst.sums" && diff -r --no-dereference "$src" "$dst" >/dev/null \
+     && [ "$(readlink "$dst/latest")" = big/part-1.bin ] && [ -d "$dst/empty-dir" ]; then
+    printf '\n\033[32mVERIFIED\033[0m: %s files, %s, byte-identical at cenapad-dtn1 (XXH128 of every file)\n' \
+      "$(wc -l < "$dir/dst.sums")" "$(du -sh "$dst" | cut -f1)"
+  else
+    die "verification FAILED: source and destination differ"
+  fi
+}
+
+case "${1:-}" in
+  deps) deps ;;
+  build) deps; build "${2:-release}" ;;
+  test) deps; run_tests ;;
+  demo) deps; demo ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
+esac
