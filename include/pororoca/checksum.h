@@ -26,6 +26,21 @@ struct Digest128 {
 
 Digest128 Xxh3_128(std::span<const std::byte> data);
 
+// Streaming XXH3-128: Update() over pieces gives the same digest as Xxh3_128 over their concatenation.
+class Hasher128 {
+ public:
+  Hasher128();
+  ~Hasher128();
+  Hasher128(const Hasher128&) = delete;
+  Hasher128& operator=(const Hasher128&) = delete;
+  void Reset();
+  void Update(std::span<const std::byte> data);
+  Digest128 Finish() const;
+
+ private:
+  void* state_;
+};
+
 // Accumulates ordered chunk digests into a file digest.
 class FileDigester {
  public:

@@ -53,6 +53,16 @@ class MessageChannel {
   // Sends one message. `header` is at most kMaxHeader bytes. Returns when the payload buffer may be reused.
   virtual Status Send(std::span<const std::byte> header, std::span<const std::byte> payload,
                       const TransportOptions& opts) = 0;
+  // Sends one message whose payload is `len` bytes of the open file `fd` at `offset`, without a
+  // user-space copy where the backend can (TCP: sendfile, so page-cache pages go to the socket by
+  // reference). kNotSupported if the backend cannot: the caller then reads and uses Send(). The bytes
+  // sent are whatever the file holds when the kernel reads it; the receiver's digest check catches a
+  // file that changed.
+  virtual Status SendFile(std::span<const std::byte> header, int fd, uint64_t offset, size_t len,
+                          const TransportOptions& opts) {
+    (void)header, (void)fd, (void)offset, (void)len, (void)opts;
+    return Status::NotSupported("this transport cannot send from a file");
+  }
   // Decides where a message's payload goes once its header is known: returns a buffer of at least
   // `payload_len` bytes, or an error to reject the message (which fails Receive with that error).
   using PayloadSink =
@@ -79,6 +89,10 @@ class MessageChannelWrapper : public MessageChannel {
   Status Send(std::span<const std::byte> header, std::span<const std::byte> payload,
               const TransportOptions& opts) override {
     return target_->Send(header, payload, opts);
+  }
+  Status SendFile(std::span<const std::byte> header, int fd, uint64_t offset, size_t len,
+                  const TransportOptions& opts) override {
+    return target_->SendFile(header, fd, offset, len, opts);
   }
   Result<Received> Receive(std::span<std::byte> header_buf, const PayloadSink& sink, size_t max_payload,
                            const TransportOptions& opts) override {

@@ -2,6 +2,8 @@
 // the journal), receive and verify chunks on every data channel, write them at their offsets, and
 // commit finished files atomically in batches (fsync, rename into place, fsync the directory).
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -65,6 +67,8 @@ struct RxFile {
   uint64_t unjournaled_bytes = 0;
   UniqueFd fd;            // the hidden part file, open while chunks arrive
   bool direct = false;
+  // Closes the part file. Caller holds io_mu exclusively.
+  void Close() { fd.Reset(); }
   bool have_end = false;
   proto::FileEnd end;
   bool terminal = false;  // committed or failed
@@ -334,22 +338,22 @@ Status Receiver::OpenPart(RxFile& f) {
   PORO_ASSIGN_OR_RETURN(UniqueFd dir, root_.Open(f.dir_rel, O_PATH | O_DIRECTORY));
   std::string part = PartName(f.name);
   std::string display = Display(ExportRoot::Join(f.dir_rel, part));
-  int flags = O_WRONLY | O_CREAT | O_NOFOLLOW;
+  // O_RDWR: a buffered destination is mapped (MAP_SHARED needs a readable fd).
+  int flags = O_RDWR | O_CREAT | O_NOFOLLOW;
   bool fresh = !f.journaled;
   if (fresh) flags |= O_TRUNC;
-  UniqueFd fd;
+  auto r = UniqueFd::OpenAt(dir.get(), part, flags, 0600);
+  if (!r.has_value()) return Status::IoError("create " + display, r.error().sys_errno());
+  UniqueFd fd = std::move(*r);
   bool direct = false;
   if (opts_.try_direct && f.entry.size >= (1u << 20)) {
-    auto r = UniqueFd::OpenAt(dir.get(), part, flags | O_DIRECT, 0600);
-    if (r.has_value()) {
-      fd = std::move(*r);
-      direct = true;
+    // O_DIRECT where the file system really does direct I/O. tmpfs accepts the flag on recent kernels
+    // but only adds alignment rules, so it stays buffered (and mapped) there.
+    struct statfs sfs {};
+    if (::fstatfs(fd.get(), &sfs) == 0 && sfs.f_type != TMPFS_MAGIC) {
+      int fl = ::fcntl(fd.get(), F_GETFL);
+      direct = fl >= 0 && ::fcntl(fd.get(), F_SETFL, fl | O_DIRECT) == 0;
     }
-  }
-  if (!fd.valid()) {
-    auto r = UniqueFd::OpenAt(dir.get(), part, flags, 0600);
-    if (!r.has_value()) return Status::IoError("create " + display, r.error().sys_errno());
-    fd = std::move(*r);
   }
   if (fresh && ::ftruncate(fd.get(), static_cast<off_t>(f.entry.size)) != 0) {
     return Status::IoError("truncate " + display, errno);
@@ -376,7 +380,11 @@ Status Receiver::ChannelLoop(size_t i) {
     if (Cancelled()) return Status::Cancelled("transfer cancelled");
     ChunkHeader h;
     std::shared_ptr<RxFile> f;
-    io::Buffer buf;
+    io::Buffer buf;            // the payload lands here, then is written at its offset
+    std::span<std::byte> dst;
+    Status open_error;
+    // Held from the sink until the chunk is written, so the file (and its mapping) stays open.
+    std::shared_lock<std::shared_mutex> io_lock;
     auto sink = [&](std::span<const std::byte> hb, size_t payload_len) -> Result<std::span<std::byte>> {
       PORO_ASSIGN_OR_RETURN(h, proto::DecodeChunkHeader(hb));
       if (h.kind == ChunkKind::kEos || h.kind == ChunkKind::kHole) {
@@ -399,8 +407,26 @@ Status Receiver::ChannelLoop(size_t i) {
                                 " has a bad index, offset or length");
       }
       if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
+      io_lock = std::shared_lock<std::shared_mutex>(f->io_mu);
+      bool need_open;
+      {
+        std::lock_guard<std::mutex> lock(f->mu);
+        need_open = !f->terminal && !f->failed && !f->fd.valid();
+      }
+      if (need_open) {
+        // Open (create) the part file before the payload arrives; the lock is re-taken shared for the
+        // write, which checks again whether the file is still wanted.
+        io_lock.unlock();
+        {
+          std::unique_lock<std::shared_mutex> excl(f->io_mu);
+          std::lock_guard<std::mutex> lock(f->mu);
+          if (!f->terminal && !f->failed && !f->fd.valid()) open_error = OpenPart(*f);
+        }
+        io_lock.lock();
+      }
       PORO_ASSIGN_OR_RETURN(buf, dp_.pool->Acquire());
       if (buf.capacity() < payload_len) return Status::Internal("pool buffer smaller than the chunk size");
+      dst = std::span<std::byte>(buf.data(), payload_len);
       return buf.span();
     };
     auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
@@ -411,8 +437,9 @@ Status Receiver::ChannelLoop(size_t i) {
       ChunkWritten(f, h.index, h.digest, 0);
       continue;
     }
-    Digest128 d = Xxh3_128(std::span<const std::byte>(buf.data(), h.length));
+    Digest128 d = Xxh3_128(std::span<const std::byte>(dst.data(), h.length));
     if (!(d == h.digest)) {
+      io_lock = {};
       dp_.stats->chunks_corrupt++;
       bool give_up;
       {
@@ -433,40 +460,23 @@ Status Receiver::ChannelLoop(size_t i) {
       PORO_RETURN_IF_ERROR(dp_.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk({h.file_id, h.index})));
       continue;
     }
-    Status ws;
+    Status ws = open_error;
     bool skip = false;
     {
-      std::shared_lock<std::shared_mutex> io_lock(f->io_mu);
-      bool need_open;
-      {
-        std::lock_guard<std::mutex> lock(f->mu);
-        skip = f->terminal || f->failed;
-        need_open = !f->fd.valid();
-      }
-      if (!skip && need_open) {
-        io_lock.unlock();
-        {
-          std::unique_lock<std::shared_mutex> excl(f->io_mu);
-          std::lock_guard<std::mutex> lock(f->mu);
-          skip = f->terminal || f->failed;
-          if (!skip && !f->fd.valid()) ws = OpenPart(*f);
-        }
-        io_lock.lock();
-        std::lock_guard<std::mutex> lock(f->mu);
-        skip = skip || f->terminal || f->failed || !f->fd.valid();
-      }
-      if (!skip && ws.ok()) {
-        uint32_t len = h.length;
-        if (f->direct && len % io::kDirectAlign) {
-          uint32_t padded = static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
-          std::memset(buf.data() + len, 0, padded - len);
-          len = padded;
-        }
-        ws = io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len),
-                            Display(ExportRoot::Join(f->dir_rel, PartName(f->name))));
-      }
+      std::lock_guard<std::mutex> lock(f->mu);
+      skip = f->terminal || f->failed || !f->fd.valid();
     }
-    if (skip && ws.ok()) continue;
+    if (!skip && ws.ok()) {
+      uint32_t len = h.length;
+      if (f->direct && len % io::kDirectAlign) {
+        uint32_t padded = static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
+        std::memset(buf.data() + len, 0, padded - len);
+        len = padded;
+      }
+      ws = io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len),
+                          Display(ExportRoot::Join(f->dir_rel, PartName(f->name))));
+    }
+    io_lock = {};
     if (!ws.ok()) {
       // Disk full or unwritable destination: the file fails, the session goes on.
       std::lock_guard<std::mutex> lock(f->mu);
@@ -478,6 +488,7 @@ Status Receiver::ChannelLoop(size_t i) {
       }
       continue;
     }
+    if (skip) continue;
     ChunkWritten(f, h.index, d, h.length);
   }
 }
@@ -516,7 +527,7 @@ Status Receiver::JournalFile(RxFile& f) {
 void Receiver::FinishFile(RxFile& f, const Status& s) {
   // Caller holds f.mu.
   f.terminal = true;
-  f.fd.Reset();
+  f.Close();
   std::lock_guard<std::mutex> lock(mu_);
   terminal_++;
   if (s.ok()) {
@@ -609,7 +620,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     }
     if (f.journaled) ::unlinkat(r.dir.get(), JournalName(f.name).c_str(), 0);
     dirs.insert(f.dir_rel);
-    f.fd.Reset();
+    f.Close();
     r.f = nullptr;
     FinishFile(f, s);
   }

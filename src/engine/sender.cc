@@ -36,16 +36,19 @@ struct SrcFile {
   uint64_t next = 0;       // next chunk index to issue
   uint64_t completed = 0;  // chunks hashed
   std::vector<Digest128> digests;
-  UniqueFd fd;
+  std::shared_ptr<UniqueFd> fd;  // shared with queued SendFile items, which keep it open
   bool direct = false;
   bool failed = false;
   bool ended = false;  // FILE_END queued
 };
 
+// One message for a channel: its payload is either in a pool buffer (`buf`) or, on the buffered
+// path, still in the source file (`file`, sent with sendfile: no user-space copy).
 struct SendItem {
   ChunkHeader header;
   io::Buffer buf;
   bool eos = false;
+  std::shared_ptr<UniqueFd> file;
 };
 
 class Sender {
@@ -67,6 +70,9 @@ class Sender {
   Status ReaderLoop();
   Status IssueReads(io::IoQueue& q);
   Status Complete(const io::Completion& c);
+  void HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend);
+  // Records a hashed chunk: skip it if the receiver has it, else queue it; ends the file when complete.
+  void Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item);
   Status OpenSource(SrcFile& f);
   void FailFile(SrcFile& f, const Status& s);
   void Dispatch(SendItem item);
@@ -109,14 +115,19 @@ class Sender {
   uint64_t next_tag_ = 1;
   SrcFile* current_ = nullptr;
   std::vector<proto::FileEnd> ends_;
+  std::vector<std::byte> hash_buf_;  // buffered path: cache-resident piece of the chunk being hashed
+  Hasher128 hasher_;
 
   // Scheduler.
   struct ChannelQueue {
     std::deque<SendItem> items;
     uint64_t queued_bytes = 0;
   };
+  static constexpr size_t kMaxQueuedPerChannel = 4;
   std::mutex sched_mu_;
   std::condition_variable sched_cv_;
+  std::condition_variable sched_space_cv_;
+  size_t queued_items_ = 0;
   std::vector<std::unique_ptr<ChannelQueue>> queues_;
 };
 
@@ -126,7 +137,9 @@ void Sender::Fail(Status s) {
     if (error_.ok()) error_ = std::move(s);
   }
   cv_.notify_all();
+  std::lock_guard<std::mutex> lock(sched_mu_);
   sched_cv_.notify_all();
+  sched_space_cv_.notify_all();
 }
 
 Status Sender::Emit(FileEntry e, std::string rel) {
@@ -356,13 +369,13 @@ void Sender::CtlReaderMain() {
   while (true) {
     auto f = dp_.ctl->Receive();
     if (!f.has_value()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (summary_) return;  // closed after the summary: normal end
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (summary_) return;  // closed after the summary: normal end
+      }
       Status s = f.error();
       if (s.code() == Code::kUnavailable) s = Status::Unavailable("control connection lost: " + std::string(s.message()));
-      if (error_.ok()) error_ = s.WithSide(Side::kNetwork);
-      cv_.notify_all();
-      sched_cv_.notify_all();
+      Fail(s.WithSide(Side::kNetwork));
       return;
     }
     Status s = HandleControl(*f);
@@ -376,7 +389,15 @@ void Sender::CtlReaderMain() {
 }
 
 void Sender::Dispatch(SendItem item) {
-  std::lock_guard<std::mutex> lock(sched_mu_);
+  std::unique_lock<std::mutex> lock(sched_mu_);
+  // Bound what waits in the queues: pool buffers bound the io_uring path, this bounds the sendfile path
+  // (each item holds its file open).
+  sched_space_cv_.wait(lock, [&] {
+    if (queued_items_ < kMaxQueuedPerChannel * queues_.size()) return true;
+    std::lock_guard<std::mutex> l2(mu_);
+    return !error_.ok();
+  });
+  queued_items_++;
   size_t best = 0;
   for (size_t i = 1; i < queues_.size(); ++i) {
     if (queues_[i]->queued_bytes < queues_[best]->queued_bytes) best = i;
@@ -401,12 +422,29 @@ void Sender::ChannelMain(size_t i) {
       item = std::move(queues_[i]->items.front());
       queues_[i]->items.pop_front();
       queues_[i]->queued_bytes -= item.header.length;
+      queued_items_--;
+      sched_space_cv_.notify_one();
     }
     std::array<std::byte, proto::kChunkHeaderSize> hdr;
     proto::EncodeChunkHeader(item.header, hdr);
-    std::span<const std::byte> payload;
-    if (item.header.kind == ChunkKind::kData) payload = std::span<const std::byte>(item.buf.data(), item.header.length);
-    Status s = ch.Send(hdr, payload, {});
+    Status s;
+    if (item.file) {
+      s = ch.SendFile(hdr, item.file->get(), item.header.offset, item.header.length, {});
+      if (s.code() == Code::kNotSupported) {  // backend without sendfile: read into a pool buffer
+        auto buf = dp_.pool->Acquire();
+        s = buf.has_value() ? io::PreadFull(item.file->get(), item.header.offset,
+                                            std::span(buf->data(), item.header.length), "source")
+                            : buf.error();
+        if (s.ok()) s = ch.Send(hdr, std::span<const std::byte>(buf->data(), item.header.length), {});
+      }
+      item.file.reset();
+    } else {
+      std::span<const std::byte> payload;
+      if (item.header.kind == ChunkKind::kData) {
+        payload = std::span<const std::byte>(item.buf.data(), item.header.length);
+      }
+      s = ch.Send(hdr, payload, {});
+    }
     if (!s.ok()) {
       Fail(s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i)));
       return;
@@ -429,13 +467,13 @@ Status Sender::OpenSource(SrcFile& f) {
     // Reopen with O_DIRECT where the file system allows it (not tmpfs); buffered otherwise.
     auto d = io::OpenForRead("/proc/self/fd/" + std::to_string(fd.get()), true);
     if (d.has_value() && d->direct) {
-      f.fd.Reset(d->fd);
+      f.fd = std::make_shared<UniqueFd>(d->fd);
       f.direct = true;
       return Status::OK();
     }
     if (d.has_value()) ::close(d->fd);
   }
-  f.fd = std::move(fd);
+  f.fd = std::make_shared<UniqueFd>(std::move(fd));
   return Status::OK();
 }
 
@@ -444,7 +482,7 @@ void Sender::FailFile(SrcFile& f, const Status& s) {
   f.ended = true;
   PORO_LOG(WARNING) << "cannot send " << root_.Display(f.rel) << ": " << s.ToString();
   f.failed = true;
-  f.fd.Reset();
+  f.fd.reset();
   proto::FileEnd end;
   end.id = f.entry.id;
   end.code = s.code() == Code::kOk ? Code::kInternal : s.code();
@@ -483,7 +521,7 @@ Status Sender::IssueReads(io::IoQueue& q) {
       ends_.push_back(proto::FileEnd{f->entry.id, 0, FileDigester().Finish(), Code::kOk, ""});
       continue;
     }
-    if (!f->fd.valid()) {
+    if (!f->fd) {
       if (f->failed) continue;
       Status s = OpenSource(*f);
       if (!s.ok()) {
@@ -495,14 +533,14 @@ Status Sender::IssueReads(io::IoQueue& q) {
     uint64_t offset = index * opts_.chunk_size;
     uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(opts_.chunk_size, f->entry.size - offset));
     // Sparse files: a chunk that lies entirely in a hole is announced, not read or sent.
-    off_t data = ::lseek(f->fd.get(), static_cast<off_t>(offset), SEEK_DATA);
+    off_t data = ::lseek(f->fd->get(), static_cast<off_t>(offset), SEEK_DATA);
     if ((data < 0 && errno == ENXIO) || (data >= 0 && static_cast<uint64_t>(data) >= offset + len)) {
       Digest128 zd = zero_.Get(len);
       f->digests[index] = zd;
       f->completed++;
       auto h = f->have.find(index);
       if (resend || h == f->have.end() || !(h->second == zd)) {
-        Dispatch(SendItem{ChunkHeader{ChunkKind::kHole, f->entry.id, index, offset, len, zd}, io::Buffer(), false});
+        Dispatch(SendItem{ChunkHeader{ChunkKind::kHole, f->entry.id, index, offset, len, zd}, io::Buffer(), false, nullptr});
       } else {
         dp_.stats->bytes_resumed += len;
       }
@@ -511,8 +549,14 @@ Status Sender::IssueReads(io::IoQueue& q) {
         for (const auto& d : f->digests) dg.AddChunk(d);
         ends_.push_back(proto::FileEnd{f->entry.id, f->chunks, dg.Finish(), Code::kOk, ""});
         f->ended = true;
-        f->fd.Reset();
+        f->fd.reset();
       }
+      continue;
+    }
+    if (!f->direct) {
+      // Buffered path (tmpfs, or O_DIRECT not possible): hash the chunk through a small cache-resident
+      // buffer, then let the channel send it straight from the page cache (sendfile).
+      HashBuffered(*f, index, offset, len, resend);
       continue;
     }
     PORO_ASSIGN_OR_RETURN(io::Buffer buf, dp_.pool->Acquire());
@@ -520,7 +564,7 @@ Status Sender::IssueReads(io::IoQueue& q) {
     uint32_t io_len = f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
                                 : len;
     uint64_t tag = next_tag_++;
-    PORO_RETURN_IF_ERROR(q.SubmitRead(f->fd.get(), offset, std::span(buf.data(), io_len), tag));
+    PORO_RETURN_IF_ERROR(q.SubmitRead(f->fd->get(), offset, std::span(buf.data(), io_len), tag));
     reads_.emplace(tag, ReadOp{f, index, len, std::move(buf), resend});
   }
   return Status::OK();
@@ -542,28 +586,53 @@ Status Sender::Complete(const io::Completion& c) {
     return Status::OK();
   }
   Digest128 d = Xxh3_128(std::span<const std::byte>(op.buf.data(), op.len));
-  uint64_t offset = op.index * opts_.chunk_size;
-  if (op.resend) {
-    dp_.stats->bytes_resent += op.len;
-    Dispatch(SendItem{ChunkHeader{ChunkKind::kData, f.entry.id, op.index, offset, op.len, d}, std::move(op.buf), false});
-    return Status::OK();
+  SendItem item;
+  item.buf = std::move(op.buf);
+  Hashed(f, op.index, op.len, d, op.resend, std::move(item));
+  return Status::OK();
+}
+
+void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend) {
+  if (hash_buf_.empty()) hash_buf_.resize(256 << 10);
+  hasher_.Reset();
+  for (uint64_t done = 0; done < len;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(hash_buf_.size(), len - done));
+    Status s = io::PreadFull(f.fd->get(), offset + done, std::span(hash_buf_.data(), n), root_.Display(f.rel));
+    if (!s.ok()) {
+      FailFile(f, s.WithSide(Side::kSource));
+      return;
+    }
+    hasher_.Update(std::span<const std::byte>(hash_buf_.data(), n));
+    done += n;
   }
-  f.digests[op.index] = d;
+  SendItem item;
+  item.file = f.fd;
+  Hashed(f, index, len, hasher_.Finish(), resend, std::move(item));
+}
+
+void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item) {
+  uint64_t offset = index * opts_.chunk_size;
+  item.header = ChunkHeader{ChunkKind::kData, f.entry.id, index, offset, len, d};
+  if (resend) {
+    dp_.stats->bytes_resent += len;
+    Dispatch(std::move(item));
+    return;
+  }
+  f.digests[index] = d;
   f.completed++;
-  auto h = f.have.find(op.index);
+  auto h = f.have.find(index);
   if (h != f.have.end() && h->second == d) {
-    dp_.stats->bytes_resumed += op.len;  // already durable at the receiver
+    dp_.stats->bytes_resumed += len;  // already durable at the receiver
   } else {
-    Dispatch(SendItem{ChunkHeader{ChunkKind::kData, f.entry.id, op.index, offset, op.len, d}, std::move(op.buf), false});
+    Dispatch(std::move(item));
   }
   if (f.completed == f.chunks) {
     FileDigester dg;
     for (const auto& x : f.digests) dg.AddChunk(x);
     ends_.push_back(proto::FileEnd{f.entry.id, f.chunks, dg.Finish(), Code::kOk, ""});
     f.ended = true;
-    f.fd.Reset();
+    f.fd.reset();
   }
-  return Status::OK();
 }
 
 Status Sender::FlushFileEnds() {
@@ -622,8 +691,9 @@ Result<nlohmann::json> Sender::Run() {
   if (s.ok()) {
     for (size_t i = 0; i < n; ++i) {
       std::lock_guard<std::mutex> lock(sched_mu_);
-      SendItem eos{ChunkHeader{ChunkKind::kEos, 0, 0, 0, 0, {}}, io::Buffer(), true};
+      SendItem eos{ChunkHeader{ChunkKind::kEos, 0, 0, 0, 0, {}}, io::Buffer(), true, nullptr};
       queues_[i]->items.push_back(std::move(eos));
+      queued_items_++;
     }
     sched_cv_.notify_all();
   } else {

@@ -36,6 +36,20 @@ Digest128 Xxh3_128(std::span<const std::byte> data) {
   return Digest128{h.high64, h.low64};
 }
 
+Hasher128::Hasher128() : state_(XXH3_createState()) {
+  PORO_CHECK(state_ != nullptr);
+  Reset();
+}
+Hasher128::~Hasher128() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+void Hasher128::Reset() { XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_)); }
+void Hasher128::Update(std::span<const std::byte> data) {
+  XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), data.data(), data.size());
+}
+Digest128 Hasher128::Finish() const {
+  XXH128_hash_t h = XXH3_128bits_digest(static_cast<XXH3_state_t*>(state_));
+  return Digest128{h.high64, h.low64};
+}
+
 FileDigester::FileDigester() : state_(XXH3_createState()) {
   PORO_CHECK(state_ != nullptr);
   XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));

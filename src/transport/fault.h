@@ -28,6 +28,8 @@ class FaultInjectionChannel : public MessageChannelWrapper {
 
   Status Send(std::span<const std::byte> header, std::span<const std::byte> payload,
               const TransportOptions& opts) override;
+  Status SendFile(std::span<const std::byte> header, int fd, uint64_t offset, size_t len,
+                  const TransportOptions& opts) override;
 
  private:
   FaultOptions opts_;

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -394,6 +395,75 @@ Status TcpMessageChannel::Send(std::span<const std::byte> header, std::span<cons
                   {const_cast<std::byte*>(payload.data()), payload.size()}};
   int err = SendAllV(fd_.get(), iov, 3, opts);
   if (err != 0) return ErrorFor("send to", err);
+  return Status::OK();
+}
+
+Status TcpMessageChannel::SendFile(std::span<const std::byte> header, int file_fd, uint64_t offset, size_t len,
+                                   const TransportOptions& opts) {
+  if (header.empty() || header.size() > kMaxHeader) {
+    return Status::InvalidArgument("message header of " + std::to_string(header.size()) +
+                                   " bytes; must be 1.." + std::to_string(kMaxHeader));
+  }
+  if (len > std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("payload of " + std::to_string(len) + " bytes is too large");
+  }
+  std::byte prefix[kPrefixSize];
+  EncodeFixed32(prefix, uint32_t(header.size()));
+  EncodeFixed32(prefix + 4, uint32_t(len));
+  iovec iov[2] = {{prefix, kPrefixSize}, {const_cast<std::byte*>(header.data()), header.size()}};
+  // MSG_MORE keeps the small prefix and header in the same segment as the file's first bytes.
+  const bool timed = opts.idle_timeout.count() > 0;
+  {
+    int err = 0;
+    size_t want = kPrefixSize + header.size(), sent = 0;
+    while (sent < want) {
+      msghdr mh{};
+      mh.msg_iov = iov;
+      mh.msg_iovlen = 2;
+      ssize_t n = ::sendmsg(fd_.get(), &mh, MSG_NOSIGNAL | MSG_MORE | (timed ? MSG_DONTWAIT : 0));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (timed && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          int rc = PollOne(fd_.get(), POLLOUT, opts.idle_timeout);
+          if (rc == 0) return ErrorFor("send to", ETIMEDOUT);
+          if (rc < 0) return ErrorFor("send to", errno);
+          continue;
+        }
+        err = errno;
+        break;
+      }
+      sent += size_t(n);
+      size_t skip = size_t(n);
+      for (auto& v : iov) {
+        size_t d = std::min(skip, v.iov_len);
+        v.iov_base = static_cast<char*>(v.iov_base) + d;
+        v.iov_len -= d;
+        skip -= d;
+      }
+    }
+    if (err != 0) return ErrorFor("send to", err);
+  }
+  off_t off = static_cast<off_t>(offset);
+  size_t left = len;
+  while (left > 0) {
+    ssize_t n = ::sendfile(fd_.get(), file_fd, &off, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        int rc = PollOne(fd_.get(), POLLOUT, timed ? opts.idle_timeout : std::chrono::milliseconds(-1));
+        if (rc == 0) return ErrorFor("send to", ETIMEDOUT);
+        if (rc < 0) return ErrorFor("send to", errno);
+        continue;
+      }
+      return ErrorFor("sendfile to", errno);
+    }
+    if (n == 0) {
+      // The file is shorter than announced: the stream cannot be re-synchronised.
+      Shutdown();
+      return Status::DataLoss("file shrank while it was being sent");
+    }
+    left -= size_t(n);
+  }
   return Status::OK();
 }
 

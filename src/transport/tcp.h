@@ -103,6 +103,9 @@ class TcpMessageChannel : public MessageChannel {
               const TransportOptions& opts) override;
   // The sink's buffer receives the payload directly (only bytes already read ahead are copied). A sink
   // buffer smaller than payload_len is kInvalidArgument.
+  // prefix+header with MSG_MORE, then sendfile(2) of the payload (no user-space copy).
+  Status SendFile(std::span<const std::byte> header, int fd, uint64_t offset, size_t len,
+                  const TransportOptions& opts) override;
   Result<Received> Receive(std::span<std::byte> header_buf, const PayloadSink& sink, size_t max_payload,
                            const TransportOptions& opts) override;
   Status Close(const TransportOptions& opts) override;

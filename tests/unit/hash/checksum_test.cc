@@ -28,6 +28,18 @@ TEST_SUITE("hash.checksum") {
     CHECK_FALSE(Digest128::FromHex(std::string(32, 'g')).has_value());
   }
 
+  TEST_CASE("streaming hash over pieces equals the one-shot hash") {
+    std::string data(300000, 'x');
+    for (size_t i = 0; i < data.size(); ++i) data[i] = char((i * 7919) & 0xff);
+    Hasher128 h;
+    for (size_t off = 0; off < data.size(); off += 65536) {
+      h.Update(Bytes(data.substr(off, 65536)));
+    }
+    CHECK(h.Finish() == Xxh3_128(Bytes(data)));
+    h.Reset();
+    CHECK(h.Finish() == Xxh3_128(Bytes("")));
+  }
+
   TEST_CASE("file digest depends on chunk order and content") {
     Digest128 a = Xxh3_128(Bytes("chunk-a"));
     Digest128 b = Xxh3_128(Bytes("chunk-b"));

@@ -1,0 +1,29 @@
+// XXH3-128 over chunk-sized buffers: the cost of "checksums on" per byte moved.
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "pororoca/checksum.h"
+
+namespace {
+
+void BM_Xxh3_128(benchmark::State& state) {
+  std::vector<std::byte> buf(static_cast<size_t>(state.range(0)), std::byte{0x5a});
+  for (size_t i = 0; i < buf.size(); i += 4096) buf[i] = std::byte(i & 0xff);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pororoca::Xxh3_128(buf));
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_Xxh3_128)->Arg(64 << 10)->Arg(1 << 20)->Arg(4 << 20)->Arg(16 << 20);
+
+void BM_FileDigest_1024Chunks(benchmark::State& state) {
+  for (auto _ : state) {
+    pororoca::FileDigester d;
+    for (uint64_t i = 0; i < 1024; ++i) d.AddChunk(pororoca::Digest128{i, ~i});
+    benchmark::DoNotOptimize(d.Finish());
+  }
+}
+BENCHMARK(BM_FileDigest_1024Chunks);
+
+}  // namespace
