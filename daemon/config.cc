@@ -1,6 +1,8 @@
 #include "daemon/config.h"
 
 #include <cctype>
+#include <cstdio>
+#include <optional>
 #include <toml++/toml.h>
 
 #include "base/log.h"
@@ -39,6 +41,21 @@ Status ValidateChunkSize(uint64_t v) {
     return Status::InvalidArgument("chunk size must be a multiple of 4KiB between 64KiB and 64MiB");
   }
   return Status::OK();
+}
+
+int ResolveSndbuf(int configured) {
+  if (configured >= 0) return configured;
+  long wmem_max = 0, lo = 0, def = 0, tcp_max = 0;
+  if (FILE* f = std::fopen("/proc/sys/net/core/wmem_max", "r")) {
+    if (std::fscanf(f, "%ld", &wmem_max) != 1) wmem_max = 0;
+    std::fclose(f);
+  }
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_wmem", "r")) {
+    if (std::fscanf(f, "%ld %ld %ld", &lo, &def, &tcp_max) != 3) tcp_max = 0;
+    std::fclose(f);
+  }
+  if (wmem_max > 0 && tcp_max > 0 && 2 * wmem_max > tcp_max && wmem_max <= (1l << 30)) return int(wmem_max);
+  return 0;
 }
 
 namespace {
@@ -105,7 +122,11 @@ Result<Config> LoadConfig(const std::string& path) {
 
   PORO_RETURN_IF_ERROR(str("endpoint", "name", &c.endpoint_name, true));
   PORO_RETURN_IF_ERROR(str("network", "listen", &c.listen, false));
-  PORO_RETURN_IF_ERROR(uint("network", "sndbuf", 0, 1u << 30, &c.sndbuf));
+  if (auto n = t["network"]["sndbuf"]; n && n.value<std::string>() == std::optional<std::string>("auto")) {
+    c.sndbuf = -1;
+  } else {
+    PORO_RETURN_IF_ERROR(uint("network", "sndbuf", 0, 1u << 30, &c.sndbuf));
+  }
   PORO_RETURN_IF_ERROR(uint("network", "rcvbuf", 0, 1u << 30, &c.rcvbuf));
   PORO_RETURN_IF_ERROR(str("network", "congestion", &c.congestion, false));
   PORO_RETURN_IF_ERROR(str("api", "socket", &c.api_socket, false));

@@ -21,7 +21,8 @@ struct Config {
   std::string endpoint_name;
   // [network]
   std::string listen = "127.0.0.1:7701";
-  int sndbuf = 0, rcvbuf = 0;   // 0 = kernel autotuning
+  // SO_SNDBUF / SO_RCVBUF in bytes; 0 = kernel autotuning; sndbuf -1 = auto (see ResolveSndbuf).
+  int sndbuf = -1, rcvbuf = 0;
   std::string congestion;       // "" = system default
   // [api]
   std::string api_socket = "/run/pororoca/pororocad.sock";
@@ -33,7 +34,7 @@ struct Config {
   // [tls]
   std::string tls_ca, tls_cert, tls_key;
   // [transfer]
-  unsigned streams = 4;
+  unsigned streams = 8;
   uint32_t chunk_size = 4u << 20;
   uint64_t buffer_pool_bytes = 256ull << 20;
   unsigned read_ahead = 8;
@@ -59,5 +60,10 @@ Result<Config> LoadConfig(const std::string& path);
 // "4MiB" / "512KiB" / "1GiB" / "123" -> bytes.
 Result<uint64_t> ParseSize(const std::string& s);
 Status ValidateChunkSize(uint64_t v);
+
+// "auto" send buffer: a fixed SO_SNDBUF of net.core.wmem_max when that (doubled by the kernel) is more
+// than autotuning may reach (net.ipv4.tcp_wmem max), else 0 (autotuning). Long fat links need the
+// larger of the two; values are read in the daemon's own network namespace.
+int ResolveSndbuf(int configured);
 
 }  // namespace pororoca::daemon

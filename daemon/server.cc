@@ -143,7 +143,15 @@ struct Transfer {
                 {"bytes_sent_prev", bytes_sent_prev},
                 {"first_resumed", first_resumed},
                 {"summary", summary},
-                {"finished_ms", finished_ms}};
+                {"started_ms", started_ms},
+                {"finished_ms", finished_ms},
+                {"progress", last.ToJson()},
+                {"failures", FailuresJson()}};
+  }
+  json FailuresJson() const {
+    json a = json::array();
+    for (const auto& [p, m] : failures) a.push_back(json{{"path", p}, {"error", m}});
+    return a;
   }
 };
 
@@ -175,6 +183,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   PORO_ASSIGN_OR_RETURN(d->tls_server_, transport::TlsContext::Create(tc));
   tc.server = false;
   PORO_ASSIGN_OR_RETURN(d->tls_client_, transport::TlsContext::Create(tc));
+  d->config_.sndbuf = ResolveSndbuf(c.sndbuf);
   size_t count = std::max<size_t>(8, c.buffer_pool_bytes / c.chunk_size);
   PORO_ASSIGN_OR_RETURN(d->pool_, io::BufferPool::Create(c.chunk_size, count));
   return d;
@@ -199,7 +208,8 @@ Status Daemon::Start() {
   PORO_LOG(INFO) << "pororocad " << PORO_VERSION << " endpoint " << config_.endpoint_name << " exporting "
                  << root_->path() << "; peers on " << hp.first << ":" << peer_port_ << ", API on "
                  << config_.api_socket << "; io " << (io::UringAvailable() ? "io_uring" : "posix") << ", pool "
-                 << pool_->count() << " x " << (pool_->buffer_size() >> 10) << " KiB";
+                 << pool_->count() << " x " << (pool_->buffer_size() >> 10) << " KiB; sndbuf "
+                 << (config_.sndbuf ? std::to_string(config_.sndbuf) : std::string("autotuned"));
   LoadPersisted();
   return Status::OK();
 }
@@ -215,12 +225,34 @@ void Daemon::Stop() {
     cv_.notify_all();
   }
   if (peer_thread_.joinable()) peer_thread_.join();
-  std::vector<std::thread> workers;
+  std::list<Worker> workers;
   {
     std::lock_guard<std::mutex> lock(mu_);
     workers.swap(workers_);
   }
-  for (auto& w : workers) w.join();
+  for (auto& w : workers) w.thread.join();
+}
+
+void Daemon::SpawnWorker(std::function<void()> fn) {
+  std::list<Worker> finished;
+  std::lock_guard<std::mutex> lock(mu_);
+  // Join the threads that have finished, so a long-running daemon does not accumulate them.
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (it->done->load()) {
+      auto next = std::next(it);
+      finished.splice(finished.end(), workers_, it);
+      it = next;
+    } else {
+      ++it;
+    }
+  }
+  for (auto& w : finished) w.thread.join();
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  workers_.push_back(Worker{std::thread([fn = std::move(fn), done]() mutable {
+                              fn();
+                              done->store(true);
+                            }),
+                            done});
 }
 
 // ---- peer side ---------------------------------------------------------------------------------
@@ -235,8 +267,8 @@ void Daemon::PeerAcceptLoop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    workers_.emplace_back([this, f = std::move(*fd)]() mutable { ServePeer(std::move(f)); });
+    auto f = std::make_shared<UniqueFd>(std::move(*fd));  // std::function needs a copyable callable
+    SpawnWorker([this, f] { ServePeer(std::move(*f)); });
   }
 }
 
@@ -313,7 +345,12 @@ void Daemon::ServeControl(UniqueFd fd) {
   }
   transport::TlsStream* raw = tls->get();
   engine::ControlChannel ctl(std::move(*tls));
-  Status s = RunResponder(raw, ctl);
+  Status s;
+  try {
+    s = RunResponder(raw, ctl);
+  } catch (const json::exception& e) {  // a field of the wrong type from an authenticated peer
+    s = Status::Protocol(std::string("malformed message from the peer: ") + e.what());
+  }
   if (!s.ok()) {
     PORO_LOG(WARNING) << "session with " << raw->peer_common_name() << " (" << addr << ") ended: " << s.ToString();
     if (s.code() != Code::kUnavailable) ctl.SendError(s);
@@ -429,6 +466,7 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
                  << " streams";
   engine::TransferStats stats;
   engine::DataPath dp{&ctl, &ps->channels, pool_.get(), &stats, &responder_cancel_};
+  dp.cancel_is_shutdown = true;
   auto t0 = std::chrono::steady_clock::now();
   Result<json> r = direction == "push" ? engine::RunReceiver(*root_, target, eo, dp)
                                        : engine::RunSender(*root_, rel, eo, dp);
@@ -445,14 +483,16 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
 Result<std::vector<std::unique_ptr<transport::MessageChannel>>> Daemon::OpenDataChannels(
     const std::string& host, uint16_t port, const proto::SessionId& session, std::span<const std::byte> key,
     unsigned n) {
-  std::vector<std::unique_ptr<transport::MessageChannel>> out;
   TransportOptions o;
   o.idle_timeout = std::chrono::milliseconds(10000);
   transport::SocketOptions so;
   so.sndbuf = config_.sndbuf;
   so.rcvbuf = config_.rcvbuf;
   so.congestion = config_.congestion;
-  for (unsigned i = 0; i < n; ++i) {
+  // All N connections are set up at once: on a long link each costs two round trips (TCP, bind).
+  std::vector<std::unique_ptr<transport::MessageChannel>> out(n);
+  std::vector<Status> errors(n);
+  auto open_one = [&](unsigned i) -> Status {
     PORO_ASSIGN_OR_RETURN(UniqueFd fd, transport::TcpConnect(host, port, std::chrono::milliseconds(10000)));
     transport::ApplySocketOptions(fd.get(), so).IgnoreError();
     proto::BindRequest b;
@@ -469,8 +509,14 @@ Result<std::vector<std::unique_ptr<transport::MessageChannel>>> Daemon::OpenData
     if (!proto::MacEqual(r.second, proto::BindMac(key, true, session, b.stream, b.nonce))) {
       return Status::Unauthenticated("data connection " + std::to_string(i) + " answered with a bad authenticator");
     }
-    out.push_back(MaybeFault(transport::MakeTcpMessageChannel(UniqueFd(::dup(stream.fd())))));
-  }
+    out[i] = MaybeFault(transport::MakeTcpMessageChannel(UniqueFd(::dup(stream.fd()))));
+    return Status::OK();
+  };
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < n; ++i) threads.emplace_back([&, i] { errors[i] = open_one(i); });
+  errors[0] = open_one(0);
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) PORO_RETURN_IF_ERROR(e);
   return out;
 }
 
@@ -497,9 +543,20 @@ Result<json> Daemon::Attempt(Transfer& t) {
   }
   transport::TlsStream* raw = tls.get();
   engine::ControlChannel ctl(std::move(tls));
+  unsigned streams = t.options.value("streams", config_.streams);
+  json open{{"transfer_id", t.id},
+            {"direction", t.push ? "push" : "pull"},
+            {"path", t.remote.path},
+            {"trailing_slash", t.remote.trailing_slash},
+            {"recursive", t.recursive},
+            {"streams", streams},
+            {"options", t.options}};
+  if (t.push) open["src"] = json{{"name", local_src.name}, {"is_dir", local_src.is_dir}};
+  // HELLO and OPEN go out back to back (the responder reads them in order): one round trip saved.
   PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
                                                                   {"endpoint", config_.endpoint_name},
                                                                   {"software", std::string("pororoca ") + PORO_VERSION}}));
+  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kOpen, open));
   PORO_ASSIGN_OR_RETURN(json hello, ctl.ExpectJson(proto::MsgType::kHello, o));
   if (hello.value("proto", 0) != proto::kProtocolVersion) {
     return Status::NotSupported("endpoint " + peer->name + " speaks protocol version " +
@@ -510,16 +567,6 @@ Result<json> Daemon::Attempt(Transfer& t) {
   proto::SessionId sid;
   std::memcpy(sid.data(), sid_bytes.data(), 16);
   PORO_ASSIGN_OR_RETURN(auto key, raw->ExportKey(proto::kBindExporterLabel, 32));
-  unsigned streams = t.options.value("streams", config_.streams);
-  json open{{"transfer_id", t.id},
-            {"direction", t.push ? "push" : "pull"},
-            {"path", t.remote.path},
-            {"trailing_slash", t.remote.trailing_slash},
-            {"recursive", t.recursive},
-            {"streams", streams},
-            {"options", t.options}};
-  if (t.push) open["src"] = json{{"name", local_src.name}, {"is_dir", local_src.is_dir}};
-  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kOpen, open));
   PORO_ASSIGN_OR_RETURN(json ok, ctl.ExpectJson(proto::MsgType::kOpenOk, o));
   PORO_ASSIGN_OR_RETURN(auto channels, OpenDataChannels(hp.first, hp.second, sid, key, streams));
   auto stats = std::make_shared<engine::TransferStats>();
@@ -546,9 +593,11 @@ Result<json> Daemon::Attempt(Transfer& t) {
 }
 
 void Daemon::StartTransfer(const std::shared_ptr<Transfer>& t) {
-  std::lock_guard<std::mutex> lock(mu_);
-  transfers_[t->id] = t;
-  workers_.emplace_back([this, t] { RunTransfer(t); });
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    transfers_[t->id] = t;
+  }
+  SpawnWorker([this, t] { RunTransfer(t); });
 }
 
 void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
@@ -563,7 +612,12 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
     Persist(*t).IgnoreError();
     PORO_LOG(INFO) << "transfer " << t->id << " attempt " << t->attempts << ": " << t->SourceText() << " -> "
                    << t->DestText();
-    Result<json> r = Attempt(*t);
+    Result<json> r = Status::Internal("not run");
+    try {
+      r = Attempt(*t);
+    } catch (const json::exception& e) {
+      r = Status::Protocol(std::string("malformed message from the peer: ") + e.what());
+    }
     bool retry = false;
     {
       std::lock_guard<std::mutex> lock(t->mu);
@@ -678,6 +732,13 @@ void Daemon::LoadPersisted() {
     t->first_resumed = j.value("first_resumed", int64_t(-1));
     t->summary = j.value("summary", json());
     t->finished_ms = j.value("finished_ms", int64_t(0));
+    t->started_ms = j.value("started_ms", int64_t(0));
+    if (j.contains("progress") && j["progress"].is_object()) t->last = engine::StatsSnapshot::FromJson(j["progress"]);
+    if (j.contains("failures") && j["failures"].is_array()) {
+      for (const auto& f : j["failures"]) {
+        if (f.is_object()) t->failures.emplace_back(f.value("path", std::string()), f.value("error", std::string()));
+      }
+    }
     bool unfinished = t->state == "queued" || t->state == "running" || t->state == "retrying";
     if (unfinished) {
       PORO_LOG(INFO) << "resuming transfer " << t->id << " (" << t->SourceText() << " -> " << t->DestText() << ")";
@@ -752,8 +813,15 @@ api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
   if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
   auto dst = ParseLocation(body.value("destination", std::string()));
   if (!dst.has_value()) return ErrorResponse(dst.error().Annotate("destination"));
-  if (src->remote && dst->remote && src->endpoint == config_.endpoint_name) src->remote = false;
-  if (src->remote && dst->remote && dst->endpoint == config_.endpoint_name) dst->remote = false;
+  // "SELF:/path" names this daemon: the path is relative to its export root, like any remote path.
+  for (Location* l : {&*src, &*dst}) {
+    if (l->remote && l->endpoint == config_.endpoint_name) {
+      auto rel = root_->Normalize(l->path);
+      if (!rel.has_value()) return ErrorResponse(rel.error());
+      l->remote = false;
+      l->path = root_->Display(*rel) + (l->trailing_slash ? "/" : "");
+    }
+  }
   if (src->remote == dst->remote) {
     return api::HttpResponse::Error(400, "InvalidArgument",
                                     "exactly one of source and destination must be a remote ENDPOINT:/path");

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -85,7 +87,12 @@ class Daemon {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::shared_ptr<Transfer>> transfers_;   // guarded by mu_
-  std::vector<std::thread> workers_;                              // guarded by mu_
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  void SpawnWorker(std::function<void()> fn);
+  std::list<Worker> workers_;                                     // guarded by mu_
   std::map<proto::SessionId, std::shared_ptr<PendingSession>> sessions_;  // guarded by mu_
   std::atomic<bool> responder_cancel_{false};
   std::shared_ptr<std::atomic<uint64_t>> fault_counter_ = std::make_shared<std::atomic<uint64_t>>(0);

@@ -53,6 +53,10 @@ Result<nlohmann::json> ControlChannel::ExpectJson(proto::MsgType type, const tra
   return proto::DecodeJsonBody(f);
 }
 
+namespace {
+Status StatusFromErrorJsonUnchecked(const nlohmann::json& j);
+}  // namespace
+
 nlohmann::json ErrorJson(const Status& s) {
   return nlohmann::json{{"code", static_cast<int>(s.code())},
                         {"name", std::string(CodeName(s.code()))},
@@ -61,11 +65,22 @@ nlohmann::json ErrorJson(const Status& s) {
 }
 
 Status StatusFromErrorJson(const nlohmann::json& j) {
+  try {
+    return StatusFromErrorJsonUnchecked(j);
+  } catch (const nlohmann::json::exception&) {
+    return Status::Protocol("peer sent a malformed ERROR message");
+  }
+}
+
+namespace {
+Status StatusFromErrorJsonUnchecked(const nlohmann::json& j) {
   int code = j.value("code", static_cast<int>(Code::kInternal));
   if (code <= 0 || code > static_cast<int>(Code::kUnauthenticated)) code = static_cast<int>(Code::kInternal);
   Status s(static_cast<Code>(code), "peer: " + j.value("message", std::string("unspecified error")));
   s.WithRetryable(j.value("retryable", false));
   return s;
 }
+
+}  // namespace
 
 }  // namespace pororoca::engine

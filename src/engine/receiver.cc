@@ -3,6 +3,7 @@
 // commit finished files atomically in batches (fsync, rename into place, fsync the directory).
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/resource.h>
 #include <sys/vfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <set>
 #include <shared_mutex>
@@ -80,7 +82,12 @@ struct RxFile {
 class Receiver {
  public:
   Receiver(const ExportRoot& root, std::string target, const EngineOptions& opts, const DataPath& dp)
-      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size) {}
+      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size) {
+    struct rlimit rl {};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+      max_open_parts_ = std::clamp<size_t>(rl.rlim_cur / 4, 16, 4096);
+    }
+  }
 
   Result<nlohmann::json> Run();
 
@@ -93,6 +100,9 @@ class Receiver {
   void ChannelMain(size_t i);
   Status ChannelLoop(size_t i);
   Status OpenPart(RxFile& f);
+  Status OpenPartFile(RxFile& f);
+  // Closes f's part file (caller holds f.io_mu exclusively) and frees its slot.
+  void ClosePart(RxFile& f);
   void ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len);
   void CommitterMain();
   Status CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch);
@@ -120,6 +130,10 @@ class Receiver {
   std::deque<std::shared_ptr<RxFile>> commit_q_;
   std::vector<proto::FileDone> dones_;
   bool stop_committer_ = false;
+  // Part files open at once. Channel threads wait for a slot before opening another, so a sender that
+  // outruns the committer (many small files) cannot exhaust the process's file descriptors.
+  size_t open_parts_ = 0;
+  size_t max_open_parts_ = 1024;
   uint64_t files_committed_ = 0, bytes_committed_ = 0;
 };
 
@@ -335,6 +349,22 @@ void Receiver::Enqueue(const std::shared_ptr<RxFile>& f) {
 }
 
 Status Receiver::OpenPart(RxFile& f) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    // Bounded wait: a slot frees when the committer commits a file; never wait forever on a peer.
+    cv_.wait_for(lock, std::chrono::seconds(30), [&] { return open_parts_ < max_open_parts_ || !error_.ok(); });
+    open_parts_++;
+  }
+  Status s = OpenPartFile(f);
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_parts_--;
+    cv_.notify_all();
+  }
+  return s;
+}
+
+Status Receiver::OpenPartFile(RxFile& f) {
   PORO_ASSIGN_OR_RETURN(UniqueFd dir, root_.Open(f.dir_rel, O_PATH | O_DIRECTORY));
   std::string part = PartName(f.name);
   std::string display = Display(ExportRoot::Join(f.dir_rel, part));
@@ -377,7 +407,7 @@ Status Receiver::ChannelLoop(size_t i) {
   transport::MessageChannel& ch = *(*dp_.channels)[i];
   std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr_buf;
   while (true) {
-    if (Cancelled()) return Status::Cancelled("transfer cancelled");
+    if (Cancelled()) return dp_.CancelStatus();
     ChunkHeader h;
     std::shared_ptr<RxFile> f;
     io::Buffer buf;            // the payload lands here, then is written at its offset
@@ -437,6 +467,7 @@ Status Receiver::ChannelLoop(size_t i) {
       ChunkWritten(f, h.index, h.digest, 0);
       continue;
     }
+    dp_.stats->bytes_sent += h.length;  // payload bytes moved over the data channels
     Digest128 d = Xxh3_128(std::span<const std::byte>(dst.data(), h.length));
     if (!(d == h.digest)) {
       io_lock = {};
@@ -524,10 +555,18 @@ Status Receiver::JournalFile(RxFile& f) {
   return Status::OK();
 }
 
+void Receiver::ClosePart(RxFile& f) {
+  if (!f.fd.valid()) return;
+  f.Close();
+  std::lock_guard<std::mutex> lock(mu_);
+  open_parts_--;
+  cv_.notify_all();
+}
+
 void Receiver::FinishFile(RxFile& f, const Status& s) {
   // Caller holds f.mu.
   f.terminal = true;
-  f.Close();
+  ClosePart(f);
   std::lock_guard<std::mutex> lock(mu_);
   terminal_++;
   if (s.ok()) {
@@ -594,7 +633,6 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
       ts[1].tv_nsec += 1000000000;
     }
     if (s.ok() && ::futimens(fd, ts) != 0) s = Status::IoError("set mtime " + part_display, errno);
-    if (s.ok() && ::fdatasync(fd) != 0) s = Status::IoError("fdatasync " + part_display, errno);
     auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
     if (s.ok() && !dir.has_value()) s = dir.error();
     if (!s.ok()) {
@@ -602,6 +640,33 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
       continue;
     }
     ready.push_back(Ready{&f, std::move(*dir)});
+  }
+  // Durable before visible: one syncfs for a batch of files (one journal commit instead of one per
+  // file), fdatasync for a lone file.
+  if (ready.size() >= 8) {
+    std::map<dev_t, const Ready*> devices;  // a batch may span mounts inside the export root
+    for (const auto& r : ready) {
+      struct stat st {};
+      if (::fstat(r.f->fd.get(), &st) == 0) devices.emplace(st.st_dev, &r);
+    }
+    for (const auto& [dev, r] : devices) {
+      if (::syncfs(r->f->fd.get()) != 0) return Status::IoError("syncfs " + Display(r->f->dir_rel), errno);
+    }
+  } else {
+    for (auto it = ready.begin(); it != ready.end();) {
+      RxFile& f = *it->f;
+      std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
+      std::lock_guard<std::mutex> lock(f.mu);
+      if (::fdatasync(f.fd.get()) != 0) {
+        Status s = Status::IoError("fdatasync " + Display(ExportRoot::Join(f.dir_rel, PartName(f.name))), errno);
+        auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
+        if (dir.has_value()) ::unlinkat(dir->get(), PartName(f.name).c_str(), 0);
+        FinishFile(f, s);
+        it = ready.erase(it);
+        continue;
+      }
+      ++it;
+    }
   }
   // 2. Rename into place; 3. fsync each directory once.
   std::set<std::string> dirs;
@@ -620,7 +685,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     }
     if (f.journaled) ::unlinkat(r.dir.get(), JournalName(f.name).c_str(), 0);
     dirs.insert(f.dir_rel);
-    f.Close();
+    ClosePart(f);
     r.f = nullptr;
     FinishFile(f, s);
   }
@@ -663,7 +728,10 @@ void Receiver::CommitterMain() {
         for (auto& [id, f] : files_) open.push_back(f);
       }
       for (auto& f : open) {
-        std::shared_lock<std::shared_mutex> io_lock(f->io_mu);
+        // try_lock: a channel thread may hold this file exclusively while it waits for an open slot,
+        // which only this thread can free.
+        std::shared_lock<std::shared_mutex> io_lock(f->io_mu, std::try_to_lock);
+        if (!io_lock.owns_lock()) continue;
         std::lock_guard<std::mutex> lock(f->mu);
         if (f->terminal || f->failed || f->chunks < 2 || f->unjournaled_bytes == 0 || f->missing == 0) continue;
         Status s = JournalFile(*f);
@@ -717,6 +785,7 @@ Result<nlohmann::json> Receiver::Run() {
     while (true) {
       auto fr = dp_.ctl->Receive();
       Status rs;
+      try {
       if (!fr.has_value()) {
         rs = fr.error();
         if (rs.code() == Code::kUnavailable) {
@@ -729,6 +798,7 @@ Result<nlohmann::json> Receiver::Run() {
           case MsgType::kEnd: {
             std::lock_guard<std::mutex> lock(mu_);
             end_received_ = true;
+            dp_.stats->walk_done = true;
             cv_.notify_all();
             return;  // nothing but SUMMARY follows from us; EOS arrives on the channels
           }
@@ -742,6 +812,9 @@ Result<nlohmann::json> Receiver::Run() {
           default: rs = Status::Protocol("unexpected control message " + std::to_string(int(fr->type)) + " at the receiver");
         }
       }
+      } catch (const nlohmann::json::exception& e) {  // a field of the wrong type from the peer
+        rs = Status::Protocol(std::string("malformed control message from the peer: ") + e.what());
+      }
       if (!rs.ok()) {
         Fail(rs);
         return;
@@ -754,7 +827,7 @@ Result<nlohmann::json> Receiver::Run() {
     while (error_.ok() && !Cancelled() && !(end_received_ && terminal_ == entries_)) {
       cv_.wait_for(lock, std::chrono::milliseconds(200));
     }
-    if (Cancelled() && error_.ok()) error_ = Status::Cancelled("transfer cancelled");
+    if (Cancelled() && error_.ok()) error_ = dp_.CancelStatus();
     s = error_;
     stop_committer_ = true;
     cv_.notify_all();

@@ -166,7 +166,7 @@ Status Sender::FlushBatch() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return batches_out_ < opts_.batches_in_flight || !error_.ok() || Cancelled(); });
     if (!error_.ok()) return error_;
-    if (Cancelled()) return Status::Cancelled("transfer cancelled");
+    if (Cancelled()) return dp_.CancelStatus();
     batches_out_++;
     entries_sent_ += batch_.size();
   }
@@ -378,7 +378,12 @@ void Sender::CtlReaderMain() {
       Fail(s.WithSide(Side::kNetwork));
       return;
     }
-    Status s = HandleControl(*f);
+    Status s;
+    try {
+      s = HandleControl(*f);
+    } catch (const nlohmann::json::exception& e) {  // a field of the wrong type from the peer
+      s = Status::Protocol(std::string("malformed control message from the peer: ") + e.what());
+    }
     if (!s.ok()) {
       Fail(s);
       return;
@@ -491,7 +496,10 @@ void Sender::FailFile(SrcFile& f, const Status& s) {
 }
 
 Status Sender::IssueReads(io::IoQueue& q) {
-  while (reads_.size() < opts_.read_ahead) {
+  // Buffered chunks are hashed synchronously here; return now and then so finished files' FILE_ENDs
+  // go out promptly (the receiver holds each file open until its FILE_END arrives).
+  unsigned buffered = 0;
+  while (reads_.size() < opts_.read_ahead && buffered < 16 && ends_.size() < 128) {
     SrcFile* f = nullptr;
     uint64_t index = 0;
     bool resend = false;
@@ -557,6 +565,7 @@ Status Sender::IssueReads(io::IoQueue& q) {
       // Buffered path (tmpfs, or O_DIRECT not possible): hash the chunk through a small cache-resident
       // buffer, then let the channel send it straight from the page cache (sendfile).
       HashBuffered(*f, index, offset, len, resend);
+      buffered++;
       continue;
     }
     PORO_ASSIGN_OR_RETURN(io::Buffer buf, dp_.pool->Acquire());
@@ -649,7 +658,7 @@ Status Sender::ReaderLoop() {
   PORO_ASSIGN_OR_RETURN(std::unique_ptr<io::IoQueue> q, io::CreateIoQueue(qo));
   std::vector<io::Completion> comps(64);
   while (true) {
-    if (Cancelled()) return Status::Cancelled("transfer cancelled");
+    if (Cancelled()) return dp_.CancelStatus();
     PORO_RETURN_IF_ERROR(IssueReads(*q));
     if (!reads_.empty()) {
       PORO_ASSIGN_OR_RETURN(size_t n, q->Reap(comps, 1));

@@ -50,6 +50,14 @@ struct DataPath {
   io::BufferPool* pool = nullptr;
   TransferStats* stats = nullptr;
   const std::atomic<bool>* cancel = nullptr;
+  // Set when `cancel` means "this daemon is shutting down": the session then ends with a retryable
+  // kUnavailable, so the peer retries later instead of failing the transfer.
+  bool cancel_is_shutdown = false;
+
+  Status CancelStatus() const {
+    return cancel_is_shutdown ? Status::Unavailable("the daemon is shutting down")
+                              : Status::Cancelled("transfer cancelled");
+  }
 };
 
 // What the source side announces about the transfer root.

@@ -11,6 +11,28 @@ nlohmann::json StatsSnapshot::ToJson() const {
                         {"bytes_resent", bytes_resent},   {"walk_done", walk_done}};
 }
 
+StatsSnapshot StatsSnapshot::FromJson(const nlohmann::json& j) {
+  StatsSnapshot s;
+  auto u = [&](const char* k) -> uint64_t {
+    auto it = j.find(k);
+    return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+  };
+  s.files_total = u("files_total");
+  s.bytes_total = u("bytes_total");
+  s.files_done = u("files_done");
+  s.bytes_done = u("bytes_done");
+  s.files_skipped = u("files_skipped");
+  s.bytes_skipped = u("bytes_skipped");
+  s.files_failed = u("files_failed");
+  s.bytes_sent = u("bytes_sent");
+  s.bytes_resumed = u("bytes_resumed");
+  s.chunks_corrupt = u("chunks_corrupt");
+  s.bytes_resent = u("bytes_resent");
+  auto w = j.find("walk_done");
+  s.walk_done = w != j.end() && w->is_boolean() && w->get<bool>();
+  return s;
+}
+
 StatsSnapshot TransferStats::Snapshot() const {
   StatsSnapshot s;
   s.files_total = files_total.load();
