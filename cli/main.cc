@@ -114,6 +114,7 @@ int ExitForState(const json& t) {
   if (st == "cancelled") return kExitCancelled;
   std::string code = t.value("error_code", std::string());
   if (code == "NotFound") return kExitNotFound;
+  if (code == "InvalidArgument") return kExitUsage;
   if (code == "PermissionDenied" || code == "Unauthenticated") return kExitDenied;
   return kExitFailed;
 }

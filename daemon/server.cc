@@ -353,7 +353,16 @@ void Daemon::ServeControl(UniqueFd fd) {
   }
   if (!s.ok()) {
     PORO_LOG(WARNING) << "session with " << raw->peer_common_name() << " (" << addr << ") ended: " << s.ToString();
-    if (s.code() != Code::kUnavailable) ctl.SendError(s);
+    if (s.code() != Code::kUnavailable) {
+      ctl.SendError(s);
+      // Let the peer read the error: read (and drop) what it still sends for a moment instead of
+      // closing on unread data, which would reset the connection and lose the error.
+      ::shutdown(raw->fd(), SHUT_WR);
+      TransportOptions drain;
+      drain.idle_timeout = std::chrono::milliseconds(500);
+      for (int i = 0; i < 8 && ctl.Receive(drain).has_value(); ++i) {
+      }
+    }
   }
   ctl.Close().IgnoreError();
 }
@@ -553,10 +562,21 @@ Result<json> Daemon::Attempt(Transfer& t) {
             {"options", t.options}};
   if (t.push) open["src"] = json{{"name", local_src.name}, {"is_dir", local_src.is_dir}};
   // HELLO and OPEN go out back to back (the responder reads them in order): one round trip saved.
-  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
-                                                                  {"endpoint", config_.endpoint_name},
-                                                                  {"software", std::string("pororoca ") + PORO_VERSION}}));
-  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kOpen, open));
+  Status sent = ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
+                                                          {"endpoint", config_.endpoint_name},
+                                                          {"software", std::string("pororoca ") + PORO_VERSION}});
+  if (sent.ok()) sent = ctl.SendJson(proto::MsgType::kOpen, open);
+  if (!sent.ok()) {
+    // The peer may have refused us and closed: its ERROR, if it arrived, says why.
+    TransportOptions brief;
+    brief.idle_timeout = std::chrono::milliseconds(2000);
+    auto reply = ctl.ExpectJson(proto::MsgType::kHello, brief);
+    if (!reply.has_value() && reply.error().code() != Code::kUnavailable &&
+        reply.error().code() != Code::kDeadlineExceeded) {
+      return reply.error();
+    }
+    return sent;
+  }
   PORO_ASSIGN_OR_RETURN(json hello, ctl.ExpectJson(proto::MsgType::kHello, o));
   if (hello.value("proto", 0) != proto::kProtocolVersion) {
     return Status::NotSupported("endpoint " + peer->name + " speaks protocol version " +

@@ -66,6 +66,7 @@ struct RxFile {
   std::vector<Digest128> digests;
   std::vector<uint8_t> retries;
   uint64_t missing = 0;   // chunks not yet written
+  uint64_t arrived = 0;   // verified chunks written in this session (compared with FILE_END.sent)
   uint64_t unjournaled_bytes = 0;
   UniqueFd fd;            // the hidden part file, open while chunks arrive
   bool direct = false;
@@ -103,6 +104,9 @@ class Receiver {
   Status OpenPartFile(RxFile& f);
   // Closes f's part file (caller holds f.io_mu exclusively) and frees its slot.
   void ClosePart(RxFile& f);
+  // Every chunk is on disk and every chunk the sender announced in FILE_END has arrived. Caller
+  // holds f.mu.
+  static bool Complete(const RxFile& f) { return f.missing == 0 && f.have_end && f.arrived >= f.end.sent; }
   void ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len);
   void CommitterMain();
   Status CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch);
@@ -207,7 +211,9 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     if (S_ISDIR(st->st_mode)) {
       return fail(Status::AlreadyExists("destination exists and is a directory: " + Display(rel)));
     }
-    if (opts_.sync && e.type == EntryType::kFile && S_ISREG(st->st_mode) &&
+    // Identical by size and mtime: already there. With the default mode this is what lets a re-run of
+    // the same command (or a retry) after a crash go on past the files it had committed.
+    if (opts_.existing != ExistingMode::kOverwrite && e.type == EntryType::kFile && S_ISREG(st->st_mode) &&
         static_cast<uint64_t>(st->st_size) == e.size &&
         int64_t(st->st_mtim.tv_sec) * 1000000000 + st->st_mtim.tv_nsec == e.mtime_ns) {
       p.action = PlanAction::kSkip;
@@ -255,11 +261,10 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     struct stat pst {};
     std::string part = PartName(f->name);
     if (!have.empty() && ::fstatat(parent->get(), part.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(pst.st_mode)) {
-      for (const auto& [idx, d] : have) {
-        if (f->state[idx] == ChunkState::kDurable) continue;
+      for (const auto& [idx, d] : have) {  // a later record for an index replaces an earlier one
+        if (f->state[idx] != ChunkState::kDurable) f->missing--;
         f->state[idx] = ChunkState::kDurable;
         f->digests[idx] = d;
-        f->missing--;
       }
       f->journaled = true;
       p.action = PlanAction::kResume;
@@ -334,7 +339,7 @@ Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
     }
     f->have_end = true;
     f->end = std::move(end);
-    if (f->missing == 0 || f->end.code != Code::kOk) Enqueue(f);
+    if (Complete(*f) || f->end.code != Code::kOk) Enqueue(f);
   }
   return Status::OK();
 }
@@ -395,12 +400,14 @@ Status Receiver::OpenPartFile(RxFile& f) {
 
 void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len) {
   std::lock_guard<std::mutex> lock(f->mu);
-  if (f->state[index] != ChunkState::kMissing) return;  // duplicate (resend raced a good copy)
+  // A chunk may arrive for an index the journal listed: the source changed there, and the new
+  // bytes (already written) replace the old ones.
+  if (f->state[index] == ChunkState::kMissing) f->missing--;
   f->state[index] = ChunkState::kWritten;
   f->digests[index] = d;
-  f->missing--;
+  f->arrived++;
   f->unjournaled_bytes += len;
-  if (f->missing == 0 && f->have_end) Enqueue(f);
+  if (Complete(*f)) Enqueue(f);
 }
 
 Status Receiver::ChannelLoop(size_t i) {

@@ -35,6 +35,7 @@ struct SrcFile {
   uint64_t chunks = 0;
   uint64_t next = 0;       // next chunk index to issue
   uint64_t completed = 0;  // chunks hashed
+  uint64_t sent = 0;       // chunk messages queued this session (not counting BAD_CHUNK re-sends)
   std::vector<Digest128> digests;
   std::shared_ptr<UniqueFd> fd;  // shared with queued SendFile items, which keep it open
   bool direct = false;
@@ -526,7 +527,7 @@ Status Sender::IssueReads(io::IoQueue& q) {
     }
     if (f->chunks == 0) {  // empty file: the digest of no chunks
       f->ended = true;
-      ends_.push_back(proto::FileEnd{f->entry.id, 0, FileDigester().Finish(), Code::kOk, ""});
+      ends_.push_back(proto::FileEnd{f->entry.id, 0, FileDigester().Finish(), Code::kOk, "", 0});
       continue;
     }
     if (!f->fd) {
@@ -548,6 +549,7 @@ Status Sender::IssueReads(io::IoQueue& q) {
       f->completed++;
       auto h = f->have.find(index);
       if (resend || h == f->have.end() || !(h->second == zd)) {
+        if (!resend) f->sent++;
         Dispatch(SendItem{ChunkHeader{ChunkKind::kHole, f->entry.id, index, offset, len, zd}, io::Buffer(), false, nullptr});
       } else {
         dp_.stats->bytes_resumed += len;
@@ -555,7 +557,7 @@ Status Sender::IssueReads(io::IoQueue& q) {
       if (f->completed == f->chunks && !resend) {
         FileDigester dg;
         for (const auto& d : f->digests) dg.AddChunk(d);
-        ends_.push_back(proto::FileEnd{f->entry.id, f->chunks, dg.Finish(), Code::kOk, ""});
+        ends_.push_back(proto::FileEnd{f->entry.id, f->chunks, dg.Finish(), Code::kOk, "", f->sent});
         f->ended = true;
         f->fd.reset();
       }
@@ -633,12 +635,13 @@ void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d
   if (h != f.have.end() && h->second == d) {
     dp_.stats->bytes_resumed += len;  // already durable at the receiver
   } else {
+    f.sent++;
     Dispatch(std::move(item));
   }
   if (f.completed == f.chunks) {
     FileDigester dg;
     for (const auto& x : f.digests) dg.AddChunk(x);
-    ends_.push_back(proto::FileEnd{f.entry.id, f.chunks, dg.Finish(), Code::kOk, ""});
+    ends_.push_back(proto::FileEnd{f.entry.id, f.chunks, dg.Finish(), Code::kOk, "", f.sent});
     f.ended = true;
     f.fd.reset();
   }

@@ -170,6 +170,7 @@ std::vector<std::byte> EncodeFileEnds(const std::vector<FileEnd>& v) {
     e.Digest(f.digest);
     e.U8(static_cast<uint8_t>(f.code));
     e.Bytes(f.message);
+    e.Var(f.sent);
   }
   return e.Take();
 }
@@ -186,6 +187,8 @@ Result<std::vector<FileEnd>> DecodeFileEnds(std::span<const std::byte> body) {
     f.digest = d.Digest();
     f.code = CodeFromWire(d.U8());
     f.message = d.Bytes(8192);
+    f.sent = d.Var();
+    if (f.sent > f.chunks) return Status::Protocol("FILE_END counts more chunks sent than the file has");
     if (d.ok()) out.push_back(std::move(f));
   }
   PORO_RETURN_IF_ERROR(d.Finish("FILE_END"));

@@ -85,6 +85,10 @@ struct FileEnd {
   Digest128 digest;
   Code code = Code::kOk;  // not kOk: the sender could not read the file (message says why)
   std::string message;
+  // Chunk messages (data and hole) the sender put on the channels for this file in this session,
+  // re-sends after BAD_CHUNK not counted. The receiver commits only after that many verified
+  // arrivals, so a chunk still in flight (e.g. replacing a stale resumed one) is never missed.
+  uint64_t sent = 0;
 };
 
 struct FileDone {

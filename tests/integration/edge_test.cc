@@ -1,0 +1,271 @@
+// Edge cases around resuming and target resolution: a source that changed between attempts, a
+// different chunk size on the re-run, interrupted trees, many small files, concurrent transfers.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "support/daemon_harness.h"
+
+namespace pororoca::test {
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+constexpr uint64_t kBigSize = 192 * kMiB + 12345;
+
+DaemonOptions SlowSender() {
+  DaemonOptions o;
+  o.extra_toml = "[fault_injection]\nsend_delay_us = 60000\n";
+  return o;
+}
+
+bool WaitForJournal(const DaemonProcess& receiver, uint64_t records,
+                    std::chrono::milliseconds timeout = 60s) {
+  return WaitUntil([&] { return JournalBytes(receiver.export_root()) >= 32 + 32 * records; }, timeout);
+}
+
+// Starts `cp -d ARGS`, waits until the receiver `rx` journaled some chunks, cancels; returns the id.
+std::string InterruptedCopy(const DaemonProcess& a, const DaemonProcess& rx, std::vector<std::string> args) {
+  args.insert(args.begin(), {"cp", "-d"});
+  CliResult r = Cli(a, args);
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  std::string id = Trim(r.out);
+  bool journaled = WaitForJournal(rx, 8);
+  CliResult c = Cli(a, {"cancel", id});
+  CHECK(c.exit_code == 0);
+  REQUIRE(journaled);
+  auto t = a.WaitForTerminal(id, 60s);
+  REQUIRE(t["state"] == "cancelled");
+  return id;
+}
+
+TEST_SUITE("integration.edge") {
+  TEST_CASE("a source rewritten between attempts is copied anew, never stitched from stale chunks") {
+    TestFederation fed;
+    DaemonPair p(fed, SlowSender());
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    WriteRandomFile(a.Path("big.bin"), kBigSize, 101, 0644);
+    SetMtime(a.Path("big.bin"), 1650000000, 5);
+    InterruptedCopy(a, b, {"--chunk", "1MiB", a.Path("big.bin"), "b:/big.bin"});
+    REQUIRE(!Exists(b.Path("big.bin")));
+
+    // Same size, new content. Variant 1 keeps the mtime (the journal header still matches, so
+    // only the per-chunk digests can tell), variant 2 changes it (the journal must be discarded).
+    WriteRandomFile(a.Path("big.bin"), kBigSize, 102, 0644);
+    SUBCASE("same size and mtime") { SetMtime(a.Path("big.bin"), 1650000000, 5); }
+    SUBCASE("same size, new mtime") { SetMtime(a.Path("big.bin"), 1650000999, 5); }
+    CliResult r = Cli(a, {"cp", "--chunk", "1MiB", "--json", a.Path("big.bin"), "b:/big.bin"});
+    INFO(r.Describe());
+    // Whatever happens, no file stitched from old and new chunks may appear under the final name.
+    if (Exists(b.Path("big.bin"))) {
+      auto diffs = CompareTrees(a.Path("big.bin"), b.Path("big.bin"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    }
+    CHECK(r.exit_code == 0);
+    CHECK(r.Json()["progress"]["bytes_resumed"] == 0);
+    CHECK(Exists(b.Path("big.bin")));
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("a re-run with another chunk size discards the old journal and copies exactly") {
+    TestFederation fed;
+    DaemonPair p(fed, SlowSender());
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    WriteRandomFile(a.Path("big.bin"), kBigSize, 103, 0644);
+    InterruptedCopy(a, b, {"--chunk", "1MiB", a.Path("big.bin"), "b:/big.bin"});
+    CliResult r = Cli(a, {"cp", "--chunk", "4MiB", "--json", a.Path("big.bin"), "b:/big.bin"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    auto diffs = CompareTrees(a.Path("big.bin"), b.Path("big.bin"));
+    CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("kill -9 of the receiver during a tree push is resumed for every file") {
+    TestFederation fed;
+    DaemonPair p(fed, SlowSender());
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("tree"), 0755);
+    // Files long enough (~0.6 s each) to be journaled half-way, sent one after the other.
+    for (int i = 0; i < 4; ++i) {
+      WriteRandomFile(a.Path("tree/f" + std::to_string(i) + ".bin"), 40 * kMiB + 1000 * uint64_t(i), 200 + i,
+                      0644);
+    }
+    CliResult r = Cli(a, {"cp", "-r", "-d", "--chunk", "1MiB", a.Path("tree"), "b:/"});
+    REQUIRE(r.exit_code == 0);
+    std::string id = Trim(r.out);
+    // Kill once the first files are committed by this attempt and a later one is half-way.
+    bool progressed =
+        WaitUntil([&] { return Exists(b.Path("tree/f1.bin")) && JournalBytes(b.export_root()) >= 64; }, 60s);
+    b.Kill9();
+    REQUIRE(progressed);
+    REQUIRE(b.Start());
+    auto t = a.WaitForTerminal(id, 120s);
+    INFO(t.dump(2));
+    CHECK(t["state"] == "succeeded");
+    CHECK(t["progress"]["files_failed"] == 0);
+    CHECK(t["progress"]["files_done"] == 4);
+    CHECK(t["progress"]["bytes_resumed"].get<uint64_t>() > 0);
+    auto diffs = CompareTrees(a.Path("tree"), b.Path("tree"));
+    CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("kill -9 of the sender during a tree push resumes every file after its restart") {
+    TestFederation fed;
+    DaemonPair p(fed, SlowSender());
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("tree"), 0755);
+    // Files long enough (~0.6 s each) to be journaled half-way, sent one after the other.
+    for (int i = 0; i < 4; ++i) {
+      WriteRandomFile(a.Path("tree/f" + std::to_string(i) + ".bin"), 40 * kMiB + 1000 * uint64_t(i), 300 + i,
+                      0644);
+    }
+    CliResult r = Cli(a, {"cp", "-r", "-d", "--chunk", "1MiB", a.Path("tree"), "b:/"});
+    REQUIRE(r.exit_code == 0);
+    std::string id = Trim(r.out);
+    bool progressed =
+        WaitUntil([&] { return Exists(b.Path("tree/f1.bin")) && JournalBytes(b.export_root()) >= 64; }, 60s);
+    a.Kill9();
+    REQUIRE(progressed);
+    REQUIRE(a.Start());
+    auto t = a.WaitForTerminal(id, 120s);
+    INFO(t.dump(2));
+    CHECK(t["state"] == "succeeded");
+    CHECK(t["progress"]["files_failed"] == 0);
+    auto diffs = CompareTrees(a.Path("tree"), b.Path("tree"));
+    CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("a tree of many small files crosses FILES batches intact") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("many"), 0755);
+    int n = 0;
+    for (int d = 0; d < 3; ++d) {
+      std::string dir = a.Path("many/d" + std::to_string(d));
+      MakeDir(dir, 0755);
+      for (int i = 0; i < 450; ++i, ++n) {
+        std::string f = dir + "/file-" + std::to_string(i);
+        WriteFile(f, RandomBytes(static_cast<size_t>(n % 3001), static_cast<uint64_t>(n)), 0644);
+        SetMtime(f, 1600000000 + n, n);
+      }
+      SetMtime(dir, 1600000000, d);
+    }
+    SetMtime(a.Path("many"), 1600000000, 999);
+    CliResult r = Cli(a, {"cp", "-r", "--json", a.Path("many"), "b:/"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.Json()["progress"]["files_done"] == n);
+    auto diffs = CompareTrees(a.Path("many"), b.Path("many"));
+    CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+
+    r = Cli(a, {"sync", "--json", a.Path("many"), "b:/"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.Json()["progress"]["files_skipped"] == n);
+  }
+
+  TEST_CASE("concurrent transfers between the same daemons do not interfere") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i) {
+      std::string n = "c" + std::to_string(i) + ".bin";
+      WriteRandomFile(a.Path(n), 16 * kMiB + uint64_t(i), 400 + i, 0644);
+      CliResult r = Cli(a, {"cp", "-d", "--chunk", "1MiB", a.Path(n), "b:/" + n});
+      REQUIRE(r.exit_code == 0);
+      ids.push_back(Trim(r.out));
+    }
+    WriteRandomFile(b.Path("back.bin"), 16 * kMiB, 410, 0600);
+    CliResult r = Cli(a, {"cp", "-d", "b:/back.bin", a.Path("back.bin")});
+    REQUIRE(r.exit_code == 0);
+    ids.push_back(Trim(r.out));
+    for (const auto& id : ids) {
+      auto t = a.WaitForTerminal(id, 120s);
+      INFO(t.dump(2));
+      CHECK(t["state"] == "succeeded");
+    }
+    for (int i = 0; i < 3; ++i) {
+      std::string n = "c" + std::to_string(i) + ".bin";
+      CHECK(CompareTrees(a.Path(n), b.Path(n)).empty());
+    }
+    CHECK(CompareTrees(b.Path("back.bin"), a.Path("back.bin")).empty());
+    CliResult s = Cli(a, {"status"});
+    CHECK(s.exit_code == 0);
+    for (const auto& id : ids) CHECK(s.out.find(id) != std::string::npos);
+  }
+
+  TEST_CASE("destination resolution follows cp") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    WriteFile(a.Path("f.txt"), "f\n", 0644);
+    MakeDir(a.Path("t"), 0755);
+    WriteFile(a.Path("t/x"), "x\n", 0644);
+    MakeDir(b.Path("d"), 0755);
+    WriteFile(b.Path("plain"), "plain\n", 0644);
+
+    CliResult r = Cli(a, {"cp", a.Path("f.txt"), "b:/d"});
+    CHECK(r.exit_code == 0);
+    CHECK(ReadFile(b.Path("d/f.txt")) == "f\n");
+
+    r = Cli(a, {"cp", a.Path("f.txt"), "b:/no/such/f.txt"});
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == 4);
+      CHECK(r.output().find("destination directory does not exist") != std::string::npos);
+    }
+    r = Cli(a, {"cp", a.Path("f.txt"), "b:/nodir/"});
+    CHECK(r.exit_code == 4);
+    CHECK(!Exists(b.Path("nodir")));
+
+    r = Cli(a, {"cp", "-r", a.Path("t"), "b:/plain"});
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code != 0);
+      CHECK(r.output().find("not a directory") != std::string::npos);
+      CHECK(ReadFile(b.Path("plain")) == "plain\n");
+    }
+    MakeDir(b.Path("d/t2"), 0755);
+    r = Cli(a, {"cp", a.Path("f.txt"), "b:/d/t2"});  // into the directory
+    CHECK(r.exit_code == 0);
+    CHECK(Exists(b.Path("d/t2/f.txt")));
+    MakeDir(b.Path("d/t3"), 0755);
+    MakeDir(b.Path("d/t3/f.txt"), 0755);  // a directory where the file would go
+    r = Cli(a, {"cp", "--overwrite", a.Path("f.txt"), "b:/d/t3/"});
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == 1);
+      CHECK(r.output().find("is a directory") != std::string::npos);
+    }
+
+    // Pull into an existing local directory, and of the whole remote export root.
+    r = Cli(a, {"cp", "b:/plain", a.Path("t") + "/"});
+    CHECK(r.exit_code == 0);
+    CHECK(ReadFile(a.Path("t/plain")) == "plain\n");
+    r = Cli(a, {"cp", "-r", "b:/", a.Path("whole")});
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == 0);
+      auto diffs = CompareTrees(b.export_root(), a.Path("whole"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    }
+    CHECK(Partials(a.export_root()).empty());
+    CHECK(Partials(b.export_root()).empty());
+  }
+}
+
+}  // namespace
+}  // namespace pororoca::test

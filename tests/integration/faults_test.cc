@@ -1,0 +1,160 @@
+// Faults on the data path: corrupted chunks on the wire and a destination that runs out of space.
+#include <doctest/doctest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+#include <string>
+
+#include "support/daemon_harness.h"
+
+namespace pororoca::test {
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+bool IsRoot() { return ::geteuid() == 0; }
+
+// A small tmpfs mounted by the test; unmounted (lazily, in case a daemon still holds a file) when
+// the guard goes away, so a failing test does not leave mounts behind.
+class TmpfsMount {
+ public:
+  TmpfsMount(const std::string& dir, const std::string& size) : dir_(dir) {
+    std::string opts = "size=" + size + ",mode=0755";
+    if (::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) == 0) {
+      mounted_ = true;
+    } else {
+      error_ = std::strerror(errno);
+    }
+  }
+  ~TmpfsMount() {
+    if (mounted_ && ::umount2(dir_.c_str(), MNT_DETACH) != 0) {
+      FAIL_CHECK("umount " << dir_ << ": " << std::strerror(errno));
+    }
+  }
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+  bool mounted() const { return mounted_; }
+  const std::string& error() const { return error_; }
+  uint64_t UsedBytes() const {
+    struct statvfs v {};
+    if (::statvfs(dir_.c_str(), &v) != 0) return UINT64_MAX;
+    return (v.f_blocks - v.f_bfree) * v.f_frsize;
+  }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+  std::string error_;
+};
+
+TEST_SUITE("integration.faults") {
+  // The injector corrupts the payload messages numbered N, 2N, ... of a daemon (holes carry no
+  // payload), and every corrupt copy is re-sent once, so a file of C chunks sees exactly c corrupt
+  // copies, c the fixed point of c = floor((C + c) / N) reached from c = floor(C / N). Choosing
+  // c < 4 keeps these tests deterministic: the receiver gives a chunk up after its 4th corrupt copy.
+  TEST_CASE("corrupted chunks are detected and re-sent and the copies are identical") {
+    TestFederation fed;
+    DaemonOptions corrupting;
+    corrupting.extra_toml = "[fault_injection]\ncorrupt_every = 3\n";
+    DaemonPair p(fed, corrupting, corrupting);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    CHECK(a.Log().find("FAULT INJECTION ACTIVE") != std::string::npos);
+
+    const uint64_t size = 4 * kMiB + kMiB / 2;  // 5 chunks of 1 MiB: messages 3 and 6 are corrupted
+    WriteRandomFile(a.Path("pushed.bin"), size, 5, 0644);
+    CliResult r = Cli(a, {"cp", "--chunk", "1MiB", "--json", a.Path("pushed.bin"), "b:/pushed.bin"});
+    {
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      auto rec = r.Json();
+      CHECK(rec["state"] == "succeeded");
+      CHECK(rec["progress"]["chunks_corrupt"] == 2);
+      CHECK(rec["progress"]["bytes_resent"].get<uint64_t>() >= kMiB / 2);
+      auto diffs = CompareTrees(a.Path("pushed.bin"), b.Path("pushed.bin"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    }
+
+    // Pull: b sends and corrupts, a's receiver catches it.
+    WriteRandomFile(b.Path("pulled.bin"), size, 6, 0600);
+    r = Cli(a, {"cp", "--chunk", "1MiB", "--json", "b:/pulled.bin", a.Path("pulled.bin")});
+    {
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      CHECK(r.Json()["progress"]["chunks_corrupt"] == 2);
+      auto diffs = CompareTrees(b.Path("pulled.bin"), a.Path("pulled.bin"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    }
+    CHECK(Partials(a.export_root()).empty());
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("a many-chunk transfer over 4 streams survives a corrupt chunk every seventh message") {
+    TestFederation fed;
+    DaemonOptions corrupting;
+    corrupting.extra_toml = "[fault_injection]\ncorrupt_every = 7\n";
+    DaemonPair p(fed, corrupting, corrupting);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    const uint64_t size = 24 * kMiB - 999;  // 24 chunks: messages 7, 14 and 21 are corrupted
+    WriteRandomFile(a.Path("pushed.bin"), size, 7, 0644);
+    CliResult r =
+        Cli(a, {"cp", "-n", "4", "--chunk", "1MiB", "--json", a.Path("pushed.bin"), "b:/pushed.bin"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.Json()["progress"]["chunks_corrupt"] == 3);
+    auto diffs = CompareTrees(a.Path("pushed.bin"), b.Path("pushed.bin"));
+    CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("a full destination fails the file cleanly and frees the space" * doctest::skip(!IsRoot())) {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(b.Path("full"), 0755);
+    TmpfsMount mnt(b.Path("full"), "16m");
+    if (!mnt.mounted()) {
+      MESSAGE("cannot mount a tmpfs (" << mnt.error() << "); disk-full test skipped");
+      return;
+    }
+    WriteRandomFile(a.Path("big.bin"), 64 * kMiB, 9, 0644);
+
+    CliResult r = Cli(a, {"cp", a.Path("big.bin"), "b:/full/big.bin"});
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == 1);
+      // One "failed: PATH: MESSAGE" line names the file and the cause.
+      bool named = false;
+      std::istringstream lines(r.output());
+      for (std::string line; std::getline(lines, line);) {
+        if (line.find("failed: ") != std::string::npos && line.find("big.bin") != std::string::npos &&
+            line.find("No space left on device") != std::string::npos) {
+          named = true;
+        }
+      }
+      CHECK(named);
+    }
+    CHECK(!Exists(b.Path("full/big.bin")));
+    auto partials = Partials(b.Path("full"));
+    CHECK_MESSAGE(partials.empty(), "left behind: " << DescribeDiffs(partials));
+    const uint64_t used = mnt.UsedBytes();
+    CHECK_MESSAGE(used < 1 * kMiB, "tmpfs still holds " << used << " bytes");
+
+    // The space really is free again: a file that fits goes through.
+    WriteRandomFile(a.Path("fits.bin"), 8 * kMiB, 10, 0644);
+    r = Cli(a, {"cp", a.Path("fits.bin"), "b:/full/fits.bin"});
+    INFO(r.Describe());
+    CHECK(r.exit_code == 0);
+    CHECK(CompareTrees(a.Path("fits.bin"), b.Path("full/fits.bin")).empty());
+  }
+}
+
+}  // namespace
+}  // namespace pororoca::test

@@ -1,0 +1,213 @@
+// Loopback federation for integration tests: a temporary directory with a CA and endpoint
+// certificates, pororocad processes on 127.0.0.1 (fork/exec of the real binary), the real CLI run
+// as a child process, and helpers to build and compare file trees.
+//
+// Everything is bounded: daemon start-up, CLI runs, waits for transfer states. Nothing leaves
+// 127.0.0.1 and nothing is written outside the federation's temporary directory (except what a
+// test mounts or creates on purpose, and removes).
+//
+// Binary paths come from the compile definitions PORO_DAEMON_BIN and PORO_CLI_BIN (CMake sets
+// them to $<TARGET_FILE:...>). Set PORO_KEEP_TEST_DIR=1 to keep the temporary directory.
+//
+// Thread-safety: TestFederation and DaemonProcess belong to the test thread. RunCli/Cli and the file
+// helpers have no shared state and may run on several threads at once (doctest assertions are
+// thread-safe; a REQUIRE failing off the test thread terminates the run).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "pki/pki.h"
+
+namespace pororoca::test {
+
+using namespace std::chrono_literals;
+
+struct TlsFiles {
+  std::string ca;    // trust anchor the daemon verifies peers with
+  std::string cert;  // its own certificate
+  std::string key;
+};
+
+class TestFederation {
+ public:
+  // mkdtemp under /tmp and a CA ("federation") in dir()/ca. Fails the test (REQUIRE) on error.
+  TestFederation();
+  // Removes the directory (unless PORO_KEEP_TEST_DIR is set).
+  ~TestFederation();
+  TestFederation(const TestFederation&) = delete;
+  TestFederation& operator=(const TestFederation&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  std::string ca_dir() const { return dir_ + "/ca"; }
+  std::string ca_cert() const { return ca_dir() + "/ca.crt"; }
+
+  // Issues a certificate for `name` from the federation CA. `file_tag` distinguishes several
+  // certificates for one name (e.g. "expired").
+  TlsFiles IssueEndpoint(const std::string& name, const pki::IssueOptions& opts = {},
+                         const std::string& file_tag = "");
+  // Creates (once) a second, unrelated CA named `authority` and issues `name` from it. The
+  // returned trust anchor is the federation's CA, so the daemon still trusts its real peers.
+  TlsFiles IssueFromOtherAuthority(const std::string& authority, const std::string& name);
+  // An expired certificate (valid from two hours ago to one hour ago) from the federation CA.
+  TlsFiles IssueExpired(const std::string& name);
+
+ private:
+  std::string dir_;
+  std::set<std::string> authorities_;
+};
+
+struct DaemonOptions {
+  unsigned streams = 4;
+  std::string chunk_size = "4MiB";
+  std::string buffer_pool = "64MiB";
+  unsigned retry_attempts = 30;
+  unsigned retry_max_backoff_s = 1;  // fast retries in tests
+  std::string log_level = "info";
+  // Appended verbatim before [[peers]], e.g. "[fault_injection]\nsend_delay_us = 50000\n".
+  std::string extra_toml;
+  // Certificates to present; default: IssueEndpoint(name) from the federation CA.
+  std::optional<TlsFiles> tls;
+};
+
+class DaemonProcess {
+ public:
+  // Lays out dir()/<name>/{export,state}, picks a free 127.0.0.1 port; does not start anything.
+  DaemonProcess(TestFederation& fed, std::string name, DaemonOptions opts = {});
+  // Kills the daemon (SIGKILL) if it is still running. If the current test case has failed, the
+  // tail of the daemon's log is reported with MESSAGE.
+  ~DaemonProcess();
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& export_root() const { return export_; }
+  const std::string& state_dir() const { return state_; }
+  const std::string& socket() const { return socket_; }
+  const std::string& log_path() const { return log_; }
+  uint16_t port() const { return port_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // Absolute path of `rel` inside the export root ("" -> the root).
+  std::string Path(const std::string& rel) const;
+  DaemonOptions& options() { return opts_; }
+
+  void AddPeer(const DaemonProcess& peer) { AddPeer(peer.name(), peer.address()); }
+  void AddPeer(const std::string& name, const std::string& address);
+
+  // Writes the config and fork/execs pororocad; returns true once GET /v1/healthz answers (bounded
+  // by `timeout`). On failure reports the log and returns false (callers REQUIRE it).
+  [[nodiscard]] bool Start(std::chrono::milliseconds timeout = 20s);
+  // SIGKILL and reap.
+  void Kill9();
+  // SIGTERM and wait up to `timeout`; SIGKILL after that. Returns true on a clean exit 0.
+  bool Stop(std::chrono::milliseconds timeout = 15s);
+  bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+
+  // The daemon's log (stdout and stderr of every run, appended); LogTail: the last `lines` lines.
+  // No assertions (usable in failure messages).
+  std::string Log() const;
+  std::string LogTail(size_t lines = 80) const;
+
+  // Local API calls over the unix socket. Fail the test (CHECK) and return a null json on transport
+  // errors; HTTP errors are returned as the parsed body with "http_status" added.
+  nlohmann::json Get(const std::string& target) const;
+  nlohmann::json Post(const std::string& target, const std::string& body) const;
+  nlohmann::json Transfer(const std::string& id) const { return Get("/v1/transfers/" + id); }
+  // Polls the transfer (every 50 ms) until its state is one of `states`; returns the last record.
+  // On timeout returns the last record seen (the caller's CHECK on "state" then fails with it).
+  nlohmann::json WaitForState(const std::string& id, const std::set<std::string>& states,
+                              std::chrono::milliseconds timeout = 120s) const;
+  nlohmann::json WaitForTerminal(const std::string& id, std::chrono::milliseconds timeout = 120s) const {
+    return WaitForState(id, {"succeeded", "failed", "cancelled"}, timeout);
+  }
+
+ private:
+  std::string WriteConfig() const;
+
+  TestFederation& fed_;
+  std::string name_;
+  DaemonOptions opts_;
+  TlsFiles tls_;
+  std::string dir_, export_, state_, socket_, log_, config_;
+  uint16_t port_ = 0;
+  std::vector<std::pair<std::string, std::string>> peers_;
+  pid_t pid_ = -1;
+};
+
+// Two daemons "a" and "b" that know each other, both started (REQUIREd).
+struct DaemonPair {
+  explicit DaemonPair(TestFederation& fed, DaemonOptions a_opts = {}, DaemonOptions b_opts = {});
+  std::unique_ptr<DaemonProcess> a, b;
+};
+
+struct CliResult {
+  int exit_code = -1;  // -1: killed (timeout) or not run
+  std::string out, err;
+  std::string output() const { return out + err; }
+  // For INFO(): the command's exit code and both streams.
+  std::string Describe() const;
+  // stdout parsed as JSON (for --json); a discarded value if it is not JSON.
+  nlohmann::json Json() const;
+};
+
+// Runs PORO_CLI_BIN with `args`, PORO_SOCKET=socket, stdin /dev/null; kills it and fails the test
+// after `timeout`.
+CliResult RunCli(const std::vector<std::string>& args, const std::string& socket,
+                 std::chrono::milliseconds timeout = 120s);
+// RunCli with the daemon's socket.
+CliResult Cli(const DaemonProcess& d, const std::vector<std::string>& args,
+              std::chrono::milliseconds timeout = 120s);
+
+// Deterministic pseudo-random bytes (splitmix64 from `seed`).
+std::string RandomBytes(size_t n, uint64_t seed);
+// Creates (truncating) a file of `size` pseudo-random bytes, then chmods it to `mode`.
+void WriteRandomFile(const std::string& path, uint64_t size, uint64_t seed, mode_t mode = 0644);
+void WriteFile(const std::string& path, const std::string& data, mode_t mode = 0644);
+std::string ReadFile(const std::string& path);
+void MakeDir(const std::string& path, mode_t mode = 0755);
+// Sets the mtime (not following a symlink) to sec.nsec.
+void SetMtime(const std::string& path, int64_t sec, long nsec);
+// Writes `data` at `offset` without touching anything else (for sparse files).
+void WriteAt(const std::string& path, uint64_t offset, const std::string& data);
+
+// The helpers below assert nothing, so they may be used in INFO()/CHECK_MESSAGE() messages (which
+// doctest evaluates while holding its reporter lock: an assertion in there deadlocks).
+bool Exists(const std::string& path);              // lstat succeeds
+uint64_t FileSize(const std::string& path);        // UINT64_MAX if missing
+uint64_t AllocatedBytes(const std::string& path);  // st_blocks * 512; UINT64_MAX if missing
+bool SameContent(const std::string& a, const std::string& b);
+// Names in `dir` (recursively, relative paths) starting with ".poro-".
+std::vector<std::string> Partials(const std::string& dir);
+
+// Compares two trees (or two files): entry set, types, sizes, content, modes, mtimes (ns; also of
+// directories and symlinks) and symlink targets. Returns one line per difference; empty if equal.
+std::vector<std::string> CompareTrees(const std::string& a, const std::string& b);
+// CompareTrees joined into one string, for CHECK messages.
+std::string DescribeDiffs(const std::vector<std::string>& diffs);
+
+// Total size of the hidden journals (.poro-*.jnl) under `dir`, recursively.
+uint64_t JournalBytes(const std::string& dir);
+
+// Removes a path recursively, ignoring errors.
+void RemoveAll(const std::string& path);
+
+// Polls `pred` every `poll` until it is true (returns true) or `timeout` passes (returns false).
+bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+               std::chrono::milliseconds poll = 20ms);
+// `s` without leading and trailing white space.
+std::string Trim(const std::string& s);
+// True if `haystack` contains `needle`, ignoring ASCII case.
+bool ContainsNoCase(const std::string& haystack, const std::string& needle);
+
+}  // namespace pororoca::test
