@@ -69,7 +69,7 @@ class Sender {
   Status HandleControl(const proto::ControlFrame& f);
   void ChannelMain(size_t i);
   Status ReaderLoop();
-  Status IssueReads(io::IoQueue& q);
+  Status IssueReads(std::unique_ptr<io::IoQueue>& q);
   Status Complete(const io::Completion& c);
   void HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend);
   // Records a hashed chunk: skip it if the receiver has it, else queue it; ends the file when complete.
@@ -496,7 +496,7 @@ void Sender::FailFile(SrcFile& f, const Status& s) {
   ends_.push_back(std::move(end));
 }
 
-Status Sender::IssueReads(io::IoQueue& q) {
+Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
   // Buffered chunks are hashed synchronously here; return now and then so finished files' FILE_ENDs
   // go out promptly (the receiver holds each file open until its FILE_END arrives).
   unsigned buffered = 0;
@@ -575,7 +575,13 @@ Status Sender::IssueReads(io::IoQueue& q) {
     uint32_t io_len = f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
                                 : len;
     uint64_t tag = next_tag_++;
-    PORO_RETURN_IF_ERROR(q.SubmitRead(f->fd->get(), offset, std::span(buf.data(), io_len), tag));
+    if (!q) {  // registering the pool with a ring costs: only done when a direct read needs it
+      io::IoQueueOptions qo;
+      qo.depth = std::max(4u, opts_.read_ahead * 2);
+      qo.registered = dp_.pool;
+      PORO_ASSIGN_OR_RETURN(q, io::CreateIoQueue(qo));
+    }
+    PORO_RETURN_IF_ERROR(q->SubmitRead(f->fd->get(), offset, std::span(buf.data(), io_len), tag));
     reads_.emplace(tag, ReadOp{f, index, len, std::move(buf), resend});
   }
   return Status::OK();
@@ -655,14 +661,11 @@ Status Sender::FlushFileEnds() {
 }
 
 Status Sender::ReaderLoop() {
-  io::IoQueueOptions qo;
-  qo.depth = std::max(4u, opts_.read_ahead * 2);
-  qo.registered = dp_.pool;
-  PORO_ASSIGN_OR_RETURN(std::unique_ptr<io::IoQueue> q, io::CreateIoQueue(qo));
+  std::unique_ptr<io::IoQueue> q;  // created by IssueReads at the first O_DIRECT read
   std::vector<io::Completion> comps(64);
   while (true) {
     if (Cancelled()) return dp_.CancelStatus();
-    PORO_RETURN_IF_ERROR(IssueReads(*q));
+    PORO_RETURN_IF_ERROR(IssueReads(q));
     if (!reads_.empty()) {
       PORO_ASSIGN_OR_RETURN(size_t n, q->Reap(comps, 1));
       for (size_t i = 0; i < n; ++i) PORO_RETURN_IF_ERROR(Complete(comps[i]));
