@@ -150,6 +150,10 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(str("tls", "key", &c.tls_key, true));
   PORO_RETURN_IF_ERROR(uint("transfer", "streams", 1, 64, &c.streams));
   PORO_RETURN_IF_ERROR(uint("transfer", "max_streams", 1, 256, &c.max_streams));
+  if (c.streams > c.max_streams) {
+    return KeyError(path, "[transfer] streams", "must not exceed [transfer] max_streams (" +
+                                                    std::to_string(c.max_streams) + ")");
+  }
   PORO_RETURN_IF_ERROR(size("transfer", "chunk_size", &c.chunk_size));
   if (Status s = ValidateChunkSize(c.chunk_size); !s.ok()) {
     return KeyError(path, "[transfer] chunk_size", std::string(s.message()));

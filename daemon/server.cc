@@ -724,15 +724,25 @@ void Daemon::LoadPersisted() {
   }
   ::closedir(d);
   for (const auto& n : names) {
-    std::ifstream in(dir + "/" + n);
+    try {
+      LoadRecord(dir + "/" + n);
+    } catch (const json::exception& e) {  // a field of the wrong type: skip the record, keep serving
+      PORO_LOG(WARNING) << "ignoring malformed transfer record " << dir << "/" << n << ": " << e.what();
+    }
+  }
+}
+
+void Daemon::LoadRecord(const std::string& path) {
+  {
+    std::ifstream in(path);
     json j = json::parse(in, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
-      PORO_LOG(WARNING) << "ignoring unreadable transfer record " << dir << "/" << n;
-      continue;
+      PORO_LOG(WARNING) << "ignoring unreadable transfer record " << path;
+      return;
     }
     auto t = std::make_shared<Transfer>();
     t->id = j.value("id", std::string());
-    if (t->id.empty()) continue;
+    if (t->id.empty()) return;
     t->push = j.value("direction", std::string("push")) == "push";
     t->local_path = j.value("local_path", std::string());
     t->local_trailing_slash = t->local_path.size() > 1 && t->local_path.back() == '/';

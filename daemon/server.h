@@ -57,6 +57,7 @@ class Daemon {
   Result<nlohmann::json> Attempt(Transfer& t);
   Status Persist(const Transfer& t);
   void LoadPersisted();
+  void LoadRecord(const std::string& path);
 
   // API.
   void RegisterRoutes();

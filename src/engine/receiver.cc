@@ -61,6 +61,9 @@ struct RxFile {
   // Lock order: io_mu, then mu, then Receiver::mu_. Writers hold io_mu shared while they use `fd`;
   // opening and closing `fd` take it exclusively, so no write can hit a closed (or reused) fd.
   std::shared_mutex io_mu;
+  // Buffered writes to one file serialise in the kernel (the inode lock), where waiters spin; taking
+  // this first lets them sleep and leaves the CPU to the channels that receive and hash.
+  std::mutex write_mu;
   std::mutex mu;          // guards everything below
   std::vector<ChunkState> state;
   std::vector<Digest128> digests;
@@ -76,6 +79,7 @@ struct RxFile {
   proto::FileEnd end;
   bool terminal = false;  // committed or failed
   bool failed = false;
+  Status error;           // why this side failed the file (kept apart from the sender's FILE_END)
   bool journaled = false; // a journal exists for this file
   bool queued = false;    // in the committer's queue
 };
@@ -99,7 +103,13 @@ class Receiver {
   Status MakeSymlink(const FileEntry& e, const std::string& rel);
   Status HandleFileEnd(const proto::ControlFrame& f);
   void ChannelMain(size_t i);
+  // Makes [offset, offset+len) of f's part file read as zeros (punch a hole, else write zeros).
+  Status ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len);
   Status ChannelLoop(size_t i);
+  // Part files open at once are bounded (open_parts_). The channel threads take a slot with
+  // AcquireOpenSlot() before they lock a file; OpenPart() counts without waiting.
+  void AcquireOpenSlot();
+  void ReleaseOpenSlot();
   Status OpenPart(RxFile& f);
   Status OpenPartFile(RxFile& f);
   // Closes f's part file (caller holds f.io_mu exclusively) and frees its slot.
@@ -353,19 +363,28 @@ void Receiver::Enqueue(const std::shared_ptr<RxFile>& f) {
   cv_.notify_all();
 }
 
+void Receiver::AcquireOpenSlot() {
+  // Called with no file lock held: the committer frees slots, and it may need those locks.
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, std::chrono::seconds(30),
+               [&] { return open_parts_ < max_open_parts_ || !error_.ok() || Cancelled(); });
+  open_parts_++;
+}
+
+void Receiver::ReleaseOpenSlot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  open_parts_--;
+  cv_.notify_all();
+}
+
 Status Receiver::OpenPart(RxFile& f) {
+  // For the committer and hole punching: they must not wait for slots (the committer frees them).
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    // Bounded wait: a slot frees when the committer commits a file; never wait forever on a peer.
-    cv_.wait_for(lock, std::chrono::seconds(30), [&] { return open_parts_ < max_open_parts_ || !error_.ok(); });
+    std::lock_guard<std::mutex> lock(mu_);
     open_parts_++;
   }
   Status s = OpenPartFile(f);
-  if (!s.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_parts_--;
-    cv_.notify_all();
-  }
+  if (!s.ok()) ReleaseOpenSlot();
   return s;
 }
 
@@ -373,7 +392,6 @@ Status Receiver::OpenPartFile(RxFile& f) {
   PORO_ASSIGN_OR_RETURN(UniqueFd dir, root_.Open(f.dir_rel, O_PATH | O_DIRECTORY));
   std::string part = PartName(f.name);
   std::string display = Display(ExportRoot::Join(f.dir_rel, part));
-  // O_RDWR: a buffered destination is mapped (MAP_SHARED needs a readable fd).
   int flags = O_RDWR | O_CREAT | O_NOFOLLOW;
   bool fresh = !f.journaled;
   if (fresh) flags |= O_TRUNC;
@@ -424,7 +442,7 @@ Status Receiver::ChannelLoop(size_t i) {
     io::Buffer buf;            // the payload lands here, then is written at its offset
     std::span<std::byte> dst;
     Status open_error;
-    // Held from the sink until the chunk is written, so the file (and its mapping) stays open.
+    // Held from the sink until the chunk is written, so the file stays open.
     std::shared_lock<std::shared_mutex> io_lock;
     auto sink = [&](std::span<const std::byte> hb, size_t payload_len) -> Result<std::span<std::byte>> {
       PORO_ASSIGN_OR_RETURN(h, proto::DecodeChunkHeader(hb));
@@ -458,11 +476,17 @@ Status Receiver::ChannelLoop(size_t i) {
         // Open (create) the part file before the payload arrives; the lock is re-taken shared for the
         // write, which checks again whether the file is still wanted.
         io_lock.unlock();
+        AcquireOpenSlot();
+        bool used = false;
         {
           std::unique_lock<std::shared_mutex> excl(f->io_mu);
           std::lock_guard<std::mutex> lock(f->mu);
-          if (!f->terminal && !f->failed && !f->fd.valid()) open_error = OpenPart(*f);
+          if (!f->terminal && !f->failed && !f->fd.valid()) {
+            open_error = OpenPartFile(*f);
+            used = open_error.ok();
+          }
         }
+        if (!used) ReleaseOpenSlot();
         io_lock.lock();
       }
       PORO_ASSIGN_OR_RETURN(buf, dp_.pool->Acquire());
@@ -475,6 +499,25 @@ Status Receiver::ChannelLoop(size_t i) {
     if (h.kind == ChunkKind::kEos) return Status::OK();
     if (h.kind == ChunkKind::kHole) {
       if (!(h.digest == zero_.Get(h.length))) return Status::Protocol("hole chunk with a non-zero digest");
+      bool replaces;
+      {
+        std::lock_guard<std::mutex> lock(f->mu);
+        replaces = f->state[h.index] != ChunkState::kMissing;
+      }
+      if (replaces) {
+        // The journal listed data here but the source now has a hole: clear the old bytes, or they
+        // would survive under digests that say "zeros".
+        Status hs = ZeroRange(f, h.offset, h.length);
+        if (!hs.ok()) {
+          std::lock_guard<std::mutex> lock(f->mu);
+          if (!f->failed) {
+            f->failed = true;
+            f->error = hs;
+            Enqueue(f);
+          }
+          continue;
+        }
+      }
       ChunkWritten(f, h.index, h.digest, 0);
       continue;
     }
@@ -493,9 +536,8 @@ Status Receiver::ChannelLoop(size_t i) {
       if (give_up) {
         std::lock_guard<std::mutex> lock(f->mu);
         f->failed = true;
-        f->end.code = Code::kDataLoss;
-        f->end.message = "chunk " + std::to_string(h.index) + " failed verification " +
-                         std::to_string(opts_.max_chunk_retries + 1) + " times";
+        f->error = Status::DataLoss("chunk " + std::to_string(h.index) + " failed verification " +
+                         std::to_string(opts_.max_chunk_retries + 1) + " times");
         Enqueue(f);
         continue;
       }
@@ -536,6 +578,7 @@ Status Receiver::ChannelLoop(size_t i) {
         }
       } else if (ws.ok()) {
         // Buffered destination (tmpfs): a plain pwrite; io_uring would only punt it to a worker thread.
+        std::lock_guard<std::mutex> wl(f->write_mu);
         ws = io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), what);
       }
     }
@@ -545,8 +588,7 @@ Status Receiver::ChannelLoop(size_t i) {
       std::lock_guard<std::mutex> lock(f->mu);
       if (!f->failed) {
         f->failed = true;
-        f->end.code = ws.code();
-        f->end.message = std::string(ws.message());
+        f->error = ws;
         Enqueue(f);
       }
       continue;
@@ -554,6 +596,23 @@ Status Receiver::ChannelLoop(size_t i) {
     if (skip) continue;
     ChunkWritten(f, h.index, d, h.length);
   }
+}
+
+Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len) {
+  std::unique_lock<std::shared_mutex> excl(f->io_mu);
+  std::lock_guard<std::mutex> lock(f->mu);
+  if (f->terminal || f->failed) return Status::OK();
+  if (!f->fd.valid()) PORO_RETURN_IF_ERROR(OpenPart(*f));
+  if (::fallocate(f->fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(len)) == 0) {
+    return Status::OK();
+  }
+  std::vector<std::byte> zeros(len);
+  // A plain write of zeros (no O_DIRECT alignment issue: chunk offsets and sizes are 4 KiB multiples
+  // except at the end of the file, which is written to its full, padded length when direct).
+  uint32_t n = f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign) : len;
+  if (n != len) zeros.resize(n);
+  return io::PwriteFull(f->fd.get(), offset, zeros, Display(ExportRoot::Join(f->dir_rel, PartName(f->name))));
 }
 
 void Receiver::ChannelMain(size_t i) {
@@ -590,9 +649,7 @@ Status Receiver::JournalFile(RxFile& f) {
 void Receiver::ClosePart(RxFile& f) {
   if (!f.fd.valid()) return;
   f.Close();
-  std::lock_guard<std::mutex> lock(mu_);
-  open_parts_--;
-  cv_.notify_all();
+  ReleaseOpenSlot();
 }
 
 void Receiver::FinishFile(RxFile& f, const Status& s) {
@@ -634,6 +691,10 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
       }
       FinishFile(f, s);
     };
+    if (f.failed && !f.error.ok()) {
+      cleanup(f.error);
+      continue;
+    }
     if (f.failed || f.end.code != Code::kOk) {
       cleanup(Status(f.end.code == Code::kOk ? Code::kInternal : f.end.code,
                      f.end.message.empty() ? "sender could not read the file" : f.end.message));
