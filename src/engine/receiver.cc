@@ -50,6 +50,16 @@ using proto::MsgType;
 using proto::PlanAction;
 using proto::PlanEntry;
 
+// Nanoseconds since the epoch (negative before 1970) as a normalised timespec for utimensat.
+struct timespec MtimeSpec(int64_t ns) {
+  struct timespec t {ns / 1000000000, ns % 1000000000};
+  if (t.tv_nsec < 0) {
+    t.tv_sec -= 1;
+    t.tv_nsec += 1000000000;
+  }
+  return t;
+}
+
 enum class ChunkState : uint8_t { kMissing = 0, kWritten = 1, kDurable = 2 };
 
 struct RxFile {
@@ -181,11 +191,7 @@ Status Receiver::MakeSymlink(const FileEntry& e, const std::string& rel) {
   if (::symlinkat(e.link_target.c_str(), dfd, tmp.c_str()) != 0) {
     return Status::IoError("symlink " + Display(rel), errno);
   }
-  struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1000000000, e.mtime_ns % 1000000000}};
-  if (ts[1].tv_nsec < 0) {
-    ts[1].tv_sec -= 1;
-    ts[1].tv_nsec += 1000000000;
-  }
+  struct timespec ts[2] = {{0, UTIME_OMIT}, MtimeSpec(e.mtime_ns)};
   ::utimensat(dfd, tmp.c_str(), ts, AT_SYMLINK_NOFOLLOW);
   unsigned flags = opts_.existing == ExistingMode::kOverwrite ? 0 : RENAME_NOREPLACE;
   if (::renameat2(dfd, tmp.c_str(), dfd, parent.second.c_str(), flags) != 0) {
@@ -720,11 +726,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
       s = Status::IoError("truncate " + part_display, errno);
     }
     if (s.ok() && ::fchmod(fd, f.entry.mode & 07777) != 0) s = Status::IoError("chmod " + part_display, errno);
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {f.entry.mtime_ns / 1000000000, f.entry.mtime_ns % 1000000000}};
-    if (ts[1].tv_nsec < 0) {
-      ts[1].tv_sec -= 1;
-      ts[1].tv_nsec += 1000000000;
-    }
+    struct timespec ts[2] = {{0, UTIME_OMIT}, MtimeSpec(f.entry.mtime_ns)};
     if (s.ok() && ::futimens(fd, ts) != 0) s = Status::IoError("set mtime " + part_display, errno);
     auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
     if (s.ok() && !dir.has_value()) s = dir.error();
@@ -855,11 +857,7 @@ Status Receiver::ApplyDirMetadata() {
     auto fd = root_.Open(rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (!fd.has_value()) return fd.error();
     if (::fchmod(fd->get(), e.mode & 07777) != 0) return Status::IoError("chmod " + Display(rel), errno);
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_ns / 1000000000, e.mtime_ns % 1000000000}};
-    if (ts[1].tv_nsec < 0) {
-      ts[1].tv_sec -= 1;
-      ts[1].tv_nsec += 1000000000;
-    }
+    struct timespec ts[2] = {{0, UTIME_OMIT}, MtimeSpec(e.mtime_ns)};
     if (::futimens(fd->get(), ts) != 0) return Status::IoError("set mtime " + Display(rel), errno);
   }
   return Status::OK();
