@@ -72,8 +72,10 @@ class Sender {
   Status IssueReads(std::unique_ptr<io::IoQueue>& q);
   Status Complete(const io::Completion& c);
   void HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend);
-  // Records a hashed chunk: skip it if the receiver has it, else queue it; ends the file when complete.
-  void Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item);
+  // Records a hashed chunk (or a hole, announced without payload): skip it if the receiver has it,
+  // else queue it; ends the file when its last chunk is accounted for. Re-sends only queue.
+  void Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item,
+              ChunkKind kind = ChunkKind::kData);
   Status OpenSource(SrcFile& f);
   void FailFile(SrcFile& f, const Status& s);
   void Dispatch(SendItem item);
@@ -544,23 +546,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     // Sparse files: a chunk that lies entirely in a hole is announced, not read or sent.
     off_t data = ::lseek(f->fd->get(), static_cast<off_t>(offset), SEEK_DATA);
     if ((data < 0 && errno == ENXIO) || (data >= 0 && static_cast<uint64_t>(data) >= offset + len)) {
-      Digest128 zd = zero_.Get(len);
-      f->digests[index] = zd;
-      f->completed++;
-      auto h = f->have.find(index);
-      if (resend || h == f->have.end() || !(h->second == zd)) {
-        if (!resend) f->sent++;
-        Dispatch(SendItem{ChunkHeader{ChunkKind::kHole, f->entry.id, index, offset, len, zd}, io::Buffer(), false, nullptr});
-      } else {
-        dp_.stats->bytes_resumed += len;
-      }
-      if (f->completed == f->chunks && !resend) {
-        FileDigester dg;
-        for (const auto& d : f->digests) dg.AddChunk(d);
-        ends_.push_back(proto::FileEnd{f->entry.id, f->chunks, dg.Finish(), Code::kOk, "", f->sent});
-        f->ended = true;
-        f->fd.reset();
-      }
+      Hashed(*f, index, len, zero_.Get(len), resend, SendItem{}, ChunkKind::kHole);
       continue;
     }
     if (!f->direct) {
@@ -627,11 +613,12 @@ void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t 
   Hashed(f, index, len, hasher_.Finish(), resend, std::move(item));
 }
 
-void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item) {
+void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item,
+                    ChunkKind kind) {
   uint64_t offset = index * opts_.chunk_size;
-  item.header = ChunkHeader{ChunkKind::kData, f.entry.id, index, offset, len, d};
+  item.header = ChunkHeader{kind, f.entry.id, index, offset, len, d};
   if (resend) {
-    dp_.stats->bytes_resent += len;
+    if (kind == ChunkKind::kData) dp_.stats->bytes_resent += len;
     Dispatch(std::move(item));
     return;
   }
