@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/file_util.h"
 #include "base/log.h"
 #include "pororoca/config.h"
 #include "transport/fault.h"
@@ -48,17 +49,6 @@ api::HttpResponse ErrorResponse(const Status& s) {
 }
 
 std::string StateDirTransfers(const Config& c) { return c.state_dir + "/transfers"; }
-
-Status WriteFileAtomic(const std::string& path, const std::string& data) {
-  std::string tmp = path + ".tmp";
-  PORO_ASSIGN_OR_RETURN(UniqueFd fd, UniqueFd::Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-  std::span<const std::byte> b(reinterpret_cast<const std::byte*>(data.data()), data.size());
-  PORO_RETURN_IF_ERROR(io::PwriteFull(fd.get(), 0, b, tmp));
-  if (::fsync(fd.get()) != 0) return Status::IoError("fsync " + tmp, errno);
-  PORO_RETURN_IF_ERROR(fd.Close());
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::IoError("rename " + tmp, errno);
-  return Status::OK();
-}
 
 struct Location {
   bool remote = false;
