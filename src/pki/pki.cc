@@ -1,6 +1,5 @@
 #include "pki/pki.h"
 
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -17,16 +16,16 @@
 #include <string_view>
 
 #include "base/defer.h"
-#include "base/unique_fd.h"
+#include "crypto/keys.h"
 
 namespace pororoca::pki {
 namespace {
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
-};
 struct X509Free {
   void operator()(X509* p) const noexcept { X509_free(p); }
+};
+struct ReqFree {
+  void operator()(X509_REQ* p) const noexcept { X509_REQ_free(p); }
 };
 struct BioFree {
   void operator()(BIO* p) const noexcept { BIO_free(p); }
@@ -37,29 +36,15 @@ struct BnFree {
 struct ExtFree {
   void operator()(X509_EXTENSION* p) const noexcept { X509_EXTENSION_free(p); }
 };
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using X509Ptr = std::unique_ptr<X509, X509Free>;
+using ReqPtr = std::unique_ptr<X509_REQ, ReqFree>;
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 using BnPtr = std::unique_ptr<BIGNUM, BnFree>;
 using ExtPtr = std::unique_ptr<X509_EXTENSION, ExtFree>;
 
 constexpr int64_t kSecondsPerDay = 86400;
 
-// Drains this thread's OpenSSL error queue into "reason; reason".
-std::string DrainOpenSslErrors() {
-  std::string out;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    const char* r = ERR_reason_error_string(e);
-    std::string one = r ? r : ("error " + std::to_string(ERR_GET_REASON(e)));
-    if (out.find(one) != std::string::npos) continue;
-    if (!out.empty()) out += "; ";
-    out += one;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
-
-Status SslError(std::string_view what) { return Status::Internal(std::string(what) + ": " + DrainOpenSslErrors()); }
+Status SslError(std::string_view what) { return Status::Internal(std::string(what) + ": " + crypto::OpenSslErrors()); }
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -71,33 +56,10 @@ Status RefuseExisting(const std::string& path) {
   return Status::OK();
 }
 
-// Creates `path` (O_EXCL: never replaces a file) with `mode` and writes `data` to it.
-Status WriteNewFile(const std::string& path, std::string_view data, mode_t mode) {
-  PORO_ASSIGN_OR_RETURN(UniqueFd fd, UniqueFd::Open(path, O_WRONLY | O_CREAT | O_EXCL, mode));
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::IoError("write " + path, errno);
-    off += size_t(n);
-  }
-  if (::fsync(fd.get()) < 0) return Status::IoError("fsync " + path, errno);
-  return fd.Close();
-}
-
 std::string BioContents(BIO* bio) {
   char* p = nullptr;
   long n = BIO_get_mem_data(bio, &p);
   return std::string(p, size_t(n > 0 ? n : 0));
-}
-
-Result<std::string> KeyPem(EVP_PKEY* key) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  // Unencrypted PKCS#8 ("BEGIN PRIVATE KEY"); the file mode protects it.
-  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
-    return SslError("encode private key");
-  }
-  return BioContents(bio.get());
 }
 
 Result<std::string> CertPem(X509* cert) {
@@ -106,36 +68,50 @@ Result<std::string> CertPem(X509* cert) {
   return BioContents(bio.get());
 }
 
-Result<PkeyPtr> NewEd25519Key() {
-  PkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-  if (!key) return SslError("generate Ed25519 key");
-  return key;
+// Reads the first PEM object `read` finds in `path`; errors name the file as "<what> <path>".
+template <class Ptr, class Reader>
+Result<Ptr> ReadPemFile(const std::string& path, std::string_view what, Reader read) {
+  const std::string named = std::string(what) + " " + path;
+  if (!Exists(path)) return Status::IoError(named, errno);
+  ERR_clear_error();
+  BioPtr bio(BIO_new_file(path.c_str(), "r"));
+  if (!bio) return Status::InvalidArgument("open " + named + ": " + crypto::OpenSslErrors());
+  Ptr obj(read(bio.get(), nullptr, nullptr, nullptr));
+  if (!obj) return Status::InvalidArgument("read " + named + ": " + crypto::OpenSslErrors());
+  return obj;
 }
 
 Result<X509Ptr> LoadCert(const std::string& path) {
-  if (!Exists(path)) return Status::IoError("certificate " + path, errno);
-  ERR_clear_error();
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) return Status::InvalidArgument("open certificate " + path + ": " + DrainOpenSslErrors());
-  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) return Status::InvalidArgument("read certificate " + path + ": " + DrainOpenSslErrors());
-  return cert;
+  return ReadPemFile<X509Ptr>(path, "certificate", PEM_read_bio_X509);
 }
 
-Result<PkeyPtr> LoadKey(const std::string& path) {
-  if (!Exists(path)) return Status::IoError("private key " + path, errno);
-  ERR_clear_error();
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) return Status::InvalidArgument("open private key " + path + ": " + DrainOpenSslErrors());
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-  if (!key) return Status::InvalidArgument("read private key " + path + ": " + DrainOpenSslErrors());
-  return key;
+Result<ReqPtr> LoadCsr(const std::string& path) {
+  return ReadPemFile<ReqPtr>(path, "certificate signing request", PEM_read_bio_X509_REQ);
 }
 
 Status AddExt(X509* cert, X509V3_CTX* v3, int nid, const std::string& value) {
   ExtPtr ext(X509V3_EXT_nconf_nid(nullptr, v3, nid, value.c_str()));
   if (!ext) return SslError(std::string("build extension ") + OBJ_nid2sn(nid) + "=" + value);
   if (X509_add_ext(cert, ext.get(), -1) != 1) return SslError(std::string("add extension ") + OBJ_nid2sn(nid));
+  return Status::OK();
+}
+
+Status SetCommonName(X509_NAME* name, const std::string& cn) {
+  if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.data()),
+                                 int(cn.size()), -1, 0) != 1) {
+    return SslError("set subject CN");
+  }
+  return Status::OK();
+}
+
+// Writes the key (0600), then the certificate (0644); removes the key again if the certificate
+// cannot be written, so that a failure leaves neither.
+Status WriteKeyAndCert(const crypto::PKey& key, const std::string& key_path, const std::string& crt_pem,
+                       const std::string& crt_path) {
+  PORO_RETURN_IF_ERROR(crypto::WritePrivateKeyPem(key, key_path));
+  Defer undo([&] { ::unlink(key_path.c_str()); });
+  PORO_RETURN_IF_ERROR(crypto::WriteNewFile(crt_path, crt_pem, 0644));
+  undo.Cancel();
   return Status::OK();
 }
 
@@ -159,23 +135,58 @@ Result<X509Ptr> NewCert(const std::string& cn, EVP_PKEY* subject_key, const X509
     return SslError("fill certificate");
   }
   X509_NAME* subject = X509_get_subject_name(cert.get());
-  if (X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
-                                 reinterpret_cast<const unsigned char*>(cn.data()), int(cn.size()), -1,
-                                 0) != 1) {
-    return SslError("set subject CN");
-  }
+  PORO_RETURN_IF_ERROR(SetCommonName(subject, cn));
   if (X509_set_issuer_name(cert.get(), issuer ? issuer : subject) != 1) return SslError("set issuer");
   return cert;
 }
 
-std::string HexLower(const unsigned char* p, size_t n) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s(n * 2, '0');
-  for (size_t i = 0; i < n; ++i) {
-    s[2 * i] = kHex[p[i] >> 4];
-    s[2 * i + 1] = kHex[p[i] & 0xf];
+Status CheckEndpointName(const std::string& endpoint_name) {
+  if (ValidEndpointName(endpoint_name)) return Status::OK();
+  return Status::InvalidArgument("endpoint name '" + endpoint_name + "' must be 1..64 characters of [A-Za-z0-9._-]");
+}
+
+Status CheckIssueArgs(const std::string& endpoint_name, int days, const IssueOptions& opts) {
+  PORO_RETURN_IF_ERROR(CheckEndpointName(endpoint_name));
+  if (days <= 0 && !opts.not_after_offset_s) {
+    return Status::InvalidArgument("certificate validity must be at least one day");
   }
-  return s;
+  return Status::OK();
+}
+
+struct Authority {
+  crypto::PKey key;
+  X509Ptr cert;
+};
+
+Result<Authority> LoadAuthority(const std::string& ca_dir) {
+  PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::LoadPrivateKeyPem(ca_dir + "/ca.key"));
+  PORO_ASSIGN_OR_RETURN(X509Ptr cert, LoadCert(ca_dir + "/ca.crt"));
+  ERR_clear_error();
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return Status::InvalidArgument(ca_dir + "/ca.key does not match " + ca_dir + "/ca.crt");
+  }
+  return Authority{std::move(key), std::move(cert)};
+}
+
+// The endpoint certificate (PEM) of IssueEndpoint for `subject_key`, signed by `ca`.
+Result<std::string> EndpointCertPem(const Authority& ca, const std::string& endpoint_name, EVP_PKEY* subject_key,
+                                    int days, const IssueOptions& opts) {
+  const int64_t not_after = opts.not_after_offset_s.value_or(int64_t(days) * kSecondsPerDay);
+  PORO_ASSIGN_OR_RETURN(X509Ptr cert, NewCert(endpoint_name, subject_key, X509_get_subject_name(ca.cert.get()),
+                                              opts.not_before_offset_s, not_after));
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, ca.cert.get(), cert.get(), nullptr, nullptr, 0);
+  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_basic_constraints, "critical,CA:FALSE"));
+  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_key_usage, "critical,digitalSignature"));
+  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_ext_key_usage, "serverAuth,clientAuth"));
+  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_subject_alt_name, "DNS:" + endpoint_name));
+  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_subject_key_identifier, "hash"));
+  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_authority_key_identifier, "keyid:always"));
+  // Ed25519 signs the message itself: no digest.
+  if (X509_sign(cert.get(), ca.key.get(), nullptr) <= 0) return SslError("sign endpoint certificate");
+  return CertPem(cert.get());
 }
 
 }  // namespace
@@ -204,8 +215,7 @@ Status CreateAuthority(const std::string& dir, const std::string& name, int days
   PORO_RETURN_IF_ERROR(RefuseExisting(key_path));
   PORO_RETURN_IF_ERROR(RefuseExisting(crt_path));
 
-  ERR_clear_error();
-  PORO_ASSIGN_OR_RETURN(PkeyPtr key, NewEd25519Key());
+  PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::GenerateEd25519());
   PORO_ASSIGN_OR_RETURN(X509Ptr cert, NewCert(name, key.get(), nullptr, -60, int64_t(days) * kSecondsPerDay));
   X509V3_CTX v3;
   X509V3_set_ctx_nodb(&v3);
@@ -213,56 +223,83 @@ Status CreateAuthority(const std::string& dir, const std::string& name, int days
   PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_basic_constraints, "critical,CA:TRUE"));
   PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_key_usage, "critical,keyCertSign,cRLSign"));
   PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_subject_key_identifier, "hash"));
-  // Ed25519 signs the message itself: no digest.
   if (X509_sign(cert.get(), key.get(), nullptr) <= 0) return SslError("sign CA certificate");
 
-  PORO_ASSIGN_OR_RETURN(std::string key_pem, KeyPem(key.get()));
   PORO_ASSIGN_OR_RETURN(std::string crt_pem, CertPem(cert.get()));
-  PORO_RETURN_IF_ERROR(WriteNewFile(key_path, key_pem, 0600));
-  Defer undo([&] { ::unlink(key_path.c_str()); });
-  PORO_RETURN_IF_ERROR(WriteNewFile(crt_path, crt_pem, 0644));
-  undo.Cancel();
-  return Status::OK();
+  return WriteKeyAndCert(key, key_path, crt_pem, crt_path);
 }
 
 Status IssueEndpoint(const std::string& ca_dir, const std::string& endpoint_name, const std::string& out_key,
                      const std::string& out_crt, int days, const IssueOptions& opts) {
-  if (!ValidEndpointName(endpoint_name)) {
-    return Status::InvalidArgument("endpoint name '" + endpoint_name +
-                                   "' must be 1..64 characters of [A-Za-z0-9._-]");
-  }
-  if (days <= 0 && !opts.not_after_offset_s) {
-    return Status::InvalidArgument("certificate validity must be at least one day");
-  }
+  PORO_RETURN_IF_ERROR(CheckIssueArgs(endpoint_name, days, opts));
   PORO_RETURN_IF_ERROR(RefuseExisting(out_key));
   PORO_RETURN_IF_ERROR(RefuseExisting(out_crt));
-  PORO_ASSIGN_OR_RETURN(PkeyPtr ca_key, LoadKey(ca_dir + "/ca.key"));
-  PORO_ASSIGN_OR_RETURN(X509Ptr ca_cert, LoadCert(ca_dir + "/ca.crt"));
+  PORO_ASSIGN_OR_RETURN(Authority ca, LoadAuthority(ca_dir));
+  PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::GenerateEd25519());
+  PORO_ASSIGN_OR_RETURN(std::string crt_pem, EndpointCertPem(ca, endpoint_name, key.get(), days, opts));
+  return WriteKeyAndCert(key, out_key, crt_pem, out_crt);
+}
+
+Status IssueEndpointFromCsr(const std::string& ca_dir, const std::string& csr_file, const std::string& endpoint_name,
+                            const std::string& out_crt, int days, const IssueOptions& opts) {
+  PORO_RETURN_IF_ERROR(CheckIssueArgs(endpoint_name, days, opts));
+  PORO_RETURN_IF_ERROR(RefuseExisting(out_crt));
+  PORO_ASSIGN_OR_RETURN(ReqPtr req, LoadCsr(csr_file));
   ERR_clear_error();
-  if (X509_check_private_key(ca_cert.get(), ca_key.get()) != 1) {
-    return Status::InvalidArgument(ca_dir + "/ca.key does not match " + ca_dir + "/ca.crt");
+  EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
+  if (pub == nullptr) {
+    return Status::InvalidArgument("certificate signing request " + csr_file +
+                                   " carries no usable public key: " + crypto::OpenSslErrors());
   }
+  if (EVP_PKEY_get_id(pub) != EVP_PKEY_ED25519) {
+    const char* type = EVP_PKEY_get0_type_name(pub);
+    return Status::InvalidArgument("certificate signing request " + csr_file + " has " +
+                                   (type ? std::string("a ") + type : std::string("an unknown")) +
+                                   " key; endpoint certificates are issued for Ed25519 keys only");
+  }
+  // Proof of possession: only the holder of the private key can have signed the request.
+  if (X509_REQ_verify(req.get(), pub) != 1) {
+    ERR_clear_error();
+    return Status::InvalidArgument("certificate signing request " + csr_file +
+                                   ": its signature does not verify with its own public key");
+  }
+  PORO_ASSIGN_OR_RETURN(Authority ca, LoadAuthority(ca_dir));
+  PORO_ASSIGN_OR_RETURN(std::string crt_pem, EndpointCertPem(ca, endpoint_name, pub, days, opts));
+  return crypto::WriteNewFile(out_crt, crt_pem, 0644);
+}
 
-  PORO_ASSIGN_OR_RETURN(PkeyPtr key, NewEd25519Key());
-  const int64_t not_after = opts.not_after_offset_s.value_or(int64_t(days) * kSecondsPerDay);
-  PORO_ASSIGN_OR_RETURN(X509Ptr cert, NewCert(endpoint_name, key.get(), X509_get_subject_name(ca_cert.get()),
-                                              opts.not_before_offset_s, not_after));
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, ca_cert.get(), cert.get(), nullptr, nullptr, 0);
-  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_basic_constraints, "critical,CA:FALSE"));
-  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_key_usage, "critical,digitalSignature"));
-  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_ext_key_usage, "serverAuth,clientAuth"));
-  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_subject_alt_name, "DNS:" + endpoint_name));
-  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_subject_key_identifier, "hash"));
-  PORO_RETURN_IF_ERROR(AddExt(cert.get(), &v3, NID_authority_key_identifier, "keyid:always"));
-  if (X509_sign(cert.get(), ca_key.get(), nullptr) <= 0) return SslError("sign endpoint certificate");
+Status WriteCsr(const std::string& key_file, const std::string& endpoint_name, const std::string& out_csr) {
+  PORO_RETURN_IF_ERROR(CheckEndpointName(endpoint_name));
+  PORO_RETURN_IF_ERROR(RefuseExisting(out_csr));
+  crypto::PKey key;
+  const bool generate = !Exists(key_file);
+  if (generate) {
+    PORO_ASSIGN_OR_RETURN(key, crypto::GenerateEd25519());
+    PORO_RETURN_IF_ERROR(crypto::WritePrivateKeyPem(key, key_file));
+  } else {
+    PORO_ASSIGN_OR_RETURN(key, crypto::LoadPrivateKeyPem(key_file));
+    if (!key.IsEd25519()) {
+      return Status::InvalidArgument(key_file + " is not an Ed25519 key; endpoint certificates are Ed25519 only");
+    }
+  }
+  // A key made here goes away with a CSR that could not be written.
+  Defer undo([&] {
+    if (generate) ::unlink(key_file.c_str());
+  });
 
-  PORO_ASSIGN_OR_RETURN(std::string key_pem, KeyPem(key.get()));
-  PORO_ASSIGN_OR_RETURN(std::string crt_pem, CertPem(cert.get()));
-  PORO_RETURN_IF_ERROR(WriteNewFile(out_key, key_pem, 0600));
-  Defer undo([&] { ::unlink(out_key.c_str()); });
-  PORO_RETURN_IF_ERROR(WriteNewFile(out_crt, crt_pem, 0644));
+  ERR_clear_error();
+  ReqPtr req(X509_REQ_new());
+  if (!req || X509_REQ_set_version(req.get(), X509_REQ_VERSION_1) != 1 ||
+      X509_REQ_set_pubkey(req.get(), key.get()) != 1) {
+    return SslError("fill certificate signing request");
+  }
+  PORO_RETURN_IF_ERROR(SetCommonName(X509_REQ_get_subject_name(req.get()), endpoint_name));
+  if (X509_REQ_sign(req.get(), key.get(), nullptr) <= 0) return SslError("sign certificate signing request");
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509_REQ(bio.get(), req.get()) != 1) {
+    return SslError("encode certificate signing request");
+  }
+  PORO_RETURN_IF_ERROR(crypto::WriteNewFile(out_csr, BioContents(bio.get()), 0644));
   undo.Cancel();
   return Status::OK();
 }
@@ -282,15 +319,9 @@ Result<std::string> CertCommonName(const std::string& crt_file) {
 
 Result<std::string> PublicKeyPinFromCert(const std::string& crt_file) {
   PORO_ASSIGN_OR_RETURN(X509Ptr cert, LoadCert(crt_file));
-  unsigned char* der = nullptr;
-  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
-  if (len <= 0) return SslError("encode public key of " + crt_file);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  int ok = EVP_Digest(der, size_t(len), md, &md_len, EVP_sha256(), nullptr);
-  OPENSSL_free(der);
-  if (ok != 1) return SslError("SHA-256 of public key");
-  return HexLower(md, md_len);
+  std::string pin = crypto::PublicKeyPinOfCert(cert.get());
+  if (pin.empty()) return SslError("SHA-256 of the public key of " + crt_file);
+  return pin;
 }
 
 }  // namespace pororoca::pki

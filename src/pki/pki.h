@@ -34,6 +34,21 @@ struct IssueOptions {
 Status IssueEndpoint(const std::string& ca_dir, const std::string& endpoint_name, const std::string& out_key,
                      const std::string& out_crt, int days, const IssueOptions& opts = {});
 
+// Issues an endpoint certificate for the public key of a PEM certificate signing request, so that
+// the endpoint's private key never leaves the endpoint. The request's self-signature must verify
+// (the requester holds the key) and its key must be Ed25519. Nothing else in it is used: CN and SAN
+// come from endpoint_name, and the extensions, serial and validity are those of IssueEndpoint.
+// Errors: kInvalidArgument for a bad name or request (naming the file), kNotFound for a missing CA
+// or request file, kAlreadyExists if out_crt exists.
+Status IssueEndpointFromCsr(const std::string& ca_dir, const std::string& csr_file, const std::string& endpoint_name,
+                            const std::string& out_crt, int days, const IssueOptions& opts = {});
+
+// Writes out_csr (mode 0644, never overwritten): a PEM certificate signing request with subject
+// CN=endpoint_name, signed by the Ed25519 key in key_file, for IssueEndpointFromCsr at the CA. If
+// key_file does not exist, a fresh Ed25519 key is written there first (mode 0600) and removed again
+// if the request cannot be written.
+Status WriteCsr(const std::string& key_file, const std::string& endpoint_name, const std::string& out_csr);
+
 // True for a name IssueEndpoint accepts.
 bool ValidEndpointName(const std::string& name);
 

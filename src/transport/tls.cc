@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -14,47 +13,13 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "crypto/keys.h"
 #include "transport/tcp.h"
 
 namespace pororoca::transport {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Drains this thread's OpenSSL error queue into "reason; reason" (duplicates dropped).
-std::string DrainOpenSslErrors() {
-  std::string out;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    const char* r = ERR_reason_error_string(e);
-    std::string one = r ? r : ("error " + std::to_string(ERR_GET_REASON(e)));
-    if (out.find(one) != std::string::npos) continue;
-    if (!out.empty()) out += "; ";
-    out += one;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
-
-std::string HexLower(const unsigned char* p, size_t n) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s(n * 2, '0');
-  for (size_t i = 0; i < n; ++i) {
-    s[2 * i] = kHex[p[i] >> 4];
-    s[2 * i + 1] = kHex[p[i] & 0xf];
-  }
-  return s;
-}
-
-std::string SpkiSha256Hex(X509* cert) {
-  unsigned char* der = nullptr;
-  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
-  if (len <= 0) return "";
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  int ok = EVP_Digest(der, size_t(len), md, &md_len, EVP_sha256(), nullptr);
-  OPENSSL_free(der);
-  return ok == 1 ? HexLower(md, md_len) : "";
-}
 
 std::string CommonName(X509* cert) {
   X509_NAME* name = X509_get_subject_name(cert);
@@ -77,7 +42,7 @@ int OnNewSession(SSL* ssl, SSL_SESSION* /*session*/) {
 }
 
 Status FileError(std::string_view what, const std::string& file) {
-  return Status::InvalidArgument(std::string(what) + " " + file + ": " + DrainOpenSslErrors());
+  return Status::InvalidArgument(std::string(what) + " " + file + ": " + crypto::OpenSslErrors());
 }
 
 // After a failed handshake: half-close and read until the peer closes too (briefly), so that our
@@ -102,10 +67,10 @@ void LingerAfterFailure(int fd) {
 Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsConfig& config) {
   ERR_clear_error();
   SslCtxPtr ctx(SSL_CTX_new(config.server ? TLS_server_method() : TLS_client_method()));
-  if (!ctx) return Status::Internal("SSL_CTX_new: " + DrainOpenSslErrors());
+  if (!ctx) return Status::Internal("SSL_CTX_new: " + crypto::OpenSslErrors());
   if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION) != 1 ||
       SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION) != 1) {
-    return Status::Internal("cannot restrict TLS to 1.3: " + DrainOpenSslErrors());
+    return Status::Internal("cannot restrict TLS to 1.3: " + crypto::OpenSslErrors());
   }
   auto readable = [](const std::string& f) { return ::access(f.c_str(), R_OK) == 0; };
   if (config.ca_file.empty()) return Status::InvalidArgument("TLS config: ca_file is required");
@@ -129,7 +94,7 @@ Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsConfig& config) 
     }
     if (SSL_CTX_check_private_key(ctx.get()) != 1) {
       return Status::InvalidArgument("TLS key file " + config.key_file + " does not match certificate " +
-                                     config.cert_file + ": " + DrainOpenSslErrors());
+                                     config.cert_file + ": " + crypto::OpenSslErrors());
     }
   }
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
@@ -172,8 +137,8 @@ Result<std::unique_ptr<TlsStream>> TlsStream::Handshake(TlsContext& ctx, UniqueF
   std::string peer = PeerAddress(fd.get());
   ERR_clear_error();
   SslPtr ssl(SSL_new(ctx.get()));
-  if (!ssl) return Status::Internal("SSL_new: " + DrainOpenSslErrors());
-  if (SSL_set_fd(ssl.get(), fd.get()) != 1) return Status::Internal("SSL_set_fd: " + DrainOpenSslErrors());
+  if (!ssl) return Status::Internal("SSL_new: " + crypto::OpenSslErrors());
+  if (SSL_set_fd(ssl.get(), fd.get()) != 1) return Status::Internal("SSL_set_fd: " + crypto::OpenSslErrors());
   std::unique_ptr<TlsStream> s(new TlsStream(std::move(fd), std::move(ssl), std::move(peer)));
   Status st = s->RunHandshake(client, opts);
   if (!st.ok()) {
@@ -237,7 +202,7 @@ Status TlsStream::RunHandshake(bool client, const TransportOptions& opts) {
     return Status::Unauthenticated(what + " failed: peer certificate not verified");
   }
   peer_cn_ = CommonName(cert);
-  peer_pin_ = SpkiSha256Hex(cert);
+  peer_pin_ = crypto::PublicKeyPinOfCert(cert);
   established_ = true;
   return Status::OK();
 }
@@ -276,7 +241,7 @@ Status TlsStream::IoFailure(std::string_view what, int ssl_error) {
                  : Status::Unavailable(std::string(what) + " failed: connection closed by peer");
   } else if (ssl_error == SSL_ERROR_SSL) {
     unsigned long e = ERR_peek_last_error();
-    std::string reason = DrainOpenSslErrors();
+    std::string reason = crypto::OpenSslErrors();
     long vr = SSL_get_verify_result(ssl_.get());
     if (vr != X509_V_OK) {
       std::string detail = std::string("(") + X509_verify_cert_error_string(vr) + ")";
@@ -296,7 +261,7 @@ Status TlsStream::IoFailure(std::string_view what, int ssl_error) {
     }
   } else {
     s = Status::Internal(std::string(what) + " failed: SSL error " + std::to_string(ssl_error) + ": " +
-                         DrainOpenSslErrors());
+                         crypto::OpenSslErrors());
   }
   s.WithSide(Side::kNetwork);
   return s;
@@ -389,7 +354,7 @@ Result<std::vector<std::byte>> TlsStream::ExportKey(std::string_view label, size
   ERR_clear_error();
   if (SSL_export_keying_material(ssl_.get(), reinterpret_cast<unsigned char*>(out.data()), len,
                                  label.data(), label.size(), nullptr, 0, /*use_context=*/0) != 1) {
-    return Status::Internal("TLS exporter '" + std::string(label) + "': " + DrainOpenSslErrors());
+    return Status::Internal("TLS exporter '" + std::string(label) + "': " + crypto::OpenSslErrors());
   }
   return out;
 }
