@@ -1,0 +1,79 @@
+#include <algorithm>
+#include <vector>
+
+#include "token/printable.h"
+#include "token/token.h"
+
+namespace pororoca::token {
+namespace {
+
+// The components of an absolute path ("/" has none; one trailing '/' is ignored), or why it is
+// not an acceptable one.
+Result<std::vector<std::string_view>> Components(std::string_view path) {
+  if (path.empty()) return Status::InvalidArgument("empty path");
+  if (path.front() != '/') return Status::InvalidArgument("path '" + Printable(path) + "' is not absolute");
+  if (path.find('\0') != std::string_view::npos) {
+    return Status::InvalidArgument("path '" + Printable(path) + "' contains a NUL byte");
+  }
+  if (path.find("//") != std::string_view::npos) {
+    return Status::InvalidArgument("path '" + Printable(path) + "' has an empty component");
+  }
+  if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  std::vector<std::string_view> out;
+  size_t pos = 1;
+  while (path.size() > 1 && pos <= path.size()) {
+    const size_t slash = std::min(path.find('/', pos), path.size());
+    std::string_view c = path.substr(pos, slash - pos);
+    if (c == "." || c == "..") {
+      return Status::InvalidArgument("path '" + Printable(path) + "' has a '.' or '..' component");
+    }
+    out.push_back(c);
+    pos = slash + 1;
+  }
+  return out;
+}
+
+// True if `scope` names the same components as the start of `path`.
+bool Covers(const std::vector<std::string_view>& scope, const std::vector<std::string_view>& path) {
+  if (scope.size() > path.size()) return false;
+  for (size_t i = 0; i < scope.size(); ++i) {
+    if (scope[i] != path[i]) return false;
+  }
+  return true;
+}
+
+bool Grants(std::string_view scope_name, Action action) {
+  if (scope_name == ActionScope(action)) return true;
+  // WLCG profile: storage.modify includes storage.create.
+  return action == Action::kCreate && scope_name == ActionScope(Action::kModify);
+}
+
+}  // namespace
+
+std::string_view ActionScope(Action action) {
+  switch (action) {
+    case Action::kRead:
+      return "storage.read";
+    case Action::kCreate:
+      return "storage.create";
+    case Action::kModify:
+      return "storage.modify";
+  }
+  return "storage.unknown";
+}
+
+Status CheckScope(const Claims& claims, Action action, std::string_view path) {
+  PORO_ASSIGN_OR_RETURN(std::vector<std::string_view> want, Components(path));
+  std::string listed;
+  for (const std::string& scope : claims.scopes) {
+    listed += (listed.empty() ? "" : " ") + scope;
+    const size_t colon = scope.find(':');
+    if (colon == std::string::npos || !Grants(std::string_view(scope).substr(0, colon), action)) continue;
+    auto have = Components(std::string_view(scope).substr(colon + 1));
+    if (have.ok() && Covers(*have, want)) return Status::OK();
+  }
+  return Status::PermissionDenied("token grants no " + std::string(ActionScope(action)) + " for " + Printable(path) +
+                                  " (scopes: " + (listed.empty() ? "none" : Printable(listed, 200)) + ")");
+}
+
+}  // namespace pororoca::token
