@@ -33,7 +33,7 @@ Result<uint64_t> ParseRate(std::string_view text);
 // Acquire(n) reserves n bytes at once, even if n exceeds the burst or the credit: the bucket goes
 // into debt, and the caller (and every later caller) waits until the debt is repaid. Reservations
 // are served in the order they were made, so many threads drawing from one bucket get, together,
-// the rate, and each of them a fair share of it.
+// the rate, and each of them its turn (the same number of requests, whatever their sizes).
 class TokenBucket {
  public:
   TokenBucket(uint64_t rate_bytes_per_s, uint64_t burst_bytes);
