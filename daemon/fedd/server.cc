@@ -129,6 +129,13 @@ std::string ClientCn(const httplib::Request& req) {
   return n > 0 && size_t(n) == ::strnlen(buf, sizeof buf) ? std::string(buf, size_t(n)) : std::string();
 }
 
+// j[key] if j is an object holding a string there, else "" (stored files may have been edited).
+std::string StringField(const Json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 void Reply(httplib::Response& res, int status, const Json& body) {
   res.status = status;
   res.set_content(body.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
@@ -329,8 +336,8 @@ struct Service::Impl {
     }
     audit::Accounting check;
     if (Status s = check.Merge(report); !s.ok()) return ReplyError(res, 400, "bad_request", std::string(s.message()));
-    std::string generated;
-    if (auto it = report.find("generated"); it != report.end() && it->is_string()) generated = *it;
+    // Reports without a "generated" time count as the oldest.
+    const std::string generated = StringField(report, "generated");
 
     Json stored = check.Report(cn);  // rows normalised: one per key
     stored["generated"] = generated;
@@ -340,7 +347,7 @@ struct Service::Impl {
     // A delayed older report must not replace a newer one (each holds full totals).
     if (auto old = ReadSmallFile(path, 2 * kMaxReportBytes); old.has_value()) {
       Json prev = Json::parse(*old, nullptr, /*allow_exceptions=*/false);
-      if (prev.is_object() && prev.value("generated", std::string()) > generated) {
+      if (StringField(prev, "generated") > generated) {
         return Reply(res, 200, {{"endpoint", cn}, {"stored", false}, {"reason", "a newer report is stored"}});
       }
     }
@@ -384,8 +391,8 @@ struct Service::Impl {
         continue;
       }
       endpoints.push_back({{"endpoint", endpoint},
-                           {"generated", report.value("generated", "")},
-                           {"received", report.value("received", "")}});
+                           {"generated", StringField(report, "generated")},
+                           {"received", StringField(report, "received")}});
     }
     Json out = merged.Query(filter);
     out["endpoints"] = std::move(endpoints);

@@ -155,9 +155,14 @@ Status TransportError(const std::string& what, httplib::Error err, const TlsDiag
 
 Status HttpError(const std::string& what, int status, const std::string& body) {
   std::string detail = "HTTP " + std::to_string(status);
-  Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_object() && j.contains("error") && j["error"].is_object() && j["error"].value("message", Json()).is_string()) {
-    detail += ": " + j["error"]["message"].get<std::string>();
+  // The service's errors are {"error":{"code":...,"message":...}}; anything else is quoted as is.
+  const Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const Json* message = nullptr;
+  if (j.is_object() && j.contains("error") && j["error"].is_object() && j["error"].contains("message")) {
+    message = &j["error"]["message"];
+  }
+  if (message != nullptr && message->is_string()) {
+    detail += ": " + message->get<std::string>();
   } else if (!body.empty()) {
     detail += ": " + body.substr(0, 200);
   }
