@@ -1,0 +1,117 @@
+#include "federation/authority.h"
+
+#include <doctest/doctest.h>
+#include <string>
+
+#include "base/file_util.h"
+#include "support/temp_dir.h"
+
+namespace pororoca::federation {
+namespace {
+
+using json = nlohmann::json;
+using test::TempDir;
+
+EndpointRequest Req(const std::string& name, const std::string& inst, const std::string& addr) {
+  EndpointRequest r;
+  r.name = name;
+  r.institution = inst;
+  r.address = addr;
+  return r;
+}
+
+TEST_CASE("init refuses to overwrite an existing workspace") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  Status again = InitAuthority(dir, "fed", 2);
+  CHECK(again.code() == Code::kAlreadyExists);
+}
+
+TEST_CASE("every signature gets a higher serial, and the draft remembers it") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  REQUIRE(AddInstitution(dir, "lncc", "").ok());
+  auto m1 = Sign(dir, tmp.path() + "/published.json");
+  REQUIRE(m1.has_value());
+  auto m2 = Sign(dir);
+  REQUIRE(m2.has_value());
+  CHECK((*m1)->serial() == 1);
+  CHECK((*m2)->serial() == 2);
+  // A draft rolled back to an old serial still signs above the last published manifest.
+  auto d = LoadDraft(dir);
+  REQUIRE(d.has_value());
+  (*d)["serial"] = 0;
+  REQUIRE(SaveDraft(dir, *d).ok());
+  auto m3 = Sign(dir);
+  REQUIRE(m3.has_value());
+  CHECK((*m3)->serial() == 3);
+  auto published = ReadSmallFile(tmp.path() + "/published.json");
+  REQUIRE(published.has_value());
+  CHECK(published->find("\"serial\": 1") != std::string::npos);
+}
+
+TEST_CASE("endpoints need a known institution; statuses change; revoked stays revoked") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  EndpointRequest r = Req("dtn-a", "lncc", "127.0.0.1:7001");
+  auto missing = AddEndpoint(dir, r);
+  REQUIRE_FALSE(missing.has_value());
+  CHECK(missing.error().code() == Code::kNotFound);
+  REQUIRE(AddInstitution(dir, "lncc", "").ok());
+  auto issued = AddEndpoint(dir, r);
+  REQUIRE(issued.has_value());
+  CHECK(issued->pin.size() == 64);
+  CHECK(issued->key_file == dir + "/endpoints/dtn-a.key");
+  REQUIRE(SetEndpointStatus(dir, "dtn-a", EndpointStatus::kSuspended).ok());
+  REQUIRE(SetEndpointStatus(dir, "dtn-a", EndpointStatus::kActive).ok());
+  REQUIRE(SetEndpointStatus(dir, "dtn-a", EndpointStatus::kRevoked).ok());
+  Status back = SetEndpointStatus(dir, "dtn-a", EndpointStatus::kActive);
+  CHECK(back.code() == Code::kInvalidArgument);
+  CHECK(SetEndpointStatus(dir, "dtn-z", EndpointStatus::kRevoked).code() == Code::kNotFound);
+  auto m = Sign(dir);
+  REQUIRE(m.has_value());
+  CHECK((*m)->FindEndpoint("dtn-a")->status == EndpointStatus::kRevoked);
+}
+
+TEST_CASE("an endpoint issued from a CSR gets the CSR's key, and the name from the authority") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  REQUIRE(AddInstitution(dir, "lncc", "").ok());
+  std::string key = tmp.path() + "/dtn.key", csr = tmp.path() + "/dtn.csr";
+  REQUIRE(pki::WriteCsr(key, "dtn-a", csr).ok());
+  EndpointRequest r = Req("dtn-a", "lncc", "127.0.0.1:7001");
+  r.csr_file = csr;
+  r.out_dir = tmp.path() + "/out";
+  auto issued = AddEndpoint(dir, r);
+  REQUIRE_MESSAGE(issued.has_value(), issued.error().ToString());
+  CHECK(issued->key_file.empty());
+  auto priv = crypto::LoadPrivateKeyPem(key);
+  REQUIRE(priv.has_value());
+  CHECK(issued->pin == crypto::PublicKeyPin(*priv));
+}
+
+TEST_CASE("policy edits are validated, ordered and removable") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  REQUIRE(AddRule(dir, json{{"id", "r1"}, {"effect", "allow"}}).ok());
+  REQUIRE(AddRule(dir, json{{"id", "r0"}, {"effect", "deny"}}, "r1").ok());
+  Status bad = AddRule(dir, json{{"id", "r2"}, {"effect", "allow"}, {"direction", "sideways"}});
+  CHECK_FALSE(bad.ok());
+  CHECK(AddRule(dir, json{{"id", "r3"}, {"effect", "allow"}}, "nope").code() == Code::kNotFound);
+  auto d = LoadDraft(dir);
+  REQUIRE(d.has_value());
+  REQUIRE((*d)["policy"]["rules"].size() == 2);
+  CHECK((*d)["policy"]["rules"][0]["id"] == "r0");
+  CHECK((*d)["policy"]["rules"][1]["id"] == "r1");
+  REQUIRE(RemoveRule(dir, "r0").ok());
+  CHECK(RemoveRule(dir, "r0").code() == Code::kNotFound);
+  CHECK_FALSE(SetRules(dir, json::object()).ok());
+}
+
+}  // namespace
+}  // namespace pororoca::federation
