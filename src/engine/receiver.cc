@@ -503,6 +503,7 @@ Status Receiver::ChannelLoop(size_t i) {
     auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
     if (!r.has_value()) return r.error();
     if (h.kind == ChunkKind::kEos) return Status::OK();
+    if (dp_.pace && h.kind == ChunkKind::kData && !dp_.pace(h.length)) return dp_.CancelStatus();
     if (h.kind == ChunkKind::kHole) {
       if (!(h.digest == zero_.Get(h.length))) return Status::Protocol("hole chunk with a non-zero digest");
       bool replaces;

@@ -433,6 +433,10 @@ void Sender::ChannelMain(size_t i) {
       queued_items_--;
       sched_space_cv_.notify_one();
     }
+    if (dp_.pace && item.header.kind == ChunkKind::kData && !dp_.pace(item.header.length)) {
+      Fail(dp_.CancelStatus());
+      return;
+    }
     std::array<std::byte, proto::kChunkHeaderSize> hdr;
     proto::EncodeChunkHeader(item.header, hdr);
     Status s;

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,8 +54,19 @@ struct DataPath {
   // Set when `cancel` means "this daemon is shutting down": the session then ends with a retryable
   // kUnavailable, so the peer retries later instead of failing the transfer.
   bool cancel_is_shutdown = false;
+  // When set and returning an error, the status a cancelled session ends with instead (the daemon
+  // cut the session: the peer's endpoint was suspended or revoked).
+  std::function<Status()> cancel_reason;
+  // When set, called with each data chunk's payload size before the sender sends it and after the
+  // receiver received it: the policy's rate cap (a token bucket shared by the institution pair).
+  // Blocks as long as the cap requires; returns false when the session is cancelled meanwhile.
+  std::function<bool(uint64_t)> pace;
 
   Status CancelStatus() const {
+    if (cancel_reason) {
+      Status s = cancel_reason();
+      if (!s.ok()) return s;
+    }
     return cancel_is_shutdown ? Status::Unavailable("the daemon is shutting down")
                               : Status::Cancelled("transfer cancelled");
   }
