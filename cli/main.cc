@@ -17,23 +17,18 @@
 #include <thread>
 
 #include "api/http.h"
+#include "base/file_util.h"
+#include "cli/cli.h"
 #include "pki/pki.h"
 #include "pororoca/config.h"
 
 namespace po = boost::program_options;
 using nlohmann::json;
 using namespace pororoca;
+using namespace pororoca::cli;
 
 namespace {
 
-// Exit codes (docs/cli.md).
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;       // the transfer ran and failed (or some files failed)
-constexpr int kExitUsage = 2;        // bad command line or request refused as invalid
-constexpr int kExitNoDaemon = 3;     // the local daemon is not reachable
-constexpr int kExitNotFound = 4;     // unknown transfer, endpoint or path
-constexpr int kExitDenied = 5;       // permission or authentication refused
-constexpr int kExitCancelled = 6;
 
 std::string DefaultSocket() {
   const char* s = std::getenv("PORO_SOCKET");
@@ -215,6 +210,9 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "sync", "skip files whose size and mtime already match")("overwrite", "replace existing files")(
       "skip-existing", "leave existing files alone")("json", "print the final record as JSON")(
       "no-progress", "no live progress display")("detach,d", "submit and print the id; do not wait")(
+      "token", po::value<std::string>(),
+      "bearer token for the remote endpoint: the token, @FILE, or - for stdin (default $PORO_TOKEN; else the "
+      "daemon mints one for you if it is configured to)")(
       "help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
@@ -244,6 +242,23 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   if (vm.count("chunk")) req["chunk_size"] = vm["chunk"].as<std::string>();
   if (vm.count("overwrite")) req["existing"] = "overwrite";
   if (vm.count("skip-existing")) req["existing"] = "skip";
+  std::string token = vm.count("token") ? vm["token"].as<std::string>() : std::string();
+  if (token.empty()) {
+    const char* env = std::getenv("PORO_TOKEN");
+    if (env != nullptr) token = env;
+  }
+  if (token == "-") {
+    std::getline(std::cin, token);
+  } else if (!token.empty() && token[0] == '@') {
+    auto text = ReadSmallFile(token.substr(1), 64 << 10);
+    if (!text.has_value()) {
+      std::cerr << "pororoca: --token: " << text.error().message() << "\n";
+      return kExitUsage;
+    }
+    token = *text;
+  }
+  while (!token.empty() && (token.back() == '\n' || token.back() == ' ' || token.back() == '\r')) token.pop_back();
+  if (!token.empty()) req["token"] = token;
   json t;
   int ec = 0;
   if (!c.Call("POST", "/v1/transfers", req.dump(), &t, &ec)) return ec;
@@ -307,62 +322,97 @@ int CmdCancel(Client& c, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-int CmdFederation(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::cout << "Usage:\n  pororoca federation init --dir DIR [--name NAME] [--days N]\n"
-                 "  pororoca federation add-endpoint NAME --dir DIR [--out DIR] [--days N]\n";
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  std::string sub = args[0];
-  po::options_description desc("Options");
-  desc.add_options()("dir", po::value<std::string>()->required(), "federation directory (CA key and certificate)")(
-      "name", po::value<std::string>()->default_value("pororoca test federation"), "CA name")(
-      "out", po::value<std::string>(), "where endpoint key and certificate go (default DIR/endpoints)")(
-      "days", po::value<int>()->default_value(365), "validity in days");
+int CmdPolicy(Client& c, const std::vector<std::string>& args) {
+  po::options_description desc(
+      "Usage: pororoca policy check SRC DST\n  Would this transfer be allowed, and by which rule? (no data moves)\nOptions");
+  desc.add_options()("direction", po::value<std::string>(), "push or pull (default: whoever is local initiates)")(
+      "classification", po::value<std::string>(), "the data's label (default: the local daemon's for a local source)")(
+      "at", po::value<int64_t>(), "evaluate at this Unix time (time windows)")("json", "print the decision as JSON")(
+      "help,h", "this help");
   po::options_description hidden;
-  hidden.add_options()("endpoint", po::value<std::string>(), "");
+  hidden.add_options()("words", po::value<std::vector<std::string>>(), "");
   po::options_description all;
   all.add(desc).add(hidden);
   po::positional_options_description pos;
-  pos.add("endpoint", 1);
+  pos.add("words", -1);
   po::variables_map vm;
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  po::store(po::command_line_parser(rest).options(all).positional(pos).run(), vm);
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
   po::notify(vm);
-  std::string dir = vm["dir"].as<std::string>();
-  int days = vm["days"].as<int>();
-  if (sub == "init") {
-    Status s = pki::CreateAuthority(dir, vm["name"].as<std::string>(), days);
-    if (!s.ok()) {
-      std::cerr << "pororoca: " << s.message() << "\n";
-      return s.code() == Code::kAlreadyExists ? kExitUsage : kExitFailed;
-    }
-    std::cout << "created federation authority in " << dir << " (ca.key, ca.crt)\n";
+  auto words = vm.count("words") ? vm["words"].as<std::vector<std::string>>() : std::vector<std::string>();
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
     return kExitOk;
   }
-  if (sub == "add-endpoint") {
-    if (!vm.count("endpoint")) {
-      std::cerr << "pororoca: add-endpoint needs the endpoint NAME\n";
-      return kExitUsage;
+  if (words.size() != 3 || words[0] != "check") {
+    std::cerr << desc << "\n";
+    return kExitUsage;
+  }
+  json req{{"source", AbsoluteLocal(words[1])}, {"destination", AbsoluteLocal(words[2])}};
+  if (vm.count("direction")) req["direction"] = vm["direction"].as<std::string>();
+  if (vm.count("classification")) req["classification"] = vm["classification"].as<std::string>();
+  if (vm.count("at")) req["time"] = vm["at"].as<int64_t>();
+  json r;
+  int ec = 0;
+  if (!c.Call("POST", "/v1/policy/check", req.dump(), &r, &ec)) return ec;
+  if (vm.count("json")) {
+    std::cout << r.dump(2) << "\n";
+  } else {
+    const json& q = r["request"];
+    std::cout << (r.value("allowed", false) ? "allowed" : "denied") << ": " << r.value("reason", std::string()) << "\n"
+              << "  " << q.value("source_institution", std::string()) << " -> "
+              << q.value("destination_institution", std::string()) << ", " << q.value("direction", std::string())
+              << ", " << q.value("source_path", std::string()) << " -> " << q.value("destination_path", std::string())
+              << ", classification " << q.value("classification", std::string()) << " (manifest serial "
+              << r.value("serial", 0) << ")\n";
+    if (r.contains("rate_limit_bytes_per_s")) {
+      std::cout << "  rate cap " << HumanBytes(r["rate_limit_bytes_per_s"].get<double>()) << "/s per institution pair\n";
     }
-    std::string name = vm["endpoint"].as<std::string>();
-    std::string out = vm.count("out") ? vm["out"].as<std::string>() : dir + "/endpoints";
-    if (::mkdir(out.c_str(), 0700) != 0 && errno != EEXIST) {
-      std::cerr << "pororoca: cannot create " << out << ": " << std::strerror(errno) << "\n";
-      return kExitFailed;
+    if (r.contains("max_concurrent")) std::cout << "  at most " << r["max_concurrent"] << " transfers at once\n";
+    if (r.contains("explain")) {
+      for (const auto& e : r["explain"]) std::cout << "  " << e.get<std::string>() << "\n";
     }
-    Status s = pki::IssueEndpoint(dir, name, out + "/" + name + ".key", out + "/" + name + ".crt", days);
-    if (!s.ok()) {
-      std::cerr << "pororoca: " << s.message() << "\n";
-      return s.code() == Code::kInvalidArgument || s.code() == Code::kAlreadyExists ? kExitUsage : kExitFailed;
-    }
-    auto pin = pki::PublicKeyPinFromCert(out + "/" + name + ".crt");
-    std::cout << "issued endpoint " << name << ": " << out << "/" << name << ".key, " << out << "/" << name
-              << ".crt" << (pin.has_value() ? "\n  key pin (sha256 of SPKI): " + *pin : std::string()) << "\n";
+  }
+  return r.value("allowed", false) ? kExitOk : kExitDenied;
+}
+
+int CmdAccounting(Client& c, const std::vector<std::string>& args) {
+  po::options_description desc("Usage: pororoca accounting [options]\n  bytes and files moved, per institution "
+                               "pair, user and day (this daemon's view)\nOptions");
+  desc.add_options()("since", po::value<std::string>(), "first day, YYYY-MM-DD")(
+      "until", po::value<std::string>(), "last day, YYYY-MM-DD")("user", po::value<std::string>(), "one user")(
+      "json", "print JSON")("help,h", "this help");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
     return kExitOk;
   }
-  std::cerr << "pororoca: unknown federation command '" << sub << "'\n";
-  return kExitUsage;
+  std::string q;
+  for (const char* k : {"since", "until", "user"}) {
+    if (vm.count(k)) q += std::string(q.empty() ? "?" : "&") + k + "=" + vm[k].as<std::string>();
+  }
+  json r;
+  int ec = 0;
+  if (!c.Call("GET", "/v1/accounting" + q, "", &r, &ec)) return ec;
+  if (vm.count("json")) {
+    std::cout << r.dump(2) << "\n";
+    return kExitOk;
+  }
+  auto row = [](const json& e, const std::string& label) {
+    std::printf("  %-40s %12s %10llu files %6llu transfers\n", label.c_str(),
+                HumanBytes(e.value("bytes", 0.0)).c_str(), static_cast<unsigned long long>(e.value("files", 0ull)),
+                static_cast<unsigned long long>(e.value("transfers", 0ull)));
+  };
+  std::cout << "by institution pair:\n";
+  for (const auto& e : r.value("by_pair", json::array())) {
+    row(e, e.value("source", std::string()) + " -> " + e.value("destination", std::string()));
+  }
+  std::cout << "by user:\n";
+  for (const auto& e : r.value("by_user", json::array())) row(e, e.value("user", std::string()));
+  std::cout << "by day:\n";
+  for (const auto& e : r.value("by_day", json::array())) row(e, e.value("day", std::string()));
+  return kExitOk;
 }
 
 void Usage() {
@@ -373,8 +423,11 @@ void Usage() {
                "  sync SRC DST             recursive copy that skips files already identical\n"
                "  status [ID]              list transfers, or show one\n"
                "  cancel ID                cancel a transfer\n"
-               "  endpoints                list the endpoints the local daemon knows\n"
-               "  federation init|add-endpoint   create a test federation's CA and endpoint certificates\n\n"
+               "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
+               "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
+               "  accounting               bytes and files moved per institution pair, user and day\n"
+               "  federation ...           the authority's tools: manifest, endpoints, policy, signing\n"
+               "  token issue ...          mint a bearer token (test federations)\n\n"
                "The daemon's socket: --socket, else $PORO_SOCKET, else /run/pororoca/pororocad.sock.\n"
                "Run 'pororoca COMMAND --help' for a command's options. Exit codes: docs/cli.md.\n";
 }
@@ -415,13 +468,20 @@ int main(int argc, char** argv) {
     if (cmd == "status") return CmdStatus(c, rest);
     if (cmd == "cancel") return CmdCancel(c, rest);
     if (cmd == "federation") return CmdFederation(rest);
+    if (cmd == "token") return CmdToken(rest);
+    if (cmd == "policy") return CmdPolicy(c, rest);
+    if (cmd == "accounting") return CmdAccounting(c, rest);
     if (cmd == "endpoints") {
       json r;
       int ec = 0;
       if (!c.Call("GET", "/v1/endpoints", "", &r, &ec)) return ec;
-      std::cout << "self: " << r.value("self", std::string()) << "\n";
+      std::cout << "self: " << r.value("self", std::string()) << " (" << r.value("institution", std::string())
+                << "), federation " << r.value("federation", std::string()) << " manifest serial "
+                << r.value("serial", 0) << "\n";
       for (const auto& e : r["endpoints"]) {
-        std::cout << "  " << e.value("name", std::string()) << "  " << e.value("address", std::string()) << "\n";
+        std::printf("  %-24s %-16s %-22s %s\n", e.value("name", std::string()).c_str(),
+                    e.value("institution", std::string()).c_str(), e.value("address", std::string()).c_str(),
+                    e.value("status", std::string()).c_str());
       }
       return kExitOk;
     }

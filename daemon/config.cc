@@ -2,16 +2,18 @@
 
 #include <cctype>
 #include <cstdio>
+#include <map>
 #include <optional>
+#include <set>
 #include <toml++/toml.h>
 
 #include "base/log.h"
 
 namespace pororoca::daemon {
 
-const PeerConfig* Config::FindPeer(const std::string& name) const {
-  for (const auto& p : peers) {
-    if (p.name == name) return &p;
+const UserConfig* Config::FindUser(int64_t uid) const {
+  for (const auto& u : users) {
+    if (u.uid == uid) return &u;
   }
   return nullptr;
 }
@@ -64,6 +66,72 @@ Status KeyError(const std::string& file, const std::string& key, const std::stri
   return Status::InvalidArgument(file + ": " + key + ": " + msg);
 }
 
+// Every section and key the daemon reads: anything else is a typo the operator wants to hear about.
+const std::map<std::string, std::set<std::string>>& KnownKeys() {
+  static const std::map<std::string, std::set<std::string>> k{
+      {"endpoint", {"name"}},
+      {"network", {"listen", "sndbuf", "rcvbuf", "congestion"}},
+      {"api", {"socket", "socket_mode"}},
+      {"storage", {"export_root", "state_dir", "direct_io"}},
+      {"tls", {"ca", "cert", "key"}},
+      {"federation", {"manifest", "url", "service_name", "authority_key", "refresh_s", "require_token", "report_s"}},
+      {"audit", {"log"}},
+      {"tokens", {"issuer", "key", "lifetime_s"}},
+      {"transfer",
+       {"streams", "max_streams", "chunk_size", "buffer_pool", "read_ahead", "retry_attempts", "retry_max_backoff_s"}},
+      {"log", {"level", "file"}},
+      {"fault_injection", {"corrupt_every", "send_delay_us"}},
+      {"classification", {"path", "label"}},
+      {"users", {"uid", "identity", "scopes"}},
+  };
+  return k;
+}
+
+Status CheckKnownKeys(const toml::table& t, const std::string& path) {
+  for (const auto& [sect, node] : t) {
+    std::string name(sect.str());
+    if (name == "peers") {
+      return KeyError(path, "[[peers]]", "peers now come from the federation manifest ([federation] manifest); remove it");
+    }
+    auto it = KnownKeys().find(name);
+    if (it == KnownKeys().end()) return KeyError(path, "[" + name + "]", "unknown section");
+    auto check_table = [&](const toml::table& keys) -> Status {
+      for (const auto& [key, v] : keys) {
+        if (!it->second.count(std::string(key.str()))) {
+          return KeyError(path, "[" + name + "] " + std::string(key.str()), "unknown key");
+        }
+      }
+      return Status::OK();
+    };
+    if (const auto* tab = node.as_table()) {
+      PORO_RETURN_IF_ERROR(check_table(*tab));
+    } else if (const auto* arr = node.as_array()) {
+      for (const auto& el : *arr) {
+        if (const auto* row = el.as_table()) PORO_RETURN_IF_ERROR(check_table(*row));
+      }
+    } else {
+      return KeyError(path, name, "must be a section");
+    }
+  }
+  return Status::OK();
+}
+
+// Absolute, no "." or ".." components, no trailing slash (except "/").
+bool CleanAbsolutePath(const std::string& p) {
+  if (p.empty() || p[0] != '/') return false;
+  if (p == "/") return true;
+  if (p.back() == '/') return false;
+  size_t i = 1;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    std::string_view comp(p.data() + i, j - i);
+    if (comp.empty() || comp == "." || comp == "..") return false;
+    i = j + 1;
+  }
+  return true;
+}
+
 }  // namespace
 
 Result<Config> LoadConfig(const std::string& path) {
@@ -79,6 +147,7 @@ Result<Config> LoadConfig(const std::string& path) {
     }
     return Status::InvalidArgument(path + where + ": " + desc);
   }
+  PORO_RETURN_IF_ERROR(CheckKnownKeys(t, path));
   Config c;
   c.source_file = path;
   auto str = [&](const char* sect, const char* key, std::string* out, bool required) -> Status {
@@ -174,23 +243,71 @@ Result<Config> LoadConfig(const std::string& path) {
   if (c.fault_corrupt_every == 1) {
     return KeyError(path, "[fault_injection] corrupt_every", "1 would corrupt every chunk forever; use 0 or >= 2");
   }
-  if (auto* arr = t["peers"].as_array()) {
+  PORO_RETURN_IF_ERROR(str("federation", "manifest", &c.manifest_file, false));
+  PORO_RETURN_IF_ERROR(str("federation", "url", &c.manifest_url, false));
+  PORO_RETURN_IF_ERROR(str("federation", "service_name", &c.service_name, false));
+  PORO_RETURN_IF_ERROR(str("federation", "authority_key", &c.authority_key, true));
+  if (c.manifest_file.empty() == c.manifest_url.empty()) {
+    return KeyError(path, "[federation]", "set exactly one of manifest (a file) and url (the control-plane service)");
+  }
+  if (!c.manifest_url.empty() && c.service_name.empty()) {
+    return KeyError(path, "[federation] service_name", "required with url (the CN of the service's certificate)");
+  }
+  PORO_RETURN_IF_ERROR(uint("federation", "refresh_s", 1, 3600, &c.refresh_s));
+  PORO_RETURN_IF_ERROR(uint("federation", "report_s", 0, 86400, &c.report_s));
+  if (auto n = t["federation"]["require_token"]) {
+    auto b = n.value<bool>();
+    if (!b) return KeyError(path, "[federation] require_token", "must be true or false");
+    c.require_token = *b;
+  }
+  PORO_RETURN_IF_ERROR(str("audit", "log", &c.audit_log, false));
+  if (c.audit_log.empty()) c.audit_log = c.state_dir + "/audit.log";
+  PORO_RETURN_IF_ERROR(str("tokens", "issuer", &c.token_issuer, false));
+  PORO_RETURN_IF_ERROR(str("tokens", "key", &c.token_key, false));
+  PORO_RETURN_IF_ERROR(uint("tokens", "lifetime_s", 60, 7 * 86400, &c.token_lifetime_s));
+  if (c.token_issuer.empty() != c.token_key.empty()) {
+    return KeyError(path, "[tokens]", "issuer and key go together");
+  }
+  if (auto* arr = t["classification"].as_array()) {
     for (size_t i = 0; i < arr->size(); ++i) {
-      auto* pt = (*arr)[i].as_table();
-      std::string key = "[[peers]] #" + std::to_string(i + 1);
-      if (!pt) return KeyError(path, key, "must be a table");
-      PeerConfig p;
-      auto n = (*pt)["name"].value<std::string>();
-      auto a = (*pt)["address"].value<std::string>();
-      if (!n || n->empty()) return KeyError(path, key, "name missing");
-      if (!a || a->empty()) return KeyError(path, key, "address missing");
-      p.name = *n;
-      p.address = *a;
-      if (c.FindPeer(p.name)) return KeyError(path, key, "duplicate peer " + p.name);
-      c.peers.push_back(std::move(p));
+      auto* ct = (*arr)[i].as_table();
+      std::string key = "[[classification]] #" + std::to_string(i + 1);
+      if (!ct) return KeyError(path, key, "must be a table");
+      auto p = (*ct)["path"].value<std::string>();
+      auto l = (*ct)["label"].value<std::string>();
+      if (!p || !CleanAbsolutePath(*p)) return KeyError(path, key + " path", "must be an absolute path like \"/datasets/clinical\"");
+      if (!l || l->empty()) return KeyError(path, key + " label", "missing");
+      c.classifications.push_back({*p, *l});
     }
-  } else if (t["peers"]) {
-    return KeyError(path, "peers", "must be an array of tables ([[peers]])");
+  } else if (t["classification"]) {
+    return KeyError(path, "classification", "must be an array of tables ([[classification]])");
+  }
+  if (auto* arr = t["users"].as_array()) {
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto* ut = (*arr)[i].as_table();
+      std::string key = "[[users]] #" + std::to_string(i + 1);
+      if (!ut) return KeyError(path, key, "must be a table");
+      UserConfig u;
+      auto uid = (*ut)["uid"].value<int64_t>();
+      auto id = (*ut)["identity"].value<std::string>();
+      if (!uid || *uid < 0) return KeyError(path, key + " uid", "must be a non-negative integer");
+      if (!id || id->empty()) return KeyError(path, key + " identity", "missing");
+      u.uid = *uid;
+      u.identity = *id;
+      if (auto* sc = (*ut)["scopes"].as_array()) {
+        for (const auto& e : *sc) {
+          auto v = e.value<std::string>();
+          if (!v) return KeyError(path, key + " scopes", "must be an array of strings");
+          u.scopes.push_back(*v);
+        }
+      } else {
+        u.scopes = {"storage.read:/", "storage.create:/", "storage.modify:/"};
+      }
+      if (c.FindUser(u.uid)) return KeyError(path, key, "duplicate uid " + std::to_string(u.uid));
+      c.users.push_back(std::move(u));
+    }
+  } else if (t["users"]) {
+    return KeyError(path, "users", "must be an array of tables ([[users]])");
   }
   return c;
 }

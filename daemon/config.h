@@ -10,9 +10,19 @@
 
 namespace pororoca::daemon {
 
-struct PeerConfig {
-  std::string name;
-  std::string address;  // host:port of its peer listener
+// [[classification]]: a data classification label on a path prefix of the export (policy rules
+// match labels). Paths are absolute inside the export root ("/datasets/clinical").
+struct ClassificationConfig {
+  std::string path;
+  std::string label;
+};
+
+// [[users]]: a local user (unix uid, learned from the API socket's peer credentials) and the
+// federated identity its transfers carry.
+struct UserConfig {
+  int64_t uid = -1;
+  std::string identity;             // e.g. "alice@lncc"
+  std::vector<std::string> scopes;  // what tokens minted for this user may grant (prefix limits)
 };
 
 struct Config {
@@ -31,8 +41,27 @@ struct Config {
   std::string export_root;
   std::string state_dir;
   bool direct_io = true;
-  // [tls]
+  // [tls] cert/key: this endpoint's certificate issued by the federation CA. ca: the bootstrap
+  // anchor for reaching the control-plane service; peers are checked against the manifest's anchors.
   std::string tls_ca, tls_cert, tls_key;
+  // [federation]
+  std::string manifest_file;      // signed manifest to load (the embedded default)
+  std::string manifest_url;       // or fetch it from the control-plane service (https://host:port)
+  std::string service_name;       // CN of the control-plane service's certificate
+  std::string authority_key;      // the pinned authority public key (PEM)
+  unsigned refresh_s = 10;        // how often the manifest source is checked for a newer serial
+  bool require_token = true;      // refuse peers' transfers that carry no bearer token
+  unsigned report_s = 60;         // accounting report interval to the service (0 = never)
+  // [audit]
+  std::string audit_log;          // default state_dir/audit.log
+  // [tokens]: this daemon mints tokens for its local users (a test federation's issuer, or a site
+  // whose issuer key lives on the DTN). Without it a user must pass a token with the transfer.
+  std::string token_issuer;
+  std::string token_key;
+  unsigned token_lifetime_s = 3600;
+  // [[classification]], [[users]]
+  std::vector<ClassificationConfig> classifications;
+  std::vector<UserConfig> users;
   // [transfer]
   unsigned streams = 8;
   uint32_t chunk_size = 4u << 20;
@@ -47,10 +76,8 @@ struct Config {
   // [fault_injection] (tests and drills only; off by default)
   unsigned fault_corrupt_every = 0;
   unsigned fault_send_delay_us = 0;
-  // [[peers]]
-  std::vector<PeerConfig> peers;
 
-  const PeerConfig* FindPeer(const std::string& name) const;
+  const UserConfig* FindUser(int64_t uid) const;
 };
 
 // Reads and validates the file. Errors name the file and the key: "pororocad.toml: [transfer]

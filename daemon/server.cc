@@ -95,6 +95,8 @@ struct Transfer {
   bool recursive = false;
   json options;            // streams, chunk_size, sync, existing
   int64_t uid = -1;
+  std::string user;        // federated identity of the local user
+  std::string token;       // bearer token the user gave (else the daemon mints one per attempt)
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
 
   mutable std::mutex mu;   // guards the fields below
@@ -109,6 +111,7 @@ struct Transfer {
   std::vector<std::pair<std::string, std::string>> failures;
   std::shared_ptr<engine::TransferStats> stats;  // live, during an attempt
   std::atomic<bool> cancel{false};
+  std::string cut_reason;  // guarded by mu: the federation cut the session (peer suspended/revoked)
 
   std::string SourceText() const {
     return push ? local_path : remote.endpoint + ":" + remote.path;
@@ -125,6 +128,8 @@ struct Transfer {
                 {"recursive", recursive},
                 {"options", options},
                 {"uid", uid},
+                {"user", user},
+                {"token", token},
                 {"created_ms", created_ms},
                 {"state", state},
                 {"attempts", attempts},
@@ -169,10 +174,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   if (::mkdir(StateDirTransfers(c).c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::IoError("create " + StateDirTransfers(c), errno);
   }
-  transport::TlsConfig tc{c.tls_ca, c.tls_cert, c.tls_key, true};
-  PORO_ASSIGN_OR_RETURN(d->tls_server_, transport::TlsContext::Create(tc));
-  tc.server = false;
-  PORO_ASSIGN_OR_RETURN(d->tls_client_, transport::TlsContext::Create(tc));
+  PORO_ASSIGN_OR_RETURN(d->fed_, Federation::Open(d->config_));
   d->config_.sndbuf = ResolveSndbuf(c.sndbuf);
   size_t count = std::max<size_t>(8, c.buffer_pool_bytes / c.chunk_size);
   PORO_ASSIGN_OR_RETURN(d->pool_, io::BufferPool::Create(c.chunk_size, count));
@@ -200,13 +202,14 @@ Status Daemon::Start() {
                  << config_.api_socket << "; io " << (io::UringAvailable() ? "io_uring" : "posix") << ", pool "
                  << pool_->count() << " x " << (pool_->buffer_size() >> 10) << " KiB; sndbuf "
                  << (config_.sndbuf ? std::to_string(config_.sndbuf) : std::string("autotuned"));
+  fed_->Start();
   LoadPersisted();
   return Status::OK();
 }
 
 void Daemon::Stop() {
   if (stopping_.exchange(true)) return;
-  responder_cancel_ = true;
+  if (fed_) fed_->CancelAll();
   if (api_) api_->Stop();
   if (peer_listen_.valid()) ::shutdown(peer_listen_.get(), SHUT_RDWR);
   {
@@ -221,6 +224,7 @@ void Daemon::Stop() {
     workers.swap(workers_);
   }
   for (auto& w : workers) w.thread.join();
+  if (fed_) fed_->Stop();
 }
 
 void Daemon::SpawnWorker(std::function<void()> fn) {
@@ -328,9 +332,10 @@ void Daemon::ServeControl(UniqueFd fd) {
   std::string addr = transport::PeerAddress(fd.get());
   TransportOptions o;
   o.idle_timeout = std::chrono::milliseconds(15000);
-  auto tls = transport::TlsStream::Accept(*tls_server_, std::move(fd), o);
+  auto tls = transport::TlsStream::Accept(*fed_->tls_server(), std::move(fd), o);
   if (!tls.has_value()) {
     PORO_LOG(WARNING) << "refused connection from " << addr << ": " << tls.error().ToString();
+    fed_->AuditHandshakeFailure(addr, "accept", tls.error());
     return;
   }
   transport::TlsStream* raw = tls->get();
@@ -379,12 +384,9 @@ engine::EngineOptions Daemon::EngineOptionsFrom(const json& o) const {
 }
 
 Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& ctl) {
-  const std::string peer = tls->peer_common_name();
-  if (config_.FindPeer(peer) == nullptr) {
-    PORO_LOG(WARNING) << "refused endpoint '" << peer << "' from " << tls->peer_address()
-                      << ": not a known peer of " << config_.endpoint_name;
-    return Status::Unauthenticated("endpoint '" + peer + "' is not a known peer of " + config_.endpoint_name);
-  }
+  // Homologated-endpoint check first: nothing is read from a peer the federation does not admit.
+  PORO_ASSIGN_OR_RETURN(federation::Endpoint peer_ep, fed_->AdmitPeer(*tls, "accept"));
+  const std::string peer = peer_ep.id;
   TransportOptions o;
   o.idle_timeout = std::chrono::milliseconds(30000);
   PORO_ASSIGN_OR_RETURN(json hello, ctl.ExpectJson(proto::MsgType::kHello, o));
@@ -424,8 +426,8 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
   PORO_ASSIGN_OR_RETURN(std::string rel, root_->Normalize(path));
   json ok{{"transfer_id", tid}};
   std::string target;
+  engine::SourceInfo si;
   if (direction == "push") {  // the peer sends, we receive
-    engine::SourceInfo si;
     si.name = open["src"].value("name", std::string());
     si.is_dir = open["src"].value("is_dir", false);
     if (!si.name.empty()) PORO_RETURN_IF_ERROR(proto::ValidateRelativePath(si.name));
@@ -433,12 +435,29 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
     PORO_ASSIGN_OR_RETURN(target, engine::ResolveTarget(*root_, rel, trailing, si));
     ok["target"] = config_.endpoint_name + ":/" + target;
   } else {
-    PORO_ASSIGN_OR_RETURN(engine::SourceInfo si, engine::StatSource(*root_, rel));
+    PORO_ASSIGN_OR_RETURN(si, engine::StatSource(*root_, rel));
     if (si.is_dir && !recursive) {
       return Status::InvalidArgument(root_->Display(rel) + " is a directory (use -r)");
     }
     ok["src"] = json{{"name", si.name}, {"is_dir", si.is_dir}};
   }
+  // Authorisation, before any byte is written: the bearer token's scopes, then the policy.
+  const bool push = direction == "push";
+  const std::string local_path = "/" + (push ? target : rel);
+  TransferAuth auth;
+  auth.transfer_id = tid;
+  auth.peer = peer_ep;
+  auth.sending = !push;  // from this side: we send when the peer pulls
+  auth.initiator = false;
+  auth.local_path = local_path;
+  auth.remote_path = open.value("local_path", std::string());
+  auth.classification = push ? open.value("classification", std::string()) : fed_->LabelFor(local_path);
+  auth.token = open.value("token", std::string());
+  auth.overwrite = eo.existing == engine::ExistingMode::kOverwrite;
+  PORO_ASSIGN_OR_RETURN(Admission adm, fed_->AdmitResponder(auth));
+  if (!push) ok["classification"] = auth.classification;
+  ok["rule"] = adm.decision.rule_id;
+
   auto ps = std::make_shared<PendingSession>();
   ps->key = key;
   ps->streams = streams;
@@ -453,27 +472,53 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
     sessions_.erase(sid);
   };
   Status s = ctl.SendJson(proto::MsgType::kOpenOk, ok);
-  if (s.ok()) {
-    std::unique_lock<std::mutex> lock(mu_);
-    bool all = cv_.wait_for(lock, std::chrono::seconds(30), [&] { return ps->bound == ps->streams || stopping_; });
-    if (!all || stopping_) s = Status::DeadlineExceeded("data connections did not arrive within 30 s");
+  // Wait for the data connections; the initiator may instead refuse now (its own policy decision)
+  // with an ERROR on the control connection.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (s.ok()) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return ps->bound == ps->streams || stopping_; })) {
+        if (stopping_) s = Status::Unavailable("the daemon is shutting down");
+        break;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      s = Status::DeadlineExceeded("data connections did not arrive within 30 s");
+      break;
+    }
+    struct pollfd pfd {tls->fd(), POLLIN, 0};
+    if (::poll(&pfd, 1, 0) > 0) {
+      TransportOptions brief;
+      brief.idle_timeout = std::chrono::milliseconds(2000);
+      auto msg = ctl.ExpectJson(proto::MsgType::kHello, brief);
+      s = msg.has_value() ? Status::Protocol("unexpected message while waiting for data connections") : msg.error();
+    }
   }
   unregister();
   PORO_RETURN_IF_ERROR(s);
-  PORO_LOG(INFO) << "transfer " << tid << ": " << peer << (direction == "push" ? " pushes to " : " pulls from ")
-                 << (direction == "push" ? root_->Display(target) : root_->Display(rel)) << " over " << streams
-                 << " streams";
+  PORO_LOG(INFO) << "transfer " << tid << ": " << peer << (push ? " pushes to " : " pulls from ")
+                 << (push ? root_->Display(target) : root_->Display(rel)) << " over " << streams << " streams"
+                 << (adm.decision.rule_id.empty() ? "" : " (rule '" + adm.decision.rule_id + "')");
   engine::TransferStats stats;
-  engine::DataPath dp{&ctl, &ps->channels, pool_.get(), &stats, &responder_cancel_};
+  std::atomic<bool> cancel{false};
+  auto live = fed_->Register(peer_ep.id, tls->peer_cert_sha256(), &cancel);
+  engine::DataPath dp;
+  dp.ctl = &ctl;
+  dp.channels = &ps->channels;
+  dp.pool = pool_.get();
+  dp.stats = &stats;
+  dp.cancel = &cancel;
   dp.cancel_is_shutdown = true;
+  dp.cancel_reason = [live] { return live->CutStatus(); };
+  if (adm.bucket) dp.pace = [b = adm.bucket, &cancel](uint64_t n) { return b->Acquire(n, &cancel); };
   auto t0 = std::chrono::steady_clock::now();
-  Result<json> r = direction == "push" ? engine::RunReceiver(*root_, target, eo, dp)
-                                       : engine::RunSender(*root_, rel, eo, dp);
+  Result<json> r = push ? engine::RunReceiver(*root_, target, eo, dp) : engine::RunSender(*root_, rel, eo, dp);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fed_->Unregister(live);
+  fed_->Finish(auth, adm, stats.Snapshot(), r.has_value() ? Status::OK() : r.error());
   if (!r.has_value()) return r.error();
-  auto snap = stats.Snapshot();
   PORO_LOG(INFO) << "transfer " << tid << " done in " << secs << " s: " << r->dump();
-  (void)snap;
   return Status::OK();
 }
 
@@ -520,9 +565,14 @@ Result<std::vector<std::unique_ptr<transport::MessageChannel>>> Daemon::OpenData
 }
 
 Result<json> Daemon::Attempt(Transfer& t) {
-  const PeerConfig* peer = config_.FindPeer(t.remote.endpoint);
-  if (peer == nullptr) return Status::NotFound("unknown endpoint '" + t.remote.endpoint + "'");
-  PORO_ASSIGN_OR_RETURN(auto hp, transport::ParseHostPort(peer->address));
+  auto manifest = fed_->manifest();
+  const federation::Endpoint* peer_ep = manifest->FindEndpoint(t.remote.endpoint);
+  if (peer_ep == nullptr) {
+    return Status::NotFound("endpoint '" + t.remote.endpoint + "' is not in the federation manifest (serial " +
+                            std::to_string(manifest->serial()) + ")");
+  }
+  const federation::Endpoint peer = *peer_ep;
+  PORO_ASSIGN_OR_RETURN(auto hp, transport::ParseHostPort(peer.address));
   PORO_ASSIGN_OR_RETURN(std::string local_rel, root_->RelativeFromAbsolute(t.local_path));
   engine::SourceInfo local_src;
   if (t.push) {
@@ -531,17 +581,37 @@ Result<json> Daemon::Attempt(Transfer& t) {
       return Status::InvalidArgument(t.local_path + " is a directory (use -r)");
     }
   }
+  TransferAuth auth;
+  auth.transfer_id = t.id;
+  auth.peer = peer;
+  auth.sending = t.push;
+  auth.initiator = true;
+  auth.local_path = "/" + local_rel;
+  auth.remote_path = t.remote.path;
+  auth.overwrite = t.options.value("existing", std::string()) == "overwrite";
+  auth.user = t.user;
+  if (t.push) auth.classification = fed_->LabelFor(auth.local_path);
+  // This side's policy decision comes once the peer has accepted the OPEN: it then knows the
+  // peer's resolved path (push) or the data's label (pull), and still no data byte has moved.
+  std::optional<Admission> adm;
+  std::string bearer = t.token;
+  if (bearer.empty()) {
+    const UserConfig* u = config_.FindUser(t.uid);
+    PORO_ASSIGN_OR_RETURN(bearer, fed_->MintToken(auth, u ? u->scopes : std::vector<std::string>{}));
+  }
   auto fd = transport::TcpConnect(hp.first, hp.second, std::chrono::milliseconds(10000));
-  if (!fd.has_value()) return fd.error().Annotate("endpoint " + peer->name);
+  if (!fd.has_value()) return fd.error().Annotate("endpoint " + peer.id);
   TransportOptions o;
   o.idle_timeout = std::chrono::milliseconds(30000);
-  PORO_ASSIGN_OR_RETURN(auto tls, transport::TlsStream::Connect(*tls_client_, std::move(*fd), o));
-  if (tls->peer_common_name() != peer->name) {
-    return Status::Unauthenticated("endpoint at " + peer->address + " presented a certificate for '" +
-                                   tls->peer_common_name() + "', expected '" + peer->name + "'");
+  auto tls = transport::TlsStream::Connect(*fed_->tls_client(), std::move(*fd), o);
+  if (!tls.has_value()) {
+    fed_->AuditHandshakeFailure(peer.address, "connect", tls.error());
+    return tls.error().Annotate("endpoint " + peer.id);
   }
-  transport::TlsStream* raw = tls.get();
-  engine::ControlChannel ctl(std::move(tls));
+  PORO_RETURN_IF_ERROR(fed_->AdmitPeer(**tls, "connect", peer.id).status());
+  transport::TlsStream* raw = tls->get();
+  const std::string peer_pin = raw->peer_cert_sha256();
+  engine::ControlChannel ctl(std::move(*tls));
   unsigned streams = t.options.value("streams", config_.streams);
   json open{{"transfer_id", t.id},
             {"direction", t.push ? "push" : "pull"},
@@ -549,8 +619,13 @@ Result<json> Daemon::Attempt(Transfer& t) {
             {"trailing_slash", t.remote.trailing_slash},
             {"recursive", t.recursive},
             {"streams", streams},
-            {"options", t.options}};
-  if (t.push) open["src"] = json{{"name", local_src.name}, {"is_dir", local_src.is_dir}};
+            {"options", t.options},
+            {"local_path", auth.local_path}};
+  if (!bearer.empty()) open["token"] = bearer;
+  if (t.push) {
+    open["src"] = json{{"name", local_src.name}, {"is_dir", local_src.is_dir}};
+    open["classification"] = auth.classification;
+  }
   // HELLO and OPEN go out back to back (the responder reads them in order): one round trip saved.
   Status sent = ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
                                                           {"endpoint", config_.endpoint_name},
@@ -569,7 +644,7 @@ Result<json> Daemon::Attempt(Transfer& t) {
   }
   PORO_ASSIGN_OR_RETURN(json hello, ctl.ExpectJson(proto::MsgType::kHello, o));
   if (hello.value("proto", 0) != proto::kProtocolVersion) {
-    return Status::NotSupported("endpoint " + peer->name + " speaks protocol version " +
+    return Status::NotSupported("endpoint " + peer.id + " speaks protocol version " +
                                 std::to_string(hello.value("proto", 0)));
   }
   PORO_ASSIGN_OR_RETURN(auto sid_bytes, proto::HexDecode(hello.value("session", std::string())));
@@ -578,14 +653,37 @@ Result<json> Daemon::Attempt(Transfer& t) {
   std::memcpy(sid.data(), sid_bytes.data(), 16);
   PORO_ASSIGN_OR_RETURN(auto key, raw->ExportKey(proto::kBindExporterLabel, 32));
   PORO_ASSIGN_OR_RETURN(json ok, ctl.ExpectJson(proto::MsgType::kOpenOk, o));
+  if (t.push) {
+    std::string target = ok.value("target", std::string());
+    size_t colon = target.find(':');
+    if (colon != std::string::npos) auth.remote_path = target.substr(colon + 1);
+  } else {
+    auth.classification = ok.value("classification", std::string());
+  }
+  {
+    auto a = fed_->AdmitInitiator(auth);
+    if (!a.has_value()) {
+      ctl.SendError(a.error());  // the peer stops waiting for our data connections
+      return a.error();
+    }
+    adm = std::move(*a);
+  }
   PORO_ASSIGN_OR_RETURN(auto channels, OpenDataChannels(hp.first, hp.second, sid, key, streams));
   auto stats = std::make_shared<engine::TransferStats>();
   {
     std::lock_guard<std::mutex> lock(t.mu);
     t.stats = stats;
   }
+  auto live = fed_->Register(peer.id, peer_pin, &t.cancel);
   engine::EngineOptions eo = EngineOptionsFrom(t.options);
-  engine::DataPath dp{&ctl, &channels, pool_.get(), stats.get(), &t.cancel};
+  engine::DataPath dp;
+  dp.ctl = &ctl;
+  dp.channels = &channels;
+  dp.pool = pool_.get();
+  dp.stats = stats.get();
+  dp.cancel = &t.cancel;
+  dp.cancel_reason = [live] { return live->CutStatus(); };
+  if (adm->bucket) dp.pace = [b = adm->bucket, &t](uint64_t n) { return b->Acquire(n, &t.cancel); };
   Result<json> r = Status::Internal("not run");
   if (t.push) {
     r = engine::RunSender(*root_, local_rel, eo, dp);
@@ -598,6 +696,12 @@ Result<json> Daemon::Attempt(Transfer& t) {
     PORO_ASSIGN_OR_RETURN(std::string target, engine::ResolveTarget(*root_, local_rel, t.local_trailing_slash, si));
     r = engine::RunReceiver(*root_, target, eo, dp);
   }
+  fed_->Unregister(live);
+  if (Status cut = live->CutStatus(); !cut.ok()) {
+    std::lock_guard<std::mutex> lock(t.mu);
+    t.cut_reason = std::string(cut.message());
+  }
+  fed_->Finish(auth, *adm, stats->Snapshot(), r.has_value() ? Status::OK() : r.error());
   ctl.Close().IgnoreError();
   return r;
 }
@@ -654,7 +758,12 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
         const Status& s = r.error();
         t->error = std::string(s.message());
         t->error_code = std::string(CodeName(s.code()));
-        if (t->cancel && stopping_) {
+        if (!t->cut_reason.empty()) {
+          t->error = t->cut_reason;
+          t->error_code = std::string(CodeName(Code::kPermissionDenied));
+          t->state = "failed";
+          t->finished_ms = NowMs();
+        } else if (t->cancel && stopping_) {
           return;  // daemon shutting down: the persisted state says "running", a restart resumes it
         } else if (t->cancel) {
           t->state = "cancelled";
@@ -743,6 +852,8 @@ void Daemon::LoadRecord(const std::string& path) {
     t->recursive = j.value("recursive", false);
     t->options = j.value("options", json::object());
     t->uid = j.value("uid", int64_t(-1));
+    t->user = j.value("user", std::string());
+    t->token = j.value("token", std::string());
     t->created_ms = j.value("created_ms", int64_t(0));
     t->state = j.value("state", std::string("failed"));
     t->attempts = j.value("attempts", 0u);
@@ -815,9 +926,36 @@ void Daemon::RegisterRoutes() {
                                              {"io", io::UringAvailable() ? "io_uring" : "posix"}});
   });
   api_->Route("GET", "/v1/endpoints", [this](const api::HttpRequest&) {
+    auto m = fed_->manifest();
     json arr = json::array();
-    for (const auto& p : config_.peers) arr.push_back(json{{"name", p.name}, {"address", p.address}});
-    return api::HttpResponse::Json(200, json{{"self", config_.endpoint_name}, {"endpoints", arr}});
+    for (const auto& e : m->endpoints()) {
+      arr.push_back(json{{"name", e.id},
+                         {"institution", e.institution},
+                         {"address", e.address},
+                         {"status", std::string(federation::EndpointStatusName(e.status))},
+                         {"pin", e.pin}});
+    }
+    return api::HttpResponse::Json(200, json{{"self", config_.endpoint_name},
+                                             {"institution", fed_->self_institution()},
+                                             {"federation", m->federation()},
+                                             {"serial", m->serial()},
+                                             {"endpoints", arr}});
+  });
+  api_->Route("GET", "/v1/federation", [this](const api::HttpRequest&) { return ApiFederation(); });
+  api_->Route("POST", "/v1/federation/refresh", [this](const api::HttpRequest&) {
+    auto r = fed_->Refresh();
+    if (!r.has_value()) return ErrorResponse(r.error());
+    return ApiFederation();
+  });
+  api_->Route("POST", "/v1/policy/check", [this](const api::HttpRequest& r) { return ApiPolicyCheck(r); });
+  api_->Route("GET", "/v1/accounting", [this](const api::HttpRequest& r) {
+    audit::Accounting::Filter f;
+    for (auto [k, dst] : {std::pair<const char*, std::string*>{"since", &f.since}, {"until", &f.until},
+                          {"user", &f.user}, {"institution", &f.institution}}) {
+      auto it = r.query.find(k);
+      if (it != r.query.end()) *dst = it->second;
+    }
+    return api::HttpResponse::Json(200, fed_->accounting().Query(f));
   });
   api_->Route("POST", "/v1/transfers", [this](const api::HttpRequest& r) { return ApiSubmit(r); });
   api_->Route("GET", "/v1/transfers", [this](const api::HttpRequest& r) { return ApiList(r); });
@@ -887,12 +1025,28 @@ api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
   opts["existing"] = existing;
   t->options = opts;
   // Check what can be checked locally now, so the user gets the error at once.
-  if (config_.FindPeer(t->remote.endpoint) == nullptr) {
+  auto manifest = fed_->manifest();
+  if (manifest->FindEndpoint(t->remote.endpoint) == nullptr) {
     std::string known;
-    for (const auto& p : config_.peers) known += (known.empty() ? "" : ", ") + p.name;
+    for (const auto& e : manifest->endpoints()) {
+      if (e.id != config_.endpoint_name) known += (known.empty() ? "" : ", ") + e.id;
+    }
     return api::HttpResponse::Error(404, "UnknownEndpoint",
-                                    "unknown endpoint '" + t->remote.endpoint + "' (known: " +
-                                        (known.empty() ? "none" : known) + ")");
+                                    "unknown endpoint '" + t->remote.endpoint + "': not in federation '" +
+                                        manifest->federation() + "' (known: " + (known.empty() ? "none" : known) +
+                                        ")");
+  }
+  // Who asks: the socket's peer credentials, mapped to a federated identity by [[users]].
+  if (const UserConfig* u = config_.FindUser(t->uid)) t->user = u->identity;
+  if (body.contains("token")) {
+    if (!body["token"].is_string()) return api::HttpResponse::Error(400, "InvalidArgument", "token must be a string");
+    t->token = body["token"].get<std::string>();
+  }
+  if (t->token.empty() && !config_.token_issuer.empty() && t->user.empty()) {
+    return api::HttpResponse::Error(403, "PermissionDenied",
+                                    "local user uid " + std::to_string(t->uid) +
+                                        " has no federated identity (add it under [[users]] in " +
+                                        config_.source_file + ") and gave no token");
   }
   auto rel = root_->RelativeFromAbsolute(t->local_path);
   if (!rel.has_value()) return ErrorResponse(rel.error());
@@ -915,6 +1069,71 @@ api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
   if (Status s = Persist(*t); !s.ok()) return ErrorResponse(s);
   StartTransfer(t);
   return api::HttpResponse::Json(201, TransferJson(*t));
+}
+
+api::HttpResponse Daemon::ApiFederation() {
+  auto m = fed_->manifest();
+  return api::HttpResponse::Json(200, json{{"federation", m->federation()},
+                                           {"serial", m->serial()},
+                                           {"issued_at", m->issued_at()},
+                                           {"source", config_.manifest_file.empty() ? config_.manifest_url
+                                                                                    : config_.manifest_file},
+                                           {"self", config_.endpoint_name},
+                                           {"institution", fed_->self_institution()},
+                                           {"institutions", m->body().value("institutions", json::array())},
+                                           {"rules", m->policy().size()}});
+}
+
+// "Would this transfer be allowed, and by which rule?" Both ends' view, from this daemon's manifest:
+// {"source": "SRC", "destination": "DST"} with one of them remote (ENDPOINT:/path), as in a submit.
+api::HttpResponse Daemon::ApiPolicyCheck(const api::HttpRequest& req) {
+  json body = json::parse(req.body);
+  if (!body.is_object()) return api::HttpResponse::Error(400, "InvalidArgument", "body must be a JSON object");
+  auto src = ParseLocation(body.value("source", std::string()));
+  if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
+  auto dst = ParseLocation(body.value("destination", std::string()));
+  if (!dst.has_value()) return ErrorResponse(dst.error().Annotate("destination"));
+  auto m = fed_->manifest();
+  auto endpoint_of = [&](const Location& l) { return l.remote ? l.endpoint : config_.endpoint_name; };
+  const federation::Endpoint* se = m->FindEndpoint(endpoint_of(*src));
+  const federation::Endpoint* de = m->FindEndpoint(endpoint_of(*dst));
+  if (se == nullptr || de == nullptr) {
+    return api::HttpResponse::Error(404, "UnknownEndpoint",
+                                    "endpoint '" + (se == nullptr ? endpoint_of(*src) : endpoint_of(*dst)) +
+                                        "' is not in federation '" + m->federation() + "'");
+  }
+  auto abs_path = [&](const Location& l) -> std::string {
+    if (l.remote) return l.path;
+    auto rel = root_->RelativeFromAbsolute(l.path);
+    return rel.has_value() ? "/" + *rel : l.path;
+  };
+  policy::Request r;
+  r.source_institution = se->institution;
+  r.destination_institution = de->institution;
+  std::string dir = body.value("direction", std::string());
+  bool src_initiates = dir.empty() ? !src->remote : dir == "push";
+  r.direction = src_initiates ? policy::Direction::kPush : policy::Direction::kPull;
+  r.source_path = abs_path(*src);
+  r.destination_path = abs_path(*dst);
+  r.classification = body.value("classification", src->remote ? std::string(policy::kUnclassified)
+                                                              : fed_->LabelFor(r.source_path));
+  r.now_unix = body.value("time", static_cast<int64_t>(std::time(nullptr)));
+  policy::Decision d = m->policy().Evaluate(r);
+  json out{{"allowed", d.allowed},
+           {"rule", d.rule_id},
+           {"reason", d.reason},
+           {"serial", m->serial()},
+           {"request",
+            {{"source_institution", r.source_institution},
+             {"destination_institution", r.destination_institution},
+             {"direction", std::string(policy::DirectionName(r.direction))},
+             {"source_path", r.source_path},
+             {"destination_path", r.destination_path},
+             {"classification", r.classification}}}};
+  if (d.rate_limit_bytes_per_s) out["rate_limit_bytes_per_s"] = d.rate_limit_bytes_per_s;
+  if (d.max_concurrent) out["max_concurrent"] = d.max_concurrent;
+  if (!d.allowed) out["explain"] = m->policy().Explain(r);
+  return api::HttpResponse::Json(200, out);
 }
 
 api::HttpResponse Daemon::ApiList(const api::HttpRequest&) {

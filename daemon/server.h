@@ -19,6 +19,7 @@
 
 #include "api/http.h"
 #include "daemon/config.h"
+#include "daemon/federation.h"
 #include "engine/export_root.h"
 #include "engine/session.h"
 #include "pororoca/storage.h"
@@ -65,6 +66,8 @@ class Daemon {
   api::HttpResponse ApiList(const api::HttpRequest& req);
   api::HttpResponse ApiGet(const api::HttpRequest& req);
   api::HttpResponse ApiCancel(const api::HttpRequest& req);
+  api::HttpResponse ApiFederation();
+  api::HttpResponse ApiPolicyCheck(const api::HttpRequest& req);
   nlohmann::json TransferJson(const Transfer& t) const;
 
   Result<std::vector<std::unique_ptr<transport::MessageChannel>>> OpenDataChannels(
@@ -77,8 +80,7 @@ class Daemon {
   Config config_;
   std::unique_ptr<engine::ExportRoot> root_;
   std::unique_ptr<io::BufferPool> pool_;
-  std::unique_ptr<transport::TlsContext> tls_server_;
-  std::unique_ptr<transport::TlsContext> tls_client_;
+  std::unique_ptr<Federation> fed_;
   std::unique_ptr<api::HttpServer> api_;
   UniqueFd peer_listen_;
   uint16_t peer_port_ = 0;
@@ -95,7 +97,6 @@ class Daemon {
   void SpawnWorker(std::function<void()> fn);
   std::list<Worker> workers_;                                     // guarded by mu_
   std::map<proto::SessionId, std::shared_ptr<PendingSession>> sessions_;  // guarded by mu_
-  std::atomic<bool> responder_cancel_{false};
   std::shared_ptr<std::atomic<uint64_t>> fault_counter_ = std::make_shared<std::atomic<uint64_t>>(0);
 };
 

@@ -131,8 +131,6 @@ TEST_SUITE("integration.security") {
     expired.tls = fed.IssueExpired("b");
     DaemonProcess a(fed, "a");
     DaemonProcess b(fed, "b", expired);
-    a.AddPeer(b);
-    b.AddPeer(a);
     REQUIRE(a.Start());
     if (!b.Start()) return;  // refusing to start with an expired certificate is fine too (reported by Start)
     WriteFile(a.Path("f.txt"), "payload\n", 0644);
@@ -141,16 +139,23 @@ TEST_SUITE("integration.security") {
     CHECK(r.exit_code == kExitDenied);
     CHECK(ContainsNoCase(r.output(), "expired"));
     CHECK(!Exists(b.Path("f.txt")));
+    bool audited = false;
+    for (const auto& rec : a.AuditRecords("handshake")) {
+      if (rec.value("decision", std::string()) == "refused" &&
+          ContainsNoCase(rec.value("reason", std::string()), "expired")) {
+        audited = true;
+      }
+    }
+    CHECK_MESSAGE(audited, "a has no audit record of refusing b's expired certificate");
   }
 
-  TEST_CASE("a valid certificate whose name is not in the peer list is refused") {
+  TEST_CASE("a valid certificate of an endpoint that is not in the manifest is refused") {
     TestFederation fed;
+    DaemonOptions unlisted;
+    unlisted.enroll = false;  // certificate from the federation CA, but not homologated
     DaemonProcess a(fed, "a");
     DaemonProcess b(fed, "b");
-    DaemonProcess c(fed, "c");
-    a.AddPeer(b);
-    b.AddPeer(a);  // b does not know c
-    c.AddPeer(b);
+    DaemonProcess c(fed, "c", unlisted);
     REQUIRE(a.Start());
     REQUIRE(b.Start());
     REQUIRE(c.Start());
@@ -162,7 +167,7 @@ TEST_SUITE("integration.security") {
       CliResult r = Cli(c, {"cp", "--json", c.Path("f.txt"), "b:/f.txt"}, 60s);
       INFO("try " << i << ": " << r.Describe());
       CHECK(r.exit_code == kExitDenied);
-      CHECK(r.output().find("'c' is not a known peer of b") != std::string::npos);
+      CHECK(r.output().find("'c' is not a homologated endpoint in federation 'test-federation'") != std::string::npos);
       CHECK(r.Json().value("attempts", 0u) == 1);
       CHECK(!Exists(b.Path("f.txt")));
     }
@@ -172,18 +177,28 @@ TEST_SUITE("integration.security") {
       CHECK(r.exit_code == kExitDenied);
       CHECK(!Exists(c.Path("g.txt")));
     }
+    auto recs = b.AuditRecords("handshake");
+    bool audited = false;
+    for (const auto& rec : recs) {
+      if (rec.value("peer", std::string()) == "c" && rec.value("decision", std::string()) == "refused") audited = true;
+    }
+    CHECK_MESSAGE(audited, "b has no audit record of refusing c");
+  }
 
-    // A daemon answering at b's configured address with c's (valid) certificate is not b.
-    DaemonProcess a2(fed, "a2");
-    a2.AddPeer("b", c.address());
-    REQUIRE(a2.Start());
-    WriteFile(a2.Path("from-a2.txt"), "from a2\n", 0644);
-    r = Cli(a2, {"cp", a2.Path("from-a2.txt"), "b:/from-a2.txt"}, 60s);
+  TEST_CASE("an endpoint answering at another endpoint's address is refused") {
+    TestFederation fed;
+    DaemonProcess a(fed, "a");
+    DaemonProcess c(fed, "c");
+    REQUIRE(c.Start());
+    // "b" is homologated at c's address: whoever answers there must present b's key.
+    fed.Enroll("b", "inst-b", c.address(), fed.IssueEndpoint("b").cert);
+    REQUIRE(a.Start());
+    WriteFile(a.Path("from-a.txt"), "from a\n", 0644);
+    CliResult r = Cli(a, {"cp", a.Path("from-a.txt"), "b:/from-a.txt"}, 60s);
     INFO(r.Describe());
     CHECK(r.exit_code == kExitDenied);
-    CHECK(r.output().find("presented a certificate for 'c', expected 'b'") != std::string::npos);
-    CHECK(!Exists(c.Path("from-a2.txt")));
-    CHECK(!Exists(b.Path("from-a2.txt")));
+    CHECK(r.output().find("presented the certificate of 'c', expected 'b'") != std::string::npos);
+    CHECK(!Exists(c.Path("from-a.txt")));
   }
 }
 

@@ -24,6 +24,8 @@
 #include <thread>
 
 #include "api/http.h"
+#include "audit/audit_log.h"
+#include "federation/authority.h"
 
 #ifndef PORO_DAEMON_BIN
 #error "PORO_DAEMON_BIN must be defined (path of the pororocad binary)"
@@ -131,9 +133,52 @@ TestFederation::TestFederation() {
   REQUIRE_MESSAGE(::mkdtemp(tmpl) != nullptr, Errno("mkdtemp"));
   dir_ = tmpl;
   ::chmod(dir_.c_str(), 0755);
-  Status s = pki::CreateAuthority(ca_dir(), "pororoca integration test federation", 2);
+  Status s = federation::InitAuthority(ca_dir(), "test-federation", 2);
   REQUIRE_MESSAGE(s.ok(), s.ToString());
   REQUIRE(::mkdir((dir_ + "/certs").c_str(), 0700) == 0);
+  SetRules(nlohmann::json::array({{{"id", "test-allow-all"}, {"effect", "allow"}}}));
+}
+
+void TestFederation::Enroll(const std::string& name, const std::string& institution, const std::string& address,
+                            const std::string& cert) {
+  if (!institutions_.count(institution)) {
+    Status s = federation::AddInstitution(ca_dir(), institution, "Institution " + institution);
+    REQUIRE_MESSAGE(s.ok(), s.ToString());
+    auto key = federation::AddIssuer(ca_dir(), IssuerId(institution), institution, std::nullopt);
+    REQUIRE_MESSAGE(key.has_value(), key.error().ToString());
+    institutions_.insert(institution);
+  }
+  federation::EndpointRequest req;
+  req.name = name;
+  req.institution = institution;
+  req.address = address;
+  req.existing_cert = cert;
+  auto r = federation::AddEndpoint(ca_dir(), req);
+  REQUIRE_MESSAGE(r.has_value(), r.error().ToString());
+}
+
+std::string TestFederation::IssuerKey(const std::string& institution) const {
+  std::string base;
+  for (char c : IssuerId(institution)) base += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return ca_dir() + "/issuers/" + base + ".key";
+}
+
+void TestFederation::SetRules(const nlohmann::json& rules) {
+  Status s = federation::SetRules(ca_dir(), rules);
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+}
+
+void TestFederation::SetStatus(const std::string& name, const std::string& status) {
+  auto st = federation::ParseEndpointStatus(status);
+  REQUIRE(st.has_value());
+  Status s = federation::SetEndpointStatus(ca_dir(), name, *st);
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+}
+
+uint64_t TestFederation::Publish() {
+  auto m = federation::Sign(ca_dir(), manifest_path());
+  REQUIRE_MESSAGE(m.has_value(), m.error().ToString());
+  return (*m)->serial();
 }
 
 TestFederation::~TestFederation() {
@@ -187,6 +232,18 @@ DaemonProcess::DaemonProcess(TestFederation& fed, std::string name, DaemonOption
   REQUIRE_MESSAGE(::mkdir(export_.c_str(), 0755) == 0, Errno("mkdir " + export_));
   tls_ = opts_.tls ? *opts_.tls : fed_.IssueEndpoint(name_);
   port_ = FreePort();
+  if (opts_.institution.empty()) opts_.institution = "inst-" + name_;
+  if (opts_.enroll) fed_.Enroll(name_, opts_.institution, address(), tls_.cert);
+}
+
+std::vector<nlohmann::json> DaemonProcess::AuditRecords(const std::string& event) const {
+  auto all = audit::AuditLog::ReadAll(state_ + "/audit.log");
+  std::vector<nlohmann::json> out;
+  if (!all.has_value()) return out;
+  for (auto& r : *all) {
+    if (event.empty() || r.value("event", std::string()) == event) out.push_back(std::move(r));
+  }
+  return out;
 }
 
 DaemonProcess::~DaemonProcess() {
@@ -199,10 +256,6 @@ DaemonProcess::~DaemonProcess() {
 std::string DaemonProcess::Path(const std::string& rel) const {
   if (rel.empty()) return export_;
   return export_ + (rel.front() == '/' ? "" : "/") + rel;
-}
-
-void DaemonProcess::AddPeer(const std::string& name, const std::string& address) {
-  peers_.emplace_back(name, address);
 }
 
 std::string DaemonProcess::WriteConfig() const {
@@ -218,15 +271,22 @@ std::string DaemonProcess::WriteConfig() const {
     << "\nbuffer_pool = " << TomlString(opts_.buffer_pool) << "\nretry_attempts = " << opts_.retry_attempts
     << "\nretry_max_backoff_s = " << opts_.retry_max_backoff_s << "\n\n"
     << "[log]\nlevel = " << TomlString(opts_.log_level) << "\n\n"
-    << opts_.extra_toml << "\n";
-  for (const auto& [n, a] : peers_) {
-    t << "[[peers]]\nname = " << TomlString(n) << "\naddress = " << TomlString(a) << "\n\n";
+    << "[federation]\nmanifest = " << TomlString(fed_.manifest_path())
+    << "\nauthority_key = " << TomlString(fed_.authority_pub()) << "\nrefresh_s = " << opts_.refresh_s
+    << "\nrequire_token = " << (opts_.require_token ? "true" : "false") << "\n\n";
+  if (opts_.mint_tokens && opts_.enroll) {
+    t << "[tokens]\nissuer = " << TomlString(fed_.IssuerId(opts_.institution))
+      << "\nkey = " << TomlString(fed_.IssuerKey(opts_.institution)) << "\n\n"
+      << "[[users]]\nuid = " << ::getuid() << "\nidentity = " << TomlString("tester@" + opts_.institution)
+      << "\n\n";
   }
+  t << opts_.extra_toml << "\n";
   return t.str();
 }
 
 bool DaemonProcess::Start(std::chrono::milliseconds timeout) {
   REQUIRE_MESSAGE(pid_ <= 0, "daemon " << name_ << " is already running");
+  fed_.Publish();
   WriteFile(config_, WriteConfig(), 0600);
   std::vector<std::string> argv_s{PORO_DAEMON_BIN, "--config", config_};
   std::vector<char*> argv = CStrings(argv_s);
@@ -386,8 +446,6 @@ nlohmann::json DaemonProcess::WaitForState(const std::string& id, const std::set
 DaemonPair::DaemonPair(TestFederation& fed, DaemonOptions a_opts, DaemonOptions b_opts) {
   a = std::make_unique<DaemonProcess>(fed, "a", std::move(a_opts));
   b = std::make_unique<DaemonProcess>(fed, "b", std::move(b_opts));
-  a->AddPeer(*b);
-  b->AddPeer(*a);
   REQUIRE(a->Start());
   REQUIRE(b->Start());
 }

@@ -1,5 +1,6 @@
-// Loopback federation for integration tests: a temporary directory with a CA and endpoint
-// certificates, pororocad processes on 127.0.0.1 (fork/exec of the real binary), the real CLI run
+// Loopback federation for integration tests: a temporary directory with a federation authority
+// workspace (authority key, CA, manifest draft; src/federation/authority.h), endpoint certificates,
+// a signed manifest every daemon loads, pororocad processes on 127.0.0.1 (fork/exec of the real binary), the real CLI run
 // as a child process, and helpers to build and compare file trees.
 //
 // Everything is bounded: daemon start-up, CLI runs, waits for transfer states. Nothing leaves
@@ -40,7 +41,8 @@ struct TlsFiles {
 
 class TestFederation {
  public:
-  // mkdtemp under /tmp and a CA ("federation") in dir()/ca. Fails the test (REQUIRE) on error.
+  // mkdtemp under /tmp and an authority workspace in dir()/authority with one policy rule that
+  // allows everything ("test-allow-all"; tests about policy replace it). REQUIREs success.
   TestFederation();
   // Removes the directory (unless PORO_KEEP_TEST_DIR is set).
   ~TestFederation();
@@ -48,8 +50,25 @@ class TestFederation {
   TestFederation& operator=(const TestFederation&) = delete;
 
   const std::string& dir() const { return dir_; }
-  std::string ca_dir() const { return dir_ + "/ca"; }
+  std::string ca_dir() const { return dir_ + "/authority"; }
   std::string ca_cert() const { return ca_dir() + "/ca.crt"; }
+  std::string authority_pub() const { return ca_dir() + "/authority.pub"; }
+  // The published manifest every daemon's [federation] manifest points at.
+  std::string manifest_path() const { return dir_ + "/manifest.json"; }
+
+  // Lists endpoint `name` of `institution` at `address` in the draft, presenting `cert` (its pin
+  // goes into the manifest). Adds the institution and its token issuer on first use.
+  void Enroll(const std::string& name, const std::string& institution, const std::string& address,
+              const std::string& cert);
+  // Token issuer of an institution: id and private key file.
+  std::string IssuerId(const std::string& institution) const { return "https://tokens." + institution + ".test"; }
+  std::string IssuerKey(const std::string& institution) const;
+  // Replaces the policy rules of the draft (REQUIREs they are valid).
+  void SetRules(const nlohmann::json& rules);
+  // Changes an endpoint's status in the draft.
+  void SetStatus(const std::string& name, const std::string& status);
+  // Signs the draft with the next serial and publishes it to manifest_path(). Returns the serial.
+  uint64_t Publish();
 
   // Issues a certificate for `name` from the federation CA. `file_tag` distinguishes several
   // certificates for one name (e.g. "expired").
@@ -64,6 +83,7 @@ class TestFederation {
  private:
   std::string dir_;
   std::set<std::string> authorities_;
+  std::set<std::string> institutions_;
 };
 
 struct DaemonOptions {
@@ -73,8 +93,17 @@ struct DaemonOptions {
   unsigned retry_attempts = 30;
   unsigned retry_max_backoff_s = 1;  // fast retries in tests
   std::string log_level = "info";
-  // Appended verbatim before [[peers]], e.g. "[fault_injection]\nsend_delay_us = 50000\n".
+  // Appended verbatim at the end, e.g. "[fault_injection]\nsend_delay_us = 50000\n".
   std::string extra_toml;
+  // Its institution in the manifest (default "inst-<name>").
+  std::string institution;
+  // Listed in the manifest (false: a certificate from the federation CA but not homologated).
+  bool enroll = true;
+  // The daemon mints tokens for the test user from its institution's issuer ([tokens], [[users]]).
+  bool mint_tokens = true;
+  bool require_token = true;
+  // Extra TOML under [federation] (e.g. "refresh_s = 1\n" is the default already).
+  unsigned refresh_s = 1;
   // Certificates to present; default: IssueEndpoint(name) from the federation CA.
   std::optional<TlsFiles> tls;
 };
@@ -101,8 +130,9 @@ class DaemonProcess {
   std::string Path(const std::string& rel) const;
   DaemonOptions& options() { return opts_; }
 
-  void AddPeer(const DaemonProcess& peer) { AddPeer(peer.name(), peer.address()); }
-  void AddPeer(const std::string& name, const std::string& address);
+  const std::string& institution() const { return opts_.institution; }
+  // The daemon's audit log records (event filter optional).
+  std::vector<nlohmann::json> AuditRecords(const std::string& event = "") const;
 
   // Writes the config and fork/execs pororocad; returns true once GET /v1/healthz answers (bounded
   // by `timeout`). On failure reports the log and returns false (callers REQUIRE it).
@@ -141,11 +171,10 @@ class DaemonProcess {
   TlsFiles tls_;
   std::string dir_, export_, state_, socket_, log_, config_;
   uint16_t port_ = 0;
-  std::vector<std::pair<std::string, std::string>> peers_;
   pid_t pid_ = -1;
 };
 
-// Two daemons "a" and "b" that know each other, both started (REQUIREd).
+// Two daemons "a" and "b" of institutions inst-a and inst-b, both started (REQUIREd).
 struct DaemonPair {
   explicit DaemonPair(TestFederation& fed, DaemonOptions a_opts = {}, DaemonOptions b_opts = {});
   std::unique_ptr<DaemonProcess> a, b;

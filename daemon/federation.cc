@@ -1,0 +1,504 @@
+#include "daemon/federation.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "base/file_util.h"
+#include "base/log.h"
+#include "controlplane/client.h"
+#include "token/token.h"
+
+namespace pororoca::daemon {
+namespace {
+
+using json = nlohmann::json;
+
+std::string LastGoodFile(const Config& c) { return c.state_dir + "/manifest.json"; }
+std::string AnchorsFile(const Config& c) { return c.state_dir + "/trust_anchors.pem"; }
+std::string AccountingFile(const Config& c) { return c.state_dir + "/accounting.json"; }
+
+// How this daemon reaches the control-plane service: its own endpoint certificate (mutual TLS), the
+// bootstrap CA, the service's expected name.
+controlplane::ClientConfig ServiceClient(const Config& c) {
+  controlplane::ClientConfig cc;
+  cc.url = c.manifest_url;
+  cc.ca_file = c.tls_ca;
+  cc.cert_file = c.tls_cert;
+  cc.key_file = c.tls_key;
+  cc.server_name = c.service_name;
+  return cc;
+}
+
+std::string SourceName(const Config& c) { return c.manifest_file.empty() ? c.manifest_url : c.manifest_file; }
+
+}  // namespace
+
+Status LiveSession::CutStatus() {
+  std::lock_guard<std::mutex> lock(mu);
+  if (cut_reason.empty()) return Status::OK();
+  return Status::PermissionDenied(cut_reason);
+}
+
+Federation::Federation(const Config& config) : config_(config) {}
+
+Federation::~Federation() { Stop(); }
+
+Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
+  std::unique_ptr<Federation> f(new Federation(c));
+  auto key = crypto::LoadPublicKeyPem(c.authority_key);
+  if (!key.has_value()) return key.error().Annotate("[federation] authority_key");
+  f->authority_ = std::move(*key);
+  auto log = audit::AuditLog::Open(c.audit_log);
+  if (!log.has_value()) return log.error().Annotate("[audit] log");
+  f->audit_ = std::move(*log);
+  PORO_ASSIGN_OR_RETURN(f->accounting_, audit::Accounting::Open(AccountingFile(c)));
+  std::vector<std::pair<std::string, std::string>> labels;
+  for (const auto& cl : c.classifications) labels.emplace_back(cl.path, cl.label);
+  f->classifier_ = std::make_unique<policy::Classifier>(std::move(labels));
+
+  // The last good manifest first, then the source: the newer valid one wins. A source that is
+  // older, unsigned or unreachable does not stop a daemon that has a good copy.
+  std::shared_ptr<const federation::Manifest> best;
+  std::string best_text;
+  if (auto text = ReadSmallFile(LastGoodFile(c), federation::kMaxManifestBytes); text.has_value()) {
+    auto m = federation::VerifyManifest(*text, f->authority_, LastGoodFile(c));
+    if (m.has_value()) {
+      best = *m;
+      best_text = *text;
+    } else {
+      PORO_LOG(WARNING) << "ignoring the last good manifest: " << m.error().ToString();
+    }
+  }
+  auto src = f->FetchSource();
+  Status source_error;
+  if (src.has_value()) {
+    auto m = federation::VerifyManifest(*src, f->authority_, SourceName(c));
+    if (!m.has_value()) {
+      source_error = m.error();
+    } else if (best && (*m)->serial() < best->serial()) {
+      source_error = Status::PermissionDenied(SourceName(c) + ": serial " + std::to_string((*m)->serial()) +
+                                              " is older than the last good manifest's serial " +
+                                              std::to_string(best->serial()));
+    } else {
+      best = *m;
+      best_text = *src;
+    }
+    f->last_fetched_ = *src;
+  } else {
+    source_error = src.error();
+  }
+  if (!source_error.ok()) {
+    f->Audit(json{{"event", "manifest"}, {"decision", "refused"}, {"source", SourceName(c)},
+                  {"reason", source_error.message()}});
+    if (!best) return source_error.Annotate("[federation] manifest");
+    PORO_LOG(WARNING) << "manifest refused: " << source_error.message() << "; keeping the last good one (serial "
+                      << best->serial() << ")";
+  }
+  PORO_RETURN_IF_ERROR(f->Install(best, best_text, true));
+  if (best->FindEndpoint(c.endpoint_name) == nullptr) {
+    PORO_LOG(WARNING) << "this endpoint '" << c.endpoint_name << "' is not in the federation manifest (serial "
+                      << best->serial() << "): every peer will refuse it";
+  }
+  return f;
+}
+
+void Federation::Start() {
+  refresh_thread_ = std::thread([this] { RefreshLoop(); });
+}
+
+void Federation::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_.exchange(true)) return;
+    stop_cv_.notify_all();
+  }
+  if (refresh_thread_.joinable()) refresh_thread_.join();
+  if (accounting_) accounting_->Flush().IgnoreError();
+}
+
+std::shared_ptr<const federation::Manifest> Federation::manifest() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return manifest_;
+}
+
+std::shared_ptr<transport::TlsContext> Federation::tls_server() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tls_server_;
+}
+
+std::shared_ptr<transport::TlsContext> Federation::tls_client() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tls_client_;
+}
+
+std::string Federation::self_institution() const {
+  auto m = manifest();
+  const federation::Endpoint* ep = m->FindEndpoint(config_.endpoint_name);
+  return ep ? ep->institution : std::string();
+}
+
+Result<std::string> Federation::FetchSource() const {
+  if (!config_.manifest_file.empty()) return ReadSmallFile(config_.manifest_file, federation::kMaxManifestBytes);
+  controlplane::ClientConfig cc = ServiceClient(config_);
+  return controlplane::FetchManifest(cc);
+}
+
+Status Federation::BuildTls(const federation::Manifest& m) {
+  // TLS trusts exactly the manifest's anchors; the contexts are rebuilt when they change.
+  PORO_RETURN_IF_ERROR(WriteFileAtomic(AnchorsFile(config_), m.trust_anchors_pem(), 0644));
+  transport::TlsConfig tc{AnchorsFile(config_), config_.tls_cert, config_.tls_key, true};
+  PORO_ASSIGN_OR_RETURN(auto server, transport::TlsContext::Create(tc));
+  tc.server = false;
+  PORO_ASSIGN_OR_RETURN(auto client, transport::TlsContext::Create(tc));
+  std::lock_guard<std::mutex> lock(mu_);
+  tls_server_ = std::shared_ptr<transport::TlsContext>(std::move(server));
+  tls_client_ = std::shared_ptr<transport::TlsContext>(std::move(client));
+  anchors_pem_ = m.trust_anchors_pem();
+  return Status::OK();
+}
+
+Status Federation::Install(std::shared_ptr<const federation::Manifest> m, const std::string& text, bool persist) {
+  bool anchors_changed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    anchors_changed = anchors_pem_ != m->trust_anchors_pem();
+  }
+  if (anchors_changed) PORO_RETURN_IF_ERROR(BuildTls(*m));
+  if (persist) PORO_RETURN_IF_ERROR(WriteFileAtomic(LastGoodFile(config_), text, 0644));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    manifest_ = m;
+  }
+  PORO_LOG(INFO) << "federation '" << m->federation() << "' manifest serial " << m->serial() << " in force: "
+                 << m->institutions().size() << " institutions, " << m->endpoints().size() << " endpoints, "
+                 << m->policy().size() << " policy rules";
+  Audit(json{{"event", "manifest"}, {"decision", "accepted"}, {"serial", m->serial()},
+             {"federation", m->federation()}});
+  CutSessions(*m);
+  return Status::OK();
+}
+
+Result<uint64_t> Federation::Refresh() {
+  std::lock_guard<std::mutex> serial_lock(refresh_mu_);
+  auto current = manifest();
+  auto text = FetchSource();
+  if (!text.has_value()) {
+    // Unreachable source: keep what we have (the last good copy), say so at debug level only once
+    // per distinct error to keep the log readable.
+    PORO_LOG(DEBUG) << "manifest source " << SourceName(config_) << ": " << text.error().ToString();
+    return current->serial();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (*text == last_fetched_) return current->serial();
+    last_fetched_ = *text;
+  }
+  auto m = federation::VerifyManifest(*text, authority_, SourceName(config_));
+  Status refused;
+  if (!m.has_value()) {
+    refused = m.error();
+  } else if ((*m)->serial() < current->serial()) {
+    refused = Status::PermissionDenied(SourceName(config_) + ": serial " + std::to_string((*m)->serial()) +
+                                       " is older than the manifest in force (serial " +
+                                       std::to_string(current->serial()) + ")");
+  } else if ((*m)->serial() == current->serial()) {
+    if ((*m)->body() == current->body()) return current->serial();
+    refused = Status::PermissionDenied(SourceName(config_) + ": serial " + std::to_string((*m)->serial()) +
+                                       " is the serial in force but the content differs (a new manifest needs a "
+                                       "higher serial)");
+  }
+  if (!refused.ok()) {
+    PORO_LOG(WARNING) << "manifest refused: " << refused.message() << "; keeping serial " << current->serial();
+    Audit(json{{"event", "manifest"}, {"decision", "refused"}, {"source", SourceName(config_)},
+               {"reason", refused.message()}, {"serial_in_force", current->serial()}});
+    return refused;
+  }
+  PORO_RETURN_IF_ERROR(Install(*m, *text, true));
+  return (*m)->serial();
+}
+
+void Federation::RefreshLoop() {
+  auto next_report = std::chrono::steady_clock::now() + std::chrono::seconds(config_.report_s);
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      stop_cv_.wait_for(lock, std::chrono::seconds(config_.refresh_s), [&] { return stopping_.load(); });
+      if (stopping_) return;
+    }
+    if (auto r = Refresh(); !r.has_value()) {
+      // Refused or unreadable: already logged and audited; the manifest in force stays.
+    }
+    accounting_->Flush().IgnoreError();
+    if (config_.report_s > 0 && !config_.manifest_url.empty() && std::chrono::steady_clock::now() >= next_report) {
+      ReportAccounting();
+      next_report = std::chrono::steady_clock::now() + std::chrono::seconds(config_.report_s);
+    }
+  }
+}
+
+void Federation::ReportAccounting() {
+  controlplane::ClientConfig cc = ServiceClient(config_);
+  Status s = controlplane::ReportAccounting(cc, accounting_->Report(config_.endpoint_name));
+  if (!s.ok()) PORO_LOG(WARNING) << "accounting report to " << config_.manifest_url << " failed: " << s.ToString();
+}
+
+void Federation::Audit(json record) {
+  if (!record.contains("endpoint")) record["endpoint"] = config_.endpoint_name;
+  Status s = audit_->Append(std::move(record));
+  if (!s.ok()) PORO_LOG(ERROR) << "audit log " << config_.audit_log << ": " << s.ToString();
+}
+
+Result<federation::Endpoint> Federation::AdmitPeer(const transport::TlsStream& tls, std::string_view role,
+                                                   std::string_view expected_id) {
+  auto m = manifest();
+  const std::string cn = tls.peer_common_name();
+  const std::string pin = tls.peer_cert_sha256();
+  json rec{{"event", "handshake"}, {"role", std::string(role)}, {"peer", cn}, {"peer_address", tls.peer_address()},
+           {"peer_pin", pin}, {"serial", m->serial()}};
+  Result<const federation::Endpoint*> ep = m->CheckPeer(cn, pin);
+  Status refused;
+  if (!ep.has_value()) {
+    refused = ep.error();
+  } else if (!expected_id.empty() && cn != expected_id) {
+    refused = Status::Unauthenticated("endpoint at " + tls.peer_address() + " presented the certificate of '" + cn +
+                                      "', expected '" + std::string(expected_id) + "'");
+  }
+  if (!refused.ok()) {
+    rec["decision"] = "refused";
+    rec["reason"] = refused.message();
+    Audit(std::move(rec));
+    return refused;
+  }
+  rec["decision"] = "accepted";
+  rec["institution"] = (*ep)->institution;
+  Audit(std::move(rec));
+  return **ep;
+}
+
+void Federation::AuditHandshakeFailure(const std::string& peer_address, std::string_view role, const Status& s) {
+  Audit(json{{"event", "handshake"}, {"role", std::string(role)}, {"peer_address", peer_address},
+             {"decision", "refused"}, {"reason", s.message()}});
+}
+
+std::shared_ptr<LiveSession> Federation::Register(const std::string& peer, const std::string& pin,
+                                                  std::atomic<bool>* cancel) {
+  auto s = std::make_shared<LiveSession>();
+  s->peer = peer;
+  s->peer_pin = pin;
+  s->cancel = cancel;
+  std::lock_guard<std::mutex> lock(mu_);
+  sessions_.push_back(s);
+  return s;
+}
+
+void Federation::Unregister(const std::shared_ptr<LiveSession>& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sessions_.remove(s);
+}
+
+void Federation::CutSessions(const federation::Manifest& m) {
+  std::vector<std::pair<std::shared_ptr<LiveSession>, std::string>> cut;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& s : sessions_) {
+      auto ok = m.CheckPeer(s->peer, s->peer_pin);
+      if (!ok.has_value()) cut.emplace_back(s, std::string(ok.error().message()));
+    }
+  }
+  for (auto& [s, why] : cut) {
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      if (!s->cut_reason.empty()) continue;
+      s->cut_reason = "session cut: " + why;
+    }
+    s->cancel->store(true);
+    PORO_LOG(WARNING) << "cutting the session with " << s->peer << ": " << why;
+    Audit(json{{"event", "session"}, {"decision", "cut"}, {"peer", s->peer}, {"reason", why},
+               {"serial", m.serial()}});
+  }
+}
+
+policy::Decision Federation::Decide(const policy::Request& r, const json& extra) {
+  auto m = manifest();
+  policy::Decision d = m->policy().Evaluate(r);
+  json rec = extra;
+  rec["event"] = "transfer";
+  rec["decision"] = d.allowed ? "allowed" : "denied";
+  rec["rule"] = d.rule_id;
+  rec["reason"] = d.reason;
+  rec["source_institution"] = r.source_institution;
+  rec["destination_institution"] = r.destination_institution;
+  rec["direction"] = r.direction == policy::Direction::kPush ? "push" : "pull";
+  rec["source"] = r.source_path;
+  rec["destination"] = r.destination_path;
+  rec["classification"] = r.classification;
+  rec["serial"] = m->serial();
+  Audit(std::move(rec));
+  return d;
+}
+
+policy::Request Federation::RequestFor(const TransferAuth& a) const {
+  policy::Request r;
+  std::string self_inst = self_institution();
+  r.source_institution = a.sending ? self_inst : a.peer.institution;
+  r.destination_institution = a.sending ? a.peer.institution : self_inst;
+  // push: the source's daemon opened the session; pull: the destination's did.
+  r.direction = a.sending == a.initiator ? policy::Direction::kPush : policy::Direction::kPull;
+  r.source_path = a.sending ? a.local_path : a.remote_path;
+  r.destination_path = a.sending ? a.remote_path : a.local_path;
+  r.classification = a.classification.empty() ? std::string(policy::kUnclassified) : a.classification;
+  r.now_unix = std::time(nullptr);
+  return r;
+}
+
+namespace {
+
+json TransferRecord(const TransferAuth& a) {
+  return json{{"transfer_id", a.transfer_id}, {"peer", a.peer.id}, {"user", a.user},
+              {"role", a.initiator ? "initiator" : "responder"}};
+}
+
+}  // namespace
+
+Result<Admission> Federation::AdmitResponder(TransferAuth& a) {
+  auto m = manifest();
+  Status refused;
+  if (a.token.empty()) {
+    if (config_.require_token) {
+      refused = Status::Unauthenticated("the transfer carries no bearer token and endpoint '" + self() +
+                                        "' requires one");
+    }
+  } else {
+    auto lookup = [m](std::string_view iss) -> const crypto::PKey* {
+      const federation::TokenIssuer* i = m->FindIssuer(iss);
+      return i ? i->key.get() : nullptr;
+    };
+    auto claims = token::VerifyToken(a.token, lookup, self(), std::time(nullptr));
+    if (!claims.has_value()) {
+      refused = claims.error();
+    } else {
+      a.user = claims->subject;
+      token::Action act = a.sending ? token::Action::kRead
+                                    : (a.overwrite ? token::Action::kModify : token::Action::kCreate);
+      refused = token::CheckScope(*claims, act, a.local_path);
+    }
+  }
+  if (!refused.ok()) {
+    json rec = TransferRecord(a);
+    rec["event"] = "transfer";
+    rec["decision"] = "denied";
+    rec["reason"] = refused.message();
+    rec["local_path"] = a.local_path;
+    Audit(std::move(rec));
+    return refused;
+  }
+  return AdmitInitiator(a);
+}
+
+Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
+  policy::Request r = RequestFor(a);
+  Admission adm;
+  adm.source_institution = r.source_institution;
+  adm.destination_institution = r.destination_institution;
+  adm.decision = Decide(r, TransferRecord(a));
+  if (!adm.decision.allowed) {
+    return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() + ": " +
+                                    adm.decision.reason);
+  }
+  // A tree sent from here may hold differently classified sub-trees ([[classification]] below its
+  // root): each must be allowed too, or the whole transfer is refused.
+  if (a.sending) {
+    for (const auto& cl : config_.classifications) {
+      const std::string& root = a.local_path;
+      bool below = root == "/" ? cl.path != "/" : cl.path.size() > root.size() && cl.path.compare(0, root.size(), root) == 0 &&
+                                                      cl.path[root.size()] == '/';
+      if (!below) continue;
+      policy::Request sub = r;
+      sub.source_path = cl.path;
+      sub.classification = LabelFor(cl.path);
+      policy::Decision d = Decide(sub, TransferRecord(a));
+      if (!d.allowed) {
+        return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() +
+                                        ": " + cl.path + " inside the tree is classified '" + sub.classification +
+                                        "': " + d.reason);
+      }
+    }
+  }
+  std::string pair = policy::PairLimits::PairKey(r.source_institution, r.destination_institution);
+  if (adm.decision.max_concurrent > 0) {
+    auto slot = limits_.TryAcquire(pair, adm.decision.max_concurrent, adm.decision.rule_id);
+    if (!slot.has_value()) {
+      json rec = TransferRecord(a);
+      rec["event"] = "transfer";
+      rec["decision"] = "deferred";
+      rec["rule"] = adm.decision.rule_id;
+      rec["reason"] = slot.error().message();
+      Audit(std::move(rec));
+      // Retryable: the initiator waits (with backoff) for a slot instead of failing the transfer.
+      return Status::ResourceExhausted(std::string(slot.error().message()) + " at " + self()).WithRetryable(true);
+    }
+    adm.slot = std::move(*slot);
+  }
+  if (adm.decision.rate_limit_bytes_per_s > 0) {
+    adm.bucket = limits_.Bucket(pair, adm.decision.rate_limit_bytes_per_s);
+  }
+  return adm;
+}
+
+Result<std::string> Federation::MintToken(const TransferAuth& a, const std::vector<std::string>& user_scopes) {
+  if (config_.token_issuer.empty()) return std::string();
+  token::Action act = a.sending ? (a.overwrite ? token::Action::kModify : token::Action::kCreate)
+                                : token::Action::kRead;
+  std::string scope = std::string(act == token::Action::kRead     ? "storage.read:"
+                                  : act == token::Action::kCreate ? "storage.create:"
+                                                                  : "storage.modify:") +
+                      a.remote_path;
+  // The user's own grants bound what the daemon mints for it.
+  token::Claims grants;
+  grants.scopes = user_scopes;
+  Status allowed = token::CheckScope(grants, act, a.remote_path);
+  // A malformed remote path ("/../x") gets no token: the peer refuses the path itself, and says
+  // that it escapes its export root, which is the clearer message.
+  if (allowed.code() == Code::kInvalidArgument) return std::string();
+  if (!allowed.ok()) {
+    return Status::PermissionDenied("user '" + a.user + "' may not do this: " + std::string(allowed.message()) +
+                                    " (" + config_.source_file + " [[users]] scopes)");
+  }
+  PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::LoadPrivateKeyPem(config_.token_key));
+  token::Claims c;
+  c.issuer = config_.token_issuer;
+  c.subject = a.user;
+  c.audience = a.peer.id;
+  c.id = a.transfer_id;
+  c.issued_at = std::time(nullptr);
+  c.not_before = c.issued_at;
+  c.expires = c.issued_at + config_.token_lifetime_s;
+  c.scopes = {scope};
+  return token::IssueToken(c, key);
+}
+
+void Federation::Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s,
+                        const Status& result) {
+  uint64_t files = s.files_done >= s.files_skipped ? s.files_done - s.files_skipped : 0;
+  audit::Accounting::Key k{audit::UtcDay(std::chrono::system_clock::now()), adm.source_institution,
+                           adm.destination_institution, a.user};
+  accounting_->Add(k, s.bytes_sent, files, result.ok() ? 1 : 0);
+  json rec = TransferRecord(a);
+  rec["event"] = "transfer_end";
+  rec["decision"] = result.ok() ? "completed" : "failed";
+  if (!result.ok()) rec["reason"] = result.message();
+  rec["rule"] = adm.decision.rule_id;
+  rec["source_institution"] = adm.source_institution;
+  rec["destination_institution"] = adm.destination_institution;
+  rec["local_path"] = a.local_path;
+  rec["bytes"] = s.bytes_sent;
+  rec["files"] = files;
+  Audit(std::move(rec));
+}
+
+void Federation::CancelAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& s : sessions_) s->cancel->store(true);
+}
+
+}  // namespace pororoca::daemon

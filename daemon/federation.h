@@ -1,0 +1,149 @@
+// What one daemon knows and enforces of the federation: the verified manifest (kept fresh from its
+// source, the last good copy kept on disk), this endpoint's place in it, the TLS contexts built on
+// its trust anchors, the homologated-endpoint check of every peer, policy decisions, the sessions
+// in flight (cut when their peer stops being active), the audit log and accounting.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "audit/accounting.h"
+#include "audit/audit_log.h"
+#include "crypto/keys.h"
+#include "engine/stats.h"
+#include "daemon/config.h"
+#include "federation/manifest.h"
+#include "policy/policy.h"
+#include "transport/tls.h"
+
+namespace pororoca::daemon {
+
+// A session with a peer that the federation may cut: registered while it runs.
+struct LiveSession {
+  std::string peer;      // endpoint id
+  std::string peer_pin;  // the key pin it presented
+  std::atomic<bool>* cancel = nullptr;
+  std::mutex mu;
+  std::string cut_reason;  // guarded by mu; set when the session was cut
+  Status CutStatus();
+};
+
+// One transfer as the federation sees it from this daemon's side.
+struct TransferAuth {
+  std::string transfer_id;
+  federation::Endpoint peer;
+  bool sending = true;         // this side is the source
+  bool initiator = true;       // this side opened the session
+  std::string local_path;      // absolute inside this export ("/datasets/x")
+  std::string remote_path;     // the peer's path, as the initiator named it or the peer reported it
+  std::string classification;  // the data's label (from the source side's [[classification]])
+  std::string token;           // the bearer token the initiator presented
+  bool overwrite = false;      // the receiver may replace existing files
+  std::string user;            // federated identity (token subject, or the local user's mapping)
+};
+
+// What an allowed transfer holds while it runs: the concurrency slot and the pair's rate bucket.
+struct Admission {
+  policy::Decision decision;
+  policy::PairLimits::Slot slot;
+  std::shared_ptr<policy::TokenBucket> bucket;  // null: no rate cap
+  std::string source_institution, destination_institution;
+};
+
+class Federation {
+ public:
+  static Result<std::unique_ptr<Federation>> Open(const Config& config);
+  ~Federation();
+
+  // Starts the refresh thread (and the accounting reporter when a service URL is configured).
+  void Start();
+  void Stop();
+
+  std::shared_ptr<const federation::Manifest> manifest() const;
+  std::shared_ptr<transport::TlsContext> tls_server() const;
+  std::shared_ptr<transport::TlsContext> tls_client() const;
+  const std::string& self() const { return config_.endpoint_name; }
+  // This endpoint's institution in the current manifest ("" if it is not listed).
+  std::string self_institution() const;
+
+  // The homologated-endpoint check of a peer after its TLS handshake (`role` is "accept" for a
+  // peer that connected to us, "connect" for one we connected to). Writes the audit record.
+  Result<federation::Endpoint> AdmitPeer(const transport::TlsStream& tls, std::string_view role,
+                                         std::string_view expected_id = {});
+  // Audits a handshake that failed before any certificate could be checked (e.g. another CA).
+  void AuditHandshakeFailure(const std::string& peer_address, std::string_view role, const Status& s);
+
+  // Registers a session with `peer` so a manifest that suspends or revokes it cuts the session
+  // (sets *cancel and records the reason). The session is unregistered when the handle dies.
+  std::shared_ptr<LiveSession> Register(const std::string& peer, const std::string& pin, std::atomic<bool>* cancel);
+  void Unregister(const std::shared_ptr<LiveSession>& s);
+
+  // Policy decision, audited. `extra` adds fields to the audit record (user, transfer id, ...).
+  policy::Decision Decide(const policy::Request& r, const nlohmann::json& extra);
+  // The policy request for a transfer as seen from this side.
+  policy::Request RequestFor(const TransferAuth& a) const;
+
+  // Authorises a transfer at the responder: the bearer token (signature, expiry, audience = this
+  // endpoint, scope for the path and action; its subject becomes a.user), then the policy, the
+  // concurrency cap and the rate cap. Refusals are audited and name their cause.
+  Result<Admission> AdmitResponder(TransferAuth& a);
+  // The same at the initiator (its own policy evaluation; the token is the peer's business).
+  Result<Admission> AdmitInitiator(const TransferAuth& a);
+  // Mints a token for a local user's transfer when [tokens] is configured: audience = the peer,
+  // subject = the user's identity, one scope for exactly this transfer, checked against the user's
+  // [[users]] scopes. Empty when this daemon mints no tokens.
+  Result<std::string> MintToken(const TransferAuth& a, const std::vector<std::string>& user_scopes);
+  // Accounts and audits the end of a session.
+  void Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s, const Status& result);
+  // Sets the cancel flag of every registered session (shutdown).
+  void CancelAll();
+  std::string LabelFor(std::string_view path) const { return classifier_->LabelFor(path); }
+  policy::PairLimits& limits() { return limits_; }
+
+  // Checks the manifest source now; installs a newer valid manifest. Returns the serial in force.
+  Result<uint64_t> Refresh();
+
+  audit::AuditLog& audit() { return *audit_; }
+  audit::Accounting& accounting() { return *accounting_; }
+  void Audit(nlohmann::json record);
+
+ private:
+  explicit Federation(const Config& config);
+  Result<std::string> FetchSource() const;
+  Status Install(std::shared_ptr<const federation::Manifest> m, const std::string& text, bool persist);
+  Status BuildTls(const federation::Manifest& m);
+  void CutSessions(const federation::Manifest& m);
+  void RefreshLoop();
+  void ReportAccounting();
+
+  const Config& config_;
+  crypto::PKey authority_;
+  std::unique_ptr<audit::AuditLog> audit_;
+  std::unique_ptr<audit::Accounting> accounting_;
+  std::unique_ptr<policy::Classifier> classifier_;
+  policy::PairLimits limits_;
+
+  mutable std::mutex mu_;
+  std::shared_ptr<const federation::Manifest> manifest_;  // guarded by mu_
+  std::string anchors_pem_;                                // guarded by mu_
+  std::shared_ptr<transport::TlsContext> tls_server_, tls_client_;  // guarded by mu_
+  std::string last_fetched_;                               // guarded by mu_: the source's last text
+  std::list<std::shared_ptr<LiveSession>> sessions_;       // guarded by mu_
+
+  std::mutex refresh_mu_;  // serialises Refresh()
+  std::atomic<bool> stopping_{false};
+  std::condition_variable stop_cv_;
+  std::thread refresh_thread_;
+};
+
+}  // namespace pororoca::daemon

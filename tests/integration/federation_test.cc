@@ -1,0 +1,423 @@
+// The control plane end to end: the signed manifest (bad signature, older serial, hot reload),
+// the homologated-endpoint check (wrong pin, suspended, revoked mid-transfer), the policy (pair,
+// direction, path prefix, classification, time window, rate cap, concurrency cap) and bearer tokens
+// (expired, wrong audience, wrong scope, bad signature, unknown issuer). Every refusal is checked
+// for its message and its audit record.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
+#include <string>
+#include <thread>
+
+#include "base/file_util.h"
+#include "support/daemon_harness.h"
+
+namespace pororoca::test {
+namespace {
+
+using json = nlohmann::json;
+constexpr int kExitDenied = 5;
+
+// True if some audit record of `d` has event `event`, decision `decision` and a reason containing
+// `needle` (any reason if empty).
+bool Audited(const DaemonProcess& d, const std::string& event, const std::string& decision,
+             const std::string& needle = "") {
+  for (const auto& r : d.AuditRecords(event)) {
+    if (r.value("decision", std::string()) != decision) continue;
+    if (needle.empty() || r.value("reason", std::string()).find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Waits until the daemon's manifest serial is `serial` (bounded).
+bool WaitSerial(const DaemonProcess& d, uint64_t serial, std::chrono::milliseconds timeout = 15s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (d.Get("/v1/federation").value("serial", uint64_t{0}) == serial) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+std::string IssueToken(TestFederation& fed, const std::string& institution, const std::vector<std::string>& extra) {
+  std::vector<std::string> args{"token", "issue", "--key", fed.IssuerKey(institution), "--issuer",
+                                fed.IssuerId(institution), "--subject", "alice@" + institution};
+  args.insert(args.end(), extra.begin(), extra.end());
+  CliResult r = RunCli(args, "/nonexistent.sock", 30s);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.Describe());
+  std::string t = r.out;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  return t;
+}
+
+TEST_SUITE("integration.federation") {
+  TEST_CASE("manifest: bad signature and older serial are refused, a newer one is picked up without restart") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    uint64_t s1 = fed.Publish();
+    REQUIRE(WaitSerial(a, s1));
+    auto old_copy = ReadSmallFile(fed.manifest_path());
+    REQUIRE(old_copy.has_value());
+    uint64_t s2 = fed.Publish();
+    REQUIRE(WaitSerial(a, s2));
+
+    // Older serial, correctly signed: refused, the newer one stays in force.
+    REQUIRE(WriteFileAtomic(fed.manifest_path(), *old_copy, 0644).ok());
+    json r = a.Post("/v1/federation/refresh", "");
+    CHECK(r.value("http_status", 0) == 403);
+    CHECK(r.dump().find("is older than the manifest in force") != std::string::npos);
+    CHECK(a.Get("/v1/federation").value("serial", uint64_t{0}) == s2);
+    CHECK(Audited(a, "manifest", "refused", "is older than the manifest in force"));
+
+    // A body edited after signing (an endpoint re-pointed): the signature no longer verifies.
+    json env = json::parse(*old_copy);
+    env["manifest"]["serial"] = s2 + 10;
+    env["manifest"]["endpoints"][0]["address"] = "127.0.0.1:1";
+    REQUIRE(WriteFileAtomic(fed.manifest_path(), env.dump(), 0644).ok());
+    r = a.Post("/v1/federation/refresh", "");
+    CHECK(r.value("http_status", 0) == 403);
+    CHECK(r.dump().find("signature does not verify with the pinned authority key") != std::string::npos);
+    CHECK(a.Get("/v1/federation").value("serial", uint64_t{0}) == s2);
+    CHECK(Audited(a, "manifest", "refused", "signature does not verify"));
+
+    // A restart with the bad file as source keeps the last good copy.
+    REQUIRE(a.Stop());
+    REQUIRE(a.Start());
+    CHECK(a.Get("/v1/federation").value("serial", uint64_t{0}) == s2 + 1);  // Start() published s2+1
+    // The daemon still moves data.
+    WriteFile(a.Path("f.txt"), "still works\n");
+    CliResult c = Cli(a, {"cp", a.Path("f.txt"), "b:/f.txt"});
+    INFO(c.Describe());
+    CHECK(c.exit_code == 0);
+    CHECK(ReadFile(p.b->Path("f.txt")) == "still works\n");
+  }
+
+  TEST_CASE("handshake: right CA but wrong pin, and a suspended endpoint, are refused with an audit record") {
+    TestFederation fed;
+    DaemonOptions bo;
+    bo.tls = fed.IssueEndpoint("b", {}, "presented");
+    bo.enroll = false;
+    DaemonProcess a(fed, "a");
+    DaemonProcess b(fed, "b", bo);
+    // The manifest pins another key of b's (a certificate b does not present).
+    fed.Enroll("b", "inst-b", b.address(), fed.IssueEndpoint("b", {}, "pinned").cert);
+    REQUIRE(a.Start());
+    REQUIRE(b.Start());
+    WriteFile(a.Path("f.txt"), "x\n");
+    CliResult r = Cli(a, {"cp", a.Path("f.txt"), "b:/f.txt"}, 60s);
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == kExitDenied);
+      CHECK(r.output().find("endpoint 'b' presented a key with pin") != std::string::npos);
+      CHECK(!Exists(b.Path("f.txt")));
+      CHECK(Audited(a, "handshake", "refused", "presented a key with pin"));
+    }
+    // The other way round: b connects to a, a refuses b on accept.
+    WriteFile(b.Path("g.txt"), "y\n");
+    r = Cli(b, {"cp", b.Path("g.txt"), "a:/g.txt"}, 60s);
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == kExitDenied);
+      CHECK(!Exists(a.Path("g.txt")));
+      CHECK(Audited(a, "handshake", "refused", "presented a key with pin"));
+    }
+
+    // Suspension: the right key, but the endpoint is suspended.
+    fed.Enroll("b", "inst-b", b.address(), bo.tls->cert);
+    fed.SetStatus("b", "suspended");
+    uint64_t s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+    r = Cli(a, {"cp", a.Path("f.txt"), "b:/f.txt"}, 60s);
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == kExitDenied);
+      CHECK(r.output().find("endpoint 'b' is suspended in federation 'test-federation'") != std::string::npos);
+      CHECK(!Exists(b.Path("f.txt")));
+    }
+    r = Cli(b, {"cp", b.Path("g.txt"), "a:/g.txt"}, 60s);
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == kExitDenied);
+      CHECK(r.output().find("'b' is suspended") != std::string::npos);
+      CHECK(Audited(a, "handshake", "refused", "'b' is suspended"));
+    }
+    // Re-activated: works again.
+    fed.SetStatus("b", "active");
+    s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+    r = Cli(a, {"cp", a.Path("f.txt"), "b:/f.txt"}, 60s);
+    INFO(r.Describe());
+    CHECK(r.exit_code == 0);
+    CHECK(Audited(b, "handshake", "accepted"));
+  }
+
+  TEST_CASE("revoking an endpoint cuts its transfer in flight within 30 s, leaving no partial file") {
+    TestFederation fed;
+    DaemonOptions slow;
+    slow.extra_toml = "[fault_injection]\nsend_delay_us = 50000\n";  // ~20 chunks/s per stream
+    slow.streams = 2;
+    slow.chunk_size = "256KiB";
+    DaemonPair p(fed, slow, {});
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    WriteRandomFile(a.Path("big.bin"), 256ull << 20, 7);
+    CliResult sub = Cli(a, {"cp", "--detach", a.Path("big.bin"), "b:/big.bin"});
+    REQUIRE_MESSAGE(sub.exit_code == 0, sub.Describe());
+    std::string id = sub.out.substr(0, sub.out.find('\n'));
+    json t = a.WaitForState(id, {"running"}, 30s);
+    REQUIRE(t.value("state", std::string()) == "running");
+    std::this_thread::sleep_for(1s);
+    fed.SetStatus("b", "revoked");
+    auto t0 = std::chrono::steady_clock::now();
+    fed.Publish();
+    t = a.WaitForTerminal(id, 60s);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(t.dump(2));
+    CHECK(t.value("state", std::string()) == "failed");
+    CHECK(t.value("error", std::string()).find("session cut: endpoint 'b' is revoked") != std::string::npos);
+    CHECK(secs < 30.0);
+    CHECK(!Exists(b.Path("big.bin")));
+    CHECK(Audited(a, "session", "cut"));
+    // b learns of its own revocation too and cuts from its side; a later attempt is refused at once.
+    CliResult again = Cli(a, {"cp", a.Path("big.bin"), "b:/big2.bin"}, 60s);
+    CHECK(again.exit_code == kExitDenied);
+    CHECK(again.output().find("'b' is revoked") != std::string::npos);
+  }
+
+  TEST_CASE("policy: default deny and rules by pair, direction, path prefix, classification and time window") {
+    TestFederation fed;
+    DaemonOptions ao;
+    ao.extra_toml =
+        "[[classification]]\npath = \"/clinical\"\nlabel = \"restricted\"\n"
+        "[[classification]]\npath = \"/datasets/private\"\nlabel = \"restricted\"\n";
+    DaemonPair p(fed, ao, {});
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("datasets"));
+    MakeDir(a.Path("clinical"));
+    MakeDir(b.Path("scratch"));
+    MakeDir(b.Path("home"));
+    WriteFile(a.Path("datasets/d.txt"), "dataset\n");
+    WriteFile(a.Path("clinical/c.txt"), "patient\n");
+    WriteFile(b.Path("scratch/r.txt"), "result\n");
+    // Time window: never now (a one-minute window 12 hours away).
+    std::time_t now = std::time(nullptr);
+    std::tm tm;
+    gmtime_r(&now, &tm);
+    char start[8], end[8];
+    std::snprintf(start, sizeof start, "%02d:%02d", (tm.tm_hour + 12) % 24, tm.tm_min);
+    std::snprintf(end, sizeof end, "%02d:%02d", (tm.tm_hour + 12) % 24, (tm.tm_min + 1) % 60);
+    fed.SetRules(json::array({
+        {{"id", "no-restricted-out"}, {"effect", "deny"}, {"classifications", {"restricted"}}},
+        {{"id", "night-archive"}, {"effect", "allow"}, {"source", {"inst-a"}}, {"destination", {"inst-b"}},
+         {"source_paths", {"/archive"}}, {"time_window", {{"start", start}, {"end", end}}}},
+        {{"id", "a-datasets-to-b-scratch"}, {"effect", "allow"}, {"source", {"inst-a"}}, {"destination", {"inst-b"}},
+         {"direction", "push"}, {"source_paths", {"/datasets"}}, {"destination_paths", {"/scratch"}}},
+    }));
+    uint64_t s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+
+    // Allowed, by the rule that says so.
+    CliResult r = Cli(a, {"policy", "check", a.Path("datasets/d.txt"), "b:/scratch/d.txt"});
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    CHECK(r.out.find("allowed by rule 'a-datasets-to-b-scratch'") != std::string::npos);
+    r = Cli(a, {"cp", a.Path("datasets/d.txt"), "b:/scratch/d.txt"});
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    CHECK(ReadFile(b.Path("scratch/d.txt")) == "dataset\n");
+    CHECK(Audited(b, "transfer", "allowed"));
+
+    struct Case {
+      const char* what;
+      std::vector<std::string> args;  // on a, after "cp"
+      const char* message;
+    };
+    std::vector<Case> cases{
+        {"destination path prefix", {a.Path("datasets/d.txt"), "b:/home/d.txt"}, "default deny"},
+        {"classification", {a.Path("clinical/c.txt"), "b:/scratch/c.txt"}, "denied by rule 'no-restricted-out'"},
+        {"direction (pull of b's data by a is b -> a)", {"b:/scratch/r.txt", a.Path("r.txt")}, "default deny"},
+    };
+    for (const auto& c : cases) {
+      std::vector<std::string> args{"cp"};
+      args.insert(args.end(), c.args.begin(), c.args.end());
+      CliResult cr = Cli(a, args, 60s);
+      INFO(c.what << ": " << cr.Describe());
+      CHECK(cr.exit_code == kExitDenied);
+      CHECK(cr.output().find(c.message) != std::string::npos);
+    }
+    // A tree whose root is allowed but which holds a restricted sub-tree is refused as a whole.
+    MakeDir(a.Path("datasets/private"));
+    WriteFile(a.Path("datasets/private/p.txt"), "private\n");
+    CliResult tree = Cli(a, {"cp", "-r", a.Path("datasets"), "b:/scratch/"}, 60s);
+    {
+      INFO(tree.Describe());
+      CHECK(tree.exit_code == kExitDenied);
+      CHECK(tree.output().find("/datasets/private inside the tree is classified 'restricted'") != std::string::npos);
+      CHECK(!Exists(b.Path("scratch/datasets")));
+    }
+    CHECK(!Exists(b.Path("home/d.txt")));
+    CHECK(!Exists(b.Path("scratch/c.txt")));
+    CHECK(!Exists(a.Path("r.txt")));
+    // The responder decided first (at OPEN) and audited it; the initiator never got that far.
+    CHECK(Audited(b, "transfer", "denied", "denied by rule 'no-restricted-out'"));
+
+    // Pair and time window through policy check (no data moves): a -> b of /archive outside its window,
+    // and b -> a, which no rule names.
+    r = Cli(a, {"policy", "check", a.Path("archive/x"), "b:/scratch/x"});
+    CHECK(r.exit_code == kExitDenied);
+    CHECK(r.out.find("default deny") != std::string::npos);
+    CHECK(r.out.find("night-archive") != std::string::npos);  // the explanation names the near miss
+    r = Cli(b, {"policy", "check", b.Path("scratch/r.txt"), "a:/x"});
+    CHECK(r.exit_code == kExitDenied);
+    CHECK(r.out.find("inst-b -> inst-a") != std::string::npos);
+  }
+
+  TEST_CASE("policy: the rate cap holds within 10 % for two concurrent transfers over 20 s") {
+    TestFederation fed;
+    DaemonOptions o;
+    o.streams = 4;
+    o.chunk_size = "1MiB";
+    DaemonPair p(fed, o, o);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    const uint64_t rate = 8ull << 20;  // 8 MiB/s for the pair
+    fed.SetRules(json::array({{{"id", "capped"}, {"effect", "allow"}, {"rate_limit", std::to_string(rate)}}}));
+    uint64_t s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+    WriteRandomFile(a.Path("one.bin"), 160ull << 20, 1);
+    WriteRandomFile(a.Path("two.bin"), 160ull << 20, 2);
+    std::vector<std::string> ids;
+    for (const char* f : {"one.bin", "two.bin"}) {
+      CliResult r = Cli(a, {"cp", "--detach", a.Path(f), std::string("b:/") + f});
+      REQUIRE_MESSAGE(r.exit_code == 0, r.Describe());
+      ids.push_back(r.out.substr(0, r.out.find('\n')));
+    }
+    auto sent = [&] {
+      uint64_t total = 0;
+      for (const auto& id : ids) total += a.Transfer(id)["progress"].value("bytes_sent", uint64_t{0});
+      return total;
+    };
+    for (const auto& id : ids) REQUIRE(a.WaitForState(id, {"running"}, 30s).value("state", std::string()) == "running");
+    std::this_thread::sleep_for(2s);
+    uint64_t b0 = sent();
+    auto t0 = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(20s);
+    uint64_t b1 = sent();
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double measured = double(b1 - b0) / secs;
+    INFO("measured " << measured / (1 << 20) << " MiB/s against a cap of " << rate / (1 << 20) << " MiB/s");
+    CHECK(measured <= 1.10 * double(rate));
+    CHECK(measured >= 0.90 * double(rate));
+    for (const auto& id : ids) a.Post("/v1/transfers/" + id + "/cancel", "");
+  }
+
+  TEST_CASE("policy: the concurrency cap defers the second transfer until the first is done") {
+    TestFederation fed;
+    DaemonOptions slow;
+    slow.extra_toml = "[fault_injection]\nsend_delay_us = 20000\n";
+    slow.chunk_size = "256KiB";
+    DaemonPair p(fed, slow, {});
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    fed.SetRules(json::array({{{"id", "one-at-a-time"}, {"effect", "allow"}, {"max_concurrent", 1}}}));
+    uint64_t s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+    WriteRandomFile(a.Path("one.bin"), 24ull << 20, 1);
+    WriteRandomFile(a.Path("two.bin"), 1ull << 20, 2);
+    CliResult r1 = Cli(a, {"cp", "--detach", a.Path("one.bin"), "b:/one.bin"});
+    REQUIRE(r1.exit_code == 0);
+    std::string id1 = r1.out.substr(0, r1.out.find('\n'));
+    REQUIRE(a.WaitForState(id1, {"running"}, 30s).value("state", std::string()) == "running");
+    CliResult r2 = Cli(a, {"cp", "--detach", a.Path("two.bin"), "b:/two.bin"});
+    REQUIRE(r2.exit_code == 0);
+    std::string id2 = r2.out.substr(0, r2.out.find('\n'));
+    json t2 = a.WaitForState(id2, {"retrying", "succeeded", "failed"}, 30s);
+    INFO(t2.dump(2));
+    CHECK(t2.value("state", std::string()) == "retrying");
+    CHECK(t2.value("error", std::string()).find("concurrency cap of 1") != std::string::npos);
+    CHECK((Audited(a, "transfer", "deferred", "concurrency cap of 1") ||
+           Audited(b, "transfer", "deferred", "concurrency cap of 1")));
+    json t1 = a.WaitForTerminal(id1, 120s);
+    CHECK(t1.value("state", std::string()) == "succeeded");
+    t2 = a.WaitForTerminal(id2, 120s);
+    CHECK(t2.value("state", std::string()) == "succeeded");
+    CHECK(SameContent(a.Path("two.bin"), b.Path("two.bin")));
+  }
+
+  TEST_CASE("tokens: expired, wrong audience, wrong scope, bad signature and unknown issuer are refused") {
+    TestFederation fed;
+    DaemonOptions ao;
+    ao.mint_tokens = false;  // the user brings a token
+    DaemonPair p(fed, ao, {});
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(b.Path("data"));
+    WriteFile(a.Path("f.txt"), "payload\n");
+
+    // No token at all.
+    CliResult r = Cli(a, {"cp", a.Path("f.txt"), "b:/data/f.txt"}, 60s);
+    CHECK(r.exit_code == kExitDenied);
+    CHECK(r.output().find("carries no bearer token") != std::string::npos);
+
+    std::string good = IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.create:/data"});
+    std::string wrong_issuer_key = fed.dir() + "/rogue-issuer.key";
+    {
+      // Same issuer id, another key: the signature cannot verify.
+      CliResult k = RunCli({"federation", "init", "--dir", fed.dir() + "/rogue", "--name", "rogue"}, "/x", 30s);
+      REQUIRE(k.exit_code == 0);
+    }
+    struct Case {
+      const char* what;
+      std::string token;
+      const char* message;
+    };
+    std::vector<Case> cases{
+        {"expired", IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.create:/data", "--lifetime", "-120"}),
+         "token expired at"},
+        {"wrong audience", IssueToken(fed, "inst-a", {"--audience", "a", "--scope", "storage.create:/data"}),
+         "token audience is 'a', this endpoint is 'b'"},
+        {"wrong scope", IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.read:/data"}),
+         "token grants no storage.create for /data/f.txt"},
+        {"scope for another path", IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.create:/database"}),
+         "token grants no storage.create for /data/f.txt"},
+        {"bad signature", good.substr(0, good.rfind('.') + 1) + std::string(86, 'A'), "signature does not verify"},
+    };
+    {
+      std::vector<std::string> args{"token", "issue", "--key", fed.dir() + "/rogue/authority.key", "--issuer",
+                                    "https://tokens.nowhere.test", "--subject", "mallory", "--audience", "b",
+                                    "--scope", "storage.create:/"};
+      CliResult k = RunCli(args, "/x", 30s);
+      REQUIRE(k.exit_code == 0);
+      cases.push_back({"unknown issuer", k.out.substr(0, k.out.find('\n')),
+                       "token issuer 'https://tokens.nowhere.test' is not in the federation manifest"});
+    }
+    for (const auto& c : cases) {
+      CliResult cr = Cli(a, {"cp", "--token", c.token, a.Path("f.txt"), "b:/data/f.txt"}, 60s);
+      INFO(c.what << ": " << cr.Describe());
+      CHECK(cr.exit_code == kExitDenied);
+      CHECK(cr.output().find(c.message) != std::string::npos);
+      CHECK(Audited(b, "transfer", "denied", c.message));
+      CHECK(!Exists(b.Path("data/f.txt")));
+    }
+    // The good token works, and its subject is the user in b's audit and accounting.
+    r = Cli(a, {"cp", "--token", good, a.Path("f.txt"), "b:/data/f.txt"}, 60s);
+    INFO(r.Describe());
+    CHECK(r.exit_code == 0);
+    CHECK(ReadFile(b.Path("data/f.txt")) == "payload\n");
+    json acct = b.Get("/v1/accounting");
+    CHECK(acct.dump().find("alice@inst-a") != std::string::npos);
+    CliResult ac = Cli(b, {"accounting"});
+    CHECK(ac.exit_code == 0);
+    CHECK(ac.out.find("inst-a -> inst-b") != std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace pororoca::test
