@@ -71,17 +71,26 @@ demo() {
   DEMO_PIDS=(); DEMO_DIR_USED=$dir
   trap demo_cleanup EXIT
 
-  log "federation: a CA and two endpoint certificates (institutions lncc and cenapad)"
-  "$cli" federation init --dir "$dir/federation" --name "e-Science demo federation" >/dev/null
-  "$cli" federation add-endpoint lncc-dtn1 --dir "$dir/federation" >/dev/null
-  "$cli" federation add-endpoint cenapad-dtn1 --dir "$dir/federation" >/dev/null
+  log "federation: authority key, CA, two institutions (lncc, cenapad), an endpoint each, a token issuer, a policy"
+  local fed="$dir/federation" cfg=(--dir "$dir/federation")
+  "$cli" federation init "${cfg[@]}" --name escience-demo >/dev/null
+  "$cli" federation add-institution lncc "${cfg[@]}" --name "Laboratorio Nacional de Computacao Cientifica" >/dev/null
+  "$cli" federation add-institution cenapad "${cfg[@]}" --name "CENAPAD regional HPC centre" >/dev/null
+  "$cli" federation add-endpoint lncc-dtn1 "${cfg[@]}" --institution lncc --address "127.0.0.1:$pa" >/dev/null
+  "$cli" federation add-endpoint cenapad-dtn1 "${cfg[@]}" --institution cenapad --address "127.0.0.1:$pb" >/dev/null
+  "$cli" federation add-issuer https://tokens.lncc.demo "${cfg[@]}" --institution lncc >/dev/null
+  "$cli" federation policy add "${cfg[@]}" --rule '{"id":"lncc-datasets-to-cenapad","effect":"allow",
+    "source":["lncc"],"destination":["cenapad"],"direction":"push","source_paths":["/dataset"],
+    "comment":"ingestion of LNCC datasets at CENAPAD"}' >/dev/null
+  "$cli" federation sign "${cfg[@]}" --publish "$dir/manifest.json"
+  "$cli" federation verify "$dir/manifest.json" --authority-key "$fed/authority.pub"
 
-  local n port peer pport
+  local n port
   for n in lncc-dtn1 cenapad-dtn1; do
-    if [ "$n" = lncc-dtn1 ]; then port=$pa; peer=cenapad-dtn1; pport=$pb; else port=$pb; peer=lncc-dtn1; pport=$pa; fi
+    if [ "$n" = lncc-dtn1 ]; then port=$pa; else port=$pb; fi
     mkdir -p "$dir/$n/export" "$dir/$n/state"
     cat > "$dir/$n.toml" <<TOML
-# Only identity and paths: everything else is the embedded default.
+# Only identity, paths and the federation: everything else is the embedded default.
 [endpoint]
 name = "$n"
 [network]
@@ -92,13 +101,24 @@ socket = "$dir/$n.sock"
 export_root = "$dir/$n/export"
 state_dir = "$dir/$n/state"
 [tls]
-ca = "$dir/federation/ca.crt"
-cert = "$dir/federation/endpoints/$n.crt"
-key = "$dir/federation/endpoints/$n.key"
-[[peers]]
-name = "$peer"
-address = "127.0.0.1:$pport"
+ca = "$fed/ca.crt"
+cert = "$fed/endpoints/$n.crt"
+key = "$fed/endpoints/$n.key"
+[federation]
+manifest = "$dir/manifest.json"
+authority_key = "$fed/authority.pub"
 TOML
+    if [ "$n" = lncc-dtn1 ]; then
+      # LNCC's DTN mints short-lived bearer tokens for its local users (here: whoever runs the demo).
+      cat >> "$dir/$n.toml" <<TOML
+[tokens]
+issuer = "https://tokens.lncc.demo"
+key = "$fed/issuers/https___tokens_lncc_demo.key"
+[[users]]
+uid = $(id -u)
+identity = "$(id -un)@lncc"
+TOML
+    fi
     "$daemon" --config "$dir/$n.toml" --check-config >/dev/null || die "config $dir/$n.toml rejected"
     "$daemon" --config "$dir/$n.toml" >"$dir/$n.log" 2>&1 &
     DEMO_PIDS+=($!)
@@ -121,6 +141,8 @@ TOML
   ln -s big/part-1.bin "$src/latest"
   log "dataset: $(du -sh "$src" | cut -f1) in $(find "$src" -type f | wc -l) files"
 
+  log "policy: pororoca policy check $src cenapad-dtn1:/"
+  PORO_SOCKET="$dir/lncc-dtn1.sock" "$cli" policy check "$src" cenapad-dtn1:/ || die "the demo policy denies the transfer"
   log "lncc-dtn1 -> cenapad-dtn1: pororoca cp -r $src cenapad-dtn1:/"
   local rc=0
   PORO_SOCKET="$dir/lncc-dtn1.sock" "$cli" cp -r "$src" cenapad-dtn1:/ || rc=$?
@@ -137,6 +159,9 @@ TOML
   else
     die "verification FAILED: source and destination differ"
   fi
+  log "audit (cenapad-dtn1, last records) and accounting"
+  tail -n 3 "$dir/cenapad-dtn1/state/audit.log"
+  PORO_SOCKET="$dir/cenapad-dtn1.sock" "$cli" accounting
 }
 
 case "${1:-}" in
