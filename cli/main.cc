@@ -380,6 +380,7 @@ int CmdAccounting(Client& c, const std::vector<std::string>& args) {
                                "pair, user and day (this daemon's view)\nOptions");
   desc.add_options()("since", po::value<std::string>(), "first day, YYYY-MM-DD")(
       "until", po::value<std::string>(), "last day, YYYY-MM-DD")("user", po::value<std::string>(), "one user")(
+      "institution", po::value<std::string>(), "one institution (either end)")(
       "json", "print JSON")("help,h", "this help");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
@@ -389,7 +390,7 @@ int CmdAccounting(Client& c, const std::vector<std::string>& args) {
     return kExitOk;
   }
   std::string q;
-  for (const char* k : {"since", "until", "user"}) {
+  for (const char* k : {"since", "until", "user", "institution"}) {
     if (vm.count(k)) q += std::string(q.empty() ? "?" : "&") + k + "=" + vm[k].as<std::string>();
   }
   json r;

@@ -183,13 +183,26 @@ Result<uint64_t> Federation::Refresh() {
   auto current = manifest();
   auto text = FetchSource();
   if (!text.has_value()) {
-    // Unreachable source: keep what we have (the last good copy), say so at debug level only once
-    // per distinct error to keep the log readable.
-    PORO_LOG(DEBUG) << "manifest source " << SourceName(config_) << ": " << text.error().ToString();
+    // Unreachable source: the manifest in force stays. Said (log and audit) once per distinct
+    // error, not every refresh_s.
+    std::string why(text.error().message());
+    bool changed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      changed = why != last_fetch_error_;
+      last_fetch_error_ = why;
+    }
+    if (changed) {
+      PORO_LOG(WARNING) << "manifest source " << SourceName(config_) << " unreachable: " << why
+                        << "; keeping serial " << current->serial();
+      Audit(json{{"event", "manifest"}, {"decision", "unreachable"}, {"source", SourceName(config_)},
+                 {"reason", why}, {"serial_in_force", current->serial()}});
+    }
     return current->serial();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
+    last_fetch_error_.clear();
     if (*text == last_fetched_) return current->serial();
     last_fetched_ = *text;
   }

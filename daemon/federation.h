@@ -138,6 +138,7 @@ class Federation {
   std::string anchors_pem_;                                // guarded by mu_
   std::shared_ptr<transport::TlsContext> tls_server_, tls_client_;  // guarded by mu_
   std::string last_fetched_;                               // guarded by mu_: the source's last text
+  std::string last_fetch_error_;                           // guarded by mu_: why the source was unreachable
   std::list<std::shared_ptr<LiveSession>> sessions_;       // guarded by mu_
 
   std::mutex refresh_mu_;  // serialises Refresh()

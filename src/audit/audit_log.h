@@ -5,23 +5,26 @@
 // does not apply is left out rather than written as null):
 //
 //   {"time":"2026-11-23T10:00:00.123Z",  UTC, milliseconds; always the first field of the line
-//    "event":"handshake" | "transfer" | "transfer_end" | "manifest",
+//    "event":"handshake" | "transfer" | "transfer_end" | "session" | "manifest",
 //    "endpoint":"lncc-dtn1",              this daemon's endpoint id
 //    "peer":"cenapad-dtn1",               the other daemon's endpoint id (certificate CN)
 //    "peer_address":"10.0.0.7:7701",
-//    "decision":"accepted" | "refused"    (handshake, manifest)
-//              | "allowed" | "denied"     (transfer: the policy decision)
-//              | "cut",                   (transfer_end: stopped by policy or revocation mid-way)
+//    "decision":"accepted" | "refused"    (handshake; manifest, also "unreachable")
+//              | "allowed" | "denied"     (transfer: token and policy decision)
+//              | "deferred"               (transfer: concurrency cap reached, retried later)
+//              | "completed" | "failed"   (transfer_end)
+//              | "cut",                   (session: the peer was suspended or revoked mid-way)
 //    "reason":"...",                      human-readable why, e.g. "key does not match the pin"
 //    "rule":"lncc-to-cenapad-results",    the policy rule that decided, if any
-//    "user":"alice",                      local user or token subject
-//    "transfer_id":"...", "direction":"push" | "pull",
-//    "source":"lncc-dtn1:/data/x", "destination":"cenapad-dtn1:/incoming/x",
+//    "user":"alice@lncc",                 federated identity (token subject or local mapping)
+//    "transfer_id":"...", "direction":"push" | "pull", "role":"initiator" | "responder",
+//    "source":"/data/x", "destination":"/incoming/x", "serial":7,
 //    "bytes":123, "files":4}              (transfer_end: what was moved)
 //
-// Events: "handshake" (a peer connection accepted or refused), "transfer" (the policy decision for
-// one transfer, taken at each end before any byte is written), "transfer_end" (its outcome and
-// totals), "manifest" (a federation manifest accepted or refused, with its serial in "reason").
+// Events: "handshake" (a peer connection accepted or refused), "transfer" (the token and policy
+// decision for one transfer, taken at each end before any byte is written), "transfer_end" (its
+// outcome and totals), "session" (a session cut), "manifest" (a federation manifest accepted or
+// refused, or its source unreachable).
 //
 // Durability: each record is written with a single write(2) on an O_APPEND descriptor, so lines of
 // concurrent writers (threads, or processes sharing the file) never interleave, and then
