@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "base/file_util.h"
+#include "controlplane/client.h"
+#include "daemon/fedd/server.h"
 #include "support/daemon_harness.h"
 
 namespace pororoca::test {
@@ -53,6 +55,63 @@ std::string IssueToken(TestFederation& fed, const std::string& institution, cons
 }
 
 TEST_SUITE("integration.federation") {
+  TEST_CASE("daemons follow the control-plane service: manifest over HTTPS, suspension, accounting reports") {
+    TestFederation fed;
+    TlsFiles svc = fed.IssueEndpoint("fedd");
+    fed.Publish();
+    MakeDir(fed.dir() + "/accounting", 0700);
+    fedd::Config fc;
+    fc.listen = "127.0.0.1:0";
+    fc.tls_ca = fed.ca_cert();
+    fc.tls_cert = svc.cert;
+    fc.tls_key = svc.key;
+    fc.manifest_file = fed.manifest_path();
+    fc.accounting_dir = fed.dir() + "/accounting";
+    auto service = fedd::Service::Create(fc);
+    REQUIRE_MESSAGE(service.has_value(), service.error().ToString());
+    REQUIRE((*service)->Start().ok());
+    DaemonOptions o;
+    o.manifest_url = "https://127.0.0.1:" + std::to_string((*service)->port());
+    o.report_s = 1;
+    DaemonPair p(fed, o, o);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    uint64_t s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+    CHECK(a.Get("/v1/federation").value("source", std::string()) == o.manifest_url);
+
+    WriteFile(a.Path("f.txt"), "via the service\n");
+    CliResult r = Cli(a, {"cp", a.Path("f.txt"), "b:/f.txt"}, 60s);
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    CHECK(ReadFile(b.Path("f.txt")) == "via the service\n");
+
+    // The daemons report accounting to the service: the federation-wide totals show the pair.
+    controlplane::ClientConfig cc;
+    cc.url = o.manifest_url;
+    cc.ca_file = fed.ca_cert();
+    TlsFiles client = fed.IssueEndpoint("operator");
+    cc.cert_file = client.cert;
+    cc.key_file = client.key;
+    cc.server_name = "fedd";
+    bool reported = false;
+    for (int i = 0; i < 100 && !reported; ++i) {
+      auto totals = controlplane::FetchAccounting(cc);
+      reported = totals.has_value() && totals->dump().find("inst-b") != std::string::npos;
+      if (!reported) std::this_thread::sleep_for(200ms);
+    }
+    CHECK_MESSAGE(reported, "no accounting report from the daemons reached the service");
+
+    // Suspension published through the service reaches both daemons.
+    fed.SetStatus("b", "suspended");
+    s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    r = Cli(a, {"cp", a.Path("f.txt"), "b:/g.txt"}, 60s);
+    CHECK(r.exit_code == kExitDenied);
+    CHECK(r.output().find("'b' is suspended") != std::string::npos);
+    (*service)->Stop();
+  }
+
   TEST_CASE("manifest: bad signature and older serial are refused, a newer one is picked up without restart") {
     TestFederation fed;
     DaemonPair p(fed);

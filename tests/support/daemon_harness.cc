@@ -271,8 +271,11 @@ std::string DaemonProcess::WriteConfig() const {
     << "\nbuffer_pool = " << TomlString(opts_.buffer_pool) << "\nretry_attempts = " << opts_.retry_attempts
     << "\nretry_max_backoff_s = " << opts_.retry_max_backoff_s << "\n\n"
     << "[log]\nlevel = " << TomlString(opts_.log_level) << "\n\n"
-    << "[federation]\nmanifest = " << TomlString(fed_.manifest_path())
-    << "\nauthority_key = " << TomlString(fed_.authority_pub()) << "\nrefresh_s = " << opts_.refresh_s
+    << "[federation]\n"
+    << (opts_.manifest_url.empty() ? "manifest = " + TomlString(fed_.manifest_path())
+                                   : "url = " + TomlString(opts_.manifest_url) +
+                                         "\nservice_name = " + TomlString(opts_.service_name))
+    << "\nreport_s = " << opts_.report_s << "\nauthority_key = " << TomlString(fed_.authority_pub()) << "\nrefresh_s = " << opts_.refresh_s
     << "\nrequire_token = " << (opts_.require_token ? "true" : "false") << "\n\n";
   if (opts_.mint_tokens && opts_.enroll) {
     t << "[tokens]\nissuer = " << TomlString(fed_.IssuerId(opts_.institution))

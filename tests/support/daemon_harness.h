@@ -102,8 +102,13 @@ struct DaemonOptions {
   // The daemon mints tokens for the test user from its institution's issuer ([tokens], [[users]]).
   bool mint_tokens = true;
   bool require_token = true;
-  // Extra TOML under [federation] (e.g. "refresh_s = 1\n" is the default already).
+  // [federation] refresh_s (fast in tests).
   unsigned refresh_s = 1;
+  // Follow the control-plane service at this URL (https://127.0.0.1:port) instead of reading the
+  // manifest file; service_name is the CN of its certificate; report_s the accounting interval.
+  std::string manifest_url;
+  std::string service_name = "fedd";
+  unsigned report_s = 60;
   // Certificates to present; default: IssueEndpoint(name) from the federation CA.
   std::optional<TlsFiles> tls;
 };
