@@ -251,7 +251,18 @@ void Federation::RefreshLoop() {
 
 void Federation::ReportAccounting() {
   controlplane::ClientConfig cc = ServiceClient(config_);
-  Status s = controlplane::ReportAccounting(cc, accounting_->Report(config_.endpoint_name));
+  // Both ends account every session; the service adds up all endpoints' reports, so each daemon
+  // reports only what it received (rows whose destination is its institution): every transfer is
+  // then counted once federation-wide. (A transfer inside one institution is still counted by both
+  // of its ends.)
+  json report = accounting_->Report(config_.endpoint_name);
+  const std::string inst = self_institution();
+  json rows = json::array();
+  for (const auto& r : report.value("rows", json::array())) {
+    if (r.value("destination", std::string()) == inst) rows.push_back(r);
+  }
+  report["rows"] = std::move(rows);
+  Status s = controlplane::ReportAccounting(cc, report);
   if (!s.ok()) PORO_LOG(WARNING) << "accounting report to " << config_.manifest_url << " failed: " << s.ToString();
 }
 

@@ -95,12 +95,22 @@ TEST_SUITE("integration.federation") {
     cc.key_file = client.key;
     cc.server_name = "fedd";
     bool reported = false;
+    json totals;
     for (int i = 0; i < 100 && !reported; ++i) {
-      auto totals = controlplane::FetchAccounting(cc);
-      reported = totals.has_value() && totals->dump().find("inst-b") != std::string::npos;
+      auto t = controlplane::FetchAccounting(cc);
+      reported = t.has_value() && t->dump().find("inst-b") != std::string::npos;
+      if (reported) totals = *t;
       if (!reported) std::this_thread::sleep_for(200ms);
     }
     CHECK_MESSAGE(reported, "no accounting report from the daemons reached the service");
+    // Counted once federation-wide (the receiver reports it), though both daemons account it.
+    std::this_thread::sleep_for(2500ms);  // both daemons have reported by now (report_s = 1)
+    auto again = controlplane::FetchAccounting(cc);
+    REQUIRE(again.has_value());
+    INFO(again->dump(2));
+    CHECK((*again)["total"].value("bytes", uint64_t{0}) == 16);
+    CHECK((*again)["total"].value("files", uint64_t{0}) == 1);
+    CHECK(a.Get("/v1/accounting")["total"].value("bytes", uint64_t{0}) == 16);
 
     // Suspension published through the service reaches both daemons.
     fed.SetStatus("b", "suspended");
@@ -301,6 +311,10 @@ TEST_SUITE("integration.federation") {
         {"classification", {a.Path("clinical/c.txt"), "b:/scratch/c.txt"}, "denied by rule 'no-restricted-out'"},
         {"direction (pull of b's data by a is b -> a)", {"b:/scratch/r.txt", a.Path("r.txt")}, "default deny"},
     };
+    MakeDir(a.Path("archive"));
+    WriteFile(a.Path("archive/old.txt"), "old\n");
+    cases.push_back({"time window (the archive rule is outside its window)", {a.Path("archive/old.txt"), "b:/scratch/"},
+                     "default deny"});
     for (const auto& c : cases) {
       std::vector<std::string> args{"cp"};
       args.insert(args.end(), c.args.begin(), c.args.end());
@@ -308,6 +322,17 @@ TEST_SUITE("integration.federation") {
       INFO(c.what << ": " << cr.Describe());
       CHECK(cr.exit_code == kExitDenied);
       CHECK(cr.output().find(c.message) != std::string::npos);
+      // Whichever end decided first wrote a "transfer" "denied" record with that reason.
+      CHECK((Audited(a, "transfer", "denied", c.message) || Audited(b, "transfer", "denied", c.message)));
+    }
+    // Institution pair: b pushing to a (inst-b -> inst-a) has no rule.
+    CliResult pair = Cli(b, {"cp", b.Path("scratch/r.txt"), "a:/r-from-b.txt"}, 60s);
+    {
+      INFO(pair.Describe());
+      CHECK(pair.exit_code == kExitDenied);
+      CHECK(pair.output().find("default deny: no rule allows inst-b -> inst-a") != std::string::npos);
+      CHECK(Audited(b, "transfer", "denied", "no rule allows inst-b -> inst-a"));
+      CHECK(!Exists(a.Path("r-from-b.txt")));
     }
     // A tree whose root is allowed but which holds a restricted sub-tree is refused as a whole.
     MakeDir(a.Path("datasets/private"));

@@ -123,6 +123,16 @@ TEST_SUITE("integration.security") {
       CHECK((ContainsNoCase(r.output(), "certificate") || ContainsNoCase(r.output(), "TLS")));
       CHECK(!Exists(a.Path("g.txt")));
     }
+    // Both refusals are in a's audit log: as the connecting side and as the accepting side.
+    bool connect_refused = false, accept_refused = false;
+    for (const auto& rec : a.AuditRecords("handshake")) {
+      if (rec.value("decision", std::string()) != "refused") continue;
+      if (!ContainsNoCase(rec.value("reason", std::string()), "certificate")) continue;
+      if (rec.value("role", std::string()) == "connect") connect_refused = true;
+      if (rec.value("role", std::string()) == "accept") accept_refused = true;
+    }
+    CHECK(connect_refused);
+    CHECK(accept_refused);
   }
 
   TEST_CASE("a peer presenting an expired certificate is refused") {
