@@ -501,6 +501,28 @@ Result<std::string> Federation::MintToken(const TransferAuth& a, const std::vect
   return token::IssueToken(c, key);
 }
 
+Status Federation::AdmitPath(const TransferAuth& a, const std::string& remote_root, const std::string& rel,
+                             const std::string& entry_path) {
+  policy::Request r = RequestFor(a);
+  r.source_path = "/" + rel;
+  r.destination_path = remote_root == "/" ? "/" + entry_path : remote_root + "/" + entry_path;
+  r.classification = LabelFor(r.source_path);
+  auto m = manifest();
+  policy::Decision d = m->policy().Evaluate(r);
+  if (d.allowed) return Status::OK();
+  json rec = TransferRecord(a);
+  rec["event"] = "transfer";
+  rec["decision"] = "denied";
+  rec["rule"] = d.rule_id;
+  rec["reason"] = d.reason;
+  rec["source"] = r.source_path;
+  rec["destination"] = r.destination_path;
+  rec["classification"] = r.classification;
+  rec["serial"] = m->serial();
+  Audit(std::move(rec));
+  return Status::PermissionDenied("not sent: policy of federation '" + m->federation() + "': " + d.reason);
+}
+
 void Federation::Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s,
                         const Status& result) {
   uint64_t files = s.files_done >= s.files_skipped ? s.files_done - s.files_skipped : 0;

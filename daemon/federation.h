@@ -103,6 +103,11 @@ class Federation {
   // subject = the user's identity, one scope for exactly this transfer, checked against the user's
   // [[users]] scopes. Empty when this daemon mints no tokens.
   Result<std::string> MintToken(const TransferAuth& a, const std::vector<std::string>& user_scopes);
+  // The policy's verdict on one path inside a tree this side sends (engine DataPath::admit_path):
+  // the transfer's request with this path, the remote path below the transfer's remote root and the
+  // path's own label. Denials are audited.
+  Status AdmitPath(const TransferAuth& a, const std::string& remote_root, const std::string& rel,
+                   const std::string& entry_path);
   // Accounts and audits the end of a session.
   void Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s, const Status& result);
   // Sets the cancel flag of every registered session (shutdown).

@@ -512,6 +512,12 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
   dp.cancel_is_shutdown = true;
   dp.cancel_reason = [live] { return live->CutStatus(); };
   if (adm.bucket) dp.pace = [b = adm.bucket, &cancel](uint64_t n) { return b->Acquire(n, &cancel); };
+  if (auth.sending) {
+    // The peer names no destination path per file on a pull: its root is what it asked for.
+    dp.admit_path = [this, &auth](const std::string& entry_rel, const std::string& entry) {
+      return fed_->AdmitPath(auth, auth.remote_path.empty() ? "/" : auth.remote_path, entry_rel, entry);
+    };
+  }
   auto t0 = std::chrono::steady_clock::now();
   Result<json> r = push ? engine::RunReceiver(*root_, target, eo, dp) : engine::RunSender(*root_, rel, eo, dp);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -684,6 +690,11 @@ Result<json> Daemon::Attempt(Transfer& t) {
   dp.cancel = &t.cancel;
   dp.cancel_reason = [live] { return live->CutStatus(); };
   if (adm->bucket) dp.pace = [b = adm->bucket, &t](uint64_t n) { return b->Acquire(n, &t.cancel); };
+  if (t.push) {
+    dp.admit_path = [this, &auth](const std::string& entry_rel, const std::string& entry) {
+      return fed_->AdmitPath(auth, auth.remote_path, entry_rel, entry);
+    };
+  }
   Result<json> r = Status::Internal("not run");
   if (t.push) {
     r = engine::RunSender(*root_, local_rel, eo, dp);

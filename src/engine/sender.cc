@@ -30,6 +30,7 @@ using proto::PlanEntry;
 struct SrcFile {
   FileEntry entry;
   std::string rel;  // root-relative path to open
+  Status denied;    // the policy refused this file (DataPath::admit_path): failed with this when planned
   PlanEntry plan;
   std::unordered_map<uint64_t, Digest128> have;  // receiver's durable chunks
   uint64_t chunks = 0;
@@ -63,7 +64,7 @@ class Sender {
   void WalkerMain();
   Status Walk();
   Status WalkDir(const std::string& rel, const std::string& entry_path);
-  Status Emit(FileEntry e, std::string rel);
+  Status Emit(FileEntry e, std::string rel, Status denied = Status::OK());
   Status FlushBatch();
   void CtlReaderMain();
   Status HandleControl(const proto::ControlFrame& f);
@@ -145,11 +146,12 @@ void Sender::Fail(Status s) {
   sched_space_cv_.notify_all();
 }
 
-Status Sender::Emit(FileEntry e, std::string rel) {
+Status Sender::Emit(FileEntry e, std::string rel, Status denied) {
   e.id = next_id_++;
   auto f = std::make_unique<SrcFile>();
   f->entry = e;
   f->rel = std::move(rel);
+  f->denied = std::move(denied);
   if (e.type == EntryType::kFile) {
     dp_.stats->files_total++;
     dp_.stats->bytes_total += e.size;
@@ -220,11 +222,19 @@ Status Sender::WalkDir(const std::string& rel, const std::string& entry_path) {
       result = Status::IoError("stat " + root_.Display(child_rel), errno);
       break;
     }
+    // The policy's verdict on this path (DataPath::admit_path). A denied file is announced and then
+    // failed with the verdict, so the receiver counts and reports it with that message; a denied
+    // directory is still created (empty, so that the files below it can be failed by name) and
+    // walked, so that each file below it is failed the same way. No denied byte is sent.
+    Status admitted = dp_.admit_path ? dp_.admit_path(child_rel, child_path) : Status::OK();
     if (S_ISDIR(st.st_mode)) {
       subdirs.emplace_back(child_rel, child_path);
       result = Emit(EntryFromStat(st, EntryType::kDir, child_path), child_rel);
     } else if (S_ISREG(st.st_mode)) {
-      result = Emit(EntryFromStat(st, EntryType::kFile, child_path), child_rel);
+      result = Emit(EntryFromStat(st, EntryType::kFile, child_path), child_rel, std::move(admitted));
+    } else if (!admitted.ok()) {
+      dp_.stats->files_failed++;
+      dp_.stats->AddFailure(root_.Display(child_rel), std::string(admitted.message()));
     } else if (S_ISLNK(st.st_mode)) {
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
       ssize_t n = ::readlinkat(fd, name.c_str(), target.data(), target.size());
@@ -467,6 +477,7 @@ void Sender::ChannelMain(size_t i) {
 }
 
 Status Sender::OpenSource(SrcFile& f) {
+  if (!f.denied.ok()) return f.denied;
   PORO_ASSIGN_OR_RETURN(UniqueFd fd, root_.Open(f.rel, O_RDONLY | O_NOFOLLOW));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Status::IoError("stat " + root_.Display(f.rel), errno);

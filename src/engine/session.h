@@ -61,6 +61,11 @@ struct DataPath {
   // receiver received it: the policy's rate cap (a token bucket shared by the institution pair).
   // Blocks as long as the cap requires; returns false when the session is cancelled meanwhile.
   std::function<bool(uint64_t)> pace;
+  // When set, the sender asks it for every entry below the root of a tree before announcing it
+  // (`rel`: export-relative path, `entry_path`: path inside the transfer). An error skips the entry
+  // (a directory with everything in it) and counts it as a failed file with that message: the
+  // policy's verdict on paths inside the tree.
+  std::function<Status(const std::string& rel, const std::string& entry_path)> admit_path;
 
   Status CancelStatus() const {
     if (cancel_reason) {

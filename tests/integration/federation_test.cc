@@ -361,6 +361,40 @@ TEST_SUITE("integration.federation") {
     CHECK(r.out.find("inst-b -> inst-a") != std::string::npos);
   }
 
+  TEST_CASE("policy: a deny rule on a path inside a tree keeps that sub-tree from being sent") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    fed.SetRules(json::array({{{"id", "no-secret"}, {"effect", "deny"}, {"source_paths", {"/data/secret"}}},
+                              {{"id", "rest"}, {"effect", "allow"}}}));
+    uint64_t s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+    MakeDir(a.Path("data"));
+    MakeDir(a.Path("data/secret"));
+    MakeDir(a.Path("data/sub"));
+    WriteFile(a.Path("data/ok.txt"), "ok\n");
+    WriteFile(a.Path("data/secret/s.txt"), "secret\n");
+    WriteFile(a.Path("data/sub/x.txt"), "x\n");
+    for (const bool pull : {false, true}) {
+      CliResult r = pull ? Cli(b, {"cp", "--json", "-r", "a:/data", b.Path("pulled")}, 60s)
+                         : Cli(a, {"cp", "--json", "-r", a.Path("data"), "b:/pushed"}, 60s);
+      std::string dst = b.Path(pull ? "pulled" : "pushed");
+      INFO((pull ? "pull: " : "push: ") << r.Describe());
+      CHECK(r.exit_code == 1);  // the transfer ran; one entry was refused
+      json failures = r.Json().value("failures", json::array());
+      REQUIRE(failures.size() == 1);
+      CHECK(failures[0].value("path", std::string()).find("secret/s.txt") != std::string::npos);
+      CHECK(failures[0].value("error", std::string()).find("denied by rule 'no-secret'") != std::string::npos);
+      CHECK(ReadFile(dst + "/ok.txt") == "ok\n");
+      CHECK(ReadFile(dst + "/sub/x.txt") == "x\n");
+      CHECK(!Exists(dst + "/secret/s.txt"));  // the directory arrives empty; no denied byte does
+      CHECK(Partials(dst).empty());
+    }
+    CHECK(Audited(a, "transfer", "denied", "denied by rule 'no-secret'"));
+  }
+
   TEST_CASE("policy: the rate cap holds within 10 % for two concurrent transfers over 20 s") {
     TestFederation fed;
     DaemonOptions o;
