@@ -48,6 +48,11 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
   auto key = crypto::LoadPublicKeyPem(c.authority_key);
   if (!key.has_value()) return key.error().Annotate("[federation] authority_key");
   f->authority_ = std::move(*key);
+  if (!c.token_key.empty()) {
+    auto tk = crypto::LoadPrivateKeyPem(c.token_key);
+    if (!tk.has_value()) return tk.error().Annotate("[tokens] key");
+    f->token_key_ = std::move(*tk);
+  }
   auto log = audit::AuditLog::Open(c.audit_log);
   if (!log.has_value()) return log.error().Annotate("[audit] log");
   f->audit_ = std::move(*log);
@@ -56,45 +61,20 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
   for (const auto& cl : c.classifications) labels.emplace_back(cl.path, cl.label);
   f->classifier_ = std::make_unique<policy::Classifier>(std::move(labels));
 
-  // The last good manifest first, then the source: the newer valid one wins. A source that is
-  // older, unsigned or unreachable does not stop a daemon that has a good copy.
-  std::shared_ptr<const federation::Manifest> best;
-  std::string best_text;
+  // The last good manifest first, then the source through the same path as every refresh: the
+  // newer valid one wins. A source that is older, badly signed or unreachable does not stop a
+  // daemon that has a good copy (Refresh logs and audits why it was refused).
   if (auto text = ReadSmallFile(LastGoodFile(c), federation::kMaxManifestBytes); text.has_value()) {
     auto m = federation::VerifyManifest(*text, f->authority_, LastGoodFile(c));
     if (m.has_value()) {
-      best = *m;
-      best_text = *text;
+      PORO_RETURN_IF_ERROR(f->Install(*m, *text, /*persist=*/false));
     } else {
       PORO_LOG(WARNING) << "ignoring the last good manifest: " << m.error().ToString();
     }
   }
-  auto src = f->FetchSource();
-  Status source_error;
-  if (src.has_value()) {
-    auto m = federation::VerifyManifest(*src, f->authority_, SourceName(c));
-    if (!m.has_value()) {
-      source_error = m.error();
-    } else if (best && (*m)->serial() < best->serial()) {
-      source_error = Status::PermissionDenied(SourceName(c) + ": serial " + std::to_string((*m)->serial()) +
-                                              " is older than the last good manifest's serial " +
-                                              std::to_string(best->serial()));
-    } else {
-      best = *m;
-      best_text = *src;
-    }
-    f->last_fetched_ = *src;
-  } else {
-    source_error = src.error();
-  }
-  if (!source_error.ok()) {
-    f->Audit(json{{"event", "manifest"}, {"decision", "refused"}, {"source", SourceName(c)},
-                  {"reason", source_error.message()}});
-    if (!best) return source_error.Annotate("[federation] manifest");
-    PORO_LOG(WARNING) << "manifest refused: " << source_error.message() << "; keeping the last good one (serial "
-                      << best->serial() << ")";
-  }
-  PORO_RETURN_IF_ERROR(f->Install(best, best_text, true));
+  auto serial = f->Refresh();
+  auto best = f->manifest();
+  if (!best) return serial.error().Annotate("[federation] manifest");
   if (best->FindEndpoint(c.endpoint_name) == nullptr) {
     PORO_LOG(WARNING) << "this endpoint '" << c.endpoint_name << "' is not in the federation manifest (serial "
                       << best->serial() << "): every peer will refuse it";
@@ -180,7 +160,8 @@ Status Federation::Install(std::shared_ptr<const federation::Manifest> m, const 
 
 Result<uint64_t> Federation::Refresh() {
   std::lock_guard<std::mutex> serial_lock(refresh_mu_);
-  auto current = manifest();
+  auto current = manifest();  // null only during Open() without a last good copy
+  const std::string in_force = current ? "serial " + std::to_string(current->serial()) : "no manifest";
   auto text = FetchSource();
   if (!text.has_value()) {
     // Unreachable source: the manifest in force stays. Said (log and audit) once per distinct
@@ -193,37 +174,37 @@ Result<uint64_t> Federation::Refresh() {
       last_fetch_error_ = why;
     }
     if (changed) {
-      PORO_LOG(WARNING) << "manifest source " << SourceName(config_) << " unreachable: " << why
-                        << "; keeping serial " << current->serial();
+      PORO_LOG(WARNING) << "manifest source " << SourceName(config_) << " unreachable: " << why << "; keeping "
+                        << in_force;
       Audit(json{{"event", "manifest"}, {"decision", "unreachable"}, {"source", SourceName(config_)},
-                 {"reason", why}, {"serial_in_force", current->serial()}});
+                 {"reason", why}, {"in_force", in_force}});
     }
+    if (!current) return text.error();
     return current->serial();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     last_fetch_error_.clear();
-    if (*text == last_fetched_) return current->serial();
+    if (current && *text == last_fetched_) return current->serial();
     last_fetched_ = *text;
   }
   auto m = federation::VerifyManifest(*text, authority_, SourceName(config_));
   Status refused;
   if (!m.has_value()) {
     refused = m.error();
-  } else if ((*m)->serial() < current->serial()) {
+  } else if (current && (*m)->serial() < current->serial()) {
     refused = Status::PermissionDenied(SourceName(config_) + ": serial " + std::to_string((*m)->serial()) +
-                                       " is older than the manifest in force (serial " +
-                                       std::to_string(current->serial()) + ")");
-  } else if ((*m)->serial() == current->serial()) {
+                                       " is older than the manifest in force (" + in_force + ")");
+  } else if (current && (*m)->serial() == current->serial()) {
     if ((*m)->body() == current->body()) return current->serial();
     refused = Status::PermissionDenied(SourceName(config_) + ": serial " + std::to_string((*m)->serial()) +
                                        " is the serial in force but the content differs (a new manifest needs a "
                                        "higher serial)");
   }
   if (!refused.ok()) {
-    PORO_LOG(WARNING) << "manifest refused: " << refused.message() << "; keeping serial " << current->serial();
+    PORO_LOG(WARNING) << "manifest refused: " << refused.message() << "; keeping " << in_force;
     Audit(json{{"event", "manifest"}, {"decision", "refused"}, {"source", SourceName(config_)},
-               {"reason", refused.message()}, {"serial_in_force", current->serial()}});
+               {"reason", refused.message()}, {"in_force", in_force}});
     return refused;
   }
   PORO_RETURN_IF_ERROR(Install(*m, *text, true));
@@ -342,9 +323,10 @@ void Federation::CutSessions(const federation::Manifest& m) {
   }
 }
 
-policy::Decision Federation::Decide(const policy::Request& r, const json& extra) {
+policy::Decision Federation::Decide(const policy::Request& r, const json& extra, bool audit_allowed) {
   auto m = manifest();
   policy::Decision d = m->policy().Evaluate(r);
+  if (d.allowed && !audit_allowed) return d;
   json rec = extra;
   rec["event"] = "transfer";
   rec["decision"] = d.allowed ? "allowed" : "denied";
@@ -422,6 +404,7 @@ Result<Admission> Federation::AdmitResponder(TransferAuth& a) {
 Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
   policy::Request r = RequestFor(a);
   Admission adm;
+  adm.request = r;
   adm.source_institution = r.source_institution;
   adm.destination_institution = r.destination_institution;
   adm.decision = Decide(r, TransferRecord(a));
@@ -488,7 +471,6 @@ Result<std::string> Federation::MintToken(const TransferAuth& a, const std::vect
     return Status::PermissionDenied("user '" + a.user + "' may not do this: " + std::string(allowed.message()) +
                                     " (" + config_.source_file + " [[users]] scopes)");
   }
-  PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::LoadPrivateKeyPem(config_.token_key));
   token::Claims c;
   c.issuer = config_.token_issuer;
   c.subject = a.user;
@@ -498,29 +480,19 @@ Result<std::string> Federation::MintToken(const TransferAuth& a, const std::vect
   c.not_before = c.issued_at;
   c.expires = c.issued_at + config_.token_lifetime_s;
   c.scopes = {scope};
-  return token::IssueToken(c, key);
+  return token::IssueToken(c, token_key_);
 }
 
-Status Federation::AdmitPath(const TransferAuth& a, const std::string& remote_root, const std::string& rel,
-                             const std::string& entry_path) {
-  policy::Request r = RequestFor(a);
+Status Federation::AdmitPath(const TransferAuth& a, const Admission& adm, const std::string& remote_root,
+                             const std::string& rel, const std::string& entry_path) {
+  policy::Request r = adm.request;
   r.source_path = "/" + rel;
   r.destination_path = remote_root == "/" ? "/" + entry_path : remote_root + "/" + entry_path;
   r.classification = LabelFor(r.source_path);
-  auto m = manifest();
-  policy::Decision d = m->policy().Evaluate(r);
+  // Allowed entries are not audited one by one: the transfer's own decision is.
+  policy::Decision d = Decide(r, TransferRecord(a), /*audit_allowed=*/false);
   if (d.allowed) return Status::OK();
-  json rec = TransferRecord(a);
-  rec["event"] = "transfer";
-  rec["decision"] = "denied";
-  rec["rule"] = d.rule_id;
-  rec["reason"] = d.reason;
-  rec["source"] = r.source_path;
-  rec["destination"] = r.destination_path;
-  rec["classification"] = r.classification;
-  rec["serial"] = m->serial();
-  Audit(std::move(rec));
-  return Status::PermissionDenied("not sent: policy of federation '" + m->federation() + "': " + d.reason);
+  return Status::PermissionDenied("not sent: policy of federation '" + manifest()->federation() + "': " + d.reason);
 }
 
 void Federation::Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s,

@@ -54,6 +54,7 @@ struct TransferAuth {
 
 // What an allowed transfer holds while it runs: the concurrency slot and the pair's rate bucket.
 struct Admission {
+  policy::Request request;  // the transfer's own request (its root paths and label)
   policy::Decision decision;
   policy::PairLimits::Slot slot;
   std::shared_ptr<policy::TokenBucket> bucket;  // null: no rate cap
@@ -88,8 +89,9 @@ class Federation {
   std::shared_ptr<LiveSession> Register(const std::string& peer, const std::string& pin, std::atomic<bool>* cancel);
   void Unregister(const std::shared_ptr<LiveSession>& s);
 
-  // Policy decision, audited. `extra` adds fields to the audit record (user, transfer id, ...).
-  policy::Decision Decide(const policy::Request& r, const nlohmann::json& extra);
+  // Policy decision, audited (an allow only if `audit_allowed`). `extra` adds fields to the audit
+  // record (user, transfer id, ...).
+  policy::Decision Decide(const policy::Request& r, const nlohmann::json& extra, bool audit_allowed = true);
   // The policy request for a transfer as seen from this side.
   policy::Request RequestFor(const TransferAuth& a) const;
 
@@ -104,10 +106,10 @@ class Federation {
   // [[users]] scopes. Empty when this daemon mints no tokens.
   Result<std::string> MintToken(const TransferAuth& a, const std::vector<std::string>& user_scopes);
   // The policy's verdict on one path inside a tree this side sends (engine DataPath::admit_path):
-  // the transfer's request with this path, the remote path below the transfer's remote root and the
-  // path's own label. Denials are audited.
-  Status AdmitPath(const TransferAuth& a, const std::string& remote_root, const std::string& rel,
-                   const std::string& entry_path);
+  // the admitted transfer's request with this path, the remote path below the transfer's remote
+  // root and the path's own label. Denials are audited.
+  Status AdmitPath(const TransferAuth& a, const Admission& adm, const std::string& remote_root,
+                   const std::string& rel, const std::string& entry_path);
   // Accounts and audits the end of a session.
   void Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s, const Status& result);
   // Sets the cancel flag of every registered session (shutdown).
@@ -133,6 +135,7 @@ class Federation {
 
   const Config& config_;
   crypto::PKey authority_;
+  crypto::PKey token_key_;  // [tokens] key, loaded once; empty when this daemon mints no tokens
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<audit::Accounting> accounting_;
   std::unique_ptr<policy::Classifier> classifier_;

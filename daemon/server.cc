@@ -514,8 +514,8 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
   if (adm.bucket) dp.pace = [b = adm.bucket, &cancel](uint64_t n) { return b->Acquire(n, &cancel); };
   if (auth.sending) {
     // The peer names no destination path per file on a pull: its root is what it asked for.
-    dp.admit_path = [this, &auth](const std::string& entry_rel, const std::string& entry) {
-      return fed_->AdmitPath(auth, auth.remote_path.empty() ? "/" : auth.remote_path, entry_rel, entry);
+    dp.admit_path = [this, &auth, &adm](const std::string& entry_rel, const std::string& entry) {
+      return fed_->AdmitPath(auth, adm, auth.remote_path.empty() ? "/" : auth.remote_path, entry_rel, entry);
     };
   }
   auto t0 = std::chrono::steady_clock::now();
@@ -691,8 +691,8 @@ Result<json> Daemon::Attempt(Transfer& t) {
   dp.cancel_reason = [live] { return live->CutStatus(); };
   if (adm->bucket) dp.pace = [b = adm->bucket, &t](uint64_t n) { return b->Acquire(n, &t.cancel); };
   if (t.push) {
-    dp.admit_path = [this, &auth](const std::string& entry_rel, const std::string& entry) {
-      return fed_->AdmitPath(auth, auth.remote_path, entry_rel, entry);
+    dp.admit_path = [this, &auth, &adm](const std::string& entry_rel, const std::string& entry) {
+      return fed_->AdmitPath(auth, *adm, auth.remote_path, entry_rel, entry);
     };
   }
   Result<json> r = Status::Internal("not run");

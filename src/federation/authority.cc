@@ -46,6 +46,12 @@ Status CheckRules(const json& rules) {
 std::string AuthorityPublicKeyFile(const std::string& dir) { return dir + "/authority.pub"; }
 std::string ManifestFile(const std::string& dir) { return dir + "/manifest.json"; }
 
+std::string IssuerKeyFile(const std::string& dir, const std::string& issuer_id) {
+  std::string base;
+  for (char c : issuer_id) base += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return dir + "/issuers/" + base + ".key";
+}
+
 Status InitAuthority(const std::string& dir, const std::string& federation, int days) {
   PORO_RETURN_IF_ERROR(pki::CreateAuthority(dir, federation, days));
   PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::GenerateEd25519());
@@ -155,9 +161,7 @@ Result<std::string> AddIssuer(const std::string& dir, const std::string& id, con
     PORO_ASSIGN_OR_RETURN(pem, crypto::PublicKeyPem(pub));
   } else {
     PORO_RETURN_IF_ERROR(MakeDir(dir + "/issuers"));
-    std::string base;
-    for (char c : id) base += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-    private_key = dir + "/issuers/" + base + ".key";
+    private_key = IssuerKeyFile(dir, id);
     PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::GenerateEd25519());
     PORO_RETURN_IF_ERROR(crypto::WritePrivateKeyPem(key, private_key));
     PORO_ASSIGN_OR_RETURN(pem, crypto::PublicKeyPem(key));

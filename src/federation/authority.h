@@ -72,6 +72,8 @@ Status SetRules(const std::string& dir, const nlohmann::json& rules);
 Result<std::shared_ptr<const Manifest>> Sign(const std::string& dir, const std::string& publish_to = "");
 
 std::string AuthorityPublicKeyFile(const std::string& dir);
+// Where AddIssuer puts a generated issuer key: dir/issuers/<id with every non-alphanumeric as '_'>.key
+std::string IssuerKeyFile(const std::string& dir, const std::string& issuer_id);
 std::string ManifestFile(const std::string& dir);
 
 }  // namespace pororoca::federation

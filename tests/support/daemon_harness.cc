@@ -158,9 +158,7 @@ void TestFederation::Enroll(const std::string& name, const std::string& institut
 }
 
 std::string TestFederation::IssuerKey(const std::string& institution) const {
-  std::string base;
-  for (char c : IssuerId(institution)) base += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-  return ca_dir() + "/issuers/" + base + ".key";
+  return federation::IssuerKeyFile(ca_dir(), IssuerId(institution));
 }
 
 void TestFederation::SetRules(const nlohmann::json& rules) {
