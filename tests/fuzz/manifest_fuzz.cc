@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz/fuzz_assert.h"
 #include "crypto/keys.h"
 #include "federation/manifest.h"
 
@@ -17,14 +18,11 @@ namespace {
 namespace crypto = pororoca::crypto;
 namespace federation = pororoca::federation;
 
-void Require(bool ok) {
-  if (!ok) __builtin_trap();
-}
 
 const crypto::PKey& AuthorityKey() {
   static const crypto::PKey key = [] {
     auto k = crypto::GenerateEd25519();
-    Require(k.has_value());
+    FUZZ_ASSERT(k.has_value());
     return std::move(*k);
   }();
   return key;
@@ -41,15 +39,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto m = federation::Manifest::FromBody(body, "fuzz");
   if (!m.has_value()) return 0;
   auto signed_text = federation::SignManifest(body, AuthorityKey());
-  Require(signed_text.has_value());
+  FUZZ_ASSERT(signed_text.has_value());
   auto back = federation::VerifyManifest(*signed_text, AuthorityKey(), "fuzz");
-  Require(back.has_value());
-  Require((*back)->serial() == (*m)->serial());
-  Require((*back)->endpoints().size() == (*m)->endpoints().size());
-  Require((*back)->policy().size() == (*m)->policy().size());
+  FUZZ_ASSERT(back.has_value());
+  FUZZ_ASSERT((*back)->serial() == (*m)->serial());
+  FUZZ_ASSERT((*back)->endpoints().size() == (*m)->endpoints().size());
+  FUZZ_ASSERT((*back)->policy().size() == (*m)->policy().size());
   for (const auto& e : (*m)->endpoints()) {
     auto checked = (*m)->CheckPeer(e.id, e.pin);
-    Require(checked.has_value() == (e.status == federation::EndpointStatus::kActive));
+    FUZZ_ASSERT(checked.has_value() == (e.status == federation::EndpointStatus::kActive));
   }
   return 0;
 }

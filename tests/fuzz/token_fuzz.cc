@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz/fuzz_assert.h"
 #include "crypto/encoding.h"
 #include "crypto/keys.h"
 #include "token/token.h"
@@ -29,9 +30,6 @@ constexpr char kIssuer[] = "https://issuer.fuzz";
 constexpr char kAudience[] = "dtn-a.fuzz";
 constexpr int64_t kNow = 1795428000;  // 2026-11-23T10:00:00Z
 
-void Require(bool ok) {
-  if (!ok) __builtin_trap();
-}
 
 // RFC 8032 test key 1: the same key on every run, so that crashes reproduce.
 const crypto::PKey& IssuerKey() {
@@ -40,7 +38,7 @@ const crypto::PKey& IssuerKey() {
                                               0xf4, 0x92, 0xec, 0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32,
                                               0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60};
     crypto::PKey k(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, kSecret, sizeof(kSecret)));
-    Require(static_cast<bool>(k));
+    FUZZ_ASSERT(static_cast<bool>(k));
     return k;
   }();
   return key;
@@ -63,28 +61,28 @@ void ScopeInvariants(const token::Claims& c, std::string_view path) {
   const pororoca::Status modify = token::CheckScope(c, token::Action::kModify, path);
   const pororoca::Status create = token::CheckScope(c, token::Action::kCreate, path);
   const pororoca::Status read = token::CheckScope(c, token::Action::kRead, path);
-  if (modify.ok()) Require(create.ok());
+  if (modify.ok()) FUZZ_ASSERT(create.ok());
   for (const pororoca::Status* s : {&modify, &create, &read}) {
-    Require(s->ok() || s->code() == pororoca::Code::kPermissionDenied || s->code() == pororoca::Code::kInvalidArgument);
+    FUZZ_ASSERT(s->ok() || s->code() == pororoca::Code::kPermissionDenied || s->code() == pororoca::Code::kInvalidArgument);
   }
   if (read.ok()) {
     std::string below(path);
     if (below.back() != '/') below += '/';
-    Require(token::CheckScope(c, token::Action::kRead, below + "child").ok());
+    FUZZ_ASSERT(token::CheckScope(c, token::Action::kRead, below + "child").ok());
   }
 }
 
 void Accepted(const token::Claims& c) {
-  Require(c.issuer == kIssuer);
-  Require(c.audience == kAudience);
-  Require(c.expires > INT64_MAX - 60 || kNow < c.expires + 60);
+  FUZZ_ASSERT(c.issuer == kIssuer);
+  FUZZ_ASSERT(c.audience == kAudience);
+  FUZZ_ASSERT(c.expires > INT64_MAX - 60 || kNow < c.expires + 60);
   for (std::string_view path : {"/", "/data", "/data/x", "/database"}) ScopeInvariants(c, path);
 
   auto again = token::IssueToken(c, IssuerKey());
   if (!again.ok()) return;  // e.g. longer than kMaxTokenBytes once re-encoded
   auto back = token::VerifyToken(*again, Lookup, kAudience, kNow);
-  Require(back.ok());
-  Require(back->issuer == c.issuer && back->subject == c.subject && back->id == c.id &&
+  FUZZ_ASSERT(back.ok());
+  FUZZ_ASSERT(back->issuer == c.issuer && back->subject == c.subject && back->id == c.id &&
           back->expires == c.expires && back->scopes == c.scopes);
 }
 
@@ -94,7 +92,7 @@ void Verify(std::string_view jwt) {
     Accepted(*claims);
   } else {
     const pororoca::Code code = claims.error().code();
-    Require(code == pororoca::Code::kInvalidArgument || code == pororoca::Code::kUnauthenticated);
+    FUZZ_ASSERT(code == pororoca::Code::kInvalidArgument || code == pororoca::Code::kUnauthenticated);
   }
 }
 
@@ -113,7 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const std::string_view payload = nl == std::string_view::npos ? rest : rest.substr(nl + 1);
       const std::string input = crypto::Base64UrlEncode(header) + "." + crypto::Base64UrlEncode(payload);
       auto sig = crypto::SignEd25519(IssuerKey(), input);
-      Require(sig.ok());
+      FUZZ_ASSERT(sig.ok());
       Verify(input + "." + crypto::Base64UrlEncode(*sig));
       break;
     }

@@ -5,20 +5,13 @@
 
 #include "base/file_util.h"
 #include "support/temp_dir.h"
+#include "unit/federation/requests.h"
 
 namespace pororoca::federation {
 namespace {
 
 using json = nlohmann::json;
 using test::TempDir;
-
-EndpointRequest Req(const std::string& name, const std::string& inst, const std::string& addr) {
-  EndpointRequest r;
-  r.name = name;
-  r.institution = inst;
-  r.address = addr;
-  return r;
-}
 
 TEST_CASE("init refuses to overwrite an existing workspace") {
   TempDir tmp;

@@ -7,20 +7,13 @@
 #include "crypto/encoding.h"
 #include "federation/authority.h"
 #include "support/temp_dir.h"
+#include "unit/federation/requests.h"
 
 namespace pororoca::federation {
 namespace {
 
 using json = nlohmann::json;
 using test::TempDir;
-
-EndpointRequest Req(const std::string& name, const std::string& inst, const std::string& addr) {
-  EndpointRequest r;
-  r.name = name;
-  r.institution = inst;
-  r.address = addr;
-  return r;
-}
 
 // A workspace with two institutions, an endpoint each, an issuer and one rule, signed once.
 struct Fixture {
