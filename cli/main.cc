@@ -167,8 +167,11 @@ int Follow(Client& c, const std::string& id, bool as_json, bool progress) {
   auto last_t = std::chrono::steady_clock::now();
   double rate = 0;
   bool tty = progress && ::isatty(2);
+  // Long polls (?wait=): the daemon answers as soon as the transfer ends, or after the interval
+  // with its progress (a terminal's display refreshes 4 times a second).
+  const std::string target = "/v1/transfers/" + id + (tty ? "?wait=0.25" : "?wait=20");
   for (;;) {
-    if (!c.Call("GET", "/v1/transfers/" + id, "", &t, &ec)) return ec;
+    if (!c.Call("GET", target, "", &t, &ec)) return ec;
     if (tty) {
       auto now = std::chrono::steady_clock::now();
       double dt = std::chrono::duration<double>(now - last_t).count();
@@ -182,7 +185,6 @@ int Follow(Client& c, const std::string& id, bool as_json, bool progress) {
       PrintProgressLine(t, rate, Terminal(t.value("state", std::string())));
     }
     if (Terminal(t.value("state", std::string()))) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   if (as_json) std::cout << t.dump(2) << "\n";
   else PrintResult(t);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -100,6 +101,7 @@ struct Transfer {
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
 
   mutable std::mutex mu;   // guards the fields below
+  std::condition_variable ended;  // notified (under mu) when `state` becomes terminal
   std::string state = "queued";
   unsigned attempts = 0;
   std::string error;
@@ -193,6 +195,15 @@ Status Daemon::Start() {
   RegisterRoutes();
   api_->Start();
   peer_thread_ = std::thread([this] { PeerAcceptLoop(); });
+  // The pool's pages are mapped after start-up, by a thread that runs only when a CPU is otherwise
+  // idle: the daemon answers at once (a restart after a crash resumes sooner), and a transfer that
+  // starts meanwhile maps the few buffers it takes itself.
+  pool_thread_ = std::thread([this] {
+    struct sched_param sp {};
+    ::sched_setscheduler(0, SCHED_IDLE, &sp);  // this thread only; best effort
+    Status s = pool_->Populate(&stopping_);
+    if (!s.ok() && s.code() != Code::kCancelled) PORO_LOG(INFO) << s.ToString() << "; pages are mapped on first use";
+  });
   if (config_.fault_corrupt_every || config_.fault_send_delay_us) {
     PORO_LOG(WARNING) << "FAULT INJECTION ACTIVE: corrupting every " << config_.fault_corrupt_every
                       << "th chunk sent, delaying each by " << config_.fault_send_delay_us << " us";
@@ -218,6 +229,7 @@ void Daemon::Stop() {
     cv_.notify_all();
   }
   if (peer_thread_.joinable()) peer_thread_.join();
+  if (pool_thread_.joinable()) pool_thread_.join();
   std::list<Worker> workers;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -790,6 +802,7 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
     }
     Persist(*t).IgnoreError();
     if (!retry) {
+      t->ended.notify_all();
       PORO_LOG(INFO) << "transfer " << t->id << " " << t->state << (t->error.empty() ? "" : ": " + t->error);
       return;
     }
@@ -809,6 +822,7 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
     if (t->cancel) {
       lock.unlock();
       Persist(*t).IgnoreError();
+      t->ended.notify_all();
       return;
     }
   }
@@ -1167,6 +1181,25 @@ api::HttpResponse Daemon::ApiGet(const api::HttpRequest& req) {
     if (it != transfers_.end()) t = it->second;
   }
   if (!t) return api::HttpResponse::Error(404, "NotFound", "no transfer " + req.params.at("id"));
+  // ?wait=SECONDS: a long poll. Answers as soon as the transfer has ended, else after SECONDS
+  // (at most 60) with its progress: a client follows a transfer without polling on a timer.
+  auto w = req.query.find("wait");
+  if (w != req.query.end()) {
+    char* end = nullptr;
+    double secs = std::strtod(w->second.c_str(), &end);
+    if (w->second.empty() || end == nullptr || *end != '\0' || !(secs >= 0)) {
+      return api::HttpResponse::Error(400, "InvalidArgument", "wait must be a number of seconds, got '" + w->second + "'");
+    }
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(std::min(secs, 60.0)));
+    std::unique_lock<std::mutex> lock(t->mu);
+    auto ended = [&] { return t->state == "succeeded" || t->state == "failed" || t->state == "cancelled"; };
+    // In slices, so that a daemon shutting down is not held up by a waiting client.
+    while (!ended() && !stopping_.load() && std::chrono::steady_clock::now() < deadline) {
+      t->ended.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
+    }
+  }  // TransferJson takes t->mu itself
   return api::HttpResponse::Json(200, TransferJson(*t));
 }
 
@@ -1190,6 +1223,7 @@ api::HttpResponse Daemon::ApiCancel(const api::HttpRequest& req) {
     }
   }
   Persist(*t).IgnoreError();
+  t->ended.notify_all();
   return api::HttpResponse::Json(202, TransferJson(*t));
 }
 

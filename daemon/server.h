@@ -86,6 +86,7 @@ class Daemon {
   uint16_t peer_port_ = 0;
   std::atomic<bool> stopping_{false};
   std::thread peer_thread_;
+  std::thread pool_thread_;  // maps the buffer pool's pages in idle time (BufferPool::Populate)
 
   std::mutex mu_;
   std::condition_variable cv_;

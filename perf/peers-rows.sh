@@ -11,42 +11,21 @@
 # export_root is "/" because the workloads live in $TMPFS and $DISK.
 # PORO_BIN: the build to measure (default: <this checkout>/build/release).
 
-: "${PORO_BIN:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/build/release}"
-export PORO_BIN
+: "${PORO_PERF:=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
+: "${PORO_BIN:=$(cd "$PORO_PERF/.." && pwd)/build/release}"
+export PORO_BIN PORO_PERF
 
 server_pororoca() {
   PORO_PORT=$(pick_port); export PORO_PORT
   PORO_RUN="$RUNDIR/pororoca"; export PORO_RUN
-  mkdir -p "$PORO_RUN"
-  if [ ! -f "$PORO_RUN/fed/ca.crt" ]; then
-    "$PORO_BIN/cli/pororoca" federation init --dir "$PORO_RUN/fed" >/dev/null || return 1
-    "$PORO_BIN/cli/pororoca" federation add-endpoint src --dir "$PORO_RUN/fed" >/dev/null || return 1
-    "$PORO_BIN/cli/pororoca" federation add-endpoint dst --dir "$PORO_RUN/fed" >/dev/null || return 1
-  fi
-  local side
-  for side in src dst; do
-    local listen="127.0.0.1:0" peer_name=dst peer_addr="$PEER_HOST:$PORO_PORT"
-    if [ "$side" = dst ]; then listen="$PEER_HOST:$PORO_PORT"; peer_name=src; peer_addr="127.0.0.1:1"; fi
-    rm -rf "$PORO_RUN/$side-state"
-    cat > "$PORO_RUN/$side.toml" <<TOML
-[endpoint]
-name = "$side"
-[network]
-listen = "$listen"
-[api]
-socket = "$PORO_RUN/$side.sock"
-[storage]
-export_root = "/"
-state_dir = "$PORO_RUN/$side-state"
-[tls]
-ca = "$PORO_RUN/fed/ca.crt"
-cert = "$PORO_RUN/fed/endpoints/$side.crt"
-key = "$PORO_RUN/fed/endpoints/$side.key"
-[[peers]]
-name = "$peer_name"
-address = "$peer_addr"
-TOML
-  done
+  rm -rf "$PORO_RUN"; mkdir -p "$PORO_RUN"
+  # shellcheck source=perf/lib.sh
+  . "$PORO_PERF/lib.sh"
+  # A federation of two institutions: src (ia) sends, dst (ib) receives at this context's address.
+  bench_federation "$PORO_BIN/cli/pororoca" "$PORO_RUN" src 127.0.0.1:1 dst "$PEER_HOST:$PORO_PORT" || return 1
+  bench_config "$PORO_RUN" src 127.0.0.1:0 / "$PORO_RUN/src-state" "$PORO_RUN/src.sock" ia > "$PORO_RUN/src.toml"
+  bench_config "$PORO_RUN" dst "$PEER_HOST:$PORO_PORT" / "$PORO_RUN/dst-state" "$PORO_RUN/dst.sock" ib \
+    > "$PORO_RUN/dst.toml"
   start_server pororoca "$PORO_PORT" "$PORO_BIN/daemon/pororocad" --config "$PORO_RUN/dst.toml"
 }
 

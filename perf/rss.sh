@@ -11,41 +11,16 @@ big_mib=${BIG_MIB:-4096}
 nfiles=${NFILES:-100000}
 cli="$bin/cli/pororoca"
 rm -rf "$work"; mkdir -p "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+BENCH_PIDS=()
+cleanup() { for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-"$cli" federation init --dir "$work/fed" >/dev/null
-for n in a b; do "$cli" federation add-endpoint $n --dir "$work/fed" >/dev/null; mkdir -p "$work/$n/data" "$work/$n/state"; done
-port_a=$((30000 + RANDOM % 5000)); port_b=$((port_a + 1))
-for n in a b; do
-  if [ $n = a ]; then port=$port_a; peer=b; pport=$port_b; else port=$port_b; peer=a; pport=$port_a; fi
-  cat > "$work/$n.toml" <<TOML
-[endpoint]
-name = "$n"
-[network]
-listen = "127.0.0.1:$port"
-[api]
-socket = "$work/$n.sock"
-[storage]
-export_root = "$work/$n/data"
-state_dir = "$work/$n/state"
-[tls]
-ca = "$work/fed/ca.crt"
-cert = "$work/fed/endpoints/$n.crt"
-key = "$work/fed/endpoints/$n.key"
-[[peers]]
-name = "$peer"
-address = "127.0.0.1:$pport"
-TOML
-  "$bin/daemon/pororocad" --config "$work/$n.toml" 2>"$work/$n.log" &
-  pids+=($!)
-done
-for _ in $(seq 100); do [ -S "$work/a.sock" ] && [ -S "$work/b.sock" ] && break; sleep 0.1; done
+. "$here/perf/lib.sh"
+bench_pair "$bin" "$work"
 hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$1/status"; }
 
 head -c $((big_mib << 20)) < <(openssl enc -aes-128-ctr -pass pass:rss -nosalt -pbkdf2 < /dev/zero 2>/dev/null) > "$work/a/data/big.bin"
 PORO_SOCKET="$work/a.sock" "$cli" cp --no-progress "$work/a/data/big.bin" b:/ >/dev/null
-echo "one ${big_mib} MiB file: peak RSS sender $(hwm "${pids[0]}") MiB, receiver $(hwm "${pids[1]}") MiB"
+echo "one ${big_mib} MiB file: peak RSS sender $(hwm "${BENCH_PIDS[0]}") MiB, receiver $(hwm "${BENCH_PIDS[1]}") MiB"
 rm -f "$work/a/data/big.bin" "$work/b/data/big.bin"
 
 python3 - "$work/a/data/tree" "$nfiles" <<'PY'
@@ -61,4 +36,4 @@ start=$(date +%s.%N)
 PORO_SOCKET="$work/a.sock" "$cli" cp -r --no-progress "$work/a/data/tree" b:/ >/dev/null
 end=$(date +%s.%N)
 count=$(find "$work/b/data/tree" -type f | wc -l)
-echo "$nfiles files x 1 KiB: $count committed in $(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", b-a}') s; peak RSS sender $(hwm "${pids[0]}") MiB, receiver $(hwm "${pids[1]}") MiB"
+echo "$nfiles files x 1 KiB: $count committed in $(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", b-a}') s; peak RSS sender $(hwm "${BENCH_PIDS[0]}") MiB, receiver $(hwm "${BENCH_PIDS[1]}") MiB"

@@ -1,6 +1,7 @@
 #include "engine/export_root.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -98,6 +99,44 @@ Result<struct stat> ExportRoot::Lstat(const std::string& rel) const {
   return st;
 }
 
+Result<std::shared_ptr<const DirCache::Dir>> DirCache::Get(const std::string& rel) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = dirs_.find(rel);
+    if (it != dirs_.end()) return it->second;
+  }
+  auto d = std::make_shared<Dir>();
+  auto fd = root_.Open(rel, O_RDONLY | O_DIRECTORY);
+  if (fd.has_value()) {
+    d->readable = true;
+  } else if (fd.error().sys_errno() == EACCES) {  // searchable but not readable: still usable for *at()
+    fd = root_.Open(rel, O_PATH | O_DIRECTORY);
+  }
+  if (!fd.has_value()) return fd.error();
+  d->fd = std::move(*fd);
+  struct stat st {};
+  if (::fstat(d->fd.get(), &st) != 0) return Status::IoError("stat " + root_.Display(rel), errno);
+  d->dev = st.st_dev;
+  std::lock_guard<std::mutex> lock(mu_);
+  // Bounded: past the limit the table starts over (entries in use stay open through their holders).
+  if (dirs_.size() >= max_entries_) dirs_.clear();
+  auto [it, inserted] = dirs_.emplace(rel, std::move(d));
+  return it->second;  // another thread may have opened it meanwhile: both are the same directory
+}
+
+Result<std::pair<std::shared_ptr<const DirCache::Dir>, std::string>> DirCache::Parent(const std::string& rel) {
+  if (rel.empty()) return Status::InvalidArgument("the export root has no parent inside the root");
+  size_t slash = rel.rfind('/');
+  std::string dir = slash == std::string::npos ? std::string() : rel.substr(0, slash);
+  PORO_ASSIGN_OR_RETURN(auto d, Get(dir));
+  return std::make_pair(std::move(d), slash == std::string::npos ? rel : rel.substr(slash + 1));
+}
+
+size_t DirCache::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return dirs_.size();
+}
+
 std::string ExportRoot::Join(std::string_view a, std::string_view b) {
   if (a.empty()) return std::string(b);
   if (b.empty()) return std::string(a);
@@ -109,7 +148,12 @@ std::string ExportRoot::Join(std::string_view a, std::string_view b) {
 
 std::string ExportRoot::Display(std::string_view rel) const {
   if (rel.empty()) return path_;
-  return path_ == "/" ? "/" + std::string(rel) : path_ + "/" + std::string(rel);
+  std::string out;
+  out.reserve(path_.size() + 1 + rel.size());
+  if (path_ != "/") out = path_;
+  out += '/';
+  out.append(rel);
+  return out;
 }
 
 }  // namespace pororoca::engine

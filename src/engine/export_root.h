@@ -8,8 +8,11 @@
 
 #include <sys/stat.h>
 
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "base/unique_fd.h"
 #include "pororoca/status.h"
@@ -45,6 +48,36 @@ class ExportRoot {
   ExportRoot(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::string path_;
   UniqueFd fd_;
+};
+
+// The directories one session works in, each opened beneath the root once (ExportRoot::Open) and
+// then used with *at() calls on single names: a tree of many small files costs one path resolution
+// per directory instead of several per file. A directory is the one that was beneath the root when
+// it was first opened here; renaming it elsewhere during the session does not redirect the session.
+//
+// Thread-safety: all methods may be called from any thread.
+class DirCache {
+ public:
+  struct Dir {
+    UniqueFd fd;          // O_RDONLY | O_DIRECTORY, or O_PATH where the directory is not readable
+    bool readable = false;  // fd can be fsync'ed and listed
+    dev_t dev = 0;        // the file system it is on
+  };
+  explicit DirCache(const ExportRoot& root, size_t max_entries = 4096)
+      : root_(root), max_entries_(max_entries) {}
+
+  // The directory `rel` (root-relative, "" is the root). Errors as ExportRoot::Open. A failure is
+  // not remembered: a directory created later is found.
+  Result<std::shared_ptr<const Dir>> Get(const std::string& rel);
+  // Splits `rel` into its directory (from the cache) and its last component.
+  Result<std::pair<std::shared_ptr<const Dir>, std::string>> Parent(const std::string& rel);
+  size_t size() const;
+
+ private:
+  const ExportRoot& root_;
+  const size_t max_entries_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const Dir>> dirs_;
 };
 
 }  // namespace pororoca::engine

@@ -91,17 +91,21 @@ struct RxFile {
   bool failed = false;
   Status error;           // why this side failed the file (kept apart from the sender's FILE_END)
   bool journaled = false; // a journal exists for this file
+  // The part file already has its final size: set when it was created, or by a resumed earlier
+  // session, or the file's last chunk was written with data (buffered). Else commit sets it.
+  bool sized = false;
   bool queued = false;    // in the committer's queue
 };
 
 class Receiver {
  public:
   Receiver(const ExportRoot& root, std::string target, const EngineOptions& opts, const DataPath& dp)
-      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size) {
+      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size), dircache_(root) {
     struct rlimit rl {};
     if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
       max_open_parts_ = std::clamp<size_t>(rl.rlim_cur / 4, 16, 4096);
     }
+    commit_batch_ = std::max<size_t>(1, std::min<size_t>(kCommitBatch, max_open_parts_ / 2));
   }
 
   Result<nlohmann::json> Run();
@@ -133,6 +137,8 @@ class Receiver {
   Status JournalFile(RxFile& f);
   void FinishFile(RxFile& f, const Status& s);
   void Enqueue(const std::shared_ptr<RxFile>& f);
+  // Wakes Run() if every announced entry is terminal. Caller holds mu_.
+  void NotifyIfAllDone();
   Status ApplyDirMetadata();
   void Fail(Status s);
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
@@ -143,9 +149,22 @@ class Receiver {
   EngineOptions opts_;
   DataPath dp_;
   ZeroDigests zero_;
+  DirCache dircache_;
 
+  // Files that completed are committed in batches of commit_batch_ (one syncfs, one FILE_DONE
+  // message and one fsync per directory for the batch), or after kCommitDelay when fewer arrive.
+  static constexpr size_t kCommitBatch = 64;
+  static constexpr std::chrono::milliseconds kCommitDelay{2};
+  size_t commit_batch_ = kCommitBatch;
+
+  // mu_ guards what follows. Three condition variables, so that a file's progress wakes only the
+  // thread that waits for it: commit_cv_ the committer (commit_q_, stop_committer_), slot_cv_ the
+  // channel threads waiting for an open slot, done_cv_ Run() (end of session or error).
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable commit_cv_;
+  std::condition_variable slot_cv_;
+  std::condition_variable done_cv_;
+  size_t slot_waiters_ = 0;
   Status error_;
   std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_;
   uint64_t entries_ = 0, terminal_ = 0;
@@ -166,16 +185,23 @@ void Receiver::Fail(Status s) {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = std::move(s);
   }
-  cv_.notify_all();
+  commit_cv_.notify_all();
+  slot_cv_.notify_all();
+  done_cv_.notify_all();
+}
+
+void Receiver::NotifyIfAllDone() {
+  if (end_received_ && terminal_ == entries_) done_cv_.notify_all();
 }
 
 Status Receiver::MakeDir(const std::string& rel, uint32_t mode) {
-  PORO_ASSIGN_OR_RETURN(auto parent, root_.OpenParent(rel));
-  if (::mkdirat(parent.first.get(), parent.second.c_str(), (mode & 07777) | 0700) == 0) return Status::OK();
+  PORO_ASSIGN_OR_RETURN(auto parent, dircache_.Parent(rel));
+  int dfd = parent.first->fd.get();
+  if (::mkdirat(dfd, parent.second.c_str(), (mode & 07777) | 0700) == 0) return Status::OK();
   int err = errno;
   if (err == EEXIST) {
     struct stat st {};
-    if (::fstatat(parent.first.get(), parent.second.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+    if (::fstatat(dfd, parent.second.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
       return Status::OK();
     }
     return Status::AlreadyExists("destination exists and is not a directory: " + Display(rel));
@@ -184,8 +210,8 @@ Status Receiver::MakeDir(const std::string& rel, uint32_t mode) {
 }
 
 Status Receiver::MakeSymlink(const FileEntry& e, const std::string& rel) {
-  PORO_ASSIGN_OR_RETURN(auto parent, root_.OpenParent(rel));
-  int dfd = parent.first.get();
+  PORO_ASSIGN_OR_RETURN(auto parent, dircache_.Parent(rel));
+  int dfd = parent.first->fd.get();
   std::string tmp = PartName(parent.second);
   ::unlinkat(dfd, tmp.c_str(), 0);
   if (::symlinkat(e.link_target.c_str(), dfd, tmp.c_str()) != 0) {
@@ -220,9 +246,17 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     p.action = PlanAction::kDone;
     return p;
   }
-  auto st = root_.Lstat(rel);
-  bool exists = st.has_value();
-  if (!exists && st.error().code() != Code::kNotFound) return fail(st.error());
+  // The parent must be a directory inside the root (created by an earlier entry or pre-existing).
+  size_t slash = rel.rfind('/');
+  std::string dir_rel = slash == std::string::npos ? std::string() : rel.substr(0, slash);
+  std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  auto parent = dircache_.Get(dir_rel);
+  if (!parent.has_value()) return fail(parent.error());
+  const int dfd = (*parent)->fd.get();
+  struct stat stbuf {};
+  const struct stat* st = &stbuf;
+  bool exists = ::fstatat(dfd, name.c_str(), &stbuf, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!exists && errno != ENOENT) return fail(Status::IoError("stat " + Display(rel), errno));
   if (exists) {
     if (S_ISDIR(st->st_mode)) {
       return fail(Status::AlreadyExists("destination exists and is a directory: " + Display(rel)));
@@ -246,10 +280,7 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
   }
   if (e.type == EntryType::kSymlink) {
     if (opts_.sync || opts_.existing == ExistingMode::kOverwrite) {
-      if (exists) {
-        auto parent = root_.OpenParent(rel);
-        if (parent.has_value()) ::unlinkat(parent->first.get(), parent->second.c_str(), 0);
-      }
+      if (exists) ::unlinkat(dfd, name.c_str(), 0);
     }
     Status s = MakeSymlink(e, rel);
     if (!s.ok()) return fail(s);
@@ -259,30 +290,27 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
   auto f = std::make_shared<RxFile>();
   f->entry = e;
   f->final_rel = rel;
-  size_t slash = rel.rfind('/');
-  f->dir_rel = slash == std::string::npos ? std::string() : rel.substr(0, slash);
-  f->name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  f->dir_rel = std::move(dir_rel);
+  f->name = std::move(name);
   f->chunks = ChunkCount(e.size, opts_.chunk_size);
   f->state.assign(f->chunks, ChunkState::kMissing);
   f->digests.resize(f->chunks);
   f->retries.assign(f->chunks, 0);
   f->missing = f->chunks;
-  // The parent must be a directory inside the root (created by an earlier entry or pre-existing).
-  auto parent = root_.Open(f->dir_rel, O_PATH | O_DIRECTORY);
-  if (!parent.has_value()) return fail(parent.error());
   p.action = PlanAction::kSendAll;
   if (f->chunks > 1) {
     JournalHeader jh{e.size, e.mtime_ns, opts_.chunk_size};
-    auto have = Journal::Replay(parent->get(), JournalName(f->name), jh);
+    auto have = Journal::Replay(dfd, JournalName(f->name), jh);
     struct stat pst {};
     std::string part = PartName(f->name);
-    if (!have.empty() && ::fstatat(parent->get(), part.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(pst.st_mode)) {
+    if (!have.empty() && ::fstatat(dfd, part.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(pst.st_mode)) {
       for (const auto& [idx, d] : have) {  // a later record for an index replaces an earlier one
         if (f->state[idx] != ChunkState::kDurable) f->missing--;
         f->state[idx] = ChunkState::kDurable;
         f->digests[idx] = d;
       }
       f->journaled = true;
+      f->sized = true;
       p.action = PlanAction::kResume;
       p.have = std::move(have);
       PORO_LOG(INFO) << "resuming " << Display(rel) << ": " << (f->chunks - f->missing) << " of " << f->chunks
@@ -333,8 +361,8 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
         break;
     }
     plan.push_back(std::move(p));
+    NotifyIfAllDone();
   }
-  cv_.notify_all();
   return dp_.ctl->Send(MsgType::kPlan, proto::EncodePlan(plan));
 }
 
@@ -366,21 +394,28 @@ void Receiver::Enqueue(const std::shared_ptr<RxFile>& f) {
   f->queued = true;
   std::lock_guard<std::mutex> lock(mu_);
   commit_q_.push_back(f);
-  cv_.notify_all();
+  // The first file starts the committer's clock (kCommitDelay); a full batch needs it now.
+  if (commit_q_.size() == 1 || commit_q_.size() == commit_batch_) commit_cv_.notify_one();
 }
 
 void Receiver::AcquireOpenSlot() {
   // Called with no file lock held: the committer frees slots, and it may need those locks.
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, std::chrono::seconds(30),
-               [&] { return open_parts_ < max_open_parts_ || !error_.ok() || Cancelled(); });
+  if (open_parts_ >= max_open_parts_) {
+    // Files waiting for their commit hold slots: commit them now rather than after kCommitDelay.
+    slot_waiters_++;
+    commit_cv_.notify_one();
+    slot_cv_.wait_for(lock, std::chrono::seconds(30),
+                      [&] { return open_parts_ < max_open_parts_ || !error_.ok() || Cancelled(); });
+    slot_waiters_--;
+  }
   open_parts_++;
 }
 
 void Receiver::ReleaseOpenSlot() {
   std::lock_guard<std::mutex> lock(mu_);
   open_parts_--;
-  cv_.notify_all();
+  if (slot_waiters_ > 0) slot_cv_.notify_one();
 }
 
 Status Receiver::OpenPart(RxFile& f) {
@@ -395,13 +430,13 @@ Status Receiver::OpenPart(RxFile& f) {
 }
 
 Status Receiver::OpenPartFile(RxFile& f) {
-  PORO_ASSIGN_OR_RETURN(UniqueFd dir, root_.Open(f.dir_rel, O_PATH | O_DIRECTORY));
+  PORO_ASSIGN_OR_RETURN(auto dir, dircache_.Get(f.dir_rel));
   std::string part = PartName(f.name);
   std::string display = Display(ExportRoot::Join(f.dir_rel, part));
   int flags = O_RDWR | O_CREAT | O_NOFOLLOW;
   bool fresh = !f.journaled;
   if (fresh) flags |= O_TRUNC;
-  auto r = UniqueFd::OpenAt(dir.get(), part, flags, 0600);
+  auto r = UniqueFd::OpenAt(dir->fd.get(), part, flags, 0600);
   if (!r.has_value()) return Status::IoError("create " + display, r.error().sys_errno());
   UniqueFd fd = std::move(*r);
   bool direct = false;
@@ -414,8 +449,13 @@ Status Receiver::OpenPartFile(RxFile& f) {
       direct = fl >= 0 && ::fcntl(fd.get(), F_SETFL, fl | O_DIRECT) == 0;
     }
   }
-  if (fresh && ::ftruncate(fd.get(), static_cast<off_t>(f.entry.size)) != 0) {
-    return Status::IoError("truncate " + display, errno);
+  // A file of several chunks gets its size now (chunks arrive in any order); a single chunk's
+  // write gives it its size, else the commit sets it.
+  if (fresh && f.chunks > 1) {
+    if (::ftruncate(fd.get(), static_cast<off_t>(f.entry.size)) != 0) {
+      return Status::IoError("truncate " + display, errno);
+    }
+    f.sized = true;
   }
   f.fd = std::move(fd);
   f.direct = direct;
@@ -431,6 +471,7 @@ void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, co
   f->digests[index] = d;
   f->arrived++;
   f->unjournaled_bytes += len;
+  if (len > 0 && index + 1 == f->chunks && !f->direct) f->sized = true;
   if (Complete(*f)) Enqueue(f);
 }
 
@@ -639,12 +680,12 @@ Status Receiver::JournalFile(RxFile& f) {
   if (recs.empty() || !f.fd.valid()) return Status::OK();
   std::string part_display = Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
   if (::fdatasync(f.fd.get()) != 0) return Status::IoError("fdatasync " + part_display, errno);
-  PORO_ASSIGN_OR_RETURN(UniqueFd dir, root_.Open(f.dir_rel, O_PATH | O_DIRECTORY));
+  PORO_ASSIGN_OR_RETURN(auto dir, dircache_.Get(f.dir_rel));
   std::string jname = JournalName(f.name);
   std::string jdisplay = Display(ExportRoot::Join(f.dir_rel, jname));
   JournalHeader jh{f.entry.size, f.entry.mtime_ns, opts_.chunk_size};
-  Result<Journal> j = f.journaled ? Journal::OpenAppend(dir.get(), jname, jdisplay)
-                                  : Journal::Create(dir.get(), jname, jdisplay, jh);
+  Result<Journal> j = f.journaled ? Journal::OpenAppend(dir->fd.get(), jname, jdisplay)
+                                  : Journal::Create(dir->fd.get(), jname, jdisplay, jh);
   if (!j.has_value()) return j.error();
   PORO_RETURN_IF_ERROR(j->Append(recs));
   f.journaled = true;
@@ -676,14 +717,14 @@ void Receiver::FinishFile(RxFile& f, const Status& s) {
     dp_.stats->AddFailure(Display(f.final_rel), std::string(s.message()));
   }
   dones_.push_back(proto::FileDone{f.entry.id, s.code(), std::string(s.message())});
-  cv_.notify_all();
+  NotifyIfAllDone();
 }
 
 Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
   // 1. Verify and make durable: file digest over the chunk digests, fix size and metadata, fsync.
   struct Ready {
     RxFile* f;
-    UniqueFd dir;
+    std::shared_ptr<const DirCache::Dir> dir;
   };
   std::vector<Ready> ready;
   for (auto& fp : batch) {
@@ -691,10 +732,10 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
     std::lock_guard<std::mutex> lock(f.mu);
     auto cleanup = [&](const Status& s) {
-      auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
+      auto dir = dircache_.Get(f.dir_rel);
       if (dir.has_value() && s.code() != Code::kUnavailable) {
-        ::unlinkat(dir->get(), PartName(f.name).c_str(), 0);
-        ::unlinkat(dir->get(), JournalName(f.name).c_str(), 0);
+        ::unlinkat((*dir)->fd.get(), PartName(f.name).c_str(), 0);
+        ::unlinkat((*dir)->fd.get(), JournalName(f.name).c_str(), 0);
       }
       FinishFile(f, s);
     };
@@ -723,13 +764,13 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     int fd = f.fd.get();
     std::string part_display = Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
     Status s;
-    if (f.direct && ::ftruncate(fd, static_cast<off_t>(f.entry.size)) != 0) {
+    if ((f.direct || !f.sized) && ::ftruncate(fd, static_cast<off_t>(f.entry.size)) != 0) {
       s = Status::IoError("truncate " + part_display, errno);
     }
     if (s.ok() && ::fchmod(fd, f.entry.mode & 07777) != 0) s = Status::IoError("chmod " + part_display, errno);
     struct timespec ts[2] = {{0, UTIME_OMIT}, MtimeSpec(f.entry.mtime_ns)};
     if (s.ok() && ::futimens(fd, ts) != 0) s = Status::IoError("set mtime " + part_display, errno);
-    auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
+    auto dir = dircache_.Get(f.dir_rel);
     if (s.ok() && !dir.has_value()) s = dir.error();
     if (!s.ok()) {
       cleanup(s);
@@ -741,10 +782,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
   // file), fdatasync for a lone file.
   if (ready.size() >= 8) {
     std::map<dev_t, const Ready*> devices;  // a batch may span mounts inside the export root
-    for (const auto& r : ready) {
-      struct stat st {};
-      if (::fstat(r.f->fd.get(), &st) == 0) devices.emplace(st.st_dev, &r);
-    }
+    for (const auto& r : ready) devices.emplace(r.dir->dev, &r);
     for (const auto& [dev, r] : devices) {
       if (::syncfs(r->f->fd.get()) != 0) return Status::IoError("syncfs " + Display(r->f->dir_rel), errno);
     }
@@ -755,8 +793,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
       std::lock_guard<std::mutex> lock(f.mu);
       if (::fdatasync(f.fd.get()) != 0) {
         Status s = Status::IoError("fdatasync " + Display(ExportRoot::Join(f.dir_rel, PartName(f.name))), errno);
-        auto dir = root_.Open(f.dir_rel, O_PATH | O_DIRECTORY);
-        if (dir.has_value()) ::unlinkat(dir->get(), PartName(f.name).c_str(), 0);
+        ::unlinkat(it->dir->fd.get(), PartName(f.name).c_str(), 0);
         FinishFile(f, s);
         it = ready.erase(it);
         continue;
@@ -765,7 +802,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     }
   }
   // 2. Rename into place; 3. fsync each directory once.
-  std::set<std::string> dirs;
+  std::map<std::string, std::shared_ptr<const DirCache::Dir>> dirs;
   for (auto& r : ready) {
     RxFile& f = *r.f;
     std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
@@ -773,22 +810,29 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     std::string part = PartName(f.name);
     unsigned flags = (opts_.existing == ExistingMode::kOverwrite || opts_.sync) ? 0 : RENAME_NOREPLACE;
     Status s;
-    if (::renameat2(r.dir.get(), part.c_str(), r.dir.get(), f.name.c_str(), flags) != 0) {
+    const int dfd = r.dir->fd.get();
+    if (::renameat2(dfd, part.c_str(), dfd, f.name.c_str(), flags) != 0) {
       int err = errno;
       s = err == EEXIST ? Status::AlreadyExists("destination appeared during the transfer: " + Display(f.final_rel))
                         : Status::IoError("rename into place " + Display(f.final_rel), err);
-      ::unlinkat(r.dir.get(), part.c_str(), 0);
+      ::unlinkat(dfd, part.c_str(), 0);
     }
-    if (f.journaled) ::unlinkat(r.dir.get(), JournalName(f.name).c_str(), 0);
-    dirs.insert(f.dir_rel);
+    if (f.journaled) ::unlinkat(dfd, JournalName(f.name).c_str(), 0);
+    dirs.emplace(f.dir_rel, r.dir);
     ClosePart(f);
     r.f = nullptr;
     FinishFile(f, s);
   }
-  for (const auto& d : dirs) {
-    auto dfd = root_.Open(d, O_RDONLY | O_DIRECTORY);
-    if (!dfd.has_value()) return dfd.error();
-    if (::fsync(dfd->get()) != 0) return Status::IoError("fsync directory " + Display(d), errno);
+  for (const auto& [d, dir] : dirs) {
+    int dfd = dir->fd.get();
+    UniqueFd opened;
+    if (!dir->readable) {  // an O_PATH descriptor cannot be fsync'ed
+      auto o = root_.Open(d, O_RDONLY | O_DIRECTORY);
+      if (!o.has_value()) return o.error();
+      opened = std::move(*o);
+      dfd = opened.get();
+    }
+    if (::fsync(dfd) != 0) return Status::IoError("fsync directory " + Display(d), errno);
   }
   return Status::OK();
 }
@@ -800,7 +844,14 @@ void Receiver::CommitterMain() {
     bool stop;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return !commit_q_.empty() || stop_committer_; });
+      commit_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return !commit_q_.empty() || stop_committer_; });
+      if (!commit_q_.empty() && commit_q_.size() < commit_batch_ && slot_waiters_ == 0 && !stop_committer_) {
+        // Let a batch gather: many small files then share one syncfs, one FILE_DONE and one fsync
+        // per directory.
+        commit_cv_.wait_for(lock, kCommitDelay, [&] {
+          return commit_q_.size() >= commit_batch_ || slot_waiters_ > 0 || stop_committer_ || !error_.ok();
+        });
+      }
       while (!commit_q_.empty() && batch.size() < 512) {
         batch.push_back(std::move(commit_q_.front()));
         commit_q_.pop_front();
@@ -891,7 +942,7 @@ Result<nlohmann::json> Receiver::Run() {
             std::lock_guard<std::mutex> lock(mu_);
             end_received_ = true;
             dp_.stats->walk_done = true;
-            cv_.notify_all();
+            NotifyIfAllDone();
             return;  // nothing but SUMMARY follows from us; EOS arrives on the channels
           }
           case MsgType::kError: {
@@ -917,12 +968,12 @@ Result<nlohmann::json> Receiver::Run() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     while (error_.ok() && !Cancelled() && !(end_received_ && terminal_ == entries_)) {
-      cv_.wait_for(lock, std::chrono::milliseconds(200));
+      done_cv_.wait_for(lock, std::chrono::milliseconds(200));
     }
     if (Cancelled() && error_.ok()) error_ = dp_.CancelStatus();
     s = error_;
     stop_committer_ = true;
-    cv_.notify_all();
+    commit_cv_.notify_all();
   }
   committer.join();
   {

@@ -40,6 +40,7 @@ struct SrcFile {
   std::vector<Digest128> digests;
   std::shared_ptr<UniqueFd> fd;  // shared with queued SendFile items, which keep it open
   bool direct = false;
+  bool maybe_sparse = true;  // fewer blocks than bytes: look for holes (SEEK_DATA) before reading
   bool failed = false;
   bool ended = false;  // FILE_END queued
 };
@@ -123,13 +124,16 @@ class Sender {
   Hasher128 hasher_;
 
   // Scheduler.
+  // Each channel thread sleeps on its own queue's condition variable, and is woken only when an
+  // item arrives while it waits: a small file costs at most one wake-up, not one per channel.
   struct ChannelQueue {
     std::deque<SendItem> items;
     uint64_t queued_bytes = 0;
+    std::condition_variable cv;
+    bool waiting = false;
   };
   static constexpr size_t kMaxQueuedPerChannel = 4;
-  std::mutex sched_mu_;
-  std::condition_variable sched_cv_;
+  std::mutex sched_mu_;  // guards queues_' contents, queued_items_
   std::condition_variable sched_space_cv_;
   size_t queued_items_ = 0;
   std::vector<std::unique_ptr<ChannelQueue>> queues_;
@@ -142,7 +146,7 @@ void Sender::Fail(Status s) {
   }
   cv_.notify_all();
   std::lock_guard<std::mutex> lock(sched_mu_);
-  sched_cv_.notify_all();
+  for (auto& q : queues_) q->cv.notify_all();
   sched_space_cv_.notify_all();
 }
 
@@ -420,9 +424,10 @@ void Sender::Dispatch(SendItem item) {
   for (size_t i = 1; i < queues_.size(); ++i) {
     if (queues_[i]->queued_bytes < queues_[best]->queued_bytes) best = i;
   }
-  queues_[best]->queued_bytes += item.header.length;
-  queues_[best]->items.push_back(std::move(item));
-  sched_cv_.notify_all();
+  ChannelQueue& q = *queues_[best];
+  q.queued_bytes += item.header.length;
+  q.items.push_back(std::move(item));
+  if (q.waiting) q.cv.notify_one();
 }
 
 void Sender::ChannelMain(size_t i) {
@@ -431,15 +436,18 @@ void Sender::ChannelMain(size_t i) {
     SendItem item;
     {
       std::unique_lock<std::mutex> lock(sched_mu_);
-      sched_cv_.wait(lock, [&] {
-        if (!queues_[i]->items.empty()) return true;
+      ChannelQueue& q = *queues_[i];
+      q.waiting = true;
+      q.cv.wait(lock, [&] {
+        if (!q.items.empty()) return true;
         std::lock_guard<std::mutex> l2(mu_);
         return !error_.ok();
       });
-      if (queues_[i]->items.empty()) return;  // error
-      item = std::move(queues_[i]->items.front());
-      queues_[i]->items.pop_front();
-      queues_[i]->queued_bytes -= item.header.length;
+      q.waiting = false;
+      if (q.items.empty()) return;  // error
+      item = std::move(q.items.front());
+      q.items.pop_front();
+      q.queued_bytes -= item.header.length;
       queued_items_--;
       sched_space_cv_.notify_one();
     }
@@ -485,6 +493,9 @@ Status Sender::OpenSource(SrcFile& f) {
   if (static_cast<uint64_t>(st.st_size) != f.entry.size || mtime != f.entry.mtime_ns) {
     return Status::DataLoss("source changed during the transfer: " + root_.Display(f.rel));
   }
+  // A file with as many allocated bytes as it is long has no hole (compressed file systems report
+  // fewer and are searched for holes anyway).
+  f.maybe_sparse = static_cast<uint64_t>(st.st_blocks) * 512 < static_cast<uint64_t>(st.st_size);
   f.direct = false;
   if (opts_.try_direct && f.entry.size >= (1u << 20)) {
     // Reopen with O_DIRECT where the file system allows it (not tmpfs); buffered otherwise.
@@ -559,10 +570,12 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     uint64_t offset = index * opts_.chunk_size;
     uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(opts_.chunk_size, f->entry.size - offset));
     // Sparse files: a chunk that lies entirely in a hole is announced, not read or sent.
-    off_t data = ::lseek(f->fd->get(), static_cast<off_t>(offset), SEEK_DATA);
-    if ((data < 0 && errno == ENXIO) || (data >= 0 && static_cast<uint64_t>(data) >= offset + len)) {
-      Hashed(*f, index, len, zero_.Get(len), resend, SendItem{}, ChunkKind::kHole);
-      continue;
+    if (f->maybe_sparse) {
+      off_t data = ::lseek(f->fd->get(), static_cast<off_t>(offset), SEEK_DATA);
+      if ((data < 0 && errno == ENXIO) || (data >= 0 && static_cast<uint64_t>(data) >= offset + len)) {
+        Hashed(*f, index, len, zero_.Get(len), resend, SendItem{}, ChunkKind::kHole);
+        continue;
+      }
     }
     if (!f->direct) {
       // Buffered path (tmpfs, or O_DIRECT not possible): hash the chunk through a small cache-resident
@@ -711,8 +724,8 @@ Result<nlohmann::json> Sender::Run() {
       SendItem eos{ChunkHeader{ChunkKind::kEos, 0, 0, 0, 0, {}}, io::Buffer(), true, nullptr};
       queues_[i]->items.push_back(std::move(eos));
       queued_items_++;
+      queues_[i]->cv.notify_all();
     }
-    sched_cv_.notify_all();
   } else {
     Fail(s);
   }

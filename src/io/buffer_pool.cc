@@ -81,11 +81,21 @@ Result<std::unique_ptr<BufferPool>> BufferPool::Create(size_t buffer_size, size_
   if (::madvise(base, total, MADV_HUGEPAGE) != 0) {
     PORO_LOG(DEBUG) << "buffer pool: madvise(MADV_HUGEPAGE) failed, errno " << errno;
   }
-  // Prefault: write each page once so no fault happens on the data path.
-  for (size_t off = 0; off < total; off += kPageSize) {
-    *static_cast<volatile std::byte*>(base + off) = std::byte{0};
-  }
   return std::unique_ptr<BufferPool>(new BufferPool(base, buffer_size, count));
+}
+
+Status BufferPool::Populate(const std::atomic<bool>* stop) {
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
+#endif
+  for (size_t i = 0; i < count_; ++i) {
+    if (stop != nullptr && stop->load()) return Status::Cancelled("buffer pool: populate stopped");
+    if (::madvise(base_ + i * buffer_size_, buffer_size_, MADV_POPULATE_WRITE) != 0) {
+      if (errno == EINVAL) return Status::NotSupported("buffer pool: MADV_POPULATE_WRITE not supported");
+      return Status::IoError("buffer pool: madvise(MADV_POPULATE_WRITE)", errno);
+    }
+  }
+  return Status::OK();
 }
 
 BufferPool::BufferPool(std::byte* base, size_t buffer_size, size_t count)

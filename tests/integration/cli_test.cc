@@ -1,6 +1,8 @@
-// What the CLI tells the user when a request cannot even start: exit codes and messages.
+// What the CLI tells the user when a request cannot even start: exit codes and messages; how a
+// client follows a transfer (the API's long poll).
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <string>
 
 #include "support/daemon_harness.h"
@@ -88,6 +90,50 @@ TEST_SUITE("integration.cli") {
     CHECK(r.output().find("use -r") != std::string::npos);
     CHECK(!Exists(a.Path("rdir")));
     CHECK(r.exit_code == 2);
+  }
+
+  TEST_CASE("GET /v1/transfers/{id}?wait= answers when the transfer ends, or after the wait with its progress") {
+    TestFederation fed;
+    DaemonOptions slow;
+    slow.chunk_size = "1MiB";
+    slow.extra_toml = "[fault_injection]\nsend_delay_us = 100000\n";  // 4 streams x 10 chunks/s
+    DaemonPair p(fed, slow);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    WriteRandomFile(a.Path("slow.bin"), 64ull << 20, 21);  // 64 chunks: about 1.6 s
+    CliResult r = Cli(a, {"cp", "-d", a.Path("slow.bin"), "b:/slow.bin"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    const std::string id = Trim(r.out);
+    using Clock = std::chrono::steady_clock;
+    auto seconds_since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+
+    auto t0 = Clock::now();
+    auto t = a.Get("/v1/transfers/" + id + "?wait=0.3");
+    double waited = seconds_since(t0);
+    CHECK(t["state"] != "succeeded");
+    CHECK(t["state"] != "failed");
+    CHECK_MESSAGE(waited >= 0.25, "a wait of 0.3 s answered after " << waited << " s");
+    CHECK_MESSAGE(waited < 1.5, "a wait of 0.3 s answered after " << waited << " s");
+
+    t0 = Clock::now();
+    t = a.Get("/v1/transfers/" + id + "?wait=20");
+    waited = seconds_since(t0);
+    CHECK(t["state"] == "succeeded");
+    CHECK_MESSAGE(waited < 15, "the transfer's end was answered after " << waited << " s");
+    CHECK(CompareTrees(a.Path("slow.bin"), b.Path("slow.bin")).empty());
+
+    t0 = Clock::now();  // an ended transfer: at once
+    t = a.Get("/v1/transfers/" + id + "?wait=20");
+    CHECK(t["state"] == "succeeded");
+    CHECK(seconds_since(t0) < 2);
+
+    for (const char* bad : {"abc", "-1", "", "1s"}) {
+      CAPTURE(bad);
+      auto e = a.Get("/v1/transfers/" + id + "?wait=" + bad);
+      CHECK(e.value("http_status", 0) == 400);
+      CHECK(e["error"].value("message", std::string()).find("wait must be a number of seconds") != std::string::npos);
+    }
   }
 }
 

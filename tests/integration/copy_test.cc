@@ -28,6 +28,9 @@ uint64_t MakeAwkwardTree(const std::string& root) {
   WriteAt(root + "/sparse.img", 8 * kMiB, RandomBytes(kMiB, 14));
   WriteAt(root + "/sparse.img", 64 * kMiB - 100000, RandomBytes(100000, 15));
   ::chmod((root + "/sparse.img").c_str(), 0640);
+  // One chunk that is all hole: no data chunk gives it its size, the commit must.
+  WriteFile(root + "/hole.bin", "", 0644);
+  REQUIRE(::truncate((root + "/hole.bin").c_str(), 200000) == 0);
   MakeDir(root + "/sub", 0750);
   MakeDir(root + "/sub/deeper", 0700);
   WriteRandomFile(root + "/sub/deeper/leaf.bin", 300000, 16, 0600);
@@ -44,12 +47,12 @@ uint64_t MakeAwkwardTree(const std::string& root) {
   for (const char* rel :
        {"top.txt", "empty.dat", "run.sh", "with space.txt",
         "\xc3\xbcn\xc3\xaf\x63\xc3\xb8\x64\xc3\xa9-\xe5\x90\x8d\xe5\x89\x8d.bin", "new\nline", "multi.bin",
-        "sparse.img", "sub/deeper/leaf.bin", "sub/deeper/empty", "sub/link-rel", "sub/dangling",
+        "sparse.img", "hole.bin", "sub/deeper/leaf.bin", "sub/deeper/empty", "sub/link-rel", "sub/dangling",
         "sub/abs-link", "dir with space/inner file", "sub/deeper", "sub", "emptydir", "dir with space"}) {
     SetMtime(root + "/" + rel, t += 3600, ns += 1111);
   }
   SetMtime(root, t + 77, 5);
-  return 11;
+  return 12;
 }
 
 TEST_SUITE("integration.copy") {
@@ -121,6 +124,7 @@ TEST_SUITE("integration.copy") {
     auto diffs = CompareTrees(a.Path("tree"), b.Path("tree"));
     CHECK_MESSAGE(diffs.empty(), "push differs:\n" << DescribeDiffs(diffs));
     CHECK(FileSize(b.Path("tree/sparse.img")) == 64 * kMiB);
+    CHECK(FileSize(b.Path("tree/hole.bin")) == 200000);
     if (source_sparse) {
       const uint64_t allocated = AllocatedBytes(b.Path("tree/sparse.img"));
       CHECK_MESSAGE(allocated < 16 * kMiB, "pushed sparse file allocates " << allocated << " bytes");

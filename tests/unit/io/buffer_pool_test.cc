@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <cstring>
 #include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <set>
 #include <thread>
 #include <vector>
@@ -14,7 +16,50 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// Pages of [base, base + len) that are mapped (mincore), and how many there are in all.
+std::pair<size_t, size_t> ResidentPages(const std::byte* base, size_t len) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> vec((len + page - 1) / page);
+  REQUIRE(::mincore(const_cast<std::byte*>(base), len, vec.data()) == 0);
+  size_t resident = 0;
+  for (unsigned char v : vec) resident += v & 1;
+  return {resident, vec.size()};
+}
+
 TEST_SUITE("io.buffer_pool") {
+  TEST_CASE("a new pool is not mapped yet, and Populate maps every page and keeps the bytes of buffers in use") {
+    auto pool = BufferPool::Create(1 << 20, 8);
+    REQUIRE(pool.has_value());
+    BufferPool& p = **pool;
+    auto [before, pages] = ResidentPages(p.base(), p.total_bytes());
+    CHECK(before < pages);  // Create reserves; it does not touch every page
+    auto b = p.Acquire(milliseconds(0));
+    REQUIRE(b.has_value());
+    std::memset(b->data(), 0x5a, 3 * 4096);  // a buffer in use while the pool is populated
+    Status s = p.Populate();
+    if (s.code() == Code::kNotSupported) {
+      MESSAGE("MADV_POPULATE_WRITE is not supported by this kernel: " << s.ToString());
+      return;
+    }
+    REQUIRE(s.ok());
+    auto [after, pages2] = ResidentPages(p.base(), p.total_bytes());
+    CHECK(after == pages2);
+    for (size_t i = 0; i < 3 * 4096; ++i) {
+      if (b->data()[i] != std::byte{0x5a}) FAIL("byte " << i << " of a buffer in use changed");
+    }
+    CHECK(b->data()[3 * 4096] == std::byte{0});  // untouched bytes read as zeros
+  }
+
+  TEST_CASE("Populate stops when asked to") {
+    auto pool = BufferPool::Create(1 << 20, 4);
+    REQUIRE(pool.has_value());
+    std::atomic<bool> stop{true};
+    Status s = (*pool)->Populate(&stop);
+    if (s.code() == Code::kNotSupported) return;
+    CHECK(s.code() == Code::kCancelled);
+    CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
+  }
+
   TEST_CASE("buffers are 4096-aligned, distinct, and all return to the pool when destroyed") {
     auto pool = BufferPool::Create(10000, 4);
     REQUIRE(pool.has_value());

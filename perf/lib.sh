@@ -1,0 +1,70 @@
+# shellcheck shell=bash
+# Shared set-up of the benchmark scripts: a federation workspace with two institutions (ia, ib), one
+# endpoint each, an allow-all policy, a signed manifest, and a daemon config per endpoint on the
+# embedded defaults. Source it, then:
+#   bench_federation CLI DIR NAME_A ADDR_A NAME_B ADDR_B   -> DIR/fed (workspace), DIR/manifest.json
+#   bench_config DIR NAME LISTEN EXPORT_ROOT STATE_DIR SOCKET INSTITUTION > NAME.toml
+#   bench_pair BIN DIR: both of the above for daemons a (ia) and b (ib) on 127.0.0.1, export roots
+#                       DIR/a/data and DIR/b/data; starts them (pids appended to BENCH_PIDS, logs in
+#                       DIR/{a,b}.log, API sockets DIR/{a,b}.sock) and waits until both answer
+# Each endpoint mints tokens for the user running the benchmark with its institution's issuer.
+
+bench_federation() {
+  local cli=$1 dir=$2 a=$3 addr_a=$4 b=$5 addr_b=$6
+  local w=(--dir "$dir/fed")
+  "$cli" federation init "${w[@]}" --name bench >/dev/null || return 1
+  "$cli" federation add-institution ia "${w[@]}" >/dev/null || return 1
+  "$cli" federation add-institution ib "${w[@]}" >/dev/null || return 1
+  "$cli" federation add-endpoint "$a" "${w[@]}" --institution ia --address "$addr_a" >/dev/null || return 1
+  "$cli" federation add-endpoint "$b" "${w[@]}" --institution ib --address "$addr_b" >/dev/null || return 1
+  "$cli" federation add-issuer https://t.ia "${w[@]}" --institution ia >/dev/null || return 1
+  "$cli" federation add-issuer https://t.ib "${w[@]}" --institution ib >/dev/null || return 1
+  "$cli" federation policy set "${w[@]}" --rules '[{"id":"bench","effect":"allow"}]' >/dev/null || return 1
+  "$cli" federation sign "${w[@]}" --publish "$dir/manifest.json" >/dev/null
+}
+
+bench_config() {
+  local dir=$1 name=$2 listen=$3 root=$4 state=$5 sock=$6 inst=$7
+  cat <<TOML
+[endpoint]
+name = "$name"
+[network]
+listen = "$listen"
+[api]
+socket = "$sock"
+[storage]
+export_root = "$root"
+state_dir = "$state"
+[tls]
+ca = "$dir/fed/ca.crt"
+cert = "$dir/fed/endpoints/$name.crt"
+key = "$dir/fed/endpoints/$name.key"
+[federation]
+manifest = "$dir/manifest.json"
+authority_key = "$dir/fed/authority.pub"
+[tokens]
+issuer = "https://t.$inst"
+key = "$dir/fed/issuers/https___t_$inst.key"
+[[users]]
+uid = $(id -u)
+identity = "$(id -un)@$inst"
+TOML
+}
+
+bench_pair() {
+  local bin=$1 dir=$2 port_a=$((30000 + RANDOM % 5000)) n port inst
+  bench_federation "$bin/cli/pororoca" "$dir" a "127.0.0.1:$port_a" b "127.0.0.1:$((port_a + 1))" || return 1
+  for n in a b; do
+    if [ $n = a ]; then port=$port_a inst=ia; else port=$((port_a + 1)) inst=ib; fi
+    mkdir -p "$dir/$n/data" "$dir/$n/state"
+    bench_config "$dir" $n "127.0.0.1:$port" "$dir/$n/data" "$dir/$n/state" "$dir/$n.sock" $inst > "$dir/$n.toml"
+    "$bin/daemon/pororocad" --config "$dir/$n.toml" 2>"$dir/$n.log" &
+    BENCH_PIDS+=($!)
+  done
+  for _ in $(seq 100); do
+    [ -S "$dir/a.sock" ] && [ -S "$dir/b.sock" ] && return 0
+    sleep 0.1
+  done
+  cat "$dir"/*.log >&2
+  return 1
+}

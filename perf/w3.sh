@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# W3-like check outside the peers harness: a tree of NFILES x SIZE_KIB files in NDIRS directories,
+# tmpfs -> tmpfs, pushed between two local daemons on the embedded defaults, RUNS times. Prints the
+# wall time, files/s and the CPU seconds each daemon spent during the copy.
+#   perf/w3.sh [BUILD_DIR]   (default build/release); env: NFILES (10000), NDIRS (100), SIZE_KIB (64),
+#                            RUNS (3), WORK (/dev/shm/poro-w3), PROFILE (a directory: record both daemons
+#                            with `perf record -g` during the copies, into PROFILE/sender.data, receiver.data)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${1:-$here/build/release}
+work=${WORK:-/dev/shm/poro-w3}
+nfiles=${NFILES:-10000}; ndirs=${NDIRS:-100}; size_kib=${SIZE_KIB:-64}; runs=${RUNS:-3}
+cli="$bin/cli/pororoca"
+rm -rf "$work"; mkdir -p "$work"
+BENCH_PIDS=()
+cleanup() {
+  local i
+  for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do kill -INT "${BENCH_PIDS[i]}" 2>/dev/null || true; wait "${BENCH_PIDS[i]}" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+. "$here/perf/lib.sh"
+bench_pair "$bin" "$work"
+python3 - "$work/a/data/tree" "$nfiles" "$ndirs" "$size_kib" <<'PY'
+import os, sys
+root, n, nd, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+per = max(1, n // nd)
+for i in range(n):
+    d = os.path.join(root, "d%04d" % (i // per))
+    if i % per == 0: os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%06d" % i), "wb") as f: f.write(os.urandom(kib * 1024))
+PY
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tck=$(getconf CLK_TCK)
+if [ -n "${PROFILE:-}" ]; then
+  mkdir -p "$PROFILE"
+  perf record -q -e cpu-clock -g -p "${BENCH_PIDS[0]}" -o "$PROFILE/sender.data" 2>/dev/null & BENCH_PIDS+=($!)
+  perf record -q -e cpu-clock -g -p "${BENCH_PIDS[1]}" -o "$PROFILE/receiver.data" 2>/dev/null & BENCH_PIDS+=($!)
+  sleep 1
+fi
+for r in $(seq "$runs"); do
+  rm -rf "$work/b/data/tree"
+  ca=$(cpu "${BENCH_PIDS[0]}"); cb=$(cpu "${BENCH_PIDS[1]}")
+  s=$(date +%s.%N)
+  PORO_SOCKET="$work/a.sock" "$cli" cp -r --no-progress ${CP_ARGS:-} "$work/a/data/tree" b:/ >"$work/cp.out" || { cat "$work/cp.out" "$work"/*.log >&2; exit 1; }
+  e=$(date +%s.%N)
+  na=$(cpu "${BENCH_PIDS[0]}"); nb=$(cpu "${BENCH_PIDS[1]}")
+  got=$(find "$work/b/data/tree" -type f | wc -l)
+  [ "$got" -eq "$nfiles" ] || { echo "run $r: $got of $nfiles files arrived" >&2; exit 1; }
+  awk -v s="$s" -v e="$e" -v n="$nfiles" -v a=$((na - ca)) -v b=$((nb - cb)) -v t="$tck" -v r="$r" \
+    'BEGIN { printf "run %d: %.3f s, %.0f files/s, sender %.2f CPU s, receiver %.2f CPU s\n", r, e - s, n / (e - s), a / t, b / t }'
+done
