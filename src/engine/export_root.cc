@@ -60,7 +60,9 @@ Result<std::string> ExportRoot::RelativeFromAbsolute(std::string_view abs_path) 
 Result<UniqueFd> ExportRoot::Open(const std::string& rel, int flags, mode_t mode) const {
   struct open_how how {};
   how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+  // O_TMPFILE includes the O_DIRECTORY bit: test for all of it, or every directory open would pass
+  // a mode (which openat2 refuses without O_CREAT / O_TMPFILE).
+  how.mode = ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) ? mode : 0;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
   const char* p = rel.empty() ? "." : rel.c_str();
   long fd;

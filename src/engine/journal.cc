@@ -32,7 +32,9 @@ void EncodeHeader(const JournalHeader& h, std::byte* p) {
 std::vector<std::pair<uint64_t, Digest128>> Journal::Replay(int dirfd, const std::string& name,
                                                             const JournalHeader& expect) {
   std::vector<std::pair<uint64_t, Digest128>> out;
-  auto fd = UniqueFd::OpenAt(dirfd, name, O_RDONLY | O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO put at the journal's name must not block the receiver (it is then refused
+  // as not a regular file).
+  auto fd = UniqueFd::OpenAt(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
   if (!fd.has_value()) return out;
   struct stat st {};
   if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < static_cast<off_t>(kHeaderSize) ||
@@ -67,18 +69,17 @@ Result<Journal> Journal::Create(int dirfd, const std::string& name, const std::s
   return Journal(std::move(fd), display);
 }
 
-Result<Journal> Journal::OpenAppend(int dirfd, const std::string& name, const std::string& display) {
+Result<Journal> Journal::OpenAppend(int dirfd, const std::string& name, const std::string& display,
+                                    uint64_t valid_records) {
   PORO_ASSIGN_OR_RETURN(UniqueFd fd, UniqueFd::OpenAt(dirfd, name, O_WRONLY | O_NOFOLLOW));
   off_t end = ::lseek(fd.get(), 0, SEEK_END);
   if (end < 0) return Status::IoError("lseek " + display, errno);
-  // Drop a torn tail so new records start on a record boundary.
-  off_t aligned = end < off_t(kHeaderSize) ? off_t(kHeaderSize)
-                                           : off_t(kHeaderSize) + (end - off_t(kHeaderSize)) / off_t(kRecordSize) *
-                                                                      off_t(kRecordSize);
-  if (aligned != end) {
-    if (::ftruncate(fd.get(), aligned) != 0) return Status::IoError("ftruncate " + display, errno);
-    if (::lseek(fd.get(), aligned, SEEK_SET) < 0) return Status::IoError("lseek " + display, errno);
-  }
+  // Drop whatever follows the valid records (a torn or damaged tail), so that new records follow
+  // them directly: Replay stops at the first bad record, and would never reach records behind it.
+  const off_t keep = off_t(kHeaderSize) + off_t(valid_records) * off_t(kRecordSize);
+  if (end > keep && ::ftruncate(fd.get(), keep) != 0) return Status::IoError("ftruncate " + display, errno);
+  if (end < keep) return Status::DataLoss("journal " + display + " is shorter than its replayed records");
+  if (::lseek(fd.get(), keep, SEEK_SET) < 0) return Status::IoError("lseek " + display, errno);
   return Journal(std::move(fd), display);
 }
 

@@ -41,8 +41,10 @@ class Journal {
   // Creates (truncating) a journal with `header`, fsynced.
   static Result<Journal> Create(int dirfd, const std::string& name, const std::string& display,
                                 const JournalHeader& header);
-  // Opens an existing journal for appending (after Replay found it valid).
-  static Result<Journal> OpenAppend(int dirfd, const std::string& name, const std::string& display);
+  // Opens an existing journal for appending after its first `valid_records` records (as many as
+  // Replay returned, plus those appended since): anything after them is cut off.
+  static Result<Journal> OpenAppend(int dirfd, const std::string& name, const std::string& display,
+                                    uint64_t valid_records);
 
   // Appends records and fdatasyncs the journal.
   Status Append(const std::vector<std::pair<uint64_t, Digest128>>& records);

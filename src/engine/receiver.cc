@@ -91,6 +91,7 @@ struct RxFile {
   bool failed = false;
   Status error;           // why this side failed the file (kept apart from the sender's FILE_END)
   bool journaled = false; // a journal exists for this file
+  uint64_t journal_records = 0;  // valid records in it (replayed, then appended)
   // The part file already has its final size: set when it was created, or by a resumed earlier
   // session, or the file's last chunk was written with data (buffered). Else commit sets it.
   bool sized = false;
@@ -310,6 +311,7 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
         f->digests[idx] = d;
       }
       f->journaled = true;
+      f->journal_records = have.size();
       f->sized = true;
       p.action = PlanAction::kResume;
       p.have = std::move(have);
@@ -684,11 +686,12 @@ Status Receiver::JournalFile(RxFile& f) {
   std::string jname = JournalName(f.name);
   std::string jdisplay = Display(ExportRoot::Join(f.dir_rel, jname));
   JournalHeader jh{f.entry.size, f.entry.mtime_ns, opts_.chunk_size};
-  Result<Journal> j = f.journaled ? Journal::OpenAppend(dir->fd.get(), jname, jdisplay)
+  Result<Journal> j = f.journaled ? Journal::OpenAppend(dir->fd.get(), jname, jdisplay, f.journal_records)
                                   : Journal::Create(dir->fd.get(), jname, jdisplay, jh);
   if (!j.has_value()) return j.error();
   PORO_RETURN_IF_ERROR(j->Append(recs));
   f.journaled = true;
+  f.journal_records += recs.size();
   for (const auto& r : recs) f.state[r.first] = ChunkState::kDurable;
   f.unjournaled_bytes = 0;
   return Status::OK();
