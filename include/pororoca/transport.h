@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -80,6 +81,9 @@ class MessageChannel {
   virtual void Shutdown() = 0;
   virtual std::string peer_address() const = 0;
   virtual const char* name() const = 0;  // "tcp", "fabric", "ucx"
+  // The round-trip time the transport measured to the peer, if it knows one (TCP: the kernel's
+  // smoothed RTT). The sender uses it to tell a near peer (a send rarely blocks) from a far one.
+  virtual std::optional<std::chrono::microseconds> rtt() const { return std::nullopt; }
 };
 
 // Decorators override only what they change.
@@ -102,6 +106,7 @@ class MessageChannelWrapper : public MessageChannel {
   void Shutdown() override { target_->Shutdown(); }
   std::string peer_address() const override { return target_->peer_address(); }
   const char* name() const override { return target_->name(); }
+  std::optional<std::chrono::microseconds> rtt() const override { return target_->rtt(); }
 
  protected:
   MessageChannel* target() { return target_.get(); }

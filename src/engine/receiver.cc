@@ -18,6 +18,7 @@
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "base/log.h"
 #include "engine/journal.h"
@@ -114,7 +115,8 @@ class Receiver {
  private:
   Status HandleFiles(const proto::ControlFrame& f);
   PlanEntry PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out);
-  Status MakeDir(const std::string& rel, uint32_t mode);
+  // Creates directory `rel` (mode | 0700) unless it exists as a directory; *created says which.
+  Status MakeDir(const std::string& rel, uint32_t mode, bool* created);
   Status MakeSymlink(const FileEntry& e, const std::string& rel);
   Status HandleFileEnd(const proto::ControlFrame& f);
   void ChannelMain(size_t i);
@@ -171,6 +173,7 @@ class Receiver {
   uint64_t entries_ = 0, terminal_ = 0;
   bool end_received_ = false;
   std::vector<FileEntry> dirs_;  // for mode/mtime after their contents
+  std::unordered_set<std::string> created_dirs_;  // directories this session created (control reader only)
   std::deque<std::shared_ptr<RxFile>> commit_q_;
   std::vector<proto::FileDone> dones_;
   bool stop_committer_ = false;
@@ -195,10 +198,14 @@ void Receiver::NotifyIfAllDone() {
   if (end_received_ && terminal_ == entries_) done_cv_.notify_all();
 }
 
-Status Receiver::MakeDir(const std::string& rel, uint32_t mode) {
+Status Receiver::MakeDir(const std::string& rel, uint32_t mode, bool* created) {
+  *created = false;
   PORO_ASSIGN_OR_RETURN(auto parent, dircache_.Parent(rel));
   int dfd = parent.first->fd.get();
-  if (::mkdirat(dfd, parent.second.c_str(), (mode & 07777) | 0700) == 0) return Status::OK();
+  if (::mkdirat(dfd, parent.second.c_str(), (mode & 07777) | 0700) == 0) {
+    *created = true;
+    return Status::OK();
+  }
   int err = errno;
   if (err == EEXIST) {
     struct stat st {};
@@ -241,8 +248,10 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     return p;
   };
   if (e.type == EntryType::kDir) {
-    Status s = MakeDir(rel, e.mode);
+    bool created = false;
+    Status s = MakeDir(rel, e.mode, &created);
     if (!s.ok()) return fail(s);
+    if (created) created_dirs_.insert(rel);
     dirs_.push_back(e);
     p.action = PlanAction::kDone;
     return p;
@@ -256,8 +265,13 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
   const int dfd = (*parent)->fd.get();
   struct stat stbuf {};
   const struct stat* st = &stbuf;
-  bool exists = ::fstatat(dfd, name.c_str(), &stbuf, AT_SYMLINK_NOFOLLOW) == 0;
-  if (!exists && errno != ENOENT) return fail(Status::IoError("stat " + Display(rel), errno));
+  // In a directory this session created nothing can be in the way (a name that appears there
+  // meanwhile is caught by the commit's RENAME_NOREPLACE): no stat needed.
+  bool exists = false;
+  if (!created_dirs_.count(dir_rel)) {
+    exists = ::fstatat(dfd, name.c_str(), &stbuf, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!exists && errno != ENOENT) return fail(Status::IoError("stat " + Display(rel), errno));
+  }
   if (exists) {
     if (S_ISDIR(st->st_mode)) {
       return fail(Status::AlreadyExists("destination exists and is a directory: " + Display(rel)));
@@ -607,7 +621,8 @@ Status Receiver::ChannelLoop(size_t i) {
         std::memset(buf.data() + len, 0, padded - len);
         len = padded;
       }
-      std::string what = Display(ExportRoot::Join(f->dir_rel, PartName(f->name)));
+      // The part file's name, for error messages only (not built for every chunk).
+      auto what = [&] { return Display(ExportRoot::Join(f->dir_rel, PartName(f->name))); };
       if (f->direct && !q) {
         io::IoQueueOptions qo;
         qo.depth = 4;
@@ -623,13 +638,14 @@ Status Receiver::ChannelLoop(size_t i) {
           auto n = q->Reap(std::span(&c, 1), 1);
           if (!n.has_value()) ws = n.error();
           else if (*n != 1) ws = Status::Internal("io_uring write did not complete");
-          else if (c.result < 0) ws = Status::IoError("write " + what, static_cast<int>(-c.result));
-          else if (static_cast<uint64_t>(c.result) != len) ws = Status::IoError("write " + what, EIO);
+          else if (c.result < 0) ws = Status::IoError("write " + what(), static_cast<int>(-c.result));
+          else if (static_cast<uint64_t>(c.result) != len) ws = Status::IoError("write " + what(), EIO);
         }
       } else if (ws.ok()) {
         // Buffered destination (tmpfs): a plain pwrite; io_uring would only punt it to a worker thread.
         std::lock_guard<std::mutex> wl(f->write_mu);
-        ws = io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), what);
+        ws = io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), std::string());
+        if (!ws.ok()) ws = Status::IoError("pwrite " + what(), ws.sys_errno());
       }
     }
     io_lock = {};

@@ -81,6 +81,9 @@ class Sender {
   Status OpenSource(SrcFile& f);
   void FailFile(SrcFile& f, const Status& s);
   void Dispatch(SendItem item);
+  // Sends one chunk message on channel i (pace, header, payload from the buffer or the file). Errors:
+  // the session's cancel status when the pace wait was cancelled, else the channel's (annotated).
+  Status SendOn(size_t i, SendItem& item);
   Status FlushFileEnds();
   void Fail(Status s);
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
@@ -133,6 +136,10 @@ class Sender {
     bool waiting = false;
   };
   static constexpr size_t kMaxQueuedPerChannel = 4;
+  static constexpr uint32_t kInlineBytes = 256u << 10;  // Dispatch sends items up to this size itself
+  static constexpr std::chrono::microseconds kNearRtt{1000};  // ... when every channel's RTT is below this
+  bool send_inline_ = false;
+  size_t rr_ = 0;  // Dispatch: where the search for the least-loaded channel starts
   std::mutex sched_mu_;  // guards queues_' contents, queued_items_
   std::condition_variable sched_space_cv_;
   size_t queued_items_ = 0;
@@ -419,19 +426,31 @@ void Sender::Dispatch(SendItem item) {
     std::lock_guard<std::mutex> l2(mu_);
     return !error_.ok();
   });
-  queued_items_++;
-  size_t best = 0;
-  for (size_t i = 1; i < queues_.size(); ++i) {
+  const size_t n = queues_.size();
+  size_t best = rr_ % n;  // ties rotate, so idle channels take turns
+  for (size_t k = 1; k < n; ++k) {
+    size_t i = (rr_ + k) % n;
     if (queues_[i]->queued_bytes < queues_[best]->queued_bytes) best = i;
   }
+  rr_++;
   ChannelQueue& q = *queues_[best];
+  if (send_inline_ && q.waiting && q.items.empty() && item.header.length <= kInlineBytes) {
+    // That channel's thread sleeps with nothing to send: a small item is sent from here at once
+    // instead of waking it (a wake-up costs more than the send). Only this thread dispatches, so
+    // nothing is queued to the channel meanwhile and its thread stays asleep. Near peers only: to a
+    // far one the send may block on a full socket buffer, and reading would stall with it.
+    lock.unlock();
+    Status s = SendOn(best, item);
+    if (!s.ok()) Fail(s);
+    return;
+  }
+  queued_items_++;
   q.queued_bytes += item.header.length;
   q.items.push_back(std::move(item));
   if (q.waiting) q.cv.notify_one();
 }
 
 void Sender::ChannelMain(size_t i) {
-  transport::MessageChannel& ch = *(*dp_.channels)[i];
   while (true) {
     SendItem item;
     {
@@ -451,9 +470,20 @@ void Sender::ChannelMain(size_t i) {
       queued_items_--;
       sched_space_cv_.notify_one();
     }
-    if (dp_.pace && item.header.kind == ChunkKind::kData && !dp_.pace(item.header.length)) {
-      Fail(dp_.CancelStatus());
+    Status s = SendOn(i, item);
+    if (!s.ok()) {
+      Fail(s);
       return;
+    }
+    if (item.eos) return;
+  }
+}
+
+Status Sender::SendOn(size_t i, SendItem& item) {
+  transport::MessageChannel& ch = *(*dp_.channels)[i];
+  {
+    if (dp_.pace && item.header.kind == ChunkKind::kData && !dp_.pace(item.header.length)) {
+      return dp_.CancelStatus();
     }
     std::array<std::byte, proto::kChunkHeaderSize> hdr;
     proto::EncodeChunkHeader(item.header, hdr);
@@ -475,13 +505,10 @@ void Sender::ChannelMain(size_t i) {
       }
       s = ch.Send(hdr, payload, {});
     }
-    if (!s.ok()) {
-      Fail(s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i)));
-      return;
-    }
-    if (item.eos) return;
+    if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
     if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
   }
+  return Status::OK();
 }
 
 Status Sender::OpenSource(SrcFile& f) {
@@ -712,6 +739,13 @@ Result<nlohmann::json> Sender::Run() {
   size_t n = dp_.channels->size();
   if (n == 0) return Status::InvalidArgument("no data channels");
   for (size_t i = 0; i < n; ++i) queues_.push_back(std::make_unique<ChannelQueue>());
+  send_inline_ = true;
+  for (const auto& ch : *dp_.channels) {
+    auto rtt = ch->rtt();
+    if (!rtt || *rtt >= kNearRtt) send_inline_ = false;
+  }
+  PORO_LOG(DEBUG) << "sender: " << (send_inline_ ? "near peer, small chunks sent by the reader"
+                                                 : "far peer (or RTT unknown), every chunk through the channel queues");
   std::thread walker([this] { WalkerMain(); });
   std::thread ctl([this] { CtlReaderMain(); });
   std::vector<std::thread> chans;

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 
@@ -539,6 +540,15 @@ Status TcpMessageChannel::Close(const TransportOptions& /*opts*/) {
   if (!fd_.valid()) return Status::OK();
   ::shutdown(fd_.get(), SHUT_WR);  // the peer's Receive sees "closed" at a message boundary
   return fd_.Close();
+}
+
+std::optional<std::chrono::microseconds> TcpMessageChannel::rtt() const {
+  struct tcp_info ti {};
+  socklen_t len = sizeof ti;
+  if (::getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || len < offsetof(tcp_info, tcpi_rttvar)) {
+    return std::nullopt;
+  }
+  return std::chrono::microseconds(ti.tcpi_rtt);
 }
 
 void TcpMessageChannel::Shutdown() {

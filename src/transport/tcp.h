@@ -112,6 +112,8 @@ class TcpMessageChannel : public MessageChannel {
   void Shutdown() override;
   std::string peer_address() const override { return peer_; }
   const char* name() const override { return "tcp"; }
+  // TCP_INFO's tcpi_rtt.
+  std::optional<std::chrono::microseconds> rtt() const override;
 
   int fd() const { return fd_.get(); }
 
