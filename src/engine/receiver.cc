@@ -99,14 +99,20 @@ struct RxFile {
   bool queued = false;    // in the committer's queue
 };
 
+// The process's file descriptor limit (4096 if unknown or unlimited). A session keeps at most a
+// quarter of it in open part files and an eighth in cached directories.
+size_t NofileLimit() {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 4096;
+  return static_cast<size_t>(rl.rlim_cur);
+}
+
 class Receiver {
  public:
   Receiver(const ExportRoot& root, std::string target, const EngineOptions& opts, const DataPath& dp)
-      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size), dircache_(root) {
-    struct rlimit rl {};
-    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-      max_open_parts_ = std::clamp<size_t>(rl.rlim_cur / 4, 16, 4096);
-    }
+      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size),
+        dircache_(root, std::clamp<size_t>(NofileLimit() / 8, 16, 4096)) {
+    max_open_parts_ = std::clamp<size_t>(NofileLimit() / 4, 16, 4096);
     commit_batch_ = std::max<size_t>(1, std::min<size_t>(kCommitBatch, max_open_parts_ / 2));
   }
 
@@ -172,6 +178,7 @@ class Receiver {
   std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_;
   uint64_t entries_ = 0, terminal_ = 0;
   bool end_received_ = false;
+  bool summary_sent_ = false;
   std::vector<FileEntry> dirs_;  // for mode/mtime after their contents
   std::unordered_set<std::string> created_dirs_;  // directories this session created (control reader only)
   std::deque<std::shared_ptr<RxFile>> commit_q_;
@@ -393,7 +400,21 @@ Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
       f = it->second;
     }
     std::lock_guard<std::mutex> lock(f->mu);
-    if (f->have_end) return Status::Protocol("FILE_END repeated for file id " + std::to_string(end.id));
+    if (f->have_end) {
+      // One error FILE_END may follow a successful one: a chunk the sender had to send again could
+      // not be read any more (the source changed). The file fails with the sender's reason.
+      if (f->end.code != Code::kOk || end.code == Code::kOk) {
+        return Status::Protocol("FILE_END repeated for file id " + std::to_string(end.id));
+      }
+      if (!f->terminal && !f->failed) {
+        f->failed = true;
+        f->error = Status(end.code, end.message.empty() ? "the sender could not read the file again" : end.message);
+        f->error.WithSide(Side::kSource);
+        Enqueue(f);
+      }
+      f->end.code = end.code;  // a third FILE_END is refused
+      continue;
+    }
     if (end.code == Code::kOk && end.chunks != f->chunks) {
       return Status::Protocol("FILE_END chunk count does not match the file size");
     }
@@ -949,20 +970,38 @@ Result<nlohmann::json> Receiver::Run() {
       Status rs;
       try {
       if (!fr.has_value()) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (summary_sent_) return;  // the session is over: the peer closed, or Run() shut it down
+        }
         rs = fr.error();
         if (rs.code() == Code::kUnavailable) {
           rs = Status::Unavailable("control connection lost: " + std::string(rs.message()));
         }
       } else {
         switch (fr->type) {
-          case MsgType::kFiles: rs = HandleFiles(*fr); break;
+          case MsgType::kFiles: {
+            bool ended;
+            {
+              std::lock_guard<std::mutex> lock(mu_);
+              ended = end_received_;
+            }
+            rs = ended ? Status::Protocol("FILES after END") : HandleFiles(*fr);
+            break;
+          }
           case MsgType::kFileEnd: rs = HandleFileEnd(*fr); break;
           case MsgType::kEnd: {
             std::lock_guard<std::mutex> lock(mu_);
+            if (end_received_) {
+              rs = Status::Protocol("END repeated");
+              break;
+            }
             end_received_ = true;
             dp_.stats->walk_done = true;
             NotifyIfAllDone();
-            return;  // nothing but SUMMARY follows from us; EOS arrives on the channels
+            // Keep reading: an error FILE_END may still come (a chunk asked for again that the
+            // sender could no longer read), and so may ERROR or CANCEL.
+            break;
           }
           case MsgType::kError: {
             auto j = proto::DecodeJsonBody(*fr);
@@ -1007,6 +1046,10 @@ Result<nlohmann::json> Receiver::Run() {
                {"files_skipped", st.files_skipped},   {"bytes_skipped", st.bytes_skipped},
                {"files_failed", st.files_failed},     {"chunks_corrupt", st.chunks_corrupt},
                {"bytes_resumed", st.bytes_resumed}};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      summary_sent_ = true;
+    }
     s = dp_.ctl->SendJson(MsgType::kSummary, summary);
   }
   if (!s.ok()) {
@@ -1015,6 +1058,9 @@ Result<nlohmann::json> Receiver::Run() {
     for (auto& ch : *dp_.channels) ch->Shutdown();
   }
   for (auto& t : chans) t.join();
+  // Every channel has ended (EOS comes after the sender has read SUMMARY), so nothing is left to
+  // read on the control connection: stop the reader rather than wait for the peer to close.
+  if (s.ok()) dp_.ctl->Shutdown();
   ctl_reader.join();
   {
     std::lock_guard<std::mutex> lock(mu_);

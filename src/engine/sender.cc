@@ -539,7 +539,9 @@ Status Sender::OpenSource(SrcFile& f) {
 }
 
 void Sender::FailFile(SrcFile& f, const Status& s) {
-  if (f.failed || f.ended) return;
+  // Also after the file's FILE_END (a chunk asked for again can no longer be read, because the
+  // source changed): the error FILE_END that follows tells the receiver to fail the file.
+  if (f.failed) return;
   f.ended = true;
   PORO_LOG(WARNING) << "cannot send " << root_.Display(f.rel) << ": " << s.ToString();
   f.failed = true;

@@ -459,9 +459,20 @@ Status TcpMessageChannel::SendFile(std::span<const std::byte> header, int file_f
       return ErrorFor("sendfile to", errno);
     }
     if (n == 0) {
-      // The file is shorter than announced: the stream cannot be re-synchronised.
-      Shutdown();
-      return Status::DataLoss("file shrank while it was being sent");
+      // The file is shorter than announced (it shrank after it was hashed). The message's length is
+      // already on the wire: fill it with zeros so the stream stays in step; the receiver's digest
+      // check rejects the chunk and asks for it again, and the re-read finds the file changed.
+      PORO_LOG(WARNING) << "sendfile to " << peer_ << ": the file ended " << left
+                        << " bytes early (it shrank while being sent); sending zeros in their place";
+      static const std::byte kZeros[64 << 10] = {};
+      while (left > 0) {
+        iovec zeros{const_cast<std::byte*>(kZeros), std::min(left, sizeof kZeros)};
+        size_t n_zeros = zeros.iov_len;
+        int err = SendAllV(fd_.get(), &zeros, 1, opts);
+        if (err != 0) return ErrorFor("send to", err);
+        left -= n_zeros;
+      }
+      break;
     }
     left -= size_t(n);
   }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "support/daemon_harness.h"
 
@@ -110,6 +111,43 @@ TEST_SUITE("integration.faults") {
     CHECK(r.Json()["progress"]["chunks_corrupt"] == 3);
     auto diffs = CompareTrees(a.Path("pushed.bin"), b.Path("pushed.bin"));
     CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("a source file that shrinks while it is sent fails alone and the rest of the tree arrives") {
+    // b-shrinks.bin is under 1 MiB, so it is read through the page cache and its chunks are sent
+    // with sendfile; 512 KiB chunks go through the channel queues. Each chunk waits 1 s before it is
+    // sent, so the reader has hashed the whole file (and queued its FILE_END) long before: the
+    // truncation below hits the sendfile of chunks already announced (the stream is padded with
+    // zeros, the receiver rejects the chunks and asks for them again) and then the re-reads, which
+    // find the file changed after its FILE_END.
+    TestFederation fed;
+    DaemonOptions slow;
+    slow.extra_toml = "[fault_injection]\nsend_delay_us = 1000000\n";
+    DaemonPair p(fed, slow);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("src"), 0755);
+    WriteRandomFile(a.Path("src/a-stable.bin"), 3 * kMiB + 5, 31, 0644);
+    WriteRandomFile(a.Path("src/b-shrinks.bin"), kMiB - 4096, 32, 0644);
+    CliResult r = Cli(a, {"cp", "-d", "-r", "--chunk", "512KiB", a.Path("src"), "b:/"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    const std::string id = Trim(r.out);
+    REQUIRE(a.WaitForState(id, {"running", "succeeded", "failed"}, 30s)["state"] == "running");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(::truncate(a.Path("src/b-shrinks.bin").c_str(), 100000) == 0);
+
+    auto t = a.WaitForTerminal(id, 60s);
+    INFO(t.dump(2));
+    CHECK(t["state"] == "failed");
+    CHECK(t["error_code"] == "FilesFailed");
+    CHECK(t["progress"]["files_failed"] == 1);
+    REQUIRE(t["failures"].size() == 1);
+    CHECK(t["failures"][0]["path"].get<std::string>().find("b-shrinks.bin") != std::string::npos);
+    CHECK_FALSE(t["failures"][0]["error"].get<std::string>().empty());
+    CHECK(CompareTrees(a.Path("src/a-stable.bin"), b.Path("src/a-stable.bin")).empty());
+    CHECK_FALSE(Exists(b.Path("src/b-shrinks.bin")));  // nothing under the final name
     CHECK(Partials(b.export_root()).empty());
   }
 
