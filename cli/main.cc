@@ -171,6 +171,7 @@ int Follow(Client& c, const std::string& id, bool as_json, bool progress) {
   // with its progress (a terminal's display refreshes 4 times a second).
   const std::string target = "/v1/transfers/" + id + (tty ? "?wait=0.25" : "?wait=20");
   for (;;) {
+    auto asked = std::chrono::steady_clock::now();
     if (!c.Call("GET", target, "", &t, &ec)) return ec;
     if (tty) {
       auto now = std::chrono::steady_clock::now();
@@ -185,6 +186,8 @@ int Follow(Client& c, const std::string& id, bool as_json, bool progress) {
       PrintProgressLine(t, rate, Terminal(t.value("state", std::string())));
     }
     if (Terminal(t.value("state", std::string()))) break;
+    // A daemon that does not know ?wait= (or is stopping) answers at once: not more than 4 a second.
+    std::this_thread::sleep_until(asked + std::chrono::milliseconds(250));
   }
   if (as_json) std::cout << t.dump(2) << "\n";
   else PrintResult(t);

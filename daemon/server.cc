@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <poll.h>
-#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -195,12 +195,12 @@ Status Daemon::Start() {
   RegisterRoutes();
   api_->Start();
   peer_thread_ = std::thread([this] { PeerAcceptLoop(); });
-  // The pool's pages are mapped after start-up, by a thread that runs only when a CPU is otherwise
-  // idle: the daemon answers at once (a restart after a crash resumes sooner), and a transfer that
-  // starts meanwhile maps the few buffers it takes itself.
+  // The pool's pages are mapped after start-up, by a thread at the lowest priority (nice 19, not
+  // SCHED_IDLE: it holds the address space's lock while it maps, and must not sit on it
+  // indefinitely on a busy host): the daemon answers at once (a restart after a crash resumes
+  // sooner), and a transfer that starts meanwhile maps the few buffers it takes itself.
   pool_thread_ = std::thread([this] {
-    struct sched_param sp {};
-    ::sched_setscheduler(0, SCHED_IDLE, &sp);  // this thread only; best effort
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);  // this thread only; best effort
     Status s = pool_->Populate(&stopping_);
     if (!s.ok() && s.code() != Code::kCancelled) PORO_LOG(INFO) << s.ToString() << "; pages are mapped on first use";
   });

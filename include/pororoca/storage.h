@@ -59,7 +59,7 @@ class BufferPool {
   // `count` buffers of `buffer_size` bytes each (rounded up to 4096), aligned to 4096, in one mapping.
   // The memory is reserved, not yet touched: see Populate().
   static Result<std::unique_ptr<BufferPool>> Create(size_t buffer_size, size_t count);
-  // Maps every page of the pool (MADV_POPULATE_WRITE), one buffer at a time, so the data path takes
+  // Maps every page of the pool (MADV_POPULATE_WRITE), 2 MiB at a time, so the data path takes
   // no page faults. Safe while buffers are in use (pages already mapped are left as they are); stops
   // early when `*stop` becomes true. kNotSupported on kernels before 5.14.
   Status Populate(const std::atomic<bool>* stop = nullptr);

@@ -333,7 +333,8 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
       }
       f->journaled = true;
       f->journal_records = have.size();
-      f->sized = true;
+      // Not `sized`: an earlier attempt may have written O_DIRECT (a padded last chunk); the
+      // commit truncates to the exact size.
       p.action = PlanAction::kResume;
       p.have = std::move(have);
       PORO_LOG(INFO) << "resuming " << Display(rel) << ": " << (f->chunks - f->missing) << " of " << f->chunks
@@ -1032,6 +1033,7 @@ Result<nlohmann::json> Receiver::Run() {
     s = error_;
     stop_committer_ = true;
     commit_cv_.notify_all();
+    slot_cv_.notify_all();  // a channel thread waiting for an open slot sees the error at once
   }
   committer.join();
   {

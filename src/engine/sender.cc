@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -434,13 +435,16 @@ void Sender::Dispatch(SendItem item) {
   }
   rr_++;
   ChannelQueue& q = *queues_[best];
-  if (send_inline_ && q.waiting && q.items.empty() && item.header.length <= kInlineBytes) {
+  if (send_inline_ && !dp_.pace && q.waiting && q.items.empty() && item.header.length <= kInlineBytes) {
     // That channel's thread sleeps with nothing to send: a small item is sent from here at once
     // instead of waking it (a wake-up costs more than the send). Only this thread dispatches, so
     // nothing is queued to the channel meanwhile and its thread stays asleep. Near peers only: to a
     // far one the send may block on a full socket buffer, and reading would stall with it.
     lock.unlock();
-    Status s = SendOn(best, item);
+    // Pending FILE_ENDs go first once a few have gathered: the send may block (the receiver
+    // drains slowly), and the receiver holds each of those files open until its FILE_END.
+    Status s = ends_.size() >= 8 ? FlushFileEnds() : Status::OK();
+    if (s.ok()) s = SendOn(best, item);
     if (!s.ok()) Fail(s);
     return;
   }
@@ -492,10 +496,13 @@ Status Sender::SendOn(size_t i, SendItem& item) {
       s = ch.SendFile(hdr, item.file->get(), item.header.offset, item.header.length, {});
       if (s.code() == Code::kNotSupported) {  // backend without sendfile: read into a pool buffer
         auto buf = dp_.pool->Acquire();
-        s = buf.has_value() ? io::PreadFull(item.file->get(), item.header.offset,
-                                            std::span(buf->data(), item.header.length), "source")
-                            : buf.error();
-        if (s.ok()) s = ch.Send(hdr, std::span<const std::byte>(buf->data(), item.header.length), {});
+        if (!buf.has_value()) return buf.error();
+        auto payload = std::span(buf->data(), item.header.length);
+        std::memset(payload.data(), 0, payload.size());
+        s = io::PreadFull(item.file->get(), item.header.offset, payload, "source");
+        // A file that shrank since it was hashed: send what is left and zeros, as sendfile does
+        // (the receiver rejects the chunk and the re-read fails the file).
+        if (s.ok() || s.code() == Code::kDataLoss) s = ch.Send(hdr, payload, {});
       }
       item.file.reset();
     } else {

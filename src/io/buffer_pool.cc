@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
@@ -88,9 +89,12 @@ Status BufferPool::Populate(const std::atomic<bool>* stop) {
 #ifndef MADV_POPULATE_WRITE
   constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
 #endif
-  for (size_t i = 0; i < count_; ++i) {
+  // 2 MiB at a time: each call holds the address space's lock while it maps.
+  constexpr size_t kStep = 2u << 20;
+  const size_t total = total_bytes();
+  for (size_t off = 0; off < total; off += kStep) {
     if (stop != nullptr && stop->load()) return Status::Cancelled("buffer pool: populate stopped");
-    if (::madvise(base_ + i * buffer_size_, buffer_size_, MADV_POPULATE_WRITE) != 0) {
+    if (::madvise(base_ + off, std::min(kStep, total - off), MADV_POPULATE_WRITE) != 0) {
       if (errno == EINVAL) return Status::NotSupported("buffer pool: MADV_POPULATE_WRITE not supported");
       return Status::IoError("buffer pool: madvise(MADV_POPULATE_WRITE)", errno);
     }
