@@ -78,7 +78,8 @@ demo() {
   "$cli" federation add-institution cenapad "${cfg[@]}" --name "CENAPAD regional HPC centre" >/dev/null
   "$cli" federation add-endpoint lncc-dtn1 "${cfg[@]}" --institution lncc --address "127.0.0.1:$pa" >/dev/null
   "$cli" federation add-endpoint cenapad-dtn1 "${cfg[@]}" --institution cenapad --address "127.0.0.1:$pb" >/dev/null
-  "$cli" federation add-issuer https://tokens.lncc.demo "${cfg[@]}" --institution lncc >/dev/null
+  "$cli" federation add-issuer https://tokens.lncc.demo "${cfg[@]}" --institution lncc \
+    --key-out "$dir/lncc-token-issuer.key" >/dev/null
   "$cli" federation policy add "${cfg[@]}" --rule '{"id":"lncc-datasets-to-cenapad","effect":"allow",
     "source":["lncc"],"destination":["cenapad"],"direction":"push","source_paths":["/dataset"],
     "comment":"ingestion of LNCC datasets at CENAPAD"}' >/dev/null
@@ -113,7 +114,7 @@ TOML
       cat >> "$dir/$n.toml" <<TOML
 [tokens]
 issuer = "https://tokens.lncc.demo"
-key = "$fed/issuers/https___tokens_lncc_demo.key"
+key = "$dir/lncc-token-issuer.key"
 [[users]]
 uid = $(id -u)
 identity = "$(id -un)@lncc"

@@ -85,7 +85,7 @@ void PrintFederationUsage() {
                "  add-institution ID --dir DIR [--name TEXT]\n"
                "  add-endpoint NAME --dir DIR --institution ID --address HOST:PORT [--csr FILE] [--out DIR]\n"
                "  suspend|revoke|activate NAME --dir DIR            change an endpoint's status\n"
-               "  add-issuer ID --dir DIR --institution ID [--public-key FILE]\n"
+               "  add-issuer ID --dir DIR --institution ID [--public-key FILE | --key-out FILE]\n"
                "  policy add --dir DIR --rule JSON|@FILE [--before ID]\n"
                "  policy remove ID --dir DIR\n"
                "  policy set --dir DIR --rules JSON|@FILE            replace all rules\n"
@@ -174,13 +174,15 @@ int FedAddIssuer(const std::vector<std::string>& args) {
   po::options_description d("Usage: pororoca federation add-issuer ID --dir DIR --institution ID\nOptions");
   d.add_options()("dir", po::value<std::string>()->required(), "workspace")(
       "institution", po::value<std::string>()->required(), "the issuer's institution")(
-      "public-key", po::value<std::string>(), "the issuer's Ed25519 public key (PEM); else a key pair is generated");
+      "public-key", po::value<std::string>(), "the issuer's Ed25519 public key (PEM); else a key pair is generated")(
+      "key-out", po::value<std::string>(), "where the generated private key goes (default DIR/issuers/<ID>.key)");
   po::variables_map vm;
   int ec;
   if (!Parse(args, d, {"id"}, &vm, &ec)) return ec;
-  std::optional<std::string> pub;
+  std::optional<std::string> pub, key_out;
   if (vm.count("public-key")) pub = Str(vm, "public-key");
-  auto r = federation::AddIssuer(Str(vm, "dir"), Str(vm, "id"), Str(vm, "institution"), pub);
+  if (vm.count("key-out")) key_out = Str(vm, "key-out");
+  auto r = federation::AddIssuer(Str(vm, "dir"), Str(vm, "id"), Str(vm, "institution"), pub, key_out);
   if (!r.has_value()) return Fail(r.error());
   std::cout << "token issuer " << Str(vm, "id") << " in the draft";
   if (!r->empty()) std::cout << "; its private key: " << *r;

@@ -17,8 +17,10 @@ bench_federation() {
   "$cli" federation add-institution ib "${w[@]}" >/dev/null || return 1
   "$cli" federation add-endpoint "$a" "${w[@]}" --institution ia --address "$addr_a" >/dev/null || return 1
   "$cli" federation add-endpoint "$b" "${w[@]}" --institution ib --address "$addr_b" >/dev/null || return 1
-  "$cli" federation add-issuer https://t.ia "${w[@]}" --institution ia >/dev/null || return 1
-  "$cli" federation add-issuer https://t.ib "${w[@]}" --institution ib >/dev/null || return 1
+  "$cli" federation add-issuer https://t.ia "${w[@]}" --institution ia --key-out "$dir/issuer-ia.key" >/dev/null ||
+    return 1
+  "$cli" federation add-issuer https://t.ib "${w[@]}" --institution ib --key-out "$dir/issuer-ib.key" >/dev/null ||
+    return 1
   "$cli" federation policy set "${w[@]}" --rules '[{"id":"bench","effect":"allow"}]' >/dev/null || return 1
   "$cli" federation sign "${w[@]}" --publish "$dir/manifest.json" >/dev/null
 }
@@ -44,7 +46,7 @@ manifest = "$dir/manifest.json"
 authority_key = "$dir/fed/authority.pub"
 [tokens]
 issuer = "https://t.$inst"
-key = "$dir/fed/issuers/https___t_$inst.key"
+key = "$dir/issuer-$inst.key"
 [[users]]
 uid = $(id -u)
 identity = "$(id -un)@$inst"

@@ -8,7 +8,7 @@ $CLI federation init --dir $W/fed --name w1p >/dev/null
 $CLI federation add-institution ia --dir $W/fed >/dev/null; $CLI federation add-institution ib --dir $W/fed >/dev/null
 $CLI federation add-endpoint a --dir $W/fed --institution ia --address 127.0.0.1:47801 >/dev/null
 $CLI federation add-endpoint b --dir $W/fed --institution ib --address 127.0.0.1:47802 >/dev/null
-$CLI federation add-issuer https://t.ia --dir $W/fed --institution ia >/dev/null
+$CLI federation add-issuer https://t.ia --dir $W/fed --institution ia --key-out $W/issuer-ia.key >/dev/null
 for n in a b; do
   p=$([ $n = a ] && echo 47801 || echo 47802); mkdir -p $W/$n/export $W/$n/state
   cat > $W/$n.toml <<T
@@ -31,7 +31,7 @@ authority_key = "$W/fed/authority.pub"
 refresh_s = 1
 [tokens]
 issuer = "https://t.ia"
-key = "$W/fed/issuers/https___t_ia.key"
+key = "$W/issuer-ia.key"
 [[users]]
 uid = 0
 identity = "root@ia"

@@ -150,7 +150,11 @@ Status SetEndpointStatus(const std::string& dir, const std::string& name, Endpoi
 }
 
 Result<std::string> AddIssuer(const std::string& dir, const std::string& id, const std::string& institution,
-                              const std::optional<std::string>& public_key_file) {
+                              const std::optional<std::string>& public_key_file,
+                              const std::optional<std::string>& key_out) {
+  if (public_key_file && key_out) {
+    return Status::InvalidArgument("an issuer given by its public key has no private key to write");
+  }
   PORO_ASSIGN_OR_RETURN(json d, LoadDraft(dir));
   if (FindById(d["institutions"], institution) == nullptr) {
     return Status::NotFound("institution '" + institution + "' is not in " + DraftFile(dir));
@@ -160,8 +164,12 @@ Result<std::string> AddIssuer(const std::string& dir, const std::string& id, con
     PORO_ASSIGN_OR_RETURN(crypto::PKey pub, crypto::LoadPublicKeyPem(*public_key_file));
     PORO_ASSIGN_OR_RETURN(pem, crypto::PublicKeyPem(pub));
   } else {
-    PORO_RETURN_IF_ERROR(MakeDir(dir + "/issuers"));
-    private_key = IssuerKeyFile(dir, id);
+    if (key_out) {
+      private_key = *key_out;
+    } else {
+      PORO_RETURN_IF_ERROR(MakeDir(dir + "/issuers"));
+      private_key = IssuerKeyFile(dir, id);
+    }
     PORO_ASSIGN_OR_RETURN(crypto::PKey key, crypto::GenerateEd25519());
     PORO_RETURN_IF_ERROR(crypto::WritePrivateKeyPem(key, private_key));
     PORO_ASSIGN_OR_RETURN(pem, crypto::PublicKeyPem(key));

@@ -56,10 +56,11 @@ Result<EndpointIssued> AddEndpoint(const std::string& dir, const EndpointRequest
 
 Status SetEndpointStatus(const std::string& dir, const std::string& name, EndpointStatus status);
 
-// Adds a token issuer. Without public_key_file a key pair is generated into dir/issuers/ and its
-// private key path returned.
+// Adds a token issuer. Without public_key_file a key pair is generated, its private key written to
+// `key_out` (default IssuerKeyFile(dir, id)) and that path returned; both given is kInvalidArgument.
 Result<std::string> AddIssuer(const std::string& dir, const std::string& id, const std::string& institution,
-                              const std::optional<std::string>& public_key_file);
+                              const std::optional<std::string>& public_key_file,
+                              const std::optional<std::string>& key_out = std::nullopt);
 
 // Policy edits. AddRule appends (or inserts before the rule with id `before`); an existing id is
 // replaced in place. Rules are validated as a whole policy before the draft is saved.

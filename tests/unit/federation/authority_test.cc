@@ -4,6 +4,7 @@
 #include <string>
 
 #include "base/file_util.h"
+#include "crypto/keys.h"
 #include "support/temp_dir.h"
 #include "unit/federation/requests.h"
 
@@ -19,6 +20,44 @@ TEST_CASE("init refuses to overwrite an existing workspace") {
   REQUIRE(InitAuthority(dir, "fed", 2).ok());
   Status again = InitAuthority(dir, "fed", 2);
   CHECK(again.code() == Code::kAlreadyExists);
+}
+
+TEST_CASE("a generated issuer key goes to --key-out, or under issuers/, and never over an existing file") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  REQUIRE(AddInstitution(dir, "lncc", "").ok());
+  auto dflt = AddIssuer(dir, "https://t.lncc", "lncc", std::nullopt);
+  REQUIRE(dflt.has_value());
+  CHECK(*dflt == IssuerKeyFile(dir, "https://t.lncc"));
+  CHECK(ReadSmallFile(*dflt).has_value());
+
+  const std::string out = tmp.path() + "/lncc-issuer.key";
+  auto chosen = AddIssuer(dir, "https://t2.lncc", "lncc", std::nullopt, out);
+  REQUIRE(chosen.has_value());
+  CHECK(*chosen == out);
+  auto pem = ReadSmallFile(out);
+  REQUIRE(pem.has_value());
+  CHECK(pem->find("PRIVATE KEY") != std::string::npos);
+  // The public half of that key is the one the draft lists for the issuer.
+  auto key = crypto::LoadPrivateKeyPem(out);
+  REQUIRE(key.has_value());
+  auto pub = crypto::PublicKeyPem(*key);
+  REQUIRE(pub.has_value());
+  auto d = LoadDraft(dir);
+  REQUIRE(d.has_value());
+  bool listed = false;
+  for (const auto& is : (*d)["token_issuers"]) {
+    if (is["id"] == "https://t2.lncc") listed = is["public_key"] == *pub;
+  }
+  CHECK(listed);
+
+  auto again = AddIssuer(dir, "https://t3.lncc", "lncc", std::nullopt, out);  // O_EXCL: not overwritten
+  REQUIRE_FALSE(again.has_value());
+  CHECK(ReadSmallFile(out).value() == *pem);
+  auto both = AddIssuer(dir, "https://t4.lncc", "lncc", std::string(tmp.path() + "/pub.pem"), out);
+  REQUIRE_FALSE(both.has_value());
+  CHECK(both.error().code() == Code::kInvalidArgument);
 }
 
 TEST_CASE("every signature gets a higher serial, and the draft remembers it") {
