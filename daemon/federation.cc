@@ -1,5 +1,7 @@
 #include "daemon/federation.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <ctime>
 
@@ -16,6 +18,7 @@ using json = nlohmann::json;
 std::string LastGoodFile(const Config& c) { return c.state_dir + "/manifest.json"; }
 std::string AnchorsFile(const Config& c) { return c.state_dir + "/trust_anchors.pem"; }
 std::string AccountingFile(const Config& c) { return c.state_dir + "/accounting.json"; }
+std::string ReceivedAccountingFile(const Config& c) { return c.state_dir + "/accounting-received.json"; }
 
 // How this daemon reaches the control-plane service: its own endpoint certificate (mutual TLS), the
 // bootstrap CA, the service's expected name.
@@ -57,6 +60,8 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
   if (!log.has_value()) return log.error().Annotate("[audit] log");
   f->audit_ = std::move(*log);
   PORO_ASSIGN_OR_RETURN(f->accounting_, audit::Accounting::Open(AccountingFile(c)));
+  const bool seed_received = ::access(ReceivedAccountingFile(c).c_str(), F_OK) != 0;
+  PORO_ASSIGN_OR_RETURN(f->received_, audit::Accounting::Open(ReceivedAccountingFile(c)));
   std::vector<std::pair<std::string, std::string>> labels;
   for (const auto& cl : c.classifications) labels.emplace_back(cl.path, cl.label);
   f->classifier_ = std::make_unique<policy::Classifier>(std::move(labels));
@@ -79,6 +84,16 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
     PORO_LOG(WARNING) << "this endpoint '" << c.endpoint_name << "' is not in the federation manifest (serial "
                       << best->serial() << "): every peer will refuse it";
   }
+  if (seed_received) {
+    // A state directory from before accounting-received.json: start from what was reported then
+    // (the rows whose destination is this institution), so the service's totals do not go back.
+    json rows = json::array();
+    for (const auto& r : f->accounting_->Report(c.endpoint_name).value("rows", json::array())) {
+      if (r.value("destination", std::string()) == f->self_institution()) rows.push_back(r);
+    }
+    if (!rows.empty()) PORO_RETURN_IF_ERROR(f->received_->Merge(json{{"rows", rows}}));
+    PORO_RETURN_IF_ERROR(f->received_->Flush());
+  }
   return f;
 }
 
@@ -94,6 +109,7 @@ void Federation::Stop() {
   }
   if (refresh_thread_.joinable()) refresh_thread_.join();
   if (accounting_) accounting_->Flush().IgnoreError();
+  if (received_) received_->Flush().IgnoreError();
 }
 
 std::shared_ptr<const federation::Manifest> Federation::manifest() const {
@@ -223,6 +239,7 @@ void Federation::RefreshLoop() {
       // Refused or unreadable: already logged and audited; the manifest in force stays.
     }
     accounting_->Flush().IgnoreError();
+    received_->Flush().IgnoreError();
     if (config_.report_s > 0 && !config_.manifest_url.empty() && std::chrono::steady_clock::now() >= next_report) {
       ReportAccounting();
       next_report = std::chrono::steady_clock::now() + std::chrono::seconds(config_.report_s);
@@ -233,17 +250,8 @@ void Federation::RefreshLoop() {
 void Federation::ReportAccounting() {
   controlplane::ClientConfig cc = ServiceClient(config_);
   // Both ends account every session; the service adds up all endpoints' reports, so each daemon
-  // reports only what it received (rows whose destination is its institution): every transfer is
-  // then counted once federation-wide. (A transfer inside one institution is still counted by both
-  // of its ends.)
-  json report = accounting_->Report(config_.endpoint_name);
-  const std::string inst = self_institution();
-  json rows = json::array();
-  for (const auto& r : report.value("rows", json::array())) {
-    if (r.value("destination", std::string()) == inst) rows.push_back(r);
-  }
-  report["rows"] = std::move(rows);
-  Status s = controlplane::ReportAccounting(cc, report);
+  // reports only the sessions it received: every transfer is counted once federation-wide.
+  Status s = controlplane::ReportAccounting(cc, received_->Report(config_.endpoint_name));
   if (!s.ok()) PORO_LOG(WARNING) << "accounting report to " << config_.manifest_url << " failed: " << s.ToString();
 }
 
@@ -501,6 +509,7 @@ void Federation::Finish(const TransferAuth& a, const Admission& adm, const engin
   audit::Accounting::Key k{audit::UtcDay(std::chrono::system_clock::now()), adm.source_institution,
                            adm.destination_institution, a.user};
   accounting_->Add(k, s.bytes_sent, files, result.ok() ? 1 : 0);
+  if (!a.sending) received_->Add(k, s.bytes_sent, files, result.ok() ? 1 : 0);
   json rec = TransferRecord(a);
   rec["event"] = "transfer_end";
   rec["decision"] = result.ok() ? "completed" : "failed";

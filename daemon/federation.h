@@ -138,6 +138,10 @@ class Federation {
   crypto::PKey token_key_;  // [tokens] key, loaded once; empty when this daemon mints no tokens
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<audit::Accounting> accounting_;
+  // The sessions this daemon received, the part of accounting_ it reports to the control-plane
+  // service: the service adds up every endpoint's report, so each transfer is reported once, by
+  // its receiving end (also inside one institution, where both ends share the destination).
+  std::unique_ptr<audit::Accounting> received_;
   std::unique_ptr<policy::Classifier> classifier_;
   policy::PairLimits limits_;
 

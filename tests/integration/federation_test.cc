@@ -54,24 +54,58 @@ std::string IssueToken(TestFederation& fed, const std::string& institution, cons
   return t;
 }
 
+// A control-plane service publishing fed's manifest and collecting accounting reports.
+std::unique_ptr<fedd::Service> StartFedd(TestFederation& fed) {
+  TlsFiles svc = fed.IssueEndpoint("fedd");
+  fed.Publish();
+  MakeDir(fed.dir() + "/accounting", 0700);
+  fedd::Config fc;
+  fc.listen = "127.0.0.1:0";
+  fc.tls_ca = fed.ca_cert();
+  fc.tls_cert = svc.cert;
+  fc.tls_key = svc.key;
+  fc.manifest_file = fed.manifest_path();
+  fc.accounting_dir = fed.dir() + "/accounting";
+  auto service = fedd::Service::Create(fc);
+  REQUIRE_MESSAGE(service.has_value(), service.error().ToString());
+  REQUIRE((*service)->Start().ok());
+  return std::move(*service);
+}
+
+// An operator's client of that service (for the federation-wide accounting).
+controlplane::ClientConfig OperatorClient(TestFederation& fed, const std::string& url) {
+  controlplane::ClientConfig cc;
+  cc.url = url;
+  cc.ca_file = fed.ca_cert();
+  TlsFiles client = fed.IssueEndpoint("operator");
+  cc.cert_file = client.cert;
+  cc.key_file = client.key;
+  cc.server_name = "fedd";
+  return cc;
+}
+
+// The service's federation-wide accounting once both daemons have reported (report_s = 1): waits
+// for the first report, then for a full round more. REQUIREs that a report arrived.
+json SettledTotals(const controlplane::ClientConfig& cc) {
+  bool reported = false;
+  for (int i = 0; i < 100 && !reported; ++i) {
+    auto t = controlplane::FetchAccounting(cc);
+    reported = t.has_value() && t->value("total", json::object()).value("bytes", uint64_t{0}) > 0;
+    if (!reported) std::this_thread::sleep_for(200ms);
+  }
+  REQUIRE_MESSAGE(reported, "no accounting report from the daemons reached the service");
+  std::this_thread::sleep_for(2500ms);
+  auto totals = controlplane::FetchAccounting(cc);
+  REQUIRE(totals.has_value());
+  return *totals;
+}
+
 TEST_SUITE("integration.federation") {
   TEST_CASE("daemons follow the control-plane service: manifest over HTTPS, suspension, accounting reports") {
     TestFederation fed;
-    TlsFiles svc = fed.IssueEndpoint("fedd");
-    fed.Publish();
-    MakeDir(fed.dir() + "/accounting", 0700);
-    fedd::Config fc;
-    fc.listen = "127.0.0.1:0";
-    fc.tls_ca = fed.ca_cert();
-    fc.tls_cert = svc.cert;
-    fc.tls_key = svc.key;
-    fc.manifest_file = fed.manifest_path();
-    fc.accounting_dir = fed.dir() + "/accounting";
-    auto service = fedd::Service::Create(fc);
-    REQUIRE_MESSAGE(service.has_value(), service.error().ToString());
-    REQUIRE((*service)->Start().ok());
+    auto service = StartFedd(fed);
     DaemonOptions o;
-    o.manifest_url = "https://127.0.0.1:" + std::to_string((*service)->port());
+    o.manifest_url = "https://127.0.0.1:" + std::to_string(service->port());
     o.report_s = 1;
     DaemonPair p(fed, o, o);
     DaemonProcess& a = *p.a;
@@ -87,29 +121,12 @@ TEST_SUITE("integration.federation") {
     CHECK(ReadFile(b.Path("f.txt")) == "via the service\n");
 
     // The daemons report accounting to the service: the federation-wide totals show the pair.
-    controlplane::ClientConfig cc;
-    cc.url = o.manifest_url;
-    cc.ca_file = fed.ca_cert();
-    TlsFiles client = fed.IssueEndpoint("operator");
-    cc.cert_file = client.cert;
-    cc.key_file = client.key;
-    cc.server_name = "fedd";
-    bool reported = false;
-    json totals;
-    for (int i = 0; i < 100 && !reported; ++i) {
-      auto t = controlplane::FetchAccounting(cc);
-      reported = t.has_value() && t->dump().find("inst-b") != std::string::npos;
-      if (reported) totals = *t;
-      if (!reported) std::this_thread::sleep_for(200ms);
-    }
-    CHECK_MESSAGE(reported, "no accounting report from the daemons reached the service");
     // Counted once federation-wide (the receiver reports it), though both daemons account it.
-    std::this_thread::sleep_for(2500ms);  // both daemons have reported by now (report_s = 1)
-    auto again = controlplane::FetchAccounting(cc);
-    REQUIRE(again.has_value());
-    INFO(again->dump(2));
-    CHECK((*again)["total"].value("bytes", uint64_t{0}) == 16);
-    CHECK((*again)["total"].value("files", uint64_t{0}) == 1);
+    json again = SettledTotals(OperatorClient(fed, o.manifest_url));
+    INFO(again.dump(2));
+    CHECK(again.dump().find("inst-b") != std::string::npos);
+    CHECK(again["total"].value("bytes", uint64_t{0}) == 16);
+    CHECK(again["total"].value("files", uint64_t{0}) == 1);
     CHECK(a.Get("/v1/accounting")["total"].value("bytes", uint64_t{0}) == 16);
 
     // Suspension published through the service reaches both daemons.
@@ -119,7 +136,31 @@ TEST_SUITE("integration.federation") {
     r = Cli(a, {"cp", a.Path("f.txt"), "b:/g.txt"}, 60s);
     CHECK(r.exit_code == kExitDenied);
     CHECK(r.output().find("'b' is suspended") != std::string::npos);
-    (*service)->Stop();
+    service->Stop();
+  }
+
+  TEST_CASE("a transfer between two DTNs of one institution is counted once by the service") {
+    TestFederation fed;
+    auto service = StartFedd(fed);
+    DaemonOptions o;
+    o.manifest_url = "https://127.0.0.1:" + std::to_string(service->port());
+    o.report_s = 1;
+    o.institution = "inst-same";
+    DaemonPair p(fed, o, o);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    WriteFile(a.Path("f.txt"), "inside one institution\n");  // 23 bytes
+    CliResult r = Cli(a, {"cp", a.Path("f.txt"), "b:/f.txt"}, 60s);
+    REQUIRE_MESSAGE(r.exit_code == 0, r.Describe());
+    // Both daemons account it locally (sent at a, received at b)...
+    CHECK(a.Get("/v1/accounting")["total"].value("bytes", uint64_t{0}) == 23);
+    CHECK(b.Get("/v1/accounting")["total"].value("bytes", uint64_t{0}) == 23);
+    // ...and only the receiving one reports it: the federation total is 23 bytes, not 46.
+    json totals = SettledTotals(OperatorClient(fed, o.manifest_url));
+    INFO(totals.dump(2));
+    CHECK(totals["total"].value("bytes", uint64_t{0}) == 23);
+    CHECK(totals["total"].value("files", uint64_t{0}) == 1);
+    service->Stop();
   }
 
   TEST_CASE("manifest: bad signature and older serial are refused, a newer one is picked up without restart") {
