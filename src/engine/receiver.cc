@@ -175,7 +175,8 @@ class Receiver {
   std::condition_variable done_cv_;
   size_t slot_waiters_ = 0;
   Status error_;
-  std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_;
+  std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_;  // announced data files not yet finished
+  uint64_t max_id_ = 0;  // the highest id announced
   uint64_t entries_ = 0, terminal_ = 0;
   bool end_received_ = false;
   bool summary_sent_ = false;
@@ -353,10 +354,16 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
     if (e.path.empty() && e.type != EntryType::kDir && e.type != EntryType::kFile) {
       return Status::Protocol("transfer root must be a file or a directory");
     }
+    {
+      // Ids grow with every entry (the sender numbers them in walk order): an id at or below the
+      // highest announced one is a repeat, even of a file already finished and forgotten.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (e.id <= max_id_) return Status::Protocol("FILES repeats or reorders file id " + std::to_string(e.id));
+      max_id_ = e.id;
+    }
     std::shared_ptr<RxFile> f;
     PlanEntry p = PlanOne(e, &f);
     std::lock_guard<std::mutex> lock(mu_);
-    if (files_.count(e.id) || e.id == 0) return Status::Protocol("FILES repeats file id " + std::to_string(e.id));
     entries_++;
     if (e.type == EntryType::kFile) {
       dp_.stats->files_total++;
@@ -397,7 +404,11 @@ Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = files_.find(end.id);
-      if (it == files_.end()) return Status::Protocol("FILE_END names unknown file id " + std::to_string(end.id));
+      if (it == files_.end()) {
+        // An announced file that is already finished (and forgotten): a late error FILE_END.
+        if (end.id != 0 && end.id <= max_id_) continue;
+        return Status::Protocol("FILE_END names unknown file id " + std::to_string(end.id));
+      }
       f = it->second;
     }
     std::lock_guard<std::mutex> lock(f->mu);
@@ -526,6 +537,7 @@ Status Receiver::ChannelLoop(size_t i) {
     std::shared_ptr<RxFile> f;
     io::Buffer buf;            // the payload lands here, then is written at its offset
     std::span<std::byte> dst;
+    bool drop = false;  // a chunk for a file that is already finished: read and discarded
     Status open_error;
     // Held from the sink until the chunk is written, so the file stays open.
     std::shared_lock<std::shared_mutex> io_lock;
@@ -540,8 +552,20 @@ Status Receiver::ChannelLoop(size_t i) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         auto it = files_.find(h.file_id);
-        if (it == files_.end()) return Status::Protocol("chunk for unknown file id " + std::to_string(h.file_id));
-        f = it->second;
+        if (it == files_.end()) {
+          if (h.file_id == 0 || h.file_id > max_id_) {
+            return Status::Protocol("chunk for unknown file id " + std::to_string(h.file_id));
+          }
+          drop = true;  // e.g. chunks still in flight for a file that failed here (disk full)
+        } else {
+          f = it->second;
+        }
+      }
+      if (drop) {
+        if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
+        PORO_ASSIGN_OR_RETURN(buf, dp_.pool->Acquire());
+        if (buf.capacity() < payload_len) return Status::Internal("pool buffer smaller than the chunk size");
+        return buf.span();
       }
       uint64_t expect_len = h.index < f->chunks
                                 ? std::min<uint64_t>(opts_.chunk_size, f->entry.size - h.index * opts_.chunk_size)
@@ -582,6 +606,7 @@ Status Receiver::ChannelLoop(size_t i) {
     auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
     if (!r.has_value()) return r.error();
     if (h.kind == ChunkKind::kEos) return Status::OK();
+    if (drop) continue;
     if (dp_.pace && h.kind == ChunkKind::kData && !dp_.pace(h.length)) return dp_.CancelStatus();
     if (h.kind == ChunkKind::kHole) {
       if (!(h.digest == zero_.Get(h.length))) return Status::Protocol("hole chunk with a non-zero digest");
@@ -746,6 +771,9 @@ void Receiver::FinishFile(RxFile& f, const Status& s) {
   f.terminal = true;
   ClosePart(f);
   std::lock_guard<std::mutex> lock(mu_);
+  // Forgotten once finished (the holders of its shared_ptr keep it alive until they are done), so
+  // a session's memory follows the files in flight, not the files in the tree.
+  files_.erase(f.entry.id);
   terminal_++;
   if (s.ok()) {
     files_committed_++;

@@ -101,6 +101,7 @@ class Sender {
   bool walk_done_ = false;
   unsigned batches_out_ = 0;                         // FILES batches without PLAN
   uint64_t entries_sent_ = 0, entries_planned_ = 0;  // counts of FileEntry
+  uint64_t entries_finished_ = 0;  // planned FAIL/SKIP/DONE, or reported in FILE_DONE
   std::deque<SrcFile*> work_;                        // planned regular files, in order
   std::deque<std::pair<uint64_t, uint64_t>> resend_; // (file id, chunk index)
   std::map<uint64_t, std::unique_ptr<SrcFile>> files_;
@@ -181,7 +182,12 @@ Status Sender::FlushBatch() {
   if (batch_.empty()) return Status::OK();
   {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return batches_out_ < opts_.batches_in_flight || !error_.ok() || Cancelled(); });
+    // The walk stays at most announce_ahead entries ahead of the files that are finished, so the
+    // receiver's per-file state is bounded by that, not by the size of the tree.
+    cv_.wait(lock, [&] {
+      return (batches_out_ < opts_.batches_in_flight && entries_sent_ - entries_finished_ < opts_.announce_ahead) ||
+             !error_.ok() || Cancelled();
+    });
     if (!error_.ok()) return error_;
     if (Cancelled()) return dp_.CancelStatus();
     batches_out_++;
@@ -312,10 +318,12 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
         const FileEntry& e = sf.entry;
         switch (p.action) {
           case PlanAction::kFail:
+            entries_finished_++;
             dp_.stats->files_failed++;
             dp_.stats->AddFailure(e.path.empty() ? root_.Display(sf.rel) : e.path, p.message);
             break;
           case PlanAction::kSkip:
+            entries_finished_++;
             if (e.type == EntryType::kFile) {
               dp_.stats->files_skipped++;
               dp_.stats->bytes_skipped += e.size;
@@ -324,6 +332,7 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
             }
             break;
           case PlanAction::kDone:
+            entries_finished_++;
             break;
           case PlanAction::kSendAll:
           case PlanAction::kResume:
@@ -345,6 +354,7 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       for (const auto& d : dones) {
         auto it = files_.find(d.id);
         if (it == files_.end()) return Status::Protocol("FILE_DONE names unknown file id");
+        entries_finished_++;
         if (d.code == Code::kOk) {
           dp_.stats->files_done++;
           dp_.stats->bytes_done += it->second->entry.size;
@@ -355,6 +365,7 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
                                 d.message);
         }
       }
+      cv_.notify_all();  // the walk may announce more (announce_ahead)
       return Status::OK();
     }
     case MsgType::kBadChunk: {

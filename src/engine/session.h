@@ -40,6 +40,7 @@ struct EngineOptions {
   unsigned read_ahead = 8;                         // sender: chunk reads in flight
   size_t files_per_batch = 1024;                   // sender: FILES batch size
   unsigned batches_in_flight = 8;                  // sender: FILES batches awaiting PLAN
+  uint64_t announce_ahead = 16384;                 // sender: entries announced and not yet finished
   std::chrono::milliseconds journal_interval{500}; // receiver: journal at least this often
   uint64_t journal_bytes = 256ull << 20;           // ... or after this many bytes written
   unsigned max_chunk_retries = 3;                  // receiver: corrupt copies of one chunk tolerated

@@ -106,6 +106,37 @@ TEST_SUITE("integration.copy") {
     CHECK(Partials(b.export_root()).empty());
   }
 
+  TEST_CASE("a tree larger than the sender's announce window arrives whole") {
+    // 20,000 entries: more than announce_ahead (16,384), so the walk has to wait for FILE_DONEs
+    // and go on; the receiver forgets finished files meanwhile.
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    constexpr int kDirs = 20, kPerDir = 1000;
+    MakeDir(a.Path("many"), 0755);
+    for (int d = 0; d < kDirs; ++d) {
+      std::string dir = a.Path("many/d" + std::to_string(d));
+      MakeDir(dir, 0755);
+      for (int i = 0; i < kPerDir; ++i) WriteFile(dir + "/f" + std::to_string(i), std::to_string(d * kPerDir + i));
+    }
+    CliResult r = Cli(a, {"cp", "-r", "--json", a.Path("many"), "b:/"}, 300s);
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    auto rec = r.Json();
+    CHECK(rec["state"] == "succeeded");
+    CHECK(rec["progress"]["files_done"] == kDirs * kPerDir);
+    CHECK(rec["progress"]["files_failed"] == 0);
+    for (int d : {0, kDirs / 2, kDirs - 1}) {
+      for (int i : {0, kPerDir - 1}) {
+        std::string rel = "many/d" + std::to_string(d) + "/f" + std::to_string(i);
+        CHECK(ReadFile(b.Path(rel)) == std::to_string(d * kPerDir + i));
+      }
+    }
+    auto diffs = CompareTrees(a.Path("many"), b.Path("many"));
+    CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+  }
+
   TEST_CASE("recursive push and pull copy an awkward tree exactly") {
     TestFederation fed;
     DaemonPair p(fed);
