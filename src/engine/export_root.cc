@@ -81,9 +81,7 @@ Result<UniqueFd> ExportRoot::Open(const std::string& rel, int flags, mode_t mode
 
 Result<std::pair<UniqueFd, std::string>> ExportRoot::OpenParent(const std::string& rel) const {
   if (rel.empty()) return Status::InvalidArgument("the export root has no parent inside the root");
-  size_t slash = rel.rfind('/');
-  std::string dir = slash == std::string::npos ? std::string() : rel.substr(0, slash);
-  std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  auto [dir, name] = Split(rel);
   PORO_ASSIGN_OR_RETURN(UniqueFd fd, Open(dir, O_PATH | O_DIRECTORY));
   return std::make_pair(std::move(fd), std::move(name));
 }
@@ -128,15 +126,20 @@ Result<std::shared_ptr<const DirCache::Dir>> DirCache::Get(const std::string& re
 
 Result<std::pair<std::shared_ptr<const DirCache::Dir>, std::string>> DirCache::Parent(const std::string& rel) {
   if (rel.empty()) return Status::InvalidArgument("the export root has no parent inside the root");
-  size_t slash = rel.rfind('/');
-  std::string dir = slash == std::string::npos ? std::string() : rel.substr(0, slash);
+  auto [dir, name] = ExportRoot::Split(rel);
   PORO_ASSIGN_OR_RETURN(auto d, Get(dir));
-  return std::make_pair(std::move(d), slash == std::string::npos ? rel : rel.substr(slash + 1));
+  return std::make_pair(std::move(d), std::move(name));
 }
 
 size_t DirCache::size() const {
   std::lock_guard<std::mutex> lock(mu_);
   return dirs_.size();
+}
+
+std::pair<std::string, std::string> ExportRoot::Split(std::string_view rel) {
+  size_t slash = rel.rfind('/');
+  if (slash == std::string_view::npos) return {std::string(), std::string(rel)};
+  return {std::string(rel.substr(0, slash)), std::string(rel.substr(slash + 1))};
 }
 
 std::string ExportRoot::Join(std::string_view a, std::string_view b) {

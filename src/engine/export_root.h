@@ -39,6 +39,9 @@ class ExportRoot {
   Result<std::pair<UniqueFd, std::string>> OpenParent(const std::string& rel) const;
   // lstat of `rel` (the last component is not followed). kNotFound if missing.
   Result<struct stat> Lstat(const std::string& rel) const;
+  // Splits a root-relative path into its directory and last component: "a/b/c" -> {"a/b", "c"},
+  // "c" -> {"", "c"}.
+  static std::pair<std::string, std::string> Split(std::string_view rel);
   // Joins root-relative paths: Join("a", "b") = "a/b", Join("", "b") = "b", Join("a", "") = "a".
   static std::string Join(std::string_view a, std::string_view b);
   // The file-system path for messages: root + "/" + rel.

@@ -93,8 +93,8 @@ struct RxFile {
   Status error;           // why this side failed the file (kept apart from the sender's FILE_END)
   bool journaled = false; // a journal exists for this file
   uint64_t journal_records = 0;  // valid records in it (replayed, then appended)
-  // The part file already has its final size: set when it was created, or by a resumed earlier
-  // session, or the file's last chunk was written with data (buffered). Else commit sets it.
+  // The part file already has its final size: set when it was created at that size, or when the
+  // file's last chunk was written with data (buffered). Else the commit truncates it.
   bool sized = false;
   bool queued = false;    // in the committer's queue
 };
@@ -111,8 +111,8 @@ class Receiver {
  public:
   Receiver(const ExportRoot& root, std::string target, const EngineOptions& opts, const DataPath& dp)
       : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size),
-        dircache_(root, std::clamp<size_t>(NofileLimit() / 8, 16, 4096)) {
-    max_open_parts_ = std::clamp<size_t>(NofileLimit() / 4, 16, 4096);
+        nofile_(NofileLimit()), dircache_(root, std::clamp<size_t>(nofile_ / 8, 16, 4096)) {
+    max_open_parts_ = std::clamp<size_t>(nofile_ / 4, 16, 4096);
     commit_batch_ = std::max<size_t>(1, std::min<size_t>(kCommitBatch, max_open_parts_ / 2));
   }
 
@@ -152,12 +152,15 @@ class Receiver {
   void Fail(Status s);
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
   std::string Display(const std::string& rel) const { return root_.Display(rel); }
+  // The file-system path of f's hidden part file, for messages.
+  std::string PartDisplay(const RxFile& f) const { return Display(ExportRoot::Join(f.dir_rel, PartName(f.name))); }
 
   const ExportRoot& root_;
   std::string target_;
   EngineOptions opts_;
   DataPath dp_;
   ZeroDigests zero_;
+  const size_t nofile_;  // NofileLimit() when the session started
   DirCache dircache_;
 
   // Files that completed are committed in batches of commit_batch_ (one syncfs, one FILE_DONE
@@ -265,9 +268,7 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     return p;
   }
   // The parent must be a directory inside the root (created by an earlier entry or pre-existing).
-  size_t slash = rel.rfind('/');
-  std::string dir_rel = slash == std::string::npos ? std::string() : rel.substr(0, slash);
-  std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  auto [dir_rel, name] = ExportRoot::Split(rel);
   auto parent = dircache_.Get(dir_rel);
   if (!parent.has_value()) return fail(parent.error());
   const int dfd = (*parent)->fd.get();
@@ -348,18 +349,24 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
 
 Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
   PORO_ASSIGN_OR_RETURN(auto entries, proto::DecodeFiles(fr.body));
+  {
+    // Ids grow with every entry (the sender numbers them in walk order): an id at or below the
+    // highest announced one is a repeat, even of a file already finished and forgotten. Checked for
+    // the whole batch before any of it is planned.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (end_received_) return Status::Protocol("FILES after END");
+    uint64_t last = max_id_;
+    for (const auto& e : entries) {
+      if (e.id <= last) return Status::Protocol("FILES repeats or reorders file id " + std::to_string(e.id));
+      last = e.id;
+    }
+    max_id_ = last;
+  }
   std::vector<PlanEntry> plan;
   plan.reserve(entries.size());
   for (const auto& e : entries) {
     if (e.path.empty() && e.type != EntryType::kDir && e.type != EntryType::kFile) {
       return Status::Protocol("transfer root must be a file or a directory");
-    }
-    {
-      // Ids grow with every entry (the sender numbers them in walk order): an id at or below the
-      // highest announced one is a repeat, even of a file already finished and forgotten.
-      std::lock_guard<std::mutex> lock(mu_);
-      if (e.id <= max_id_) return Status::Protocol("FILES repeats or reorders file id " + std::to_string(e.id));
-      max_id_ = e.id;
     }
     std::shared_ptr<RxFile> f;
     PlanEntry p = PlanOne(e, &f);
@@ -481,7 +488,7 @@ Status Receiver::OpenPart(RxFile& f) {
 Status Receiver::OpenPartFile(RxFile& f) {
   PORO_ASSIGN_OR_RETURN(auto dir, dircache_.Get(f.dir_rel));
   std::string part = PartName(f.name);
-  std::string display = Display(ExportRoot::Join(f.dir_rel, part));
+  std::string display = PartDisplay(f);
   int flags = O_RDWR | O_CREAT | O_NOFOLLOW;
   bool fresh = !f.journaled;
   if (fresh) flags |= O_TRUNC;
@@ -561,11 +568,16 @@ Status Receiver::ChannelLoop(size_t i) {
           f = it->second;
         }
       }
-      if (drop) {
-        if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
+      // The payload lands in a pool buffer (also a dropped one's: it must be read off the stream).
+      auto payload_buffer = [&]() -> Result<std::span<std::byte>> {
         PORO_ASSIGN_OR_RETURN(buf, dp_.pool->Acquire());
         if (buf.capacity() < payload_len) return Status::Internal("pool buffer smaller than the chunk size");
+        dst = std::span<std::byte>(buf.data(), payload_len);
         return buf.span();
+      };
+      if (drop) {
+        if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
+        return payload_buffer();
       }
       uint64_t expect_len = h.index < f->chunks
                                 ? std::min<uint64_t>(opts_.chunk_size, f->entry.size - h.index * opts_.chunk_size)
@@ -598,10 +610,7 @@ Status Receiver::ChannelLoop(size_t i) {
         if (!used) ReleaseOpenSlot();
         io_lock.lock();
       }
-      PORO_ASSIGN_OR_RETURN(buf, dp_.pool->Acquire());
-      if (buf.capacity() < payload_len) return Status::Internal("pool buffer smaller than the chunk size");
-      dst = std::span<std::byte>(buf.data(), payload_len);
-      return buf.span();
+      return payload_buffer();
     };
     auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
     if (!r.has_value()) return r.error();
@@ -669,7 +678,7 @@ Status Receiver::ChannelLoop(size_t i) {
         len = padded;
       }
       // The part file's name, for error messages only (not built for every chunk).
-      auto what = [&] { return Display(ExportRoot::Join(f->dir_rel, PartName(f->name))); };
+      auto what = [&] { return PartDisplay(*f); };
       if (f->direct && !q) {
         io::IoQueueOptions qo;
         qo.depth = 4;
@@ -725,7 +734,7 @@ Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, ui
   // except at the end of the file, which is written to its full, padded length when direct).
   uint32_t n = f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign) : len;
   if (n != len) zeros.resize(n);
-  return io::PwriteFull(f->fd.get(), offset, zeros, Display(ExportRoot::Join(f->dir_rel, PartName(f->name))));
+  return io::PwriteFull(f->fd.get(), offset, zeros, PartDisplay(*f));
 }
 
 void Receiver::ChannelMain(size_t i) {
@@ -743,7 +752,7 @@ Status Receiver::JournalFile(RxFile& f) {
     if (f.state[i] == ChunkState::kWritten) recs.emplace_back(i, f.digests[i]);
   }
   if (recs.empty() || !f.fd.valid()) return Status::OK();
-  std::string part_display = Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
+  std::string part_display = PartDisplay(f);
   if (::fdatasync(f.fd.get()) != 0) return Status::IoError("fdatasync " + part_display, errno);
   PORO_ASSIGN_OR_RETURN(auto dir, dircache_.Get(f.dir_rel));
   std::string jname = JournalName(f.name);
@@ -831,7 +840,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
       }
     }
     int fd = f.fd.get();
-    std::string part_display = Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
+    std::string part_display = PartDisplay(f);
     Status s;
     if ((f.direct || !f.sized) && ::ftruncate(fd, static_cast<off_t>(f.entry.size)) != 0) {
       s = Status::IoError("truncate " + part_display, errno);
@@ -861,7 +870,7 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
       std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
       std::lock_guard<std::mutex> lock(f.mu);
       if (::fdatasync(f.fd.get()) != 0) {
-        Status s = Status::IoError("fdatasync " + Display(ExportRoot::Join(f.dir_rel, PartName(f.name))), errno);
+        Status s = Status::IoError("fdatasync " + PartDisplay(f), errno);
         ::unlinkat(it->dir->fd.get(), PartName(f.name).c_str(), 0);
         FinishFile(f, s);
         it = ready.erase(it);
@@ -1009,15 +1018,7 @@ Result<nlohmann::json> Receiver::Run() {
         }
       } else {
         switch (fr->type) {
-          case MsgType::kFiles: {
-            bool ended;
-            {
-              std::lock_guard<std::mutex> lock(mu_);
-              ended = end_received_;
-            }
-            rs = ended ? Status::Protocol("FILES after END") : HandleFiles(*fr);
-            break;
-          }
+          case MsgType::kFiles: rs = HandleFiles(*fr); break;
           case MsgType::kFileEnd: rs = HandleFileEnd(*fr); break;
           case MsgType::kEnd: {
             std::lock_guard<std::mutex> lock(mu_);
@@ -1107,8 +1108,7 @@ Result<nlohmann::json> Receiver::Run() {
 Result<SourceInfo> StatSource(const ExportRoot& root, const std::string& rel) {
   PORO_ASSIGN_OR_RETURN(struct stat st, root.Lstat(rel));
   SourceInfo info;
-  size_t slash = rel.rfind('/');
-  info.name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  info.name = ExportRoot::Split(rel).second;
   if (S_ISDIR(st.st_mode)) {
     info.is_dir = true;
   } else if (!S_ISREG(st.st_mode)) {
@@ -1134,8 +1134,7 @@ Result<std::string> ResolveTarget(const ExportRoot& root, const std::string& dst
     return Status::AlreadyExists("destination exists and is not a directory: " + root.Display(dst_rel));
   }
   if (!st.has_value() && st.error().code() != Code::kNotFound) return st.error();
-  size_t slash = dst_rel.rfind('/');
-  std::string parent = slash == std::string::npos ? std::string() : dst_rel.substr(0, slash);
+  const std::string parent = ExportRoot::Split(dst_rel).first;
   auto pst = root.Lstat(parent);
   if (!pst.has_value() || !S_ISDIR(pst->st_mode)) {
     return Status::NotFound("destination directory does not exist: " + root.Display(parent));

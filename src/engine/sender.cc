@@ -496,36 +496,35 @@ void Sender::ChannelMain(size_t i) {
 
 Status Sender::SendOn(size_t i, SendItem& item) {
   transport::MessageChannel& ch = *(*dp_.channels)[i];
-  {
-    if (dp_.pace && item.header.kind == ChunkKind::kData && !dp_.pace(item.header.length)) {
-      return dp_.CancelStatus();
-    }
-    std::array<std::byte, proto::kChunkHeaderSize> hdr;
-    proto::EncodeChunkHeader(item.header, hdr);
-    Status s;
-    if (item.file) {
-      s = ch.SendFile(hdr, item.file->get(), item.header.offset, item.header.length, {});
-      if (s.code() == Code::kNotSupported) {  // backend without sendfile: read into a pool buffer
-        auto buf = dp_.pool->Acquire();
-        if (!buf.has_value()) return buf.error();
-        auto payload = std::span(buf->data(), item.header.length);
-        std::memset(payload.data(), 0, payload.size());
-        s = io::PreadFull(item.file->get(), item.header.offset, payload, "source");
-        // A file that shrank since it was hashed: send what is left and zeros, as sendfile does
-        // (the receiver rejects the chunk and the re-read fails the file).
-        if (s.ok() || s.code() == Code::kDataLoss) s = ch.Send(hdr, payload, {});
-      }
-      item.file.reset();
-    } else {
-      std::span<const std::byte> payload;
-      if (item.header.kind == ChunkKind::kData) {
-        payload = std::span<const std::byte>(item.buf.data(), item.header.length);
-      }
-      s = ch.Send(hdr, payload, {});
-    }
-    if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
-    if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
+  if (dp_.pace && item.header.kind == ChunkKind::kData && !dp_.pace(item.header.length)) {
+    return dp_.CancelStatus();
   }
+  std::array<std::byte, proto::kChunkHeaderSize> hdr;
+  proto::EncodeChunkHeader(item.header, hdr);
+  Status s;
+  if (item.file) {
+    s = ch.SendFile(hdr, item.file->get(), item.header.offset, item.header.length, {});
+    if (s.code() == Code::kNotSupported) {  // backend without sendfile: read into a pool buffer
+      auto buf = dp_.pool->Acquire();
+      if (!buf.has_value()) return buf.error();
+      auto payload = std::span(buf->data(), item.header.length);
+      s = io::PreadFull(item.file->get(), item.header.offset, payload, "source");
+      if (s.code() == Code::kDataLoss) {
+        // The file shrank since it was hashed: zeros in its place, as sendfile does (the receiver
+        // rejects the chunk and the re-read fails the file).
+        std::memset(payload.data(), 0, payload.size());
+        s = Status::OK();
+      }
+      if (s.ok()) s = ch.Send(hdr, payload, {});
+    }
+    item.file.reset();
+  } else {
+    std::span<const std::byte> payload;
+    if (item.header.kind == ChunkKind::kData) payload = std::span<const std::byte>(item.buf.data(), item.header.length);
+    s = ch.Send(hdr, payload, {});
+  }
+  if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
+  if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
   return Status::OK();
 }
 

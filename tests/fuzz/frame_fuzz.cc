@@ -5,6 +5,7 @@
 // a sender could have meant.
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -15,7 +16,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "fuzz/fuzz_assert.h"
 #include "proto/codec.h"
 #include "proto/wire.h"
 
@@ -32,9 +32,9 @@ void RoundTrip(std::span<const std::byte> in, Decode decode, Encode encode) {
   if (!first.ok()) return;
   const auto bytes = encode(*first);
   auto second = decode(std::span<const std::byte>(bytes.data(), bytes.size()));
-  FUZZ_ASSERT(second.ok());
+  assert(second.ok());
   const auto again = encode(*second);
-  FUZZ_ASSERT(again.size() == bytes.size() && std::memcmp(again.data(), bytes.data(), bytes.size()) == 0);
+  assert(again.size() == bytes.size() && std::memcmp(again.data(), bytes.data(), bytes.size()) == 0);
 }
 
 // A program of primitive reads: each input byte picks the next read until the input is used up.
@@ -49,13 +49,13 @@ void DecoderProgram(std::span<const std::byte> in) {
       case 2: d.U32(); break;
       case 3: d.U64(); break;
       case 4: d.Var(); break;
-      case 5: FUZZ_ASSERT(d.Bytes(64).size() <= 64); break;
+      case 5: assert(d.Bytes(64).size() <= 64); break;
       case 6: d.Digest(); break;
       default: d.I64(); break;
     }
   }
-  FUZZ_ASSERT(d.ok() || !d.Finish("fuzz").ok());
-  FUZZ_ASSERT(d.remaining() <= in.size());
+  assert(d.ok() || !d.Finish("fuzz").ok());
+  assert(d.remaining() <= in.size());
 }
 
 }  // namespace
@@ -72,13 +72,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       f.type = static_cast<proto::MsgType>(which);
       f.body.assign(in.begin(), in.end());
       auto j = proto::DecodeJsonBody(f);
-      if (j.ok()) FUZZ_ASSERT(j->is_object());
+      if (j.ok()) assert(j->is_object());
       break;
     }
     case 1:
       RoundTrip(in, proto::DecodeFiles, proto::EncodeFiles);
       if (auto files = proto::DecodeFiles(in); files.ok()) {
-        for (const proto::FileEntry& e : *files) FUZZ_ASSERT(proto::ValidateRelativePath(e.path).ok());
+        for (const proto::FileEntry& e : *files) assert(proto::ValidateRelativePath(e.path).ok());
       }
       break;
     case 2:
@@ -109,15 +109,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 9:
       if (auto bytes = proto::HexDecode(text); bytes.ok()) {
-        FUZZ_ASSERT(bytes->size() * 2 == text.size());
+        assert(bytes->size() * 2 == text.size());
         auto back = proto::HexDecode(proto::HexEncode(*bytes));
-        FUZZ_ASSERT(back.ok() && *back == *bytes);
+        assert(back.ok() && *back == *bytes);
       }
       break;
     case 10:
       if (proto::ValidateRelativePath(text).ok()) {
-        FUZZ_ASSERT(text.size() <= proto::kMaxPathBytes);
-        FUZZ_ASSERT(text.empty() || text.front() != '/');
+        assert(text.size() <= proto::kMaxPathBytes);
+        assert(text.empty() || text.front() != '/');
       }
       break;
     default:

@@ -4,12 +4,12 @@
 // reaches the field validation, the PEM parsing of anchors and issuer keys, and the policy parser.
 // Nothing may crash or throw. Invariant: a body that validates signs and verifies back to a manifest
 // with the same serial, endpoints and rules.
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
-#include "fuzz/fuzz_assert.h"
 #include "crypto/keys.h"
 #include "federation/manifest.h"
 
@@ -22,7 +22,7 @@ namespace federation = pororoca::federation;
 const crypto::PKey& AuthorityKey() {
   static const crypto::PKey key = [] {
     auto k = crypto::GenerateEd25519();
-    FUZZ_ASSERT(k.has_value());
+    assert(k.has_value());
     return std::move(*k);
   }();
   return key;
@@ -39,15 +39,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto m = federation::Manifest::FromBody(body, "fuzz");
   if (!m.has_value()) return 0;
   auto signed_text = federation::SignManifest(body, AuthorityKey());
-  FUZZ_ASSERT(signed_text.has_value());
+  assert(signed_text.has_value());
   auto back = federation::VerifyManifest(*signed_text, AuthorityKey(), "fuzz");
-  FUZZ_ASSERT(back.has_value());
-  FUZZ_ASSERT((*back)->serial() == (*m)->serial());
-  FUZZ_ASSERT((*back)->endpoints().size() == (*m)->endpoints().size());
-  FUZZ_ASSERT((*back)->policy().size() == (*m)->policy().size());
+  assert(back.has_value());
+  assert((*back)->serial() == (*m)->serial());
+  assert((*back)->endpoints().size() == (*m)->endpoints().size());
+  assert((*back)->policy().size() == (*m)->policy().size());
   for (const auto& e : (*m)->endpoints()) {
     auto checked = (*m)->CheckPeer(e.id, e.pin);
-    FUZZ_ASSERT(checked.has_value() == (e.status == federation::EndpointStatus::kActive));
+    assert(checked.has_value() == (e.status == federation::EndpointStatus::kActive));
   }
   return 0;
 }

@@ -1,11 +1,11 @@
 // libFuzzer target: the policy parser and evaluator, and ParseRate, on arbitrary bytes. Parse must
 // never throw or crash, and whatever it accepts must evaluate and explain a request.
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string_view>
 
-#include "fuzz/fuzz_assert.h"
 #include "policy/policy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -27,11 +27,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   for (const Request& req : kRequests) {
     pororoca::policy::Decision d = policy->Evaluate(req);
-    FUZZ_ASSERT(!d.allowed || !d.rule_id.empty());  // an allow always names its rule
-    FUZZ_ASSERT(!d.reason.empty());                    // every decision says why
-    FUZZ_ASSERT(d.allowed || (d.rate_limit_bytes_per_s == 0 && d.max_concurrent == 0));
+    assert(!d.allowed || !d.rule_id.empty());  // an allow always names its rule
+    assert(!d.reason.empty());                    // every decision says why
+    assert(d.allowed || (d.rate_limit_bytes_per_s == 0 && d.max_concurrent == 0));
     pororoca::policy::Decision again = policy->Evaluate(req);  // evaluation is a pure function
-    FUZZ_ASSERT(again.allowed == d.allowed && again.rule_id == d.rule_id);
+    assert(again.allowed == d.allowed && again.rule_id == d.rule_id);
     (void)policy->Explain(req);
   }
   pororoca::policy::Classifier({{"/datasets", "public"}}).LabelFor(text);

@@ -8,6 +8,7 @@
 // audience and has not expired; re-issuing its claims gives a token that verifies to the same
 // claims; storage.modify grants imply storage.create grants; a grant on a path extends to what is
 // below it.
+#include <cassert>
 #include <openssl/evp.h>
 
 #include <cstddef>
@@ -16,7 +17,6 @@
 #include <string_view>
 #include <vector>
 
-#include "fuzz/fuzz_assert.h"
 #include "crypto/encoding.h"
 #include "crypto/keys.h"
 #include "token/token.h"
@@ -38,7 +38,7 @@ const crypto::PKey& IssuerKey() {
                                               0xf4, 0x92, 0xec, 0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32,
                                               0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60};
     crypto::PKey k(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, kSecret, sizeof(kSecret)));
-    FUZZ_ASSERT(static_cast<bool>(k));
+    assert(static_cast<bool>(k));
     return k;
   }();
   return key;
@@ -61,28 +61,28 @@ void ScopeInvariants(const token::Claims& c, std::string_view path) {
   const pororoca::Status modify = token::CheckScope(c, token::Action::kModify, path);
   const pororoca::Status create = token::CheckScope(c, token::Action::kCreate, path);
   const pororoca::Status read = token::CheckScope(c, token::Action::kRead, path);
-  if (modify.ok()) FUZZ_ASSERT(create.ok());
+  if (modify.ok()) assert(create.ok());
   for (const pororoca::Status* s : {&modify, &create, &read}) {
-    FUZZ_ASSERT(s->ok() || s->code() == pororoca::Code::kPermissionDenied || s->code() == pororoca::Code::kInvalidArgument);
+    assert(s->ok() || s->code() == pororoca::Code::kPermissionDenied || s->code() == pororoca::Code::kInvalidArgument);
   }
   if (read.ok()) {
     std::string below(path);
     if (below.back() != '/') below += '/';
-    FUZZ_ASSERT(token::CheckScope(c, token::Action::kRead, below + "child").ok());
+    assert(token::CheckScope(c, token::Action::kRead, below + "child").ok());
   }
 }
 
 void Accepted(const token::Claims& c) {
-  FUZZ_ASSERT(c.issuer == kIssuer);
-  FUZZ_ASSERT(c.audience == kAudience);
-  FUZZ_ASSERT(c.expires > INT64_MAX - 60 || kNow < c.expires + 60);
+  assert(c.issuer == kIssuer);
+  assert(c.audience == kAudience);
+  assert(c.expires > INT64_MAX - 60 || kNow < c.expires + 60);
   for (std::string_view path : {"/", "/data", "/data/x", "/database"}) ScopeInvariants(c, path);
 
   auto again = token::IssueToken(c, IssuerKey());
   if (!again.ok()) return;  // e.g. longer than kMaxTokenBytes once re-encoded
   auto back = token::VerifyToken(*again, Lookup, kAudience, kNow);
-  FUZZ_ASSERT(back.ok());
-  FUZZ_ASSERT(back->issuer == c.issuer && back->subject == c.subject && back->id == c.id &&
+  assert(back.ok());
+  assert(back->issuer == c.issuer && back->subject == c.subject && back->id == c.id &&
           back->expires == c.expires && back->scopes == c.scopes);
 }
 
@@ -92,7 +92,7 @@ void Verify(std::string_view jwt) {
     Accepted(*claims);
   } else {
     const pororoca::Code code = claims.error().code();
-    FUZZ_ASSERT(code == pororoca::Code::kInvalidArgument || code == pororoca::Code::kUnauthenticated);
+    assert(code == pororoca::Code::kInvalidArgument || code == pororoca::Code::kUnauthenticated);
   }
 }
 
@@ -111,7 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const std::string_view payload = nl == std::string_view::npos ? rest : rest.substr(nl + 1);
       const std::string input = crypto::Base64UrlEncode(header) + "." + crypto::Base64UrlEncode(payload);
       auto sig = crypto::SignEd25519(IssuerKey(), input);
-      FUZZ_ASSERT(sig.ok());
+      assert(sig.ok());
       Verify(input + "." + crypto::Base64UrlEncode(*sig));
       break;
     }
