@@ -195,13 +195,22 @@ Status Daemon::Start() {
   RegisterRoutes();
   api_->Start();
   peer_thread_ = std::thread([this] { PeerAcceptLoop(); });
-  // The pool's pages are mapped after start-up, by a thread at the lowest priority (nice 19, not
-  // SCHED_IDLE: it holds the address space's lock while it maps, and must not sit on it
-  // indefinitely on a busy host): the daemon answers at once (a restart after a crash resumes
-  // sooner), and a transfer that starts meanwhile maps the few buffers it takes itself.
+  // The pool's pages are mapped by a thread at the lowest priority (nice 19, not SCHED_IDLE: it
+  // holds the address space's lock while it maps, and must not sit on it indefinitely on a busy
+  // host), once the daemon has moved no data for a second, and only while it moves none: the daemon
+  // answers at once (a restart after a crash resumes sooner), and a transfer that starts first maps
+  // the few buffers it takes itself. Mapping the pool beside a transfer submitted right after
+  // start-up cost that transfer up to a third of its time (10,000 files of 64 KiB: 0.72 s on
+  // average without the mapping, 1.04 s beside it). A daemon that is never idle has its pool
+  // mapped by use alone.
   pool_thread_ = std::thread([this] {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);  // this thread only; best effort
-    Status s = pool_->Populate(&stopping_);
+    constexpr auto kStep = std::chrono::milliseconds(20);
+    for (auto idle = std::chrono::milliseconds(0); idle < std::chrono::seconds(1) && !stopping_.load();) {
+      std::this_thread::sleep_for(kStep);
+      idle = moving_.load() > 0 ? std::chrono::milliseconds(0) : idle + kStep;
+    }
+    Status s = pool_->Populate(&stopping_, &moving_);
     if (!s.ok() && s.code() != Code::kCancelled) PORO_LOG(INFO) << s.ToString() << "; pages are mapped on first use";
   });
   if (config_.fault_corrupt_every || config_.fault_send_delay_us) {
@@ -238,6 +247,22 @@ void Daemon::Stop() {
   for (auto& w : workers) w.thread.join();
   if (fed_) fed_->Stop();
 }
+
+namespace {
+
+// Counts a section of work in *n while it runs (exceptions included).
+class BusyScope {
+ public:
+  explicit BusyScope(std::atomic<int>* n) : n_(n) { n_->fetch_add(1); }
+  ~BusyScope() { n_->fetch_sub(1); }
+  BusyScope(const BusyScope&) = delete;
+  BusyScope& operator=(const BusyScope&) = delete;
+
+ private:
+  std::atomic<int>* n_;
+};
+
+}  // namespace
 
 void Daemon::SpawnWorker(std::function<void()> fn) {
   std::list<Worker> finished;
@@ -531,7 +556,11 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
     };
   }
   auto t0 = std::chrono::steady_clock::now();
-  Result<json> r = push ? engine::RunReceiver(*root_, target, eo, dp) : engine::RunSender(*root_, rel, eo, dp);
+  Result<json> r = Status::Internal("not run");
+  {
+    BusyScope busy(&moving_);
+    r = push ? engine::RunReceiver(*root_, target, eo, dp) : engine::RunSender(*root_, rel, eo, dp);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fed_->Unregister(live);
   fed_->Finish(auth, adm, stats.Snapshot(), r.has_value() ? Status::OK() : r.error());
@@ -709,6 +738,7 @@ Result<json> Daemon::Attempt(Transfer& t) {
   }
   Result<json> r = Status::Internal("not run");
   if (t.push) {
+    BusyScope busy(&moving_);
     r = engine::RunSender(*root_, local_rel, eo, dp);
   } else {
     engine::SourceInfo si;
@@ -717,6 +747,7 @@ Result<json> Daemon::Attempt(Transfer& t) {
     if (!si.name.empty()) PORO_RETURN_IF_ERROR(proto::ValidateRelativePath(si.name));
     if (si.name.find('/') != std::string::npos) return Status::Protocol("source name contains '/'");
     PORO_ASSIGN_OR_RETURN(std::string target, engine::ResolveTarget(*root_, local_rel, t.local_trailing_slash, si));
+    BusyScope busy(&moving_);
     r = engine::RunReceiver(*root_, target, eo, dp);
   }
   fed_->Unregister(live);
@@ -896,12 +927,17 @@ void Daemon::LoadRecord(const std::string& path) {
       }
     }
     bool unfinished = t->state == "queued" || t->state == "running" || t->state == "retrying";
+    {
+      // The API answers before this runs: a transfer submitted since start-up is already in
+      // transfers_ (StartTransfer puts it there before its record is written) and already running.
+      // Resuming its record as well ran it twice, both copies failing on each other's files.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (transfers_.count(t->id) != 0) return;
+      transfers_[t->id] = t;
+    }
     if (unfinished) {
       PORO_LOG(INFO) << "resuming transfer " << t->id << " (" << t->SourceText() << " -> " << t->DestText() << ")";
-      StartTransfer(t);
-    } else {
-      std::lock_guard<std::mutex> lock(mu_);
-      transfers_[t->id] = t;
+      SpawnWorker([this, t] { RunTransfer(t); });
     }
   }
 }

@@ -87,6 +87,7 @@ class Daemon {
   std::atomic<bool> stopping_{false};
   std::thread peer_thread_;
   std::thread pool_thread_;  // maps the buffer pool's pages in idle time (BufferPool::Populate)
+  std::atomic<int> moving_{0};  // sessions moving data (in the engine): the pool's mapping waits for 0
 
   std::mutex mu_;
   std::condition_variable cv_;

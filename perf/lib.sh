@@ -7,6 +7,7 @@
 #   bench_pair BIN DIR: both of the above for daemons a (ia) and b (ib) on 127.0.0.1, export roots
 #                       DIR/a/data and DIR/b/data; starts them (pids appended to BENCH_PIDS, logs in
 #                       DIR/{a,b}.log, API sockets DIR/{a,b}.sock) and waits until both answer
+#   bench_prefault MIB: touch and release MIB MiB of memory right before a timed run
 # Each endpoint mints tokens for the user running the benchmark with its institution's issuer.
 
 bench_federation() {
@@ -69,4 +70,14 @@ bench_pair() {
   done
   cat "$dir"/*.log >&2
   return 1
+}
+
+# This VM hands freed memory back to its host, and touching it again costs a host fault per page
+# (see ../shared/peers/README.md): touch and release what a run will need right before it, as
+# ../shared/peers/run.sh does before every timed run, so runs start from the same state.
+bench_prefault() {
+  python3 -c 'import mmap, sys
+n = int(sys.argv[1]) << 20
+m = mmap.mmap(-1, n)
+for i in range(0, n, 4096): m[i] = 1' "$1"
 }

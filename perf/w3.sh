@@ -41,6 +41,7 @@ if [ -n "${PROFILE:-}" ]; then
 fi
 for r in $(seq "$runs"); do
   rm -rf "$work/b/data/tree"
+  bench_prefault $(( (nfiles * size_kib >> 10) * 2 + 256 ))
   ca=$(cpu "${BENCH_PIDS[0]}"); cb=$(cpu "${BENCH_PIDS[1]}")
   s=$(date +%s.%N)
   PORO_SOCKET="$work/a.sock" "$cli" cp -r --no-progress ${CP_ARGS:-} "$work/a/data/tree" b:/ >"$work/cp.out" || { cat "$work/cp.out" "$work"/*.log >&2; exit 1; }

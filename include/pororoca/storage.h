@@ -61,8 +61,10 @@ class BufferPool {
   static Result<std::unique_ptr<BufferPool>> Create(size_t buffer_size, size_t count);
   // Maps every page of the pool (MADV_POPULATE_WRITE), 2 MiB at a time, so the data path takes
   // no page faults. Safe while buffers are in use (pages already mapped are left as they are); stops
-  // early when `*stop` becomes true. kNotSupported on kernels before 5.14.
-  Status Populate(const std::atomic<bool>* stop = nullptr);
+  // early when `*stop` becomes true. While `*busy` is above zero it waits (checking every 20 ms)
+  // instead of mapping: work that runs meanwhile maps the buffers it takes itself. kNotSupported on
+  // kernels before 5.14.
+  Status Populate(const std::atomic<bool>* stop = nullptr, const std::atomic<int>* busy = nullptr);
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;

@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
 #include <limits>
 #include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -85,19 +87,24 @@ Result<std::unique_ptr<BufferPool>> BufferPool::Create(size_t buffer_size, size_
   return std::unique_ptr<BufferPool>(new BufferPool(base, buffer_size, count));
 }
 
-Status BufferPool::Populate(const std::atomic<bool>* stop) {
+Status BufferPool::Populate(const std::atomic<bool>* stop, const std::atomic<int>* busy) {
 #ifndef MADV_POPULATE_WRITE
   constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
 #endif
   // 2 MiB at a time: each call holds the address space's lock while it maps.
   constexpr size_t kStep = 2u << 20;
   const size_t total = total_bytes();
-  for (size_t off = 0; off < total; off += kStep) {
+  for (size_t off = 0; off < total;) {
     if (stop != nullptr && stop->load()) return Status::Cancelled("buffer pool: populate stopped");
+    if (busy != nullptr && busy->load() > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
     if (::madvise(base_ + off, std::min(kStep, total - off), MADV_POPULATE_WRITE) != 0) {
       if (errno == EINVAL) return Status::NotSupported("buffer pool: MADV_POPULATE_WRITE not supported");
       return Status::IoError("buffer pool: madvise(MADV_POPULATE_WRITE)", errno);
     }
+    off += kStep;
   }
   return Status::OK();
 }

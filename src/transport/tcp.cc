@@ -314,10 +314,21 @@ Result<UniqueFd> TcpAccept(int listen_fd, std::chrono::milliseconds timeout) {
 }
 
 Status ApplySocketOptions(int fd, const SocketOptions& opts) {
-  if (opts.sndbuf > 0 && ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &opts.sndbuf, sizeof(opts.sndbuf)) < 0) {
+  // The *FORCE variants pass net.core.[wr]mem_max for a process with CAP_NET_ADMIN; without it the
+  // plain option applies, which the kernel caps at that limit. After one refusal the process stops
+  // asking (each refused capability check may be logged by a security module).
+  static std::atomic<bool> may_force{true};
+  auto set = [fd](int force_opt, int opt, int v) {
+    if (may_force.load(std::memory_order_relaxed)) {
+      if (::setsockopt(fd, SOL_SOCKET, force_opt, &v, sizeof(v)) == 0) return 0;
+      if (errno == EPERM) may_force.store(false, std::memory_order_relaxed);
+    }
+    return ::setsockopt(fd, SOL_SOCKET, opt, &v, sizeof(v));
+  };
+  if (opts.sndbuf > 0 && set(SO_SNDBUFFORCE, SO_SNDBUF, opts.sndbuf) < 0) {
     return Status::IoError("setsockopt SO_SNDBUF " + std::to_string(opts.sndbuf), errno);
   }
-  if (opts.rcvbuf > 0 && ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opts.rcvbuf, sizeof(opts.rcvbuf)) < 0) {
+  if (opts.rcvbuf > 0 && set(SO_RCVBUFFORCE, SO_RCVBUF, opts.rcvbuf) < 0) {
     return Status::IoError("setsockopt SO_RCVBUF " + std::to_string(opts.rcvbuf), errno);
   }
   int nodelay = opts.nodelay ? 1 : 0;
@@ -481,6 +492,7 @@ Status TcpMessageChannel::SendFile(std::span<const std::byte> header, int file_f
 
 Status TcpMessageChannel::FillBuffer(size_t n, bool at_boundary, const TransportOptions& opts) {
   if (rend_ - rpos_ >= n) return Status::OK();
+  SetRcvLowat(1);  // a payload that ended in an error may have left it higher
   if (rpos_ + n > rbuf_.size()) {
     std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
     rend_ -= rpos_;
@@ -533,8 +545,45 @@ Result<MessageChannel::Received> TcpMessageChannel::Receive(std::span<std::byte>
   if (have > 0) std::memcpy(dst.data(), rbuf_.data() + rpos_, have);
   rpos_ += have;
   if (rpos_ == rend_) rpos_ = rend_ = 0;
+  // A mark that needs more than the receive buffer holds makes the kernel grow the buffer but also
+  // clamp the advertised window to the mark (tcp_set_rcvlowat): 512 KiB per 100 ms RTT, a tenth of a
+  // long link. So the mark stays at most a quarter of the buffer autotuning has reached so far.
+  size_t lowat_cap = 0;
+  if (payload_len - have >= kLowatMin) {
+    int rcvbuf = 0;
+    socklen_t len = sizeof rcvbuf;
+    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len) == 0 && rcvbuf > 0) lowat_cap = size_t(rcvbuf) / 4;
+  }
   while (have < payload_len) {
-    ssize_t got = RecvWait(fd_.get(), dst.data() + have, payload_len - have, MSG_WAITALL, opts);
+    // A large payload arriving at less than memory speed (a WAN, or loopback under load) would wake this
+    // thread for every packet (9 KB at MTU 9000, each wake-up a context switch: 19 % of the receiving
+    // daemon's CPU over the emulated WAN). With SO_RCVLOWAT the kernel wakes it once per 512 KiB.
+    // The kernel compares the low-water mark with the bytes queued, not with what a sleeping recv
+    // still needs, so a recv that copied part of the payload and then slept could wait for bytes that
+    // never come. Hence: poll (woken when at least the mark is queued), then a recv that does not
+    // sleep, and the mark never above the bytes still due.
+    const size_t left = payload_len - have;
+    ssize_t got;
+    if (left >= kLowatMin && lowat_cap >= kLowatMin) {
+      SetRcvLowat(int(std::min({left, kLowatMax, lowat_cap})));
+      got = ::recv(fd_.get(), dst.data() + have, left, MSG_DONTWAIT);
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        int rc = PollOne(fd_.get(), POLLIN, opts.idle_timeout);
+        if (rc < 0) return ErrorFor("poll", errno);
+        if (rc == 0) {
+          // The mark was not reached within the idle timeout, but bytes below it may have come: the
+          // link is slow, not idle. Only a timeout with nothing at all received is one.
+          got = ::recv(fd_.get(), dst.data() + have, left, MSG_DONTWAIT);
+          if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ErrorFor("recv from", ETIMEDOUT);
+          if (got < 0 && errno == EINTR) continue;
+        } else {
+          continue;
+        }
+      }
+    } else {
+      SetRcvLowat(1);
+      got = RecvWait(fd_.get(), dst.data() + have, left, MSG_WAITALL, opts);
+    }
     if (got < 0) return ErrorFor("recv from", errno);
     if (got == 0) {
       if (shutdown_.load()) return ErrorFor("recv from", 0);
@@ -544,7 +593,14 @@ Result<MessageChannel::Received> TcpMessageChannel::Receive(std::span<std::byte>
     }
     have += size_t(got);
   }
+  SetRcvLowat(1);
   return Received{header_len, payload_len};
+}
+
+void TcpMessageChannel::SetRcvLowat(int bytes) {
+  if (bytes == rcvlowat_) return;
+  // Fails only for a descriptor that is no longer a socket, and then the recv fails as well.
+  if (::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof(bytes)) == 0) rcvlowat_ = bytes;
 }
 
 Status TcpMessageChannel::Close(const TransportOptions& /*opts*/) {

@@ -124,6 +124,10 @@ class TcpMessageChannel : public MessageChannel {
   // an EOF before any byte of a message arrived.
   Status FillBuffer(size_t n, bool at_boundary, const TransportOptions& opts);
   Status ErrorFor(std::string_view what, int err) const;
+  // Payloads of at least kLowatMin bytes are received with one wake-up per kLowatMax bytes.
+  static constexpr size_t kLowatMin = 256 << 10, kLowatMax = 512 << 10;
+  // SO_RCVLOWAT for the next wait (only a changed value costs a syscall); see Receive.
+  void SetRcvLowat(int bytes);
 
   UniqueFd fd_;
   std::string peer_;
@@ -132,6 +136,7 @@ class TcpMessageChannel : public MessageChannel {
   std::vector<std::byte> rbuf_;
   size_t rpos_ = 0;
   size_t rend_ = 0;
+  int rcvlowat_ = 1;
 };
 
 std::unique_ptr<MessageChannel> MakeTcpMessageChannel(UniqueFd fd);

@@ -60,6 +60,51 @@ TEST_SUITE("io.buffer_pool") {
     CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
   }
 
+  TEST_CASE("Populate waits while busy, maps nothing meanwhile, and goes on when the work ends") {
+    auto pool = BufferPool::Create(1 << 20, 4);
+    REQUIRE(pool.has_value());
+    BufferPool& p = **pool;
+    std::atomic<bool> stop{false};
+    std::atomic<int> busy{1};
+    Status result;
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      result = p.Populate(&stop, &busy);
+      done.store(true);
+    });
+    std::this_thread::sleep_for(milliseconds(100));
+    CHECK_FALSE(done.load());
+    CHECK(ResidentPages(p.base(), p.total_bytes()).first == 0);
+    busy.store(0);
+    for (int i = 0; i < 500 && !done.load(); ++i) std::this_thread::sleep_for(milliseconds(10));
+    t.join();
+    if (result.code() == Code::kNotSupported) return;
+    REQUIRE(result.ok());
+    auto [after, pages] = ResidentPages(p.base(), p.total_bytes());
+    CHECK(after == pages);
+  }
+
+  TEST_CASE("Populate waiting while busy stops when asked to") {
+    auto pool = BufferPool::Create(1 << 20, 4);
+    REQUIRE(pool.has_value());
+    std::atomic<bool> stop{false};
+    std::atomic<int> busy{1};
+    Status result;
+    std::atomic<bool> started{false};
+    std::thread t([&] {
+      started.store(true);
+      result = (*pool)->Populate(&stop, &busy);
+    });
+    while (!started.load()) std::this_thread::yield();
+    std::this_thread::sleep_for(milliseconds(50));  // inside the busy wait by now, on any machine
+    const auto t0 = std::chrono::steady_clock::now();
+    stop.store(true);
+    t.join();
+    CHECK(result.code() == Code::kCancelled);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));  // checked every 20 ms
+    CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
+  }
+
   TEST_CASE("buffers are 4096-aligned, distinct, and all return to the pool when destroyed") {
     auto pool = BufferPool::Create(10000, 4);
     REQUIRE(pool.has_value());

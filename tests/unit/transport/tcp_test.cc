@@ -1,7 +1,9 @@
 #include "transport/tcp.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <doctest/doctest.h>
@@ -225,6 +227,60 @@ TEST_SUITE("transport.tcp") {
     t2.join();
     t3.join();
     CHECK(failures.load() == 0);
+  }
+
+  TEST_CASE("a large payload trickling in pieces smaller than the wake-up mark arrives whole, then a small message") {
+    // Receive asks the kernel to wake it only once 512 KiB (at most what is still due) are queued; the
+    // sender here writes 100,000 bytes at a time with pauses, ends the payload at an odd length, and
+    // follows with a message of 3 bytes that a mark left above 1 would never deliver.
+    FdPair p = ConnectedPair();
+    // The mark is at most a quarter of the receive buffer (the default 128 KiB would allow none).
+    SocketOptions so;
+    so.rcvbuf = 4 << 20;
+    REQUIRE(ApplySocketOptions(p.b.get(), so).ok());
+    UniqueFd probe(::dup(p.b.get()));  // the same socket, to read the mark while Receive waits
+    REQUIRE(probe.valid());
+    auto b = MakeTcpMessageChannel(std::move(p.b));
+    const size_t kLen = (3u << 19) + 77;
+    const auto payload = Payload(7, kLen);
+    int highest_mark = 0;
+    std::thread writer([&] {
+      auto bytes = Prefix(4, uint32_t(kLen));
+      auto h = Header(7, 4);
+      bytes.insert(bytes.end(), h.begin(), h.end());
+      RawWrite(p.a.get(), bytes);
+      for (size_t off = 0; off < kLen; off += 100000) {
+        RawWrite(p.a.get(), std::vector<std::byte>(payload.begin() + off, payload.begin() + std::min(kLen, off + 100000)));
+        std::this_thread::sleep_for(milliseconds(2));
+        int mark = 0;
+        socklen_t len = sizeof mark;
+        if (::getsockopt(probe.get(), SOL_SOCKET, SO_RCVLOWAT, &mark, &len) == 0) highest_mark = std::max(highest_mark, mark);
+      }
+      auto small = Prefix(4, 3);
+      auto h2 = Header(8, 4);
+      small.insert(small.end(), h2.begin(), h2.end());
+      small.insert(small.end(), {std::byte{1}, std::byte{2}, std::byte{3}});
+      RawWrite(p.a.get(), small);
+    });
+    TransportOptions o;
+    o.idle_timeout = milliseconds(5000);  // a wait that never ends fails the test instead of hanging it
+    std::vector<std::byte> buf;
+    auto r1 = ReceiveInto(*b, buf, 4u << 20, nullptr, o);
+    std::vector<std::byte> first(buf.begin(), buf.begin() + std::min(buf.size(), kLen));
+    auto r2 = r1.ok() ? ReceiveInto(*b, buf, 4u << 20, nullptr, o) : r1;
+    writer.join();
+    REQUIRE(r1.ok());
+    CHECK(r1->payload_len == kLen);
+    CHECK(first == payload);
+    REQUIRE(r2.ok());
+    CHECK(r2->payload_len == 3);
+    CHECK(buf[0] == std::byte{1});
+    CHECK(highest_mark > 100000);  // the low-water path ran (the mark is back at 1 for the header)
+    int mark = 0;
+    socklen_t len = sizeof mark;
+    REQUIRE(::getsockopt(probe.get(), SOL_SOCKET, SO_RCVLOWAT, &mark, &len) == 0);
+    CHECK(mark == 1);
+    CHECK(buf[2] == std::byte{3});
   }
 
   TEST_CASE("orderly close at a message boundary is kUnavailable \"closed\"") {
