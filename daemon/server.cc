@@ -199,10 +199,9 @@ Status Daemon::Start() {
   // holds the address space's lock while it maps, and must not sit on it indefinitely on a busy
   // host), once the daemon has moved no data for a second, and only while it moves none: the daemon
   // answers at once (a restart after a crash resumes sooner), and a transfer that starts first maps
-  // the few buffers it takes itself. Mapping the pool beside a transfer submitted right after
-  // start-up cost that transfer up to a third of its time (10,000 files of 64 KiB: 0.72 s on
-  // average without the mapping, 1.04 s beside it). A daemon that is never idle has its pool
-  // mapped by use alone.
+  // the few buffers it takes itself: the mapping never competes with a transfer for CPU or for the
+  // address space's lock (docs/performance.md has the measurements, which disagree on how much that
+  // cost). A daemon that is never idle has its pool mapped by use alone.
   pool_thread_ = std::thread([this] {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);  // this thread only; best effort
     constexpr auto kStep = std::chrono::milliseconds(20);

@@ -4,7 +4,9 @@
 # wall time, files/s and the CPU seconds each daemon spent during the copy.
 #   perf/w3.sh [BUILD_DIR]   (default build/release); env: NFILES (10000), NDIRS (100), SIZE_KIB (64),
 #                            RUNS (3), WORK (/dev/shm/poro-w3), PROFILE (a directory: record both daemons
-#                            with `perf record -g` during the copies, into PROFILE/sender.data, receiver.data)
+#                            with `perf record -g` during the copies, into PROFILE/sender.data, receiver.data),
+#                            FRESH (set: restart the sending daemon right before each copy, as the
+#                            peers harness's row does; its start-up is not timed, its CPU is counted)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/build/release}
@@ -42,6 +44,14 @@ fi
 for r in $(seq "$runs"); do
   rm -rf "$work/b/data/tree"
   bench_prefault $(( (nfiles * size_kib >> 10) * 2 + 256 ))
+  if [ -n "${FRESH:-}" ]; then
+    # As the peers harness's row does: a sending daemon started right before the copy.
+    kill -INT "${BENCH_PIDS[0]}"; wait "${BENCH_PIDS[0]}" || true
+    rm -f "$work/a.sock"
+    "$bin/daemon/pororocad" --config "$work/a.toml" 2>>"$work/a.log" &
+    BENCH_PIDS[0]=$!
+    for _ in $(seq 200); do [ -S "$work/a.sock" ] && break; sleep 0.01; done
+  fi
   ca=$(cpu "${BENCH_PIDS[0]}"); cb=$(cpu "${BENCH_PIDS[1]}")
   s=$(date +%s.%N)
   PORO_SOCKET="$work/a.sock" "$cli" cp -r --no-progress ${CP_ARGS:-} "$work/a/data/tree" b:/ >"$work/cp.out" || { cat "$work/cp.out" "$work"/*.log >&2; exit 1; }
