@@ -197,19 +197,14 @@ Status Daemon::Start() {
   peer_thread_ = std::thread([this] { PeerAcceptLoop(); });
   // The pool's pages are mapped by a thread at the lowest priority (nice 19, not SCHED_IDLE: it
   // holds the address space's lock while it maps, and must not sit on it indefinitely on a busy
-  // host), once the daemon has moved no data for a second, and only while it moves none: the daemon
+  // host), only once the daemon has moved no data for a second, and pausing while it moves any: the daemon
   // answers at once (a restart after a crash resumes sooner), and a transfer that starts first maps
   // the few buffers it takes itself: the mapping never competes with a transfer for CPU or for the
   // address space's lock (docs/performance.md has the measurements, which disagree on how much that
   // cost). A daemon that is never idle has its pool mapped by use alone.
   pool_thread_ = std::thread([this] {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);  // this thread only; best effort
-    constexpr auto kStep = std::chrono::milliseconds(20);
-    for (auto idle = std::chrono::milliseconds(0); idle < std::chrono::seconds(1) && !stopping_.load();) {
-      std::this_thread::sleep_for(kStep);
-      idle = moving_.load() > 0 ? std::chrono::milliseconds(0) : idle + kStep;
-    }
-    Status s = pool_->Populate(&stopping_, &moving_);
+    Status s = pool_->Populate(&stopping_, &moving_, std::chrono::seconds(1));
     if (!s.ok() && s.code() != Code::kCancelled) PORO_LOG(INFO) << s.ToString() << "; pages are mapped on first use";
   });
   if (config_.fault_corrupt_every || config_.fault_send_delay_us) {

@@ -61,10 +61,11 @@ class BufferPool {
   static Result<std::unique_ptr<BufferPool>> Create(size_t buffer_size, size_t count);
   // Maps every page of the pool (MADV_POPULATE_WRITE), 2 MiB at a time, so the data path takes
   // no page faults. Safe while buffers are in use (pages already mapped are left as they are); stops
-  // early when `*stop` becomes true. While `*busy` is above zero it waits (checking every 20 ms)
-  // instead of mapping: work that runs meanwhile maps the buffers it takes itself. kNotSupported on
-  // kernels before 5.14.
-  Status Populate(const std::atomic<bool>* stop = nullptr, const std::atomic<int>* busy = nullptr);
+  // early when `*stop` becomes true. It maps only after `*busy` has been zero for `quiet` (checked
+  // every 20 ms), and pauses as soon as it is not: work that runs meanwhile maps the buffers it takes
+  // itself. kNotSupported on kernels before 5.14.
+  Status Populate(const std::atomic<bool>* stop = nullptr, const std::atomic<int>* busy = nullptr,
+                  std::chrono::milliseconds quiet = std::chrono::milliseconds(0));
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;

@@ -87,18 +87,26 @@ Result<std::unique_ptr<BufferPool>> BufferPool::Create(size_t buffer_size, size_
   return std::unique_ptr<BufferPool>(new BufferPool(base, buffer_size, count));
 }
 
-Status BufferPool::Populate(const std::atomic<bool>* stop, const std::atomic<int>* busy) {
+Status BufferPool::Populate(const std::atomic<bool>* stop, const std::atomic<int>* busy,
+                            std::chrono::milliseconds quiet) {
 #ifndef MADV_POPULATE_WRITE
   constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
 #endif
   // 2 MiB at a time: each call holds the address space's lock while it maps.
   constexpr size_t kStep = 2u << 20;
   const size_t total = total_bytes();
+  constexpr auto kPoll = std::chrono::milliseconds(20);
+  auto idle = std::chrono::milliseconds(0);  // how long busy has been zero
   for (size_t off = 0; off < total;) {
     if (stop != nullptr && stop->load()) return Status::Cancelled("buffer pool: populate stopped");
-    if (busy != nullptr && busy->load() > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      continue;
+    if (busy != nullptr) {
+      const bool now_busy = busy->load() > 0;
+      if (now_busy) idle = std::chrono::milliseconds(0);
+      if (now_busy || idle < quiet) {
+        std::this_thread::sleep_for(kPoll);
+        idle += kPoll;
+        continue;
+      }
     }
     if (::madvise(base_ + off, std::min(kStep, total - off), MADV_POPULATE_WRITE) != 0) {
       if (errno == EINVAL) return Status::NotSupported("buffer pool: MADV_POPULATE_WRITE not supported");

@@ -96,19 +96,25 @@ Status SetBlocking(int fd, bool blocking) {
   return Status::OK();
 }
 
-// recv(2) that absorbs EINTR and, with an idle timeout, waits with poll between MSG_DONTWAIT tries.
-// Returns bytes received (0 = EOF) or -1 with errno set (ETIMEDOUT on idle timeout).
-ssize_t RecvWait(int fd, void* buf, size_t len, int flags, const TransportOptions& opts) {
+// recv(2) that absorbs EINTR and, with an idle timeout or `in_poll`, waits with poll between
+// MSG_DONTWAIT tries (so never inside recv). When the poll times out, one last try still takes bytes
+// that arrived below the socket's SO_RCVLOWAT: that link is slow, not idle. Returns bytes received
+// (0 = EOF) or -1 with errno set (ETIMEDOUT on idle timeout).
+ssize_t RecvWait(int fd, void* buf, size_t len, int flags, const TransportOptions& opts, bool in_poll = false) {
   const bool timed = opts.idle_timeout.count() > 0;
-  if (timed) flags |= MSG_DONTWAIT;
-  for (;;) {
+  if (timed || in_poll) flags |= MSG_DONTWAIT;
+  for (bool last_try = false;;) {
     ssize_t n = ::recv(fd, buf, len, flags);
     if (n >= 0) return n;
     if (errno == EINTR) continue;
-    if (timed && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if ((flags & MSG_DONTWAIT) && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (last_try) {
+        errno = ETIMEDOUT;
+        return -1;
+      }
       int rc = PollOne(fd, POLLIN, opts.idle_timeout);
-      if (rc == 0) errno = ETIMEDOUT;
-      if (rc <= 0) return -1;
+      if (rc < 0) return -1;
+      last_try = rc == 0;
       continue;
     }
     return -1;
@@ -492,7 +498,7 @@ Status TcpMessageChannel::SendFile(std::span<const std::byte> header, int file_f
 
 Status TcpMessageChannel::FillBuffer(size_t n, bool at_boundary, const TransportOptions& opts) {
   if (rend_ - rpos_ >= n) return Status::OK();
-  SetRcvLowat(1);  // a payload that ended in an error may have left it higher
+  SetRcvLowat(1);  // a header's length is unknown: any byte must wake us (a payload left it higher)
   if (rpos_ + n > rbuf_.size()) {
     std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
     rend_ -= rpos_;
@@ -561,29 +567,12 @@ Result<MessageChannel::Received> TcpMessageChannel::Receive(std::span<std::byte>
     // The kernel compares the low-water mark with the bytes queued, not with what a sleeping recv
     // still needs, so a recv that copied part of the payload and then slept could wait for bytes that
     // never come. Hence: poll (woken when at least the mark is queued), then a recv that does not
-    // sleep, and the mark never above the bytes still due.
+    // sleep, and the mark never above the bytes still due. It is put back to 1 before any other
+    // wait (the rest of a payload below kLowatMin here, a header in FillBuffer).
     const size_t left = payload_len - have;
-    ssize_t got;
-    if (left >= kLowatMin && lowat_cap >= kLowatMin) {
-      SetRcvLowat(int(std::min({left, kLowatMax, lowat_cap})));
-      got = ::recv(fd_.get(), dst.data() + have, left, MSG_DONTWAIT);
-      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        int rc = PollOne(fd_.get(), POLLIN, opts.idle_timeout);
-        if (rc < 0) return ErrorFor("poll", errno);
-        if (rc == 0) {
-          // The mark was not reached within the idle timeout, but bytes below it may have come: the
-          // link is slow, not idle. Only a timeout with nothing at all received is one.
-          got = ::recv(fd_.get(), dst.data() + have, left, MSG_DONTWAIT);
-          if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ErrorFor("recv from", ETIMEDOUT);
-          if (got < 0 && errno == EINTR) continue;
-        } else {
-          continue;
-        }
-      }
-    } else {
-      SetRcvLowat(1);
-      got = RecvWait(fd_.get(), dst.data() + have, left, MSG_WAITALL, opts);
-    }
+    const bool marked = left >= kLowatMin && lowat_cap >= kLowatMin;
+    SetRcvLowat(marked ? int(std::min({left, kLowatMax, lowat_cap})) : 1);
+    ssize_t got = RecvWait(fd_.get(), dst.data() + have, left, marked ? 0 : MSG_WAITALL, opts, /*in_poll=*/marked);
     if (got < 0) return ErrorFor("recv from", errno);
     if (got == 0) {
       if (shutdown_.load()) return ErrorFor("recv from", 0);
@@ -593,7 +582,6 @@ Result<MessageChannel::Received> TcpMessageChannel::Receive(std::span<std::byte>
     }
     have += size_t(got);
   }
-  SetRcvLowat(1);
   return Received{header_len, payload_len};
 }
 

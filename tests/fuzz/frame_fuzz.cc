@@ -5,6 +5,8 @@
 // a sender could have meant.
 #include <algorithm>
 #include <array>
+// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
+#undef NDEBUG
 #include <cassert>
 #include <cstddef>
 #include <cstdint>

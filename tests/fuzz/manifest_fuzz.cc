@@ -4,6 +4,8 @@
 // reaches the field validation, the PEM parsing of anchors and issuer keys, and the policy parser.
 // Nothing may crash or throw. Invariant: a body that validates signs and verifies back to a manifest
 // with the same serial, endpoints and rules.
+// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
+#undef NDEBUG
 #include <cassert>
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,7 @@
 // libFuzzer target: the policy parser and evaluator, and ParseRate, on arbitrary bytes. Parse must
 // never throw or crash, and whatever it accepts must evaluate and explain a request.
+// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
+#undef NDEBUG
 #include <cassert>
 #include <cstddef>
 #include <cstdint>

@@ -8,6 +8,8 @@
 // audience and has not expired; re-issuing its claims gives a token that verifies to the same
 // claims; storage.modify grants imply storage.create grants; a grant on a path extends to what is
 // below it.
+// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
+#undef NDEBUG
 #include <cassert>
 #include <openssl/evp.h>
 

@@ -105,6 +105,20 @@ TEST_SUITE("io.buffer_pool") {
     CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
   }
 
+  TEST_CASE("Populate maps nothing before the pool has been idle for `quiet`") {
+    auto pool = BufferPool::Create(1 << 20, 4);
+    REQUIRE(pool.has_value());
+    std::atomic<bool> stop{false};
+    std::atomic<int> busy{0};
+    Status result;
+    std::thread t([&] { result = (*pool)->Populate(&stop, &busy, std::chrono::seconds(30)); });
+    std::this_thread::sleep_for(milliseconds(200));
+    stop.store(true);
+    t.join();
+    CHECK(result.code() == Code::kCancelled);
+    CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
+  }
+
   TEST_CASE("buffers are 4096-aligned, distinct, and all return to the pool when destroyed") {
     auto pool = BufferPool::Create(10000, 4);
     REQUIRE(pool.has_value());
