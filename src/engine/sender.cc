@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -32,7 +33,6 @@ struct SrcFile {
   FileEntry entry;
   std::string rel;  // root-relative path to open
   Status denied;    // the policy refused this file (DataPath::admit_path): failed with this when planned
-  PlanEntry plan;
   std::unordered_map<uint64_t, Digest128> have;  // receiver's durable chunks
   uint64_t chunks = 0;
   uint64_t next = 0;       // next chunk index to issue
@@ -44,6 +44,10 @@ struct SrcFile {
   bool maybe_sparse = true;  // fewer blocks than bytes: look for holes (SEEK_DATA) before reading
   bool failed = false;
   bool ended = false;  // FILE_END queued
+  bool planned = false;  // PLAN arrived for it
+  bool done = false;     // FILE_DONE arrived: the receiver has finished with it (nothing more is sent)
+  bool queued = false;   // in work_ (under mu_)
+  unsigned inflight = 0;  // reads in reads_ that point here (reader thread only)
 };
 
 // One message for a channel: its payload is either in a pool buffer (`buf`) or, on the buffered
@@ -86,6 +90,14 @@ class Sender {
   // the session's cancel status when the pace wait was cancelled, else the channel's (annotated).
   Status SendOn(size_t i, SendItem& item);
   Status FlushFileEnds();
+  // Reader thread, under mu_: erases the finished entries nothing points at any more.
+  void ReapFinished();
+  // Reader thread, under mu_: current_ still has chunks to read (or, empty, its FILE_END to send).
+  bool CurrentHasWork() const {
+    if (current_ == nullptr || current_->done) return false;
+    if (current_->chunks == 0) return !current_->ended;
+    return !current_->failed && current_->next < current_->chunks;
+  }
   void Fail(Status s);
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
 
@@ -104,7 +116,12 @@ class Sender {
   uint64_t entries_finished_ = 0;  // planned FAIL/SKIP/DONE, or reported in FILE_DONE
   std::deque<SrcFile*> work_;                        // planned regular files, in order
   std::deque<std::pair<uint64_t, uint64_t>> resend_; // (file id, chunk index)
+  // The entries announced and not yet forgotten: an entry is erased once finished (PLAN FAIL/SKIP/
+  // DONE, or FILE_DONE once the reader no longer points at it), so the sender holds about
+  // announce_ahead entries whatever the size of the tree.
   std::map<uint64_t, std::unique_ptr<SrcFile>> files_;
+  std::vector<uint64_t> finished_;  // FILE_DONE arrived; the reader erases them (ReapFinished)
+  size_t files_peak_ = 0;           // most entries held at once (logged at the end)
   bool end_sent_ = false;
   bool summary_ = false;
   nlohmann::json summary_json_;
@@ -123,7 +140,8 @@ class Sender {
   };
   std::unordered_map<uint64_t, ReadOp> reads_;
   uint64_t next_tag_ = 1;
-  SrcFile* current_ = nullptr;
+  SrcFile* current_ = nullptr;  // assigned under mu_
+  std::vector<uint64_t> deferred_;  // finished but still pointed at by current_ or reads_
   std::vector<proto::FileEnd> ends_;
   std::vector<std::byte> hash_buf_;  // buffered path: cache-resident piece of the chunk being hashed
   Hasher128 hasher_;
@@ -172,6 +190,7 @@ Status Sender::Emit(FileEntry e, std::string rel, Status denied) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     files_[e.id] = std::move(f);
+    files_peak_ = std::max(files_peak_, files_.size());
   }
   batch_.push_back(std::move(e));
   if (batch_.size() >= opts_.files_per_batch) return FlushBatch();
@@ -183,9 +202,10 @@ Status Sender::FlushBatch() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     // The walk stays at most announce_ahead entries ahead of the files that are finished, so the
-    // receiver's per-file state is bounded by that, not by the size of the tree.
+    // per-file state at both ends is bounded by that, not by the size of the tree.
+    const uint64_t window = std::max<uint64_t>(opts_.announce_ahead, batch_.size());
     cv_.wait(lock, [&] {
-      return (batches_out_ < opts_.batches_in_flight && entries_sent_ - entries_finished_ < opts_.announce_ahead) ||
+      return (batches_out_ < opts_.batches_in_flight && entries_sent_ - entries_finished_ + batch_.size() <= window) ||
              !error_.ok() || Cancelled();
     });
     if (!error_.ok()) return error_;
@@ -312,10 +332,14 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       batches_out_--;
       for (auto& p : plan) {
         auto it = files_.find(p.id);
-        if (it == files_.end()) return Status::Protocol("PLAN names unknown file id " + std::to_string(p.id));
+        if (it == files_.end() || it->second->planned) {
+          return Status::Protocol("PLAN names unknown or already planned file id " + std::to_string(p.id));
+        }
         SrcFile& sf = *it->second;
+        sf.planned = true;
         entries_planned_++;
         const FileEntry& e = sf.entry;
+        bool forget = true;  // finished by the plan itself: nothing will point at it
         switch (p.action) {
           case PlanAction::kFail:
             entries_finished_++;
@@ -340,10 +364,12 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
             sf.chunks = ChunkCount(e.size, opts_.chunk_size);
             for (auto& [idx, d] : p.have) sf.have[idx] = d;
             sf.digests.resize(sf.chunks);
+            sf.queued = true;
             work_.push_back(&sf);
+            forget = false;
             break;
         }
-        sf.plan = std::move(p);
+        if (forget) files_.erase(it);
       }
       cv_.notify_all();
       return Status::OK();
@@ -353,7 +379,11 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& d : dones) {
         auto it = files_.find(d.id);
-        if (it == files_.end()) return Status::Protocol("FILE_DONE names unknown file id");
+        if (it == files_.end() || !it->second->planned || it->second->done) {
+          return Status::Protocol("FILE_DONE names an unknown, unplanned or finished file id " + std::to_string(d.id));
+        }
+        it->second->done = true;
+        finished_.push_back(d.id);
         entries_finished_++;
         if (d.code == Code::kOk) {
           dp_.stats->files_done++;
@@ -372,7 +402,7 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       PORO_ASSIGN_OR_RETURN(auto bad, proto::DecodeBadChunk(f.body));
       std::lock_guard<std::mutex> lock(mu_);
       auto it = files_.find(bad.id);
-      if (it == files_.end() || bad.index >= it->second->chunks) {
+      if (it == files_.end() || it->second->done || bad.index >= it->second->chunks) {
         return Status::Protocol("BAD_CHUNK names an unknown chunk");
       }
       dp_.stats->chunks_corrupt++;
@@ -581,18 +611,23 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!error_.ok()) return error_;
+      ReapFinished();
       if (!resend_.empty()) {
         auto [id, idx] = resend_.front();
         resend_.pop_front();
-        f = files_[id].get();
+        auto it = files_.find(id);
+        if (it == files_.end() || it->second->done) continue;  // the receiver has finished with it since
+        f = it->second.get();
         index = idx;
         resend = true;
       } else {
+        // A file the receiver has already finished (failed it early, e.g. it could not create it)
+        // is not read any further: it has forgotten the file and would discard the chunks.
         while (true) {
-          if (current_ != nullptr && !current_->failed && current_->next < current_->chunks) break;
-          if (current_ != nullptr && current_->chunks == 0 && !current_->ended) break;
+          if (CurrentHasWork()) break;
           if (work_.empty()) return Status::OK();
           current_ = work_.front();
+          current_->queued = false;
           work_.pop_front();
         }
         f = current_;
@@ -643,6 +678,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     }
     PORO_RETURN_IF_ERROR(q->SubmitRead(f->fd->get(), offset, std::span(buf.data(), io_len), tag));
     reads_.emplace(tag, ReadOp{f, index, len, std::move(buf), resend});
+    f->inflight++;
   }
   return Status::OK();
 }
@@ -653,6 +689,7 @@ Status Sender::Complete(const io::Completion& c) {
   ReadOp op = std::move(it->second);
   reads_.erase(it);
   SrcFile& f = *op.file;
+  f.inflight--;
   if (f.failed) return Status::OK();
   if (c.result < 0) {
     FailFile(f, Status::IoError("read " + root_.Display(f.rel), static_cast<int>(-c.result)).WithSide(Side::kSource));
@@ -714,6 +751,20 @@ void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d
   }
 }
 
+void Sender::ReapFinished() {
+  if (finished_.empty() && deferred_.empty()) return;
+  deferred_.insert(deferred_.end(), finished_.begin(), finished_.end());
+  finished_.clear();
+  std::erase_if(deferred_, [&](uint64_t id) {
+    auto it = files_.find(id);
+    if (it == files_.end()) return true;
+    const SrcFile* f = it->second.get();
+    if (f == current_ || f->queued || f->inflight > 0) return false;
+    files_.erase(it);
+    return true;
+  });
+}
+
 Status Sender::FlushFileEnds() {
   if (ends_.empty()) return Status::OK();
   Status s = dp_.ctl->Send(MsgType::kFileEnd, proto::EncodeFileEnds(ends_));
@@ -736,9 +787,7 @@ Status Sender::ReaderLoop() {
     PORO_RETURN_IF_ERROR(FlushFileEnds());
     std::unique_lock<std::mutex> lock(mu_);
     if (!error_.ok()) return error_;
-    bool idle = work_.empty() && resend_.empty() &&
-                (current_ == nullptr || current_->failed || current_->next >= current_->chunks) &&
-                (current_ == nullptr || current_->chunks > 0 || current_->ended);
+    bool idle = work_.empty() && resend_.empty() && !CurrentHasWork();
     if (idle && walk_done_ && batches_out_ == 0 && !end_sent_) {
       end_sent_ = true;
       lock.unlock();
@@ -748,7 +797,7 @@ Status Sender::ReaderLoop() {
     }
     if (summary_) return Status::OK();
     cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
-      return !work_.empty() || !resend_.empty() || summary_ || !error_.ok() || Cancelled() ||
+      return !work_.empty() || !resend_.empty() || !finished_.empty() || summary_ || !error_.ok() || Cancelled() ||
              (walk_done_ && batches_out_ == 0 && !end_sent_);
     });
   }
@@ -796,6 +845,8 @@ Result<nlohmann::json> Sender::Run() {
   walker.join();
   ctl.join();
   reads_.clear();
+  PORO_LOG(INFO) << "sender: " << entries_sent_ << " entries announced, at most " << files_peak_
+                 << " held at once";
   {
     std::lock_guard<std::mutex> lock(sched_mu_);
     queues_.clear();

@@ -1,0 +1,221 @@
+// The sending side of a session (RunSender) against a scripted receiver: a test thread that speaks
+// the control protocol by hand on a loopback TCP connection and drains one data channel. Covers what
+// a well-behaved receiving daemon never does, or does only in a narrow window: finishing a file
+// before its data was sent, and FILE_DONE messages that name the wrong files.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <doctest/doctest.h>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/control.h"
+#include "engine/session.h"
+#include "support/temp_dir.h"
+#include "transport/tcp.h"
+
+namespace pororoca::engine {
+namespace {
+
+using proto::MsgType;
+using std::chrono::milliseconds;
+
+std::pair<UniqueFd, UniqueFd> ConnectedPair() {
+  auto lfd = transport::TcpListen("127.0.0.1", 0, 8);
+  REQUIRE(lfd.ok());
+  auto port = transport::LocalPort(lfd->get());
+  REQUIRE(port.ok());
+  auto a = transport::TcpConnect("127.0.0.1", *port, milliseconds(2000));
+  REQUIRE(a.ok());
+  auto b = transport::TcpAccept(lfd->get(), milliseconds(2000));
+  REQUIRE(b.ok());
+  return {std::move(*a), std::move(*b)};
+}
+
+void WriteBytes(const std::string& path, size_t size) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+  REQUIRE(fd.valid());
+  std::vector<char> block(1 << 16);
+  for (size_t i = 0; i < block.size(); ++i) block[i] = static_cast<char>(i * 31 + 7);
+  for (size_t done = 0; done < size; done += block.size()) {
+    size_t n = std::min(block.size(), size - done);
+    REQUIRE(::write(fd.get(), block.data(), n) == static_cast<ssize_t>(n));
+  }
+}
+
+// One sender session in a background thread; the test plays the receiver on `ctl`.
+class SenderRun {
+ public:
+  static constexpr uint32_t kChunk = 64 << 10;
+
+  SenderRun(const std::string& root_path, const std::string& src_rel) {
+    auto root = ExportRoot::Create(root_path);
+    REQUIRE(root.has_value());
+    root_ = std::make_unique<ExportRoot>(std::move(*root));
+    auto [ca, cb] = ConnectedPair();
+    sender_ctl_ = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(ca)));
+    ctl = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(cb)));
+    auto [da, db] = ConnectedPair();
+    channels_.push_back(transport::MakeTcpMessageChannel(std::move(da)));
+    data = transport::MakeTcpMessageChannel(std::move(db));
+    auto pool = io::BufferPool::Create(kChunk, 16);
+    REQUIRE(pool.has_value());
+    pool_ = std::move(*pool);
+    opts_.chunk_size = kChunk;
+    DataPath dp;
+    dp.ctl = sender_ctl_.get();
+    dp.channels = &channels_;
+    dp.pool = pool_.get();
+    dp.stats = &stats;
+    dp.cancel = &cancel_;
+    thread_ = std::thread([this, src_rel, dp] { result_ = RunSender(*root_, src_rel, opts_, dp); });
+  }
+  ~SenderRun() {
+    if (thread_.joinable()) {
+      cancel_ = true;
+      ctl->Shutdown();
+      data->Shutdown();
+      thread_.join();
+    }
+  }
+
+  // The sender's result, once it has ended.
+  Result<nlohmann::json> Join() {
+    thread_.join();
+    return std::move(result_);
+  }
+
+  proto::ControlFrame Expect(MsgType type) {
+    auto f = ctl->Receive();
+    REQUIRE_MESSAGE(f.has_value(), f.error().ToString());
+    REQUIRE(int(f->type) == int(type));
+    return std::move(*f);
+  }
+  std::vector<proto::FileEntry> ExpectFiles() {
+    auto files = proto::DecodeFiles(Expect(MsgType::kFiles).body);
+    REQUIRE(files.has_value());
+    return std::move(*files);
+  }
+  void Plan(const std::vector<proto::PlanEntry>& plan) {
+    REQUIRE(ctl->Send(MsgType::kPlan, proto::EncodePlan(plan)).ok());
+  }
+  void Done(const std::vector<proto::FileDone>& dones) {
+    REQUIRE(ctl->Send(MsgType::kFileDone, proto::EncodeFileDones(dones)).ok());
+  }
+  // Reads data messages until the end-of-stream message; returns the data chunks' count.
+  uint64_t DrainData() {
+    std::vector<std::byte> payload(kChunk);
+    std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr{};
+    uint64_t chunks = 0;
+    while (true) {
+      auto r = data->Receive(hdr, [&](std::span<const std::byte>, size_t) -> Result<std::span<std::byte>> {
+        return std::span(payload);
+      }, kChunk, {});
+      REQUIRE_MESSAGE(r.has_value(), r.error().ToString());
+      auto h = proto::DecodeChunkHeader(std::span<const std::byte>(hdr.data(), r->header_len));
+      REQUIRE(h.has_value());
+      if (h->kind == proto::ChunkKind::kEos) return chunks;
+      chunks++;
+    }
+  }
+
+  std::unique_ptr<ControlChannel> ctl;             // the receiver's end
+  std::unique_ptr<transport::MessageChannel> data;  // the receiver's end of the one data channel
+  TransferStats stats;
+
+ private:
+  std::unique_ptr<ExportRoot> root_;
+  std::unique_ptr<ControlChannel> sender_ctl_;
+  std::vector<std::unique_ptr<transport::MessageChannel>> channels_;
+  std::unique_ptr<io::BufferPool> pool_;
+  EngineOptions opts_;
+  std::atomic<bool> cancel_{false};
+  Result<nlohmann::json> result_ = Status::Internal("not run");
+  std::thread thread_;
+};
+
+TEST_SUITE("engine: sender") {
+  TEST_CASE("a file the receiver finished before its data was read is not read any further") {
+    test::TempDir tmp;
+    // 32 MiB in 64 KiB chunks: more than the socket buffers and queues hold while nobody reads
+    // the data channel, so most chunks can only be sent after the FILE_DONE has arrived.
+    constexpr uint64_t kSize = 32ull << 20, kChunks = kSize / SenderRun::kChunk;
+    WriteBytes(tmp / "big.bin", kSize);
+    SenderRun run(tmp.path(), "big.bin");
+    auto files = run.ExpectFiles();
+    REQUIRE(files.size() == 1);
+    CHECK(files[0].size == kSize);
+    run.Plan({proto::PlanEntry{files[0].id, proto::PlanAction::kSendAll, Code::kOk, "", {}}});
+    // The receiver gives up on the file at once (say it could not create it).
+    run.Done({proto::FileDone{files[0].id, Code::kResourceExhausted, "cannot create big.bin: no space left on device"}});
+    // The sender ends its data channel and announces the end with no FILE_END for the file.
+    std::thread drain_thread;
+    uint64_t chunks = 0;
+    drain_thread = std::thread([&] { chunks = run.DrainData(); });
+    auto end = run.ctl->Receive();
+    REQUIRE(end.has_value());
+    if (end->type == MsgType::kFileEnd) end = run.ctl->Receive();  // one may have been queued already
+    REQUIRE(end.has_value());
+    CHECK(int(end->type) == int(MsgType::kEnd));
+    REQUIRE(run.ctl->SendJson(MsgType::kSummary, nlohmann::json{{"files_failed", 1}}).ok());
+    drain_thread.join();
+    auto r = run.Join();
+    CHECK_MESSAGE(r.has_value(), r.error().ToString());
+    MESSAGE(chunks << " of " << kChunks << " chunks sent");
+    CHECK(chunks < kChunks);
+    CHECK(run.stats.files_failed == 1);
+    CHECK(run.stats.bytes_sent.load() == chunks * SenderRun::kChunk);
+  }
+
+  TEST_CASE("FILE_DONE twice for one file, or for a file never planned, ends the session with a protocol error") {
+    test::TempDir tmp;
+    WriteBytes(tmp / "a.bin", 100);
+    for (bool twice : {true, false}) {
+      CAPTURE(twice);
+      SenderRun run(tmp.path(), "a.bin");
+      auto files = run.ExpectFiles();
+      REQUIRE(files.size() == 1);
+      const uint64_t id = files[0].id;
+      if (twice) {
+        run.Plan({proto::PlanEntry{id, proto::PlanAction::kSendAll, Code::kOk, "", {}}});
+        run.Expect(MsgType::kFileEnd);
+        run.Done({proto::FileDone{id, Code::kOk, ""}});
+        run.Done({proto::FileDone{id, Code::kOk, ""}});
+      } else {
+        run.Done({proto::FileDone{id, Code::kOk, ""}});  // announced, but no PLAN yet
+      }
+      auto r = run.Join();
+      REQUIRE_FALSE(r.has_value());
+      CHECK(r.error().code() == Code::kProtocol);
+      CHECK(std::string(r.error().message()).find("FILE_DONE names") != std::string::npos);
+      CHECK(run.stats.files_done.load() == (twice ? 1u : 0u));
+    }
+  }
+
+  TEST_CASE("a PLAN naming an already planned entry ends the session with a protocol error") {
+    // Two FILES batches (more entries than one batch holds), so a second PLAN is expected; it
+    // repeats the first one's entries, which the sender has already planned and forgotten.
+    test::TempDir tmp;
+    REQUIRE(::mkdir((tmp / "tree").c_str(), 0755) == 0);
+    for (int i = 0; i < 1100; ++i) WriteBytes(tmp / ("tree/f" + std::to_string(i)), 0);
+    SenderRun run(tmp.path(), "tree");
+    auto files = run.ExpectFiles();
+    REQUIRE(files.size() == 1024);
+    std::vector<proto::PlanEntry> plan;
+    for (const auto& e : files) plan.push_back(proto::PlanEntry{e.id, proto::PlanAction::kDone, Code::kOk, "", {}});
+    run.Plan(plan);
+    run.Plan(plan);
+    auto r = run.Join();
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code() == Code::kProtocol);
+    CHECK(std::string(r.error().message()).find("already planned") != std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace pororoca::engine
