@@ -6,7 +6,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "policy/policy.h"
 
@@ -36,6 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     assert(again.allowed == d.allowed && again.rule_id == d.rule_id);
     (void)policy->Explain(req);
   }
-  pororoca::policy::Classifier({{"/datasets", "public"}}).LabelFor(text);
+  // The type spelled out: with a single pair, gcc finds the braces ambiguous with the copy constructor.
+  using Labels = std::vector<std::pair<std::string, std::string>>;
+  pororoca::policy::Classifier(Labels{{"/datasets", "public"}}).LabelFor(text);
   return 0;
 }

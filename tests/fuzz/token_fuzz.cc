@@ -11,8 +11,6 @@
 // The invariants below are checked with assert() in every build: NDEBUG must not remove them.
 #undef NDEBUG
 #include <cassert>
-#include <openssl/evp.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,6 +19,7 @@
 
 #include "crypto/encoding.h"
 #include "crypto/keys.h"
+#include "fuzz/token_fuzz.h"
 #include "token/token.h"
 
 namespace {
@@ -28,18 +27,13 @@ namespace {
 namespace crypto = pororoca::crypto;
 namespace token = pororoca::token;
 
-constexpr char kIssuer[] = "https://issuer.fuzz";
-constexpr char kAudience[] = "dtn-a.fuzz";
-constexpr int64_t kNow = 1795428000;  // 2026-11-23T10:00:00Z
+using pororoca::fuzz::token_fuzz::kAudience;
+using pororoca::fuzz::token_fuzz::kIssuer;
+using pororoca::fuzz::token_fuzz::kNow;
 
-
-// RFC 8032 test key 1: the same key on every run, so that crashes reproduce.
 const crypto::PKey& IssuerKey() {
   static const crypto::PKey key = [] {
-    static const unsigned char kSecret[32] = {0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a,
-                                              0xf4, 0x92, 0xec, 0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32,
-                                              0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60};
-    crypto::PKey k(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, kSecret, sizeof(kSecret)));
+    crypto::PKey k = pororoca::fuzz::token_fuzz::NewIssuerKey();
     assert(static_cast<bool>(k));
     return k;
   }();
