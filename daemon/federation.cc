@@ -73,6 +73,9 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
     auto m = federation::VerifyManifest(*text, f->authority_, LastGoodFile(c));
     if (m.has_value()) {
       PORO_RETURN_IF_ERROR(f->Install(*m, *text, /*persist=*/false));
+      // A source holding the same text (the usual case for a file source) is not verified twice.
+      std::lock_guard<std::mutex> lock(f->mu_);
+      f->last_fetched_ = *text;
     } else {
       PORO_LOG(WARNING) << "ignoring the last good manifest: " << m.error().ToString();
     }

@@ -204,7 +204,7 @@ Status Daemon::Start() {
   // cost). A daemon that is never idle has its pool mapped by use alone.
   pool_thread_ = std::thread([this] {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);  // this thread only; best effort
-    Status s = pool_->Populate(&stopping_, &moving_, std::chrono::seconds(1));
+    Status s = pool_->Populate(&moving_, std::chrono::seconds(1));
     if (!s.ok() && s.code() != Code::kCancelled) PORO_LOG(INFO) << s.ToString() << "; pages are mapped on first use";
   });
   if (config_.fault_corrupt_every || config_.fault_send_delay_us) {
@@ -232,6 +232,7 @@ void Daemon::Stop() {
     cv_.notify_all();
   }
   if (peer_thread_.joinable()) peer_thread_.join();
+  if (pool_) pool_->StopPopulate();
   if (pool_thread_.joinable()) pool_thread_.join();
   std::list<Worker> workers;
   {

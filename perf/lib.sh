@@ -64,12 +64,25 @@ bench_pair() {
     "$bin/daemon/pororocad" --config "$dir/$n.toml" 2>"$dir/$n.log" &
     BENCH_PIDS+=($!)
   done
-  for _ in $(seq 100); do
-    [ -S "$dir/a.sock" ] && [ -S "$dir/b.sock" ] && return 0
-    sleep 0.1
-  done
+  bench_wait_socket "$dir/a.sock" "$dir/b.sock" && return 0
   cat "$dir"/*.log >&2
   return 1
+}
+
+# bench_wait_socket SOCKET...: waits until every SOCKET exists (a daemon's API is up), for at most
+# about 5 s, looking every millisecond without starting a process each time (an external `sleep`
+# costs more than the wait on this machine, and the harness row times the sending daemon's start).
+bench_wait_socket() {
+  local tick i s ok=0
+  exec {tick}<> <(:)  # a pipe nobody writes to: `read -t` on it is a sleep inside bash
+  for ((i = 0; i < 5000; i++)); do
+    ok=1
+    for s in "$@"; do [ -S "$s" ] || { ok=0; break; }; done
+    [ $ok = 1 ] && break
+    read -r -t 0.001 -u "$tick" _ || true
+  done
+  exec {tick}>&-
+  [ $ok = 1 ]
 }
 
 # This VM hands freed memory back to its host, and touching it again costs a host fault per page

@@ -30,10 +30,10 @@ server_pororoca() {
 }
 
 row_pororoca() {
-  local sock="$PORO_RUN/src.sock" pid rc=0 i
+  local sock="$PORO_RUN/src.sock" pid rc=0
   "$PORO_BIN/daemon/pororocad" --config "$PORO_RUN/src.toml" 2>>"$PORO_RUN/src.log" &
   pid=$!
-  for i in $(seq 200); do [ -S "$sock" ] && break; sleep 0.01; done
+  bench_wait_socket "$sock" || true  # perf/lib.sh; if it never came, the CLI says why
   PORO_SOCKET=$sock "$PORO_BIN/cli/pororoca" cp -r --no-progress "$1" "dst:$2/" >/dev/null || rc=$?
   kill "$pid"; wait "$pid"
   return $rc

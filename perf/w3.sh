@@ -6,7 +6,10 @@
 #                            RUNS (3), WORK (/dev/shm/poro-w3), PROFILE (a directory: record both daemons
 #                            with `perf record -g` during the copies, into PROFILE/sender.data, receiver.data),
 #                            FRESH (set: restart the sending daemon right before each copy, as the
-#                            peers harness's row does; its start-up is not timed, its CPU is counted)
+#                            peers harness's row does; its start-up is not timed, its CPU is counted;
+#                            FRESH=row: time what the row times, from the daemon's start to its exit),
+#                            SENDER_BUILD (with FRESH: the build directory of the sending daemon, to
+#                            compare two builds against the same receiver)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/build/release}
@@ -46,17 +49,21 @@ for r in $(seq "$runs"); do
   bench_prefault $(( (nfiles * size_kib >> 10) * 2 + 256 ))
   if [ -n "${FRESH:-}" ]; then
     # As the peers harness's row does: a sending daemon started right before the copy.
-    kill -INT "${BENCH_PIDS[0]}"; wait "${BENCH_PIDS[0]}" || true
+    kill -INT "${BENCH_PIDS[0]}" 2>/dev/null || true; wait "${BENCH_PIDS[0]}" || true
     rm -f "$work/a.sock"
-    "$bin/daemon/pororocad" --config "$work/a.toml" 2>>"$work/a.log" &
+    [ "$FRESH" = row ] && s=$(date +%s.%N)
+    "${SENDER_BUILD:-$bin}/daemon/pororocad" --config "$work/a.toml" 2>>"$work/a.log" &
     BENCH_PIDS[0]=$!
-    for _ in $(seq 200); do [ -S "$work/a.sock" ] && break; sleep 0.01; done
+    bench_wait_socket "$work/a.sock" || { cat "$work/a.log" >&2; exit 1; }
   fi
   ca=$(cpu "${BENCH_PIDS[0]}"); cb=$(cpu "${BENCH_PIDS[1]}")
-  s=$(date +%s.%N)
+  [ "${FRESH:-}" = row ] && ca=0 || s=$(date +%s.%N)
   PORO_SOCKET="$work/a.sock" "$cli" cp -r --no-progress ${CP_ARGS:-} "$work/a/data/tree" b:/ >"$work/cp.out" || { cat "$work/cp.out" "$work"/*.log >&2; exit 1; }
-  e=$(date +%s.%N)
   na=$(cpu "${BENCH_PIDS[0]}"); nb=$(cpu "${BENCH_PIDS[1]}")
+  if [ "${FRESH:-}" = row ]; then  # the row stops the daemon inside its timed span
+    kill "${BENCH_PIDS[0]}"; wait "${BENCH_PIDS[0]}" || true
+  fi
+  e=$(date +%s.%N)
   got=$(find "$work/b/data/tree" -type f | wc -l)
   [ "$got" -eq "$nfiles" ] || { echo "run $r: $got of $nfiles files arrived" >&2; exit 1; }
   awk -v s="$s" -v e="$e" -v n="$nfiles" -v a=$((na - ca)) -v b=$((nb - cb)) -v t="$tck" -v r="$r" \

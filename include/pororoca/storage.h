@@ -60,12 +60,15 @@ class BufferPool {
   // The memory is reserved, not yet touched: see Populate().
   static Result<std::unique_ptr<BufferPool>> Create(size_t buffer_size, size_t count);
   // Maps every page of the pool (MADV_POPULATE_WRITE), 2 MiB at a time, so the data path takes
-  // no page faults. Safe while buffers are in use (pages already mapped are left as they are); stops
-  // early when `*stop` becomes true. It maps only after `*busy` has been zero for `quiet` (checked
-  // every 20 ms), and pauses as soon as it is not: work that runs meanwhile maps the buffers it takes
-  // itself. kNotSupported on kernels before 5.14.
-  Status Populate(const std::atomic<bool>* stop = nullptr, const std::atomic<int>* busy = nullptr,
+  // no page faults. Safe while buffers are in use (pages already mapped are left as they are). It
+  // maps only after `*busy` has been zero for `quiet` (checked every 20 ms), and pauses as soon as
+  // it is not: work that runs meanwhile maps the buffers it takes itself. Returns kCancelled at
+  // once when StopPopulate() is called (also from inside that wait), kNotSupported on kernels
+  // before 5.14.
+  Status Populate(const std::atomic<int>* busy = nullptr,
                   std::chrono::milliseconds quiet = std::chrono::milliseconds(0));
+  // Makes a running Populate() return, and any later one return at once (daemon shutdown).
+  void StopPopulate();
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;

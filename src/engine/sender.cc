@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "base/defer.h"
 #include "base/log.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
@@ -47,7 +49,7 @@ struct SrcFile {
   bool planned = false;  // PLAN arrived for it
   bool done = false;     // FILE_DONE arrived: the receiver has finished with it (nothing more is sent)
   bool queued = false;   // in work_ (under mu_)
-  unsigned inflight = 0;  // reads in reads_ that point here (reader thread only)
+  std::atomic<unsigned> inflight{0};  // O_DIRECT reads in reads_ that point here
 };
 
 // One message for a channel: its payload is either in a pool buffer (`buf`) or, on the buffered
@@ -90,7 +92,11 @@ class Sender {
   // the session's cancel status when the pace wait was cancelled, else the channel's (annotated).
   Status SendOn(size_t i, SendItem& item);
   Status FlushFileEnds();
-  // Reader thread, under mu_: erases the finished entries nothing points at any more.
+  // Under mu_: the receiver has finished with `f` and the reader no longer points at it.
+  bool Forgettable(const SrcFile& f) const {
+    return f.done && !f.queued && &f != current_ && &f != resending_ && f.inflight.load() == 0;
+  }
+  // Reader thread, under mu_: erases the finished entries the reader pointed at until now.
   void ReapFinished();
   // Reader thread, under mu_: current_ still has chunks to read (or, empty, its FILE_END to send).
   bool CurrentHasWork() const {
@@ -120,14 +126,16 @@ class Sender {
   // DONE, or FILE_DONE once the reader no longer points at it), so the sender holds about
   // announce_ahead entries whatever the size of the tree.
   std::map<uint64_t, std::unique_ptr<SrcFile>> files_;
-  std::vector<uint64_t> finished_;  // FILE_DONE arrived; the reader erases them (ReapFinished)
+  std::vector<uint64_t> finished_;  // FILE_DONE arrived while the reader pointed at them
   size_t files_peak_ = 0;           // most entries held at once (logged at the end)
   bool end_sent_ = false;
   bool summary_ = false;
   nlohmann::json summary_json_;
 
-  // Walker batch (walker thread only).
+  // Walker batch (walker thread only). The first batch is small, so that the receiver can plan and
+  // data can flow while the walk goes on; each next one is twice the last, up to files_per_batch.
   std::vector<FileEntry> batch_;
+  size_t batch_limit_ = std::min<size_t>(64, opts_.files_per_batch);
   uint64_t next_id_ = 1;
 
   // Reader (reader thread only).
@@ -140,8 +148,8 @@ class Sender {
   };
   std::unordered_map<uint64_t, ReadOp> reads_;
   uint64_t next_tag_ = 1;
-  SrcFile* current_ = nullptr;  // assigned under mu_
-  std::vector<uint64_t> deferred_;  // finished but still pointed at by current_ or reads_
+  SrcFile* current_ = nullptr;    // assigned under mu_
+  SrcFile* resending_ = nullptr;  // assigned under mu_: the file of the re-send being read
   std::vector<proto::FileEnd> ends_;
   std::vector<std::byte> hash_buf_;  // buffered path: cache-resident piece of the chunk being hashed
   Hasher128 hasher_;
@@ -193,7 +201,7 @@ Status Sender::Emit(FileEntry e, std::string rel, Status denied) {
     files_peak_ = std::max(files_peak_, files_.size());
   }
   batch_.push_back(std::move(e));
-  if (batch_.size() >= opts_.files_per_batch) return FlushBatch();
+  if (batch_.size() >= batch_limit_) return FlushBatch();
   return Status::OK();
 }
 
@@ -215,6 +223,7 @@ Status Sender::FlushBatch() {
   }
   Status s = dp_.ctl->Send(MsgType::kFiles, proto::EncodeFiles(batch_));
   batch_.clear();
+  batch_limit_ = std::min(batch_limit_ * 2, opts_.files_per_batch);
   return s;
 }
 
@@ -383,7 +392,6 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
           return Status::Protocol("FILE_DONE names an unknown, unplanned or finished file id " + std::to_string(d.id));
         }
         it->second->done = true;
-        finished_.push_back(d.id);
         entries_finished_++;
         if (d.code == Code::kOk) {
           dp_.stats->files_done++;
@@ -393,6 +401,12 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
           dp_.stats->AddFailure(it->second->entry.path.empty() ? root_.Display(it->second->rel)
                                                                : it->second->entry.path,
                                 d.message);
+        }
+        // Forgotten now, or by the reader once it no longer points at it.
+        if (Forgettable(*it->second)) {
+          files_.erase(it);
+        } else {
+          finished_.push_back(d.id);
         }
       }
       cv_.notify_all();  // the walk may announce more (announce_ahead)
@@ -611,6 +625,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!error_.ok()) return error_;
+      resending_ = nullptr;  // the previous iteration is done with it (or holds it by `inflight`)
       ReapFinished();
       if (!resend_.empty()) {
         auto [id, idx] = resend_.front();
@@ -620,6 +635,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
         f = it->second.get();
         index = idx;
         resend = true;
+        resending_ = f;
       } else {
         // A file the receiver has already finished (failed it early, e.g. it could not create it)
         // is not read any further: it has forgotten the file and would discard the chunks.
@@ -678,7 +694,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     }
     PORO_RETURN_IF_ERROR(q->SubmitRead(f->fd->get(), offset, std::span(buf.data(), io_len), tag));
     reads_.emplace(tag, ReadOp{f, index, len, std::move(buf), resend});
-    f->inflight++;
+    f->inflight++;  // before mu_ is next released with current_/resending_ moved on
   }
   return Status::OK();
 }
@@ -689,7 +705,8 @@ Status Sender::Complete(const io::Completion& c) {
   ReadOp op = std::move(it->second);
   reads_.erase(it);
   SrcFile& f = *op.file;
-  f.inflight--;
+  // The last use of `f`: once no read points at it, the control reader may forget it.
+  Defer unpin([&f] { f.inflight--; });
   if (f.failed) return Status::OK();
   if (c.result < 0) {
     FailFile(f, Status::IoError("read " + root_.Display(f.rel), static_cast<int>(-c.result)).WithSide(Side::kSource));
@@ -752,14 +769,10 @@ void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d
 }
 
 void Sender::ReapFinished() {
-  if (finished_.empty() && deferred_.empty()) return;
-  deferred_.insert(deferred_.end(), finished_.begin(), finished_.end());
-  finished_.clear();
-  std::erase_if(deferred_, [&](uint64_t id) {
+  std::erase_if(finished_, [&](uint64_t id) {
     auto it = files_.find(id);
     if (it == files_.end()) return true;
-    const SrcFile* f = it->second.get();
-    if (f == current_ || f->queued || f->inflight > 0) return false;
+    if (!Forgettable(*it->second)) return false;
     files_.erase(it);
     return true;
   });
@@ -797,7 +810,7 @@ Status Sender::ReaderLoop() {
     }
     if (summary_) return Status::OK();
     cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
-      return !work_.empty() || !resend_.empty() || !finished_.empty() || summary_ || !error_.ok() || Cancelled() ||
+      return !work_.empty() || !resend_.empty() || summary_ || !error_.ok() || Cancelled() ||
              (walk_done_ && batches_out_ == 0 && !end_sent_);
     });
   }

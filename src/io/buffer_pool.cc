@@ -31,6 +31,8 @@ struct BufferPool::Impl {
   mutable std::mutex mu;
   std::condition_variable cv;
   std::vector<int> free;  // LIFO: the most recently used buffer is the warmest in cache
+  std::condition_variable populate_cv;  // StopPopulate wakes Populate's busy wait
+  bool populate_stop = false;
 };
 
 Buffer::Buffer(Buffer&& o) noexcept
@@ -87,8 +89,15 @@ Result<std::unique_ptr<BufferPool>> BufferPool::Create(size_t buffer_size, size_
   return std::unique_ptr<BufferPool>(new BufferPool(base, buffer_size, count));
 }
 
-Status BufferPool::Populate(const std::atomic<bool>* stop, const std::atomic<int>* busy,
-                            std::chrono::milliseconds quiet) {
+void BufferPool::StopPopulate() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->populate_stop = true;
+  }
+  impl_->populate_cv.notify_all();
+}
+
+Status BufferPool::Populate(const std::atomic<int>* busy, std::chrono::milliseconds quiet) {
 #ifndef MADV_POPULATE_WRITE
   constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
 #endif
@@ -98,16 +107,18 @@ Status BufferPool::Populate(const std::atomic<bool>* stop, const std::atomic<int
   constexpr auto kPoll = std::chrono::milliseconds(20);
   auto idle = std::chrono::milliseconds(0);  // how long busy has been zero
   for (size_t off = 0; off < total;) {
-    if (stop != nullptr && stop->load()) return Status::Cancelled("buffer pool: populate stopped");
+    std::unique_lock<std::mutex> lock(impl_->mu);
+    if (impl_->populate_stop) return Status::Cancelled("buffer pool: populate stopped");
     if (busy != nullptr) {
       const bool now_busy = busy->load() > 0;
       if (now_busy) idle = std::chrono::milliseconds(0);
       if (now_busy || idle < quiet) {
-        std::this_thread::sleep_for(kPoll);
+        impl_->populate_cv.wait_for(lock, kPoll, [&] { return impl_->populate_stop; });
         idle += kPoll;
         continue;
       }
     }
+    lock.unlock();
     if (::madvise(base_ + off, std::min(kStep, total - off), MADV_POPULATE_WRITE) != 0) {
       if (errno == EINVAL) return Status::NotSupported("buffer pool: MADV_POPULATE_WRITE not supported");
       return Status::IoError("buffer pool: madvise(MADV_POPULATE_WRITE)", errno);

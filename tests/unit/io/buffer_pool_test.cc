@@ -50,11 +50,11 @@ TEST_SUITE("io.buffer_pool") {
     CHECK(b->data()[3 * 4096] == std::byte{0});  // untouched bytes read as zeros
   }
 
-  TEST_CASE("Populate stops when asked to") {
+  TEST_CASE("Populate after StopPopulate maps nothing") {
     auto pool = BufferPool::Create(1 << 20, 4);
     REQUIRE(pool.has_value());
-    std::atomic<bool> stop{true};
-    Status s = (*pool)->Populate(&stop);
+    (*pool)->StopPopulate();
+    Status s = (*pool)->Populate();
     if (s.code() == Code::kNotSupported) return;
     CHECK(s.code() == Code::kCancelled);
     CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
@@ -64,12 +64,11 @@ TEST_SUITE("io.buffer_pool") {
     auto pool = BufferPool::Create(1 << 20, 4);
     REQUIRE(pool.has_value());
     BufferPool& p = **pool;
-    std::atomic<bool> stop{false};
     std::atomic<int> busy{1};
     Status result;
     std::atomic<bool> done{false};
     std::thread t([&] {
-      result = p.Populate(&stop, &busy);
+      result = p.Populate(&busy);
       done.store(true);
     });
     std::this_thread::sleep_for(milliseconds(100));
@@ -87,33 +86,31 @@ TEST_SUITE("io.buffer_pool") {
   TEST_CASE("Populate waiting while busy stops when asked to") {
     auto pool = BufferPool::Create(1 << 20, 4);
     REQUIRE(pool.has_value());
-    std::atomic<bool> stop{false};
     std::atomic<int> busy{1};
     Status result;
     std::atomic<bool> started{false};
     std::thread t([&] {
       started.store(true);
-      result = (*pool)->Populate(&stop, &busy);
+      result = (*pool)->Populate(&busy);
     });
     while (!started.load()) std::this_thread::yield();
     std::this_thread::sleep_for(milliseconds(50));  // inside the busy wait by now, on any machine
     const auto t0 = std::chrono::steady_clock::now();
-    stop.store(true);
+    (*pool)->StopPopulate();
     t.join();
     CHECK(result.code() == Code::kCancelled);
-    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));  // checked every 20 ms
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));  // woken, not polled
     CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
   }
 
   TEST_CASE("Populate maps nothing before the pool has been idle for `quiet`") {
     auto pool = BufferPool::Create(1 << 20, 4);
     REQUIRE(pool.has_value());
-    std::atomic<bool> stop{false};
     std::atomic<int> busy{0};
     Status result;
-    std::thread t([&] { result = (*pool)->Populate(&stop, &busy, std::chrono::seconds(30)); });
+    std::thread t([&] { result = (*pool)->Populate(&busy, std::chrono::seconds(30)); });
     std::this_thread::sleep_for(milliseconds(200));
-    stop.store(true);
+    (*pool)->StopPopulate();
     t.join();
     CHECK(result.code() == Code::kCancelled);
     CHECK(ResidentPages((*pool)->base(), (*pool)->total_bytes()).first == 0);
