@@ -72,7 +72,7 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
       {"endpoint", {"name"}},
       {"network", {"listen", "sndbuf", "rcvbuf", "congestion"}},
       {"api", {"socket", "socket_mode"}},
-      {"storage", {"export_root", "state_dir", "direct_io"}},
+      {"storage", {"export_root", "state_dir", "direct_io", "keep_finished_s"}},
       {"tls", {"ca", "cert", "key"}},
       {"federation", {"manifest", "url", "service_name", "authority_key", "refresh_s", "require_token", "report_s"}},
       {"audit", {"log"}},
@@ -209,6 +209,7 @@ Result<Config> LoadConfig(const std::string& path) {
   }
   PORO_RETURN_IF_ERROR(str("storage", "export_root", &c.export_root, true));
   PORO_RETURN_IF_ERROR(str("storage", "state_dir", &c.state_dir, true));
+  PORO_RETURN_IF_ERROR(uint("storage", "keep_finished_s", 0, 3650u * 86400, &c.keep_finished_s));
   if (auto n = t["storage"]["direct_io"]) {
     auto b = n.value<bool>();
     if (!b) return KeyError(path, "[storage] direct_io", "must be true or false");

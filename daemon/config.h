@@ -41,6 +41,9 @@ struct Config {
   std::string export_root;
   std::string state_dir;
   bool direct_io = true;
+  // Finished transfers (succeeded, failed, cancelled) are forgotten this long after they ended:
+  // their records leave state_dir/transfers and `pororoca status`. 0 = kept forever.
+  unsigned keep_finished_s = 30 * 86400;
   // [tls] cert/key: this endpoint's certificate issued by the federation CA. ca: the bootstrap
   // anchor for reaching the control-plane service; peers are checked against the manifest's anchors.
   std::string tls_ca, tls_cert, tls_key;

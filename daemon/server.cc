@@ -32,6 +32,9 @@ int64_t NowMs() {
       .count();
 }
 
+// A transfer in this state will not run again.
+bool IsTerminal(const std::string& state) { return state == "succeeded" || state == "failed" || state == "cancelled"; }
+
 int HttpStatusFor(Code c) {
   switch (c) {
     case Code::kInvalidArgument: return 400;
@@ -830,6 +833,7 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
     if (!retry) {
       t->ended.notify_all();
       PORO_LOG(INFO) << "transfer " << t->id << " " << t->state << (t->error.empty() ? "" : ": " + t->error);
+      PruneFinished();
       return;
     }
     PORO_LOG(WARNING) << "transfer " << t->id << " attempt " << t->attempts << " failed (" << t->error
@@ -861,6 +865,38 @@ Status Daemon::Persist(const Transfer& t) {
     data = t.Persisted().dump(2);
   }
   return WriteFileAtomic(StateDirTransfers(config_) + "/" + t.id + ".json", data);
+}
+
+int64_t Daemon::PruneCutoffMs() const {
+  if (config_.keep_finished_s == 0) return 0;
+  return NowMs() - int64_t(config_.keep_finished_s) * 1000;
+}
+
+void Daemon::PruneFinished() {
+  const int64_t cutoff = PruneCutoffMs();
+  if (cutoff == 0) return;
+  std::vector<std::string> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t now = NowMs();
+    if (now - last_prune_ms_ < std::min<int64_t>(60000, int64_t(config_.keep_finished_s) * 500)) return;
+    last_prune_ms_ = now;
+    for (auto it = transfers_.begin(); it != transfers_.end();) {
+      const Transfer& t = *it->second;
+      std::lock_guard<std::mutex> tl(t.mu);
+      if (IsTerminal(t.state) && t.finished_ms > 0 && t.finished_ms < cutoff) {
+        gone.push_back(it->first);
+        it = transfers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& id : gone) ::unlink((StateDirTransfers(config_) + "/" + id + ".json").c_str());
+  if (!gone.empty()) {
+    PORO_LOG(INFO) << "forgot " << gone.size() << " transfer(s) that ended more than " << config_.keep_finished_s
+                   << " s ago ([storage] keep_finished_s)";
+  }
 }
 
 void Daemon::LoadPersisted() {
@@ -922,6 +958,11 @@ void Daemon::LoadRecord(const std::string& path) {
       }
     }
     bool unfinished = t->state == "queued" || t->state == "running" || t->state == "retrying";
+    if (const int64_t cutoff = PruneCutoffMs();
+        cutoff != 0 && IsTerminal(t->state) && t->finished_ms > 0 && t->finished_ms < cutoff) {
+      ::unlink(path.c_str());  // ended longer ago than [storage] keep_finished_s
+      return;
+    }
     {
       // The API answers before this runs: a transfer submitted since start-up is already in
       // transfers_ (StartTransfer puts it there before its record is written) and already running.
@@ -1225,7 +1266,7 @@ api::HttpResponse Daemon::ApiGet(const api::HttpRequest& req) {
                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                         std::chrono::duration<double>(std::min(secs, 60.0)));
     std::unique_lock<std::mutex> lock(t->mu);
-    auto ended = [&] { return t->state == "succeeded" || t->state == "failed" || t->state == "cancelled"; };
+    auto ended = [&] { return IsTerminal(t->state); };
     // In slices, so that a daemon shutting down is not held up by a waiting client.
     while (!ended() && !stopping_.load() && std::chrono::steady_clock::now() < deadline) {
       t->ended.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));

@@ -59,6 +59,11 @@ class Daemon {
   Status Persist(const Transfer& t);
   void LoadPersisted();
   void LoadRecord(const std::string& path);
+  // Forgets the finished transfers that ended more than [storage] keep_finished_s ago (their
+  // records and their entries in transfers_); at most once per min(60 s, keep_finished_s / 2).
+  void PruneFinished();
+  // A record of a transfer that ended before this (ms since the epoch) is forgotten; 0 = never.
+  int64_t PruneCutoffMs() const;
 
   // API.
   void RegisterRoutes();
@@ -92,6 +97,7 @@ class Daemon {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::shared_ptr<Transfer>> transfers_;   // guarded by mu_
+  int64_t last_prune_ms_ = 0;                                     // guarded by mu_
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;

@@ -21,6 +21,7 @@ server_pororoca() {
   rm -rf "$PORO_RUN"; mkdir -p "$PORO_RUN"
   # shellcheck source=perf/lib.sh
   . "$PORO_PERF/lib.sh"
+  export -f bench_wait_socket  # the row runs in a fresh `bash -c`, which sees exported functions only
   # A federation of two institutions: src (ia) sends, dst (ib) receives at this context's address.
   bench_federation "$PORO_BIN/cli/pororoca" "$PORO_RUN" src 127.0.0.1:1 dst "$PEER_HOST:$PORO_PORT" || return 1
   bench_config "$PORO_RUN" src 127.0.0.1:0 / "$PORO_RUN/src-state" "$PORO_RUN/src.sock" ia > "$PORO_RUN/src.toml"

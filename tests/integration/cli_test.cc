@@ -2,8 +2,11 @@
 // client follows a transfer (the API's long poll).
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "support/daemon_harness.h"
 
@@ -90,6 +93,43 @@ TEST_SUITE("integration.cli") {
     CHECK(r.output().find("use -r") != std::string::npos);
     CHECK(!Exists(a.Path("rdir")));
     CHECK(r.exit_code == 2);
+  }
+
+  TEST_CASE("finished transfers are forgotten keep_finished_s after they ended, while running and at start-up") {
+    TestFederation fed;
+    DaemonOptions ao;
+    ao.keep_finished_s = 2;
+    DaemonPair p(fed, ao);
+    DaemonProcess& a = *p.a;
+    WriteFile(a.Path("f.txt"), "f\n", 0644);
+    auto copy = [&](const std::string& to) {
+      CliResult r = Cli(a, {"cp", "-d", a.Path("f.txt"), "b:/" + to});
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      const std::string id = Trim(r.out);
+      CHECK(a.WaitForTerminal(id)["state"] == "succeeded");
+      return id;
+    };
+    auto record = [&](const std::string& id) { return a.state_dir() + "/transfers/" + id + ".json"; };
+    auto exists = [](const std::string& path) { return ::access(path.c_str(), F_OK) == 0; };
+
+    const std::string first = copy("one.txt");
+    CHECK(exists(record(first)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    // The next transfer's end forgets the first one, which ended more than 2 s ago.
+    const std::string second = copy("two.txt");
+    CHECK_FALSE(exists(record(first)));
+    CHECK(Cli(a, {"status", first}).exit_code == 4);  // unknown transfer
+    CHECK(exists(record(second)));
+    CHECK(Cli(a, {"status", second}).exit_code == 0);
+    CHECK(a.Log().find("forgot 1 transfer(s) that ended more than 2 s ago") != std::string::npos);
+
+    // A restart after the second one's time is up does not load it.
+    REQUIRE(a.Stop());
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    REQUIRE(a.Start());
+    CHECK_FALSE(exists(record(second)));
+    CHECK(Cli(a, {"status", second}).exit_code == 4);
   }
 
   TEST_CASE("GET /v1/transfers/{id}?wait= answers when the transfer ends, or after the wait with its progress") {

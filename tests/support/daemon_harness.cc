@@ -262,7 +262,8 @@ std::string DaemonProcess::WriteConfig() const {
     << "[endpoint]\nname = " << TomlString(name_) << "\n\n"
     << "[network]\nlisten = " << TomlString(address()) << "\n\n"
     << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"0600\"\n\n"
-    << "[storage]\nexport_root = " << TomlString(export_) << "\nstate_dir = " << TomlString(state_) << "\n\n"
+    << "[storage]\nexport_root = " << TomlString(export_) << "\nstate_dir = " << TomlString(state_) << "\n"
+    << (opts_.keep_finished_s ? "keep_finished_s = " + std::to_string(*opts_.keep_finished_s) + "\n" : "") << "\n"
     << "[tls]\nca = " << TomlString(tls_.ca) << "\ncert = " << TomlString(tls_.cert)
     << "\nkey = " << TomlString(tls_.key) << "\n\n"
     << "[transfer]\nstreams = " << opts_.streams << "\nchunk_size = " << TomlString(opts_.chunk_size)

@@ -93,6 +93,8 @@ struct DaemonOptions {
   unsigned retry_attempts = 30;
   unsigned retry_max_backoff_s = 1;  // fast retries in tests
   std::string log_level = "info";
+  // [storage] keep_finished_s (unset: the daemon's default).
+  std::optional<unsigned> keep_finished_s;
   // Appended verbatim at the end, e.g. "[fault_injection]\nsend_delay_us = 50000\n".
   std::string extra_toml;
   // Its institution in the manifest (default "inst-<name>").
