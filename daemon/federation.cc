@@ -500,10 +500,23 @@ Status Federation::AdmitPath(const TransferAuth& a, const Admission& adm, const 
   r.source_path = "/" + rel;
   r.destination_path = remote_root == "/" ? "/" + entry_path : remote_root + "/" + entry_path;
   r.classification = LabelFor(r.source_path);
+  return AdmitEntry(a, r, "not sent");
+}
+
+Status Federation::AdmitReceivedPath(const TransferAuth& a, const Admission& adm, const std::string& rel,
+                                     const std::string& entry_path) {
+  policy::Request r = adm.request;
+  r.source_path = r.source_path == "/" ? "/" + entry_path : r.source_path + "/" + entry_path;
+  r.destination_path = "/" + rel;
+  return AdmitEntry(a, r, "not received");
+}
+
+Status Federation::AdmitEntry(const TransferAuth& a, const policy::Request& r, const char* what) {
   // Allowed entries are not audited one by one: the transfer's own decision is.
   policy::Decision d = Decide(r, TransferRecord(a), /*audit_allowed=*/false);
   if (d.allowed) return Status::OK();
-  return Status::PermissionDenied("not sent: policy of federation '" + manifest()->federation() + "': " + d.reason);
+  return Status::PermissionDenied(std::string(what) + ": policy of federation '" + manifest()->federation() +
+                                  "': " + d.reason);
 }
 
 void Federation::Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s,

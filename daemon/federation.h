@@ -92,6 +92,8 @@ class Federation {
   // Policy decision, audited (an allow only if `audit_allowed`). `extra` adds fields to the audit
   // record (user, transfer id, ...).
   policy::Decision Decide(const policy::Request& r, const nlohmann::json& extra, bool audit_allowed = true);
+  // AdmitPath, AdmitReceivedPath: the decision on one entry's request; a denial says `what` ("not sent").
+  Status AdmitEntry(const TransferAuth& a, const policy::Request& r, const char* what);
   // The policy request for a transfer as seen from this side.
   policy::Request RequestFor(const TransferAuth& a) const;
 
@@ -110,6 +112,13 @@ class Federation {
   // root and the path's own label. Denials are audited.
   Status AdmitPath(const TransferAuth& a, const Admission& adm, const std::string& remote_root,
                    const std::string& rel, const std::string& entry_path);
+  // The same verdict at the receiving end, for one entry below the root of a tree this side
+  // receives (engine DataPath::admit_path): the source path below the transfer's source root, the
+  // local destination `rel` (root-relative), and the label the sender announced for the transfer
+  // (this end cannot label the sender's files). So the policy holds at both ends for every file,
+  // not only for the transfer's root, whatever the sending daemon does. Denials are audited.
+  Status AdmitReceivedPath(const TransferAuth& a, const Admission& adm, const std::string& rel,
+                           const std::string& entry_path);
   // Accounts and audits the end of a session.
   void Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s, const Status& result);
   // Sets the cancel flag of every registered session (shutdown).

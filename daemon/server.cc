@@ -552,6 +552,10 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
     dp.admit_path = [this, &auth, &adm](const std::string& entry_rel, const std::string& entry) {
       return fed_->AdmitPath(auth, adm, auth.remote_path.empty() ? "/" : auth.remote_path, entry_rel, entry);
     };
+  } else {
+    dp.admit_path = [this, &auth, &adm](const std::string& entry_rel, const std::string& entry) {
+      return fed_->AdmitReceivedPath(auth, adm, entry_rel, entry);
+    };
   }
   auto t0 = std::chrono::steady_clock::now();
   Result<json> r = Status::Internal("not run");
@@ -733,6 +737,10 @@ Result<json> Daemon::Attempt(Transfer& t) {
     dp.admit_path = [this, &auth, &adm](const std::string& entry_rel, const std::string& entry) {
       return fed_->AdmitPath(auth, *adm, auth.remote_path, entry_rel, entry);
     };
+  } else {
+    dp.admit_path = [this, &auth, &adm](const std::string& entry_rel, const std::string& entry) {
+      return fed_->AdmitReceivedPath(auth, *adm, entry_rel, entry);
+    };
   }
   Result<json> r = Status::Internal("not run");
   if (t.push) {
@@ -882,9 +890,13 @@ void Daemon::PruneFinished() {
     if (now - last_prune_ms_ < std::min<int64_t>(60000, int64_t(config_.keep_finished_s) * 500)) return;
     last_prune_ms_ = now;
     for (auto it = transfers_.begin(); it != transfers_.end();) {
-      const Transfer& t = *it->second;
-      std::lock_guard<std::mutex> tl(t.mu);
-      if (IsTerminal(t.state) && t.finished_ms > 0 && t.finished_ms < cutoff) {
+      bool expired;
+      {
+        const Transfer& t = *it->second;
+        std::lock_guard<std::mutex> tl(t.mu);  // released before the erase, which may free `t`
+        expired = IsTerminal(t.state) && t.finished_ms > 0 && t.finished_ms < cutoff;
+      }
+      if (expired) {
         gone.push_back(it->first);
         it = transfers_.erase(it);
       } else {

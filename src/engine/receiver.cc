@@ -267,6 +267,12 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     p.action = PlanAction::kDone;
     return p;
   }
+  // This end's own policy verdict on each file and link below the root (DataPath::admit_path), so
+  // a sender that does not apply it gains nothing. Directories are created as announced (the
+  // sender's walker does the same with a denied one), so that the files below are failed by name.
+  if (dp_.admit_path && !e.path.empty()) {
+    if (Status s = dp_.admit_path(rel, e.path); !s.ok()) return fail(s);
+  }
   // The parent must be a directory inside the root (created by an earlier entry or pre-existing).
   auto [dir_rel, name] = ExportRoot::Split(rel);
   auto parent = dircache_.Get(dir_rel);

@@ -65,7 +65,8 @@ struct DataPath {
   // When set, the sender asks it for every entry below the root of a tree before announcing it
   // (`rel`: export-relative path, `entry_path`: path inside the transfer). An error skips the entry
   // (a directory with everything in it) and counts it as a failed file with that message: the
-  // policy's verdict on paths inside the tree.
+  // policy's verdict on paths inside the tree. The receiver asks it for every file and link below
+  // the root when planning (`rel`: the export-relative destination) and fails a denied one.
   std::function<Status(const std::string& rel, const std::string& entry_path)> admit_path;
 
   Status CancelStatus() const {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -434,6 +435,43 @@ TEST_SUITE("integration.federation") {
       CHECK(Partials(dst).empty());
     }
     CHECK(Audited(a, "transfer", "denied", "denied by rule 'no-secret'"));
+  }
+
+  TEST_CASE("policy: the receiving daemon applies the rules to every file of a tree, whatever the sender did") {
+    // The sending daemon reads an older manifest that allows everything, so its walker sends the
+    // whole tree; the receiving daemon's manifest denies one sub-tree, and it refuses those files.
+    TestFederation fed;
+    const std::string old_manifest = fed.manifest_path() + ".old";
+    DaemonOptions ao;
+    ao.manifest_file = old_manifest;
+    DaemonProcess a(fed, "a", ao);  // both enrolled; neither started yet
+    DaemonProcess b(fed, "b");
+    fed.SetRules(json::array({{{"id", "all"}, {"effect", "allow"}}}));
+    const uint64_t old_serial = fed.Publish();
+    std::filesystem::copy_file(fed.manifest_path(), old_manifest);
+    fed.SetRules(json::array({{{"id", "no-secret"}, {"effect", "deny"}, {"source_paths", {"/data/secret"}}},
+                              {{"id", "rest"}, {"effect", "allow"}}}));
+    REQUIRE(a.Start());
+    REQUIRE(b.Start());
+    REQUIRE(a.Get("/v1/federation").value("serial", uint64_t{0}) == old_serial);
+    REQUIRE(b.Get("/v1/federation").value("serial", uint64_t{0}) > old_serial);
+    MakeDir(a.Path("data"));
+    MakeDir(a.Path("data/secret"));
+    WriteFile(a.Path("data/ok.txt"), "ok\n");
+    WriteFile(a.Path("data/secret/s.txt"), "secret\n");
+    CliResult r = Cli(a, {"cp", "--json", "-r", a.Path("data"), "b:/pushed"}, 60s);
+    INFO(r.Describe());
+    CHECK(r.exit_code == 1);  // the transfer ran; one file was refused
+    json failures = r.Json().value("failures", json::array());
+    REQUIRE(failures.size() == 1);
+    CHECK(failures[0].value("path", std::string()).find("secret/s.txt") != std::string::npos);
+    const std::string error = failures[0].value("error", std::string());
+    CHECK(error.find("not received") != std::string::npos);
+    CHECK(error.find("denied by rule 'no-secret'") != std::string::npos);
+    CHECK(ReadFile(b.Path("pushed/ok.txt")) == "ok\n");
+    CHECK(!Exists(b.Path("pushed/secret/s.txt")));
+    CHECK(Partials(b.Path("pushed")).empty());
+    CHECK(Audited(b, "transfer", "denied", "denied by rule 'no-secret'"));
   }
 
   TEST_CASE("policy: the rate cap holds within 10 % for two concurrent transfers over 20 s") {

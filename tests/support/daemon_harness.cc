@@ -271,7 +271,8 @@ std::string DaemonProcess::WriteConfig() const {
     << "\nretry_max_backoff_s = " << opts_.retry_max_backoff_s << "\n\n"
     << "[log]\nlevel = " << TomlString(opts_.log_level) << "\n\n"
     << "[federation]\n"
-    << (opts_.manifest_url.empty() ? "manifest = " + TomlString(fed_.manifest_path())
+    << (opts_.manifest_url.empty()
+            ? "manifest = " + TomlString(opts_.manifest_file.empty() ? fed_.manifest_path() : opts_.manifest_file)
                                    : "url = " + TomlString(opts_.manifest_url) +
                                          "\nservice_name = " + TomlString(opts_.service_name))
     << "\nreport_s = " << opts_.report_s << "\nauthority_key = " << TomlString(fed_.authority_pub()) << "\nrefresh_s = " << opts_.refresh_s

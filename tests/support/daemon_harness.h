@@ -93,6 +93,8 @@ struct DaemonOptions {
   unsigned retry_attempts = 30;
   unsigned retry_max_backoff_s = 1;  // fast retries in tests
   std::string log_level = "info";
+  // [federation] manifest: this file instead of the federation's (e.g. a copy of an older serial).
+  std::string manifest_file;
   // [storage] keep_finished_s (unset: the daemon's default).
   std::optional<unsigned> keep_finished_s;
   // Appended verbatim at the end, e.g. "[fault_injection]\nsend_delay_us = 50000\n".
