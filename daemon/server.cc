@@ -851,9 +851,11 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
     if (stopping_) return;
     if (t->cancel) {
       lock.unlock();
-      std::lock_guard<std::mutex> tl(t->mu);
-      t->state = "cancelled";
-      t->finished_ms = NowMs();
+      {
+        std::lock_guard<std::mutex> tl(t->mu);  // never held while taking mu_ (PruneFinished: mu_, then t->mu)
+        t->state = "cancelled";
+        t->finished_ms = NowMs();
+      }
       lock.lock();
     }
     backoff_s = std::min(backoff_s * 2, config_.retry_max_backoff_s);
@@ -861,6 +863,7 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
       lock.unlock();
       Persist(*t).IgnoreError();
       t->ended.notify_all();
+      PruneFinished();
       return;
     }
   }
@@ -886,9 +889,10 @@ void Daemon::PruneFinished() {
   std::vector<std::string> gone;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const int64_t now = NowMs();
-    if (now - last_prune_ms_ < std::min<int64_t>(60000, int64_t(config_.keep_finished_s) * 500)) return;
-    last_prune_ms_ = now;
+    const auto now = std::chrono::steady_clock::now();  // not the wall clock: a clock step must not stop it
+    const auto every = std::chrono::milliseconds(std::min<int64_t>(60000, int64_t(config_.keep_finished_s) * 500));
+    if (last_prune_ != std::chrono::steady_clock::time_point() && now - last_prune_ < every) return;
+    last_prune_ = now;
     for (auto it = transfers_.begin(); it != transfers_.end();) {
       bool expired;
       {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <list>
@@ -97,7 +98,7 @@ class Daemon {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::shared_ptr<Transfer>> transfers_;   // guarded by mu_
-  int64_t last_prune_ms_ = 0;                                     // guarded by mu_
+  std::chrono::steady_clock::time_point last_prune_;             // guarded by mu_ (PruneFinished)
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;

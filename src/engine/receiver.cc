@@ -185,6 +185,7 @@ class Receiver {
   bool summary_sent_ = false;
   std::vector<FileEntry> dirs_;  // for mode/mtime after their contents
   std::unordered_set<std::string> created_dirs_;  // directories this session created (control reader only)
+  std::unordered_set<std::string> links_;  // symbolic links this session created (control reader only)
   std::deque<std::shared_ptr<RxFile>> commit_q_;
   std::vector<proto::FileDone> dones_;
   bool stop_committer_ = false;
@@ -258,6 +259,16 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     p.message = std::string(s.message());
     return p;
   };
+  // Nothing goes below a link this transfer made: the link could lead anywhere in the export root
+  // (past this end's policy check on the path, which names the link, not where it leads).
+  if (!links_.empty()) {
+    for (std::string d = ExportRoot::Split(rel).first; !d.empty(); d = ExportRoot::Split(d).first) {
+      if (links_.count(d)) {
+        return fail(Status::InvalidArgument("not received: its parent " + Display(d) +
+                                             " is a symbolic link sent in this transfer"));
+      }
+    }
+  }
   if (e.type == EntryType::kDir) {
     bool created = false;
     Status s = MakeDir(rel, e.mode, &created);
@@ -314,6 +325,7 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     }
     Status s = MakeSymlink(e, rel);
     if (!s.ok()) return fail(s);
+    links_.insert(rel);
     p.action = PlanAction::kDone;
     return p;
   }

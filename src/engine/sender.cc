@@ -341,7 +341,7 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       batches_out_--;
       for (auto& p : plan) {
         auto it = files_.find(p.id);
-        if (it == files_.end() || it->second->planned) {
+        if (it == files_.end() || it->second->planned || p.id > entries_sent_) {  // ids 1..entries_sent_ were announced
           return Status::Protocol("PLAN names unknown or already planned file id " + std::to_string(p.id));
         }
         SrcFile& sf = *it->second;
@@ -416,7 +416,12 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       PORO_ASSIGN_OR_RETURN(auto bad, proto::DecodeBadChunk(f.body));
       std::lock_guard<std::mutex> lock(mu_);
       auto it = files_.find(bad.id);
-      if (it == files_.end() || it->second->done || bad.index >= it->second->chunks) {
+      if (bad.id <= entries_sent_ && (it == files_.end() || it->second->done)) {
+        // A chunk of a file the receiver has finished since (it failed the file while the chunk was
+        // on its way, e.g. after the source shrank): nothing to send again.
+        return Status::OK();
+      }
+      if (it == files_.end() || bad.index >= it->second->chunks) {
         return Status::Protocol("BAD_CHUNK names an unknown chunk");
       }
       dp_.stats->chunks_corrupt++;

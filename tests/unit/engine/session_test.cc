@@ -1,7 +1,8 @@
-// The sending side of a session (RunSender) against a scripted receiver: a test thread that speaks
-// the control protocol by hand on a loopback TCP connection and drains one data channel. Covers what
-// a well-behaved receiving daemon never does, or does only in a narrow window: finishing a file
-// before its data was sent, and FILE_DONE messages that name the wrong files.
+// One end of a session (RunSender, RunReceiver) against a scripted peer: a test thread that speaks
+// the control protocol by hand on a loopback TCP connection. Covers what a well-behaved daemon at
+// the other end never does, or does only in a narrow window: a receiver finishing a file before its
+// data was sent, FILE_DONE or BAD_CHUNK messages naming the wrong files, a sender announcing files
+// below a symbolic link it sent.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <doctest/doctest.h>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -197,6 +199,55 @@ TEST_SUITE("engine: sender") {
     }
   }
 
+  TEST_CASE("BAD_CHUNK for a file the receiver has already finished is ignored, not a protocol error") {
+    // The receiver may fail a file while one of its chunks is on the way, find that chunk corrupt
+    // and ask for it again after its FILE_DONE: the session goes on.
+    test::TempDir tmp;
+    WriteBytes(tmp / "a.bin", 100);
+    SenderRun run(tmp.path(), "a.bin");
+    auto files = run.ExpectFiles();
+    REQUIRE(files.size() == 1);
+    const uint64_t id = files[0].id;
+    run.Plan({proto::PlanEntry{id, proto::PlanAction::kSendAll, Code::kOk, "", {}}});
+    run.Expect(MsgType::kFileEnd);
+    run.Done({proto::FileDone{id, Code::kDataLoss, "source shrank"}});
+    REQUIRE(run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{id, 0})).ok());
+    run.Expect(MsgType::kEnd);
+    REQUIRE(run.ctl->SendJson(MsgType::kSummary, nlohmann::json{{"files_failed", 1}}).ok());
+    CHECK(run.DrainData() == 1);  // the first copy only
+    auto r = run.Join();
+    CHECK_MESSAGE(r.has_value(), r.error().ToString());
+    CHECK(run.stats.bytes_resent.load() == 0);
+  }
+
+  TEST_CASE("a PLAN or BAD_CHUNK naming an id not announced yet ends the session with a protocol error") {
+    test::TempDir tmp;
+    SUBCASE("PLAN for an entry of the batch the walk is still gathering") {
+      // The walk sends 8 batches (64, 128, 256, 512, then 1024 each) and gathers the 9th while they
+      // wait for their PLANs: its entries exist at the sender but were never announced.
+      REQUIRE(::mkdir((tmp / "tree").c_str(), 0755) == 0);
+      for (int i = 0; i < 6000; ++i) WriteBytes(tmp / ("tree/f" + std::to_string(i)), 0);
+      SenderRun run(tmp.path(), "tree");
+      uint64_t announced = 0;
+      for (int batch = 0; batch < 8; ++batch) announced += run.ExpectFiles().size();
+      CHECK(announced < 6001);
+      run.Plan({proto::PlanEntry{announced + 1, proto::PlanAction::kDone, Code::kOk, "", {}}});
+      auto r = run.Join();
+      REQUIRE_FALSE(r.has_value());
+      CHECK(r.error().code() == Code::kProtocol);
+    }
+    SUBCASE("BAD_CHUNK for an id never announced") {
+      WriteBytes(tmp / "a.bin", 100);
+      SenderRun run(tmp.path(), "a.bin");
+      auto files = run.ExpectFiles();
+      REQUIRE(files.size() == 1);
+      REQUIRE(run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{files[0].id + 1, 0})).ok());
+      auto r = run.Join();
+      REQUIRE_FALSE(r.has_value());
+      CHECK(r.error().code() == Code::kProtocol);
+    }
+  }
+
   TEST_CASE("a PLAN naming an already planned entry ends the session with a protocol error") {
     // Several FILES batches (more entries than one batch holds), so a second PLAN is expected; it
     // repeats the first one's entries, which the sender has already planned and forgotten.
@@ -215,6 +266,62 @@ TEST_SUITE("engine: sender") {
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().code() == Code::kProtocol);
     CHECK(std::string(r.error().message()).find("already planned") != std::string::npos);
+  }
+}
+
+TEST_SUITE("engine: receiver") {
+  TEST_CASE("a file announced below a symbolic link of the same transfer is refused, not written where the link leads") {
+    test::TempDir tmp;
+    REQUIRE(::mkdir((tmp / "outside").c_str(), 0755) == 0);
+    auto root = ExportRoot::Create(tmp.path());
+    REQUIRE(root.has_value());
+    auto [ca, cb] = ConnectedPair();
+    ControlChannel receiver_ctl(std::make_unique<transport::TcpStream>(std::move(ca)));
+    ControlChannel ctl(std::make_unique<transport::TcpStream>(std::move(cb)));  // the scripted sender
+    auto [da, db] = ConnectedPair();
+    std::vector<std::unique_ptr<transport::MessageChannel>> channels;
+    channels.push_back(transport::MakeTcpMessageChannel(std::move(da)));
+    auto data = transport::MakeTcpMessageChannel(std::move(db));
+    auto pool = io::BufferPool::Create(64 << 10, 4);
+    REQUIRE(pool.has_value());
+    TransferStats stats;
+    std::atomic<bool> cancel{false};
+    EngineOptions opts;
+    opts.chunk_size = 64 << 10;
+    DataPath dp;
+    dp.ctl = &receiver_ctl;
+    dp.channels = &channels;
+    dp.pool = pool->get();
+    dp.stats = &stats;
+    dp.cancel = &cancel;
+    Result<nlohmann::json> result = Status::Internal("not run");
+    std::thread t([&] { result = RunReceiver(*root, "in", opts, dp); });
+
+    std::vector<proto::FileEntry> files(3);
+    files[0] = proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""};
+    files[1] = proto::FileEntry{2, proto::EntryType::kSymlink, "a", 0, 0777, 0, "../outside"};
+    files[2] = proto::FileEntry{3, proto::EntryType::kFile, "a/x", 10, 0644, 0, ""};
+    REQUIRE(ctl.Send(MsgType::kFiles, proto::EncodeFiles(files)).ok());
+    auto f = ctl.Receive();
+    REQUIRE_MESSAGE(f.has_value(), f.error().ToString());
+    REQUIRE(int(f->type) == int(MsgType::kPlan));
+    auto plan = proto::DecodePlan(f->body);
+    REQUIRE(plan.has_value());
+    REQUIRE(plan->size() == 3);
+    CHECK(int((*plan)[1].action) == int(proto::PlanAction::kDone));  // the link itself is made
+    CHECK(int((*plan)[2].action) == int(proto::PlanAction::kFail));
+    CHECK((*plan)[2].message.find("symbolic link sent in this transfer") != std::string::npos);
+
+    cancel = true;
+    ctl.Shutdown();
+    data->Shutdown();
+    t.join();
+    CHECK_FALSE(result.has_value());  // cancelled
+    std::string target(64, '\0');
+    ssize_t n = ::readlink((tmp / "in/a").c_str(), target.data(), target.size());
+    REQUIRE(n > 0);
+    CHECK(target.substr(0, size_t(n)) == "../outside");
+    CHECK(std::filesystem::is_empty(tmp / "outside"));  // no file, no part file
   }
 }
 
