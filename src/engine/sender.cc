@@ -815,7 +815,7 @@ Status Sender::ReaderLoop() {
     }
     if (summary_) return Status::OK();
     cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
-      return !work_.empty() || !resend_.empty() || summary_ || !error_.ok() || Cancelled() ||
+      return !work_.empty() || !resend_.empty() || CurrentHasWork() || summary_ || !error_.ok() || Cancelled() ||
              (walk_done_ && batches_out_ == 0 && !end_sent_);
     });
   }
