@@ -512,9 +512,11 @@ Status Federation::AdmitReceivedPath(const TransferAuth& a, const Admission& adm
 }
 
 Status Federation::AdmitEntry(const TransferAuth& a, const policy::Request& r, const char* what) {
-  // Allowed entries are not audited one by one: the transfer's own decision is.
+  // Allowed entries are not audited one by one (the transfer's own decision is), so the audit
+  // record's fields are only gathered for a denial: this runs for every file of a tree, twice.
+  if (manifest()->policy().Evaluate(r).allowed) return Status::OK();
   policy::Decision d = Decide(r, TransferRecord(a), /*audit_allowed=*/false);
-  if (d.allowed) return Status::OK();
+  if (d.allowed) return Status::OK();  // a newer manifest in between
   return Status::PermissionDenied(std::string(what) + ": policy of federation '" + manifest()->federation() +
                                   "': " + d.reason);
 }
