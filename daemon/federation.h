@@ -92,8 +92,6 @@ class Federation {
   // Policy decision, audited (an allow only if `audit_allowed`). `extra` adds fields to the audit
   // record (user, transfer id, ...).
   policy::Decision Decide(const policy::Request& r, const nlohmann::json& extra, bool audit_allowed = true);
-  // AdmitPath, AdmitReceivedPath: the decision on one entry's request; a denial says `what` ("not sent").
-  Status AdmitEntry(const TransferAuth& a, const policy::Request& r, const char* what);
   // The policy request for a transfer as seen from this side.
   policy::Request RequestFor(const TransferAuth& a) const;
 
@@ -141,6 +139,8 @@ class Federation {
   void CutSessions(const federation::Manifest& m);
   void RefreshLoop();
   void ReportAccounting();
+  // AdmitPath, AdmitReceivedPath: the decision on one entry's request; a denial says `what` ("not sent").
+  Status AdmitEntry(const TransferAuth& a, const policy::Request& r, const char* what);
 
   const Config& config_;
   crypto::PKey authority_;

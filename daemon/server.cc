@@ -35,6 +35,11 @@ int64_t NowMs() {
 // A transfer in this state will not run again.
 bool IsTerminal(const std::string& state) { return state == "succeeded" || state == "failed" || state == "cancelled"; }
 
+// A transfer that ended before `cutoff_ms` (Daemon::PruneCutoffMs; 0 = never) is forgotten.
+bool Expired(const std::string& state, int64_t finished_ms, int64_t cutoff_ms) {
+  return cutoff_ms != 0 && IsTerminal(state) && finished_ms > 0 && finished_ms < cutoff_ms;
+}
+
 int HttpStatusFor(Code c) {
   switch (c) {
     case Code::kInvalidArgument: return 400;
@@ -898,7 +903,7 @@ void Daemon::PruneFinished() {
       {
         const Transfer& t = *it->second;
         std::lock_guard<std::mutex> tl(t.mu);  // released before the erase, which may free `t`
-        expired = IsTerminal(t.state) && t.finished_ms > 0 && t.finished_ms < cutoff;
+        expired = Expired(t.state, t.finished_ms, cutoff);
       }
       if (expired) {
         gone.push_back(it->first);
@@ -974,8 +979,7 @@ void Daemon::LoadRecord(const std::string& path) {
       }
     }
     bool unfinished = t->state == "queued" || t->state == "running" || t->state == "retrying";
-    if (const int64_t cutoff = PruneCutoffMs();
-        cutoff != 0 && IsTerminal(t->state) && t->finished_ms > 0 && t->finished_ms < cutoff) {
+    if (Expired(t->state, t->finished_ms, PruneCutoffMs())) {
       ::unlink(path.c_str());  // ended longer ago than [storage] keep_finished_s
       return;
     }

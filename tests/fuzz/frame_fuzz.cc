@@ -5,9 +5,6 @@
 // a sender could have meant.
 #include <algorithm>
 #include <array>
-// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
-#undef NDEBUG
-#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fuzz/fuzz_check.h"
 #include "proto/codec.h"
 #include "proto/wire.h"
 
@@ -34,9 +32,9 @@ void RoundTrip(std::span<const std::byte> in, Decode decode, Encode encode) {
   if (!first.ok()) return;
   const auto bytes = encode(*first);
   auto second = decode(std::span<const std::byte>(bytes.data(), bytes.size()));
-  assert(second.ok());
+  REQUIRE_INVARIANT(second.ok());
   const auto again = encode(*second);
-  assert(again.size() == bytes.size() && std::memcmp(again.data(), bytes.data(), bytes.size()) == 0);
+  REQUIRE_INVARIANT(again.size() == bytes.size() && std::memcmp(again.data(), bytes.data(), bytes.size()) == 0);
 }
 
 // A program of primitive reads: each input byte picks the next read until the input is used up.
@@ -51,13 +49,13 @@ void DecoderProgram(std::span<const std::byte> in) {
       case 2: d.U32(); break;
       case 3: d.U64(); break;
       case 4: d.Var(); break;
-      case 5: assert(d.Bytes(64).size() <= 64); break;
+      case 5: REQUIRE_INVARIANT(d.Bytes(64).size() <= 64); break;
       case 6: d.Digest(); break;
       default: d.I64(); break;
     }
   }
-  assert(d.ok() || !d.Finish("fuzz").ok());
-  assert(d.remaining() <= in.size());
+  REQUIRE_INVARIANT(d.ok() || !d.Finish("fuzz").ok());
+  REQUIRE_INVARIANT(d.remaining() <= in.size());
 }
 
 }  // namespace
@@ -74,13 +72,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       f.type = static_cast<proto::MsgType>(which);
       f.body.assign(in.begin(), in.end());
       auto j = proto::DecodeJsonBody(f);
-      if (j.ok()) assert(j->is_object());
+      if (j.ok()) REQUIRE_INVARIANT(j->is_object());
       break;
     }
     case 1:
       RoundTrip(in, proto::DecodeFiles, proto::EncodeFiles);
       if (auto files = proto::DecodeFiles(in); files.ok()) {
-        for (const proto::FileEntry& e : *files) assert(proto::ValidateRelativePath(e.path).ok());
+        for (const proto::FileEntry& e : *files) REQUIRE_INVARIANT(proto::ValidateRelativePath(e.path).ok());
       }
       break;
     case 2:
@@ -111,15 +109,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 9:
       if (auto bytes = proto::HexDecode(text); bytes.ok()) {
-        assert(bytes->size() * 2 == text.size());
+        REQUIRE_INVARIANT(bytes->size() * 2 == text.size());
         auto back = proto::HexDecode(proto::HexEncode(*bytes));
-        assert(back.ok() && *back == *bytes);
+        REQUIRE_INVARIANT(back.ok() && *back == *bytes);
       }
       break;
     case 10:
       if (proto::ValidateRelativePath(text).ok()) {
-        assert(text.size() <= proto::kMaxPathBytes);
-        assert(text.empty() || text.front() != '/');
+        REQUIRE_INVARIANT(text.size() <= proto::kMaxPathBytes);
+        REQUIRE_INVARIANT(text.empty() || text.front() != '/');
       }
       break;
     default:

@@ -4,9 +4,6 @@
 // reaches the field validation, the PEM parsing of anchors and issuer keys, and the policy parser.
 // Nothing may crash or throw. Invariant: a body that validates signs and verifies back to a manifest
 // with the same serial, endpoints and rules.
-// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
-#undef NDEBUG
-#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -14,6 +11,7 @@
 
 #include "crypto/keys.h"
 #include "federation/manifest.h"
+#include "fuzz/fuzz_check.h"
 
 namespace {
 
@@ -24,7 +22,7 @@ namespace federation = pororoca::federation;
 const crypto::PKey& AuthorityKey() {
   static const crypto::PKey key = [] {
     auto k = crypto::GenerateEd25519();
-    assert(k.has_value());
+    REQUIRE_INVARIANT(k.has_value());
     return std::move(*k);
   }();
   return key;
@@ -41,15 +39,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto m = federation::Manifest::FromBody(body, "fuzz");
   if (!m.has_value()) return 0;
   auto signed_text = federation::SignManifest(body, AuthorityKey());
-  assert(signed_text.has_value());
+  REQUIRE_INVARIANT(signed_text.has_value());
   auto back = federation::VerifyManifest(*signed_text, AuthorityKey(), "fuzz");
-  assert(back.has_value());
-  assert((*back)->serial() == (*m)->serial());
-  assert((*back)->endpoints().size() == (*m)->endpoints().size());
-  assert((*back)->policy().size() == (*m)->policy().size());
+  REQUIRE_INVARIANT(back.has_value());
+  REQUIRE_INVARIANT((*back)->serial() == (*m)->serial());
+  REQUIRE_INVARIANT((*back)->endpoints().size() == (*m)->endpoints().size());
+  REQUIRE_INVARIANT((*back)->policy().size() == (*m)->policy().size());
   for (const auto& e : (*m)->endpoints()) {
     auto checked = (*m)->CheckPeer(e.id, e.pin);
-    assert(checked.has_value() == (e.status == federation::EndpointStatus::kActive));
+    REQUIRE_INVARIANT(checked.has_value() == (e.status == federation::EndpointStatus::kActive));
   }
   return 0;
 }

@@ -1,8 +1,5 @@
 // libFuzzer target: the policy parser and evaluator, and ParseRate, on arbitrary bytes. Parse must
 // never throw or crash, and whatever it accepts must evaluate and explain a request.
-// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
-#undef NDEBUG
-#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -11,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "fuzz/fuzz_check.h"
 #include "policy/policy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -32,11 +30,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   for (const Request& req : kRequests) {
     pororoca::policy::Decision d = policy->Evaluate(req);
-    assert(!d.allowed || !d.rule_id.empty());  // an allow always names its rule
-    assert(!d.reason.empty());                    // every decision says why
-    assert(d.allowed || (d.rate_limit_bytes_per_s == 0 && d.max_concurrent == 0));
+    REQUIRE_INVARIANT(!d.allowed || !d.rule_id.empty());  // an allow always names its rule
+    REQUIRE_INVARIANT(!d.reason.empty());                    // every decision says why
+    REQUIRE_INVARIANT(d.allowed || (d.rate_limit_bytes_per_s == 0 && d.max_concurrent == 0));
     pororoca::policy::Decision again = policy->Evaluate(req);  // evaluation is a pure function
-    assert(again.allowed == d.allowed && again.rule_id == d.rule_id);
+    REQUIRE_INVARIANT(again.allowed == d.allowed && again.rule_id == d.rule_id);
     (void)policy->Explain(req);
   }
   // The type spelled out: with a single pair, gcc finds the braces ambiguous with the copy constructor.

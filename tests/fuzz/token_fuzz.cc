@@ -8,9 +8,6 @@
 // audience and has not expired; re-issuing its claims gives a token that verifies to the same
 // claims; storage.modify grants imply storage.create grants; a grant on a path extends to what is
 // below it.
-// The invariants below are checked with assert() in every build: NDEBUG must not remove them.
-#undef NDEBUG
-#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -19,6 +16,7 @@
 
 #include "crypto/encoding.h"
 #include "crypto/keys.h"
+#include "fuzz/fuzz_check.h"
 #include "fuzz/token_fuzz.h"
 #include "token/token.h"
 
@@ -34,7 +32,7 @@ using pororoca::fuzz::token_fuzz::kNow;
 const crypto::PKey& IssuerKey() {
   static const crypto::PKey key = [] {
     crypto::PKey k = pororoca::fuzz::token_fuzz::NewIssuerKey();
-    assert(static_cast<bool>(k));
+    REQUIRE_INVARIANT(static_cast<bool>(k));
     return k;
   }();
   return key;
@@ -57,28 +55,28 @@ void ScopeInvariants(const token::Claims& c, std::string_view path) {
   const pororoca::Status modify = token::CheckScope(c, token::Action::kModify, path);
   const pororoca::Status create = token::CheckScope(c, token::Action::kCreate, path);
   const pororoca::Status read = token::CheckScope(c, token::Action::kRead, path);
-  if (modify.ok()) assert(create.ok());
+  if (modify.ok()) REQUIRE_INVARIANT(create.ok());
   for (const pororoca::Status* s : {&modify, &create, &read}) {
-    assert(s->ok() || s->code() == pororoca::Code::kPermissionDenied || s->code() == pororoca::Code::kInvalidArgument);
+    REQUIRE_INVARIANT(s->ok() || s->code() == pororoca::Code::kPermissionDenied || s->code() == pororoca::Code::kInvalidArgument);
   }
   if (read.ok()) {
     std::string below(path);
     if (below.back() != '/') below += '/';
-    assert(token::CheckScope(c, token::Action::kRead, below + "child").ok());
+    REQUIRE_INVARIANT(token::CheckScope(c, token::Action::kRead, below + "child").ok());
   }
 }
 
 void Accepted(const token::Claims& c) {
-  assert(c.issuer == kIssuer);
-  assert(c.audience == kAudience);
-  assert(c.expires > INT64_MAX - 60 || kNow < c.expires + 60);
+  REQUIRE_INVARIANT(c.issuer == kIssuer);
+  REQUIRE_INVARIANT(c.audience == kAudience);
+  REQUIRE_INVARIANT(c.expires > INT64_MAX - 60 || kNow < c.expires + 60);
   for (std::string_view path : {"/", "/data", "/data/x", "/database"}) ScopeInvariants(c, path);
 
   auto again = token::IssueToken(c, IssuerKey());
   if (!again.ok()) return;  // e.g. longer than kMaxTokenBytes once re-encoded
   auto back = token::VerifyToken(*again, Lookup, kAudience, kNow);
-  assert(back.ok());
-  assert(back->issuer == c.issuer && back->subject == c.subject && back->id == c.id &&
+  REQUIRE_INVARIANT(back.ok());
+  REQUIRE_INVARIANT(back->issuer == c.issuer && back->subject == c.subject && back->id == c.id &&
           back->expires == c.expires && back->scopes == c.scopes);
 }
 
@@ -88,7 +86,7 @@ void Verify(std::string_view jwt) {
     Accepted(*claims);
   } else {
     const pororoca::Code code = claims.error().code();
-    assert(code == pororoca::Code::kInvalidArgument || code == pororoca::Code::kUnauthenticated);
+    REQUIRE_INVARIANT(code == pororoca::Code::kInvalidArgument || code == pororoca::Code::kUnauthenticated);
   }
 }
 
@@ -107,7 +105,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const std::string_view payload = nl == std::string_view::npos ? rest : rest.substr(nl + 1);
       const std::string input = crypto::Base64UrlEncode(header) + "." + crypto::Base64UrlEncode(payload);
       auto sig = crypto::SignEd25519(IssuerKey(), input);
-      assert(sig.ok());
+      REQUIRE_INVARIANT(sig.ok());
       Verify(input + "." + crypto::Base64UrlEncode(*sig));
       break;
     }

@@ -18,6 +18,7 @@
 
 #include "engine/control.h"
 #include "engine/session.h"
+#include "support/tcp_pair.h"
 #include "support/temp_dir.h"
 #include "transport/tcp.h"
 
@@ -25,19 +26,7 @@ namespace pororoca::engine {
 namespace {
 
 using proto::MsgType;
-using std::chrono::milliseconds;
-
-std::pair<UniqueFd, UniqueFd> ConnectedPair() {
-  auto lfd = transport::TcpListen("127.0.0.1", 0, 8);
-  REQUIRE(lfd.ok());
-  auto port = transport::LocalPort(lfd->get());
-  REQUIRE(port.ok());
-  auto a = transport::TcpConnect("127.0.0.1", *port, milliseconds(2000));
-  REQUIRE(a.ok());
-  auto b = transport::TcpAccept(lfd->get(), milliseconds(2000));
-  REQUIRE(b.ok());
-  return {std::move(*a), std::move(*b)};
-}
+using test::ConnectedTcpPair;
 
 void WriteBytes(const std::string& path, size_t size) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
@@ -59,10 +48,10 @@ class SenderRun {
     auto root = ExportRoot::Create(root_path);
     REQUIRE(root.has_value());
     root_ = std::make_unique<ExportRoot>(std::move(*root));
-    auto [ca, cb] = ConnectedPair();
+    auto [ca, cb] = ConnectedTcpPair();
     sender_ctl_ = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(ca)));
     ctl = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(cb)));
-    auto [da, db] = ConnectedPair();
+    auto [da, db] = ConnectedTcpPair();
     channels_.push_back(transport::MakeTcpMessageChannel(std::move(da)));
     data = transport::MakeTcpMessageChannel(std::move(db));
     auto pool = io::BufferPool::Create(kChunk, 16);
@@ -275,10 +264,10 @@ TEST_SUITE("engine: receiver") {
     REQUIRE(::mkdir((tmp / "outside").c_str(), 0755) == 0);
     auto root = ExportRoot::Create(tmp.path());
     REQUIRE(root.has_value());
-    auto [ca, cb] = ConnectedPair();
+    auto [ca, cb] = ConnectedTcpPair();
     ControlChannel receiver_ctl(std::make_unique<transport::TcpStream>(std::move(ca)));
     ControlChannel ctl(std::make_unique<transport::TcpStream>(std::move(cb)));  // the scripted sender
-    auto [da, db] = ConnectedPair();
+    auto [da, db] = ConnectedTcpPair();
     std::vector<std::unique_ptr<transport::MessageChannel>> channels;
     channels.push_back(transport::MakeTcpMessageChannel(std::move(da)));
     auto data = transport::MakeTcpMessageChannel(std::move(db));

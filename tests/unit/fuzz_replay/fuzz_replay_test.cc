@@ -3,7 +3,7 @@
 // fixed corpus: valid inputs built with the project's encoders, each checked here to be accepted by
 // the decoder the target hands it to, and a fixed number of deterministic mutations of every one
 // (bit flips, truncations, inserted and overwritten bytes). The targets check their invariants with
-// assert(), kept in every build, so a broken invariant aborts this binary.
+// REQUIRE_INVARIANT (tests/fuzz/fuzz_check.h), never compiled out, so a broken one aborts this binary.
 #include <doctest/doctest.h>
 
 #include <algorithm>

@@ -12,28 +12,15 @@
 #include <vector>
 
 #include "base/coding.h"
+#include "support/tcp_pair.h"
 
 namespace pororoca::transport {
 namespace {
 
 using std::chrono::milliseconds;
 
-struct FdPair {
-  UniqueFd a;  // connecting side
-  UniqueFd b;  // accepted side
-};
-
-FdPair ConnectedPair() {
-  auto lfd = TcpListen("127.0.0.1", 0, 8);
-  REQUIRE(lfd.ok());
-  auto port = LocalPort(lfd->get());
-  REQUIRE(port.ok());
-  auto a = TcpConnect("127.0.0.1", *port, milliseconds(2000));
-  REQUIRE(a.ok());
-  auto b = TcpAccept(lfd->get(), milliseconds(2000));
-  REQUIRE(b.ok());
-  return FdPair{std::move(*a), std::move(*b)};
-}
+using test::ConnectedTcpPair;
+using test::FdPair;
 
 std::byte PatternByte(uint32_t msg, size_t i) { return std::byte((msg * 131 + i * 7 + (i >> 9)) & 0xff); }
 
@@ -160,7 +147,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("socket options apply and an unknown congestion control is only a warning") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     SocketOptions o;
     o.sndbuf = 1 << 20;
     o.rcvbuf = 1 << 20;
@@ -171,7 +158,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("stream writes arrive in order and ReadFull reports EOF before the end") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     TcpStream a(std::move(p.a));
     TcpStream b(std::move(p.b));
     CHECK(a.peer_address().rfind("127.0.0.1:", 0) == 0);
@@ -190,7 +177,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("stream read with an idle timeout fails with kDeadlineExceeded") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     TcpStream b(std::move(p.b));
     TransportOptions o;
     o.idle_timeout = milliseconds(30);
@@ -201,7 +188,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("many messages round-trip, including empty and 4 MiB payloads") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     auto a = MakeTcpMessageChannel(std::move(p.a));
     auto b = MakeTcpMessageChannel(std::move(p.b));
     CHECK(std::string(a->name()) == "tcp");
@@ -214,7 +201,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("both ends send and receive concurrently") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     auto a = MakeTcpMessageChannel(std::move(p.a));
     auto b = MakeTcpMessageChannel(std::move(p.b));
     constexpr uint32_t kCount = 40;
@@ -233,7 +220,7 @@ TEST_SUITE("transport.tcp") {
     // Receive asks the kernel to wake it only once 512 KiB (at most what is still due) are queued; the
     // sender here writes 100,000 bytes at a time with pauses, ends the payload at an odd length, and
     // follows with a message of 3 bytes that a mark left above 1 would never deliver.
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     // The mark is at most a quarter of the receive buffer (the default 128 KiB would allow none).
     SocketOptions so;
     so.rcvbuf = 4 << 20;
@@ -284,7 +271,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("orderly close at a message boundary is kUnavailable \"closed\"") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     auto a = MakeTcpMessageChannel(std::move(p.a));
     auto b = MakeTcpMessageChannel(std::move(p.b));
     auto h = Header(1, 4);
@@ -303,7 +290,7 @@ TEST_SUITE("transport.tcp") {
   TEST_CASE("EOF inside a message is kUnavailable \"connection closed mid-message\"") {
     std::vector<std::byte> buf;
     SUBCASE("inside the prefix") {
-      FdPair p = ConnectedPair();
+      FdPair p = ConnectedTcpPair();
       auto b = MakeTcpMessageChannel(std::move(p.b));
       auto pre = Prefix(4, 10);
       pre.resize(5);
@@ -314,7 +301,7 @@ TEST_SUITE("transport.tcp") {
       CHECK(r.error().message() == "connection closed mid-message");
     }
     SUBCASE("inside the payload") {
-      FdPair p = ConnectedPair();
+      FdPair p = ConnectedTcpPair();
       auto b = MakeTcpMessageChannel(std::move(p.b));
       auto bytes = Prefix(4, 100000);
       auto h = Header(0, 4);
@@ -332,7 +319,7 @@ TEST_SUITE("transport.tcp") {
   TEST_CASE("a header length of zero or above kMaxHeader is a protocol error") {
     for (uint32_t hl : {0u, uint32_t(MessageChannel::kMaxHeader + 1), 0xffffffffu}) {
       CAPTURE(hl);
-      FdPair p = ConnectedPair();
+      FdPair p = ConnectedTcpPair();
       auto b = MakeTcpMessageChannel(std::move(p.b));
       RawWrite(p.a.get(), Prefix(hl, 0));
       std::vector<std::byte> buf;
@@ -343,7 +330,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("a message larger than max_payload is rejected before its payload is read") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     auto b = MakeTcpMessageChannel(std::move(p.b));
     auto bytes = Prefix(4, 1u << 20);
     auto h = Header(0, 4);
@@ -358,7 +345,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("a sink error fails Receive with that error") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     auto a = MakeTcpMessageChannel(std::move(p.a));
     auto b = MakeTcpMessageChannel(std::move(p.b));
     auto h = Header(0, 4);
@@ -376,7 +363,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("Send rejects an empty or oversized header") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     auto a = MakeTcpMessageChannel(std::move(p.a));
     std::vector<std::byte> big(MessageChannel::kMaxHeader + 1);
     CHECK(a->Send({}, {}, TransportOptions{}).code() == Code::kInvalidArgument);
@@ -384,7 +371,7 @@ TEST_SUITE("transport.tcp") {
   }
 
   TEST_CASE("Receive with an idle timeout and Shutdown from another thread both unblock") {
-    FdPair p = ConnectedPair();
+    FdPair p = ConnectedTcpPair();
     auto b = MakeTcpMessageChannel(std::move(p.b));
     std::vector<std::byte> buf;
     TransportOptions o;
