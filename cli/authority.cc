@@ -1,5 +1,7 @@
 // `pororoca federation ...` and `pororoca token ...`: the federation authority's tools and test
 // tokens. They work on files only (an authority workspace, keys); no daemon is involved.
+#include "federation/authority.h"
+
 #include <boost/program_options.hpp>
 #include <ctime>
 #include <fstream>
@@ -9,7 +11,6 @@
 
 #include "base/file_util.h"
 #include "cli/cli.h"
-#include "federation/authority.h"
 #include "pki/pki.h"
 #include "token/token.h"
 
@@ -22,11 +23,15 @@ namespace {
 int ExitFor(const Status& s) {
   switch (s.code()) {
     case Code::kInvalidArgument:
-    case Code::kAlreadyExists: return kExitUsage;
-    case Code::kNotFound: return kExitNotFound;
+    case Code::kAlreadyExists:
+      return kExitUsage;
+    case Code::kNotFound:
+      return kExitNotFound;
     case Code::kUnauthenticated:
-    case Code::kPermissionDenied: return kExitDenied;
-    default: return kExitFailed;
+    case Code::kPermissionDenied:
+      return kExitDenied;
+    default:
+      return kExitFailed;
   }
 }
 
@@ -75,47 +80,50 @@ Result<json> JsonArg(const std::string& v) {
     PORO_ASSIGN_OR_RETURN(text, ReadSmallFile(v.substr(1)));
   }
   json j = json::parse(text, nullptr, false);
-  if (j.is_discarded()) return Status::InvalidArgument((v[0] == '@' ? v.substr(1) : std::string("rule")) + ": not valid JSON");
+  if (j.is_discarded())
+    return Status::InvalidArgument((v[0] == '@' ? v.substr(1) : std::string("rule")) + ": not valid JSON");
   return j;
 }
 
 void PrintFederationUsage() {
-  std::cout << "Usage: pororoca federation COMMAND [options]   (the authority's tools; docs/federation.md)\n"
-               "  init --dir DIR --name FEDERATION [--days N]       authority key, CA and an empty draft\n"
-               "  add-institution ID --dir DIR [--name TEXT]\n"
-               "  add-endpoint NAME --dir DIR --institution ID --address HOST:PORT [--csr FILE] [--out DIR]\n"
-               "  suspend|revoke|activate NAME --dir DIR            change an endpoint's status\n"
-               "  add-issuer ID --dir DIR --institution ID [--public-key FILE | --key-out FILE]\n"
-               "  policy add --dir DIR --rule JSON|@FILE [--before ID]\n"
-               "  policy remove ID --dir DIR\n"
-               "  policy set --dir DIR --rules JSON|@FILE            replace all rules\n"
-               "  show --dir DIR                                    the draft and the last signed serial\n"
-               "  sign --dir DIR [--publish FILE]                   sign the draft with the next serial\n"
-               "  verify FILE --authority-key PUB                   check a manifest's signature and content\n"
-               "  csr --key KEY --name NAME --out FILE              an endpoint operator's certificate request\n";
+  std::cout
+      << "Usage: pororoca federation COMMAND [options]   (the authority's tools; docs/federation.md)\n"
+         "  init --dir DIR --name FEDERATION [--days N]       authority key, CA and an empty draft\n"
+         "  add-institution ID --dir DIR [--name TEXT]\n"
+         "  add-endpoint NAME --dir DIR --institution ID --address HOST:PORT [--csr FILE] [--out DIR]\n"
+         "  suspend|revoke|activate NAME --dir DIR            change an endpoint's status\n"
+         "  add-issuer ID --dir DIR --institution ID [--public-key FILE | --key-out FILE]\n"
+         "  policy add --dir DIR --rule JSON|@FILE [--before ID]\n"
+         "  policy remove ID --dir DIR\n"
+         "  policy set --dir DIR --rules JSON|@FILE            replace all rules\n"
+         "  show --dir DIR                                    the draft and the last signed serial\n"
+         "  sign --dir DIR [--publish FILE]                   sign the draft with the next serial\n"
+         "  verify FILE --authority-key PUB                   check a manifest's signature and content\n"
+         "  csr --key KEY --name NAME --out FILE              an endpoint operator's certificate request\n";
 }
 
 int FedInit(const std::vector<std::string>& args) {
   po::options_description d("Usage: pororoca federation init --dir DIR --name FEDERATION\nOptions");
   d.add_options()("dir", po::value<std::string>()->required(), "workspace directory (created)")(
-      "name", po::value<std::string>()->default_value("pororoca-test-federation"), "federation name (its id)")(
-      "days", po::value<int>()->default_value(3650), "CA validity in days");
+      "name", po::value<std::string>()->default_value("pororoca-test-federation"),
+      "federation name (its id)")("days", po::value<int>()->default_value(3650), "CA validity in days");
   po::variables_map vm;
   int ec;
   if (!Parse(args, d, {}, &vm, &ec)) return ec;
   std::string dir = Str(vm, "dir");
   Status s = federation::InitAuthority(dir, Str(vm, "name"), vm["days"].as<int>());
   if (!s.ok()) return Fail(s);
-  std::cout << "created federation authority in " << dir
-            << ": authority.key/.pub (signs manifests: give authority.pub to every daemon), ca.key/.crt (trust "
-               "anchor), draft.json\n";
+  std::cout
+      << "created federation authority in " << dir
+      << ": authority.key/.pub (signs manifests: give authority.pub to every daemon), ca.key/.crt (trust "
+         "anchor), draft.json\n";
   return kExitOk;
 }
 
 int FedAddInstitution(const std::vector<std::string>& args) {
   po::options_description d("Usage: pororoca federation add-institution ID --dir DIR [--name TEXT]\nOptions");
   d.add_options()("dir", po::value<std::string>()->required(), "workspace")("name", po::value<std::string>(),
-                                                                           "full name");
+                                                                            "full name");
   po::variables_map vm;
   int ec;
   if (!Parse(args, d, {"id"}, &vm, &ec)) return ec;
@@ -150,7 +158,8 @@ int FedAddEndpoint(const std::vector<std::string>& args) {
   if (vm.count("not-after-offset")) req.issue.not_after_offset_s = vm["not-after-offset"].as<int64_t>();
   auto r = federation::AddEndpoint(Str(vm, "dir"), req);
   if (!r.has_value()) return Fail(r.error());
-  std::cout << "endpoint " << req.name << " (" << req.institution << ", " << req.address << ") active in the draft\n"
+  std::cout << "endpoint " << req.name << " (" << req.institution << ", " << req.address
+            << ") active in the draft\n"
             << "  certificate: " << r->cert_file << "\n";
   if (!r->key_file.empty()) std::cout << "  key:         " << r->key_file << "\n";
   std::cout << "  key pin:     " << r->pin << "\n";
@@ -166,7 +175,8 @@ int FedStatus(const std::vector<std::string>& args, federation::EndpointStatus s
   Status s = federation::SetEndpointStatus(Str(vm, "dir"), Str(vm, "name"), st);
   if (!s.ok()) return Fail(s);
   std::cout << "endpoint " << Str(vm, "name") << " is " << federation::EndpointStatusName(st)
-            << " in the draft; sign and publish to apply (daemons cut its sessions within their refresh interval)\n";
+            << " in the draft; sign and publish to apply (daemons cut its sessions within their refresh "
+               "interval)\n";
   return kExitOk;
 }
 
@@ -174,8 +184,10 @@ int FedAddIssuer(const std::vector<std::string>& args) {
   po::options_description d("Usage: pororoca federation add-issuer ID --dir DIR --institution ID\nOptions");
   d.add_options()("dir", po::value<std::string>()->required(), "workspace")(
       "institution", po::value<std::string>()->required(), "the issuer's institution")(
-      "public-key", po::value<std::string>(), "the issuer's Ed25519 public key (PEM); else a key pair is generated")(
-      "key-out", po::value<std::string>(), "where the generated private key goes (default DIR/issuers/<ID>.key)");
+      "public-key", po::value<std::string>(),
+      "the issuer's Ed25519 public key (PEM); else a key pair is generated")(
+      "key-out", po::value<std::string>(),
+      "where the generated private key goes (default DIR/issuers/<ID>.key)");
   po::variables_map vm;
   int ec;
   if (!Parse(args, d, {"id"}, &vm, &ec)) return ec;
@@ -231,7 +243,8 @@ int FedPolicy(const std::vector<std::string>& args) {
 
 int FedShow(const std::vector<std::string>& args) {
   po::options_description d("Usage: pororoca federation show --dir DIR\nOptions");
-  d.add_options()("dir", po::value<std::string>()->required(), "workspace")("json", "print the draft as JSON");
+  d.add_options()("dir", po::value<std::string>()->required(), "workspace")("json",
+                                                                            "print the draft as JSON");
   po::variables_map vm;
   int ec;
   if (!Parse(args, d, {}, &vm, &ec)) return ec;
@@ -254,7 +267,8 @@ int FedShow(const std::vector<std::string>& args) {
   }
   std::cout << "token issuers:\n";
   for (const auto& e : j["token_issuers"]) {
-    std::cout << "  " << e.value("id", std::string()) << "  " << e.value("institution", std::string()) << "\n";
+    std::cout << "  " << e.value("id", std::string()) << "  " << e.value("institution", std::string())
+              << "\n";
   }
   std::cout << "policy rules (first match wins):\n";
   for (const auto& r : j["policy"]["rules"]) std::cout << "  " << r.dump() << "\n";
@@ -297,8 +311,8 @@ int FedVerify(const std::vector<std::string>& args) {
 int FedCsr(const std::vector<std::string>& args) {
   po::options_description d("Usage: pororoca federation csr --key KEY --name NAME --out FILE\nOptions");
   d.add_options()("key", po::value<std::string>()->required(), "private key (generated if missing)")(
-      "name", po::value<std::string>()->required(), "endpoint name")("out", po::value<std::string>()->required(),
-                                                                    "where the CSR goes");
+      "name", po::value<std::string>()->required(), "endpoint name")(
+      "out", po::value<std::string>()->required(), "where the CSR goes");
   po::variables_map vm;
   int ec;
   if (!Parse(args, d, {}, &vm, &ec)) return ec;
@@ -337,20 +351,22 @@ int CmdFederation(const std::vector<std::string>& args) {
 
 int CmdToken(const std::vector<std::string>& args) {
   if (args.empty() || args[0] != "issue") {
-    std::cerr << "Usage: pororoca token issue --key KEY --issuer ISS --subject SUB --audience ENDPOINT --scope "
-                 "SCOPE... [--lifetime SECONDS]\n";
+    std::cerr
+        << "Usage: pororoca token issue --key KEY --issuer ISS --subject SUB --audience ENDPOINT --scope "
+           "SCOPE... [--lifetime SECONDS]\n";
     return args.empty() ? kExitUsage : (args[0] == "--help" ? kExitOk : kExitUsage);
   }
   std::vector<std::string> rest(args.begin() + 1, args.end());
-  po::options_description d("Usage: pororoca token issue [options]   (test federations: real issuers are IdPs)\nOptions");
+  po::options_description d(
+      "Usage: pororoca token issue [options]   (test federations: real issuers are IdPs)\nOptions");
   d.add_options()("key", po::value<std::string>()->required(), "the issuer's Ed25519 private key (PEM)")(
       "issuer", po::value<std::string>()->required(), "iss: the issuer id in the manifest")(
       "subject", po::value<std::string>()->required(), "sub: the federated identity")(
       "audience", po::value<std::string>()->required(), "aud: the endpoint the token is for")(
       "scope", po::value<std::vector<std::string>>()->required(),
       "storage.read:/path, storage.create:/path or storage.modify:/path (repeatable)")(
-      "lifetime", po::value<int64_t>()->default_value(3600), "seconds until expiry (negative: already expired)")(
-      "id", po::value<std::string>(), "jti");
+      "lifetime", po::value<int64_t>()->default_value(3600),
+      "seconds until expiry (negative: already expired)")("id", po::value<std::string>(), "jti");
   po::variables_map vm;
   int ec;
   if (!Parse(rest, d, {}, &vm, &ec)) return ec;

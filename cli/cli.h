@@ -7,11 +7,11 @@
 namespace pororoca::cli {
 
 constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;       // the transfer ran and failed (or some files failed)
-constexpr int kExitUsage = 2;        // bad command line or request refused as invalid
-constexpr int kExitNoDaemon = 3;     // the local daemon is not reachable
-constexpr int kExitNotFound = 4;     // unknown transfer, endpoint or path
-constexpr int kExitDenied = 5;       // permission or authentication refused
+constexpr int kExitFailed = 1;    // the transfer ran and failed (or some files failed)
+constexpr int kExitUsage = 2;     // bad command line or request refused as invalid
+constexpr int kExitNoDaemon = 3;  // the local daemon is not reachable
+constexpr int kExitNotFound = 4;  // unknown transfer, endpoint or path
+constexpr int kExitDenied = 5;    // permission or authentication refused
 constexpr int kExitCancelled = 6;
 
 // `pororoca federation ...`: the authority's tools (authority.cc).

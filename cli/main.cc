@@ -3,15 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -28,7 +27,6 @@ using namespace pororoca;
 using namespace pororoca::cli;
 
 namespace {
-
 
 std::string DefaultSocket() {
   const char* s = std::getenv("PORO_SOCKET");
@@ -51,8 +49,10 @@ std::string HumanDuration(double s) {
   if (!std::isfinite(s) || s < 0) return "--:--";
   long t = static_cast<long>(s + 0.5);
   char buf[32];
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%02ld:%02ld", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%02ld:%02ld", t / 60, t % 60);
   return buf;
 }
 
@@ -144,18 +144,22 @@ void PrintResult(const json& t) {
   std::printf("%s %s: %s -> %s\n", label.c_str(), t.value("id", std::string()).c_str(),
               t.value("source", std::string()).c_str(), t.value("destination", std::string()).c_str());
   std::printf("  files %llu committed, %llu skipped, %llu failed; %s in %.2f s (%s/s)\n",
-              static_cast<unsigned long long>(p.value("files_done", uint64_t(0)) - p.value("files_skipped", uint64_t(0))),
+              static_cast<unsigned long long>(p.value("files_done", uint64_t(0)) -
+                                              p.value("files_skipped", uint64_t(0))),
               static_cast<unsigned long long>(p.value("files_skipped", uint64_t(0))),
-              static_cast<unsigned long long>(p.value("files_failed", uint64_t(0))), HumanBytes(bytes).c_str(), secs,
-              HumanBytes(secs > 0 ? bytes / secs : 0).c_str());
-  if (st == "succeeded") std::printf("  verified: every chunk XXH3-128 checked, file digests compared before commit\n");
+              static_cast<unsigned long long>(p.value("files_failed", uint64_t(0))),
+              HumanBytes(bytes).c_str(), secs, HumanBytes(secs > 0 ? bytes / secs : 0).c_str());
+  if (st == "succeeded")
+    std::printf("  verified: every chunk XXH3-128 checked, file digests compared before commit\n");
   std::printf("  attempts %u; resumed %s already at the destination; re-sent %s; corrupt chunks %llu\n",
               t.value("attempts", 0u), HumanBytes(p.value("bytes_resumed", 0.0)).c_str(),
               HumanBytes(p.value("bytes_resent", 0.0)).c_str(),
               static_cast<unsigned long long>(p.value("chunks_corrupt", uint64_t(0))));
-  if (!t.value("error", std::string()).empty()) std::printf("  error: %s\n", t["error"].get<std::string>().c_str());
+  if (!t.value("error", std::string()).empty())
+    std::printf("  error: %s\n", t["error"].get<std::string>().c_str());
   for (const auto& f : t["failures"]) {
-    std::printf("  failed: %s: %s\n", f.value("path", std::string()).c_str(), f.value("error", std::string()).c_str());
+    std::printf("  failed: %s: %s\n", f.value("path", std::string()).c_str(),
+                f.value("error", std::string()).c_str());
   }
 }
 
@@ -189,8 +193,10 @@ int Follow(Client& c, const std::string& id, bool as_json, bool progress) {
     // A daemon that does not know ?wait= (or is stopping) answers at once: not more than 4 a second.
     std::this_thread::sleep_until(asked + std::chrono::milliseconds(250));
   }
-  if (as_json) std::cout << t.dump(2) << "\n";
-  else PrintResult(t);
+  if (as_json)
+    std::cout << t.dump(2) << "\n";
+  else
+    PrintResult(t);
   return ExitForState(t);
 }
 
@@ -207,8 +213,9 @@ std::string AbsoluteLocal(const std::string& p) {
 }
 
 int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
-  po::options_description desc(std::string("Usage: pororoca ") + (sync_cmd ? "sync" : "cp") +
-                               " [options] SRC DST\n  SRC and DST are local paths or ENDPOINT:/path (exactly one remote)\nOptions");
+  po::options_description desc(
+      std::string("Usage: pororoca ") + (sync_cmd ? "sync" : "cp") +
+      " [options] SRC DST\n  SRC and DST are local paths or ENDPOINT:/path (exactly one remote)\nOptions");
   desc.add_options()("recursive,r", "copy directories recursively")(
       "streams,n", po::value<unsigned>(), "parallel TCP streams (default: the daemon's)")(
       "chunk", po::value<std::string>(), "chunk size, e.g. 4MiB (64KiB..64MiB)")(
@@ -217,8 +224,7 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "no-progress", "no live progress display")("detach,d", "submit and print the id; do not wait")(
       "token", po::value<std::string>(),
       "bearer token for the remote endpoint: the token, @FILE, or - for stdin (default $PORO_TOKEN; else the "
-      "daemon mints one for you if it is configured to)")(
-      "help,h", "this help");
+      "daemon mints one for you if it is configured to)")("help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -241,8 +247,10 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
     std::cerr << "pororoca: --overwrite and --skip-existing exclude each other\n";
     return kExitUsage;
   }
-  json req{{"source", AbsoluteLocal(paths[0])}, {"destination", AbsoluteLocal(paths[1])},
-           {"recursive", vm.count("recursive") > 0 || sync_cmd}, {"sync", vm.count("sync") > 0 || sync_cmd}};
+  json req{{"source", AbsoluteLocal(paths[0])},
+           {"destination", AbsoluteLocal(paths[1])},
+           {"recursive", vm.count("recursive") > 0 || sync_cmd},
+           {"sync", vm.count("sync") > 0 || sync_cmd}};
   if (vm.count("streams")) req["streams"] = vm["streams"].as<unsigned>();
   if (vm.count("chunk")) req["chunk_size"] = vm["chunk"].as<std::string>();
   if (vm.count("overwrite")) req["existing"] = "overwrite";
@@ -262,15 +270,18 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
     }
     token = *text;
   }
-  while (!token.empty() && (token.back() == '\n' || token.back() == ' ' || token.back() == '\r')) token.pop_back();
+  while (!token.empty() && (token.back() == '\n' || token.back() == ' ' || token.back() == '\r'))
+    token.pop_back();
   if (!token.empty()) req["token"] = token;
   json t;
   int ec = 0;
   if (!c.Call("POST", "/v1/transfers", req.dump(), &t, &ec)) return ec;
   std::string id = t.value("id", std::string());
   if (vm.count("detach")) {
-    if (vm.count("json")) std::cout << t.dump(2) << "\n";
-    else std::cout << id << "\n";
+    if (vm.count("json"))
+      std::cout << t.dump(2) << "\n";
+    else
+      std::cout << id << "\n";
     return kExitOk;
   }
   return Follow(c, id, vm.count("json") > 0, vm.count("no-progress") == 0);
@@ -280,11 +291,13 @@ int CmdStatus(Client& c, const std::vector<std::string>& args) {
   bool as_json = false;
   std::string id;
   for (const auto& a : args) {
-    if (a == "--json") as_json = true;
+    if (a == "--json")
+      as_json = true;
     else if (a == "--help" || a == "-h") {
       std::cout << "Usage: pororoca status [ID] [--json]\n";
       return kExitOk;
-    } else if (id.empty()) id = a;
+    } else if (id.empty())
+      id = a;
     else {
       std::cerr << "pororoca: unexpected argument " << a << "\n";
       return kExitUsage;
@@ -294,8 +307,10 @@ int CmdStatus(Client& c, const std::vector<std::string>& args) {
   int ec = 0;
   if (!id.empty()) {
     if (!c.Call("GET", "/v1/transfers/" + id, "", &r, &ec)) return ec;
-    if (as_json) std::cout << r.dump(2) << "\n";
-    else PrintResult(r);
+    if (as_json)
+      std::cout << r.dump(2) << "\n";
+    else
+      PrintResult(r);
     return kExitOk;
   }
   if (!c.Call("GET", "/v1/transfers", "", &r, &ec)) return ec;
@@ -329,11 +344,14 @@ int CmdCancel(Client& c, const std::vector<std::string>& args) {
 
 int CmdPolicy(Client& c, const std::vector<std::string>& args) {
   po::options_description desc(
-      "Usage: pororoca policy check SRC DST\n  Would this transfer be allowed, and by which rule? (no data moves)\nOptions");
-  desc.add_options()("direction", po::value<std::string>(), "push or pull (default: whoever is local initiates)")(
-      "classification", po::value<std::string>(), "the data's label (default: the local daemon's for a local source)")(
-      "at", po::value<int64_t>(), "evaluate at this Unix time (time windows)")("json", "print the decision as JSON")(
-      "help,h", "this help");
+      "Usage: pororoca policy check SRC DST\n  Would this transfer be allowed, and by which rule? (no data "
+      "moves)\nOptions");
+  desc.add_options()("direction", po::value<std::string>(),
+                     "push or pull (default: whoever is local initiates)")(
+      "classification", po::value<std::string>(),
+      "the data's label (default: the local daemon's for a local source)")(
+      "at", po::value<int64_t>(), "evaluate at this Unix time (time windows)")(
+      "json", "print the decision as JSON")("help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("words", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -363,16 +381,20 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
     std::cout << r.dump(2) << "\n";
   } else {
     const json& q = r["request"];
-    std::cout << (r.value("allowed", false) ? "allowed" : "denied") << ": " << r.value("reason", std::string()) << "\n"
+    std::cout << (r.value("allowed", false) ? "allowed" : "denied") << ": "
+              << r.value("reason", std::string()) << "\n"
               << "  " << q.value("source_institution", std::string()) << " -> "
-              << q.value("destination_institution", std::string()) << ", " << q.value("direction", std::string())
-              << ", " << q.value("source_path", std::string()) << " -> " << q.value("destination_path", std::string())
-              << ", classification " << q.value("classification", std::string()) << " (manifest serial "
-              << r.value("serial", 0) << ")\n";
+              << q.value("destination_institution", std::string()) << ", "
+              << q.value("direction", std::string()) << ", " << q.value("source_path", std::string())
+              << " -> " << q.value("destination_path", std::string()) << ", classification "
+              << q.value("classification", std::string()) << " (manifest serial " << r.value("serial", 0)
+              << ")\n";
     if (r.contains("rate_limit_bytes_per_s")) {
-      std::cout << "  rate cap " << HumanBytes(r["rate_limit_bytes_per_s"].get<double>()) << "/s per institution pair\n";
+      std::cout << "  rate cap " << HumanBytes(r["rate_limit_bytes_per_s"].get<double>())
+                << "/s per institution pair\n";
     }
-    if (r.contains("max_concurrent")) std::cout << "  at most " << r["max_concurrent"] << " transfers at once\n";
+    if (r.contains("max_concurrent"))
+      std::cout << "  at most " << r["max_concurrent"] << " transfers at once\n";
     if (r.contains("explain")) {
       for (const auto& e : r["explain"]) std::cout << "  " << e.get<std::string>() << "\n";
     }
@@ -381,12 +403,14 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
 }
 
 int CmdAccounting(Client& c, const std::vector<std::string>& args) {
-  po::options_description desc("Usage: pororoca accounting [options]\n  bytes and files moved, per institution "
-                               "pair, user and day (this daemon's view)\nOptions");
+  po::options_description desc(
+      "Usage: pororoca accounting [options]\n  bytes and files moved, per institution "
+      "pair, user and day (this daemon's view)\nOptions");
   desc.add_options()("since", po::value<std::string>(), "first day, YYYY-MM-DD")(
-      "until", po::value<std::string>(), "last day, YYYY-MM-DD")("user", po::value<std::string>(), "one user")(
-      "institution", po::value<std::string>(), "one institution (either end)")(
-      "json", "print JSON")("help,h", "this help");
+      "until", po::value<std::string>(), "last day, YYYY-MM-DD")(
+      "user", po::value<std::string>(), "one user")("institution", po::value<std::string>(),
+                                                    "one institution (either end)")("json", "print JSON")(
+      "help,h", "this help");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
   po::notify(vm);
@@ -407,7 +431,8 @@ int CmdAccounting(Client& c, const std::vector<std::string>& args) {
   }
   auto row = [](const json& e, const std::string& label) {
     std::printf("  %-40s %12s %10llu files %6llu transfers\n", label.c_str(),
-                HumanBytes(e.value("bytes", 0.0)).c_str(), static_cast<unsigned long long>(e.value("files", 0ull)),
+                HumanBytes(e.value("bytes", 0.0)).c_str(),
+                static_cast<unsigned long long>(e.value("files", 0ull)),
                 static_cast<unsigned long long>(e.value("transfers", 0ull)));
   };
   std::cout << "by institution pair:\n";
@@ -422,7 +447,8 @@ int CmdAccounting(Client& c, const std::vector<std::string>& args) {
 }
 
 void Usage() {
-  std::cout << "pororoca " << PORO_VERSION << ": move datasets between Data Transfer Nodes\n\n"
+  std::cout << "pororoca " << PORO_VERSION
+            << ": move datasets between Data Transfer Nodes\n\n"
                "Usage: pororoca [--socket PATH] COMMAND [ARGS]\n\n"
                "Commands:\n"
                "  cp [-r] SRC DST          copy a file or tree (one side is ENDPOINT:/path)\n"

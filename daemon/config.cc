@@ -1,11 +1,12 @@
 #include "daemon/config.h"
 
+#include <toml++/toml.h>
+
 #include <cctype>
 #include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
-#include <toml++/toml.h>
 
 #include "base/log.h"
 
@@ -29,11 +30,16 @@ Result<uint64_t> ParseSize(const std::string& s) {
   if (i == 0) return Status::InvalidArgument("not a size: '" + s + "' (examples: 4MiB, 512KiB, 1GiB)");
   std::string unit = s.substr(i);
   uint64_t mult;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KiB" || unit == "k") mult = 1ull << 10;
-  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
-  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
-  else return Status::InvalidArgument("unknown size unit in '" + s + "' (use KiB, MiB or GiB)");
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k")
+    mult = 1ull << 10;
+  else if (unit == "M" || unit == "MiB")
+    mult = 1ull << 20;
+  else if (unit == "G" || unit == "GiB")
+    mult = 1ull << 30;
+  else
+    return Status::InvalidArgument("unknown size unit in '" + s + "' (use KiB, MiB or GiB)");
   if (v > UINT64_MAX / mult) return Status::InvalidArgument("size too large: " + s);
   return v * mult;
 }
@@ -74,11 +80,13 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
       {"api", {"socket", "socket_mode"}},
       {"storage", {"export_root", "state_dir", "direct_io", "keep_finished_s"}},
       {"tls", {"ca", "cert", "key"}},
-      {"federation", {"manifest", "url", "service_name", "authority_key", "refresh_s", "require_token", "report_s"}},
+      {"federation",
+       {"manifest", "url", "service_name", "authority_key", "refresh_s", "require_token", "report_s"}},
       {"audit", {"log"}},
       {"tokens", {"issuer", "key", "lifetime_s"}},
       {"transfer",
-       {"streams", "max_streams", "chunk_size", "buffer_pool", "read_ahead", "retry_attempts", "retry_max_backoff_s"}},
+       {"streams", "max_streams", "chunk_size", "buffer_pool", "read_ahead", "retry_attempts",
+        "retry_max_backoff_s"}},
       {"log", {"level", "file"}},
       {"fault_injection", {"corrupt_every", "send_delay_us"}},
       {"classification", {"path", "label"}},
@@ -91,7 +99,8 @@ Status CheckKnownKeys(const toml::table& t, const std::string& path) {
   for (const auto& [sect, node] : t) {
     std::string name(sect.str());
     if (name == "peers") {
-      return KeyError(path, "[[peers]]", "peers now come from the federation manifest ([federation] manifest); remove it");
+      return KeyError(path, "[[peers]]",
+                      "peers now come from the federation manifest ([federation] manifest); remove it");
     }
     auto it = KnownKeys().find(name);
     if (it == KnownKeys().end()) return KeyError(path, "[" + name + "]", "unknown section");
@@ -180,7 +189,8 @@ Result<Config> LoadConfig(const std::string& path) {
       v = uint64_t(*i);
     } else if (auto s = node.value<std::string>()) {
       auto r = ParseSize(*s);
-      if (!r.has_value()) return KeyError(path, std::string("[") + sect + "] " + key, std::string(r.error().message()));
+      if (!r.has_value())
+        return KeyError(path, std::string("[") + sect + "] " + key, std::string(r.error().message()));
       v = *r;
     } else {
       return KeyError(path, std::string("[") + sect + "] " + key, "must be a size like \"4MiB\"");
@@ -221,8 +231,8 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(uint("transfer", "streams", 1, 64, &c.streams));
   PORO_RETURN_IF_ERROR(uint("transfer", "max_streams", 1, 256, &c.max_streams));
   if (c.streams > c.max_streams) {
-    return KeyError(path, "[transfer] streams", "must not exceed [transfer] max_streams (" +
-                                                    std::to_string(c.max_streams) + ")");
+    return KeyError(path, "[transfer] streams",
+                    "must not exceed [transfer] max_streams (" + std::to_string(c.max_streams) + ")");
   }
   PORO_RETURN_IF_ERROR(size("transfer", "chunk_size", &c.chunk_size));
   if (Status s = ValidateChunkSize(c.chunk_size); !s.ok()) {
@@ -237,22 +247,26 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(uint("transfer", "retry_max_backoff_s", 1, 3600, &c.retry_max_backoff_s));
   PORO_RETURN_IF_ERROR(str("log", "level", &c.log_level, false));
   log::Level lvl;
-  if (!log::ParseLevel(c.log_level, &lvl)) return KeyError(path, "[log] level", "must be debug, info, warning or error");
+  if (!log::ParseLevel(c.log_level, &lvl))
+    return KeyError(path, "[log] level", "must be debug, info, warning or error");
   PORO_RETURN_IF_ERROR(str("log", "file", &c.log_file, false));
   PORO_RETURN_IF_ERROR(uint("fault_injection", "corrupt_every", 0, 1u << 30, &c.fault_corrupt_every));
   PORO_RETURN_IF_ERROR(uint("fault_injection", "send_delay_us", 0, 10000000, &c.fault_send_delay_us));
   if (c.fault_corrupt_every == 1) {
-    return KeyError(path, "[fault_injection] corrupt_every", "1 would corrupt every chunk forever; use 0 or >= 2");
+    return KeyError(path, "[fault_injection] corrupt_every",
+                    "1 would corrupt every chunk forever; use 0 or >= 2");
   }
   PORO_RETURN_IF_ERROR(str("federation", "manifest", &c.manifest_file, false));
   PORO_RETURN_IF_ERROR(str("federation", "url", &c.manifest_url, false));
   PORO_RETURN_IF_ERROR(str("federation", "service_name", &c.service_name, false));
   PORO_RETURN_IF_ERROR(str("federation", "authority_key", &c.authority_key, true));
   if (c.manifest_file.empty() == c.manifest_url.empty()) {
-    return KeyError(path, "[federation]", "set exactly one of manifest (a file) and url (the control-plane service)");
+    return KeyError(path, "[federation]",
+                    "set exactly one of manifest (a file) and url (the control-plane service)");
   }
   if (!c.manifest_url.empty() && c.service_name.empty()) {
-    return KeyError(path, "[federation] service_name", "required with url (the CN of the service's certificate)");
+    return KeyError(path, "[federation] service_name",
+                    "required with url (the CN of the service's certificate)");
   }
   PORO_RETURN_IF_ERROR(uint("federation", "refresh_s", 1, 3600, &c.refresh_s));
   PORO_RETURN_IF_ERROR(uint("federation", "report_s", 0, 86400, &c.report_s));
@@ -276,7 +290,8 @@ Result<Config> LoadConfig(const std::string& path) {
       if (!ct) return KeyError(path, key, "must be a table");
       auto p = (*ct)["path"].value<std::string>();
       auto l = (*ct)["label"].value<std::string>();
-      if (!p || !CleanAbsolutePath(*p)) return KeyError(path, key + " path", "must be an absolute path like \"/datasets/clinical\"");
+      if (!p || !CleanAbsolutePath(*p))
+        return KeyError(path, key + " path", "must be an absolute path like \"/datasets/clinical\"");
       if (!l || l->empty()) return KeyError(path, key + " label", "missing");
       c.classifications.push_back({*p, *l});
     }

@@ -33,7 +33,7 @@ struct Config {
   std::string listen = "127.0.0.1:7701";
   // SO_SNDBUF / SO_RCVBUF in bytes; 0 = kernel autotuning; sndbuf -1 = auto (see ResolveSndbuf).
   int sndbuf = -1, rcvbuf = 0;
-  std::string congestion;       // "" = system default
+  std::string congestion;  // "" = system default
   // [api]
   std::string api_socket = "/run/pororoca/pororocad.sock";
   unsigned api_socket_mode = 0666;
@@ -48,15 +48,15 @@ struct Config {
   // anchor for reaching the control-plane service; peers are checked against the manifest's anchors.
   std::string tls_ca, tls_cert, tls_key;
   // [federation]
-  std::string manifest_file;      // signed manifest to load (the embedded default)
-  std::string manifest_url;       // or fetch it from the control-plane service (https://host:port)
-  std::string service_name;       // CN of the control-plane service's certificate
-  std::string authority_key;      // the pinned authority public key (PEM)
-  unsigned refresh_s = 10;        // how often the manifest source is checked for a newer serial
-  bool require_token = true;      // refuse peers' transfers that carry no bearer token
-  unsigned report_s = 60;         // accounting report interval to the service (0 = never)
+  std::string manifest_file;  // signed manifest to load (the embedded default)
+  std::string manifest_url;   // or fetch it from the control-plane service (https://host:port)
+  std::string service_name;   // CN of the control-plane service's certificate
+  std::string authority_key;  // the pinned authority public key (PEM)
+  unsigned refresh_s = 10;    // how often the manifest source is checked for a newer serial
+  bool require_token = true;  // refuse peers' transfers that carry no bearer token
+  unsigned report_s = 60;     // accounting report interval to the service (0 = never)
   // [audit]
-  std::string audit_log;          // default state_dir/audit.log
+  std::string audit_log;  // default state_dir/audit.log
   // [tokens]: this daemon mints tokens for its local users (a test federation's issuer, or a site
   // whose issuer key lives on the DTN). Without it a user must pass a token with the transfer.
   std::string token_issuer;

@@ -84,8 +84,9 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
   auto best = f->manifest();
   if (!best) return serial.error().Annotate("[federation] manifest");
   if (best->FindEndpoint(c.endpoint_name) == nullptr) {
-    PORO_LOG(WARNING) << "this endpoint '" << c.endpoint_name << "' is not in the federation manifest (serial "
-                      << best->serial() << "): every peer will refuse it";
+    PORO_LOG(WARNING) << "this endpoint '" << c.endpoint_name
+                      << "' is not in the federation manifest (serial " << best->serial()
+                      << "): every peer will refuse it";
   }
   if (seed_received) {
     // A state directory from before accounting-received.json: start from what was reported then
@@ -137,7 +138,8 @@ std::string Federation::self_institution() const {
 }
 
 Result<std::string> Federation::FetchSource() const {
-  if (!config_.manifest_file.empty()) return ReadSmallFile(config_.manifest_file, federation::kMaxManifestBytes);
+  if (!config_.manifest_file.empty())
+    return ReadSmallFile(config_.manifest_file, federation::kMaxManifestBytes);
   controlplane::ClientConfig cc = ServiceClient(config_);
   return controlplane::FetchManifest(cc);
 }
@@ -156,7 +158,8 @@ Status Federation::BuildTls(const federation::Manifest& m) {
   return Status::OK();
 }
 
-Status Federation::Install(std::shared_ptr<const federation::Manifest> m, const std::string& text, bool persist) {
+Status Federation::Install(std::shared_ptr<const federation::Manifest> m, const std::string& text,
+                           bool persist) {
   bool anchors_changed;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -168,10 +171,12 @@ Status Federation::Install(std::shared_ptr<const federation::Manifest> m, const 
     std::lock_guard<std::mutex> lock(mu_);
     manifest_ = m;
   }
-  PORO_LOG(INFO) << "federation '" << m->federation() << "' manifest serial " << m->serial() << " in force: "
-                 << m->institutions().size() << " institutions, " << m->endpoints().size() << " endpoints, "
-                 << m->policy().size() << " policy rules";
-  Audit(json{{"event", "manifest"}, {"decision", "accepted"}, {"serial", m->serial()},
+  PORO_LOG(INFO) << "federation '" << m->federation() << "' manifest serial " << m->serial()
+                 << " in force: " << m->institutions().size() << " institutions, " << m->endpoints().size()
+                 << " endpoints, " << m->policy().size() << " policy rules";
+  Audit(json{{"event", "manifest"},
+             {"decision", "accepted"},
+             {"serial", m->serial()},
              {"federation", m->federation()}});
   CutSessions(*m);
   return Status::OK();
@@ -193,10 +198,13 @@ Result<uint64_t> Federation::Refresh() {
       last_fetch_error_ = why;
     }
     if (changed) {
-      PORO_LOG(WARNING) << "manifest source " << SourceName(config_) << " unreachable: " << why << "; keeping "
-                        << in_force;
-      Audit(json{{"event", "manifest"}, {"decision", "unreachable"}, {"source", SourceName(config_)},
-                 {"reason", why}, {"in_force", in_force}});
+      PORO_LOG(WARNING) << "manifest source " << SourceName(config_) << " unreachable: " << why
+                        << "; keeping " << in_force;
+      Audit(json{{"event", "manifest"},
+                 {"decision", "unreachable"},
+                 {"source", SourceName(config_)},
+                 {"reason", why},
+                 {"in_force", in_force}});
     }
     if (!current) return text.error();
     return current->serial();
@@ -216,14 +224,18 @@ Result<uint64_t> Federation::Refresh() {
                                        " is older than the manifest in force (" + in_force + ")");
   } else if (current && (*m)->serial() == current->serial()) {
     if ((*m)->body() == current->body()) return current->serial();
-    refused = Status::PermissionDenied(SourceName(config_) + ": serial " + std::to_string((*m)->serial()) +
-                                       " is the serial in force but the content differs (a new manifest needs a "
-                                       "higher serial)");
+    refused =
+        Status::PermissionDenied(SourceName(config_) + ": serial " + std::to_string((*m)->serial()) +
+                                 " is the serial in force but the content differs (a new manifest needs a "
+                                 "higher serial)");
   }
   if (!refused.ok()) {
     PORO_LOG(WARNING) << "manifest refused: " << refused.message() << "; keeping " << in_force;
-    Audit(json{{"event", "manifest"}, {"decision", "refused"}, {"source", SourceName(config_)},
-               {"reason", refused.message()}, {"in_force", in_force}});
+    Audit(json{{"event", "manifest"},
+               {"decision", "refused"},
+               {"source", SourceName(config_)},
+               {"reason", refused.message()},
+               {"in_force", in_force}});
     return refused;
   }
   PORO_RETURN_IF_ERROR(Install(*m, *text, true));
@@ -243,7 +255,8 @@ void Federation::RefreshLoop() {
     }
     accounting_->Flush().IgnoreError();
     received_->Flush().IgnoreError();
-    if (config_.report_s > 0 && !config_.manifest_url.empty() && std::chrono::steady_clock::now() >= next_report) {
+    if (config_.report_s > 0 && !config_.manifest_url.empty() &&
+        std::chrono::steady_clock::now() >= next_report) {
       ReportAccounting();
       next_report = std::chrono::steady_clock::now() + std::chrono::seconds(config_.report_s);
     }
@@ -255,7 +268,8 @@ void Federation::ReportAccounting() {
   // Both ends account every session; the service adds up all endpoints' reports, so each daemon
   // reports only the sessions it received: every transfer is counted once federation-wide.
   Status s = controlplane::ReportAccounting(cc, received_->Report(config_.endpoint_name));
-  if (!s.ok()) PORO_LOG(WARNING) << "accounting report to " << config_.manifest_url << " failed: " << s.ToString();
+  if (!s.ok())
+    PORO_LOG(WARNING) << "accounting report to " << config_.manifest_url << " failed: " << s.ToString();
 }
 
 void Federation::Audit(json record) {
@@ -269,15 +283,17 @@ Result<federation::Endpoint> Federation::AdmitPeer(const transport::TlsStream& t
   auto m = manifest();
   const std::string cn = tls.peer_common_name();
   const std::string pin = tls.peer_cert_sha256();
-  json rec{{"event", "handshake"}, {"role", std::string(role)}, {"peer", cn}, {"peer_address", tls.peer_address()},
-           {"peer_pin", pin}, {"serial", m->serial()}};
+  json rec{{"event", "handshake"}, {"role", std::string(role)},
+           {"peer", cn},           {"peer_address", tls.peer_address()},
+           {"peer_pin", pin},      {"serial", m->serial()}};
   Result<const federation::Endpoint*> ep = m->CheckPeer(cn, pin);
   Status refused;
   if (!ep.has_value()) {
     refused = ep.error();
   } else if (!expected_id.empty() && cn != expected_id) {
-    refused = Status::Unauthenticated("endpoint at " + tls.peer_address() + " presented the certificate of '" + cn +
-                                      "', expected '" + std::string(expected_id) + "'");
+    refused =
+        Status::Unauthenticated("endpoint at " + tls.peer_address() + " presented the certificate of '" + cn +
+                                "', expected '" + std::string(expected_id) + "'");
   }
   if (!refused.ok()) {
     rec["decision"] = "refused";
@@ -291,9 +307,13 @@ Result<federation::Endpoint> Federation::AdmitPeer(const transport::TlsStream& t
   return **ep;
 }
 
-void Federation::AuditHandshakeFailure(const std::string& peer_address, std::string_view role, const Status& s) {
-  Audit(json{{"event", "handshake"}, {"role", std::string(role)}, {"peer_address", peer_address},
-             {"decision", "refused"}, {"reason", s.message()}});
+void Federation::AuditHandshakeFailure(const std::string& peer_address, std::string_view role,
+                                       const Status& s) {
+  Audit(json{{"event", "handshake"},
+             {"role", std::string(role)},
+             {"peer_address", peer_address},
+             {"decision", "refused"},
+             {"reason", s.message()}});
 }
 
 std::shared_ptr<LiveSession> Federation::Register(const std::string& peer, const std::string& pin,
@@ -329,7 +349,10 @@ void Federation::CutSessions(const federation::Manifest& m) {
     }
     s->cancel->store(true);
     PORO_LOG(WARNING) << "cutting the session with " << s->peer << ": " << why;
-    Audit(json{{"event", "session"}, {"decision", "cut"}, {"peer", s->peer}, {"reason", why},
+    Audit(json{{"event", "session"},
+               {"decision", "cut"},
+               {"peer", s->peer},
+               {"reason", why},
                {"serial", m.serial()}});
   }
 }
@@ -371,7 +394,9 @@ policy::Request Federation::RequestFor(const TransferAuth& a) const {
 namespace {
 
 json TransferRecord(const TransferAuth& a) {
-  return json{{"transfer_id", a.transfer_id}, {"peer", a.peer.id}, {"user", a.user},
+  return json{{"transfer_id", a.transfer_id},
+              {"peer", a.peer.id},
+              {"user", a.user},
               {"role", a.initiator ? "initiator" : "responder"}};
 }
 
@@ -395,8 +420,8 @@ Result<Admission> Federation::AdmitResponder(TransferAuth& a) {
       refused = claims.error();
     } else {
       a.user = claims->subject;
-      token::Action act = a.sending ? token::Action::kRead
-                                    : (a.overwrite ? token::Action::kModify : token::Action::kCreate);
+      token::Action act =
+          a.sending ? token::Action::kRead : (a.overwrite ? token::Action::kModify : token::Action::kCreate);
       refused = token::CheckScope(*claims, act, a.local_path);
     }
   }
@@ -420,25 +445,26 @@ Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
   adm.destination_institution = r.destination_institution;
   adm.decision = Decide(r, TransferRecord(a));
   if (!adm.decision.allowed) {
-    return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() + ": " +
-                                    adm.decision.reason);
+    return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() +
+                                    ": " + adm.decision.reason);
   }
   // A tree sent from here may hold differently classified sub-trees ([[classification]] below its
   // root): each must be allowed too, or the whole transfer is refused.
   if (a.sending) {
     for (const auto& cl : config_.classifications) {
       const std::string& root = a.local_path;
-      bool below = root == "/" ? cl.path != "/" : cl.path.size() > root.size() && cl.path.compare(0, root.size(), root) == 0 &&
-                                                      cl.path[root.size()] == '/';
+      bool below = root == "/" ? cl.path != "/"
+                               : cl.path.size() > root.size() && cl.path.compare(0, root.size(), root) == 0 &&
+                                     cl.path[root.size()] == '/';
       if (!below) continue;
       policy::Request sub = r;
       sub.source_path = cl.path;
       sub.classification = LabelFor(cl.path);
       policy::Decision d = Decide(sub, TransferRecord(a));
       if (!d.allowed) {
-        return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() +
-                                        ": " + cl.path + " inside the tree is classified '" + sub.classification +
-                                        "': " + d.reason);
+        return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " +
+                                        self() + ": " + cl.path + " inside the tree is classified '" +
+                                        sub.classification + "': " + d.reason);
       }
     }
   }
@@ -453,7 +479,8 @@ Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
       rec["reason"] = slot.error().message();
       Audit(std::move(rec));
       // Retryable: the initiator waits (with backoff) for a slot instead of failing the transfer.
-      return Status::ResourceExhausted(std::string(slot.error().message()) + " at " + self()).WithRetryable(true);
+      return Status::ResourceExhausted(std::string(slot.error().message()) + " at " + self())
+          .WithRetryable(true);
     }
     adm.slot = std::move(*slot);
   }
@@ -463,10 +490,11 @@ Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
   return adm;
 }
 
-Result<std::string> Federation::MintToken(const TransferAuth& a, const std::vector<std::string>& user_scopes) {
+Result<std::string> Federation::MintToken(const TransferAuth& a,
+                                          const std::vector<std::string>& user_scopes) {
   if (config_.token_issuer.empty()) return std::string();
-  token::Action act = a.sending ? (a.overwrite ? token::Action::kModify : token::Action::kCreate)
-                                : token::Action::kRead;
+  token::Action act =
+      a.sending ? (a.overwrite ? token::Action::kModify : token::Action::kCreate) : token::Action::kRead;
   std::string scope = std::string(act == token::Action::kRead     ? "storage.read:"
                                   : act == token::Action::kCreate ? "storage.create:"
                                                                   : "storage.modify:") +
@@ -479,8 +507,9 @@ Result<std::string> Federation::MintToken(const TransferAuth& a, const std::vect
   // that it escapes its export root, which is the clearer message.
   if (allowed.code() == Code::kInvalidArgument) return std::string();
   if (!allowed.ok()) {
-    return Status::PermissionDenied("user '" + a.user + "' may not do this: " + std::string(allowed.message()) +
-                                    " (" + config_.source_file + " [[users]] scopes)");
+    return Status::PermissionDenied("user '" + a.user +
+                                    "' may not do this: " + std::string(allowed.message()) + " (" +
+                                    config_.source_file + " [[users]] scopes)");
   }
   token::Claims c;
   c.issuer = config_.token_issuer;

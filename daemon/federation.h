@@ -12,16 +12,15 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "audit/accounting.h"
 #include "audit/audit_log.h"
 #include "crypto/keys.h"
-#include "engine/stats.h"
 #include "daemon/config.h"
+#include "engine/stats.h"
 #include "federation/manifest.h"
 #include "policy/policy.h"
 #include "transport/tls.h"
@@ -86,7 +85,8 @@ class Federation {
 
   // Registers a session with `peer` so a manifest that suspends or revokes it cuts the session
   // (sets *cancel and records the reason). The session is unregistered when the handle dies.
-  std::shared_ptr<LiveSession> Register(const std::string& peer, const std::string& pin, std::atomic<bool>* cancel);
+  std::shared_ptr<LiveSession> Register(const std::string& peer, const std::string& pin,
+                                        std::atomic<bool>* cancel);
   void Unregister(const std::shared_ptr<LiveSession>& s);
 
   // Policy decision, audited (an allow only if `audit_allowed`). `extra` adds fields to the audit
@@ -118,7 +118,8 @@ class Federation {
   Status AdmitReceivedPath(const TransferAuth& a, const Admission& adm, const std::string& rel,
                            const std::string& entry_path);
   // Accounts and audits the end of a session.
-  void Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s, const Status& result);
+  void Finish(const TransferAuth& a, const Admission& adm, const engine::StatsSnapshot& s,
+              const Status& result);
   // Sets the cancel flag of every registered session (shutdown).
   void CancelAll();
   std::string LabelFor(std::string_view path) const { return classifier_->LabelFor(path); }
@@ -155,12 +156,12 @@ class Federation {
   policy::PairLimits limits_;
 
   mutable std::mutex mu_;
-  std::shared_ptr<const federation::Manifest> manifest_;  // guarded by mu_
-  std::string anchors_pem_;                                // guarded by mu_
+  std::shared_ptr<const federation::Manifest> manifest_;            // guarded by mu_
+  std::string anchors_pem_;                                         // guarded by mu_
   std::shared_ptr<transport::TlsContext> tls_server_, tls_client_;  // guarded by mu_
-  std::string last_fetched_;                               // guarded by mu_: the source's last text
-  std::string last_fetch_error_;                           // guarded by mu_: why the source was unreachable
-  std::list<std::shared_ptr<LiveSession>> sessions_;       // guarded by mu_
+  std::string last_fetched_;                                        // guarded by mu_: the source's last text
+  std::string last_fetch_error_;                      // guarded by mu_: why the source was unreachable
+  std::list<std::shared_ptr<LiveSession>> sessions_;  // guarded by mu_
 
   std::mutex refresh_mu_;  // serialises Refresh()
   std::atomic<bool> stopping_{false};

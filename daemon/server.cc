@@ -1,5 +1,6 @@
 #include "daemon/server.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <poll.h>
@@ -10,7 +11,6 @@
 
 #include <chrono>
 #include <cstring>
-#include <dirent.h>
 #include <fstream>
 #include <sstream>
 
@@ -28,12 +28,15 @@ using transport::TransportOptions;
 namespace {
 
 int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
 // A transfer in this state will not run again.
-bool IsTerminal(const std::string& state) { return state == "succeeded" || state == "failed" || state == "cancelled"; }
+bool IsTerminal(const std::string& state) {
+  return state == "succeeded" || state == "failed" || state == "cancelled";
+}
 
 // A transfer that ended before `cutoff_ms` (Daemon::PruneCutoffMs; 0 = never) is forgotten.
 bool Expired(const std::string& state, int64_t finished_ms, int64_t cutoff_ms) {
@@ -42,13 +45,20 @@ bool Expired(const std::string& state, int64_t finished_ms, int64_t cutoff_ms) {
 
 int HttpStatusFor(Code c) {
   switch (c) {
-    case Code::kInvalidArgument: return 400;
-    case Code::kNotFound: return 404;
-    case Code::kPermissionDenied: return 403;
-    case Code::kUnauthenticated: return 403;
-    case Code::kAlreadyExists: return 409;
-    case Code::kUnavailable: return 503;
-    default: return 500;
+    case Code::kInvalidArgument:
+      return 400;
+    case Code::kNotFound:
+      return 404;
+    case Code::kPermissionDenied:
+      return 403;
+    case Code::kUnauthenticated:
+      return 403;
+    case Code::kAlreadyExists:
+      return 409;
+    case Code::kUnavailable:
+      return 503;
+    default:
+      return 500;
   }
 }
 
@@ -102,33 +112,29 @@ struct Transfer {
   Location remote;
   bool local_trailing_slash = false;
   bool recursive = false;
-  json options;            // streams, chunk_size, sync, existing
+  json options;  // streams, chunk_size, sync, existing
   int64_t uid = -1;
-  std::string user;        // federated identity of the local user
-  std::string token;       // bearer token the user gave (else the daemon mints one per attempt)
+  std::string user;   // federated identity of the local user
+  std::string token;  // bearer token the user gave (else the daemon mints one per attempt)
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
 
-  mutable std::mutex mu;   // guards the fields below
+  mutable std::mutex mu;          // guards the fields below
   std::condition_variable ended;  // notified (under mu) when `state` becomes terminal
   std::string state = "queued";
   unsigned attempts = 0;
   std::string error;
   std::string error_code;
-  uint64_t bytes_sent_prev = 0;     // payload sent by finished attempts
-  int64_t first_resumed = -1;       // bytes found at the destination by the first attempt
+  uint64_t bytes_sent_prev = 0;  // payload sent by finished attempts
+  int64_t first_resumed = -1;    // bytes found at the destination by the first attempt
   json summary;
-  engine::StatsSnapshot last;       // snapshot at the end of the last attempt
+  engine::StatsSnapshot last;  // snapshot at the end of the last attempt
   std::vector<std::pair<std::string, std::string>> failures;
   std::shared_ptr<engine::TransferStats> stats;  // live, during an attempt
   std::atomic<bool> cancel{false};
   std::string cut_reason;  // guarded by mu: the federation cut the session (peer suspended/revoked)
 
-  std::string SourceText() const {
-    return push ? local_path : remote.endpoint + ":" + remote.path;
-  }
-  std::string DestText() const {
-    return push ? remote.endpoint + ":" + remote.path : local_path;
-  }
+  std::string SourceText() const { return push ? local_path : remote.endpoint + ":" + remote.path; }
+  std::string DestText() const { return push ? remote.endpoint + ":" + remote.path : local_path; }
   json Persisted() const {
     return json{{"id", id},
                 {"direction", push ? "push" : "pull"},
@@ -213,7 +219,8 @@ Status Daemon::Start() {
   pool_thread_ = std::thread([this] {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);  // this thread only; best effort
     Status s = pool_->Populate(&moving_, std::chrono::seconds(1));
-    if (!s.ok() && s.code() != Code::kCancelled) PORO_LOG(INFO) << s.ToString() << "; pages are mapped on first use";
+    if (!s.ok() && s.code() != Code::kCancelled)
+      PORO_LOG(INFO) << s.ToString() << "; pages are mapped on first use";
   });
   if (config_.fault_corrupt_every || config_.fault_send_delay_us) {
     PORO_LOG(WARNING) << "FAULT INJECTION ACTIVE: corrupting every " << config_.fault_corrupt_every
@@ -221,8 +228,8 @@ Status Daemon::Start() {
   }
   PORO_LOG(INFO) << "pororocad " << PORO_VERSION << " endpoint " << config_.endpoint_name << " exporting "
                  << root_->path() << "; peers on " << hp.first << ":" << peer_port_ << ", API on "
-                 << config_.api_socket << "; io " << (io::UringAvailable() ? "io_uring" : "posix") << ", pool "
-                 << pool_->count() << " x " << (pool_->buffer_size() >> 10) << " KiB; sndbuf "
+                 << config_.api_socket << "; io " << (io::UringAvailable() ? "io_uring" : "posix")
+                 << ", pool " << pool_->count() << " x " << (pool_->buffer_size() >> 10) << " KiB; sndbuf "
                  << (config_.sndbuf ? std::to_string(config_.sndbuf) : std::string("autotuned"));
   fed_->Start();
   LoadPersisted();
@@ -308,7 +315,9 @@ void Daemon::PeerAcceptLoop() {
 
 void Daemon::ServePeer(UniqueFd fd) {
   // One port for both kinds of connection: a data connection starts with "PORD", TLS with 0x16.
-  struct pollfd p {fd.get(), POLLIN, 0};
+  struct pollfd p {
+    fd.get(), POLLIN, 0
+  };
   if (::poll(&p, 1, 10000) <= 0) {
     PORO_LOG(WARNING) << "peer " << transport::PeerAddress(fd.get()) << " sent nothing within 10 s";
     return;
@@ -341,7 +350,8 @@ void Daemon::ServeBind(UniqueFd fd) {
   auto it = sessions_.find(req->session);
   bool ok = it != sessions_.end() && !it->second->closed && req->stream < it->second->streams &&
             !it->second->channels[req->stream] &&
-            proto::MacEqual(req->mac, proto::BindMac(it->second->key, false, req->session, req->stream, req->nonce));
+            proto::MacEqual(req->mac,
+                            proto::BindMac(it->second->key, false, req->session, req->stream, req->nonce));
   if (!ok) {
     lock.unlock();
     PORO_LOG(WARNING) << "data connection from " << addr
@@ -350,7 +360,8 @@ void Daemon::ServeBind(UniqueFd fd) {
     stream.WriteAll(proto::EncodeBindReply(1, zero), o).IgnoreError();
     return;
   }
-  auto reply = proto::EncodeBindReply(0, proto::BindMac(it->second->key, true, req->session, req->stream, req->nonce));
+  auto reply =
+      proto::EncodeBindReply(0, proto::BindMac(it->second->key, true, req->session, req->stream, req->nonce));
   // The stream object is dropped after we take its fd back for the message channel.
   std::shared_ptr<PendingSession> ps = it->second;
   lock.unlock();
@@ -387,7 +398,8 @@ void Daemon::ServeControl(UniqueFd fd) {
     s = Status::Protocol(std::string("malformed message from the peer: ") + e.what());
   }
   if (!s.ok()) {
-    PORO_LOG(WARNING) << "session with " << raw->peer_common_name() << " (" << addr << ") ended: " << s.ToString();
+    PORO_LOG(WARNING) << "session with " << raw->peer_common_name() << " (" << addr
+                      << ") ended: " << s.ToString();
     if (s.code() != Code::kUnavailable) {
       ctl.SendError(s);
       // Let the peer read the error: read (and drop) what it still sends for a moment instead of
@@ -441,10 +453,11 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
   proto::SessionId sid;
   RAND_bytes(reinterpret_cast<unsigned char*>(sid.data()), static_cast<int>(sid.size()));
   PORO_ASSIGN_OR_RETURN(auto key, tls->ExportKey(proto::kBindExporterLabel, 32));
-  PORO_RETURN_IF_ERROR(ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
-                                                                  {"endpoint", config_.endpoint_name},
-                                                                  {"software", std::string("pororoca ") + PORO_VERSION},
-                                                                  {"session", proto::HexEncode(sid)}}));
+  PORO_RETURN_IF_ERROR(
+      ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
+                                                {"endpoint", config_.endpoint_name},
+                                                {"software", std::string("pororoca ") + PORO_VERSION},
+                                                {"session", proto::HexEncode(sid)}}));
   PORO_ASSIGN_OR_RETURN(json open, ctl.ExpectJson(proto::MsgType::kOpen, o));
   std::string tid = open.value("transfer_id", std::string("?"));
   std::string direction = open.value("direction", std::string());
@@ -460,8 +473,9 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
   engine::EngineOptions eo = EngineOptionsFrom(options);
   PORO_RETURN_IF_ERROR(ValidateChunkSize(eo.chunk_size));
   if (eo.chunk_size > pool_->buffer_size()) {
-    return Status::InvalidArgument("chunk size " + std::to_string(eo.chunk_size) + " exceeds this daemon's buffers (" +
-                                   std::to_string(pool_->buffer_size()) + ")");
+    return Status::InvalidArgument("chunk size " + std::to_string(eo.chunk_size) +
+                                   " exceeds this daemon's buffers (" + std::to_string(pool_->buffer_size()) +
+                                   ")");
   }
   PORO_ASSIGN_OR_RETURN(std::string rel, root_->Normalize(path));
   json ok{{"transfer_id", tid}};
@@ -518,7 +532,8 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
   while (s.ok()) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return ps->bound == ps->streams || stopping_; })) {
+      if (cv_.wait_for(lock, std::chrono::milliseconds(100),
+                       [&] { return ps->bound == ps->streams || stopping_; })) {
         if (stopping_) s = Status::Unavailable("the daemon is shutting down");
         break;
       }
@@ -527,12 +542,15 @@ Status Daemon::RunResponder(transport::TlsStream* tls, engine::ControlChannel& c
       s = Status::DeadlineExceeded("data connections did not arrive within 30 s");
       break;
     }
-    struct pollfd pfd {tls->fd(), POLLIN, 0};
+    struct pollfd pfd {
+      tls->fd(), POLLIN, 0
+    };
     if (::poll(&pfd, 1, 0) > 0) {
       TransportOptions brief;
       brief.idle_timeout = std::chrono::milliseconds(2000);
       auto msg = ctl.ExpectJson(proto::MsgType::kHello, brief);
-      s = msg.has_value() ? Status::Protocol("unexpected message while waiting for data connections") : msg.error();
+      s = msg.has_value() ? Status::Protocol("unexpected message while waiting for data connections")
+                          : msg.error();
     }
   }
   unregister();
@@ -605,7 +623,8 @@ Result<std::vector<std::unique_ptr<transport::MessageChannel>>> Daemon::OpenData
     PORO_ASSIGN_OR_RETURN(auto r, proto::DecodeBindReply(rep));
     if (r.first != 0) return Status::Unauthenticated("peer refused data connection " + std::to_string(i));
     if (!proto::MacEqual(r.second, proto::BindMac(key, true, session, b.stream, b.nonce))) {
-      return Status::Unauthenticated("data connection " + std::to_string(i) + " answered with a bad authenticator");
+      return Status::Unauthenticated("data connection " + std::to_string(i) +
+                                     " answered with a bad authenticator");
     }
     out[i] = MaybeFault(transport::MakeTcpMessageChannel(UniqueFd(::dup(stream.fd()))));
     return Status::OK();
@@ -622,7 +641,8 @@ Result<json> Daemon::Attempt(Transfer& t) {
   auto manifest = fed_->manifest();
   const federation::Endpoint* peer_ep = manifest->FindEndpoint(t.remote.endpoint);
   if (peer_ep == nullptr) {
-    return Status::NotFound("endpoint '" + t.remote.endpoint + "' is not in the federation manifest (serial " +
+    return Status::NotFound("endpoint '" + t.remote.endpoint +
+                            "' is not in the federation manifest (serial " +
                             std::to_string(manifest->serial()) + ")");
   }
   const federation::Endpoint peer = *peer_ep;
@@ -667,23 +687,20 @@ Result<json> Daemon::Attempt(Transfer& t) {
   const std::string peer_pin = raw->peer_cert_sha256();
   engine::ControlChannel ctl(std::move(*tls));
   unsigned streams = t.options.value("streams", config_.streams);
-  json open{{"transfer_id", t.id},
-            {"direction", t.push ? "push" : "pull"},
-            {"path", t.remote.path},
-            {"trailing_slash", t.remote.trailing_slash},
-            {"recursive", t.recursive},
-            {"streams", streams},
-            {"options", t.options},
-            {"local_path", auth.local_path}};
+  json open{{"transfer_id", t.id},      {"direction", t.push ? "push" : "pull"},
+            {"path", t.remote.path},    {"trailing_slash", t.remote.trailing_slash},
+            {"recursive", t.recursive}, {"streams", streams},
+            {"options", t.options},     {"local_path", auth.local_path}};
   if (!bearer.empty()) open["token"] = bearer;
   if (t.push) {
     open["src"] = json{{"name", local_src.name}, {"is_dir", local_src.is_dir}};
     open["classification"] = auth.classification;
   }
   // HELLO and OPEN go out back to back (the responder reads them in order): one round trip saved.
-  Status sent = ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
-                                                          {"endpoint", config_.endpoint_name},
-                                                          {"software", std::string("pororoca ") + PORO_VERSION}});
+  Status sent =
+      ctl.SendJson(proto::MsgType::kHello, json{{"proto", proto::kProtocolVersion},
+                                                {"endpoint", config_.endpoint_name},
+                                                {"software", std::string("pororoca ") + PORO_VERSION}});
   if (sent.ok()) sent = ctl.SendJson(proto::MsgType::kOpen, open);
   if (!sent.ok()) {
     // The peer may have refused us and closed: its ERROR, if it arrived, says why.
@@ -757,7 +774,8 @@ Result<json> Daemon::Attempt(Transfer& t) {
     si.is_dir = ok["src"].value("is_dir", false);
     if (!si.name.empty()) PORO_RETURN_IF_ERROR(proto::ValidateRelativePath(si.name));
     if (si.name.find('/') != std::string::npos) return Status::Protocol("source name contains '/'");
-    PORO_ASSIGN_OR_RETURN(std::string target, engine::ResolveTarget(*root_, local_rel, t.local_trailing_slash, si));
+    PORO_ASSIGN_OR_RETURN(std::string target,
+                          engine::ResolveTarget(*root_, local_rel, t.local_trailing_slash, si));
     BusyScope busy(&moving_);
     r = engine::RunReceiver(*root_, target, eo, dp);
   }
@@ -857,7 +875,8 @@ void Daemon::RunTransfer(std::shared_ptr<Transfer> t) {
     if (t->cancel) {
       lock.unlock();
       {
-        std::lock_guard<std::mutex> tl(t->mu);  // never held while taking mu_ (PruneFinished: mu_, then t->mu)
+        std::lock_guard<std::mutex> tl(
+            t->mu);  // never held while taking mu_ (PruneFinished: mu_, then t->mu)
         t->state = "cancelled";
         t->finished_ms = NowMs();
       }
@@ -895,7 +914,8 @@ void Daemon::PruneFinished() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     const auto now = std::chrono::steady_clock::now();  // not the wall clock: a clock step must not stop it
-    const auto every = std::chrono::milliseconds(std::min<int64_t>(60000, int64_t(config_.keep_finished_s) * 500));
+    const auto every =
+        std::chrono::milliseconds(std::min<int64_t>(60000, int64_t(config_.keep_finished_s) * 500));
     if (last_prune_ != std::chrono::steady_clock::time_point() && now - last_prune_ < every) return;
     last_prune_ = now;
     for (auto it = transfers_.begin(); it != transfers_.end();) {
@@ -915,8 +935,8 @@ void Daemon::PruneFinished() {
   }
   for (const auto& id : gone) ::unlink((StateDirTransfers(config_) + "/" + id + ".json").c_str());
   if (!gone.empty()) {
-    PORO_LOG(INFO) << "forgot " << gone.size() << " transfer(s) that ended more than " << config_.keep_finished_s
-                   << " s ago ([storage] keep_finished_s)";
+    PORO_LOG(INFO) << "forgot " << gone.size() << " transfer(s) that ended more than "
+                   << config_.keep_finished_s << " s ago ([storage] keep_finished_s)";
   }
 }
 
@@ -972,10 +992,12 @@ void Daemon::LoadRecord(const std::string& path) {
     t->summary = j.value("summary", json());
     t->finished_ms = j.value("finished_ms", int64_t(0));
     t->started_ms = j.value("started_ms", int64_t(0));
-    if (j.contains("progress") && j["progress"].is_object()) t->last = engine::StatsSnapshot::FromJson(j["progress"]);
+    if (j.contains("progress") && j["progress"].is_object())
+      t->last = engine::StatsSnapshot::FromJson(j["progress"]);
     if (j.contains("failures") && j["failures"].is_array()) {
       for (const auto& f : j["failures"]) {
-        if (f.is_object()) t->failures.emplace_back(f.value("path", std::string()), f.value("error", std::string()));
+        if (f.is_object())
+          t->failures.emplace_back(f.value("path", std::string()), f.value("error", std::string()));
       }
     }
     bool unfinished = t->state == "queued" || t->state == "running" || t->state == "retrying";
@@ -992,7 +1014,8 @@ void Daemon::LoadRecord(const std::string& path) {
       transfers_[t->id] = t;
     }
     if (unfinished) {
-      PORO_LOG(INFO) << "resuming transfer " << t->id << " (" << t->SourceText() << " -> " << t->DestText() << ")";
+      PORO_LOG(INFO) << "resuming transfer " << t->id << " (" << t->SourceText() << " -> " << t->DestText()
+                     << ")";
       SpawnWorker([this, t] { RunTransfer(t); });
     }
   }
@@ -1067,8 +1090,10 @@ void Daemon::RegisterRoutes() {
   api_->Route("POST", "/v1/policy/check", [this](const api::HttpRequest& r) { return ApiPolicyCheck(r); });
   api_->Route("GET", "/v1/accounting", [this](const api::HttpRequest& r) {
     audit::Accounting::Filter f;
-    for (auto [k, dst] : {std::pair<const char*, std::string*>{"since", &f.since}, {"until", &f.until},
-                          {"user", &f.user}, {"institution", &f.institution}}) {
+    for (auto [k, dst] : {std::pair<const char*, std::string*>{"since", &f.since},
+                          {"until", &f.until},
+                          {"user", &f.user},
+                          {"institution", &f.institution}}) {
       auto it = r.query.find(k);
       if (it != r.query.end()) *dst = it->second;
     }
@@ -1077,13 +1102,15 @@ void Daemon::RegisterRoutes() {
   api_->Route("POST", "/v1/transfers", [this](const api::HttpRequest& r) { return ApiSubmit(r); });
   api_->Route("GET", "/v1/transfers", [this](const api::HttpRequest& r) { return ApiList(r); });
   api_->Route("GET", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return ApiGet(r); });
-  api_->Route("POST", "/v1/transfers/{id}/cancel", [this](const api::HttpRequest& r) { return ApiCancel(r); });
+  api_->Route("POST", "/v1/transfers/{id}/cancel",
+              [this](const api::HttpRequest& r) { return ApiCancel(r); });
   api_->Route("DELETE", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return ApiCancel(r); });
 }
 
 api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
   json body = json::parse(req.body);  // a parse error becomes 400 in the HTTP server
-  if (!body.is_object()) return api::HttpResponse::Error(400, "InvalidArgument", "body must be a JSON object");
+  if (!body.is_object())
+    return api::HttpResponse::Error(400, "InvalidArgument", "body must be a JSON object");
   auto src = ParseLocation(body.value("source", std::string()));
   if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
   auto dst = ParseLocation(body.value("destination", std::string()));
@@ -1150,13 +1177,14 @@ api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
     }
     return api::HttpResponse::Error(404, "UnknownEndpoint",
                                     "unknown endpoint '" + t->remote.endpoint + "': not in federation '" +
-                                        manifest->federation() + "' (known: " + (known.empty() ? "none" : known) +
-                                        ")");
+                                        manifest->federation() +
+                                        "' (known: " + (known.empty() ? "none" : known) + ")");
   }
   // Who asks: the socket's peer credentials, mapped to a federated identity by [[users]].
   if (const UserConfig* u = config_.FindUser(t->uid)) t->user = u->identity;
   if (body.contains("token")) {
-    if (!body["token"].is_string()) return api::HttpResponse::Error(400, "InvalidArgument", "token must be a string");
+    if (!body["token"].is_string())
+      return api::HttpResponse::Error(400, "InvalidArgument", "token must be a string");
     t->token = body["token"].get<std::string>();
   }
   if (t->token.empty() && !config_.token_issuer.empty() && t->user.empty()) {
@@ -1176,10 +1204,12 @@ api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
   } else {
     auto st = root_->Lstat(*rel);
     if (!st.has_value() || !S_ISDIR(st->st_mode)) {
-      std::string parent = rel->rfind('/') == std::string::npos ? std::string() : rel->substr(0, rel->rfind('/'));
+      std::string parent =
+          rel->rfind('/') == std::string::npos ? std::string() : rel->substr(0, rel->rfind('/'));
       auto pst = root_->Lstat(parent);
       if (t->local_trailing_slash || !pst.has_value() || !S_ISDIR(pst->st_mode)) {
-        return api::HttpResponse::Error(404, "NotFound", "destination directory does not exist: " + t->local_path);
+        return api::HttpResponse::Error(404, "NotFound",
+                                        "destination directory does not exist: " + t->local_path);
       }
     }
   }
@@ -1190,22 +1220,23 @@ api::HttpResponse Daemon::ApiSubmit(const api::HttpRequest& req) {
 
 api::HttpResponse Daemon::ApiFederation() {
   auto m = fed_->manifest();
-  return api::HttpResponse::Json(200, json{{"federation", m->federation()},
-                                           {"serial", m->serial()},
-                                           {"issued_at", m->issued_at()},
-                                           {"source", config_.manifest_file.empty() ? config_.manifest_url
-                                                                                    : config_.manifest_file},
-                                           {"self", config_.endpoint_name},
-                                           {"institution", fed_->self_institution()},
-                                           {"institutions", m->body().value("institutions", json::array())},
-                                           {"rules", m->policy().size()}});
+  return api::HttpResponse::Json(
+      200, json{{"federation", m->federation()},
+                {"serial", m->serial()},
+                {"issued_at", m->issued_at()},
+                {"source", config_.manifest_file.empty() ? config_.manifest_url : config_.manifest_file},
+                {"self", config_.endpoint_name},
+                {"institution", fed_->self_institution()},
+                {"institutions", m->body().value("institutions", json::array())},
+                {"rules", m->policy().size()}});
 }
 
 // "Would this transfer be allowed, and by which rule?" Both ends' view, from this daemon's manifest:
 // {"source": "SRC", "destination": "DST"} with one of them remote (ENDPOINT:/path), as in a submit.
 api::HttpResponse Daemon::ApiPolicyCheck(const api::HttpRequest& req) {
   json body = json::parse(req.body);
-  if (!body.is_object()) return api::HttpResponse::Error(400, "InvalidArgument", "body must be a JSON object");
+  if (!body.is_object())
+    return api::HttpResponse::Error(400, "InvalidArgument", "body must be a JSON object");
   auto src = ParseLocation(body.value("source", std::string()));
   if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
   auto dst = ParseLocation(body.value("destination", std::string()));
@@ -1232,8 +1263,8 @@ api::HttpResponse Daemon::ApiPolicyCheck(const api::HttpRequest& req) {
   r.direction = src_initiates ? policy::Direction::kPush : policy::Direction::kPull;
   r.source_path = abs_path(*src);
   r.destination_path = abs_path(*dst);
-  r.classification = body.value("classification", src->remote ? std::string(policy::kUnclassified)
-                                                              : fed_->LabelFor(r.source_path));
+  r.classification = body.value(
+      "classification", src->remote ? std::string(policy::kUnclassified) : fed_->LabelFor(r.source_path));
   r.now_unix = body.value("time", static_cast<int64_t>(std::time(nullptr)));
   policy::Decision d = m->policy().Evaluate(r);
   json out{{"allowed", d.allowed},
@@ -1259,7 +1290,8 @@ api::HttpResponse Daemon::ApiList(const api::HttpRequest&) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [id, t] : transfers_) list.push_back(t);
   }
-  std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a->created_ms < b->created_ms; });
+  std::sort(list.begin(), list.end(),
+            [](const auto& a, const auto& b) { return a->created_ms < b->created_ms; });
   json arr = json::array();
   for (auto& t : list) arr.push_back(TransferJson(*t));
   return api::HttpResponse::Json(200, json{{"transfers", arr}});
@@ -1280,16 +1312,18 @@ api::HttpResponse Daemon::ApiGet(const api::HttpRequest& req) {
     char* end = nullptr;
     double secs = std::strtod(w->second.c_str(), &end);
     if (w->second.empty() || end == nullptr || *end != '\0' || !(secs >= 0)) {
-      return api::HttpResponse::Error(400, "InvalidArgument", "wait must be a number of seconds, got '" + w->second + "'");
+      return api::HttpResponse::Error(400, "InvalidArgument",
+                                      "wait must be a number of seconds, got '" + w->second + "'");
     }
-    auto deadline = std::chrono::steady_clock::now() +
-                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                        std::chrono::duration<double>(std::min(secs, 60.0)));
+    auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                               std::chrono::duration<double>(std::min(secs, 60.0)));
     std::unique_lock<std::mutex> lock(t->mu);
     auto ended = [&] { return IsTerminal(t->state); };
     // In slices, so that a daemon shutting down is not held up by a waiting client.
     while (!ended() && !stopping_.load() && std::chrono::steady_clock::now() < deadline) {
-      t->ended.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
+      t->ended.wait_until(
+          lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
     }
   }  // TransferJson takes t->mu itself
   return api::HttpResponse::Json(200, TransferJson(*t));

@@ -12,11 +12,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "api/http.h"
 #include "daemon/config.h"
@@ -92,19 +91,19 @@ class Daemon {
   uint16_t peer_port_ = 0;
   std::atomic<bool> stopping_{false};
   std::thread peer_thread_;
-  std::thread pool_thread_;  // maps the buffer pool's pages in idle time (BufferPool::Populate)
+  std::thread pool_thread_;     // maps the buffer pool's pages in idle time (BufferPool::Populate)
   std::atomic<int> moving_{0};  // sessions moving data (in the engine): the pool's mapping waits for 0
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::string, std::shared_ptr<Transfer>> transfers_;   // guarded by mu_
-  std::chrono::steady_clock::time_point last_prune_;             // guarded by mu_ (PruneFinished)
+  std::map<std::string, std::shared_ptr<Transfer>> transfers_;  // guarded by mu_
+  std::chrono::steady_clock::time_point last_prune_;            // guarded by mu_ (PruneFinished)
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
   };
   void SpawnWorker(std::function<void()> fn);
-  std::list<Worker> workers_;                                     // guarded by mu_
+  std::list<Worker> workers_;                                             // guarded by mu_
   std::map<proto::SessionId, std::shared_ptr<PendingSession>> sessions_;  // guarded by mu_
   std::shared_ptr<std::atomic<uint64_t>> fault_counter_ = std::make_shared<std::atomic<uint64_t>>(0);
 };

@@ -1,10 +1,12 @@
 #include "daemon/fedd/server.h"
 
+#include <httplib.h>  // the one file of pororoca-fedd that includes it (a heavy header)
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,13 +14,11 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <httplib.h>  // the one file of pororoca-fedd that includes it (a heavy header)
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-#include <toml++/toml.h>
 
 #include "audit/accounting.h"
 #include "audit/audit_log.h"
@@ -39,9 +39,11 @@ constexpr size_t kMaxManifestBytes = 64u << 20;
 
 // The keys each section may hold; anything else is a typo worth an error.
 const std::map<std::string, std::set<std::string>>& KnownKeys() {
-  static const std::map<std::string, std::set<std::string>> keys = {
-      {"service", {"listen"}}, {"tls", {"ca", "cert", "key"}}, {"manifest", {"file"}},
-      {"accounting", {"dir"}}, {"log", {"level", "file"}}};
+  static const std::map<std::string, std::set<std::string>> keys = {{"service", {"listen"}},
+                                                                    {"tls", {"ca", "cert", "key"}},
+                                                                    {"manifest", {"file"}},
+                                                                    {"accounting", {"dir"}},
+                                                                    {"log", {"level", "file"}}};
   return keys;
 }
 
@@ -154,8 +156,8 @@ Result<Config> LoadConfig(const std::string& path) {
   try {
     t = toml::parse(*contents, path);
   } catch (const toml::parse_error& e) {
-    return Status::InvalidArgument(path + " (line " + std::to_string(e.source().begin.line) + "): " +
-                                   std::string(e.description()));
+    return Status::InvalidArgument(path + " (line " + std::to_string(e.source().begin.line) +
+                                   "): " + std::string(e.description()));
   }
   for (const auto& [section, node] : t) {
     const std::string name(section.str());
@@ -204,7 +206,8 @@ struct Service::Impl {
   Status Prepare() {
     const std::string& file = config.source_file;
     auto readable = [&](const std::string& key, const std::string& path) -> Status {
-      if (::access(path.c_str(), R_OK) != 0) return ConfigError(file, key, path + ": " + std::strerror(errno));
+      if (::access(path.c_str(), R_OK) != 0)
+        return ConfigError(file, key, path + ": " + std::strerror(errno));
       return Status::OK();
     };
     PORO_RETURN_IF_ERROR(readable("[tls] ca", config.tls_ca));
@@ -272,28 +275,29 @@ struct Service::Impl {
     server->set_payload_max_length(kMaxReportBytes);
     server->set_keep_alive_timeout(2);  // bounds how long Stop() waits for idle keep-alive clients
     server->Get("/v1/healthz", [this](const httplib::Request&, httplib::Response& res) { Health(res); });
-    server->Get("/v1/manifest", [this](const httplib::Request& req, httplib::Response& res) {
-      Manifest(req, res);
-    });
-    server->Post("/v1/accounting", [this](const httplib::Request& req, httplib::Response& res) {
-      StoreReport(req, res);
-    });
-    server->Get("/v1/accounting", [this](const httplib::Request& req, httplib::Response& res) {
-      Totals(req, res);
-    });
+    server->Get("/v1/manifest",
+                [this](const httplib::Request& req, httplib::Response& res) { Manifest(req, res); });
+    server->Post("/v1/accounting",
+                 [this](const httplib::Request& req, httplib::Response& res) { StoreReport(req, res); });
+    server->Get("/v1/accounting",
+                [this](const httplib::Request& req, httplib::Response& res) { Totals(req, res); });
     // Statuses set by httplib itself (404, 413, 400) get a JSON body like ours.
-    server->set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      ReplyError(res, res.status, res.status == 413 ? "too_large" : res.status == 404 ? "not_found" : "bad_request",
-                 res.status == 413 ? "request body over " + std::to_string(kMaxReportBytes) + " bytes"
-                                   : "HTTP " + std::to_string(res.status));
-      return httplib::Server::HandlerResponse::Handled;
-    }));
+    server->set_error_handler(
+        httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          ReplyError(res, res.status,
+                     res.status == 413   ? "too_large"
+                     : res.status == 404 ? "not_found"
+                                         : "bad_request",
+                     res.status == 413 ? "request body over " + std::to_string(kMaxReportBytes) + " bytes"
+                                       : "HTTP " + std::to_string(res.status));
+          return httplib::Server::HandlerResponse::Handled;
+        }));
     server->set_logger([](const httplib::Request& req, const httplib::Response& res) {
       bool routine = req.path == "/v1/healthz" || res.status == 304;
       if (routine && log::GetLevel() > log::Level::kDebug) return;
-      PORO_LOG(INFO) << req.remote_addr << " " << ClientCn(req) << " " << req.method << " " << req.path << " -> "
-                     << res.status;
+      PORO_LOG(INFO) << req.remote_addr << " " << ClientCn(req) << " " << req.method << " " << req.path
+                     << " -> " << res.status;
     });
   }
 
@@ -309,7 +313,8 @@ struct Service::Impl {
 
   void Manifest(const httplib::Request& req, httplib::Response& res) {
     auto m = manifest.Get();
-    if (!m.has_value()) return ReplyError(res, 503, "unavailable", "no manifest to publish: " + m.error().ToString());
+    if (!m.has_value())
+      return ReplyError(res, 503, "unavailable", "no manifest to publish: " + m.error().ToString());
     res.set_header("ETag", (*m)->etag);
     res.set_header("Cache-Control", "no-cache");
     if (req.get_header_value("If-None-Match") == (*m)->etag) {
@@ -323,7 +328,8 @@ struct Service::Impl {
   void StoreReport(const httplib::Request& req, httplib::Response& res) {
     const std::string cn = ClientCn(req);
     if (!pki::ValidEndpointName(cn)) {
-      return ReplyError(res, 403, "forbidden", "the client certificate's CN '" + cn + "' is not an endpoint name");
+      return ReplyError(res, 403, "forbidden",
+                        "the client certificate's CN '" + cn + "' is not an endpoint name");
     }
     if (req.body.size() > kMaxReportBytes) {
       return ReplyError(res, 413, "too_large", "report over " + std::to_string(kMaxReportBytes) + " bytes");
@@ -335,7 +341,8 @@ struct Service::Impl {
                         "a report for endpoint " + it->dump() + " sent with the certificate of '" + cn + "'");
     }
     audit::Accounting check;
-    if (Status s = check.Merge(report); !s.ok()) return ReplyError(res, 400, "bad_request", std::string(s.message()));
+    if (Status s = check.Merge(report); !s.ok())
+      return ReplyError(res, 400, "bad_request", std::string(s.message()));
     // Reports without a "generated" time count as the oldest.
     const std::string generated = StringField(report, "generated");
 
@@ -351,7 +358,8 @@ struct Service::Impl {
         return Reply(res, 200, {{"endpoint", cn}, {"stored", false}, {"reason", "a newer report is stored"}});
       }
     }
-    if (Status s = WriteFileAtomic(path, stored.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n", 0640);
+    if (Status s =
+            WriteFileAtomic(path, stored.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n", 0640);
         !s.ok()) {
       PORO_LOG(ERROR) << "accounting report of " << cn << ": " << s.ToString();
       return ReplyError(res, 500, "internal", "cannot store the report");
@@ -376,7 +384,8 @@ struct Service::Impl {
       std::string name = entry.path().filename().string();
       if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0) names.insert(std::move(name));
     }
-    if (ec) return ReplyError(res, 500, "internal", "cannot list " + config.accounting_dir + ": " + ec.message());
+    if (ec)
+      return ReplyError(res, 500, "internal", "cannot list " + config.accounting_dir + ": " + ec.message());
     audit::Accounting merged;
     Json endpoints = Json::array();
     for (const std::string& name : names) {
@@ -437,7 +446,8 @@ Status Service::Start() {
     s.listen_returned = true;
   });
   // Stop() is only effective once the server runs; wait for that (or for an early failure).
-  while (!s.server->is_running() && !s.listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!s.server->is_running() && !s.listen_returned)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (s.listen_returned) {
     s.thread.join();
     return Status::Internal("the HTTPS server stopped at once");

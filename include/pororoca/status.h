@@ -26,11 +26,11 @@ enum class Code : uint8_t {
   kUnavailable = 6,        // peer or daemon unreachable, connection lost
   kDeadlineExceeded = 7,
   kCancelled = 8,
-  kDataLoss = 9,           // checksum mismatch, truncated file
-  kProtocol = 10,          // peer broke the protocol
+  kDataLoss = 9,   // checksum mismatch, truncated file
+  kProtocol = 10,  // peer broke the protocol
   kNotSupported = 11,
   kInternal = 12,
-  kUnauthenticated = 13,   // TLS or binding failure, unknown peer
+  kUnauthenticated = 13,  // TLS or binding failure, unknown peer
 };
 
 // Which end of a transfer an error belongs to.
@@ -101,7 +101,7 @@ template <class T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
-  Result(Status st) : v_(std::in_place_index<1>, std::move(st)) {   // NOLINT
+  Result(Status st) : v_(std::in_place_index<1>, std::move(st)) {    // NOLINT
     if (std::get<1>(v_).ok()) v_.template emplace<1>(Status::Internal("Result built from an OK status"));
   }
   bool has_value() const { return v_.index() == 0; }
@@ -126,14 +126,14 @@ class [[nodiscard]] Result {
 #define PORO_CONCAT_INNER_(a, b) a##b
 #define PORO_CONCAT_(a, b) PORO_CONCAT_INNER_(a, b)
 
-#define PORO_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::pororoca::Status poro_st_ = (expr);          \
-    if (!poro_st_.ok()) return poro_st_;           \
+#define PORO_RETURN_IF_ERROR(expr)        \
+  do {                                    \
+    ::pororoca::Status poro_st_ = (expr); \
+    if (!poro_st_.ok()) return poro_st_;  \
   } while (0)
 
-#define PORO_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
-  auto tmp = (expr);                                \
+#define PORO_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)    \
+  auto tmp = (expr);                                   \
   if (!tmp.has_value()) return std::move(tmp).error(); \
   lhs = std::move(tmp).value()
 

@@ -98,9 +98,9 @@ class BufferPool {
 
 // How a file was opened for the data path.
 struct OpenedFile {
-  int fd = -1;         // owned by the caller (close it)
-  bool direct = false; // O_DIRECT in effect: offsets, lengths and buffers must be 4096-aligned
-  uint64_t size = 0;   // for reads: st_size at open
+  int fd = -1;          // owned by the caller (close it)
+  bool direct = false;  // O_DIRECT in effect: offsets, lengths and buffers must be 4096-aligned
+  uint64_t size = 0;    // for reads: st_size at open
 };
 
 // Opens `path` for reading, with O_DIRECT when `try_direct` and the file system supports it
@@ -115,15 +115,15 @@ inline constexpr size_t kDirectAlign = 4096;
 enum class OpKind : uint8_t { kRead, kWrite, kFsync, kFdatasync };
 
 struct Completion {
-  uint64_t tag = 0;   // the caller's tag from Submit*
+  uint64_t tag = 0;  // the caller's tag from Submit*
   OpKind kind = OpKind::kRead;
-  int64_t result = 0; // bytes transferred (the full requested length unless EOF) or -errno
+  int64_t result = 0;  // bytes transferred (the full requested length unless EOF) or -errno
 };
 
 struct IoQueueOptions {
-  unsigned depth = 64;                 // ring entries / max ops in flight
+  unsigned depth = 64;                     // ring entries / max ops in flight
   const BufferPool* registered = nullptr;  // register this pool's buffers with the ring (fixed I/O)
-  bool force_posix = false;            // use the synchronous POSIX fallback even if io_uring works
+  bool force_posix = false;                // use the synchronous POSIX fallback even if io_uring works
 };
 
 // An asynchronous queue of file operations, owned by one thread.
@@ -154,6 +154,7 @@ bool UringAvailable();
 
 // Synchronous helpers for small files and metadata; they absorb EINTR and short I/O.
 Status PreadFull(int fd, uint64_t offset, std::span<std::byte> buf, const std::string& path_for_errors);
-Status PwriteFull(int fd, uint64_t offset, std::span<const std::byte> buf, const std::string& path_for_errors);
+Status PwriteFull(int fd, uint64_t offset, std::span<const std::byte> buf,
+                  const std::string& path_for_errors);
 
 }  // namespace pororoca::io

@@ -12,8 +12,9 @@ namespace {
 std::vector<pororoca::proto::FileEntry> Batch(size_t n) {
   std::vector<pororoca::proto::FileEntry> v;
   for (size_t i = 0; i < n; ++i) {
-    v.push_back({i + 1, pororoca::proto::EntryType::kFile, "d" + std::to_string(i / 100) + "/f" + std::to_string(i),
-                 65536, 0644, 1700000000000000000 + int64_t(i), ""});
+    v.push_back({i + 1, pororoca::proto::EntryType::kFile,
+                 "d" + std::to_string(i / 100) + "/f" + std::to_string(i), 65536, 0644,
+                 1700000000000000000 + int64_t(i), ""});
   }
   return v;
 }

@@ -33,9 +33,7 @@ bool IsTokenChar(char c) {
   return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != '\0';
 }
 
-bool IsToken(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), IsTokenChar);
-}
+bool IsToken(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), IsTokenChar); }
 
 std::string ToLower(std::string_view s) {
   std::string out(s);
@@ -210,8 +208,8 @@ sockaddr_un MakeAddr(const std::string& path) {
 Status CheckPathLength(const std::string& path) {
   if (path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path)) {
     return Status::InvalidArgument("unix socket path must be 1.." +
-                                   std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
-                                   " bytes: '" + path + "'");
+                                   std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes: '" + path +
+                                   "'");
   }
   return Status::OK();
 }
@@ -243,8 +241,7 @@ struct RequestError {
 
 // Parses the request head (start line + fields, without the blank line) into `req`.
 // Returns status 0 on success.
-RequestError ParseRequestHead(std::string_view head, HttpRequest* req, bool* http10,
-                              size_t* content_length) {
+RequestError ParseRequestHead(std::string_view head, HttpRequest* req, bool* http10, size_t* content_length) {
   size_t eol = head.find("\r\n");
   std::string_view line = head.substr(0, eol);
   std::string_view fields = eol == std::string_view::npos ? std::string_view() : head.substr(eol + 2);
@@ -328,32 +325,58 @@ RequestError ParseRequestHead(std::string_view head, HttpRequest* req, bool* htt
 
 std::string_view StatusReason(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 411:
+      return "Length Required";
+    case 412:
+      return "Precondition Failed";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -426,8 +449,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Listen(const std::string& socket
       new HttpServer(socket_path, std::move(fd), std::move(wake), st.st_dev, st.st_ino));
 }
 
-HttpServer::HttpServer(std::string socket_path, UniqueFd listen_fd, UniqueFd wake_fd, dev_t dev,
-                       ino_t ino)
+HttpServer::HttpServer(std::string socket_path, UniqueFd listen_fd, UniqueFd wake_fd, dev_t dev, ino_t ino)
     : socket_path_(std::move(socket_path)),
       listen_fd_(std::move(listen_fd)),
       wake_fd_(std::move(wake_fd)),
@@ -541,8 +563,8 @@ void HttpServer::AcceptLoop() {
     }
     if (!accepted) {
       std::string resp = SerializeResponse(
-          HttpResponse::Error(503, "unavailable", "too many concurrent connections to pororocad"),
-          false, false);
+          HttpResponse::Error(503, "unavailable", "too many concurrent connections to pororocad"), false,
+          false);
       // Never block the accept thread on a client that does not read.
       ssize_t sent = ::send(cfd, resp.data(), resp.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       (void)sent;
@@ -676,8 +698,8 @@ HttpResponse HttpServer::Dispatch(HttpRequest& req) const {
   }
   if (best == nullptr) {
     if (allow.empty()) return HttpResponse::Error(404, "not_found", "no such endpoint: " + req.path);
-    HttpResponse resp = HttpResponse::Error(
-        405, "method_not_allowed", "method " + req.method + " not allowed on " + req.path);
+    HttpResponse resp = HttpResponse::Error(405, "method_not_allowed",
+                                            "method " + req.method + " not allowed on " + req.path);
     resp.headers.emplace_back("Allow", allow);
     return resp;
   }
@@ -708,8 +730,8 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Connect(const std::string& socke
   PORO_RETURN_IF_ERROR(CheckPathLength(socket_path));
   UniqueFd fd(ConnectUnix(socket_path, 0));
   if (!fd.valid()) {
-    return Status::Unavailable("cannot connect to pororocad at " + socket_path + ": " +
-                               std::strerror(errno) + " (is the daemon running?)");
+    return Status::Unavailable("cannot connect to pororocad at " + socket_path + ": " + std::strerror(errno) +
+                               " (is the daemon running?)");
   }
   // Non-blocking from here on: every wait is a poll() bounded by the request's deadline.
   int flags = ::fcntl(fd.get(), F_GETFL);
@@ -722,8 +744,7 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Connect(const std::string& socke
 Result<HttpResponse> HttpClient::Request(std::string_view method, std::string_view target,
                                          std::string_view body, std::chrono::milliseconds timeout) {
   if (!IsToken(method)) return Status::InvalidArgument("invalid HTTP method '" + std::string(method) + "'");
-  if (target.empty() || target.front() != '/' ||
-      std::any_of(target.begin(), target.end(), [](char c) {
+  if (target.empty() || target.front() != '/' || std::any_of(target.begin(), target.end(), [](char c) {
         return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
       })) {
     return Status::InvalidArgument("invalid request target '" + std::string(target) + "'");

@@ -156,15 +156,13 @@ class HttpClient {
   // when `timeout` (for the whole exchange) expires, kUnavailable when the connection is lost,
   // kProtocol for a malformed response. After an error the connection is dropped; the next
   // Request() reconnects.
-  Result<HttpResponse> Request(std::string_view method, std::string_view target,
-                               std::string_view body = {},
+  Result<HttpResponse> Request(std::string_view method, std::string_view target, std::string_view body = {},
                                std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
  private:
   explicit HttpClient(std::string socket_path, UniqueFd fd)
       : socket_path_(std::move(socket_path)), fd_(std::move(fd)) {}
-  Result<HttpResponse> RoundTrip(const std::string& request,
-                                 std::chrono::steady_clock::time_point deadline,
+  Result<HttpResponse> RoundTrip(const std::string& request, std::chrono::steady_clock::time_point deadline,
                                  bool* nothing_received);
 
   std::string socket_path_;

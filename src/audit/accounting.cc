@@ -55,7 +55,8 @@ Status ParseRow(const Json& r, size_t i, Accounting::Key* k, Accounting::Counter
   auto count = [&](const char* name, uint64_t* out) -> Status {
     auto it = r.find(name);
     // Parsed text stores 5 as unsigned, code that builds JSON may store it as signed: accept both.
-    bool ok = it != r.end() && (it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0));
+    bool ok =
+        it != r.end() && (it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0));
     if (!ok) return bad(std::string(name) + " must be an unsigned integer");
     *out = it->get<uint64_t>();
     return Status::OK();
@@ -96,9 +97,7 @@ bool Matches(const Accounting::Key& k, const Accounting::Filter& f) {
 
 }  // namespace
 
-std::string UtcDay(std::chrono::system_clock::time_point t) {
-  return UtcTimestamp(t).substr(0, 10);
-}
+std::string UtcDay(std::chrono::system_clock::time_point t) { return UtcTimestamp(t).substr(0, 10); }
 
 bool Accounting::ValidDay(const std::string& day) {
   if (day.size() != 10 || day[4] != '-' || day[7] != '-') return false;

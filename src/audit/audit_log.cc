@@ -27,8 +27,10 @@ std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_hand
 std::string Line(const Json& time, const Json& rest) {
   std::string body = Dump(rest);  // "{}" or "{...}"
   std::string line = "{\"time\":" + Dump(time);
-  if (body.size() > 2) line += "," + body.substr(1);
-  else line += "}";
+  if (body.size() > 2)
+    line += "," + body.substr(1);
+  else
+    line += "}";
   line += '\n';
   return line;
 }
@@ -197,9 +199,11 @@ Result<std::vector<Json>> AuditLog::ReadAll(const std::string& path) {
   size_t line_no = 0, start = 0;
   for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
     ++line_no;
-    Json j = Json::parse(std::string_view(text).substr(start, nl - start), nullptr, /*allow_exceptions=*/false);
+    Json j =
+        Json::parse(std::string_view(text).substr(start, nl - start), nullptr, /*allow_exceptions=*/false);
     if (!j.is_object()) {
-      return Status::DataLoss("audit log " + path + " line " + std::to_string(line_no) + ": not a JSON object");
+      return Status::DataLoss("audit log " + path + " line " + std::to_string(line_no) +
+                              ": not a JSON object");
     }
     out.push_back(std::move(j));
   }

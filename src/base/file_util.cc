@@ -57,8 +57,8 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
   if (::fstat(fd.get(), &st) != 0) return Status::IoError("stat " + path, errno);
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
   if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    return Status::ResourceExhausted(path + ": " + std::to_string(st.st_size) + " bytes, more than the limit of " +
-                                     std::to_string(max_bytes));
+    return Status::ResourceExhausted(path + ": " + std::to_string(st.st_size) +
+                                     " bytes, more than the limit of " + std::to_string(max_bytes));
   }
   std::string out;
   char buf[65536];
@@ -68,7 +68,8 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
     if (n < 0) return Status::IoError("read " + path, errno);
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
-    if (out.size() > max_bytes) return Status::ResourceExhausted(path + ": grew past the limit while reading");
+    if (out.size() > max_bytes)
+      return Status::ResourceExhausted(path + ": grew past the limit while reading");
   }
   return out;
 }

@@ -38,14 +38,14 @@ class Line {
 #define PORO_LOG_LEVEL_WARNING ::pororoca::log::Level::kWarning
 #define PORO_LOG_LEVEL_ERROR ::pororoca::log::Level::kError
 
-#define PORO_LOG(sev)                                                          \
-  (PORO_LOG_LEVEL_##sev < ::pororoca::log::GetLevel())                         \
-      ? (void)0                                                                \
+#define PORO_LOG(sev)                                  \
+  (PORO_LOG_LEVEL_##sev < ::pororoca::log::GetLevel()) \
+      ? (void)0                                        \
       : ::pororoca::log::Voidify() & ::pororoca::log::Line(PORO_LOG_LEVEL_##sev, __FILE__, __LINE__)
 
-#define PORO_CHECK(cond)                                                          \
-  do {                                                                            \
-    if (!(cond)) ::pororoca::log::CheckFailed(#cond, __FILE__, __LINE__);         \
+#define PORO_CHECK(cond)                                                  \
+  do {                                                                    \
+    if (!(cond)) ::pororoca::log::CheckFailed(#cond, __FILE__, __LINE__); \
   } while (0)
 
 namespace pororoca::log {
@@ -54,4 +54,4 @@ struct Voidify {
   void operator&(Line&) {}
 };
 [[noreturn]] void CheckFailed(const char* cond, const char* file, int line);
-}
+}  // namespace pororoca::log

@@ -7,52 +7,97 @@ namespace pororoca {
 
 std::string_view CodeName(Code c) {
   switch (c) {
-    case Code::kOk: return "OK";
-    case Code::kInvalidArgument: return "InvalidArgument";
-    case Code::kNotFound: return "NotFound";
-    case Code::kPermissionDenied: return "PermissionDenied";
-    case Code::kAlreadyExists: return "AlreadyExists";
-    case Code::kResourceExhausted: return "ResourceExhausted";
-    case Code::kUnavailable: return "Unavailable";
-    case Code::kDeadlineExceeded: return "DeadlineExceeded";
-    case Code::kCancelled: return "Cancelled";
-    case Code::kDataLoss: return "DataLoss";
-    case Code::kProtocol: return "Protocol";
-    case Code::kNotSupported: return "NotSupported";
-    case Code::kInternal: return "Internal";
-    case Code::kUnauthenticated: return "Unauthenticated";
+    case Code::kOk:
+      return "OK";
+    case Code::kInvalidArgument:
+      return "InvalidArgument";
+    case Code::kNotFound:
+      return "NotFound";
+    case Code::kPermissionDenied:
+      return "PermissionDenied";
+    case Code::kAlreadyExists:
+      return "AlreadyExists";
+    case Code::kResourceExhausted:
+      return "ResourceExhausted";
+    case Code::kUnavailable:
+      return "Unavailable";
+    case Code::kDeadlineExceeded:
+      return "DeadlineExceeded";
+    case Code::kCancelled:
+      return "Cancelled";
+    case Code::kDataLoss:
+      return "DataLoss";
+    case Code::kProtocol:
+      return "Protocol";
+    case Code::kNotSupported:
+      return "NotSupported";
+    case Code::kInternal:
+      return "Internal";
+    case Code::kUnauthenticated:
+      return "Unauthenticated";
   }
   return "Unknown";
 }
 
 std::string_view SideName(Side s) {
   switch (s) {
-    case Side::kLocal: return "local";
-    case Side::kSource: return "source";
-    case Side::kDestination: return "destination";
-    case Side::kNetwork: return "network";
+    case Side::kLocal:
+      return "local";
+    case Side::kSource:
+      return "source";
+    case Side::kDestination:
+      return "destination";
+    case Side::kNetwork:
+      return "network";
   }
   return "unknown";
 }
 
 namespace {
-bool DefaultRetryable(Code c) {
-  return c == Code::kUnavailable || c == Code::kDeadlineExceeded;
-}
+bool DefaultRetryable(Code c) { return c == Code::kUnavailable || c == Code::kDeadlineExceeded; }
 
 Code CodeFromErrno(int err) {
   switch (err) {
-    case ENOENT: case ENOTDIR: return Code::kNotFound;
-    case EACCES: case EPERM: case EROFS: return Code::kPermissionDenied;
-    case EEXIST: case ENOTEMPTY: return Code::kAlreadyExists;
-    case ENOSPC: case EDQUOT: case EMFILE: case ENFILE: case ENOMEM: case EFBIG: return Code::kResourceExhausted;
-    case ECONNRESET: case EPIPE: case ECONNREFUSED: case ECONNABORTED: case ENETUNREACH:
-    case EHOSTUNREACH: case ENOTCONN: case ESHUTDOWN: return Code::kUnavailable;
-    case ETIMEDOUT: return Code::kDeadlineExceeded;
-    case EINVAL: case ENAMETOOLONG: case ELOOP: case EISDIR: return Code::kInvalidArgument;
-    case EOPNOTSUPP: case ENOSYS: return Code::kNotSupported;
-    case ECANCELED: return Code::kCancelled;
-    default: return Code::kInternal;
+    case ENOENT:
+    case ENOTDIR:
+      return Code::kNotFound;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return Code::kPermissionDenied;
+    case EEXIST:
+    case ENOTEMPTY:
+      return Code::kAlreadyExists;
+    case ENOSPC:
+    case EDQUOT:
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+    case EFBIG:
+      return Code::kResourceExhausted;
+    case ECONNRESET:
+    case EPIPE:
+    case ECONNREFUSED:
+    case ECONNABORTED:
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+    case ENOTCONN:
+    case ESHUTDOWN:
+      return Code::kUnavailable;
+    case ETIMEDOUT:
+      return Code::kDeadlineExceeded;
+    case EINVAL:
+    case ENAMETOOLONG:
+    case ELOOP:
+    case EISDIR:
+      return Code::kInvalidArgument;
+    case EOPNOTSUPP:
+    case ENOSYS:
+      return Code::kNotSupported;
+    case ECANCELED:
+      return Code::kCancelled;
+    default:
+      return Code::kInternal;
   }
 }
 }  // namespace

@@ -1,5 +1,6 @@
 #include "controlplane/client.h"
 
+#include <httplib.h>  // the one file of this library that includes it (a heavy header)
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -7,7 +8,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <httplib.h>  // the one file of this library that includes it (a heavy header)
 #include <utility>
 
 #include "transport/tcp.h"
@@ -27,7 +27,8 @@ struct Target {
 Result<Target> ParseUrl(const std::string& url) {
   const std::string scheme = "https://";
   auto bad = [&](const std::string& why) {
-    return Status::InvalidArgument("control-plane URL '" + url + "': " + why + " (expected https://host:port)");
+    return Status::InvalidArgument("control-plane URL '" + url + "': " + why +
+                                   " (expected https://host:port)");
   };
   if (url.rfind(scheme, 0) != 0) return bad("not an https URL");
   std::string authority = url.substr(scheme.size());
@@ -98,7 +99,8 @@ int VerifyService(int preverify_ok, X509_STORE_CTX* store) {
 
 void NoteAlert(const SSL* ssl, int where, int ret) {
   if ((where & SSL_CB_READ_ALERT) == 0 || SSL_alert_type_string(ret)[0] != 'F') return;
-  if (TlsDiagnostics* d = DiagnosticsOf(ssl); d != nullptr && d->alert.empty()) d->alert = SSL_alert_desc_string_long(ret);
+  if (TlsDiagnostics* d = DiagnosticsOf(ssl); d != nullptr && d->alert.empty())
+    d->alert = SSL_alert_desc_string_long(ret);
 }
 
 // A fresh handshake with transport::TlsStream, which returns only once the service has accepted our
@@ -142,7 +144,8 @@ Status TransportError(const std::string& what, httplib::Error err, const TlsDiag
     case httplib::Error::Write: {
       // In TLS 1.3 the service checks our certificate after our side of the handshake is done; if
       // it refuses, the request may meet a reset before the alert is read. A second handshake tells.
-      if (Status probe = ProbeTls(cfg, t); probe.code() == Code::kUnauthenticated) return probe.Annotate(what);
+      if (Status probe = ProbeTls(cfg, t); probe.code() == Code::kUnauthenticated)
+        return probe.Annotate(what);
       if (err == httplib::Error::Write) {
         return Status::Unavailable(what + ": could not send the request (connection closed or reset)");
       }
@@ -182,8 +185,9 @@ Result<std::string> Exchange(const ClientConfig& cfg, const std::string& method,
   if (cfg.server_name.empty()) {
     return Status::InvalidArgument(what + ": no server name to expect in the service's certificate");
   }
-  for (const auto& [file, role] : {std::pair{&cfg.ca_file, "CA certificate"},
-                                   std::pair{&cfg.cert_file, "certificate"}, std::pair{&cfg.key_file, "key"}}) {
+  for (const auto& [file, role] :
+       {std::pair{&cfg.ca_file, "CA certificate"}, std::pair{&cfg.cert_file, "certificate"},
+        std::pair{&cfg.key_file, "key"}}) {
     if (file->empty() || ::access(file->c_str(), R_OK) != 0) {
       return Status::InvalidArgument(what + ": cannot read the " + role + " file '" + *file +
                                      "': " + std::strerror(file->empty() ? ENOENT : errno));
@@ -199,7 +203,8 @@ Result<std::string> Exchange(const ClientConfig& cfg, const std::string& method,
   SSL_CTX* ctx = cli.ssl_context();
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
       SSL_CTX_load_verify_locations(ctx, cfg.ca_file.c_str(), nullptr) != 1) {
-    return Status::InvalidArgument(what + ": cannot load CA certificate " + cfg.ca_file + ": " + OpenSslErrors());
+    return Status::InvalidArgument(what + ": cannot load CA certificate " + cfg.ca_file + ": " +
+                                   OpenSslErrors());
   }
   SSL_CTX_set_ex_data(ctx, DiagnosticsIndex(), &diag);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, VerifyService);
@@ -239,7 +244,8 @@ Result<Json> FetchAccounting(const ClientConfig& config, const std::string& quer
   const std::string path = "/v1/accounting" + (query.empty() ? "" : "?" + query);
   PORO_ASSIGN_OR_RETURN(std::string body, Exchange(config, "GET", path, ""));
   Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return Status::Protocol("GET " + config.url + path + ": the answer is not a JSON object");
+  if (!j.is_object())
+    return Status::Protocol("GET " + config.url + path + ": the answer is not a JSON object");
   return j;
 }
 

@@ -50,7 +50,9 @@ std::string Describe(char c) {
 
 Result<std::string> Decode(std::string_view in, const std::array<int8_t, 256>& rev, bool padded,
                            std::string_view name) {
-  auto bad = [&](const std::string& why) { return Status::InvalidArgument("invalid " + std::string(name) + ": " + why); };
+  auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument("invalid " + std::string(name) + ": " + why);
+  };
   size_t n = in.size();
   if (padded) {
     if (n % 4 != 0) return bad("length " + std::to_string(n) + " is not a multiple of 4");
@@ -64,8 +66,9 @@ Result<std::string> Decode(std::string_view in, const std::array<int8_t, 256>& r
   for (size_t i = 0; i < n; ++i) {
     const int8_t v = rev[static_cast<unsigned char>(in[i])];
     if (v < 0) {
-      if (in[i] == '=') return bad(padded ? "padding inside the text at offset " + std::to_string(i)
-                                          : "padding '=' is not allowed");
+      if (in[i] == '=')
+        return bad(padded ? "padding inside the text at offset " + std::to_string(i)
+                          : "padding '=' is not allowed");
       return bad(Describe(in[i]) + " at offset " + std::to_string(i));
     }
     acc = acc << 6 | uint32_t(v);
@@ -112,6 +115,8 @@ Result<std::string> Base64Decode(std::string_view text) { return Decode(text, kS
 
 std::string Base64UrlEncode(std::string_view bytes) { return Encode(bytes, kUrl, false); }
 
-Result<std::string> Base64UrlDecode(std::string_view text) { return Decode(text, kUrlRev, false, "base64url"); }
+Result<std::string> Base64UrlDecode(std::string_view text) {
+  return Decode(text, kUrlRev, false, "base64url");
+}
 
 }  // namespace pororoca::crypto

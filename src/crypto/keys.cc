@@ -31,7 +31,9 @@ using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
 
 constexpr size_t kMaxPemBytes = 64 * 1024;
 
-Status SslError(std::string_view what) { return Status::Internal(std::string(what) + ": " + OpenSslErrors()); }
+Status SslError(std::string_view what) {
+  return Status::Internal(std::string(what) + ": " + OpenSslErrors());
+}
 
 std::string BioContents(BIO* bio) {
   char* p = nullptr;
@@ -204,9 +206,10 @@ Result<std::string> SignEd25519(const PKey& key, std::string_view message) {
 bool VerifyEd25519(const PKey& key, std::string_view message, std::string_view signature) {
   if (!key.IsEd25519() || signature.size() != kEd25519SignatureSize) return false;
   MdCtxPtr ctx(EVP_MD_CTX_new());
-  bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) == 1 &&
-            EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
-                             reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
+  bool ok =
+      ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) == 1 &&
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                       reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
   // A failed verification leaves its reason queued; it must not surface in some later error.
   ERR_clear_error();
   return ok;

@@ -16,7 +16,9 @@ Status ControlChannel::SendJson(proto::MsgType type, const nlohmann::json& j) {
   return stream_->WriteAll(frame, {});
 }
 
-void ControlChannel::SendError(const Status& s) { SendJson(proto::MsgType::kError, ErrorJson(s)).IgnoreError(); }
+void ControlChannel::SendError(const Status& s) {
+  SendJson(proto::MsgType::kError, ErrorJson(s)).IgnoreError();
+}
 
 Result<proto::ControlFrame> ControlChannel::Receive(const transport::TransportOptions& opts) {
   std::byte hdr[5];
@@ -40,7 +42,8 @@ Result<proto::ControlFrame> ControlChannel::Receive(const transport::TransportOp
   return f;
 }
 
-Result<nlohmann::json> ControlChannel::ExpectJson(proto::MsgType type, const transport::TransportOptions& opts) {
+Result<nlohmann::json> ControlChannel::ExpectJson(proto::MsgType type,
+                                                  const transport::TransportOptions& opts) {
   PORO_ASSIGN_OR_RETURN(proto::ControlFrame f, Receive(opts));
   if (f.type == proto::MsgType::kError) {
     PORO_ASSIGN_OR_RETURN(nlohmann::json j, proto::DecodeJsonBody(f));

@@ -6,7 +6,6 @@
 
 #include <memory>
 #include <mutex>
-
 #include <nlohmann/json.hpp>
 
 #include "pororoca/transport.h"

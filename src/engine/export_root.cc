@@ -1,8 +1,8 @@
 #include "engine/export_root.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <linux/openat2.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -30,7 +30,8 @@ Result<std::string> ExportRoot::Normalize(std::string_view user_path) const {
       return Status::PermissionDenied("path escapes the export root: " + std::string(user_path));
     }
     if (!comp.empty() && comp != ".") {
-      if (comp.size() > NAME_MAX) return Status::InvalidArgument("path component too long: " + std::string(user_path));
+      if (comp.size() > NAME_MAX)
+        return Status::InvalidArgument("path component too long: " + std::string(user_path));
       if (!out.empty()) out += '/';
       out.append(comp);
     }
@@ -72,7 +73,8 @@ Result<UniqueFd> ExportRoot::Open(const std::string& rel, int flags, mode_t mode
   if (fd < 0) {
     int err = errno;
     if (err == EXDEV) {
-      return Status::PermissionDenied("path escapes the export root (through a symlink or ..): " + Display(rel));
+      return Status::PermissionDenied("path escapes the export root (through a symlink or ..): " +
+                                      Display(rel));
     }
     return Status::IoError("open " + Display(rel), err);
   }
@@ -124,7 +126,8 @@ Result<std::shared_ptr<const DirCache::Dir>> DirCache::Get(const std::string& re
   return it->second;  // another thread may have opened it meanwhile: both are the same directory
 }
 
-Result<std::pair<std::shared_ptr<const DirCache::Dir>, std::string>> DirCache::Parent(const std::string& rel) {
+Result<std::pair<std::shared_ptr<const DirCache::Dir>, std::string>> DirCache::Parent(
+    const std::string& rel) {
   if (rel.empty()) return Status::InvalidArgument("the export root has no parent inside the root");
   auto [dir, name] = ExportRoot::Split(rel);
   PORO_ASSIGN_OR_RETURN(auto d, Get(dir));

@@ -62,9 +62,9 @@ class ExportRoot {
 class DirCache {
  public:
   struct Dir {
-    UniqueFd fd;          // O_RDONLY | O_DIRECTORY, or O_PATH where the directory is not readable
+    UniqueFd fd;            // O_RDONLY | O_DIRECTORY, or O_PATH where the directory is not readable
     bool readable = false;  // fd can be fsync'ed and listed
-    dev_t dev = 0;        // the file system it is on
+    dev_t dev = 0;          // the file system it is on
   };
   explicit DirCache(const ExportRoot& root, size_t max_entries = 4096)
       : root_(root), max_entries_(max_entries) {}

@@ -97,7 +97,8 @@ Status Journal::Append(const std::vector<std::pair<uint64_t, Digest128>>& record
   off_t pos = ::lseek(fd_.get(), 0, SEEK_CUR);
   if (pos < 0) return Status::IoError("lseek " + display_, errno);
   PORO_RETURN_IF_ERROR(io::PwriteFull(fd_.get(), static_cast<uint64_t>(pos), buf, display_));
-  if (::lseek(fd_.get(), pos + off_t(buf.size()), SEEK_SET) < 0) return Status::IoError("lseek " + display_, errno);
+  if (::lseek(fd_.get(), pos + off_t(buf.size()), SEEK_SET) < 0)
+    return Status::IoError("lseek " + display_, errno);
   if (::fdatasync(fd_.get()) != 0) return Status::IoError("fdatasync " + display_, errno);
   return Status::OK();
 }

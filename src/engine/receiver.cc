@@ -4,8 +4,8 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/resource.h>
-#include <sys/vfs.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -53,7 +53,9 @@ using proto::PlanEntry;
 
 // Nanoseconds since the epoch (negative before 1970) as a normalised timespec for utimensat.
 struct timespec MtimeSpec(int64_t ns) {
-  struct timespec t {ns / 1000000000, ns % 1000000000};
+  struct timespec t {
+    ns / 1000000000, ns % 1000000000
+  };
   if (t.tv_nsec < 0) {
     t.tv_sec -= 1;
     t.tv_nsec += 1000000000;
@@ -75,14 +77,14 @@ struct RxFile {
   // Buffered writes to one file serialise in the kernel (the inode lock), where waiters spin; taking
   // this first lets them sleep and leaves the CPU to the channels that receive and hash.
   std::mutex write_mu;
-  std::mutex mu;          // guards everything below
+  std::mutex mu;  // guards everything below
   std::vector<ChunkState> state;
   std::vector<Digest128> digests;
   std::vector<uint8_t> retries;
-  uint64_t missing = 0;   // chunks not yet written
-  uint64_t arrived = 0;   // verified chunks written in this session (compared with FILE_END.sent)
+  uint64_t missing = 0;  // chunks not yet written
+  uint64_t arrived = 0;  // verified chunks written in this session (compared with FILE_END.sent)
   uint64_t unjournaled_bytes = 0;
-  UniqueFd fd;            // the hidden part file, open while chunks arrive
+  UniqueFd fd;  // the hidden part file, open while chunks arrive
   bool direct = false;
   // Closes the part file. Caller holds io_mu exclusively.
   void Close() { fd.Reset(); }
@@ -90,13 +92,13 @@ struct RxFile {
   proto::FileEnd end;
   bool terminal = false;  // committed or failed
   bool failed = false;
-  Status error;           // why this side failed the file (kept apart from the sender's FILE_END)
-  bool journaled = false; // a journal exists for this file
+  Status error;                  // why this side failed the file (kept apart from the sender's FILE_END)
+  bool journaled = false;        // a journal exists for this file
   uint64_t journal_records = 0;  // valid records in it (replayed, then appended)
   // The part file already has its final size: set when it was created at that size, or when the
   // file's last chunk was written with data (buffered). Else the commit truncates it.
   bool sized = false;
-  bool queued = false;    // in the committer's queue
+  bool queued = false;  // in the committer's queue
 };
 
 // The process's file descriptor limit (4096 if unknown or unlimited). A session keeps at most a
@@ -110,8 +112,13 @@ size_t NofileLimit() {
 class Receiver {
  public:
   Receiver(const ExportRoot& root, std::string target, const EngineOptions& opts, const DataPath& dp)
-      : root_(root), target_(std::move(target)), opts_(opts), dp_(dp), zero_(opts.chunk_size),
-        nofile_(NofileLimit()), dircache_(root, std::clamp<size_t>(nofile_ / 8, 16, 4096)) {
+      : root_(root),
+        target_(std::move(target)),
+        opts_(opts),
+        dp_(dp),
+        zero_(opts.chunk_size),
+        nofile_(NofileLimit()),
+        dircache_(root, std::clamp<size_t>(nofile_ / 8, 16, 4096)) {
     max_open_parts_ = std::clamp<size_t>(nofile_ / 4, 16, 4096);
     commit_batch_ = std::max<size_t>(1, std::min<size_t>(kCommitBatch, max_open_parts_ / 2));
   }
@@ -153,7 +160,9 @@ class Receiver {
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
   std::string Display(const std::string& rel) const { return root_.Display(rel); }
   // The file-system path of f's hidden part file, for messages.
-  std::string PartDisplay(const RxFile& f) const { return Display(ExportRoot::Join(f.dir_rel, PartName(f.name))); }
+  std::string PartDisplay(const RxFile& f) const {
+    return Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
+  }
 
   const ExportRoot& root_;
   std::string target_;
@@ -179,13 +188,13 @@ class Receiver {
   size_t slot_waiters_ = 0;
   Status error_;
   std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_;  // announced data files not yet finished
-  uint64_t max_id_ = 0;  // the highest id announced
+  uint64_t max_id_ = 0;                                          // the highest id announced
   uint64_t entries_ = 0, terminal_ = 0;
   bool end_received_ = false;
   bool summary_sent_ = false;
-  std::vector<FileEntry> dirs_;  // for mode/mtime after their contents
+  std::vector<FileEntry> dirs_;                   // for mode/mtime after their contents
   std::unordered_set<std::string> created_dirs_;  // directories this session created (control reader only)
-  std::unordered_set<std::string> links_;  // symbolic links this session created (control reader only)
+  std::unordered_set<std::string> links_;         // symbolic links this session created (control reader only)
   std::deque<std::shared_ptr<RxFile>> commit_q_;
   std::vector<proto::FileDone> dones_;
   bool stop_committer_ = false;
@@ -265,7 +274,7 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     for (std::string d = ExportRoot::Split(rel).first; !d.empty(); d = ExportRoot::Split(d).first) {
       if (links_.count(d)) {
         return fail(Status::InvalidArgument("not received: its parent " + Display(d) +
-                                             " is a symbolic link sent in this transfer"));
+                                            " is a symbolic link sent in this transfer"));
       }
     }
   }
@@ -345,7 +354,8 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
     auto have = Journal::Replay(dfd, JournalName(f->name), jh);
     struct stat pst {};
     std::string part = PartName(f->name);
-    if (!have.empty() && ::fstatat(dfd, part.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(pst.st_mode)) {
+    if (!have.empty() && ::fstatat(dfd, part.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(pst.st_mode)) {
       for (const auto& [idx, d] : have) {  // a later record for an index replaces an earlier one
         if (f->state[idx] != ChunkState::kDurable) f->missing--;
         f->state[idx] = ChunkState::kDurable;
@@ -445,7 +455,8 @@ Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
       }
       if (!f->terminal && !f->failed) {
         f->failed = true;
-        f->error = Status(end.code, end.message.empty() ? "the sender could not read the file again" : end.message);
+        f->error =
+            Status(end.code, end.message.empty() ? "the sender could not read the file again" : end.message);
         f->error.WithSide(Side::kSource);
         Enqueue(f);
       }
@@ -536,7 +547,8 @@ Status Receiver::OpenPartFile(RxFile& f) {
   return Status::OK();
 }
 
-void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len) {
+void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d,
+                            uint32_t len) {
   std::lock_guard<std::mutex> lock(f->mu);
   // A chunk may arrive for an index the journal listed: the source changed there, and the new
   // bytes (already written) replace the old ones.
@@ -560,7 +572,7 @@ Status Receiver::ChannelLoop(size_t i) {
     if (Cancelled()) return dp_.CancelStatus();
     ChunkHeader h;
     std::shared_ptr<RxFile> f;
-    io::Buffer buf;            // the payload lands here, then is written at its offset
+    io::Buffer buf;  // the payload lands here, then is written at its offset
     std::span<std::byte> dst;
     bool drop = false;  // a chunk for a file that is already finished: read and discarded
     Status open_error;
@@ -597,12 +609,14 @@ Status Receiver::ChannelLoop(size_t i) {
         if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
         return payload_buffer();
       }
-      uint64_t expect_len = h.index < f->chunks
-                                ? std::min<uint64_t>(opts_.chunk_size, f->entry.size - h.index * opts_.chunk_size)
-                                : 0;
-      if (h.index >= f->chunks || h.offset != h.index * uint64_t(opts_.chunk_size) || h.length != expect_len) {
-        return Status::Protocol("chunk " + std::to_string(h.index) + " of file id " + std::to_string(h.file_id) +
-                                " has a bad index, offset or length");
+      uint64_t expect_len =
+          h.index < f->chunks
+              ? std::min<uint64_t>(opts_.chunk_size, f->entry.size - h.index * opts_.chunk_size)
+              : 0;
+      if (h.index >= f->chunks || h.offset != h.index * uint64_t(opts_.chunk_size) ||
+          h.length != expect_len) {
+        return Status::Protocol("chunk " + std::to_string(h.index) + " of file id " +
+                                std::to_string(h.file_id) + " has a bad index, offset or length");
       }
       if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
       io_lock = std::shared_lock<std::shared_mutex>(f->io_mu);
@@ -675,7 +689,7 @@ Status Receiver::ChannelLoop(size_t i) {
         std::lock_guard<std::mutex> lock(f->mu);
         f->failed = true;
         f->error = Status::DataLoss("chunk " + std::to_string(h.index) + " failed verification " +
-                         std::to_string(opts_.max_chunk_retries + 1) + " times");
+                                    std::to_string(opts_.max_chunk_retries + 1) + " times");
         Enqueue(f);
         continue;
       }
@@ -691,7 +705,8 @@ Status Receiver::ChannelLoop(size_t i) {
     if (!skip && ws.ok()) {
       uint32_t len = h.length;
       if (f->direct && len % io::kDirectAlign) {
-        uint32_t padded = static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
+        uint32_t padded =
+            static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
         std::memset(buf.data() + len, 0, padded - len);
         len = padded;
       }
@@ -702,23 +717,30 @@ Status Receiver::ChannelLoop(size_t i) {
         qo.depth = 4;
         qo.registered = dp_.pool;
         auto qr = io::CreateIoQueue(qo);
-        if (qr.has_value()) q = std::move(*qr);
-        else ws = qr.error();
+        if (qr.has_value())
+          q = std::move(*qr);
+        else
+          ws = qr.error();
       }
       if (f->direct && q) {
         ws = q->SubmitWrite(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), h.index);
         io::Completion c;
         if (ws.ok()) {
           auto n = q->Reap(std::span(&c, 1), 1);
-          if (!n.has_value()) ws = n.error();
-          else if (*n != 1) ws = Status::Internal("io_uring write did not complete");
-          else if (c.result < 0) ws = Status::IoError("write " + what(), static_cast<int>(-c.result));
-          else if (static_cast<uint64_t>(c.result) != len) ws = Status::IoError("write " + what(), EIO);
+          if (!n.has_value())
+            ws = n.error();
+          else if (*n != 1)
+            ws = Status::Internal("io_uring write did not complete");
+          else if (c.result < 0)
+            ws = Status::IoError("write " + what(), static_cast<int>(-c.result));
+          else if (static_cast<uint64_t>(c.result) != len)
+            ws = Status::IoError("write " + what(), EIO);
         }
       } else if (ws.ok()) {
         // Buffered destination (tmpfs): a plain pwrite; io_uring would only punt it to a worker thread.
         std::lock_guard<std::mutex> wl(f->write_mu);
-        ws = io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), std::string());
+        ws =
+            io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), std::string());
         if (!ws.ok()) ws = Status::IoError("pwrite " + what(), ws.sys_errno());
       }
     }
@@ -750,7 +772,9 @@ Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, ui
   std::vector<std::byte> zeros(len);
   // A plain write of zeros (no O_DIRECT alignment issue: chunk offsets and sizes are 4 KiB multiples
   // except at the end of the file, which is written to its full, padded length when direct).
-  uint32_t n = f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign) : len;
+  uint32_t n = f->direct
+                   ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
+                   : len;
   if (n != len) zeros.resize(n);
   return io::PwriteFull(f->fd.get(), offset, zeros, PartDisplay(*f));
 }
@@ -758,7 +782,8 @@ Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, ui
 void Receiver::ChannelMain(size_t i) {
   Status s = ChannelLoop(i);
   if (!s.ok()) {
-    if (s.code() == Code::kUnavailable) s = Status::Unavailable("data channel " + std::to_string(i) + ": " + std::string(s.message()));
+    if (s.code() == Code::kUnavailable)
+      s = Status::Unavailable("data channel " + std::to_string(i) + ": " + std::string(s.message()));
     Fail(s.WithSide(Side::kNetwork));
   }
 }
@@ -863,7 +888,8 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     if ((f.direct || !f.sized) && ::ftruncate(fd, static_cast<off_t>(f.entry.size)) != 0) {
       s = Status::IoError("truncate " + part_display, errno);
     }
-    if (s.ok() && ::fchmod(fd, f.entry.mode & 07777) != 0) s = Status::IoError("chmod " + part_display, errno);
+    if (s.ok() && ::fchmod(fd, f.entry.mode & 07777) != 0)
+      s = Status::IoError("chmod " + part_display, errno);
     struct timespec ts[2] = {{0, UTIME_OMIT}, MtimeSpec(f.entry.mtime_ns)};
     if (s.ok() && ::futimens(fd, ts) != 0) s = Status::IoError("set mtime " + part_display, errno);
     auto dir = dircache_.Get(f.dir_rel);
@@ -909,8 +935,9 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     const int dfd = r.dir->fd.get();
     if (::renameat2(dfd, part.c_str(), dfd, f.name.c_str(), flags) != 0) {
       int err = errno;
-      s = err == EEXIST ? Status::AlreadyExists("destination appeared during the transfer: " + Display(f.final_rel))
-                        : Status::IoError("rename into place " + Display(f.final_rel), err);
+      s = err == EEXIST
+              ? Status::AlreadyExists("destination appeared during the transfer: " + Display(f.final_rel))
+              : Status::IoError("rename into place " + Display(f.final_rel), err);
       ::unlinkat(dfd, part.c_str(), 0);
     }
     if (f.journaled) ::unlinkat(dfd, JournalName(f.name).c_str(), 0);
@@ -940,7 +967,8 @@ void Receiver::CommitterMain() {
     bool stop;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      commit_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return !commit_q_.empty() || stop_committer_; });
+      commit_cv_.wait_for(lock, std::chrono::milliseconds(50),
+                          [&] { return !commit_q_.empty() || stop_committer_; });
       if (!commit_q_.empty() && commit_q_.size() < commit_batch_ && slot_waiters_ == 0 && !stop_committer_) {
         // Let a batch gather: many small files then share one syncfs, one FILE_DONE and one fsync
         // per directory.
@@ -976,7 +1004,8 @@ void Receiver::CommitterMain() {
         std::shared_lock<std::shared_mutex> io_lock(f->io_mu, std::try_to_lock);
         if (!io_lock.owns_lock()) continue;
         std::lock_guard<std::mutex> lock(f->mu);
-        if (f->terminal || f->failed || f->chunks < 2 || f->unjournaled_bytes == 0 || f->missing == 0) continue;
+        if (f->terminal || f->failed || f->chunks < 2 || f->unjournaled_bytes == 0 || f->missing == 0)
+          continue;
         Status s = JournalFile(*f);
         if (!s.ok()) PORO_LOG(WARNING) << "journal: " << s.ToString();
       }
@@ -999,7 +1028,8 @@ void Receiver::CommitterMain() {
 
 Status Receiver::ApplyDirMetadata() {
   // Deepest first, so setting a parent's mtime is not undone by work in a child.
-  std::sort(dirs_.begin(), dirs_.end(), [](const FileEntry& a, const FileEntry& b) { return a.path > b.path; });
+  std::sort(dirs_.begin(), dirs_.end(),
+            [](const FileEntry& a, const FileEntry& b) { return a.path > b.path; });
   for (const auto& e : dirs_) {
     std::string rel = ExportRoot::Join(target_, e.path);
     auto fd = root_.Open(rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
@@ -1025,42 +1055,51 @@ Result<nlohmann::json> Receiver::Run() {
       auto fr = dp_.ctl->Receive();
       Status rs;
       try {
-      if (!fr.has_value()) {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (summary_sent_) return;  // the session is over: the peer closed, or Run() shut it down
-        }
-        rs = fr.error();
-        if (rs.code() == Code::kUnavailable) {
-          rs = Status::Unavailable("control connection lost: " + std::string(rs.message()));
-        }
-      } else {
-        switch (fr->type) {
-          case MsgType::kFiles: rs = HandleFiles(*fr); break;
-          case MsgType::kFileEnd: rs = HandleFileEnd(*fr); break;
-          case MsgType::kEnd: {
+        if (!fr.has_value()) {
+          {
             std::lock_guard<std::mutex> lock(mu_);
-            if (end_received_) {
-              rs = Status::Protocol("END repeated");
+            if (summary_sent_) return;  // the session is over: the peer closed, or Run() shut it down
+          }
+          rs = fr.error();
+          if (rs.code() == Code::kUnavailable) {
+            rs = Status::Unavailable("control connection lost: " + std::string(rs.message()));
+          }
+        } else {
+          switch (fr->type) {
+            case MsgType::kFiles:
+              rs = HandleFiles(*fr);
+              break;
+            case MsgType::kFileEnd:
+              rs = HandleFileEnd(*fr);
+              break;
+            case MsgType::kEnd: {
+              std::lock_guard<std::mutex> lock(mu_);
+              if (end_received_) {
+                rs = Status::Protocol("END repeated");
+                break;
+              }
+              end_received_ = true;
+              dp_.stats->walk_done = true;
+              NotifyIfAllDone();
+              // Keep reading: an error FILE_END may still come (a chunk asked for again that the
+              // sender could no longer read), and so may ERROR or CANCEL.
               break;
             }
-            end_received_ = true;
-            dp_.stats->walk_done = true;
-            NotifyIfAllDone();
-            // Keep reading: an error FILE_END may still come (a chunk asked for again that the
-            // sender could no longer read), and so may ERROR or CANCEL.
-            break;
+            case MsgType::kError: {
+              auto j = proto::DecodeJsonBody(*fr);
+              rs = j.has_value() ? StatusFromErrorJson(*j) : j.error();
+              break;
+            }
+            case MsgType::kCancel:
+              rs = Status::Cancelled("transfer cancelled by the peer");
+              break;
+            case MsgType::kKeepalive:
+              break;
+            default:
+              rs = Status::Protocol("unexpected control message " + std::to_string(int(fr->type)) +
+                                    " at the receiver");
           }
-          case MsgType::kError: {
-            auto j = proto::DecodeJsonBody(*fr);
-            rs = j.has_value() ? StatusFromErrorJson(*j) : j.error();
-            break;
-          }
-          case MsgType::kCancel: rs = Status::Cancelled("transfer cancelled by the peer"); break;
-          case MsgType::kKeepalive: break;
-          default: rs = Status::Protocol("unexpected control message " + std::to_string(int(fr->type)) + " at the receiver");
         }
-      }
       } catch (const nlohmann::json::exception& e) {  // a field of the wrong type from the peer
         rs = Status::Protocol(std::string("malformed control message from the peer: ") + e.what());
       }
@@ -1160,8 +1199,8 @@ Result<std::string> ResolveTarget(const ExportRoot& root, const std::string& dst
   return dst_rel;
 }
 
-Result<nlohmann::json> RunReceiver(const ExportRoot& root, const std::string& target_rel, const EngineOptions& opts,
-                                   const DataPath& dp) {
+Result<nlohmann::json> RunReceiver(const ExportRoot& root, const std::string& target_rel,
+                                   const EngineOptions& opts, const DataPath& dp) {
   Receiver r(root, target_rel, opts, dp);
   return r.Run();
 }

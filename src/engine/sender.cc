@@ -45,7 +45,7 @@ struct SrcFile {
   bool direct = false;
   bool maybe_sparse = true;  // fewer blocks than bytes: look for holes (SEEK_DATA) before reading
   bool failed = false;
-  bool ended = false;  // FILE_END queued
+  bool ended = false;    // FILE_END queued
   bool planned = false;  // PLAN arrived for it
   bool done = false;     // FILE_DONE arrived: the receiver has finished with it (nothing more is sent)
   bool queued = false;   // in work_ (under mu_)
@@ -115,13 +115,13 @@ class Sender {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  Status error_;                                     // first fatal error
+  Status error_;  // first fatal error
   bool walk_done_ = false;
-  unsigned batches_out_ = 0;                         // FILES batches without PLAN
-  uint64_t entries_sent_ = 0, entries_planned_ = 0;  // counts of FileEntry
-  uint64_t entries_finished_ = 0;  // planned FAIL/SKIP/DONE, or reported in FILE_DONE
-  std::deque<SrcFile*> work_;                        // planned regular files, in order
-  std::deque<std::pair<uint64_t, uint64_t>> resend_; // (file id, chunk index)
+  unsigned batches_out_ = 0;                          // FILES batches without PLAN
+  uint64_t entries_sent_ = 0, entries_planned_ = 0;   // counts of FileEntry
+  uint64_t entries_finished_ = 0;                     // planned FAIL/SKIP/DONE, or reported in FILE_DONE
+  std::deque<SrcFile*> work_;                         // planned regular files, in order
+  std::deque<std::pair<uint64_t, uint64_t>> resend_;  // (file id, chunk index)
   // The entries announced and not yet forgotten: an entry is erased once finished (PLAN FAIL/SKIP/
   // DONE, or FILE_DONE once the reader no longer points at it), so the sender holds about
   // announce_ahead entries whatever the size of the tree.
@@ -164,10 +164,10 @@ class Sender {
     bool waiting = false;
   };
   static constexpr size_t kMaxQueuedPerChannel = 4;
-  static constexpr uint32_t kInlineBytes = 256u << 10;  // Dispatch sends items up to this size itself
+  static constexpr uint32_t kInlineBytes = 256u << 10;        // Dispatch sends items up to this size itself
   static constexpr std::chrono::microseconds kNearRtt{1000};  // ... when every channel's RTT is below this
   bool send_inline_ = false;
-  size_t rr_ = 0;  // Dispatch: where the search for the least-loaded channel starts
+  size_t rr_ = 0;        // Dispatch: where the search for the least-loaded channel starts
   std::mutex sched_mu_;  // guards queues_' contents, queued_items_
   std::condition_variable sched_space_cv_;
   size_t queued_items_ = 0;
@@ -213,7 +213,8 @@ Status Sender::FlushBatch() {
     // per-file state at both ends is bounded by that, not by the size of the tree.
     const uint64_t window = std::max<uint64_t>(opts_.announce_ahead, batch_.size());
     cv_.wait(lock, [&] {
-      return (batches_out_ < opts_.batches_in_flight && entries_sent_ - entries_finished_ + batch_.size() <= window) ||
+      return (batches_out_ < opts_.batches_in_flight &&
+              entries_sent_ - entries_finished_ + batch_.size() <= window) ||
              !error_.ok() || Cancelled();
     });
     if (!error_.ok()) return error_;
@@ -341,7 +342,8 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       batches_out_--;
       for (auto& p : plan) {
         auto it = files_.find(p.id);
-        if (it == files_.end() || it->second->planned || p.id > entries_sent_) {  // ids 1..entries_sent_ were announced
+        if (it == files_.end() || it->second->planned ||
+            p.id > entries_sent_) {  // ids 1..entries_sent_ were announced
           return Status::Protocol("PLAN names unknown or already planned file id " + std::to_string(p.id));
         }
         SrcFile& sf = *it->second;
@@ -389,7 +391,8 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       for (const auto& d : dones) {
         auto it = files_.find(d.id);
         if (it == files_.end() || !it->second->planned || it->second->done) {
-          return Status::Protocol("FILE_DONE names an unknown, unplanned or finished file id " + std::to_string(d.id));
+          return Status::Protocol("FILE_DONE names an unknown, unplanned or finished file id " +
+                                  std::to_string(d.id));
         }
         it->second->done = true;
         entries_finished_++;
@@ -398,9 +401,9 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
           dp_.stats->bytes_done += it->second->entry.size;
         } else {
           dp_.stats->files_failed++;
-          dp_.stats->AddFailure(it->second->entry.path.empty() ? root_.Display(it->second->rel)
-                                                               : it->second->entry.path,
-                                d.message);
+          dp_.stats->AddFailure(
+              it->second->entry.path.empty() ? root_.Display(it->second->rel) : it->second->entry.path,
+              d.message);
         }
         // Forgotten now, or by the reader once it no longer points at it.
         if (Forgettable(*it->second)) {
@@ -459,7 +462,8 @@ void Sender::CtlReaderMain() {
         if (summary_) return;  // closed after the summary: normal end
       }
       Status s = f.error();
-      if (s.code() == Code::kUnavailable) s = Status::Unavailable("control connection lost: " + std::string(s.message()));
+      if (s.code() == Code::kUnavailable)
+        s = Status::Unavailable("control connection lost: " + std::string(s.message()));
       Fail(s.WithSide(Side::kNetwork));
       return;
     }
@@ -569,7 +573,8 @@ Status Sender::SendOn(size_t i, SendItem& item) {
     item.file.reset();
   } else {
     std::span<const std::byte> payload;
-    if (item.header.kind == ChunkKind::kData) payload = std::span<const std::byte>(item.buf.data(), item.header.length);
+    if (item.header.kind == ChunkKind::kData)
+      payload = std::span<const std::byte>(item.buf.data(), item.header.length);
     s = ch.Send(hdr, payload, {});
   }
   if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
@@ -688,8 +693,9 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     }
     PORO_ASSIGN_OR_RETURN(io::Buffer buf, dp_.pool->Acquire());
     if (buf.capacity() < len) return Status::Internal("buffer pool buffers are smaller than the chunk size");
-    uint32_t io_len = f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
-                                : len;
+    uint32_t io_len =
+        f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
+                  : len;
     uint64_t tag = next_tag_++;
     if (!q) {  // registering the pool with a ring costs: only done when a direct read needs it
       io::IoQueueOptions qo;
@@ -714,7 +720,9 @@ Status Sender::Complete(const io::Completion& c) {
   Defer unpin([&f] { f.inflight--; });
   if (f.failed) return Status::OK();
   if (c.result < 0) {
-    FailFile(f, Status::IoError("read " + root_.Display(f.rel), static_cast<int>(-c.result)).WithSide(Side::kSource));
+    FailFile(
+        f,
+        Status::IoError("read " + root_.Display(f.rel), static_cast<int>(-c.result)).WithSide(Side::kSource));
     return Status::OK();
   }
   if (static_cast<uint64_t>(c.result) < op.len) {
@@ -733,7 +741,8 @@ void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t 
   hasher_.Reset();
   for (uint64_t done = 0; done < len;) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(hash_buf_.size(), len - done));
-    Status s = io::PreadFull(f.fd->get(), offset + done, std::span(hash_buf_.data(), n), root_.Display(f.rel));
+    Status s =
+        io::PreadFull(f.fd->get(), offset + done, std::span(hash_buf_.data(), n), root_.Display(f.rel));
     if (!s.ok()) {
       FailFile(f, s.WithSide(Side::kSource));
       return;
@@ -815,8 +824,8 @@ Status Sender::ReaderLoop() {
     }
     if (summary_) return Status::OK();
     cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
-      return !work_.empty() || !resend_.empty() || CurrentHasWork() || summary_ || !error_.ok() || Cancelled() ||
-             (walk_done_ && batches_out_ == 0 && !end_sent_);
+      return !work_.empty() || !resend_.empty() || CurrentHasWork() || summary_ || !error_.ok() ||
+             Cancelled() || (walk_done_ && batches_out_ == 0 && !end_sent_);
     });
   }
 }
@@ -830,8 +839,9 @@ Result<nlohmann::json> Sender::Run() {
     auto rtt = ch->rtt();
     if (!rtt || *rtt >= kNearRtt) send_inline_ = false;
   }
-  PORO_LOG(DEBUG) << "sender: " << (send_inline_ ? "near peer, small chunks sent by the reader"
-                                                 : "far peer (or RTT unknown), every chunk through the channel queues");
+  PORO_LOG(DEBUG) << "sender: "
+                  << (send_inline_ ? "near peer, small chunks sent by the reader"
+                                   : "far peer (or RTT unknown), every chunk through the channel queues");
   std::thread walker([this] { WalkerMain(); });
   std::thread ctl([this] { CtlReaderMain(); });
   std::vector<std::thread> chans;
@@ -875,8 +885,8 @@ Result<nlohmann::json> Sender::Run() {
 
 }  // namespace
 
-Result<nlohmann::json> RunSender(const ExportRoot& root, const std::string& src_rel, const EngineOptions& opts,
-                                 const DataPath& dp) {
+Result<nlohmann::json> RunSender(const ExportRoot& root, const std::string& src_rel,
+                                 const EngineOptions& opts, const DataPath& dp) {
   Sender s(root, src_rel, opts, dp);
   return s.Run();
 }

@@ -17,10 +17,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/control.h"
 #include "engine/export_root.h"
@@ -37,13 +36,13 @@ struct EngineOptions {
   bool sync = false;  // skip files whose size and mtime already match
   ExistingMode existing = ExistingMode::kFail;
   bool try_direct = true;
-  unsigned read_ahead = 8;                         // sender: chunk reads in flight
-  size_t files_per_batch = 1024;                   // sender: FILES batch size
-  unsigned batches_in_flight = 8;                  // sender: FILES batches awaiting PLAN
-  uint64_t announce_ahead = 16384;                 // sender: entries announced and not yet finished
-  std::chrono::milliseconds journal_interval{500}; // receiver: journal at least this often
-  uint64_t journal_bytes = 256ull << 20;           // ... or after this many bytes written
-  unsigned max_chunk_retries = 3;                  // receiver: corrupt copies of one chunk tolerated
+  unsigned read_ahead = 8;                          // sender: chunk reads in flight
+  size_t files_per_batch = 1024;                    // sender: FILES batch size
+  unsigned batches_in_flight = 8;                   // sender: FILES batches awaiting PLAN
+  uint64_t announce_ahead = 16384;                  // sender: entries announced and not yet finished
+  std::chrono::milliseconds journal_interval{500};  // receiver: journal at least this often
+  uint64_t journal_bytes = 256ull << 20;            // ... or after this many bytes written
+  unsigned max_chunk_retries = 3;                   // receiver: corrupt copies of one chunk tolerated
 };
 
 struct DataPath {
@@ -94,15 +93,17 @@ Result<std::string> ResolveTarget(const ExportRoot& root, const std::string& dst
                                   const SourceInfo& src);
 
 // Runs the sending side. Returns the receiver's SUMMARY (JSON) on success.
-Result<nlohmann::json> RunSender(const ExportRoot& root, const std::string& src_rel, const EngineOptions& opts,
-                                 const DataPath& dp);
+Result<nlohmann::json> RunSender(const ExportRoot& root, const std::string& src_rel,
+                                 const EngineOptions& opts, const DataPath& dp);
 
 // Runs the receiving side into `target_rel` (from ResolveTarget). Returns the SUMMARY it sent.
 Result<nlohmann::json> RunReceiver(const ExportRoot& root, const std::string& target_rel,
                                    const EngineOptions& opts, const DataPath& dp);
 
 // Number of chunks of a file of `size` bytes.
-inline uint64_t ChunkCount(uint64_t size, uint32_t chunk_size) { return (size + chunk_size - 1) / chunk_size; }
+inline uint64_t ChunkCount(uint64_t size, uint32_t chunk_size) {
+  return (size + chunk_size - 1) / chunk_size;
+}
 
 // Names of the hidden temporary and journal files for final name `name` in the same directory.
 std::string PartName(std::string_view name);

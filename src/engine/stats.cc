@@ -3,12 +3,11 @@
 namespace pororoca::engine {
 
 nlohmann::json StatsSnapshot::ToJson() const {
-  return nlohmann::json{{"files_total", files_total},     {"bytes_total", bytes_total},
-                        {"files_done", files_done},       {"bytes_done", bytes_done},
-                        {"files_skipped", files_skipped}, {"bytes_skipped", bytes_skipped},
-                        {"files_failed", files_failed},   {"bytes_sent", bytes_sent},
-                        {"bytes_resumed", bytes_resumed}, {"chunks_corrupt", chunks_corrupt},
-                        {"bytes_resent", bytes_resent},   {"walk_done", walk_done}};
+  return nlohmann::json{
+      {"files_total", files_total},       {"bytes_total", bytes_total},     {"files_done", files_done},
+      {"bytes_done", bytes_done},         {"files_skipped", files_skipped}, {"bytes_skipped", bytes_skipped},
+      {"files_failed", files_failed},     {"bytes_sent", bytes_sent},       {"bytes_resumed", bytes_resumed},
+      {"chunks_corrupt", chunks_corrupt}, {"bytes_resent", bytes_resent},   {"walk_done", walk_done}};
 }
 
 StatsSnapshot StatsSnapshot::FromJson(const nlohmann::json& j) {

@@ -5,22 +5,21 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace pororoca::engine {
 
 struct StatsSnapshot {
-  uint64_t files_total = 0, bytes_total = 0;        // discovered so far (walk_done says if final)
-  uint64_t files_done = 0, bytes_done = 0;          // committed at the destination (incl. skipped)
-  uint64_t files_skipped = 0, bytes_skipped = 0;    // already there (--sync, --skip-existing)
+  uint64_t files_total = 0, bytes_total = 0;      // discovered so far (walk_done says if final)
+  uint64_t files_done = 0, bytes_done = 0;        // committed at the destination (incl. skipped)
+  uint64_t files_skipped = 0, bytes_skipped = 0;  // already there (--sync, --skip-existing)
   uint64_t files_failed = 0;
-  uint64_t bytes_sent = 0;                          // payload bytes moved on data channels this attempt
-  uint64_t bytes_resumed = 0;                       // found durable at the destination (journal)
-  uint64_t chunks_corrupt = 0;                      // failed verification at the receiver, re-sent
-  uint64_t bytes_resent = 0;                        // payload sent again (corruption, earlier attempts)
+  uint64_t bytes_sent = 0;      // payload bytes moved on data channels this attempt
+  uint64_t bytes_resumed = 0;   // found durable at the destination (journal)
+  uint64_t chunks_corrupt = 0;  // failed verification at the receiver, re-sent
+  uint64_t bytes_resent = 0;    // payload sent again (corruption, earlier attempts)
   bool walk_done = false;
   nlohmann::json ToJson() const;
   static StatsSnapshot FromJson(const nlohmann::json& j);

@@ -59,7 +59,8 @@ Status InitAuthority(const std::string& dir, const std::string& federation, int 
   PORO_RETURN_IF_ERROR(crypto::WritePublicKeyPem(key, AuthorityPublicKeyFile(dir)));
   PORO_ASSIGN_OR_RETURN(std::string ca, ReadSmallFile(dir + "/ca.crt"));
   std::string fed_id;
-  for (char c : federation) fed_id += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '-';
+  for (char c : federation)
+    fed_id += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '-';
   if (fed_id.size() > 64) fed_id.resize(64);
   json draft{{"federation", fed_id},
              {"serial", 0},
@@ -74,12 +75,14 @@ Status InitAuthority(const std::string& dir, const std::string& federation, int 
 Result<json> LoadDraft(const std::string& dir) {
   PORO_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(DraftFile(dir), kMaxManifestBytes));
   json d = json::parse(text, nullptr, false);
-  if (d.is_discarded() || !d.is_object()) return Status::InvalidArgument(DraftFile(dir) + ": not a JSON object");
+  if (d.is_discarded() || !d.is_object())
+    return Status::InvalidArgument(DraftFile(dir) + ": not a JSON object");
   for (const char* k : {"institutions", "endpoints", "token_issuers"}) {
     if (!d.contains(k) || !d[k].is_array()) d[k] = json::array();
   }
   if (!d.contains("policy") || !d["policy"].is_object()) d["policy"] = json::object();
-  if (!d["policy"].contains("rules") || !d["policy"]["rules"].is_array()) d["policy"]["rules"] = json::array();
+  if (!d["policy"].contains("rules") || !d["policy"]["rules"].is_array())
+    d["policy"]["rules"] = json::array();
   return d;
 }
 
@@ -107,7 +110,8 @@ Result<EndpointIssued> AddEndpoint(const std::string& dir, const EndpointRequest
                             " (add it first: pororoca federation add-institution)");
   }
   if (!pki::ValidEndpointName(req.name)) {
-    return Status::InvalidArgument("endpoint name '" + req.name + "': expected 1-64 characters of [A-Za-z0-9._-]");
+    return Status::InvalidArgument("endpoint name '" + req.name +
+                                   "': expected 1-64 characters of [A-Za-z0-9._-]");
   }
   EndpointIssued out;
   std::string out_dir = req.out_dir.empty() ? dir + "/endpoints" : req.out_dir;
@@ -116,7 +120,8 @@ Result<EndpointIssued> AddEndpoint(const std::string& dir, const EndpointRequest
   if (req.existing_cert) {
     out.cert_file = *req.existing_cert;
   } else if (req.csr_file) {
-    PORO_RETURN_IF_ERROR(pki::IssueEndpointFromCsr(dir, *req.csr_file, req.name, out.cert_file, req.days, req.issue));
+    PORO_RETURN_IF_ERROR(
+        pki::IssueEndpointFromCsr(dir, *req.csr_file, req.name, out.cert_file, req.days, req.issue));
   } else {
     out.key_file = out_dir + "/" + req.name + ".key";
     PORO_RETURN_IF_ERROR(pki::IssueEndpoint(dir, req.name, out.key_file, out.cert_file, req.days, req.issue));
@@ -194,8 +199,9 @@ Status AddRule(const std::string& dir, const json& rule, const std::string& befo
   if (json* old = FindById(rules, id)) {
     *old = rule;
   } else if (!before.empty()) {
-    auto it = std::find_if(rules.begin(), rules.end(),
-                           [&](const json& r) { return r.is_object() && r.value("id", std::string()) == before; });
+    auto it = std::find_if(rules.begin(), rules.end(), [&](const json& r) {
+      return r.is_object() && r.value("id", std::string()) == before;
+    });
     if (it == rules.end()) return Status::NotFound("no rule '" + before + "' to insert before");
     rules.insert(it, rule);
   } else {

@@ -38,12 +38,12 @@ Status AddInstitution(const std::string& dir, const std::string& id, const std::
 struct EndpointRequest {
   std::string name;
   std::string institution;
-  std::string address;                 // host:port of its peer port
-  std::optional<std::string> csr_file; // issue for this CSR's key; else generate a key
+  std::string address;                       // host:port of its peer port
+  std::optional<std::string> csr_file;       // issue for this CSR's key; else generate a key
   std::optional<std::string> existing_cert;  // list an endpoint with a certificate it already has
-  std::string out_dir;                 // where NAME.key / NAME.crt go (default dir/endpoints)
+  std::string out_dir;                       // where NAME.key / NAME.crt go (default dir/endpoints)
   int days = 365;
-  pki::IssueOptions issue;             // validity offsets (tests make expired certificates)
+  pki::IssueOptions issue;  // validity offsets (tests make expired certificates)
 };
 struct EndpointIssued {
   std::string key_file;  // empty when issued from a CSR

@@ -61,8 +61,8 @@ class Fields {
 bool ValidId(std::string_view s) {
   if (s.empty() || s.size() > 64) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
   });
 }
 
@@ -76,7 +76,8 @@ bool ValidAddress(std::string_view s) {
   size_t colon = s.rfind(':');
   if (colon == std::string_view::npos || colon == 0 || colon + 1 >= s.size()) return false;
   std::string_view port = s.substr(colon + 1);
-  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  if (port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
     return false;
   }
   int p = std::stoi(std::string(port));
@@ -85,7 +86,8 @@ bool ValidAddress(std::string_view s) {
 
 // Checks that `pem` holds one or more PEM certificates and nothing else.
 Status CheckCertificatesPem(const std::string& pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                                                BIO_free);
   if (!bio) return Status::Internal("BIO_new_mem_buf failed");
   int n = 0;
   for (;;) {
@@ -112,9 +114,12 @@ std::string Describe(std::string_view list, size_t i, const json& item) {
 
 std::string_view EndpointStatusName(EndpointStatus s) {
   switch (s) {
-    case EndpointStatus::kActive: return "active";
-    case EndpointStatus::kSuspended: return "suspended";
-    case EndpointStatus::kRevoked: return "revoked";
+    case EndpointStatus::kActive:
+      return "active";
+    case EndpointStatus::kSuspended:
+      return "suspended";
+    case EndpointStatus::kRevoked:
+      return "revoked";
   }
   return "unknown";
 }
@@ -129,8 +134,8 @@ Result<EndpointStatus> ParseEndpointStatus(std::string_view s) {
 Result<std::shared_ptr<const Manifest>> Manifest::FromBody(const json& body, std::string_view source) {
   std::shared_ptr<Manifest> m(new Manifest());
   Fields top(body, "", source);
-  PORO_RETURN_IF_ERROR(top.Known(
-      {"federation", "serial", "issued_at", "trust_anchors", "institutions", "endpoints", "token_issuers", "policy"}));
+  PORO_RETURN_IF_ERROR(top.Known({"federation", "serial", "issued_at", "trust_anchors", "institutions",
+                                  "endpoints", "token_issuers", "policy"}));
   PORO_ASSIGN_OR_RETURN(m->federation_, top.String("federation"));
   if (!ValidId(m->federation_)) return top.Error("federation", "expected 1-64 characters of [A-Za-z0-9._-]");
   auto serial = body.find("serial");
@@ -197,7 +202,8 @@ Result<std::shared_ptr<const Manifest>> Manifest::FromBody(const json& body, std
       return f.Error("institution", "'" + ep.institution + "' is not listed under institutions");
     }
     if (!ValidAddress(ep.address)) return f.Error("address", "expected host:port");
-    if (!ValidPin(ep.pin)) return f.Error("pin", "expected 64 lowercase hex digits (SHA-256 of the public key)");
+    if (!ValidPin(ep.pin))
+      return f.Error("pin", "expected 64 lowercase hex digits (SHA-256 of the public key)");
     auto st = ParseEndpointStatus(status);
     if (!st.has_value()) return f.Error("status", std::string(st.error().message()));
     ep.status = *st;
@@ -234,7 +240,8 @@ Result<std::shared_ptr<const Manifest>> Manifest::FromBody(const json& body, std
     if (r != pol->end()) rules = *r;
   }
   auto parsed = policy::Policy::Parse(rules);
-  if (!parsed.has_value()) return Status::InvalidArgument(std::string(source) + ": " + std::string(parsed.error().message()));
+  if (!parsed.has_value())
+    return Status::InvalidArgument(std::string(source) + ": " + std::string(parsed.error().message()));
   m->policy_ = std::make_unique<policy::Policy>(std::move(*parsed));
   m->body_ = body;
   return std::shared_ptr<const Manifest>(std::move(m));
@@ -262,18 +269,20 @@ const TokenIssuer* Manifest::FindIssuer(std::string_view id) const {
 }
 
 Result<const Endpoint*> Manifest::CheckPeer(std::string_view cn, std::string_view pin) const {
-  std::string where = " in federation '" + federation_ + "' (manifest serial " + std::to_string(serial_) + ")";
+  std::string where =
+      " in federation '" + federation_ + "' (manifest serial " + std::to_string(serial_) + ")";
   const Endpoint* ep = FindEndpoint(cn);
   if (ep == nullptr) {
-    return Status::Unauthenticated("endpoint '" + std::string(cn) + "' is not a homologated endpoint" + where);
+    return Status::Unauthenticated("endpoint '" + std::string(cn) + "' is not a homologated endpoint" +
+                                   where);
   }
   if (ep->pin != pin) {
     return Status::Unauthenticated("endpoint '" + ep->id + "' presented a key with pin " + std::string(pin) +
                                    ", the manifest pins " + ep->pin + where);
   }
   if (ep->status != EndpointStatus::kActive) {
-    return Status::Unauthenticated("endpoint '" + ep->id + "' is " + std::string(EndpointStatusName(ep->status)) +
-                                   where);
+    return Status::Unauthenticated("endpoint '" + ep->id + "' is " +
+                                   std::string(EndpointStatusName(ep->status)) + where);
   }
   return ep;
 }
@@ -296,7 +305,8 @@ Result<std::string> SignManifest(const json& body, const crypto::PKey& authority
   return env.dump(2) + "\n";
 }
 
-Result<std::shared_ptr<const Manifest>> VerifyManifest(std::string_view envelope, const crypto::PKey& authority,
+Result<std::shared_ptr<const Manifest>> VerifyManifest(std::string_view envelope,
+                                                       const crypto::PKey& authority,
                                                        std::string_view source) {
   std::string src(source);
   if (envelope.size() > kMaxManifestBytes) return Status::InvalidArgument(src + ": larger than 32 MiB");
@@ -323,14 +333,17 @@ Result<std::shared_ptr<const Manifest>> VerifyManifest(std::string_view envelope
   if (!raw.has_value()) return sf.Error("value", "not valid base64");
   std::string pinned = crypto::PublicKeyPin(authority);
   if (!crypto::VerifyEd25519(authority, SigningInput(*body), *raw)) {
-    std::string m = src + ": signature does not verify with the pinned authority key (pin " + pinned.substr(0, 16) + "...)";
-    if (!key_pin.empty() && key_pin != pinned) m += "; it names a different signing key (pin " + key_pin.substr(0, 16) + "...)";
+    std::string m = src + ": signature does not verify with the pinned authority key (pin " +
+                    pinned.substr(0, 16) + "...)";
+    if (!key_pin.empty() && key_pin != pinned)
+      m += "; it names a different signing key (pin " + key_pin.substr(0, 16) + "...)";
     return Status::Unauthenticated(m);
   }
   return Manifest::FromBody(*body, source);
 }
 
-Result<std::shared_ptr<const Manifest>> LoadManifestFile(const std::string& path, const crypto::PKey& authority) {
+Result<std::shared_ptr<const Manifest>> LoadManifestFile(const std::string& path,
+                                                         const crypto::PKey& authority) {
   PORO_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, kMaxManifestBytes));
   return VerifyManifest(text, authority, path);
 }

@@ -52,8 +52,8 @@ struct Endpoint {
 };
 
 struct TokenIssuer {
-  std::string id;           // the "iss" of its tokens
-  std::string institution;  // an Institution::id
+  std::string id;                           // the "iss" of its tokens
+  std::string institution;                  // an Institution::id
   std::shared_ptr<const crypto::PKey> key;  // Ed25519 public key
 };
 
@@ -62,7 +62,8 @@ class Manifest {
   // Validates a manifest body and builds the object. `source` prefixes error messages (a file name
   // or URL): "manifest.json: endpoints[2] ('dtn-b'): pin: expected 64 lowercase hex digits".
   // Unknown keys are errors: a manifest written for a newer version must not be half-understood.
-  static Result<std::shared_ptr<const Manifest>> FromBody(const nlohmann::json& body, std::string_view source);
+  static Result<std::shared_ptr<const Manifest>> FromBody(const nlohmann::json& body,
+                                                          std::string_view source);
 
   const std::string& federation() const { return federation_; }
   uint64_t serial() const { return serial_; }
@@ -109,10 +110,12 @@ Result<std::string> SignManifest(const nlohmann::json& body, const crypto::PKey&
 // Parses an envelope, checks its format and that the signature verifies with `authority` (the key
 // the daemon pins), then validates the body. Errors say which of these failed:
 // "manifest.json: signature does not verify with the pinned authority key (pin 3f2a...)".
-Result<std::shared_ptr<const Manifest>> VerifyManifest(std::string_view envelope, const crypto::PKey& authority,
+Result<std::shared_ptr<const Manifest>> VerifyManifest(std::string_view envelope,
+                                                       const crypto::PKey& authority,
                                                        std::string_view source);
 
 // Reads and verifies a manifest file (errors name the file).
-Result<std::shared_ptr<const Manifest>> LoadManifestFile(const std::string& path, const crypto::PKey& authority);
+Result<std::shared_ptr<const Manifest>> LoadManifestFile(const std::string& path,
+                                                         const crypto::PKey& authority);
 
 }  // namespace pororoca::federation

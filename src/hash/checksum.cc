@@ -21,10 +21,14 @@ Result<Digest128> Digest128::FromHex(std::string_view hex) {
   for (size_t i = 0; i < 32; ++i) {
     char c = hex[i];
     uint64_t v;
-    if (c >= '0' && c <= '9') v = uint64_t(c - '0');
-    else if (c >= 'a' && c <= 'f') v = uint64_t(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v = uint64_t(c - 'A' + 10);
-    else return Status::InvalidArgument("digest has a non-hex character");
+    if (c >= '0' && c <= '9')
+      v = uint64_t(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v = uint64_t(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      v = uint64_t(c - 'A' + 10);
+    else
+      return Status::InvalidArgument("digest has a non-hex character");
     uint64_t& part = i < 16 ? d.hi : d.lo;
     part = (part << 4) | v;
   }

@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <limits>
@@ -30,7 +30,7 @@ size_t RoundUp(size_t v, size_t to) { return (v + to - 1) / to * to; }
 struct BufferPool::Impl {
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::vector<int> free;  // LIFO: the most recently used buffer is the warmest in cache
+  std::vector<int> free;                // LIFO: the most recently used buffer is the warmest in cache
   std::condition_variable populate_cv;  // StopPopulate wakes Populate's busy wait
   bool populate_stop = false;
 };
@@ -63,7 +63,8 @@ void Buffer::Release() {
 }
 
 Result<std::unique_ptr<BufferPool>> BufferPool::Create(size_t buffer_size, size_t count) {
-  if (buffer_size == 0 || count == 0) return Status::InvalidArgument("buffer pool: size and count must be > 0");
+  if (buffer_size == 0 || count == 0)
+    return Status::InvalidArgument("buffer pool: size and count must be > 0");
   if (count > static_cast<size_t>(std::numeric_limits<int>::max()) ||
       buffer_size > std::numeric_limits<size_t>::max() / 2 / count) {
     return Status::InvalidArgument("buffer pool: size * count overflows");
@@ -74,7 +75,8 @@ Result<std::unique_ptr<BufferPool>> BufferPool::Create(size_t buffer_size, size_
   // Over-map by one huge page and trim, so the pool starts on a 2 MiB boundary and THP can back it.
   const size_t mapped = total + kHugePageSize;
   void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) return Status::IoError("buffer pool: mmap " + std::to_string(total) + " bytes", errno);
+  if (raw == MAP_FAILED)
+    return Status::IoError("buffer pool: mmap " + std::to_string(total) + " bytes", errno);
   const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
   const uintptr_t aligned = RoundUp(start, kHugePageSize);
   if (aligned > start) ::munmap(raw, aligned - start);

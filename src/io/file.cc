@@ -119,7 +119,8 @@ Status PreadFull(int fd, uint64_t offset, std::span<std::byte> buf, const std::s
   return Status::OK();
 }
 
-Status PwriteFull(int fd, uint64_t offset, std::span<const std::byte> buf, const std::string& path_for_errors) {
+Status PwriteFull(int fd, uint64_t offset, std::span<const std::byte> buf,
+                  const std::string& path_for_errors) {
   int64_t n = PwriteLoop(fd, offset, buf);
   if (n < 0) return Status::IoError("pwrite " + path_for_errors, static_cast<int>(-n));
   return Status::OK();

@@ -24,9 +24,9 @@ struct UringQueue::Op {
   uint64_t tag;
   OpKind kind;
   int fd;
-  int fixed_index;   // registered buffer holding the span, or -1
-  uint64_t offset;   // of the next byte to move
-  std::byte* data;   // next byte to move (const_cast for writes: the kernel only reads it)
+  int fixed_index;  // registered buffer holding the span, or -1
+  uint64_t offset;  // of the next byte to move
+  std::byte* data;  // next byte to move (const_cast for writes: the kernel only reads it)
   size_t remaining;
   size_t done = 0;
 };

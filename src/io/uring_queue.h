@@ -55,10 +55,10 @@ class UringQueue final : public IoQueue {
   bool ring_ready_ = false;
   bool can_cancel_ = false;
   unsigned depth_;
-  size_t kernel_in_flight_ = 0;      // ops holding an SQE or awaiting their CQE
-  std::deque<Completion> pending_;   // finished, not yet handed out by Reap()
+  size_t kernel_in_flight_ = 0;     // ops holding an SQE or awaiting their CQE
+  std::deque<Completion> pending_;  // finished, not yet handed out by Reap()
   const std::byte* fixed_base_ = nullptr;
-  size_t fixed_size_ = 0;            // bytes per registered buffer
+  size_t fixed_size_ = 0;  // bytes per registered buffer
   size_t fixed_count_ = 0;
   uint64_t fixed_sqes_ = 0;
 };

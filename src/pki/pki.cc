@@ -44,7 +44,9 @@ using ExtPtr = std::unique_ptr<X509_EXTENSION, ExtFree>;
 
 constexpr int64_t kSecondsPerDay = 86400;
 
-Status SslError(std::string_view what) { return Status::Internal(std::string(what) + ": " + crypto::OpenSslErrors()); }
+Status SslError(std::string_view what) {
+  return Status::Internal(std::string(what) + ": " + crypto::OpenSslErrors());
+}
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -92,7 +94,8 @@ Result<ReqPtr> LoadCsr(const std::string& path) {
 Status AddExt(X509* cert, X509V3_CTX* v3, int nid, const std::string& value) {
   ExtPtr ext(X509V3_EXT_nconf_nid(nullptr, v3, nid, value.c_str()));
   if (!ext) return SslError(std::string("build extension ") + OBJ_nid2sn(nid) + "=" + value);
-  if (X509_add_ext(cert, ext.get(), -1) != 1) return SslError(std::string("add extension ") + OBJ_nid2sn(nid));
+  if (X509_add_ext(cert, ext.get(), -1) != 1)
+    return SslError(std::string("add extension ") + OBJ_nid2sn(nid));
   return Status::OK();
 }
 
@@ -142,7 +145,8 @@ Result<X509Ptr> NewCert(const std::string& cn, EVP_PKEY* subject_key, const X509
 
 Status CheckEndpointName(const std::string& endpoint_name) {
   if (ValidEndpointName(endpoint_name)) return Status::OK();
-  return Status::InvalidArgument("endpoint name '" + endpoint_name + "' must be 1..64 characters of [A-Za-z0-9._-]");
+  return Status::InvalidArgument("endpoint name '" + endpoint_name +
+                                 "' must be 1..64 characters of [A-Za-z0-9._-]");
 }
 
 Status CheckIssueArgs(const std::string& endpoint_name, int days, const IssueOptions& opts) {
@@ -170,11 +174,12 @@ Result<Authority> LoadAuthority(const std::string& ca_dir) {
 }
 
 // The endpoint certificate (PEM) of IssueEndpoint for `subject_key`, signed by `ca`.
-Result<std::string> EndpointCertPem(const Authority& ca, const std::string& endpoint_name, EVP_PKEY* subject_key,
-                                    int days, const IssueOptions& opts) {
+Result<std::string> EndpointCertPem(const Authority& ca, const std::string& endpoint_name,
+                                    EVP_PKEY* subject_key, int days, const IssueOptions& opts) {
   const int64_t not_after = opts.not_after_offset_s.value_or(int64_t(days) * kSecondsPerDay);
-  PORO_ASSIGN_OR_RETURN(X509Ptr cert, NewCert(endpoint_name, subject_key, X509_get_subject_name(ca.cert.get()),
-                                              opts.not_before_offset_s, not_after));
+  PORO_ASSIGN_OR_RETURN(X509Ptr cert,
+                        NewCert(endpoint_name, subject_key, X509_get_subject_name(ca.cert.get()),
+                                opts.not_before_offset_s, not_after));
   X509V3_CTX v3;
   X509V3_set_ctx_nodb(&v3);
   X509V3_set_ctx(&v3, ca.cert.get(), cert.get(), nullptr, nullptr, 0);
@@ -240,8 +245,9 @@ Status IssueEndpoint(const std::string& ca_dir, const std::string& endpoint_name
   return WriteKeyAndCert(key, out_key, crt_pem, out_crt);
 }
 
-Status IssueEndpointFromCsr(const std::string& ca_dir, const std::string& csr_file, const std::string& endpoint_name,
-                            const std::string& out_crt, int days, const IssueOptions& opts) {
+Status IssueEndpointFromCsr(const std::string& ca_dir, const std::string& csr_file,
+                            const std::string& endpoint_name, const std::string& out_crt, int days,
+                            const IssueOptions& opts) {
   PORO_RETURN_IF_ERROR(CheckIssueArgs(endpoint_name, days, opts));
   PORO_RETURN_IF_ERROR(RefuseExisting(out_crt));
   PORO_ASSIGN_OR_RETURN(ReqPtr req, LoadCsr(csr_file));
@@ -279,7 +285,8 @@ Status WriteCsr(const std::string& key_file, const std::string& endpoint_name, c
   } else {
     PORO_ASSIGN_OR_RETURN(key, crypto::LoadPrivateKeyPem(key_file));
     if (!key.IsEd25519()) {
-      return Status::InvalidArgument(key_file + " is not an Ed25519 key; endpoint certificates are Ed25519 only");
+      return Status::InvalidArgument(key_file +
+                                     " is not an Ed25519 key; endpoint certificates are Ed25519 only");
     }
   }
   // A key made here goes away with a CSR that could not be written.

@@ -40,8 +40,9 @@ Status IssueEndpoint(const std::string& ca_dir, const std::string& endpoint_name
 // come from endpoint_name, and the extensions, serial and validity are those of IssueEndpoint.
 // Errors: kInvalidArgument for a bad name or request (naming the file), kNotFound for a missing CA
 // or request file, kAlreadyExists if out_crt exists.
-Status IssueEndpointFromCsr(const std::string& ca_dir, const std::string& csr_file, const std::string& endpoint_name,
-                            const std::string& out_crt, int days, const IssueOptions& opts = {});
+Status IssueEndpointFromCsr(const std::string& ca_dir, const std::string& csr_file,
+                            const std::string& endpoint_name, const std::string& out_crt, int days,
+                            const IssueOptions& opts = {});
 
 // Writes out_csr (mode 0644, never overwritten): a PEM certificate signing request with subject
 // CN=endpoint_name, signed by the Ed25519 key in key_file, for IssueEndpointFromCsr at the CA. If

@@ -93,7 +93,8 @@ std::string Decoder::Bytes(size_t max_len) {
 
 Status Decoder::Finish(std::string_view what) const {
   if (!ok_) {
-    return Status::Protocol(std::string("malformed ") + std::string(what) + " at byte " + std::to_string(fail_pos_));
+    return Status::Protocol(std::string("malformed ") + std::string(what) + " at byte " +
+                            std::to_string(fail_pos_));
   }
   if (pos_ != in_.size()) {
     return Status::Protocol(std::string("malformed ") + std::string(what) + ": " +

@@ -25,7 +25,10 @@ class Encoder {
   void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
   void Bytes(std::string_view s);  // varint length + bytes
   void Raw(std::span<const std::byte> b) { out_.insert(out_.end(), b.begin(), b.end()); }
-  void Digest(const Digest128& d) { U64(d.hi); U64(d.lo); }
+  void Digest(const Digest128& d) {
+    U64(d.hi);
+    U64(d.lo);
+  }
   std::vector<std::byte>& buffer() { return out_; }
   std::vector<std::byte> Take() { return std::move(out_); }
   size_t size() const { return out_.size(); }

@@ -287,8 +287,9 @@ Mac BindMac(std::span<const std::byte> key, bool reply, const SessionId& session
   msg.insert(msg.end(), nonce.begin(), nonce.end());
   Mac mac{};
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(msg.data()),
-       msg.size(), reinterpret_cast<unsigned char*>(mac.data()), &len);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
+       reinterpret_cast<unsigned char*>(mac.data()), &len);
   return mac;
 }
 

@@ -6,12 +6,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "pororoca/checksum.h"
 #include "pororoca/status.h"
@@ -64,18 +63,18 @@ struct FileEntry {
 };
 
 enum class PlanAction : uint8_t {
-  kSendAll = 0,   // receiver has nothing of it
-  kSkip = 1,      // identical already (--sync) or existing and --skip-existing
-  kFail = 2,      // cannot be written (reason in message); the transfer goes on with others
-  kResume = 3,    // receiver holds the listed chunks durably; send the others
-  kDone = 4,      // entry fully handled at plan time (directory, symlink, empty file)
+  kSendAll = 0,  // receiver has nothing of it
+  kSkip = 1,     // identical already (--sync) or existing and --skip-existing
+  kFail = 2,     // cannot be written (reason in message); the transfer goes on with others
+  kResume = 3,   // receiver holds the listed chunks durably; send the others
+  kDone = 4,     // entry fully handled at plan time (directory, symlink, empty file)
 };
 
 struct PlanEntry {
   uint64_t id = 0;
   PlanAction action = PlanAction::kSendAll;
-  Code code = Code::kOk;  // kFail only
-  std::string message;    // kFail only
+  Code code = Code::kOk;                             // kFail only
+  std::string message;                               // kFail only
   std::vector<std::pair<uint64_t, Digest128>> have;  // kResume only: chunk index -> digest
 };
 

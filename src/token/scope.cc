@@ -72,7 +72,8 @@ Status CheckScope(const Claims& claims, Action action, std::string_view path) {
     auto have = Components(std::string_view(scope).substr(colon + 1));
     if (have.ok() && Covers(*have, want)) return Status::OK();
   }
-  return Status::PermissionDenied("token grants no " + std::string(ActionScope(action)) + " for " + Printable(path) +
+  return Status::PermissionDenied("token grants no " + std::string(ActionScope(action)) + " for " +
+                                  Printable(path) +
                                   " (scopes: " + (listed.empty() ? "none" : Printable(listed, 200)) + ")");
 }
 

@@ -3,10 +3,9 @@
 #include <time.h>
 
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "crypto/encoding.h"
 #include "token/printable.h"
@@ -18,7 +17,9 @@ using json = nlohmann::json;
 
 constexpr char kAlgorithm[] = "EdDSA";
 
-Status Malformed(std::string_view why) { return Status::InvalidArgument("malformed token: " + std::string(why)); }
+Status Malformed(std::string_view why) {
+  return Status::InvalidArgument("malformed token: " + std::string(why));
+}
 
 std::string Quoted(std::string_view s) { return "'" + Printable(s) + "'"; }
 
@@ -54,7 +55,8 @@ struct Parsed {
 
 Result<json> DecodeObject(std::string_view part, std::string_view name) {
   auto bytes = crypto::Base64UrlDecode(part);
-  if (!bytes) return Malformed(std::string(name) + " is not base64url (" + std::string(bytes.error().message()) + ")");
+  if (!bytes)
+    return Malformed(std::string(name) + " is not base64url (" + std::string(bytes.error().message()) + ")");
   json j = json::parse(*bytes, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Malformed(std::string(name) + " is not JSON");
   if (!j.is_object()) return Malformed(std::string(name) + " is not a JSON object");
@@ -129,7 +131,8 @@ Status ReadClaims(const json& p, Parsed* out) {
 Result<Parsed> Parse(std::string_view jwt) {
   if (jwt.empty()) return Malformed("empty");
   if (jwt.size() > kMaxTokenBytes) {
-    return Malformed(std::to_string(jwt.size()) + " bytes, more than the limit of " + std::to_string(kMaxTokenBytes));
+    return Malformed(std::to_string(jwt.size()) + " bytes, more than the limit of " +
+                     std::to_string(kMaxTokenBytes));
   }
   const size_t dot1 = jwt.find('.');
   const size_t dot2 = dot1 == std::string_view::npos ? dot1 : jwt.find('.', dot1 + 1);
@@ -156,14 +159,16 @@ Status CheckAlgorithm(const json& header) {
     return Status::Unauthenticated("token algorithm " + Quoted(name) + " is not accepted (only EdDSA)");
   }
   if (header.contains("crit")) {
-    return Status::Unauthenticated("token header lists critical extensions ('crit'), which are not supported");
+    return Status::Unauthenticated(
+        "token header lists critical extensions ('crit'), which are not supported");
   }
   return Status::OK();
 }
 
 Status CheckSignature(const Parsed& t, const crypto::PKey* key) {
   if (key == nullptr || !*key) {
-    return Status::Unauthenticated("token issuer " + Quoted(t.claims.issuer) + " is not in the federation manifest");
+    return Status::Unauthenticated("token issuer " + Quoted(t.claims.issuer) +
+                                   " is not in the federation manifest");
   }
   // Checked after the algorithm, so that e.g. an unsigned "none" token is refused for what it is.
   if (t.signature.size() != crypto::kEd25519SignatureSize) {
@@ -182,11 +187,12 @@ Status CheckTimes(const Parsed& t, int64_t now, int64_t leeway) {
     return Status::Unauthenticated("token expired at " + Utc(c.expires) + " (now " + Utc(now) + ")");
   }
   if (t.has_nbf && SaturatingAdd(now, leeway) < c.not_before) {
-    return Status::Unauthenticated("token is not valid before " + Utc(c.not_before) + " (now " + Utc(now) + ")");
+    return Status::Unauthenticated("token is not valid before " + Utc(c.not_before) + " (now " + Utc(now) +
+                                   ")");
   }
   if (t.has_iat && SaturatingAdd(now, leeway) < c.issued_at) {
-    return Status::Unauthenticated("token was issued in the future, at " + Utc(c.issued_at) + " (now " + Utc(now) +
-                                   ")");
+    return Status::Unauthenticated("token was issued in the future, at " + Utc(c.issued_at) + " (now " +
+                                   Utc(now) + ")");
   }
   return Status::OK();
 }
@@ -197,17 +203,19 @@ Status CheckAudience(const std::vector<std::string>& audiences, std::string_view
   }
   const std::string self = ", this endpoint is " + Quoted(expected);
   if (audiences.empty()) return Status::Unauthenticated("token has no audience (aud)" + self);
-  if (audiences.size() == 1) return Status::Unauthenticated("token audience is " + Quoted(audiences[0]) + self);
+  if (audiences.size() == 1)
+    return Status::Unauthenticated("token audience is " + Quoted(audiences[0]) + self);
   std::string list;
   for (size_t i = 0; i < audiences.size() && i < 4; ++i) list += (i ? ", " : "") + Quoted(audiences[i]);
   if (audiences.size() > 4) list += ", ...";
   return Status::Unauthenticated("token audiences are " + list + self);
 }
 
-Result<Claims> Verify(std::string_view jwt, const IssuerKeyLookup& issuers, std::string_view expected_audience,
-                      int64_t now, int64_t leeway) {
+Result<Claims> Verify(std::string_view jwt, const IssuerKeyLookup& issuers,
+                      std::string_view expected_audience, int64_t now, int64_t leeway) {
   if (expected_audience.empty()) {
-    return Status::InvalidArgument("cannot verify a token without the expected audience (this endpoint's name)");
+    return Status::InvalidArgument(
+        "cannot verify a token without the expected audience (this endpoint's name)");
   }
   if (leeway < 0) return Status::InvalidArgument("token clock leeway must not be negative");
   PORO_ASSIGN_OR_RETURN(Parsed t, Parse(jwt));
@@ -239,7 +247,8 @@ Result<std::string> Issue(const Claims& c, const crypto::PKey& key, std::string_
   if (c.not_before != 0) payload["nbf"] = c.not_before;
   if (!scope.empty()) payload["scope"] = scope;
 
-  const std::string input = crypto::Base64UrlEncode(header.dump()) + "." + crypto::Base64UrlEncode(payload.dump());
+  const std::string input =
+      crypto::Base64UrlEncode(header.dump()) + "." + crypto::Base64UrlEncode(payload.dump());
   auto sig = crypto::SignEd25519(key, input);
   if (!sig) return std::move(sig.error().Annotate("sign token"));
   std::string jwt = input + "." + crypto::Base64UrlEncode(*sig);
@@ -252,7 +261,8 @@ Result<std::string> Issue(const Claims& c, const crypto::PKey& key, std::string_
 
 }  // namespace
 
-Result<std::string> IssueToken(const Claims& claims, const crypto::PKey& issuer_key, std::string_view key_id) {
+Result<std::string> IssueToken(const Claims& claims, const crypto::PKey& issuer_key,
+                               std::string_view key_id) {
   try {
     return Issue(claims, issuer_key, key_id);
   } catch (const json::exception& e) {
@@ -263,8 +273,8 @@ Result<std::string> IssueToken(const Claims& claims, const crypto::PKey& issuer_
   }
 }
 
-Result<Claims> VerifyToken(std::string_view jwt, const IssuerKeyLookup& issuers, std::string_view expected_audience,
-                           int64_t now_unix, int64_t leeway_s) {
+Result<Claims> VerifyToken(std::string_view jwt, const IssuerKeyLookup& issuers,
+                           std::string_view expected_audience, int64_t now_unix, int64_t leeway_s) {
   try {
     return Verify(jwt, issuers, expected_audience, now_unix, leeway_s);
   } catch (const json::exception& e) {

@@ -35,10 +35,10 @@ inline constexpr size_t kMaxTokenBytes = 16 * 1024;
 // The registered claims pororoca uses (RFC 7519 section 4.1) and the WLCG "scope" claim.
 // Times are seconds since the Unix epoch; 0 means absent.
 struct Claims {
-  std::string issuer;    // iss (required)
-  std::string subject;   // sub
-  std::string audience;  // aud: one string. A token whose aud is an array verifies as the expected one.
-  std::string id;        // jti
+  std::string issuer;      // iss (required)
+  std::string subject;     // sub
+  std::string audience;    // aud: one string. A token whose aud is an array verifies as the expected one.
+  std::string id;          // jti
   int64_t issued_at = 0;   // iat
   int64_t not_before = 0;  // nbf
   int64_t expires = 0;     // exp (required)
@@ -49,7 +49,8 @@ struct Claims {
 // "kid" when key_id is not empty. Claims with empty / zero values are left out. Does not judge
 // times (an expired token can be made on purpose); kInvalidArgument if issuer is empty, expires is
 // 0, a scope is empty or contains a space, a string is not UTF-8, or the key cannot sign.
-Result<std::string> IssueToken(const Claims& claims, const crypto::PKey& issuer_key, std::string_view key_id = {});
+Result<std::string> IssueToken(const Claims& claims, const crypto::PKey& issuer_key,
+                               std::string_view key_id = {});
 
 // Returns the key of a trusted issuer, or nullptr for an issuer that is not trusted. The pointer
 // need only stay valid until the lookup's caller returns.
@@ -59,8 +60,8 @@ using IssuerKeyLookup = std::function<const crypto::PKey*(std::string_view issue
 // allowing leeway_s seconds of clock skew. Checks, in this order: form (three base64url parts,
 // JSON objects, claim types; iss and exp present), algorithm (EdDSA only), issuer (the lookup
 // knows it), signature, times (exp, nbf, iat not in the future) and audience.
-Result<Claims> VerifyToken(std::string_view jwt, const IssuerKeyLookup& issuers, std::string_view expected_audience,
-                           int64_t now_unix, int64_t leeway_s = 60);
+Result<Claims> VerifyToken(std::string_view jwt, const IssuerKeyLookup& issuers,
+                           std::string_view expected_audience, int64_t now_unix, int64_t leeway_s = 60);
 
 // What a request does to a path (WLCG token profile, storage.* scopes).
 enum class Action {

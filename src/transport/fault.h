@@ -14,8 +14,8 @@
 namespace pororoca::transport {
 
 struct FaultOptions {
-  unsigned corrupt_every = 0;                     // 0 = never
-  std::chrono::microseconds send_delay{0};        // sleep before each message with a payload
+  unsigned corrupt_every = 0;               // 0 = never
+  std::chrono::microseconds send_delay{0};  // sleep before each message with a payload
   bool active() const { return corrupt_every > 0 || send_delay.count() > 0; }
 };
 

@@ -100,7 +100,8 @@ Status SetBlocking(int fd, bool blocking) {
 // MSG_DONTWAIT tries (so never inside recv). When the poll times out, one last try still takes bytes
 // that arrived below the socket's SO_RCVLOWAT: that link is slow, not idle. Returns bytes received
 // (0 = EOF) or -1 with errno set (ETIMEDOUT on idle timeout).
-ssize_t RecvWait(int fd, void* buf, size_t len, int flags, const TransportOptions& opts, bool in_poll = false) {
+ssize_t RecvWait(int fd, void* buf, size_t len, int flags, const TransportOptions& opts,
+                 bool in_poll = false) {
   const bool timed = opts.idle_timeout.count() > 0;
   if (timed || in_poll) flags |= MSG_DONTWAIT;
   for (bool last_try = false;;) {
@@ -302,8 +303,9 @@ Result<UniqueFd> TcpAccept(int listen_fd, std::chrono::milliseconds timeout) {
   for (;;) {
     if (timed) {
       int rc = PollOne(listen_fd, POLLIN, timeout);
-      if (rc == 0) return Status::DeadlineExceeded("accept: nobody connected within " +
-                                                   std::to_string(timeout.count()) + " ms");
+      if (rc == 0)
+        return Status::DeadlineExceeded("accept: nobody connected within " + std::to_string(timeout.count()) +
+                                        " ms");
       if (rc < 0) return Status::IoError("poll accept", errno);
     }
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -341,9 +343,8 @@ Status ApplySocketOptions(int fd, const SocketOptions& opts) {
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay)) < 0) {
     return Status::IoError("setsockopt TCP_NODELAY", errno);
   }
-  if (!opts.congestion.empty() &&
-      ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, opts.congestion.data(),
-                   socklen_t(opts.congestion.size())) < 0) {
+  if (!opts.congestion.empty() && ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, opts.congestion.data(),
+                                               socklen_t(opts.congestion.size())) < 0) {
     // Often the module is not loaded or not in net.ipv4.tcp_allowed_congestion_control.
     PORO_LOG(WARNING) << "cannot set TCP congestion control '" << opts.congestion
                       << "': " << std::strerror(errno) << "; keeping the system default";
@@ -416,8 +417,8 @@ Status TcpMessageChannel::Send(std::span<const std::byte> header, std::span<cons
   return Status::OK();
 }
 
-Status TcpMessageChannel::SendFile(std::span<const std::byte> header, int file_fd, uint64_t offset, size_t len,
-                                   const TransportOptions& opts) {
+Status TcpMessageChannel::SendFile(std::span<const std::byte> header, int file_fd, uint64_t offset,
+                                   size_t len, const TransportOptions& opts) {
   if (header.empty() || header.size() > kMaxHeader) {
     return Status::InvalidArgument("message header of " + std::to_string(header.size()) +
                                    " bytes; must be 1.." + std::to_string(kMaxHeader));
@@ -558,7 +559,8 @@ Result<MessageChannel::Received> TcpMessageChannel::Receive(std::span<std::byte>
   if (payload_len - have >= kLowatMin) {
     int rcvbuf = 0;
     socklen_t len = sizeof rcvbuf;
-    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len) == 0 && rcvbuf > 0) lowat_cap = size_t(rcvbuf) / 4;
+    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len) == 0 && rcvbuf > 0)
+      lowat_cap = size_t(rcvbuf) / 4;
   }
   while (have < payload_len) {
     // A large payload arriving at less than memory speed (a WAN, or loopback under load) would wake this
@@ -572,7 +574,8 @@ Result<MessageChannel::Received> TcpMessageChannel::Receive(std::span<std::byte>
     const size_t left = payload_len - have;
     const bool marked = left >= kLowatMin && lowat_cap >= kLowatMin;
     SetRcvLowat(marked ? int(std::min({left, kLowatMax, lowat_cap})) : 1);
-    ssize_t got = RecvWait(fd_.get(), dst.data() + have, left, marked ? 0 : MSG_WAITALL, opts, /*in_poll=*/marked);
+    ssize_t got =
+        RecvWait(fd_.get(), dst.data() + have, left, marked ? 0 : MSG_WAITALL, opts, /*in_poll=*/marked);
     if (got < 0) return ErrorFor("recv from", errno);
     if (got == 0) {
       if (shutdown_.load()) return ErrorFor("recv from", 0);
@@ -600,7 +603,8 @@ Status TcpMessageChannel::Close(const TransportOptions& /*opts*/) {
 std::optional<std::chrono::microseconds> TcpMessageChannel::rtt() const {
   struct tcp_info ti {};
   socklen_t len = sizeof ti;
-  if (::getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || len < offsetof(tcp_info, tcpi_rttvar)) {
+  if (::getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+      len < offsetof(tcp_info, tcpi_rttvar)) {
     return std::nullopt;
   }
   return std::chrono::microseconds(ti.tcpi_rtt);

@@ -84,7 +84,8 @@ Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsConfig& config) 
     return Status::InvalidArgument("TLS server config needs cert_file and key_file");
   }
   if (has_cert) {
-    if (!readable(config.cert_file)) return Status::IoError("TLS certificate file " + config.cert_file, errno);
+    if (!readable(config.cert_file))
+      return Status::IoError("TLS certificate file " + config.cert_file, errno);
     if (!readable(config.key_file)) return Status::IoError("TLS key file " + config.key_file, errno);
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), config.cert_file.c_str()) != 1) {
       return FileError("TLS certificate file", config.cert_file);
@@ -160,8 +161,8 @@ Status TlsStream::RunHandshake(bool client, const TransportOptions& opts) {
   const std::string what = "TLS handshake with " + peer_;
   auto timed_out = [&] {
     fatal_ = true;
-    Status s = Status::DeadlineExceeded(what + " failed: not done within " + std::to_string(budget.count()) +
-                                        " ms");
+    Status s =
+        Status::DeadlineExceeded(what + " failed: not done within " + std::to_string(budget.count()) + " ms");
     s.WithSide(Side::kNetwork);
     return s;
   };
@@ -352,8 +353,8 @@ void TlsStream::Shutdown() {
 Result<std::vector<std::byte>> TlsStream::ExportKey(std::string_view label, size_t len) const {
   std::vector<std::byte> out(len);
   ERR_clear_error();
-  if (SSL_export_keying_material(ssl_.get(), reinterpret_cast<unsigned char*>(out.data()), len,
-                                 label.data(), label.size(), nullptr, 0, /*use_context=*/0) != 1) {
+  if (SSL_export_keying_material(ssl_.get(), reinterpret_cast<unsigned char*>(out.data()), len, label.data(),
+                                 label.size(), nullptr, 0, /*use_context=*/0) != 1) {
     return Status::Internal("TLS exporter '" + std::string(label) + "': " + crypto::OpenSslErrors());
   }
   return out;

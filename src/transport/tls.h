@@ -117,9 +117,9 @@ class TlsStream : public Stream {
   std::string peer_;
   std::string peer_cn_;
   std::string peer_pin_;
-  bool ticket_seen_ = false;  // set by the client's new-session callback
+  bool ticket_seen_ = false;        // set by the client's new-session callback
   std::atomic<bool> fatal_{false};  // no close_notify after a fatal error
-  bool established_ = false;  // handshake (incl. the client's wait for acceptance) completed
+  bool established_ = false;        // handshake (incl. the client's wait for acceptance) completed
   std::atomic<bool> shutdown_{false};
   // Serialises SSL_* calls so that one thread may read while another writes (the control channel
   // does); waiting for the socket happens outside the lock.

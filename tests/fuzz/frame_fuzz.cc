@@ -8,12 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <span>
-#include <utility>
-#include <string_view>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "fuzz/fuzz_check.h"
 #include "proto/codec.h"
@@ -24,7 +23,6 @@ namespace {
 using pororoca::proto::Decoder;
 namespace proto = pororoca::proto;
 
-
 // Decode, and for an accepted input check that re-encoding is stable.
 template <class Decode, class Encode>
 void RoundTrip(std::span<const std::byte> in, Decode decode, Encode encode) {
@@ -34,7 +32,8 @@ void RoundTrip(std::span<const std::byte> in, Decode decode, Encode encode) {
   auto second = decode(std::span<const std::byte>(bytes.data(), bytes.size()));
   REQUIRE_INVARIANT(second.ok());
   const auto again = encode(*second);
-  REQUIRE_INVARIANT(again.size() == bytes.size() && std::memcmp(again.data(), bytes.data(), bytes.size()) == 0);
+  REQUIRE_INVARIANT(again.size() == bytes.size() &&
+                    std::memcmp(again.data(), bytes.data(), bytes.size()) == 0);
 }
 
 // A program of primitive reads: each input byte picks the next read until the input is used up.
@@ -44,14 +43,30 @@ void DecoderProgram(std::span<const std::byte> in) {
   Decoder d(in.subspan(ops));
   for (size_t i = 0; i < ops; ++i) {
     switch (std::to_integer<int>(in[i]) % 8) {
-      case 0: d.U8(); break;
-      case 1: d.U16(); break;
-      case 2: d.U32(); break;
-      case 3: d.U64(); break;
-      case 4: d.Var(); break;
-      case 5: REQUIRE_INVARIANT(d.Bytes(64).size() <= 64); break;
-      case 6: d.Digest(); break;
-      default: d.I64(); break;
+      case 0:
+        d.U8();
+        break;
+      case 1:
+        d.U16();
+        break;
+      case 2:
+        d.U32();
+        break;
+      case 3:
+        d.U64();
+        break;
+      case 4:
+        d.Var();
+        break;
+      case 5:
+        REQUIRE_INVARIANT(d.Bytes(64).size() <= 64);
+        break;
+      case 6:
+        d.Digest();
+        break;
+      default:
+        d.I64();
+        break;
     }
   }
   REQUIRE_INVARIANT(d.ok() || !d.Finish("fuzz").ok());
@@ -104,8 +119,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       RoundTrip(in, proto::DecodeBind, proto::EncodeBind);
       break;
     case 8:
-      RoundTrip(in, proto::DecodeBindReply,
-                [](const std::pair<uint8_t, proto::Mac>& r) { return proto::EncodeBindReply(r.first, r.second); });
+      RoundTrip(in, proto::DecodeBindReply, [](const std::pair<uint8_t, proto::Mac>& r) {
+        return proto::EncodeBindReply(r.first, r.second);
+      });
       break;
     case 9:
       if (auto bytes = proto::HexDecode(text); bytes.ok()) {

@@ -18,7 +18,6 @@ namespace {
 namespace crypto = pororoca::crypto;
 namespace federation = pororoca::federation;
 
-
 const crypto::PKey& AuthorityKey() {
   static const crypto::PKey key = [] {
     auto k = crypto::GenerateEd25519();

@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const Request& req : kRequests) {
     pororoca::policy::Decision d = policy->Evaluate(req);
     REQUIRE_INVARIANT(!d.allowed || !d.rule_id.empty());  // an allow always names its rule
-    REQUIRE_INVARIANT(!d.reason.empty());                    // every decision says why
+    REQUIRE_INVARIANT(!d.reason.empty());                 // every decision says why
     REQUIRE_INVARIANT(d.allowed || (d.rate_limit_bytes_per_s == 0 && d.max_concurrent == 0));
     pororoca::policy::Decision again = policy->Evaluate(req);  // evaluation is a pure function
     REQUIRE_INVARIANT(again.allowed == d.allowed && again.rule_id == d.rule_id);

@@ -8,6 +8,8 @@
 // audience and has not expired; re-issuing its claims gives a token that verifies to the same
 // claims; storage.modify grants imply storage.create grants; a grant on a path extends to what is
 // below it.
+#include "fuzz/token_fuzz.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,7 +19,6 @@
 #include "crypto/encoding.h"
 #include "crypto/keys.h"
 #include "fuzz/fuzz_check.h"
-#include "fuzz/token_fuzz.h"
 #include "token/token.h"
 
 namespace {
@@ -57,7 +58,8 @@ void ScopeInvariants(const token::Claims& c, std::string_view path) {
   const pororoca::Status read = token::CheckScope(c, token::Action::kRead, path);
   if (modify.ok()) REQUIRE_INVARIANT(create.ok());
   for (const pororoca::Status* s : {&modify, &create, &read}) {
-    REQUIRE_INVARIANT(s->ok() || s->code() == pororoca::Code::kPermissionDenied || s->code() == pororoca::Code::kInvalidArgument);
+    REQUIRE_INVARIANT(s->ok() || s->code() == pororoca::Code::kPermissionDenied ||
+                      s->code() == pororoca::Code::kInvalidArgument);
   }
   if (read.ok()) {
     std::string below(path);
@@ -77,7 +79,7 @@ void Accepted(const token::Claims& c) {
   auto back = token::VerifyToken(*again, Lookup, kAudience, kNow);
   REQUIRE_INVARIANT(back.ok());
   REQUIRE_INVARIANT(back->issuer == c.issuer && back->subject == c.subject && back->id == c.id &&
-          back->expires == c.expires && back->scopes == c.scopes);
+                    back->expires == c.expires && back->scopes == c.scopes);
 }
 
 void Verify(std::string_view jwt) {
@@ -101,7 +103,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 1: {
       const size_t nl = rest.find('\n');
-      const std::string_view header = nl == std::string_view::npos ? R"({"alg":"EdDSA"})" : rest.substr(0, nl);
+      const std::string_view header =
+          nl == std::string_view::npos ? R"({"alg":"EdDSA"})" : rest.substr(0, nl);
       const std::string_view payload = nl == std::string_view::npos ? rest : rest.substr(nl + 1);
       const std::string input = crypto::Base64UrlEncode(header) + "." + crypto::Base64UrlEncode(payload);
       auto sig = crypto::SignEd25519(IssuerKey(), input);

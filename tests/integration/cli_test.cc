@@ -1,7 +1,6 @@
 // What the CLI tells the user when a request cannot even start: exit codes and messages; how a
 // client follows a transfer (the API's long poll).
 #include <doctest/doctest.h>
-
 #include <unistd.h>
 
 #include <chrono>
@@ -95,7 +94,8 @@ TEST_SUITE("integration.cli") {
     CHECK(r.exit_code == 2);
   }
 
-  TEST_CASE("finished transfers are forgotten keep_finished_s after they ended, while running and at start-up") {
+  TEST_CASE(
+      "finished transfers are forgotten keep_finished_s after they ended, while running and at start-up") {
     TestFederation fed;
     DaemonOptions ao;
     ao.keep_finished_s = 2;
@@ -137,7 +137,8 @@ TEST_SUITE("integration.cli") {
     CHECK(Cli(a, {"status", second}).exit_code == 4);
   }
 
-  TEST_CASE("GET /v1/transfers/{id}?wait= answers when the transfer ends, or after the wait with its progress") {
+  TEST_CASE(
+      "GET /v1/transfers/{id}?wait= answers when the transfer ends, or after the wait with its progress") {
     TestFederation fed;
     DaemonOptions slow;
     slow.chunk_size = "1MiB";
@@ -151,7 +152,9 @@ TEST_SUITE("integration.cli") {
     REQUIRE(r.exit_code == 0);
     const std::string id = Trim(r.out);
     using Clock = std::chrono::steady_clock;
-    auto seconds_since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+    auto seconds_since = [](Clock::time_point t0) {
+      return std::chrono::duration<double>(Clock::now() - t0).count();
+    };
 
     auto t0 = Clock::now();
     auto t = a.Get("/v1/transfers/" + id + "?wait=0.3");
@@ -177,7 +180,8 @@ TEST_SUITE("integration.cli") {
       CAPTURE(bad);
       auto e = a.Get("/v1/transfers/" + id + "?wait=" + bad);
       CHECK(e.value("http_status", 0) == 400);
-      CHECK(e["error"].value("message", std::string()).find("wait must be a number of seconds") != std::string::npos);
+      CHECK(e["error"].value("message", std::string()).find("wait must be a number of seconds") !=
+            std::string::npos);
     }
   }
 }

@@ -118,7 +118,8 @@ TEST_SUITE("integration.copy") {
     for (int d = 0; d < kDirs; ++d) {
       std::string dir = a.Path("many/d" + std::to_string(d));
       MakeDir(dir, 0755);
-      for (int i = 0; i < kPerDir; ++i) WriteFile(dir + "/f" + std::to_string(i), std::to_string(d * kPerDir + i));
+      for (int i = 0; i < kPerDir; ++i)
+        WriteFile(dir + "/f" + std::to_string(i), std::to_string(d * kPerDir + i));
     }
     CliResult r = Cli(a, {"cp", "-r", "--json", a.Path("many"), "b:/"}, 300s);
     INFO(r.Describe());

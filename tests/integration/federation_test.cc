@@ -44,9 +44,12 @@ bool WaitSerial(const DaemonProcess& d, uint64_t serial, std::chrono::millisecon
   return false;
 }
 
-std::string IssueToken(TestFederation& fed, const std::string& institution, const std::vector<std::string>& extra) {
-  std::vector<std::string> args{"token", "issue", "--key", fed.IssuerKey(institution), "--issuer",
-                                fed.IssuerId(institution), "--subject", "alice@" + institution};
+std::string IssueToken(TestFederation& fed, const std::string& institution,
+                       const std::vector<std::string>& extra) {
+  std::vector<std::string> args{"token",     "issue",
+                                "--key",     fed.IssuerKey(institution),
+                                "--issuer",  fed.IssuerId(institution),
+                                "--subject", "alice@" + institution};
   args.insert(args.end(), extra.begin(), extra.end());
   CliResult r = RunCli(args, "/nonexistent.sock", 30s);
   REQUIRE_MESSAGE(r.exit_code == 0, r.Describe());
@@ -164,7 +167,8 @@ TEST_SUITE("integration.federation") {
     service->Stop();
   }
 
-  TEST_CASE("manifest: bad signature and older serial are refused, a newer one is picked up without restart") {
+  TEST_CASE(
+      "manifest: bad signature and older serial are refused, a newer one is picked up without restart") {
     TestFederation fed;
     DaemonPair p(fed);
     DaemonProcess& a = *p.a;
@@ -246,7 +250,8 @@ TEST_SUITE("integration.federation") {
     {
       INFO(r.Describe());
       CHECK(r.exit_code == kExitDenied);
-      CHECK(r.output().find("endpoint 'b' is suspended in federation 'test-federation'") != std::string::npos);
+      CHECK(r.output().find("endpoint 'b' is suspended in federation 'test-federation'") !=
+            std::string::npos);
       CHECK(!Exists(b.Path("f.txt")));
     }
     r = Cli(b, {"cp", b.Path("g.txt"), "a:/g.txt"}, 60s);
@@ -300,7 +305,8 @@ TEST_SUITE("integration.federation") {
     CHECK(again.output().find("'b' is revoked") != std::string::npos);
   }
 
-  TEST_CASE("policy: default deny and rules by pair, direction, path prefix, classification and time window") {
+  TEST_CASE(
+      "policy: default deny and rules by pair, direction, path prefix, classification and time window") {
     TestFederation fed;
     DaemonOptions ao;
     ao.extra_toml =
@@ -325,10 +331,19 @@ TEST_SUITE("integration.federation") {
     std::snprintf(end, sizeof end, "%02d:%02d", (tm.tm_hour + 12) % 24, (tm.tm_min + 1) % 60);
     fed.SetRules(json::array({
         {{"id", "no-restricted-out"}, {"effect", "deny"}, {"classifications", {"restricted"}}},
-        {{"id", "night-archive"}, {"effect", "allow"}, {"source", {"inst-a"}}, {"destination", {"inst-b"}},
-         {"source_paths", {"/archive"}}, {"time_window", {{"start", start}, {"end", end}}}},
-        {{"id", "a-datasets-to-b-scratch"}, {"effect", "allow"}, {"source", {"inst-a"}}, {"destination", {"inst-b"}},
-         {"direction", "push"}, {"source_paths", {"/datasets"}}, {"destination_paths", {"/scratch"}}},
+        {{"id", "night-archive"},
+         {"effect", "allow"},
+         {"source", {"inst-a"}},
+         {"destination", {"inst-b"}},
+         {"source_paths", {"/archive"}},
+         {"time_window", {{"start", start}, {"end", end}}}},
+        {{"id", "a-datasets-to-b-scratch"},
+         {"effect", "allow"},
+         {"source", {"inst-a"}},
+         {"destination", {"inst-b"}},
+         {"direction", "push"},
+         {"source_paths", {"/datasets"}},
+         {"destination_paths", {"/scratch"}}},
     }));
     uint64_t s = fed.Publish();
     REQUIRE(WaitSerial(a, s));
@@ -350,12 +365,17 @@ TEST_SUITE("integration.federation") {
     };
     std::vector<Case> cases{
         {"destination path prefix", {a.Path("datasets/d.txt"), "b:/home/d.txt"}, "default deny"},
-        {"classification", {a.Path("clinical/c.txt"), "b:/scratch/c.txt"}, "denied by rule 'no-restricted-out'"},
-        {"direction (pull of b's data by a is b -> a)", {"b:/scratch/r.txt", a.Path("r.txt")}, "default deny"},
+        {"classification",
+         {a.Path("clinical/c.txt"), "b:/scratch/c.txt"},
+         "denied by rule 'no-restricted-out'"},
+        {"direction (pull of b's data by a is b -> a)",
+         {"b:/scratch/r.txt", a.Path("r.txt")},
+         "default deny"},
     };
     MakeDir(a.Path("archive"));
     WriteFile(a.Path("archive/old.txt"), "old\n");
-    cases.push_back({"time window (the archive rule is outside its window)", {a.Path("archive/old.txt"), "b:/scratch/"},
+    cases.push_back({"time window (the archive rule is outside its window)",
+                     {a.Path("archive/old.txt"), "b:/scratch/"},
                      "default deny"});
     for (const auto& c : cases) {
       std::vector<std::string> args{"cp"};
@@ -383,7 +403,8 @@ TEST_SUITE("integration.federation") {
     {
       INFO(tree.Describe());
       CHECK(tree.exit_code == kExitDenied);
-      CHECK(tree.output().find("/datasets/private inside the tree is classified 'restricted'") != std::string::npos);
+      CHECK(tree.output().find("/datasets/private inside the tree is classified 'restricted'") !=
+            std::string::npos);
       CHECK(!Exists(b.Path("scratch/datasets")));
     }
     CHECK(!Exists(b.Path("home/d.txt")));
@@ -428,7 +449,8 @@ TEST_SUITE("integration.federation") {
       json failures = r.Json().value("failures", json::array());
       REQUIRE(failures.size() == 1);
       CHECK(failures[0].value("path", std::string()).find("secret/s.txt") != std::string::npos);
-      CHECK(failures[0].value("error", std::string()).find("denied by rule 'no-secret'") != std::string::npos);
+      CHECK(failures[0].value("error", std::string()).find("denied by rule 'no-secret'") !=
+            std::string::npos);
       CHECK(ReadFile(dst + "/ok.txt") == "ok\n");
       CHECK(ReadFile(dst + "/sub/x.txt") == "x\n");
       CHECK(!Exists(dst + "/secret/s.txt"));  // the directory arrives empty; no denied byte does
@@ -437,7 +459,8 @@ TEST_SUITE("integration.federation") {
     CHECK(Audited(a, "transfer", "denied", "denied by rule 'no-secret'"));
   }
 
-  TEST_CASE("policy: the receiving daemon applies the rules to every file of a tree, whatever the sender did") {
+  TEST_CASE(
+      "policy: the receiving daemon applies the rules to every file of a tree, whatever the sender did") {
     // The sending daemon reads an older manifest that allows everything, so its walker sends the
     // whole tree; the receiving daemon's manifest denies one sub-tree, and it refuses those files.
     TestFederation fed;
@@ -483,7 +506,8 @@ TEST_SUITE("integration.federation") {
     DaemonProcess& a = *p.a;
     DaemonProcess& b = *p.b;
     const uint64_t rate = 8ull << 20;  // 8 MiB/s for the pair
-    fed.SetRules(json::array({{{"id", "capped"}, {"effect", "allow"}, {"rate_limit", std::to_string(rate)}}}));
+    fed.SetRules(
+        json::array({{{"id", "capped"}, {"effect", "allow"}, {"rate_limit", std::to_string(rate)}}}));
     uint64_t s = fed.Publish();
     REQUIRE(WaitSerial(a, s));
     REQUIRE(WaitSerial(b, s));
@@ -500,7 +524,8 @@ TEST_SUITE("integration.federation") {
       for (const auto& id : ids) total += a.Transfer(id)["progress"].value("bytes_sent", uint64_t{0});
       return total;
     };
-    for (const auto& id : ids) REQUIRE(a.WaitForState(id, {"running"}, 30s).value("state", std::string()) == "running");
+    for (const auto& id : ids)
+      REQUIRE(a.WaitForState(id, {"running"}, 30s).value("state", std::string()) == "running");
     std::this_thread::sleep_for(2s);
     uint64_t b0 = sent();
     auto t0 = std::chrono::steady_clock::now();
@@ -567,7 +592,8 @@ TEST_SUITE("integration.federation") {
     std::string wrong_issuer_key = fed.dir() + "/rogue-issuer.key";
     {
       // Same issuer id, another key: the signature cannot verify.
-      CliResult k = RunCli({"federation", "init", "--dir", fed.dir() + "/rogue", "--name", "rogue"}, "/x", 30s);
+      CliResult k =
+          RunCli({"federation", "init", "--dir", fed.dir() + "/rogue", "--name", "rogue"}, "/x", 30s);
       REQUIRE(k.exit_code == 0);
     }
     struct Case {
@@ -576,20 +602,27 @@ TEST_SUITE("integration.federation") {
       const char* message;
     };
     std::vector<Case> cases{
-        {"expired", IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.create:/data", "--lifetime", "-120"}),
+        {"expired",
+         IssueToken(fed, "inst-a",
+                    {"--audience", "b", "--scope", "storage.create:/data", "--lifetime", "-120"}),
          "token expired at"},
         {"wrong audience", IssueToken(fed, "inst-a", {"--audience", "a", "--scope", "storage.create:/data"}),
          "token audience is 'a', this endpoint is 'b'"},
         {"wrong scope", IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.read:/data"}),
          "token grants no storage.create for /data/f.txt"},
-        {"scope for another path", IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.create:/database"}),
+        {"scope for another path",
+         IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.create:/database"}),
          "token grants no storage.create for /data/f.txt"},
-        {"bad signature", good.substr(0, good.rfind('.') + 1) + std::string(86, 'A'), "signature does not verify"},
+        {"bad signature", good.substr(0, good.rfind('.') + 1) + std::string(86, 'A'),
+         "signature does not verify"},
     };
     {
-      std::vector<std::string> args{"token", "issue", "--key", fed.dir() + "/rogue/authority.key", "--issuer",
-                                    "https://tokens.nowhere.test", "--subject", "mallory", "--audience", "b",
-                                    "--scope", "storage.create:/"};
+      std::vector<std::string> args{"token",      "issue",
+                                    "--key",      fed.dir() + "/rogue/authority.key",
+                                    "--issuer",   "https://tokens.nowhere.test",
+                                    "--subject",  "mallory",
+                                    "--audience", "b",
+                                    "--scope",    "storage.create:/"};
       CliResult k = RunCli(args, "/x", 30s);
       REQUIRE(k.exit_code == 0);
       cases.push_back({"unknown issuer", k.out.substr(0, k.out.find('\n')),

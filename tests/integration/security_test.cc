@@ -177,7 +177,8 @@ TEST_SUITE("integration.security") {
       CliResult r = Cli(c, {"cp", "--json", c.Path("f.txt"), "b:/f.txt"}, 60s);
       INFO("try " << i << ": " << r.Describe());
       CHECK(r.exit_code == kExitDenied);
-      CHECK(r.output().find("'c' is not a homologated endpoint in federation 'test-federation'") != std::string::npos);
+      CHECK(r.output().find("'c' is not a homologated endpoint in federation 'test-federation'") !=
+            std::string::npos);
       CHECK(r.Json().value("attempts", 0u) == 1);
       CHECK(!Exists(b.Path("f.txt")));
     }
@@ -190,7 +191,8 @@ TEST_SUITE("integration.security") {
     auto recs = b.AuditRecords("handshake");
     bool audited = false;
     for (const auto& rec : recs) {
-      if (rec.value("peer", std::string()) == "c" && rec.value("decision", std::string()) == "refused") audited = true;
+      if (rec.value("peer", std::string()) == "c" && rec.value("decision", std::string()) == "refused")
+        audited = true;
     }
     CHECK_MESSAGE(audited, "b has no audit record of refusing c");
   }

@@ -139,8 +139,8 @@ TestFederation::TestFederation() {
   SetRules(nlohmann::json::array({{{"id", "test-allow-all"}, {"effect", "allow"}}}));
 }
 
-void TestFederation::Enroll(const std::string& name, const std::string& institution, const std::string& address,
-                            const std::string& cert) {
+void TestFederation::Enroll(const std::string& name, const std::string& institution,
+                            const std::string& address, const std::string& cert) {
   if (!institutions_.count(institution)) {
     Status s = federation::AddInstitution(ca_dir(), institution, "Institution " + institution);
     REQUIRE_MESSAGE(s.ok(), s.ToString());
@@ -263,7 +263,8 @@ std::string DaemonProcess::WriteConfig() const {
     << "[network]\nlisten = " << TomlString(address()) << "\n\n"
     << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"0600\"\n\n"
     << "[storage]\nexport_root = " << TomlString(export_) << "\nstate_dir = " << TomlString(state_) << "\n"
-    << (opts_.keep_finished_s ? "keep_finished_s = " + std::to_string(*opts_.keep_finished_s) + "\n" : "") << "\n"
+    << (opts_.keep_finished_s ? "keep_finished_s = " + std::to_string(*opts_.keep_finished_s) + "\n" : "")
+    << "\n"
     << "[tls]\nca = " << TomlString(tls_.ca) << "\ncert = " << TomlString(tls_.cert)
     << "\nkey = " << TomlString(tls_.key) << "\n\n"
     << "[transfer]\nstreams = " << opts_.streams << "\nchunk_size = " << TomlString(opts_.chunk_size)
@@ -272,11 +273,13 @@ std::string DaemonProcess::WriteConfig() const {
     << "[log]\nlevel = " << TomlString(opts_.log_level) << "\n\n"
     << "[federation]\n"
     << (opts_.manifest_url.empty()
-            ? "manifest = " + TomlString(opts_.manifest_file.empty() ? fed_.manifest_path() : opts_.manifest_file)
-                                   : "url = " + TomlString(opts_.manifest_url) +
-                                         "\nservice_name = " + TomlString(opts_.service_name))
-    << "\nreport_s = " << opts_.report_s << "\nauthority_key = " << TomlString(fed_.authority_pub()) << "\nrefresh_s = " << opts_.refresh_s
-    << "\nrequire_token = " << (opts_.require_token ? "true" : "false") << "\n\n";
+            ? "manifest = " +
+                  TomlString(opts_.manifest_file.empty() ? fed_.manifest_path() : opts_.manifest_file)
+            : "url = " + TomlString(opts_.manifest_url) +
+                  "\nservice_name = " + TomlString(opts_.service_name))
+    << "\nreport_s = " << opts_.report_s << "\nauthority_key = " << TomlString(fed_.authority_pub())
+    << "\nrefresh_s = " << opts_.refresh_s << "\nrequire_token = " << (opts_.require_token ? "true" : "false")
+    << "\n\n";
   if (opts_.mint_tokens && opts_.enroll) {
     t << "[tokens]\nissuer = " << TomlString(fed_.IssuerId(opts_.institution))
       << "\nkey = " << TomlString(fed_.IssuerKey(opts_.institution)) << "\n\n"

@@ -1,7 +1,7 @@
 // Loopback federation for integration tests: a temporary directory with a federation authority
 // workspace (authority key, CA, manifest draft; src/federation/authority.h), endpoint certificates,
-// a signed manifest every daemon loads, pororocad processes on 127.0.0.1 (fork/exec of the real binary), the real CLI run
-// as a child process, and helpers to build and compare file trees.
+// a signed manifest every daemon loads, pororocad processes on 127.0.0.1 (fork/exec of the real binary), the
+// real CLI run as a child process, and helpers to build and compare file trees.
 //
 // Everything is bounded: daemon start-up, CLI runs, waits for transfer states. Nothing leaves
 // 127.0.0.1 and nothing is written outside the federation's temporary directory (except what a
@@ -61,7 +61,9 @@ class TestFederation {
   void Enroll(const std::string& name, const std::string& institution, const std::string& address,
               const std::string& cert);
   // Token issuer of an institution: id and private key file.
-  std::string IssuerId(const std::string& institution) const { return "https://tokens." + institution + ".test"; }
+  std::string IssuerId(const std::string& institution) const {
+    return "https://tokens." + institution + ".test";
+  }
   std::string IssuerKey(const std::string& institution) const;
   // Replaces the policy rules of the draft (REQUIREs they are valid).
   void SetRules(const nlohmann::json& rules);

@@ -2,10 +2,10 @@
 // accepted side), for tests that drive a transport or a session end by hand.
 #pragma once
 
+#include <doctest/doctest.h>
+
 #include <chrono>
 #include <utility>
-
-#include <doctest/doctest.h>
 
 #include "base/unique_fd.h"
 #include "transport/tcp.h"

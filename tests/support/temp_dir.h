@@ -2,14 +2,13 @@
 // ModeOf: a file's permission bits.
 #pragma once
 
+#include <doctest/doctest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
 #include <filesystem>
 #include <string>
 #include <system_error>
-
-#include <doctest/doctest.h>
 
 namespace pororoca::test {
 

@@ -1,5 +1,6 @@
 #include "api/http.h"
 
+#include <doctest/doctest.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -9,12 +10,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -75,9 +75,7 @@ std::unique_ptr<HttpServer> StartServer(const std::string& path,
     os << std::this_thread::get_id();
     return HttpResponse::Json(200, {{"thread", os.str()}});
   });
-  s.Route("GET", "/v1/boom", [](const HttpRequest&) -> HttpResponse {
-    throw std::runtime_error("kaboom");
-  });
+  s.Route("GET", "/v1/boom", [](const HttpRequest&) -> HttpResponse { throw std::runtime_error("kaboom"); });
   if (extra) extra(s);
   s.Start();
   return std::move(srv).value();
@@ -247,7 +245,8 @@ TEST_SUITE("api.http") {
     CHECK(Body(*r)["error"]["code"] == "payload_too_large");
 
     bool closed = false;
-    std::string out = RawExchange(dir.Sock(), "POST /v1/echo HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", &closed);
+    std::string out =
+        RawExchange(dir.Sock(), "POST /v1/echo HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", &closed);
     CHECK(out.rfind("HTTP/1.1 413 ", 0) == 0);
     CHECK(closed);
 
@@ -288,7 +287,8 @@ TEST_SUITE("api.http") {
     CHECK(out.rfind("HTTP/1.1 411 ", 0) == 0);
     out = RawExchange(dir.Sock(), "POST /v1/echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n");
     CHECK(out.rfind("HTTP/1.1 501 ", 0) == 0);
-    out = RawExchange(dir.Sock(), "GET /v1/ping HTTP/1.1\r\nX-Big: " + std::string(kMaxHeaderBytes, 'a') + "\r\n\r\n");
+    out = RawExchange(dir.Sock(),
+                      "GET /v1/ping HTTP/1.1\r\nX-Big: " + std::string(kMaxHeaderBytes, 'a') + "\r\n\r\n");
     CHECK(out.rfind("HTTP/1.1 431 ", 0) == 0);
     // HTTP/1.0 without keep-alive is answered and closed.
     bool closed = false;
@@ -414,9 +414,8 @@ TEST_SUITE("api.http") {
     auto c = HttpClient::Connect(dir.Sock());
     REQUIRE_FALSE(c.ok());
     CHECK(c.error().code() == Code::kUnavailable);
-    CHECK(std::string(c.error().message()) ==
-          "cannot connect to pororocad at " + dir.Sock() +
-              ": No such file or directory (is the daemon running?)");
+    CHECK(std::string(c.error().message()) == "cannot connect to pororocad at " + dir.Sock() +
+                                                  ": No such file or directory (is the daemon running?)");
 
     // A client whose daemon went away reports the same on its next request.
     std::unique_ptr<HttpClient> cli;

@@ -1,8 +1,8 @@
 #include "audit/accounting.h"
 
+#include <doctest/doctest.h>
 #include <sys/stat.h>
 
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -55,14 +55,22 @@ TEST_SUITE("audit.accounting") {
     Json q = a.Query({});
     CHECK(q["total"] == Json({{"bytes", 6131}, {"files", 23}, {"transfers", 12}}));
     REQUIRE(q["rows"].size() == 4);
-    CHECK(q["rows"][1] == Json({{"day", "2026-11-23"}, {"source", "CENAPAD"}, {"destination", "LNCC"},
-                                {"user", "bob"}, {"bytes", 5000}, {"files", 3}, {"transfers", 2}}));
+    CHECK(q["rows"][1] == Json({{"day", "2026-11-23"},
+                                {"source", "CENAPAD"},
+                                {"destination", "LNCC"},
+                                {"user", "bob"},
+                                {"bytes", 5000},
+                                {"files", 3},
+                                {"transfers", 2}}));
     CHECK(q["rows"][2]["bytes"] == 1024);
     CHECK(q["rows"][2]["transfers"] == 2);
 
     REQUIRE(q["by_pair"].size() == 3);
-    CHECK(q["by_pair"][0] == Json({{"source", "CENAPAD"}, {"destination", "LNCC"}, {"bytes", 5000},
-                                   {"files", 3}, {"transfers", 2}}));
+    CHECK(q["by_pair"][0] == Json({{"source", "CENAPAD"},
+                                   {"destination", "LNCC"},
+                                   {"bytes", 5000},
+                                   {"files", 3},
+                                   {"transfers", 2}}));
     CHECK(q["by_pair"][1]["source"] == "LNCC");
     CHECK(q["by_pair"][1]["destination"] == "CENAPAD");
     CHECK(q["by_pair"][1]["bytes"] == 1124);
@@ -83,9 +91,7 @@ TEST_SUITE("audit.accounting") {
       CHECK(q["total"]["bytes"] == 6024);
       CHECK(q["by_day"].size() == 1);
     }
-    SUBCASE("since only") {
-      CHECK(a.Query(Days("2026-11-24", ""))["total"]["bytes"] == 7);
-    }
+    SUBCASE("since only") { CHECK(a.Query(Days("2026-11-24", ""))["total"]["bytes"] == 7); }
     SUBCASE("user") {
       Json q = a.Query(User("bob"));
       CHECK(q["total"]["bytes"] == 5007);
@@ -183,8 +189,9 @@ TEST_SUITE("audit.accounting") {
     }
   }
 
-  TEST_CASE("Report holds every row and the endpoint, and merging it twice into a fresh table is "
-            "idempotent per report") {
+  TEST_CASE(
+      "Report holds every row and the endpoint, and merging it twice into a fresh table is "
+      "idempotent per report") {
     Accounting a;
     Fill(&a);
     Json r = a.Report("lncc-dtn1");
@@ -202,10 +209,20 @@ TEST_SUITE("audit.accounting") {
     Accounting a;
     a.Add({"2026-11-23", "A", "B", "u"}, 1, 1, 1);
     Json body = {{"rows", Json::array({
-                              {{"day", "2026-11-23"}, {"source", "A"}, {"destination", "B"}, {"user", "u"},
-                               {"bytes", 5}, {"files", 1}, {"transfers", 1}},
-                              {{"day", "2026-11-23"}, {"source", "A"}, {"destination", "B"}, {"user", "u"},
-                               {"bytes", -5}, {"files", 1}, {"transfers", 1}},
+                              {{"day", "2026-11-23"},
+                               {"source", "A"},
+                               {"destination", "B"},
+                               {"user", "u"},
+                               {"bytes", 5},
+                               {"files", 1},
+                               {"transfers", 1}},
+                              {{"day", "2026-11-23"},
+                               {"source", "A"},
+                               {"destination", "B"},
+                               {"user", "u"},
+                               {"bytes", -5},
+                               {"files", 1},
+                               {"transfers", 1}},
                           })}};
     Status s = a.Merge(body);
     CHECK(s.code() == Code::kInvalidArgument);

@@ -1,9 +1,9 @@
 #include "audit/audit_log.h"
 
+#include <doctest/doctest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <doctest/doctest.h>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -42,9 +42,12 @@ TEST_SUITE("audit.audit_log") {
     const std::string path = t / "audit.log";
     auto log = AuditLog::Open(path);
     REQUIRE(log.ok());
-    REQUIRE((*log)->Append({{"event", "handshake"}, {"peer", "cenapad-dtn1"}, {"decision", "accepted"}}).ok());
-    REQUIRE((*log)->Append({{"event", "transfer"}, {"decision", "denied"}, {"rule", "default-deny"},
-                            {"bytes", 0}}).ok());
+    REQUIRE(
+        (*log)->Append({{"event", "handshake"}, {"peer", "cenapad-dtn1"}, {"decision", "accepted"}}).ok());
+    REQUIRE(
+        (*log)
+            ->Append({{"event", "transfer"}, {"decision", "denied"}, {"rule", "default-deny"}, {"bytes", 0}})
+            .ok());
     struct stat st {};
     REQUIRE(::stat(path.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777 & ~0640) == 0);  // 0640 less the umask
@@ -111,7 +114,8 @@ TEST_SUITE("audit.audit_log") {
     for (int i = 0; i < kThreads; ++i) {
       threads.emplace_back([&, i] {
         for (int k = 0; k < kEach; ++k) {
-          Json r = {{"event", "transfer"}, {"thread", i}, {"seq", k}, {"reason", std::string(200 + k * 37, 'x')}};
+          Json r = {
+              {"event", "transfer"}, {"thread", i}, {"seq", k}, {"reason", std::string(200 + k * 37, 'x')}};
           if (!(*log)->Append(std::move(r)).ok()) ++failures;
         }
       });

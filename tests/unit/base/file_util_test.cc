@@ -1,10 +1,10 @@
 #include "base/file_util.h"
 
+#include <doctest/doctest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <string>
 

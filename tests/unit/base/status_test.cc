@@ -1,7 +1,8 @@
 #include "pororoca/status.h"
 
-#include <cerrno>
 #include <doctest/doctest.h>
+
+#include <cerrno>
 
 #include "base/unique_fd.h"
 

@@ -2,9 +2,9 @@
 // fedd_test.cc.
 #include "controlplane/client.h"
 
+#include <doctest/doctest.h>
 #include <signal.h>
 
-#include <doctest/doctest.h>
 #include <string>
 
 #include "pki/pki.h"

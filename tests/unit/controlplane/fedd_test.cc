@@ -1,11 +1,11 @@
 // The control-plane client against the real service (daemon/fedd), in process on 127.0.0.1 with an
 // ephemeral port and a test federation made by pki. Raw requests go through transport::TlsStream,
 // code that shares nothing with httplib.
+#include <doctest/doctest.h>
 #include <signal.h>
 #include <strings.h>
 #include <sys/stat.h>
 
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
 #include <span>
@@ -94,7 +94,8 @@ class Fixture {
     tc.cert_file = endpoint.empty() ? "" : dir_ / (endpoint + ".crt");
     tc.key_file = endpoint.empty() ? "" : dir_ / (endpoint + ".key");
     PORO_ASSIGN_OR_RETURN(auto ctx, transport::TlsContext::Create(tc));
-    PORO_ASSIGN_OR_RETURN(UniqueFd fd, transport::TcpConnect("127.0.0.1", service_->port(), std::chrono::seconds(5)));
+    PORO_ASSIGN_OR_RETURN(UniqueFd fd,
+                          transport::TcpConnect("127.0.0.1", service_->port(), std::chrono::seconds(5)));
     transport::TransportOptions opts;
     opts.idle_timeout = std::chrono::milliseconds(5000);
     PORO_ASSIGN_OR_RETURN(auto tls, transport::TlsStream::Connect(*ctx, std::move(fd), opts));
@@ -137,7 +138,8 @@ std::string BodyOf(const std::string& response) {
 std::string HeaderOf(const std::string& response, const std::string& name) {
   std::istringstream in(response.substr(0, response.find("\r\n\r\n")));
   for (std::string line; std::getline(in, line);) {
-    if (line.size() > name.size() + 1 && strncasecmp(line.c_str(), (name + ":").c_str(), name.size() + 1) == 0) {
+    if (line.size() > name.size() + 1 &&
+        strncasecmp(line.c_str(), (name + ":").c_str(), name.size() + 1) == 0) {
       std::string v = line.substr(name.size() + 1);
       while (!v.empty() && (v.front() == ' ')) v.erase(0, 1);
       while (!v.empty() && (v.back() == '\r' || v.back() == ' ')) v.pop_back();
@@ -214,13 +216,23 @@ TEST_SUITE("controlplane.fedd") {
   TEST_CASE("reports are stored per endpoint and GET /v1/accounting merges them") {
     Fixture f;
     f.Start();
-    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"), Report("lncc-dtn1", 1000, "2026-11-24T10:00:00.000Z")).ok());
-    REQUIRE(controlplane::ReportAccounting(f.Client("cenapad-dtn1"), Report("cenapad-dtn1", 5, "2026-11-24T10:00:00.000Z")).ok());
+    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"),
+                                           Report("lncc-dtn1", 1000, "2026-11-24T10:00:00.000Z"))
+                .ok());
+    REQUIRE(controlplane::ReportAccounting(f.Client("cenapad-dtn1"),
+                                           Report("cenapad-dtn1", 5, "2026-11-24T10:00:00.000Z"))
+                .ok());
     // Resending (the same or newer full totals) replaces, never adds.
-    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"), Report("lncc-dtn1", 2000, "2026-11-24T11:00:00.000Z")).ok());
-    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"), Report("lncc-dtn1", 2000, "2026-11-24T11:00:00.000Z")).ok());
+    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"),
+                                           Report("lncc-dtn1", 2000, "2026-11-24T11:00:00.000Z"))
+                .ok());
+    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"),
+                                           Report("lncc-dtn1", 2000, "2026-11-24T11:00:00.000Z"))
+                .ok());
     // A delayed older report does not replace a newer one.
-    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"), Report("lncc-dtn1", 1, "2026-11-24T09:00:00.000Z")).ok());
+    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"),
+                                           Report("lncc-dtn1", 1, "2026-11-24T09:00:00.000Z"))
+                .ok());
 
     CHECK(std::filesystem::exists(f.dir() / "accounting/lncc-dtn1.json"));
     CHECK(std::filesystem::exists(f.dir() / "accounting/cenapad-dtn1.json"));
@@ -235,7 +247,8 @@ TEST_SUITE("controlplane.fedd") {
     REQUIRE((*totals)["by_pair"].size() == 1);
     CHECK((*totals)["by_pair"][0]["source"] == "LNCC");
     REQUIRE((*totals)["by_user"].size() == 2);
-    CHECK((*totals)["by_user"][0] == Json({{"user", "alice"}, {"bytes", 2005}, {"files", 4}, {"transfers", 2}}));
+    CHECK((*totals)["by_user"][0] ==
+          Json({{"user", "alice"}, {"bytes", 2005}, {"files", 4}, {"transfers", 2}}));
     REQUIRE((*totals)["endpoints"].size() == 2);
     CHECK((*totals)["endpoints"][0]["endpoint"] == "cenapad-dtn1");
     CHECK((*totals)["endpoints"][1]["generated"] == "2026-11-24T11:00:00.000Z");
@@ -253,7 +266,8 @@ TEST_SUITE("controlplane.fedd") {
   TEST_CASE("a report is refused when it names another endpoint or is malformed") {
     Fixture f;
     f.Start();
-    Status s = controlplane::ReportAccounting(f.Client("lncc-dtn1"), Report("cenapad-dtn1", 1, "2026-11-24T10:00:00.000Z"));
+    Status s = controlplane::ReportAccounting(f.Client("lncc-dtn1"),
+                                              Report("cenapad-dtn1", 1, "2026-11-24T10:00:00.000Z"));
     CHECK(s.code() == Code::kPermissionDenied);
     CHECK_MESSAGE(std::string(s.message()).find("HTTP 403") != std::string::npos, s.ToString());
 
@@ -266,8 +280,10 @@ TEST_SUITE("controlplane.fedd") {
 
     // A body over 4 MiB is answered 413 (httplib reads and drops it first).
     const std::string body(kMaxReportBytes + 1, ' ');
-    auto r = f.Raw("lncc-dtn1", "POST /v1/accounting HTTP/1.1\r\nHost: fedd\r\nContent-Type: application/json\r\n"
-                                "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    auto r = f.Raw("lncc-dtn1",
+                   "POST /v1/accounting HTTP/1.1\r\nHost: fedd\r\nContent-Type: application/json\r\n"
+                   "Content-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body);
     REQUIRE(r.ok());
     CHECK(StatusOf(*r) == 413);
     CHECK(Json::parse(BodyOf(*r))["error"]["code"] == "too_large");
@@ -277,7 +293,9 @@ TEST_SUITE("controlplane.fedd") {
     Fixture f;
     f.Start();
     REQUIRE(pki::CreateAuthority(f.dir() / "rogue", "rogue", 10).ok());
-    REQUIRE(pki::IssueEndpoint(f.dir() / "rogue", "mallory", f.dir() / "mallory.key", f.dir() / "mallory.crt", 10).ok());
+    REQUIRE(
+        pki::IssueEndpoint(f.dir() / "rogue", "mallory", f.dir() / "mallory.key", f.dir() / "mallory.crt", 10)
+            .ok());
     auto m = controlplane::FetchManifest(f.Client("mallory"));
     REQUIRE_FALSE(m.ok());
     CHECK(m.error().code() == Code::kUnauthenticated);
@@ -302,8 +320,9 @@ TEST_SUITE("controlplane.fedd") {
       auto m = controlplane::FetchManifest(c);
       REQUIRE_FALSE(m.ok());
       CHECK(m.error().code() == Code::kUnauthenticated);
-      CHECK_MESSAGE(std::string(m.error().message()).find("CN 'fedd', expected 'fedd.example'") != std::string::npos,
-                    m.status().ToString());
+      CHECK_MESSAGE(
+          std::string(m.error().message()).find("CN 'fedd', expected 'fedd.example'") != std::string::npos,
+          m.status().ToString());
     }
     SUBCASE("the client trusts another CA") {
       REQUIRE(pki::CreateAuthority(f.dir() / "other", "other", 10).ok());
@@ -312,7 +331,8 @@ TEST_SUITE("controlplane.fedd") {
       auto m = controlplane::FetchManifest(c);
       REQUIRE_FALSE(m.ok());
       CHECK(m.error().code() == Code::kUnauthenticated);
-      CHECK_MESSAGE(std::string(m.error().message()).find("not trusted") != std::string::npos, m.status().ToString());
+      CHECK_MESSAGE(std::string(m.error().message()).find("not trusted") != std::string::npos,
+                    m.status().ToString());
     }
   }
 
@@ -408,7 +428,8 @@ level = "debug"
       f.config().tls_key = f.dir() / "lncc-dtn1.key";
       auto s = Service::Create(f.config());
       REQUIRE_FALSE(s.ok());
-      CHECK_MESSAGE(std::string(s.error().message()).find("[tls] key") != std::string::npos, s.status().ToString());
+      CHECK_MESSAGE(std::string(s.error().message()).find("[tls] key") != std::string::npos,
+                    s.status().ToString());
     }
     SUBCASE("port in use") {
       auto busy = transport::TcpListen("127.0.0.1", 0, 1);

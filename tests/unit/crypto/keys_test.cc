@@ -1,9 +1,8 @@
 #include "crypto/keys.h"
 
+#include <doctest/doctest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-
-#include <doctest/doctest.h>
 
 #include <string>
 
@@ -20,23 +19,26 @@ using test::TempDir;
 
 std::string Unhex(std::string_view hex) {
   std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out += char(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out += char(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
   return out;
 }
 
 // RFC 8032 section 7.1, TEST 1.
 constexpr char kRfcSecret[] = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 constexpr char kRfcSignature[] =
-    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b";
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0"
+    "595bbe24655141438e7a100b";
 constexpr char kRfcPublicPem[] =
-    "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n";
+    "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END "
+    "PUBLIC KEY-----\n";
 // sha256sum of the 44-byte DER SubjectPublicKeyInfo of that key.
 constexpr char kRfcPin[] = "06e3fd8fda29bb60ab59557de61edb0aecdb231134be30e75b455f8e1b792fa9";
 
 PKey RfcKey() {
   const std::string secret = Unhex(kRfcSecret);
-  PKey key(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr,
-                                        reinterpret_cast<const unsigned char*>(secret.data()), secret.size()));
+  PKey key(EVP_PKEY_new_raw_private_key(
+      EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(secret.data()), secret.size()));
   REQUIRE(key);
   return key;
 }
@@ -173,8 +175,9 @@ TEST_SUITE("crypto.keys") {
     std::string damaged = pub_pem;
     damaged[30] = damaged[30] == 'A' ? 'B' : 'A';  // inside the base64 body
     damaged.replace(40, 4, "!!!!");
-    CHECK(ErrorOf(ParsePublicKeyPem(damaged).status(), Code::kInvalidArgument).find("invalid PUBLIC KEY PEM") !=
-          std::string::npos);
+    CHECK(
+        ErrorOf(ParsePublicKeyPem(damaged).status(), Code::kInvalidArgument).find("invalid PUBLIC KEY PEM") !=
+        std::string::npos);
     CHECK(ErrorOf(ParsePublicKeyPem(std::string(70000, 'A')).status(), Code::kInvalidArgument)
               .find("more than") != std::string::npos);
   }

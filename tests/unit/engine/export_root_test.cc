@@ -1,5 +1,6 @@
 #include "engine/export_root.h"
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/stat.h>
@@ -10,7 +11,6 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <doctest/doctest.h>
 #include <memory>
 #include <string>
 #include <utility>
@@ -97,7 +97,8 @@ TEST_SUITE("engine.export_root") {
     char real[PATH_MAX];
     REQUIRE(::realpath(t.root_path.c_str(), real) != nullptr);
     CHECK(r->path() == std::string(real));
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     REQUIRE(::fstat(r->fd(), &a) == 0);
     REQUIRE(::stat(t.root_path.c_str(), &b) == 0);
     CHECK(S_ISDIR(a.st_mode));
@@ -124,9 +125,18 @@ TEST_SUITE("engine.export_root") {
       const char* in;
       const char* want;
     } cases[] = {
-        {"/a/b", "a/b"},     {"a//b/./c/", "a/b/c"}, {"/", ""},        {"", ""},
-        {".", ""},           {"./", ""},             {"/./a/.", "a"},  {"a", "a"},
-        {"///a///", "a"},    {"...", "..."},         {"a/..b", "a/..b"}, {"b../.c", "b../.c"},
+        {"/a/b", "a/b"},
+        {"a//b/./c/", "a/b/c"},
+        {"/", ""},
+        {"", ""},
+        {".", ""},
+        {"./", ""},
+        {"/./a/.", "a"},
+        {"a", "a"},
+        {"///a///", "a"},
+        {"...", "..."},
+        {"a/..b", "a/..b"},
+        {"b../.c", "b../.c"},
         {"x/.hidden/", "x/.hidden"},
     };
     for (const auto& c : cases) {
@@ -140,7 +150,8 @@ TEST_SUITE("engine.export_root") {
   TEST_CASE("Normalize refuses any .. component") {
     Tree t;
     ExportRoot root = t.Root();
-    for (const char* in : {"..", "/..", "../", "../a", "a/..", "a/../b", "/a/b/..", "a/b/../../..", "./..", "a//../"}) {
+    for (const char* in :
+         {"..", "/..", "../", "../a", "a/..", "a/../b", "/a/b/..", "a/b/../../..", "./..", "a//../"}) {
       CAPTURE(in);
       auto r = root.Normalize(in);
       REQUIRE_FALSE(r.has_value());
@@ -179,8 +190,8 @@ TEST_SUITE("engine.export_root") {
   TEST_CASE("Normalize refuses NUL anywhere in the path") {
     Tree t;
     ExportRoot root = t.Root();
-    for (const std::string& in : {std::string("a\0b", 3), std::string("\0", 1), std::string("a/\0", 3),
-                                  std::string("/x/y\0/z", 7)}) {
+    for (const std::string& in :
+         {std::string("a\0b", 3), std::string("\0", 1), std::string("a/\0", 3), std::string("/x/y\0/z", 7)}) {
       auto r = root.Normalize(in);
       REQUIRE_FALSE(r.has_value());
       CHECK(r.error().code() == Code::kInvalidArgument);
@@ -213,8 +224,9 @@ TEST_SUITE("engine.export_root") {
     ExportRoot root = t.Root();
     const std::string& p = root.path();
     const std::string parent = p.substr(0, p.rfind('/'));
-    for (const std::string& in : {std::string("/"), std::string("/etc/passwd"), parent, parent + "/outside/secret",
-                                  p + "X", p + "X/f", p + ".d/f", p.substr(0, p.size() - 1)}) {
+    for (const std::string& in :
+         {std::string("/"), std::string("/etc/passwd"), parent, parent + "/outside/secret", p + "X",
+          p + "X/f", p + ".d/f", p.substr(0, p.size() - 1)}) {
       CAPTURE(in);
       auto r = root.RelativeFromAbsolute(in);
       REQUIRE_FALSE(r.has_value());
@@ -276,7 +288,8 @@ TEST_SUITE("engine.export_root") {
 
     auto self = root.Open("", O_RDONLY | O_DIRECTORY);
     REQUIRE(self.has_value());
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     REQUIRE(::fstat(self->get(), &a) == 0);
     REQUIRE(::stat(t.root_path.c_str(), &b) == 0);
     CHECK(a.st_ino == b.st_ino);
@@ -362,7 +375,8 @@ TEST_SUITE("engine.export_root") {
     auto r = root.OpenParent("sub/deep/leaf");
     REQUIRE_MESSAGE(r.has_value(), r.status().ToString());
     CHECK(r->second == "leaf");
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     REQUIRE(::fstat(r->first.get(), &a) == 0);
     REQUIRE(::stat((t.root_path + "/sub/deep").c_str(), &b) == 0);
     CHECK(a.st_ino == b.st_ino);
@@ -545,7 +559,8 @@ TEST_SUITE("engine.dir_cache") {
     auto deep = cache.Parent("sub/deep/x");
     REQUIRE(deep.has_value());
     CHECK(deep->second == "x");
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     REQUIRE(::fstat(deep->first->fd.get(), &a) == 0);
     REQUIRE(::stat((t.root_path + "/sub/deep").c_str(), &b) == 0);
     CHECK(a.st_ino == b.st_ino);

@@ -1,5 +1,6 @@
 #include "engine/journal.h"
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,7 +10,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <doctest/doctest.h>
 #include <map>
 #include <string>
 #include <utility>
@@ -46,7 +46,9 @@ struct JournalDir {
   }
 };
 
-Digest128 D(uint64_t i) { return Digest128{0x0123456789abcdefULL ^ (i * 0x9e3779b97f4a7c15ULL), ~i * 31 + 7}; }
+Digest128 D(uint64_t i) {
+  return Digest128{0x0123456789abcdefULL ^ (i * 0x9e3779b97f4a7c15ULL), ~i * 31 + 7};
+}
 
 Records Recs(std::initializer_list<uint64_t> idx) {
   Records out;
@@ -115,8 +117,8 @@ TEST_SUITE("engine.journal") {
     auto bytes = ReadBytes(d.Path());
     REQUIRE(bytes.size() == kHeaderSize);
     CHECK(std::memcmp(bytes.data(), "PORJ", 4) == 0);
-    CHECK(DecodeFixed16(bytes.data() + 4) == 1);   // version
-    CHECK(DecodeFixed16(bytes.data() + 6) == 0);   // pad
+    CHECK(DecodeFixed16(bytes.data() + 4) == 1);  // version
+    CHECK(DecodeFixed16(bytes.data() + 6) == 0);  // pad
     CHECK(DecodeFixed64(bytes.data() + 8) == h.size);
     CHECK(static_cast<int64_t>(DecodeFixed64(bytes.data() + 16)) == h.mtime_ns);
     CHECK(DecodeFixed32(bytes.data() + 24) == h.chunk_size);

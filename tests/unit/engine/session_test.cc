@@ -3,13 +3,15 @@
 // the other end never does, or does only in a narrow window: a receiver finishing a file before its
 // data was sent, FILE_DONE or BAD_CHUNK messages naming the wrong files, a sender announcing files
 // below a symbolic link it sent.
+#include "engine/session.h"
+
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -17,7 +19,6 @@
 #include <vector>
 
 #include "engine/control.h"
-#include "engine/session.h"
 #include "support/tcp_pair.h"
 #include "support/temp_dir.h"
 #include "transport/tcp.h"
@@ -104,9 +105,11 @@ class SenderRun {
     std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr{};
     uint64_t chunks = 0;
     while (true) {
-      auto r = data->Receive(hdr, [&](std::span<const std::byte>, size_t) -> Result<std::span<std::byte>> {
-        return std::span(payload);
-      }, kChunk, {});
+      auto r = data->Receive(hdr,
+                             [&](std::span<const std::byte>, size_t) -> Result<std::span<std::byte>> {
+                               return std::span(payload);
+                             },
+                             kChunk, {});
       REQUIRE_MESSAGE(r.has_value(), r.error().ToString());
       auto h = proto::DecodeChunkHeader(std::span<const std::byte>(hdr.data(), r->header_len));
       REQUIRE(h.has_value());
@@ -115,7 +118,7 @@ class SenderRun {
     }
   }
 
-  std::unique_ptr<ControlChannel> ctl;             // the receiver's end
+  std::unique_ptr<ControlChannel> ctl;              // the receiver's end
   std::unique_ptr<transport::MessageChannel> data;  // the receiver's end of the one data channel
   TransferStats stats;
 
@@ -143,7 +146,8 @@ TEST_SUITE("engine: sender") {
     CHECK(files[0].size == kSize);
     run.Plan({proto::PlanEntry{files[0].id, proto::PlanAction::kSendAll, Code::kOk, "", {}}});
     // The receiver gives up on the file at once (say it could not create it).
-    run.Done({proto::FileDone{files[0].id, Code::kResourceExhausted, "cannot create big.bin: no space left on device"}});
+    run.Done({proto::FileDone{files[0].id, Code::kResourceExhausted,
+                              "cannot create big.bin: no space left on device"}});
     // The sender ends its data channel and announces the end with no FILE_END for the file.
     std::thread drain_thread;
     uint64_t chunks = 0;
@@ -163,7 +167,8 @@ TEST_SUITE("engine: sender") {
     CHECK(run.stats.bytes_sent.load() == chunks * SenderRun::kChunk);
   }
 
-  TEST_CASE("FILE_DONE twice for one file, or for a file never planned, ends the session with a protocol error") {
+  TEST_CASE(
+      "FILE_DONE twice for one file, or for a file never planned, ends the session with a protocol error") {
     test::TempDir tmp;
     WriteBytes(tmp / "a.bin", 100);
     for (bool twice : {true, false}) {
@@ -230,7 +235,8 @@ TEST_SUITE("engine: sender") {
       SenderRun run(tmp.path(), "a.bin");
       auto files = run.ExpectFiles();
       REQUIRE(files.size() == 1);
-      REQUIRE(run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{files[0].id + 1, 0})).ok());
+      REQUIRE(
+          run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{files[0].id + 1, 0})).ok());
       auto r = run.Join();
       REQUIRE_FALSE(r.has_value());
       CHECK(r.error().code() == Code::kProtocol);
@@ -248,7 +254,8 @@ TEST_SUITE("engine: sender") {
     REQUIRE_FALSE(files.empty());
     REQUIRE_FALSE(run.ExpectFiles().empty());  // a second batch awaits its PLAN
     std::vector<proto::PlanEntry> plan;
-    for (const auto& e : files) plan.push_back(proto::PlanEntry{e.id, proto::PlanAction::kDone, Code::kOk, "", {}});
+    for (const auto& e : files)
+      plan.push_back(proto::PlanEntry{e.id, proto::PlanAction::kDone, Code::kOk, "", {}});
     run.Plan(plan);
     run.Plan(plan);
     auto r = run.Join();
@@ -259,7 +266,9 @@ TEST_SUITE("engine: sender") {
 }
 
 TEST_SUITE("engine: receiver") {
-  TEST_CASE("a file announced below a symbolic link of the same transfer is refused, not written where the link leads") {
+  TEST_CASE(
+      "a file announced below a symbolic link of the same transfer is refused, not written where the link "
+      "leads") {
     test::TempDir tmp;
     REQUIRE(::mkdir((tmp / "outside").c_str(), 0755) == 0);
     auto root = ExportRoot::Create(tmp.path());

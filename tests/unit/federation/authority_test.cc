@@ -1,6 +1,7 @@
 #include "federation/authority.h"
 
 #include <doctest/doctest.h>
+
 #include <string>
 
 #include "base/file_util.h"

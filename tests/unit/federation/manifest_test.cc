@@ -1,6 +1,7 @@
 #include "federation/manifest.h"
 
 #include <doctest/doctest.h>
+
 #include <string>
 
 #include "base/file_util.h"
@@ -28,7 +29,9 @@ struct Fixture {
     REQUIRE(AddEndpoint(dir, a).has_value());
     REQUIRE(AddEndpoint(dir, b).has_value());
     REQUIRE(AddIssuer(dir, "https://tokens.lncc", "lncc", std::nullopt).has_value());
-    REQUIRE(AddRule(dir, json{{"id", "lncc-to-cloud"}, {"effect", "allow"}, {"source", {"lncc"}},
+    REQUIRE(AddRule(dir, json{{"id", "lncc-to-cloud"},
+                              {"effect", "allow"},
+                              {"source", {"lncc"}},
                               {"destination", {"cloud"}}})
                 .ok());
   }
@@ -162,7 +165,8 @@ TEST_CASE("CheckPeer: listed, pinned and active") {
   CHECK((*m)->CheckPeer("dtn-a", a->pin).has_value());
   auto unknown = (*m)->CheckPeer("dtn-z", a->pin);
   REQUIRE_FALSE(unknown.has_value());
-  CHECK(std::string(unknown.error().message()).find("'dtn-z' is not a homologated endpoint") != std::string::npos);
+  CHECK(std::string(unknown.error().message()).find("'dtn-z' is not a homologated endpoint") !=
+        std::string::npos);
   auto wrong = (*m)->CheckPeer("dtn-a", std::string(64, '0'));
   REQUIRE_FALSE(wrong.has_value());
   CHECK(std::string(wrong.error().message()).find("the manifest pins " + a->pin) != std::string::npos);
@@ -171,8 +175,8 @@ TEST_CASE("CheckPeer: listed, pinned and active") {
   REQUIRE(m2.has_value());
   auto susp = (*m2)->CheckPeer("dtn-a", a->pin);
   REQUIRE_FALSE(susp.has_value());
-  CHECK(std::string(susp.error().message()).find("'dtn-a' is suspended in federation 'test-fed' (manifest serial 2)") !=
-        std::string::npos);
+  CHECK(std::string(susp.error().message())
+            .find("'dtn-a' is suspended in federation 'test-fed' (manifest serial 2)") != std::string::npos);
 }
 
 }  // namespace

@@ -10,13 +10,12 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "crypto/encoding.h"
@@ -57,7 +56,9 @@ Input Mutate(Input in, std::mt19937_64& rng) {
   static constexpr std::array<uint8_t, 16> kInteresting = {0x00, 0x01, 0x7f, 0x80, 0xff, '"', '\\', '/',
                                                            '.',  '\n', '{',  '}',  '[',  ',', ':',  '0'};
   auto below = [&rng](size_t n) { return n == 0 ? size_t{0} : static_cast<size_t>(rng() % n); };
-  auto any_byte = [&] { return rng() % 2 ? kInteresting[below(kInteresting.size())] : static_cast<uint8_t>(rng()); };
+  auto any_byte = [&] {
+    return rng() % 2 ? kInteresting[below(kInteresting.size())] : static_cast<uint8_t>(rng());
+  };
   for (size_t edits = 1 + below(3); edits > 0; --edits) {
     switch (below(4)) {
       case 0:  // flip a bit
@@ -112,9 +113,10 @@ std::vector<Input> FrameSeeds() {
                           std::pair{proto::MsgType(0), json{{"code", 3}, {"message", "no\nway"}}}}) {
     const proto::MsgType type = msg.first;
     const auto frame = proto::EncodeJsonFrame(type, msg.second);
-    AddFrame(seeds, static_cast<uint8_t>(type), std::span(frame).subspan(5), [type](std::span<const std::byte> b) {
-      return proto::DecodeJsonBody(proto::ControlFrame{type, {b.begin(), b.end()}});
-    });
+    AddFrame(seeds, static_cast<uint8_t>(type), std::span(frame).subspan(5),
+             [type](std::span<const std::byte> b) {
+               return proto::DecodeJsonBody(proto::ControlFrame{type, {b.begin(), b.end()}});
+             });
   }
   // 1: FILES.
   const std::vector<proto::FileEntry> files = {
@@ -131,8 +133,8 @@ std::vector<Input> FrameSeeds() {
   AddFrame(seeds, 2, proto::EncodePlan({resume, fail, skip}), proto::DecodePlan);
   // 3: FILE_END.
   AddFrame(seeds, 3,
-           proto::EncodeFileEnds({{7, 3, {0xaa, 0xbb}, Code::kOk, "", 3},
-                                  {8, 2, {}, Code::kDataLoss, "source truncated", 1}}),
+           proto::EncodeFileEnds(
+               {{7, 3, {0xaa, 0xbb}, Code::kOk, "", 3}, {8, 2, {}, Code::kDataLoss, "source truncated", 1}}),
            proto::DecodeFileEnds);
   // 4: FILE_DONE.
   AddFrame(seeds, 4, proto::EncodeFileDones({{7, Code::kOk, ""}, {8, Code::kResourceExhausted, "disk full"}}),
@@ -140,9 +142,10 @@ std::vector<Input> FrameSeeds() {
   // 5: BAD_CHUNK.
   AddFrame(seeds, 5, proto::EncodeBadChunk({9, 12}), proto::DecodeBadChunk);
   // 6: chunk headers of every kind.
-  for (const proto::ChunkHeader& h : {proto::ChunkHeader{proto::ChunkKind::kData, 42, 7, 7ull << 22, 4u << 20, {1, 2}},
-                                      proto::ChunkHeader{proto::ChunkKind::kHole, 42, 8, 8ull << 22, 4u << 20, {3, 4}},
-                                      proto::ChunkHeader{proto::ChunkKind::kEos, 0, 0, 0, 0, {}}}) {
+  for (const proto::ChunkHeader& h :
+       {proto::ChunkHeader{proto::ChunkKind::kData, 42, 7, 7ull << 22, 4u << 20, {1, 2}},
+        proto::ChunkHeader{proto::ChunkKind::kHole, 42, 8, 8ull << 22, 4u << 20, {3, 4}},
+        proto::ChunkHeader{proto::ChunkKind::kEos, 0, 0, 0, 0, {}}}) {
     std::array<std::byte, proto::kChunkHeaderSize> out{};
     proto::EncodeChunkHeader(h, out);
     AddFrame(seeds, 6, out, proto::DecodeChunkHeader);
@@ -155,7 +158,8 @@ std::vector<Input> FrameSeeds() {
   nonce[15] = std::byte{2};
   const proto::Mac mac = proto::BindMac(key, false, session, 3, nonce);
   AddFrame(seeds, 7, proto::EncodeBind({proto::kProtocolVersion, 3, session, nonce, mac}), proto::DecodeBind);
-  AddFrame(seeds, 8, proto::EncodeBindReply(0, proto::BindMac(key, true, session, 3, nonce)), proto::DecodeBindReply);
+  AddFrame(seeds, 8, proto::EncodeBindReply(0, proto::BindMac(key, true, session, 3, nonce)),
+           proto::DecodeBindReply);
   AddFrame(seeds, 8, proto::EncodeBindReply(1, mac), proto::DecodeBindReply);
   // 9, 10: hex and relative paths, as text.
   auto text = [](std::span<const std::byte> b) {
@@ -164,7 +168,8 @@ std::vector<Input> FrameSeeds() {
   const std::string hex = proto::HexEncode(std::span(key).first(8));
   AddFrame(seeds, 9, std::as_bytes(std::span(hex)), [&](auto b) { return proto::HexDecode(text(b)); });
   for (std::string_view path : {"a/b/c.txt", "dir with space/ü", ""}) {
-    AddFrame(seeds, 10, std::as_bytes(std::span(path)), [&](auto b) { return proto::ValidateRelativePath(text(b)); });
+    AddFrame(seeds, 10, std::as_bytes(std::span(path)),
+             [&](auto b) { return proto::ValidateRelativePath(text(b)); });
   }
   // 11: a program of primitive reads. Its first byte is both the number of reads less one (mod 16)
   // and the first read; the reads (mod 8) are U64, Var, Bytes, U32, then their input follows.
@@ -254,8 +259,11 @@ std::vector<Input> ManifestSeeds() {
   REQUIRE(federation::AddEndpoint(dir, federation::Req("dtn-b", "cloud", "127.0.0.1:7002")).has_value());
   REQUIRE(federation::SetEndpointStatus(dir, "dtn-b", federation::EndpointStatus::kSuspended).ok());
   REQUIRE(federation::AddIssuer(dir, "https://tokens.lncc", "lncc", std::nullopt).has_value());
-  REQUIRE(federation::AddRule(dir, json{{"id", "lncc-to-cloud"}, {"effect", "allow"}, {"source", {"lncc"}},
-                                        {"destination", {"cloud"}}, {"rate_limit", "1Gbit/s"}})
+  REQUIRE(federation::AddRule(dir, json{{"id", "lncc-to-cloud"},
+                                        {"effect", "allow"},
+                                        {"source", {"lncc"}},
+                                        {"destination", {"cloud"}},
+                                        {"rate_limit", "1Gbit/s"}})
               .ok());
   REQUIRE(federation::AddRule(dir, json{{"id", "no-pulls"}, {"effect", "deny"}, {"direction", "pull"}}).ok());
   auto signed_manifest = federation::Sign(dir);
@@ -289,11 +297,17 @@ std::vector<Input> PolicySeeds() {
        {"source_paths", {"/datasets"}},
        {"destination_paths", {"/scratch"}},
        {"classifications", {"public", "internal"}},
-       {"time_window", {{"days", {"mon", "tue", "wed", "thu", "fri"}}, {"start", "08:00"}, {"end", "18:00"},
-                        {"utc_offset", "-03:00"}}},
+       {"time_window",
+        {{"days", {"mon", "tue", "wed", "thu", "fri"}},
+         {"start", "08:00"},
+         {"end", "18:00"},
+         {"utc_offset", "-03:00"}}},
        {"rate_limit", "2Gbit/s"},
        {"max_concurrent", 4}},
-      {{"id", "nothing-restricted"}, {"effect", "deny"}, {"source", "*"}, {"classifications", {"restricted"}}},
+      {{"id", "nothing-restricted"},
+       {"effect", "deny"},
+       {"source", "*"},
+       {"classifications", {"restricted"}}},
       {{"id", "pulls"}, {"effect", "allow"}, {"direction", "pull"}, {"rate_limit", 1000000}},
   });
   std::vector<Input> seeds;

@@ -44,9 +44,12 @@ TEST_SUITE("hash.checksum") {
     Digest128 a = Xxh3_128(Bytes("chunk-a"));
     Digest128 b = Xxh3_128(Bytes("chunk-b"));
     FileDigester ab, ba, ab2;
-    ab.AddChunk(a); ab.AddChunk(b);
-    ba.AddChunk(b); ba.AddChunk(a);
-    ab2.AddChunk(a); ab2.AddChunk(b);
+    ab.AddChunk(a);
+    ab.AddChunk(b);
+    ba.AddChunk(b);
+    ba.AddChunk(a);
+    ab2.AddChunk(a);
+    ab2.AddChunk(b);
     CHECK(ab.Finish() == ab2.Finish());
     CHECK_FALSE(ab.Finish() == ba.Finish());
     FileDigester empty;

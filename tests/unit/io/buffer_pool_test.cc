@@ -1,10 +1,11 @@
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <doctest/doctest.h>
-#include <sys/mman.h>
-#include <unistd.h>
 #include <set>
 #include <thread>
 #include <vector>
@@ -27,7 +28,8 @@ std::pair<size_t, size_t> ResidentPages(const std::byte* base, size_t len) {
 }
 
 TEST_SUITE("io.buffer_pool") {
-  TEST_CASE("a new pool is not mapped yet, and Populate maps every page and keeps the bytes of buffers in use") {
+  TEST_CASE(
+      "a new pool is not mapped yet, and Populate maps every page and keeps the bytes of buffers in use") {
     auto pool = BufferPool::Create(1 << 20, 8);
     REQUIRE(pool.has_value());
     BufferPool& p = **pool;

@@ -1,10 +1,9 @@
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <doctest/doctest.h>
-
-#include "unit/io/io_test_util.h"
 #include "pororoca/storage.h"
+#include "unit/io/io_test_util.h"
 
 namespace pororoca::io {
 namespace {

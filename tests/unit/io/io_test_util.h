@@ -1,6 +1,7 @@
 // Helpers shared by the io tests: temporary files and a many-ops-in-flight round trip.
 #pragma once
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -9,7 +10,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <doctest/doctest.h>
 #include <numeric>
 #include <random>
 #include <span>

@@ -2,8 +2,8 @@
 
 #include <doctest/doctest.h>
 
-#include "unit/io/io_test_util.h"
 #include "pororoca/storage.h"
+#include "unit/io/io_test_util.h"
 
 namespace pororoca::io {
 namespace {

@@ -1,12 +1,11 @@
 #include "io/uring_queue.h"
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <doctest/doctest.h>
-
-#include "unit/io/io_test_util.h"
 #include "pororoca/storage.h"
+#include "unit/io/io_test_util.h"
 
 namespace pororoca::io {
 namespace {
@@ -42,7 +41,8 @@ TEST_SUITE("io.uring_queue") {
     }
   }
 
-  TEST_CASE("registered pool buffers go through read_fixed and write_fixed" * doctest::skip(!UringAvailable())) {
+  TEST_CASE("registered pool buffers go through read_fixed and write_fixed" *
+            doctest::skip(!UringAvailable())) {
     auto pool = MakePool(1 << 20, 32);
     auto q = MakeUring(8, pool.get());
     auto* uq = dynamic_cast<UringQueue*>(q.get());

@@ -1,11 +1,11 @@
 #include "pki/pki.h"
 
+#include <doctest/doctest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -27,7 +27,6 @@ std::string Slurp(const std::string& path) {
   REQUIRE_MESSAGE(text.ok(), text.status().ToString());
   return *text;
 }
-
 
 struct X509Free {
   void operator()(X509* p) const noexcept { X509_free(p); }
@@ -119,7 +118,7 @@ TEST_SUITE("pki") {
     const std::string ca = t.path() + "/ca";
     REQUIRE(CreateAuthority(ca, "CA", 10).ok());
     for (const std::string& bad : {std::string(), std::string("a b"), std::string("dtn/1"),
-                                  std::string("x\n"), std::string(65, 'a'), std::string("dtn1;rm")}) {
+                                   std::string("x\n"), std::string(65, 'a'), std::string("dtn1;rm")}) {
       CAPTURE(bad);
       Status s = IssueEndpoint(ca, bad, t.path() + "/k", t.path() + "/c", 10);
       CHECK(s.code() == Code::kInvalidArgument);

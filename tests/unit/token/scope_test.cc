@@ -67,10 +67,10 @@ TEST_SUITE("token.scope") {
 
   TEST_CASE("paths that are empty, relative, or have empty, '.' or '..' components are refused") {
     const Claims all = With({"storage.read:/", "storage.modify:/"});
-    for (std::string p : {std::string(), std::string("data"), std::string("data/x"), std::string("/data/../etc"),
-                          std::string("/.."), std::string("/data/.."), std::string("/./data"),
-                          std::string("/data/."), std::string("/data//x"), std::string("//"),
-                          std::string("/data/x//"), std::string("/da\0ta", 6)}) {
+    for (std::string p :
+         {std::string(), std::string("data"), std::string("data/x"), std::string("/data/../etc"),
+          std::string("/.."), std::string("/data/.."), std::string("/./data"), std::string("/data/."),
+          std::string("/data//x"), std::string("//"), std::string("/data/x//"), std::string("/da\0ta", 6)}) {
       CAPTURE(p);
       for (Action a : {Action::kRead, Action::kCreate, Action::kModify}) {
         CHECK(CheckScope(all, a, p).code() == Code::kInvalidArgument);

@@ -4,9 +4,8 @@
 
 #include <limits>
 #include <map>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "crypto/encoding.h"
 
@@ -56,14 +55,17 @@ std::string Issue(const Claims& c, const crypto::PKey& key = IssuerKey()) {
 
 // A compact JWS of arbitrary header and payload text, signed with `key` (as an attacker or a
 // foreign issuer might write it).
-std::string SignText(const std::string& header, const std::string& payload, const crypto::PKey& key = IssuerKey()) {
+std::string SignText(const std::string& header, const std::string& payload,
+                     const crypto::PKey& key = IssuerKey()) {
   std::string input = crypto::Base64UrlEncode(header) + "." + crypto::Base64UrlEncode(payload);
   auto sig = crypto::SignEd25519(key, input);
   REQUIRE(sig.ok());
   return input + "." + crypto::Base64UrlEncode(*sig);
 }
 
-std::string SignRaw(const json& header, const json& payload) { return SignText(header.dump(), payload.dump()); }
+std::string SignRaw(const json& header, const json& payload) {
+  return SignText(header.dump(), payload.dump());
+}
 
 json ValidPayload() {
   return {{"iss", kIssuer}, {"sub", "alice"}, {"aud", kAudience}, {"exp", kT0 + 3600}, {"iat", kT0}};
@@ -162,7 +164,8 @@ TEST_SUITE("token.jwt") {
     Claims future = Valid();
     future.not_before = 0;
     future.issued_at = kT0 + 600;
-    CHECK(Has(Unauth(VerifyAt(Issue(future), kT0)), "token was issued in the future, at 2026-11-23T10:10:00Z"));
+    CHECK(
+        Has(Unauth(VerifyAt(Issue(future), kT0)), "token was issued in the future, at 2026-11-23T10:10:00Z"));
   }
 
   TEST_CASE("the leeway allows that much clock skew and no more") {
@@ -222,7 +225,8 @@ TEST_SUITE("token.jwt") {
     Claims c = Valid();
     c.issuer = "https://x";
     CHECK(Unauth(VerifyAt(Issue(c))) == "token issuer 'https://x' is not in the federation manifest");
-    CHECK(Has(Unauth(VerifyToken(Issue(Valid()), IssuerKeyLookup(), kAudience, kT0)), "is not in the federation"));
+    CHECK(Has(Unauth(VerifyToken(Issue(Valid()), IssuerKeyLookup(), kAudience, kT0)),
+              "is not in the federation"));
     auto empty_key = [](std::string_view) -> const crypto::PKey* {
       static crypto::PKey none;
       return &none;
@@ -255,7 +259,8 @@ TEST_SUITE("token.jwt") {
     for (size_t i : {size_t(0), size_t(40), size_t(63)}) {
       std::string sig = *crypto::Base64UrlDecode(parts["sig"]);
       sig[i] = char(sig[i] ^ 0x20);
-      CHECK(Has(Unauth(VerifyAt(jwt.substr(0, d2 + 1) + crypto::Base64UrlEncode(sig))), "signature does not verify"));
+      CHECK(Has(Unauth(VerifyAt(jwt.substr(0, d2 + 1) + crypto::Base64UrlEncode(sig))),
+                "signature does not verify"));
     }
     std::string sig = *crypto::Base64UrlDecode(parts["sig"]);
     CHECK(Has(Malformed(VerifyAt(jwt.substr(0, d2 + 1) + crypto::Base64UrlEncode(sig.substr(0, 63)))),
@@ -269,8 +274,8 @@ TEST_SUITE("token.jwt") {
       json h = {{"alg", alg}, {"typ", "JWT"}};
       json p = ValidPayload();
       p["iss"] = "https://unknown";
-      CHECK(Unauth(VerifyAt(SignRaw(h, p))) == std::string("token algorithm '") + alg +
-                                                   "' is not accepted (only EdDSA)");
+      CHECK(Unauth(VerifyAt(SignRaw(h, p))) ==
+            std::string("token algorithm '") + alg + "' is not accepted (only EdDSA)");
     }
     // The classic unsigned token: empty signature part.
     std::string none = crypto::Base64UrlEncode(R"({"alg":"none"})") + "." +

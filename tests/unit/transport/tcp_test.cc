@@ -1,12 +1,12 @@
 #include "transport/tcp.h"
 
+#include <doctest/doctest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <doctest/doctest.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,8 +111,8 @@ TEST_SUITE("transport.tcp") {
     auto c = ParseHostPort("dtn1.example.org:0");
     REQUIRE(c.ok());
     CHECK(c->second == 0);
-    for (const char* bad : {"", "host", ":7001", "host:", "host:70000", "host:7x", "::1:7001", "[::1]7001",
-                            "[::1]:"}) {
+    for (const char* bad :
+         {"", "host", ":7001", "host:", "host:70000", "host:7x", "::1:7001", "[::1]7001", "[::1]:"}) {
       CAPTURE(bad);
       auto r = ParseHostPort(bad);
       REQUIRE_FALSE(r.ok());
@@ -216,7 +216,9 @@ TEST_SUITE("transport.tcp") {
     CHECK(failures.load() == 0);
   }
 
-  TEST_CASE("a large payload trickling in pieces smaller than the wake-up mark arrives whole, then a small message") {
+  TEST_CASE(
+      "a large payload trickling in pieces smaller than the wake-up mark arrives whole, then a small "
+      "message") {
     // Receive asks the kernel to wake it only once 512 KiB (at most what is still due) are queued; the
     // sender here writes 100,000 bytes at a time with pauses, ends the payload at an odd length, and
     // follows with a message of 3 bytes that a mark left above 1 would never deliver.
@@ -237,11 +239,13 @@ TEST_SUITE("transport.tcp") {
       bytes.insert(bytes.end(), h.begin(), h.end());
       RawWrite(p.a.get(), bytes);
       for (size_t off = 0; off < kLen; off += 100000) {
-        RawWrite(p.a.get(), std::vector<std::byte>(payload.begin() + off, payload.begin() + std::min(kLen, off + 100000)));
+        RawWrite(p.a.get(), std::vector<std::byte>(payload.begin() + off,
+                                                   payload.begin() + std::min(kLen, off + 100000)));
         std::this_thread::sleep_for(milliseconds(2));
         int mark = 0;
         socklen_t len = sizeof mark;
-        if (::getsockopt(probe.get(), SOL_SOCKET, SO_RCVLOWAT, &mark, &len) == 0) highest_mark = std::max(highest_mark, mark);
+        if (::getsockopt(probe.get(), SOL_SOCKET, SO_RCVLOWAT, &mark, &len) == 0)
+          highest_mark = std::max(highest_mark, mark);
       }
       auto small = Prefix(4, 3);
       auto h2 = Header(8, 4);

@@ -1,9 +1,9 @@
 #include "transport/tls.h"
 
+#include <doctest/doctest.h>
 #include <stdlib.h>
 
 #include <cstring>
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <string>
 #include <thread>
