@@ -27,10 +27,9 @@
 namespace pororoca::proto {
 
 // Ranges the protocol itself fixes (docs/protocol.md sections 1 and 4).
-inline constexpr uint32_t kMaxStreams = 1024;            // OPEN.streams is 1..kMaxStreams
-inline constexpr uint32_t kMaxChunkSize = 64u << 20;     // OPEN.options.chunk_size is 1..kMaxChunkSize
-inline constexpr size_t kTransferIdHexDigits = 32;       // transfer_id: 16 bytes as hex
-inline constexpr size_t kMaxControlStringBytes = 65536;  // any other string field of a JSON message
+inline constexpr uint32_t kMaxStreams = 1024;         // OPEN.streams is 1..kMaxStreams
+inline constexpr uint32_t kMaxChunkSize = 64u << 20;  // OPEN.options.chunk_size is 1..kMaxChunkSize
+inline constexpr size_t kTransferIdHexDigits = 32;    // transfer_id: 16 bytes as hex
 
 // Who sends, seen from the initiator: in a push the initiator sends, in a pull the responder sends.
 enum class Direction : uint8_t { kPush = 0, kPull = 1 };

@@ -1,0 +1,434 @@
+#include "proto/messages.h"
+
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace pororoca::proto {
+namespace {
+
+using json = nlohmann::json;
+
+std::vector<std::byte> Dump(const json& j) {
+  // Invalid UTF-8 in a string we send is replaced rather than thrown on (EncodeJsonFrame does the
+  // same); keys are sorted by nlohmann::json, so equal objects give equal bytes.
+  std::string s = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::vector<std::byte> out(s.size());
+  if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
+  return out;
+}
+
+// Parses a message body into a JSON object without throwing.
+Result<json> ParseObject(std::string_view msg, std::span<const std::byte> body) {
+  const char* p = reinterpret_cast<const char*>(body.data());
+  json j = json::parse(p, p + body.size(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::Protocol(std::string(msg) + ": body is not valid JSON");
+  if (!j.is_object()) return Status::Protocol(std::string(msg) + ": body is not a JSON object");
+  return j;
+}
+
+bool IsHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return false;
+  }
+  return true;
+}
+
+// Reads the fields of one JSON object by name, checking each one's JSON type and range, never
+// throwing (no get<>() or value() on a value of the wrong type). Every error is kProtocol and names
+// the field as "<where>.<key>", e.g. "OPEN.options.chunk_size".
+class FieldReader {
+ public:
+  FieldReader(std::string where, const json& obj) : where_(std::move(where)), obj_(&obj) {}
+
+  Status Error(std::string_view key, std::string_view what) const {
+    return Status::Protocol(where_ + "." + std::string(key) + ": " + std::string(what));
+  }
+
+  bool Has(std::string_view key) const { return Find(key) != nullptr; }
+
+  Status String(std::string_view key, std::string* out, size_t max_bytes = 0) const {
+    PORO_ASSIGN_OR_RETURN(const json* v, Required(key));
+    return StringValue(key, *v, out, max_bytes);
+  }
+
+  // Absent leaves `out` empty; present must be a string.
+  Status OptString(std::string_view key, std::optional<std::string>* out, size_t max_bytes = 0) const {
+    out->reset();
+    const json* v = Find(key);
+    if (v == nullptr) return Status::OK();
+    std::string s;
+    PORO_RETURN_IF_ERROR(StringValue(key, *v, &s, max_bytes));
+    *out = std::move(s);
+    return Status::OK();
+  }
+
+  Status Bool(std::string_view key, bool* out) const {
+    PORO_ASSIGN_OR_RETURN(const json* v, Required(key));
+    if (!v->is_boolean()) return Error(key, "expected a boolean");
+    *out = v->get_ref<const json::boolean_t&>();
+    return Status::OK();
+  }
+
+  // An unsigned JSON integer in [lo, hi] (hi defaults to what T holds).
+  template <class T>
+  Status Unsigned(std::string_view key, T* out, uint64_t lo = 0,
+                  uint64_t hi = std::numeric_limits<T>::max()) const {
+    PORO_ASSIGN_OR_RETURN(const json* v, Required(key));
+    if (!v->is_number_unsigned()) return Error(key, "expected an unsigned integer");
+    const uint64_t x = v->get_ref<const json::number_unsigned_t&>();
+    if (x < lo || x > hi) {
+      return Error(key,
+                   std::to_string(x) + " is out of range " + std::to_string(lo) + ".." + std::to_string(hi));
+    }
+    *out = static_cast<T>(x);
+    return Status::OK();
+  }
+
+  // Any JSON integer that fits an int64_t.
+  Status Integer(std::string_view key, int64_t* out) const {
+    PORO_ASSIGN_OR_RETURN(const json* v, Required(key));
+    if (v->is_number_unsigned()) {
+      const uint64_t x = v->get_ref<const json::number_unsigned_t&>();
+      if (x > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return Error(key, "integer out of range");
+      }
+      *out = static_cast<int64_t>(x);
+      return Status::OK();
+    }
+    if (!v->is_number_integer()) return Error(key, "expected an integer");
+    *out = v->get_ref<const json::number_integer_t&>();
+    return Status::OK();
+  }
+
+  // A nested object, read by a FieldReader whose errors name "<where>.<key>.<field>".
+  Result<FieldReader> Object(std::string_view key) const {
+    PORO_ASSIGN_OR_RETURN(const json* v, Required(key));
+    if (!v->is_object()) return Error(key, "expected an object");
+    return FieldReader(where_ + "." + std::string(key), *v);
+  }
+
+ private:
+  const json* Find(std::string_view key) const {
+    auto it = obj_->find(key);
+    return it == obj_->end() ? nullptr : &*it;
+  }
+
+  Result<const json*> Required(std::string_view key) const {
+    const json* v = Find(key);
+    if (v == nullptr) return Error(key, "missing");
+    return v;
+  }
+
+  Status StringValue(std::string_view key, const json& v, std::string* out, size_t max_bytes) const {
+    if (!v.is_string()) return Error(key, "expected a string");
+    const std::string& s = v.get_ref<const json::string_t&>();
+    if (max_bytes != 0 && s.size() > max_bytes) {
+      return Error(key, "longer than " + std::to_string(max_bytes) + " bytes");
+    }
+    *out = s;
+    return Status::OK();
+  }
+
+  std::string where_;
+  const json* obj_;
+};
+
+Status ReadTransferId(const FieldReader& r, std::string* out) {
+  PORO_RETURN_IF_ERROR(r.String("transfer_id", out));
+  if (out->size() != kTransferIdHexDigits || !IsHex(*out)) {
+    return r.Error("transfer_id", "expected " + std::to_string(kTransferIdHexDigits) + " hex digits");
+  }
+  return Status::OK();
+}
+
+// {"name": "" or one clean path component, "is_dir": bool}
+Result<Source> ReadSource(const FieldReader& parent) {
+  PORO_ASSIGN_OR_RETURN(FieldReader r, parent.Object("src"));
+  Source src;
+  PORO_RETURN_IF_ERROR(r.String("name", &src.name));
+  if (!src.name.empty()) {
+    Status s = ValidateRelativePath(src.name);
+    if (!s.ok()) return r.Error("name", s.message());
+    if (src.name.find('/') != std::string::npos) return r.Error("name", "must be one path component");
+  }
+  PORO_RETURN_IF_ERROR(r.Bool("is_dir", &src.is_dir));
+  return src;
+}
+
+json SourceJson(const Source& s) { return json{{"name", s.name}, {"is_dir", s.is_dir}}; }
+
+// Codes from newer peers that we do not know, and 0 (no error is not an ERROR), become kInternal.
+Code CodeFromInt(int64_t c) {
+  if (c <= 0 || c > static_cast<int64_t>(Code::kUnauthenticated)) return Code::kInternal;
+  return static_cast<Code>(c);
+}
+
+}  // namespace
+
+std::string_view DirectionName(Direction d) { return d == Direction::kPull ? "pull" : "push"; }
+
+Result<Direction> ParseDirection(std::string_view s) {
+  if (s == "push") return Direction::kPush;
+  if (s == "pull") return Direction::kPull;
+  return Status::InvalidArgument("direction must be push or pull");
+}
+
+std::string_view ExistingName(Existing e) {
+  switch (e) {
+    case Existing::kOverwrite:
+      return "overwrite";
+    case Existing::kSkip:
+      return "skip";
+    case Existing::kFail:
+      break;
+  }
+  return "fail";
+}
+
+Result<Existing> ParseExisting(std::string_view s) {
+  if (s == "fail") return Existing::kFail;
+  if (s == "overwrite") return Existing::kOverwrite;
+  if (s == "skip") return Existing::kSkip;
+  return Status::InvalidArgument("existing must be fail, overwrite or skip");
+}
+
+std::string MsgTypeName(MsgType t) {
+  switch (t) {
+    case MsgType::kHello:
+      return "HELLO";
+    case MsgType::kOpen:
+      return "OPEN";
+    case MsgType::kOpenOk:
+      return "OPEN_OK";
+    case MsgType::kError:
+      return "ERROR";
+    case MsgType::kFiles:
+      return "FILES";
+    case MsgType::kPlan:
+      return "PLAN";
+    case MsgType::kFileEnd:
+      return "FILE_END";
+    case MsgType::kFileDone:
+      return "FILE_DONE";
+    case MsgType::kBadChunk:
+      return "BAD_CHUNK";
+    case MsgType::kEnd:
+      return "END";
+    case MsgType::kSummary:
+      return "SUMMARY";
+    case MsgType::kCancel:
+      return "CANCEL";
+    case MsgType::kKeepalive:
+      return "KEEPALIVE";
+    case MsgType::kUnknown:
+      break;
+  }
+  return "unknown (" + std::to_string(static_cast<int>(t)) + ")";
+}
+
+// ---- HELLO ----------------------------------------------------------------------------------------
+
+std::vector<std::byte> EncodeHello(const Hello& m) {
+  json j{{"proto", m.proto}, {"endpoint", m.endpoint}, {"software", m.software}};
+  if (m.session) j["session"] = HexEncode(*m.session);
+  return Dump(j);
+}
+
+Result<Hello> DecodeHello(std::span<const std::byte> body) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("HELLO", body));
+  FieldReader r("HELLO", j);
+  Hello m;
+  PORO_RETURN_IF_ERROR(r.Integer("proto", &m.proto));
+  PORO_RETURN_IF_ERROR(r.String("endpoint", &m.endpoint));
+  PORO_RETURN_IF_ERROR(r.String("software", &m.software));
+  std::optional<std::string> hex;
+  PORO_RETURN_IF_ERROR(r.OptString("session", &hex));
+  if (hex) {
+    SessionId sid{};
+    if (hex->size() != 2 * sid.size() || !IsHex(*hex)) return r.Error("session", "expected 32 hex digits");
+    auto bytes = HexDecode(*hex);
+    if (!bytes.ok()) return r.Error("session", "expected 32 hex digits");
+    std::memcpy(sid.data(), bytes->data(), sid.size());
+    m.session = sid;
+  }
+  return m;
+}
+
+// ---- OPEN -----------------------------------------------------------------------------------------
+
+std::vector<std::byte> EncodeOpen(const Open& m) {
+  json j{{"transfer_id", m.transfer_id},
+         {"direction", DirectionName(m.direction)},
+         {"path", m.path},
+         {"trailing_slash", m.trailing_slash},
+         {"recursive", m.recursive},
+         {"streams", m.streams},
+         // options.streams repeats OPEN.streams, as the initiator has always written it.
+         {"options", json{{"streams", m.streams},
+                          {"chunk_size", m.options.chunk_size},
+                          {"sync", m.options.sync},
+                          {"existing", ExistingName(m.options.existing)}}},
+         {"local_path", m.local_path}};
+  if (m.token) j["token"] = *m.token;
+  if (m.src) j["src"] = SourceJson(*m.src);
+  if (m.classification) j["classification"] = *m.classification;
+  return Dump(j);
+}
+
+Result<Open> DecodeOpen(std::span<const std::byte> body) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("OPEN", body));
+  FieldReader r("OPEN", j);
+  Open m;
+  PORO_RETURN_IF_ERROR(ReadTransferId(r, &m.transfer_id));
+  std::string direction;
+  PORO_RETURN_IF_ERROR(r.String("direction", &direction));
+  auto d = ParseDirection(direction);
+  if (!d.ok()) return r.Error("direction", "must be push or pull");
+  m.direction = *d;
+  PORO_RETURN_IF_ERROR(r.String("path", &m.path, kMaxPathBytes));
+  PORO_RETURN_IF_ERROR(r.Bool("trailing_slash", &m.trailing_slash));
+  PORO_RETURN_IF_ERROR(r.Bool("recursive", &m.recursive));
+  PORO_RETURN_IF_ERROR(r.Unsigned("streams", &m.streams, 1, kMaxStreams));
+  {
+    PORO_ASSIGN_OR_RETURN(FieldReader o, r.Object("options"));
+    PORO_RETURN_IF_ERROR(o.Unsigned("chunk_size", &m.options.chunk_size, 1, kMaxChunkSize));
+    PORO_RETURN_IF_ERROR(o.Bool("sync", &m.options.sync));
+    std::string existing;
+    PORO_RETURN_IF_ERROR(o.String("existing", &existing));
+    auto e = ParseExisting(existing);
+    if (!e.ok()) return o.Error("existing", "must be fail, overwrite or skip");
+    m.options.existing = *e;
+  }
+  PORO_RETURN_IF_ERROR(r.String("local_path", &m.local_path, kMaxPathBytes));
+  PORO_RETURN_IF_ERROR(r.OptString("token", &m.token));
+  if (m.direction == Direction::kPush) {
+    PORO_ASSIGN_OR_RETURN(m.src, ReadSource(r));
+    m.classification.emplace();
+    PORO_RETURN_IF_ERROR(r.String("classification", &*m.classification));
+  }
+  return m;
+}
+
+// ---- OPEN_OK --------------------------------------------------------------------------------------
+
+std::vector<std::byte> EncodeOpenOk(const OpenOk& m) {
+  json j{{"transfer_id", m.transfer_id}, {"rule", m.rule}};
+  if (m.target) j["target"] = *m.target;
+  if (m.src) j["src"] = SourceJson(*m.src);
+  if (m.classification) j["classification"] = *m.classification;
+  return Dump(j);
+}
+
+Result<OpenOk> DecodeOpenOk(std::span<const std::byte> body, Direction direction) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("OPEN_OK", body));
+  FieldReader r("OPEN_OK", j);
+  OpenOk m;
+  PORO_RETURN_IF_ERROR(ReadTransferId(r, &m.transfer_id));
+  PORO_RETURN_IF_ERROR(r.String("rule", &m.rule));
+  if (direction == Direction::kPush) {
+    m.target.emplace();
+    PORO_RETURN_IF_ERROR(r.String("target", &*m.target));
+  } else {
+    PORO_ASSIGN_OR_RETURN(m.src, ReadSource(r));
+    m.classification.emplace();
+    PORO_RETURN_IF_ERROR(r.String("classification", &*m.classification));
+  }
+  return m;
+}
+
+// ---- ERROR ----------------------------------------------------------------------------------------
+
+ErrorMsg ErrorMsgFromStatus(const Status& s) {
+  ErrorMsg m;
+  m.code = s.ok() ? Code::kInternal : s.code();
+  m.message = s.ok() ? std::string("error without a cause") : std::string(s.message());
+  m.retryable = s.retryable();
+  return m;
+}
+
+Status StatusFromErrorMsg(const ErrorMsg& e) {
+  Status s(e.code == Code::kOk ? Code::kInternal : e.code, "peer: " + e.message);
+  s.WithRetryable(e.retryable);
+  return s;
+}
+
+Status StatusFromErrorBody(std::span<const std::byte> body) {
+  auto m = DecodeErrorMsg(body);
+  if (!m.ok()) return m.error();
+  return StatusFromErrorMsg(*m);
+}
+
+std::vector<std::byte> EncodeErrorMsg(const ErrorMsg& m) {
+  return Dump(json{{"code", static_cast<int>(m.code)},
+                   {"name", std::string(CodeName(m.code))},
+                   {"message", m.message},
+                   {"retryable", m.retryable}});
+}
+
+Result<ErrorMsg> DecodeErrorMsg(std::span<const std::byte> body) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("ERROR", body));
+  FieldReader r("ERROR", j);
+  ErrorMsg m;
+  int64_t code = 0;
+  PORO_RETURN_IF_ERROR(r.Integer("code", &code));
+  m.code = CodeFromInt(code);
+  PORO_RETURN_IF_ERROR(r.String("message", &m.message));
+  PORO_RETURN_IF_ERROR(r.Bool("retryable", &m.retryable));
+  return m;
+}
+
+// ---- END, SUMMARY, CANCEL, KEEPALIVE --------------------------------------------------------------
+
+std::vector<std::byte> EncodeEnd(const End& m) { return Dump(json{{"files", m.files}}); }
+
+Result<End> DecodeEnd(std::span<const std::byte> body) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("END", body));
+  FieldReader r("END", j);
+  End m;
+  PORO_RETURN_IF_ERROR(r.Unsigned("files", &m.files));
+  return m;
+}
+
+nlohmann::json SummaryToJson(const Summary& s) {
+  return json{{"files_committed", s.files_committed}, {"bytes_committed", s.bytes_committed},
+              {"files_skipped", s.files_skipped},     {"bytes_skipped", s.bytes_skipped},
+              {"files_failed", s.files_failed},       {"chunks_corrupt", s.chunks_corrupt},
+              {"bytes_resumed", s.bytes_resumed}};
+}
+
+std::vector<std::byte> EncodeSummary(const Summary& m) { return Dump(SummaryToJson(m)); }
+
+Result<Summary> DecodeSummary(std::span<const std::byte> body) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("SUMMARY", body));
+  FieldReader r("SUMMARY", j);
+  Summary m;
+  PORO_RETURN_IF_ERROR(r.Unsigned("files_committed", &m.files_committed));
+  PORO_RETURN_IF_ERROR(r.Unsigned("bytes_committed", &m.bytes_committed));
+  PORO_RETURN_IF_ERROR(r.Unsigned("files_skipped", &m.files_skipped));
+  PORO_RETURN_IF_ERROR(r.Unsigned("bytes_skipped", &m.bytes_skipped));
+  PORO_RETURN_IF_ERROR(r.Unsigned("files_failed", &m.files_failed));
+  PORO_RETURN_IF_ERROR(r.Unsigned("chunks_corrupt", &m.chunks_corrupt));
+  PORO_RETURN_IF_ERROR(r.Unsigned("bytes_resumed", &m.bytes_resumed));
+  return m;
+}
+
+std::vector<std::byte> EncodeCancel(const Cancel& m) { return Dump(json{{"reason", m.reason}}); }
+
+Result<Cancel> DecodeCancel(std::span<const std::byte> body) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("CANCEL", body));
+  FieldReader r("CANCEL", j);
+  Cancel m;
+  PORO_RETURN_IF_ERROR(r.String("reason", &m.reason));
+  return m;
+}
+
+std::vector<std::byte> EncodeKeepalive(const Keepalive&) { return {}; }
+
+Result<Keepalive> DecodeKeepalive(std::span<const std::byte> body) {
+  if (!body.empty()) PORO_RETURN_IF_ERROR(ParseObject("KEEPALIVE", body).status());
+  return Keepalive{};
+}
+
+}  // namespace pororoca::proto
