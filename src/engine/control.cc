@@ -1,6 +1,7 @@
 #include "engine/control.h"
 
 #include "base/coding.h"
+#include "proto/messages.h"
 
 namespace pororoca::engine {
 
@@ -54,6 +55,16 @@ Result<nlohmann::json> ControlChannel::ExpectJson(proto::MsgType type,
                             std::to_string(int(f.type)));
   }
   return proto::DecodeJsonBody(f);
+}
+
+Result<std::vector<std::byte>> ControlChannel::Expect(proto::MsgType type,
+                                                      const transport::TransportOptions& opts) {
+  PORO_ASSIGN_OR_RETURN(proto::ControlFrame f, Receive(opts));
+  if (f.type == proto::MsgType::kError) return proto::StatusFromErrorBody(f.body);
+  if (f.type != type) {
+    return Status::Protocol("expected " + proto::MsgTypeName(type) + ", got " + proto::MsgTypeName(f.type));
+  }
+  return std::move(f.body);
 }
 
 namespace {

@@ -26,6 +26,9 @@ class ControlChannel {
   // Receives one frame and requires it to be `type` with a JSON body; a kError frame from the peer
   // becomes its Status.
   Result<nlohmann::json> ExpectJson(proto::MsgType type, const transport::TransportOptions& opts = {});
+  // Receives one frame and requires it to be `type`; returns its body. A kError frame from the
+  // peer becomes its Status.
+  Result<std::vector<std::byte>> Expect(proto::MsgType type, const transport::TransportOptions& opts = {});
 
   void Shutdown() { stream_->Shutdown(); }
   Status Close() { return stream_->Close({}); }

@@ -1,0 +1,363 @@
+#include "daemon/api_routes.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <ctime>
+
+#include "engine/session.h"
+#include "pororoca/config.h"
+#include "pororoca/storage.h"
+#include "proto/messages.h"
+
+namespace pororoca::daemon {
+
+using nlohmann::json;
+
+int HttpStatusFor(Code c) {
+  switch (c) {
+    case Code::kInvalidArgument:
+      return 400;
+    case Code::kNotFound:
+      return 404;
+    case Code::kPermissionDenied:
+      return 403;
+    case Code::kUnauthenticated:
+      return 403;
+    case Code::kAlreadyExists:
+      return 409;
+    case Code::kUnavailable:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+api::HttpResponse ErrorResponse(const Status& s) {
+  return api::HttpResponse::Error(HttpStatusFor(s.code()), CodeName(s.code()), s.message());
+}
+
+namespace {
+
+api::HttpResponse BadRequest(const std::string& message) {
+  return api::HttpResponse::Error(400, "InvalidArgument", message);
+}
+
+// A request body: a JSON object whose fields are read without exceptions; a field of the wrong
+// type is an error that names it.
+class Body {
+ public:
+  static Result<Body> Parse(const std::string& text) {
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) return Status::InvalidArgument("body is not valid JSON");
+    if (!j.is_object()) return Status::InvalidArgument("body must be a JSON object");
+    return Body(std::move(j));
+  }
+  bool Has(const char* name) const { return j_.contains(name) && !j_[name].is_null(); }
+  const json& Raw(const char* name) const { return j_[name]; }
+  Result<std::string> String(const char* name, std::string def = {}) const {
+    if (!Has(name)) return def;
+    if (!j_[name].is_string()) return Status::InvalidArgument(std::string(name) + " must be a string");
+    return j_[name].get<std::string>();
+  }
+  Result<bool> Bool(const char* name, bool def) const {
+    if (!Has(name)) return def;
+    if (!j_[name].is_boolean()) return Status::InvalidArgument(std::string(name) + " must be true or false");
+    return j_[name].get<bool>();
+  }
+  Result<uint64_t> Unsigned(const char* name, uint64_t def) const {
+    if (!Has(name)) return def;
+    if (!j_[name].is_number_unsigned()) {
+      return Status::InvalidArgument(std::string(name) + " must be an unsigned integer");
+    }
+    return j_[name].get<uint64_t>();
+  }
+  Result<int64_t> Integer(const char* name, int64_t def) const {
+    if (!Has(name)) return def;
+    if (!j_[name].is_number_integer())
+      return Status::InvalidArgument(std::string(name) + " must be an integer");
+    return j_[name].get<int64_t>();
+  }
+
+ private:
+  explicit Body(json j) : j_(std::move(j)) {}
+  json j_;
+};
+
+#define PORO_API_ASSIGN_OR_400(lhs, expr)                      \
+  auto PORO_CONCAT_(_r_, __LINE__) = (expr);                   \
+  if (!PORO_CONCAT_(_r_, __LINE__).has_value()) {              \
+    return ErrorResponse(PORO_CONCAT_(_r_, __LINE__).error()); \
+  }                                                            \
+  lhs = std::move(*PORO_CONCAT_(_r_, __LINE__))
+
+std::string KnownEndpoints(const federation::Manifest& m, const std::string& self) {
+  std::string known;
+  for (const auto& e : m.endpoints()) {
+    if (e.id != self) known += (known.empty() ? "" : ", ") + e.id;
+  }
+  return known.empty() ? "none" : known;
+}
+
+}  // namespace
+
+void ApiRoutes::RegisterOn(api::HttpServer& s) {
+  s.Route("GET", "/v1/healthz", [this](const api::HttpRequest&) { return Health(); });
+  s.Route("GET", "/v1/endpoints", [this](const api::HttpRequest&) { return Endpoints(); });
+  s.Route("GET", "/v1/federation", [this](const api::HttpRequest&) { return FederationInfo(); });
+  s.Route("POST", "/v1/federation/refresh", [this](const api::HttpRequest&) { return RefreshFederation(); });
+  s.Route("POST", "/v1/policy/check", [this](const api::HttpRequest& r) { return PolicyCheck(r); });
+  s.Route("GET", "/v1/accounting", [this](const api::HttpRequest& r) { return Accounting(r); });
+  s.Route("POST", "/v1/transfers", [this](const api::HttpRequest& r) { return Submit(r); });
+  s.Route("GET", "/v1/transfers", [this](const api::HttpRequest& r) { return List(r); });
+  s.Route("GET", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return Get(r); });
+  s.Route("POST", "/v1/transfers/{id}/cancel", [this](const api::HttpRequest& r) { return Cancel(r); });
+  s.Route("DELETE", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return Cancel(r); });
+}
+
+api::HttpResponse ApiRoutes::Health() const {
+  return api::HttpResponse::Json(200, json{{"status", "ok"},
+                                           {"endpoint", d_.config->endpoint_name},
+                                           {"version", PORO_VERSION},
+                                           {"export_root", d_.root->path()},
+                                           {"io", io::UringAvailable() ? "io_uring" : "posix"}});
+}
+
+api::HttpResponse ApiRoutes::Endpoints() const {
+  auto m = d_.fed->manifest();
+  json arr = json::array();
+  for (const auto& e : m->endpoints()) {
+    arr.push_back(json{{"name", e.id},
+                       {"institution", e.institution},
+                       {"address", e.address},
+                       {"status", std::string(federation::EndpointStatusName(e.status))},
+                       {"pin", e.pin}});
+  }
+  return api::HttpResponse::Json(200, json{{"self", d_.config->endpoint_name},
+                                           {"institution", d_.fed->self_institution()},
+                                           {"federation", m->federation()},
+                                           {"serial", m->serial()},
+                                           {"endpoints", arr}});
+}
+
+api::HttpResponse ApiRoutes::FederationInfo() const {
+  auto m = d_.fed->manifest();
+  const Config& c = *d_.config;
+  return api::HttpResponse::Json(200,
+                                 json{{"federation", m->federation()},
+                                      {"serial", m->serial()},
+                                      {"issued_at", m->issued_at()},
+                                      {"source", c.manifest_file.empty() ? c.manifest_url : c.manifest_file},
+                                      {"self", c.endpoint_name},
+                                      {"institution", d_.fed->self_institution()},
+                                      {"institutions", m->body().value("institutions", json::array())},
+                                      {"rules", m->policy().size()}});
+}
+
+api::HttpResponse ApiRoutes::RefreshFederation() const {
+  auto r = d_.fed->Refresh();
+  if (!r.has_value()) return ErrorResponse(r.error());
+  return FederationInfo();
+}
+
+api::HttpResponse ApiRoutes::Accounting(const api::HttpRequest& r) const {
+  audit::Accounting::Filter f;
+  for (auto [k, dst] : {std::pair<const char*, std::string*>{"since", &f.since},
+                        {"until", &f.until},
+                        {"user", &f.user},
+                        {"institution", &f.institution}}) {
+    auto it = r.query.find(k);
+    if (it != r.query.end()) *dst = it->second;
+  }
+  return api::HttpResponse::Json(200, d_.fed->accounting().Query(f));
+}
+
+api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
+  const Config& c = *d_.config;
+  const engine::ExportRoot& root = *d_.root;
+  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  PORO_API_ASSIGN_OR_400(std::string src_text, body.String("source"));
+  PORO_API_ASSIGN_OR_400(std::string dst_text, body.String("destination"));
+  auto src = Location::Parse(src_text);
+  if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
+  auto dst = Location::Parse(dst_text);
+  if (!dst.has_value()) return ErrorResponse(dst.error().Annotate("destination"));
+  // "SELF:/path" names this daemon: the path is relative to its export root, like any remote path.
+  for (Location* l : {&*src, &*dst}) {
+    if (l->remote && l->endpoint == c.endpoint_name) {
+      auto rel = root.Normalize(l->path);
+      if (!rel.has_value()) return ErrorResponse(rel.error());
+      l->remote = false;
+      l->path = root.Display(*rel) + (l->trailing_slash ? "/" : "");
+    }
+  }
+  if (src->remote == dst->remote) {
+    return BadRequest("exactly one of source and destination must be a remote ENDPOINT:/path");
+  }
+  auto t = std::make_shared<Transfer>();
+  PORO_API_ASSIGN_OR_400(t->id, NewId());
+  t->push = dst->remote;
+  t->remote = t->push ? *dst : *src;
+  t->local_path = t->push ? src->path : dst->path;
+  t->local_trailing_slash = !t->push && dst->trailing_slash;
+  PORO_API_ASSIGN_OR_400(t->recursive, body.Bool("recursive", false));
+  t->uid = req.peer.uid;
+  t->created_ms = NowMs();
+  json opts = json::object();
+  PORO_API_ASSIGN_OR_400(uint64_t streams, body.Unsigned("streams", c.streams));
+  if (streams < 1 || streams > c.max_streams) {
+    return BadRequest("streams must be between 1 and " + std::to_string(c.max_streams));
+  }
+  opts["streams"] = streams;
+  uint64_t chunk = c.chunk_size;
+  if (body.Has("chunk_size")) {
+    if (body.Raw("chunk_size").is_number_unsigned()) {
+      chunk = body.Raw("chunk_size").get<uint64_t>();
+    } else if (body.Raw("chunk_size").is_string()) {
+      auto parsed = ParseSize(body.Raw("chunk_size").get<std::string>());
+      if (!parsed.has_value()) return ErrorResponse(parsed.error().Annotate("chunk_size"));
+      chunk = *parsed;
+    } else {
+      return BadRequest("chunk_size must be a number of bytes or a size such as \"4M\"");
+    }
+  }
+  if (Status s = ValidateChunkSize(chunk); !s.ok()) return ErrorResponse(s);
+  if (chunk > d_.buffer_size) {
+    return BadRequest("chunk_size exceeds this daemon's buffer size (" +
+                      std::to_string(d_.buffer_size >> 10) + " KiB)");
+  }
+  opts["chunk_size"] = chunk;
+  PORO_API_ASSIGN_OR_400(bool sync, body.Bool("sync", false));
+  opts["sync"] = sync;
+  PORO_API_ASSIGN_OR_400(std::string existing, body.String("existing", "fail"));
+  if (!proto::ParseExisting(existing).has_value())
+    return BadRequest("existing must be fail, overwrite or skip");
+  opts["existing"] = existing;
+  t->options = opts;
+  // Check what can be checked locally now, so the user gets the error at once.
+  auto manifest = d_.fed->manifest();
+  if (manifest->FindEndpoint(t->remote.endpoint) == nullptr) {
+    return api::HttpResponse::Error(404, "UnknownEndpoint",
+                                    "unknown endpoint '" + t->remote.endpoint + "': not in federation '" +
+                                        manifest->federation() +
+                                        "' (known: " + KnownEndpoints(*manifest, c.endpoint_name) + ")");
+  }
+  // Who asks: the socket's peer credentials, mapped to a federated identity by [[users]].
+  if (const UserConfig* u = c.FindUser(t->uid)) t->user = u->identity;
+  PORO_API_ASSIGN_OR_400(t->token, body.String("token"));
+  if (t->token.empty() && !c.token_issuer.empty() && t->user.empty()) {
+    return api::HttpResponse::Error(403, "PermissionDenied",
+                                    "local user uid " + std::to_string(t->uid) +
+                                        " has no federated identity (add it under [[users]] in " +
+                                        c.source_file + ") and gave no token");
+  }
+  auto rel = root.RelativeFromAbsolute(t->local_path);
+  if (!rel.has_value()) return ErrorResponse(rel.error());
+  if (t->push) {
+    auto si = engine::StatSource(root, *rel);
+    if (!si.has_value()) return ErrorResponse(si.error());
+    if (si->is_dir && !t->recursive) return BadRequest(t->local_path + " is a directory (use -r)");
+  } else {
+    auto st = root.Lstat(*rel);
+    if (!st.has_value() || !S_ISDIR(st->st_mode)) {
+      auto [parent, name] = engine::ExportRoot::Split(*rel);
+      auto pst = root.Lstat(parent);
+      if (t->local_trailing_slash || !pst.has_value() || !S_ISDIR(pst->st_mode)) {
+        return api::HttpResponse::Error(404, "NotFound",
+                                        "destination directory does not exist: " + t->local_path);
+      }
+    }
+  }
+  if (Status s = d_.transfers->Submit(t); !s.ok()) return ErrorResponse(s);
+  return api::HttpResponse::Json(201, t->View());
+}
+
+// "Would this transfer be allowed, and by which rule?" Both ends' view, from this daemon's manifest:
+// {"source": "SRC", "destination": "DST"} with one of them remote (ENDPOINT:/path), as in a submit.
+api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
+  const Config& c = *d_.config;
+  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  PORO_API_ASSIGN_OR_400(std::string src_text, body.String("source"));
+  PORO_API_ASSIGN_OR_400(std::string dst_text, body.String("destination"));
+  PORO_API_ASSIGN_OR_400(std::string dir, body.String("direction"));
+  auto src = Location::Parse(src_text);
+  if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
+  auto dst = Location::Parse(dst_text);
+  if (!dst.has_value()) return ErrorResponse(dst.error().Annotate("destination"));
+  auto m = d_.fed->manifest();
+  auto endpoint_of = [&](const Location& l) { return l.remote ? l.endpoint : c.endpoint_name; };
+  const federation::Endpoint* se = m->FindEndpoint(endpoint_of(*src));
+  const federation::Endpoint* de = m->FindEndpoint(endpoint_of(*dst));
+  if (se == nullptr || de == nullptr) {
+    return api::HttpResponse::Error(404, "UnknownEndpoint",
+                                    "endpoint '" + (se == nullptr ? endpoint_of(*src) : endpoint_of(*dst)) +
+                                        "' is not in federation '" + m->federation() + "'");
+  }
+  auto abs_path = [&](const Location& l) -> std::string {
+    if (l.remote) return l.path;
+    auto rel = d_.root->RelativeFromAbsolute(l.path);
+    return rel.has_value() ? "/" + *rel : l.path;
+  };
+  policy::Request r;
+  r.source_institution = se->institution;
+  r.destination_institution = de->institution;
+  bool src_initiates = dir.empty() ? !src->remote : dir == "push";
+  r.direction = src_initiates ? policy::Direction::kPush : policy::Direction::kPull;
+  r.source_path = abs_path(*src);
+  r.destination_path = abs_path(*dst);
+  PORO_API_ASSIGN_OR_400(r.classification,
+                         body.String("classification", src->remote ? std::string(policy::kUnclassified)
+                                                                   : d_.fed->LabelFor(r.source_path)));
+  PORO_API_ASSIGN_OR_400(r.now_unix, body.Integer("time", static_cast<int64_t>(std::time(nullptr))));
+  policy::Decision d = m->policy().Evaluate(r);
+  json out{{"allowed", d.allowed},
+           {"rule", d.rule_id},
+           {"reason", d.reason},
+           {"serial", m->serial()},
+           {"request",
+            {{"source_institution", r.source_institution},
+             {"destination_institution", r.destination_institution},
+             {"direction", std::string(policy::DirectionName(r.direction))},
+             {"source_path", r.source_path},
+             {"destination_path", r.destination_path},
+             {"classification", r.classification}}}};
+  if (d.rate_limit_bytes_per_s) out["rate_limit_bytes_per_s"] = d.rate_limit_bytes_per_s;
+  if (d.max_concurrent) out["max_concurrent"] = d.max_concurrent;
+  if (!d.allowed) out["explain"] = m->policy().Explain(r);
+  return api::HttpResponse::Json(200, out);
+}
+
+api::HttpResponse ApiRoutes::List(const api::HttpRequest&) const {
+  json arr = json::array();
+  for (const auto& t : d_.transfers->List()) arr.push_back(t->View());
+  return api::HttpResponse::Json(200, json{{"transfers", arr}});
+}
+
+api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req) const {
+  const std::string& id = req.params.at("id");
+  std::shared_ptr<Transfer> t = d_.transfers->Find(id);
+  if (!t) return api::HttpResponse::Error(404, "NotFound", "no transfer " + id);
+  // ?wait=SECONDS: a long poll. Answers as soon as the transfer has ended, else after SECONDS
+  // (at most 60) with its progress: a client follows a transfer without polling on a timer.
+  auto w = req.query.find("wait");
+  if (w != req.query.end()) {
+    char* end = nullptr;
+    double secs = std::strtod(w->second.c_str(), &end);
+    if (w->second.empty() || end == nullptr || *end != '\0' || !(secs >= 0)) {
+      return BadRequest("wait must be a number of seconds, got '" + w->second + "'");
+    }
+    d_.transfers->WaitEnded(*t, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                    std::chrono::duration<double>(std::min(secs, 60.0))));
+  }
+  return api::HttpResponse::Json(200, t->View());
+}
+
+api::HttpResponse ApiRoutes::Cancel(const api::HttpRequest& req) const {
+  const std::string& id = req.params.at("id");
+  std::shared_ptr<Transfer> t = d_.transfers->Cancel(id);
+  if (!t) return api::HttpResponse::Error(404, "NotFound", "no transfer " + id);
+  return api::HttpResponse::Json(202, t->View());
+}
+
+}  // namespace pororoca::daemon

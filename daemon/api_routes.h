@@ -1,0 +1,51 @@
+// The daemon's HTTP/JSON API (docs/api.md): health, federation, endpoints, policy dry run,
+// accounting, and the transfers of the TransferManager (submit, list, get with long poll,
+// cancel). Requests are validated here, before anything starts; a bad one gets a 4xx with a JSON
+// error.
+//
+// Thread-safety: handlers run on the HTTP server's connection threads, concurrently.
+#pragma once
+
+#include <atomic>
+
+#include "api/http.h"
+#include "daemon/config.h"
+#include "daemon/federation.h"
+#include "daemon/transfer_manager.h"
+#include "engine/export_root.h"
+
+namespace pororoca::daemon {
+
+class ApiRoutes {
+ public:
+  struct Deps {
+    const Config* config = nullptr;
+    const engine::ExportRoot* root = nullptr;
+    size_t buffer_size = 0;  // the pool's buffers: the largest chunk this daemon takes
+    Federation* fed = nullptr;
+    TransferManager* transfers = nullptr;
+  };
+  explicit ApiRoutes(Deps d) : d_(d) {}
+
+  void RegisterOn(api::HttpServer& server);
+
+  api::HttpResponse Health() const;
+  api::HttpResponse Endpoints() const;
+  api::HttpResponse FederationInfo() const;
+  api::HttpResponse RefreshFederation() const;
+  api::HttpResponse Accounting(const api::HttpRequest& req) const;
+  api::HttpResponse PolicyCheck(const api::HttpRequest& req) const;
+  api::HttpResponse Submit(const api::HttpRequest& req) const;
+  api::HttpResponse List(const api::HttpRequest& req) const;
+  api::HttpResponse Get(const api::HttpRequest& req) const;
+  api::HttpResponse Cancel(const api::HttpRequest& req) const;
+
+ private:
+  Deps d_;
+};
+
+// The HTTP status for a Status code (400, 403, 404, 409, 503, else 500).
+int HttpStatusFor(Code c);
+api::HttpResponse ErrorResponse(const Status& s);
+
+}  // namespace pororoca::daemon

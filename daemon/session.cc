@@ -1,0 +1,494 @@
+#include "daemon/session.h"
+
+#include <openssl/rand.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <optional>
+#include <thread>
+
+#include "base/log.h"
+#include "pororoca/config.h"
+#include "transport/tcp.h"
+
+namespace pororoca::daemon {
+
+using nlohmann::json;
+using transport::TransportOptions;
+
+namespace {
+
+// Counts a section of work in *n while it runs.
+class BusyScope {
+ public:
+  explicit BusyScope(std::atomic<int>* n) : n_(n) { n_->fetch_add(1); }
+  ~BusyScope() { n_->fetch_sub(1); }
+  BusyScope(const BusyScope&) = delete;
+  BusyScope& operator=(const BusyScope&) = delete;
+
+ private:
+  std::atomic<int>* n_;
+};
+
+TransportOptions Timeout(int ms) {
+  TransportOptions o;
+  o.idle_timeout = std::chrono::milliseconds(ms);
+  return o;
+}
+
+Status RandomBytes(std::span<std::byte> out) {
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(out.size())) != 1) {
+    return Status::Internal("RAND_bytes failed");
+  }
+  return Status::OK();
+}
+
+std::string Software() { return std::string("pororoca ") + PORO_VERSION; }
+
+// The transfer's options (as the API validated and the record keeps them) into OPEN; a record
+// edited by hand into the wrong types is an error naming the field, not an exception.
+Status ReadOptions(const json& o, const Config& c, proto::Open& open) {
+  auto get_unsigned = [&](const char* k, uint64_t def) -> Result<uint64_t> {
+    auto it = o.find(k);
+    if (it == o.end()) return def;
+    if (!it->is_number_unsigned())
+      return Status::InvalidArgument(std::string("options.") + k + ": not a number");
+    return it->get<uint64_t>();
+  };
+  PORO_ASSIGN_OR_RETURN(uint64_t streams, get_unsigned("streams", c.streams));
+  PORO_ASSIGN_OR_RETURN(uint64_t chunk, get_unsigned("chunk_size", c.chunk_size));
+  open.streams = static_cast<uint32_t>(std::min<uint64_t>(streams, proto::kMaxStreams));
+  open.options.chunk_size = static_cast<uint32_t>(std::min<uint64_t>(chunk, proto::kMaxChunkSize));
+  auto sync = o.find("sync");
+  open.options.sync = sync != o.end() && sync->is_boolean() && sync->get<bool>();
+  auto ex = o.find("existing");
+  if (ex != o.end()) {
+    if (!ex->is_string()) return Status::InvalidArgument("options.existing: not a string");
+    PORO_ASSIGN_OR_RETURN(open.options.existing, proto::ParseExisting(ex->get<std::string>()));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+// One session's state, at either end.
+struct SessionRunner::Session {
+  bool initiator = false;
+  Transfer* transfer = nullptr;  // the initiator's transfer
+  std::string address;           // the peer's address, for logs and audit
+  std::unique_ptr<engine::ControlChannel> ctl;
+  transport::TlsStream* tls = nullptr;  // owned by ctl
+  federation::Endpoint peer;
+  std::string peer_pin;
+  proto::Open open;  // as sent (initiator) or received (responder)
+  proto::SessionId sid{};
+  std::vector<std::byte> key;  // TLS exporter: authenticates the data connections
+  TransferAuth auth;
+  std::optional<Admission> adm;
+  engine::EngineOptions eo;
+  std::string local_rel;   // the initiator's local path, export-relative
+  std::string engine_rel;  // what the engine works on: the sender's source or the receiver's target
+  std::shared_ptr<BindTable::Entry> bind;  // responder: its data connections
+  std::vector<std::unique_ptr<transport::MessageChannel>> channels;
+  std::atomic<bool>* cancel = nullptr;
+  std::atomic<bool> own_cancel{false};  // the responder's (no transfer record)
+  std::shared_ptr<engine::TransferStats> stats = std::make_shared<engine::TransferStats>();
+};
+
+engine::EngineOptions SessionRunner::EngineOptionsFrom(const proto::OpenOptions& o) const {
+  engine::EngineOptions eo;
+  eo.chunk_size = o.chunk_size;
+  eo.sync = o.sync;
+  eo.existing = o.existing == proto::Existing::kOverwrite ? engine::ExistingMode::kOverwrite
+                : o.existing == proto::Existing::kSkip    ? engine::ExistingMode::kSkip
+                                                          : engine::ExistingMode::kFail;
+  eo.try_direct = d_.config->direct_io;
+  eo.read_ahead = d_.config->read_ahead;
+  return eo;
+}
+
+Status SessionRunner::CheckPeerHello(const Session& s, const proto::Hello& h) const {
+  if (h.proto != proto::kProtocolVersion) {
+    return Status::NotSupported("endpoint " + s.peer.id + " speaks protocol version " +
+                                std::to_string(h.proto) + ", this daemon speaks " +
+                                std::to_string(proto::kProtocolVersion));
+  }
+  if (h.endpoint != s.peer.id) {
+    return Status::Unauthenticated("peer announced endpoint '" + h.endpoint +
+                                   "' but its certificate names '" + s.peer.id + "'");
+  }
+  if (s.initiator && !h.session) return Status::Protocol("HELLO.session: missing in the responder's HELLO");
+  return Status::OK();
+}
+
+Result<std::string> SessionRunner::ReceiveTarget(const std::string& rel, bool trailing_slash,
+                                                 const proto::Source& src) const {
+  engine::SourceInfo si;
+  si.name = src.name;
+  si.is_dir = src.is_dir;
+  if (!si.name.empty()) PORO_RETURN_IF_ERROR(proto::ValidateRelativePath(si.name));
+  if (si.name.find('/') != std::string::npos) return Status::Protocol("source name contains '/'");
+  return engine::ResolveTarget(*d_.root, rel, trailing_slash, si);
+}
+
+// ---- 1. connection -------------------------------------------------------------------------------
+
+Status SessionRunner::Connect(Session& s) {
+  PORO_ASSIGN_OR_RETURN(auto hp, transport::ParseHostPort(s.peer.address));
+  auto fd = transport::TcpConnect(hp.first, hp.second, std::chrono::milliseconds(10000));
+  if (!fd.has_value()) return fd.error().Annotate("endpoint " + s.peer.id);
+  auto tls = transport::TlsStream::Connect(*d_.fed->tls_client(), std::move(*fd), Timeout(30000));
+  if (!tls.has_value()) {
+    d_.fed->AuditHandshakeFailure(s.peer.address, "connect", tls.error());
+    return tls.error().Annotate("endpoint " + s.peer.id);
+  }
+  PORO_RETURN_IF_ERROR(d_.fed->AdmitPeer(**tls, "connect", s.peer.id).status());
+  s.tls = tls->get();
+  s.peer_pin = s.tls->peer_cert_sha256();
+  s.ctl = std::make_unique<engine::ControlChannel>(std::move(*tls));
+  return Status::OK();
+}
+
+// ---- 2. HELLO --------------------------------------------------------------------------------------
+
+Status SessionRunner::ExchangeHello(Session& s) {
+  const TransportOptions o = Timeout(30000);
+  proto::Hello mine;
+  mine.endpoint = d_.config->endpoint_name;
+  mine.software = Software();
+  if (s.initiator) {
+    // HELLO and OPEN go out back to back (the responder reads them in order): a round trip saved.
+    Status sent = s.ctl->Send(proto::MsgType::kHello, proto::EncodeHello(mine));
+    if (sent.ok()) sent = s.ctl->Send(proto::MsgType::kOpen, proto::EncodeOpen(s.open));
+    if (!sent.ok()) {
+      // The peer may have refused us and closed: its ERROR, if it arrived, says why.
+      auto reply = s.ctl->Expect(proto::MsgType::kHello, Timeout(2000));
+      if (!reply.has_value() && reply.error().code() != Code::kUnavailable &&
+          reply.error().code() != Code::kDeadlineExceeded) {
+        return reply.error();
+      }
+      return sent;
+    }
+    PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kHello, o));
+    PORO_ASSIGN_OR_RETURN(proto::Hello theirs, proto::DecodeHello(body));
+    PORO_RETURN_IF_ERROR(CheckPeerHello(s, theirs));
+    s.sid = *theirs.session;
+  } else {
+    PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kHello, o));
+    PORO_ASSIGN_OR_RETURN(proto::Hello theirs, proto::DecodeHello(body));
+    PORO_RETURN_IF_ERROR(CheckPeerHello(s, theirs));
+    PORO_RETURN_IF_ERROR(RandomBytes(s.sid));
+    mine.session = s.sid;
+    PORO_RETURN_IF_ERROR(s.ctl->Send(proto::MsgType::kHello, proto::EncodeHello(mine)));
+  }
+  PORO_ASSIGN_OR_RETURN(s.key, s.tls->ExportKey(proto::kBindExporterLabel, 32));
+  return Status::OK();
+}
+
+// ---- 3. OPEN -> OPEN_OK ------------------------------------------------------------------------------
+
+Status SessionRunner::AnswerOpen(Session& s) {
+  const Config& c = *d_.config;
+  PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kOpen, Timeout(30000)));
+  PORO_ASSIGN_OR_RETURN(s.open, proto::DecodeOpen(body));
+  const proto::Open& open = s.open;
+  if (open.streams < 1 || open.streams > c.max_streams) {
+    return Status::InvalidArgument("streams must be between 1 and " + std::to_string(c.max_streams));
+  }
+  s.eo = EngineOptionsFrom(open.options);
+  PORO_RETURN_IF_ERROR(ValidateChunkSize(s.eo.chunk_size));
+  if (s.eo.chunk_size > d_.pool->buffer_size()) {
+    return Status::InvalidArgument("chunk size " + std::to_string(s.eo.chunk_size) +
+                                   " exceeds this daemon's buffers (" +
+                                   std::to_string(d_.pool->buffer_size()) + ")");
+  }
+  PORO_ASSIGN_OR_RETURN(std::string rel, d_.root->Normalize(open.path));
+  const bool push = open.direction == proto::Direction::kPush;  // the peer sends, we receive
+  proto::OpenOk ok;
+  ok.transfer_id = open.transfer_id;
+  if (push) {
+    PORO_ASSIGN_OR_RETURN(s.engine_rel, ReceiveTarget(rel, open.trailing_slash, *open.src));
+    ok.target = c.endpoint_name + ":/" + s.engine_rel;
+  } else {
+    PORO_ASSIGN_OR_RETURN(engine::SourceInfo si, engine::StatSource(*d_.root, rel));
+    if (si.is_dir && !open.recursive)
+      return Status::InvalidArgument(d_.root->Display(rel) + " is a directory (use -r)");
+    ok.src = proto::Source{si.name, si.is_dir};
+    s.engine_rel = rel;
+  }
+  // Authorisation, before any byte is written: the bearer token's scopes, then the policy.
+  TransferAuth& a = s.auth;
+  a.transfer_id = open.transfer_id;
+  a.peer = s.peer;
+  a.sending = !push;
+  a.initiator = false;
+  a.local_path = "/" + s.engine_rel;
+  a.remote_path = open.local_path;
+  a.classification = push ? open.classification.value_or("") : d_.fed->LabelFor(a.local_path);
+  a.token = open.token.value_or("");
+  a.overwrite = s.eo.existing == engine::ExistingMode::kOverwrite;
+  PORO_ASSIGN_OR_RETURN(Admission adm, d_.fed->AdmitResponder(a));
+  if (!push) ok.classification = a.classification;
+  ok.rule = adm.decision.rule_id;
+  s.adm = std::move(adm);
+  // Registered before OPEN_OK: the initiator connects as soon as it reads it.
+  s.bind = d_.binds->Open(s.sid, s.key, open.streams);
+  return s.ctl->Send(proto::MsgType::kOpenOk, proto::EncodeOpenOk(ok));
+}
+
+Status SessionRunner::ReadOpenOk(Session& s) {
+  PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kOpenOk, Timeout(30000)));
+  PORO_ASSIGN_OR_RETURN(proto::OpenOk ok, proto::DecodeOpenOk(body, s.open.direction));
+  Transfer& t = *s.transfer;
+  if (t.push) {
+    size_t colon = ok.target->find(':');
+    if (colon != std::string::npos) s.auth.remote_path = ok.target->substr(colon + 1);
+    s.engine_rel = s.local_rel;
+  } else {
+    s.auth.classification = ok.classification.value_or("");
+    PORO_ASSIGN_OR_RETURN(s.engine_rel, ReceiveTarget(s.local_rel, t.local_trailing_slash, *ok.src));
+  }
+  auto a = d_.fed->AdmitInitiator(s.auth);
+  if (!a.has_value()) {
+    s.ctl->SendError(a.error());  // the peer stops waiting for our data connections
+    return a.error();
+  }
+  s.adm = std::move(*a);
+  return Status::OK();
+}
+
+// ---- 4. data connections -------------------------------------------------------------------------------
+
+Status SessionRunner::OpenDataChannels(Session& s) {
+  PORO_ASSIGN_OR_RETURN(auto hp, transport::ParseHostPort(s.peer.address));
+  const unsigned n = s.open.streams;
+  const TransportOptions o = Timeout(10000);
+  // All N connections are set up at once: on a long link each costs two round trips (TCP, bind).
+  s.channels.resize(n);
+  std::vector<Status> errors(n);
+  auto open_one = [&](unsigned i) -> Status {
+    PORO_ASSIGN_OR_RETURN(UniqueFd fd,
+                          transport::TcpConnect(hp.first, hp.second, std::chrono::milliseconds(10000)));
+    proto::BindRequest b;
+    b.stream = static_cast<uint16_t>(i);
+    b.session = s.sid;
+    PORO_RETURN_IF_ERROR(RandomBytes(b.nonce));
+    b.mac = proto::BindMac(s.key, false, s.sid, b.stream, b.nonce);
+    transport::TcpStream stream(std::move(fd));
+    PORO_RETURN_IF_ERROR(stream.WriteAll(proto::EncodeBind(b), o));
+    std::array<std::byte, proto::kBindReplySize> rep;
+    PORO_RETURN_IF_ERROR(stream.ReadFull(rep, o));
+    PORO_ASSIGN_OR_RETURN(auto r, proto::DecodeBindReply(rep));
+    if (r.first != 0) return Status::Unauthenticated("peer refused data connection " + std::to_string(i));
+    if (!proto::MacEqual(r.second, proto::BindMac(s.key, true, s.sid, b.stream, b.nonce))) {
+      return Status::Unauthenticated("data connection " + std::to_string(i) +
+                                     " answered with a bad authenticator");
+    }
+    UniqueFd raw(::dup(stream.fd()));
+    if (!raw.valid()) return Status::IoError("dup data connection", errno);
+    s.channels[i] = d_.make_channel(std::move(raw));
+    return Status::OK();
+  };
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < n; ++i) threads.emplace_back([&, i] { errors[i] = open_one(i); });
+  errors[0] = open_one(0);
+  for (auto& th : threads) th.join();
+  for (auto& e : errors) PORO_RETURN_IF_ERROR(e);
+  return Status::OK();
+}
+
+Status SessionRunner::AwaitDataChannels(Session& s) {
+  // The initiator may instead refuse now (its own policy decision) with an ERROR on the control
+  // connection: watch it while waiting.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool control_readable = false;
+  auto give_up = [&] {
+    struct pollfd p {
+      s.tls->fd(), POLLIN, 0
+    };
+    control_readable = ::poll(&p, 1, 0) > 0;
+    return control_readable || d_.stopping->load();
+  };
+  if (d_.binds->WaitBound(*s.bind, until, std::chrono::milliseconds(100), give_up)) {
+    s.channels = d_.binds->Take(*s.bind);  // a message waiting now is the engine's (see BindTable)
+    return Status::OK();
+  }
+  if (d_.stopping->load()) return Status::Unavailable("the daemon is shutting down");
+  if (!control_readable) return Status::DeadlineExceeded("data connections did not arrive within 30 s");
+  // Not every channel is bound, so the initiator has not started: this is its refusal, or a
+  // violation of the protocol.
+  auto msg = s.ctl->Receive(Timeout(2000));
+  if (!msg.has_value()) return msg.error();
+  if (msg->type == proto::MsgType::kError) return proto::StatusFromErrorBody(msg->body);
+  return Status::Protocol(proto::MsgTypeName(msg->type) + " while waiting for the data connections");
+}
+
+// ---- 5, 6. engine and end ----------------------------------------------------------------------------
+
+Result<json> SessionRunner::RunEngine(Session& s) {
+  const TransferAuth& a = s.auth;
+  const Admission& adm = *s.adm;
+  auto live = d_.fed->Register(s.peer.id, s.peer_pin, s.cancel);
+  engine::DataPath dp;
+  dp.ctl = s.ctl.get();
+  dp.channels = &s.channels;
+  dp.pool = d_.pool;
+  dp.stats = s.stats.get();
+  dp.cancel = s.cancel;
+  dp.cancel_is_shutdown = !s.initiator;  // the responder's cancel is only ever the daemon stopping
+  dp.cancel_reason = [live] { return live->CutStatus(); };
+  std::atomic<bool>* cancel = s.cancel;
+  if (adm.bucket) dp.pace = [b = adm.bucket, cancel](uint64_t n) { return b->Acquire(n, cancel); };
+  if (a.sending) {
+    // A pull's peer names no destination per file: its root is what it asked for.
+    const std::string remote_root = a.remote_path.empty() ? "/" : a.remote_path;
+    dp.admit_path = [this, &a, &adm, remote_root](const std::string& rel, const std::string& entry) {
+      return d_.fed->AdmitPath(a, adm, remote_root, rel, entry);
+    };
+  } else {
+    dp.admit_path = [this, &a, &adm](const std::string& rel, const std::string& entry) {
+      return d_.fed->AdmitReceivedPath(a, adm, rel, entry);
+    };
+  }
+  PORO_LOG(INFO) << "transfer " << a.transfer_id << ": " << (a.sending ? "sending " : "receiving ")
+                 << d_.root->Display(s.engine_rel) << (a.sending ? " to " : " from ") << s.peer.id << " over "
+                 << s.channels.size() << " streams"
+                 << (adm.decision.rule_id.empty() ? "" : " (rule '" + adm.decision.rule_id + "')");
+  Result<json> r = Status::Internal("not run");
+  {
+    BusyScope busy(d_.moving);
+    r = a.sending ? engine::RunSender(*d_.root, s.engine_rel, s.eo, dp)
+                  : engine::RunReceiver(*d_.root, s.engine_rel, s.eo, dp);
+  }
+  d_.fed->Unregister(live);
+  if (Status cut = live->CutStatus(); !cut.ok() && s.transfer != nullptr) {
+    MutexLock lock(&s.transfer->mu);
+    s.transfer->cut_reason = std::string(cut.message());
+  }
+  d_.fed->Finish(a, adm, s.stats->Snapshot(), r.has_value() ? Status::OK() : r.error());
+  return r;
+}
+
+// ---- the two ends --------------------------------------------------------------------------------------
+
+Result<json> SessionRunner::Initiate(Transfer& t) {
+  Session s;
+  s.initiator = true;
+  s.transfer = &t;
+  s.cancel = &t.cancel;
+  auto manifest = d_.fed->manifest();
+  const federation::Endpoint* peer = manifest->FindEndpoint(t.remote.endpoint);
+  if (peer == nullptr) {
+    return Status::NotFound("endpoint '" + t.remote.endpoint +
+                            "' is not in the federation manifest (serial " +
+                            std::to_string(manifest->serial()) + ")");
+  }
+  s.peer = *peer;
+  PORO_ASSIGN_OR_RETURN(s.local_rel, d_.root->RelativeFromAbsolute(t.local_path));
+  proto::Open& open = s.open;
+  open.transfer_id = t.id;
+  open.direction = t.push ? proto::Direction::kPush : proto::Direction::kPull;
+  open.path = t.remote.path;
+  open.trailing_slash = t.remote.trailing_slash;
+  open.recursive = t.recursive;
+  PORO_RETURN_IF_ERROR(ReadOptions(t.options, *d_.config, open));
+  open.local_path = "/" + s.local_rel;
+  s.eo = EngineOptionsFrom(open.options);
+  TransferAuth& a = s.auth;
+  a.transfer_id = t.id;
+  a.peer = s.peer;
+  a.sending = t.push;
+  a.initiator = true;
+  a.local_path = open.local_path;
+  a.remote_path = t.remote.path;
+  a.overwrite = open.options.existing == proto::Existing::kOverwrite;
+  a.user = t.user;
+  if (t.push) {
+    PORO_ASSIGN_OR_RETURN(engine::SourceInfo si, engine::StatSource(*d_.root, s.local_rel));
+    if (si.is_dir && !t.recursive) return Status::InvalidArgument(t.local_path + " is a directory (use -r)");
+    a.classification = d_.fed->LabelFor(a.local_path);
+    open.src = proto::Source{si.name, si.is_dir};
+    open.classification = a.classification;
+  }
+  // This side's policy decision comes once the peer has accepted the OPEN: it then knows the
+  // peer's resolved path (push) or the data's label (pull), and still no data byte has moved.
+  std::string bearer = t.token;
+  if (bearer.empty()) {
+    const UserConfig* u = d_.config->FindUser(t.uid);
+    PORO_ASSIGN_OR_RETURN(bearer, d_.fed->MintToken(a, u ? u->scopes : std::vector<std::string>{}));
+  }
+  if (!bearer.empty()) open.token = bearer;
+
+  PORO_RETURN_IF_ERROR(Connect(s));
+  Status setup = ExchangeHello(s);
+  if (setup.ok()) setup = ReadOpenOk(s);
+  if (setup.ok()) setup = OpenDataChannels(s);
+  if (!setup.ok()) {
+    // A peer that broke the protocol while setting up (a message out of place) may do better on
+    // a fresh connection; a refusal or an incompatible version will not.
+    if (setup.code() == Code::kProtocol) setup.WithRetryable(true);
+    s.ctl->Close().IgnoreError();
+    return setup;
+  }
+  {
+    MutexLock lock(&t.mu);
+    t.stats = s.stats;
+  }
+  Result<json> r = RunEngine(s);
+  s.ctl->Close().IgnoreError();
+  return r;
+}
+
+void SessionRunner::Respond(UniqueFd fd) {
+  Session s;
+  s.initiator = false;
+  s.cancel = &s.own_cancel;
+  s.address = transport::PeerAddress(fd.get());
+  auto tls = transport::TlsStream::Accept(*d_.fed->tls_server(), std::move(fd), Timeout(15000));
+  if (!tls.has_value()) {
+    PORO_LOG(WARNING) << "refused connection from " << s.address << ": " << tls.error().ToString();
+    d_.fed->AuditHandshakeFailure(s.address, "accept", tls.error());
+    return;
+  }
+  s.tls = tls->get();
+  s.peer_pin = s.tls->peer_cert_sha256();
+  s.ctl = std::make_unique<engine::ControlChannel>(std::move(*tls));
+  Status st;
+  // Homologated-endpoint check first: nothing is read from a peer the federation does not admit.
+  if (auto peer = d_.fed->AdmitPeer(*s.tls, "accept"); peer.has_value()) {
+    s.peer = std::move(*peer);
+    st = ExchangeHello(s);
+    if (st.ok()) st = AnswerOpen(s);
+    if (st.ok()) st = AwaitDataChannels(s);
+    s.bind.reset();
+    if (st.ok()) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto r = RunEngine(s);
+      if (r.has_value()) {
+        PORO_LOG(INFO) << "transfer " << s.auth.transfer_id << " done in "
+                       << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+                       << " s: " << r->dump();
+      } else {
+        st = r.error();
+      }
+    }
+  } else {
+    st = peer.error();
+  }
+  if (!st.ok()) {
+    PORO_LOG(WARNING) << "session with " << s.tls->peer_common_name() << " (" << s.address
+                      << ") ended: " << st.ToString();
+    if (st.code() != Code::kUnavailable) {
+      s.ctl->SendError(st);
+      // Let the peer read the error: read (and drop) what it still sends for a moment instead of
+      // closing on unread data, which would reset the connection and lose the error.
+      ::shutdown(s.tls->fd(), SHUT_WR);
+      for (int i = 0; i < 8 && s.ctl->Receive(Timeout(500)).has_value(); ++i) {
+      }
+    }
+  }
+  s.ctl->Close().IgnoreError();
+}
+
+}  // namespace pororoca::daemon

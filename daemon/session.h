@@ -1,0 +1,79 @@
+// SessionRunner: one transfer session with a peer, from either end. The initiator (the daemon a
+// local user asked) connects, the responder (the daemon the peer connected to) accepts; after
+// that both run the same steps, which differ only in who speaks first:
+//
+//   1. TLS 1.3 with mutual authentication, then the homologated-endpoint check of the peer
+//   2. HELLO both ways (protocol version, endpoint names; the responder's names the session)
+//   3. OPEN -> OPEN_OK: the responder resolves the path and authorises (token, policy); the
+//      initiator then authorises with what the responder answered (its own policy decision)
+//   4. the data connections: the initiator opens them, the responder's BindTable binds them
+//   5. the engine: RunSender on the sending side, RunReceiver on the receiving side, paced by the
+//      policy's rate cap and cut when the federation suspends the peer
+//   6. the end: accounting and the transfer_end audit record at both ends; a responder that
+//      fails sends ERROR and lets the initiator read it before closing
+//
+// A protocol error before the engine starts is worth a retry (the initiator marks it retryable).
+//
+// Thread-safety: a SessionRunner is shared by every session of the daemon; each call runs one
+// session on the calling thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "base/unique_fd.h"
+#include "daemon/bind_table.h"
+#include "daemon/config.h"
+#include "daemon/federation.h"
+#include "daemon/transfer.h"
+#include "engine/export_root.h"
+#include "engine/session.h"
+#include "pororoca/storage.h"
+#include "proto/messages.h"
+
+namespace pororoca::daemon {
+
+struct SessionDeps {
+  const Config* config = nullptr;
+  engine::ExportRoot* root = nullptr;
+  io::BufferPool* pool = nullptr;
+  Federation* fed = nullptr;
+  BindTable* binds = nullptr;
+  BindTable::ChannelFactory make_channel;  // a connected data socket -> message channel
+  std::atomic<int>* moving = nullptr;      // sessions inside the engine (the pool's mapping waits)
+  const std::atomic<bool>* stopping = nullptr;
+};
+
+class SessionRunner {
+ public:
+  explicit SessionRunner(SessionDeps deps) : d_(std::move(deps)) {}
+
+  // The initiator's side: one attempt of a local user's transfer. Returns the receiver's SUMMARY.
+  Result<nlohmann::json> Initiate(Transfer& t);
+  // The responder's side of a control connection a peer opened (its first bytes were not a bind).
+  void Respond(UniqueFd fd);
+
+  // Engine options from OPEN's options and this daemon's configuration.
+  engine::EngineOptions EngineOptionsFrom(const proto::OpenOptions& o) const;
+
+ private:
+  struct Session;
+
+  Status Connect(Session& s);
+  Status ExchangeHello(Session& s);
+  Status AnswerOpen(Session& s);  // responder: OPEN -> resolve, authorise -> OPEN_OK
+  Status ReadOpenOk(Session& s);  // initiator: OPEN_OK -> resolve, authorise
+  Status OpenDataChannels(Session& s);
+  Status AwaitDataChannels(Session& s);
+  Result<nlohmann::json> RunEngine(Session& s);
+  Status CheckPeerHello(const Session& s, const proto::Hello& h) const;
+  // The receiving side's destination for the peer's source `src` below `rel`.
+  Result<std::string> ReceiveTarget(const std::string& rel, bool trailing_slash,
+                                    const proto::Source& src) const;
+
+  SessionDeps d_;
+};
+
+}  // namespace pororoca::daemon
