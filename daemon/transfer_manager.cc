@@ -17,7 +17,11 @@ using nlohmann::json;
 TransferManager::TransferManager(Options options, AttemptFn attempt, WorkerSet* workers)
     : options_(std::move(options)), attempt_(std::move(attempt)), workers_(workers) {}
 
-TransferManager::~TransferManager() { Stop(); }
+TransferManager::~TransferManager() {
+  Stop();
+  MutexLock lock(&mu_);
+  cv_.Wait(&mu_, [&]() PORO_REQUIRES(mu_) { return running_ == 0; });
+}
 
 Status TransferManager::Open() {
   if (::mkdir(options_.dir.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -44,8 +48,18 @@ void TransferManager::Start(const std::shared_ptr<Transfer>& t) {
   {
     MutexLock lock(&mu_);
     transfers_[t->id] = t;
+    running_++;
   }
-  workers_->Spawn([this, t] { Run(t); });
+  SpawnRun(t);
+}
+
+void TransferManager::SpawnRun(const std::shared_ptr<Transfer>& t) {
+  workers_->Spawn([this, t] {
+    Run(t);
+    MutexLock lock(&mu_);
+    running_--;
+    cv_.NotifyAll();
+  });
 }
 
 std::shared_ptr<Transfer> TransferManager::Find(const std::string& id) const {
@@ -271,12 +285,12 @@ void TransferManager::LoadPersisted() {
       MutexLock lock(&mu_);
       if (transfers_.count((*t)->id) != 0) continue;
       transfers_[(*t)->id] = *t;
+      if (unfinished) running_++;
     }
     if (unfinished) {
       PORO_LOG(INFO) << "resuming transfer " << (*t)->id << " (" << (*t)->SourceText() << " -> "
                      << (*t)->DestText() << ")";
-      auto tp = *t;
-      workers_->Spawn([this, tp] { Run(tp); });
+      SpawnRun(*t);
     }
   }
 }

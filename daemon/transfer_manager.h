@@ -37,6 +37,7 @@ class TransferManager {
   using AttemptFn = std::function<Result<nlohmann::json>(Transfer& t)>;
 
   TransferManager(Options options, AttemptFn attempt, WorkerSet* workers);
+  // Stops, then waits until no transfer thread uses the manager any more.
   ~TransferManager();
 
   // Creates the records directory.
@@ -64,7 +65,9 @@ class TransferManager {
   void PruneFinished(bool force = false) PORO_EXCLUDES(mu_);
 
  private:
-  void Start(const std::shared_ptr<Transfer>& t);
+  void Start(const std::shared_ptr<Transfer>& t) PORO_EXCLUDES(mu_);
+  // Runs `t` on a worker; running_ already counts it.
+  void SpawnRun(const std::shared_ptr<Transfer>& t) PORO_EXCLUDES(mu_);
   void Run(const std::shared_ptr<Transfer>& t) PORO_EXCLUDES(mu_);
   enum class Outcome { kEnded, kRetry, kLeft /* daemon stopping: resumed at the next start-up */ };
   // Takes the outcome of an attempt into the record.
@@ -82,6 +85,7 @@ class TransferManager {
   CondVar cv_;        // wakes backoff waits on cancel and stop
   std::map<std::string, std::shared_ptr<Transfer>> transfers_ PORO_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point last_prune_ PORO_GUARDED_BY(mu_);
+  unsigned running_ PORO_GUARDED_BY(mu_) = 0;  // Run loops not yet returned: the destructor waits for them
 };
 
 }  // namespace pororoca::daemon

@@ -1,0 +1,125 @@
+#include "daemon/api_routes.h"
+
+#include <doctest/doctest.h>
+
+#include "support/temp_dir.h"
+
+namespace pororoca::daemon {
+namespace {
+
+using nlohmann::json;
+
+// The routes over a real export root and transfer manager; no federation (the requests here are
+// refused before it is consulted, or do not consult it).
+struct Fixture {
+  test::TempDir dir;
+  Config config;
+  std::unique_ptr<engine::ExportRoot> root;
+  WorkerSet workers;
+  std::unique_ptr<TransferManager> manager;
+  std::unique_ptr<ApiRoutes> routes;
+
+  Fixture() {
+    config.endpoint_name = "lncc-dtn1";
+    config.max_streams = 16;
+    auto r = engine::ExportRoot::Create(dir.path());
+    REQUIRE(r.ok());
+    root = std::make_unique<engine::ExportRoot>(std::move(*r));
+    TransferManager::Options o;
+    o.dir = dir / "transfers";
+    manager = std::make_unique<TransferManager>(
+        o, [](Transfer&) -> Result<json> { return json::object(); }, &workers);
+    REQUIRE(manager->Open().ok());
+    routes =
+        std::make_unique<ApiRoutes>(ApiRoutes::Deps{&config, root.get(), 4u << 20, nullptr, manager.get()});
+  }
+
+  api::HttpResponse Submit(const std::string& body) {
+    api::HttpRequest req;
+    req.method = "POST";
+    req.path = "/v1/transfers";
+    req.body = body;
+    return routes->Submit(req);
+  }
+};
+
+json BodyOf(const api::HttpResponse& r) { return json::parse(r.body, nullptr, false); }
+
+TEST_CASE_FIXTURE(Fixture, "a submitted body that is not a JSON object is a 400 that says so") {
+  auto r = Submit("{not json");
+  CHECK(r.status == 400);
+  CHECK(r.body.find("not valid JSON") != std::string::npos);
+  r = Submit("[1,2]");
+  CHECK(r.status == 400);
+  CHECK(r.body.find("JSON object") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(Fixture, "a submitted field of the wrong type is a 400 naming the field") {
+  for (const auto& [body, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"source": 5, "destination": "peer:/x"})", "source"},
+           {R"({"source": "/a", "destination": ["peer:/x"]})", "destination"},
+           {R"({"source": "/a", "destination": "peer:/x", "recursive": "yes"})", "recursive"},
+           {R"({"source": "/a", "destination": "peer:/x", "streams": -1})", "streams"},
+           {R"({"source": "/a", "destination": "peer:/x", "streams": 17})", "streams"},
+           {R"({"source": "/a", "destination": "peer:/x", "sync": 1})", "sync"},
+           {R"({"source": "/a", "destination": "peer:/x", "existing": "replace"})", "existing"},
+           {R"({"source": "/a", "destination": "peer:/x", "chunk_size": true})", "chunk_size"},
+       }) {
+    CAPTURE(body);
+    auto r = Submit(body);
+    CHECK(r.status == 400);
+    CHECK(r.body.find(field) != std::string::npos);
+  }
+}
+
+TEST_CASE_FIXTURE(Fixture, "a submission needs exactly one remote end") {
+  auto r = Submit(R"({"source": "/a", "destination": "/b"})");
+  CHECK(r.status == 400);
+  CHECK(r.body.find("exactly one") != std::string::npos);
+  r = Submit(R"({"source": "a:/x", "destination": "b:/y"})");
+  CHECK(r.status == 400);
+}
+
+TEST_CASE_FIXTURE(Fixture, "get, cancel and list answer for known transfers and 404 for others") {
+  api::HttpRequest req;
+  req.params["id"] = "nope";
+  CHECK(routes->Get(req).status == 404);
+  CHECK(routes->Cancel(req).status == 404);
+  auto t = std::make_shared<Transfer>();
+  t->id = "0123456789abcdef0123456789abcdef";
+  t->local_path = dir / "a";
+  t->remote.endpoint = "peer";
+  REQUIRE(manager->Submit(t).ok());
+  req.params["id"] = t->id;
+  req.query["wait"] = "5";
+  auto got = routes->Get(req);
+  REQUIRE(got.status == 200);
+  CHECK(BodyOf(got)["state"] == "succeeded");  // the long poll answered once it ended
+  req.query["wait"] = "soon";
+  CHECK(routes->Get(req).status == 400);
+  auto list = BodyOf(routes->List(req));
+  REQUIRE(list["transfers"].size() == 1);
+  CHECK(list["transfers"][0]["id"] == t->id);
+  workers.JoinAll();
+}
+
+TEST_CASE_FIXTURE(Fixture, "healthz names the endpoint and the export root") {
+  auto h = BodyOf(routes->Health());
+  CHECK(h["status"] == "ok");
+  CHECK(h["endpoint"] == "lncc-dtn1");
+  CHECK(h["export_root"] == root->path());
+}
+
+TEST_CASE("HTTP statuses follow the error codes") {
+  CHECK(HttpStatusFor(Code::kInvalidArgument) == 400);
+  CHECK(HttpStatusFor(Code::kPermissionDenied) == 403);
+  CHECK(HttpStatusFor(Code::kNotFound) == 404);
+  CHECK(HttpStatusFor(Code::kUnavailable) == 503);
+  CHECK(HttpStatusFor(Code::kInternal) == 500);
+  auto r = ErrorResponse(Status::NotFound("no such thing"));
+  CHECK(r.status == 404);
+  CHECK(r.body.find("no such thing") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace pororoca::daemon

@@ -1,0 +1,241 @@
+#include "daemon/transfer_manager.h"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "support/temp_dir.h"
+
+namespace pororoca::daemon {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+std::shared_ptr<Transfer> NewTransfer(const std::string& id) {
+  auto t = std::make_shared<Transfer>();
+  t->id = id;
+  t->local_path = "/export/a";
+  t->remote.remote = true;
+  t->remote.endpoint = "peer";
+  t->remote.path = "/b";
+  t->created_ms = NowMs();
+  return t;
+}
+
+TransferState StateOf(Transfer& t) {
+  MutexLock lock(&t.mu);
+  return t.state;
+}
+unsigned AttemptsOf(Transfer& t) {
+  MutexLock lock(&t.mu);
+  return t.attempts;
+}
+
+json ReadRecord(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in, nullptr, false);
+}
+
+struct Fixture {
+  test::TempDir dir;
+  WorkerSet workers;
+  TransferManager::Options Opts() {
+    TransferManager::Options o;
+    o.dir = dir / "transfers";
+    o.retry_attempts = 3;
+    o.retry_max_backoff_s = 1;
+    o.first_backoff = milliseconds(10);
+    return o;
+  }
+};
+
+TEST_CASE_FIXTURE(Fixture, "a transfer whose attempt succeeds is succeeded after one attempt, on disk too") {
+  TransferManager m(
+      Opts(),
+      [](Transfer&) -> Result<json> {
+        return json{{"files_committed", 1}};
+      },
+      &workers);
+  REQUIRE(m.Open().ok());
+  auto t = NewTransfer("t1");
+  REQUIRE(m.Submit(t).ok());
+  m.WaitEnded(*t, std::chrono::seconds(10));
+  CHECK(StateOf(*t) == TransferState::kSucceeded);
+  CHECK(AttemptsOf(*t) == 1);
+  workers.JoinAll();
+  json rec = ReadRecord(dir / "transfers/t1.json");
+  CHECK(rec["state"] == "succeeded");
+  CHECK(rec["summary"]["files_committed"] == 1);
+}
+
+TEST_CASE_FIXTURE(Fixture, "a retryable failure is retried and the transfer then succeeds") {
+  std::atomic<int> calls{0};
+  TransferManager m(
+      Opts(),
+      [&](Transfer&) -> Result<json> {
+        if (calls.fetch_add(1) == 0) return Status::Unavailable("peer closed");
+        return json::object();
+      },
+      &workers);
+  REQUIRE(m.Open().ok());
+  auto t = NewTransfer("t2");
+  REQUIRE(m.Submit(t).ok());
+  m.WaitEnded(*t, std::chrono::seconds(10));
+  CHECK(StateOf(*t) == TransferState::kSucceeded);
+  CHECK(AttemptsOf(*t) == 2);
+}
+
+TEST_CASE_FIXTURE(Fixture, "a protocol error marked retryable is retried; one that is not fails at once") {
+  SUBCASE("retryable") {
+    std::atomic<int> calls{0};
+    TransferManager m(
+        Opts(),
+        [&](Transfer&) -> Result<json> {
+          if (calls.fetch_add(1) == 0)
+            return Status::Protocol("expected HELLO, got FILES").WithRetryable(true);
+          return json::object();
+        },
+        &workers);
+    REQUIRE(m.Open().ok());
+    auto t = NewTransfer("t3");
+    REQUIRE(m.Submit(t).ok());
+    m.WaitEnded(*t, std::chrono::seconds(10));
+    CHECK(StateOf(*t) == TransferState::kSucceeded);
+    CHECK(AttemptsOf(*t) == 2);
+  }
+  SUBCASE("not retryable") {
+    TransferManager m(
+        Opts(), [](Transfer&) -> Result<json> { return Status::PermissionDenied("policy denies"); },
+        &workers);
+    REQUIRE(m.Open().ok());
+    auto t = NewTransfer("t4");
+    REQUIRE(m.Submit(t).ok());
+    m.WaitEnded(*t, std::chrono::seconds(10));
+    CHECK(StateOf(*t) == TransferState::kFailed);
+    CHECK(AttemptsOf(*t) == 1);
+    MutexLock lock(&t->mu);
+    CHECK(t->error == "policy denies");
+    CHECK(t->error_code == "PermissionDenied");
+  }
+}
+
+TEST_CASE_FIXTURE(Fixture, "the retry budget ends a transfer that keeps failing") {
+  std::atomic<int> calls{0};
+  TransferManager m(
+      Opts(),
+      [&](Transfer&) -> Result<json> {
+        calls++;
+        return Status::Unavailable("down");
+      },
+      &workers);
+  REQUIRE(m.Open().ok());
+  auto t = NewTransfer("t5");
+  REQUIRE(m.Submit(t).ok());
+  m.WaitEnded(*t, std::chrono::seconds(20));
+  CHECK(StateOf(*t) == TransferState::kFailed);
+  CHECK(calls.load() == 4);  // the first attempt and retry_attempts = 3 more
+}
+
+TEST_CASE_FIXTURE(Fixture, "a transfer cancelled while it waits to retry ends cancelled") {
+  auto o = Opts();
+  o.first_backoff = milliseconds(5000);
+  std::atomic<int> calls{0};
+  TransferManager m(
+      o,
+      [&](Transfer&) -> Result<json> {
+        calls++;
+        return Status::Unavailable("down");
+      },
+      &workers);
+  REQUIRE(m.Open().ok());
+  auto t = NewTransfer("t6");
+  REQUIRE(m.Submit(t).ok());
+  for (int i = 0; i < 500 && StateOf(*t) != TransferState::kRetrying; ++i)
+    std::this_thread::sleep_for(milliseconds(10));
+  REQUIRE(StateOf(*t) == TransferState::kRetrying);
+  auto c = m.Cancel("t6");
+  REQUIRE(c != nullptr);
+  m.WaitEnded(*t, std::chrono::seconds(10));
+  CHECK(StateOf(*t) == TransferState::kCancelled);
+  workers.JoinAll();
+  CHECK(calls.load() == 1);
+  CHECK(ReadRecord(dir / "transfers/t6.json")["state"] == "cancelled");
+  CHECK(m.Cancel("nope") == nullptr);
+}
+
+TEST_CASE_FIXTURE(Fixture, "a transfer the daemon stops in flight is resumed by the next start-up") {
+  std::atomic<bool> entered{false};
+  {
+    TransferManager m(
+        Opts(),
+        [&](Transfer& t) -> Result<json> {
+          entered = true;
+          while (!t.cancel.load()) std::this_thread::sleep_for(milliseconds(5));
+          return Status::Unavailable("the daemon is shutting down");
+        },
+        &workers);
+    REQUIRE(m.Open().ok());
+    REQUIRE(m.Submit(NewTransfer("t7")).ok());
+    for (int i = 0; i < 500 && !entered; ++i) std::this_thread::sleep_for(milliseconds(10));
+    REQUIRE(entered.load());
+    m.Stop();
+    workers.JoinAll();
+  }
+  CHECK(ReadRecord(dir / "transfers/t7.json")["state"] == "running");
+  std::atomic<int> resumed{0};
+  TransferManager m2(
+      Opts(),
+      [&](Transfer&) -> Result<json> {
+        resumed++;
+        return json::object();
+      },
+      &workers);
+  m2.LoadPersisted();
+  auto t = m2.Find("t7");
+  REQUIRE(t != nullptr);
+  m2.WaitEnded(*t, std::chrono::seconds(10));
+  CHECK(StateOf(*t) == TransferState::kSucceeded);
+  CHECK(resumed.load() == 1);
+  CHECK(AttemptsOf(*t) == 2);  // the interrupted attempt counts
+}
+
+TEST_CASE_FIXTURE(Fixture, "the start-up scan skips malformed records and deletes expired finished ones") {
+  auto o = Opts();
+  o.keep_finished_s = 60;
+  TransferManager m(
+      o, [](Transfer&) -> Result<json> { return json::object(); }, &workers);
+  REQUIRE(m.Open().ok());
+  {
+    std::ofstream(dir / "transfers/bad.json") << R"({"id":"bad","attempts":"x"})";
+    std::ofstream(dir / "transfers/junk.json") << "not json";
+    auto old = NewTransfer("old");
+    {
+      MutexLock lock(&old->mu);
+      old->state = TransferState::kSucceeded;
+      old->finished_ms = NowMs() - 3600 * 1000;
+    }
+    std::ofstream(dir / "transfers/old.json") << old->Record().dump();
+    auto recent = NewTransfer("recent");
+    {
+      MutexLock lock(&recent->mu);
+      recent->state = TransferState::kFailed;
+      recent->finished_ms = NowMs() - 1000;
+    }
+    std::ofstream(dir / "transfers/recent.json") << recent->Record().dump();
+  }
+  m.LoadPersisted();
+  CHECK(m.Find("bad") == nullptr);
+  CHECK(m.Find("old") == nullptr);
+  CHECK(::access((dir / "transfers/old.json").c_str(), F_OK) != 0);
+  auto r = m.Find("recent");
+  REQUIRE(r != nullptr);
+  CHECK(StateOf(*r) == TransferState::kFailed);  // a finished transfer is not run again
+  CHECK(m.List().size() == 1);
+}
+
+}  // namespace
+}  // namespace pororoca::daemon
