@@ -37,7 +37,7 @@ std::string SourceName(const Config& c) { return c.manifest_file.empty() ? c.man
 }  // namespace
 
 Status LiveSession::CutStatus() {
-  std::lock_guard<std::mutex> lock(mu);
+  MutexLock lock(&mu);
   if (cut_reason.empty()) return Status::OK();
   return Status::PermissionDenied(cut_reason);
 }
@@ -74,7 +74,7 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
     if (m.has_value()) {
       PORO_RETURN_IF_ERROR(f->Install(*m, *text, /*persist=*/false));
       // A source holding the same text (the usual case for a file source) is not verified twice.
-      std::lock_guard<std::mutex> lock(f->mu_);
+      MutexLock lock(&f->mu_);
       f->last_fetched_ = *text;
     } else {
       PORO_LOG(WARNING) << "ignoring the last good manifest: " << m.error().ToString();
@@ -107,9 +107,9 @@ void Federation::Start() {
 
 void Federation::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_.exchange(true)) return;
-    stop_cv_.notify_all();
+    stop_cv_.NotifyAll();
   }
   if (refresh_thread_.joinable()) refresh_thread_.join();
   if (accounting_) accounting_->Flush().IgnoreError();
@@ -117,17 +117,17 @@ void Federation::Stop() {
 }
 
 std::shared_ptr<const federation::Manifest> Federation::manifest() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return manifest_;
 }
 
 std::shared_ptr<transport::TlsContext> Federation::tls_server() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return tls_server_;
 }
 
 std::shared_ptr<transport::TlsContext> Federation::tls_client() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return tls_client_;
 }
 
@@ -151,7 +151,7 @@ Status Federation::BuildTls(const federation::Manifest& m) {
   PORO_ASSIGN_OR_RETURN(auto server, transport::TlsContext::Create(tc));
   tc.server = false;
   PORO_ASSIGN_OR_RETURN(auto client, transport::TlsContext::Create(tc));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   tls_server_ = std::shared_ptr<transport::TlsContext>(std::move(server));
   tls_client_ = std::shared_ptr<transport::TlsContext>(std::move(client));
   anchors_pem_ = m.trust_anchors_pem();
@@ -162,13 +162,13 @@ Status Federation::Install(std::shared_ptr<const federation::Manifest> m, const 
                            bool persist) {
   bool anchors_changed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     anchors_changed = anchors_pem_ != m->trust_anchors_pem();
   }
   if (anchors_changed) PORO_RETURN_IF_ERROR(BuildTls(*m));
   if (persist) PORO_RETURN_IF_ERROR(WriteFileAtomic(LastGoodFile(config_), text, 0644));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     manifest_ = m;
   }
   PORO_LOG(INFO) << "federation '" << m->federation() << "' manifest serial " << m->serial()
@@ -183,7 +183,7 @@ Status Federation::Install(std::shared_ptr<const federation::Manifest> m, const 
 }
 
 Result<uint64_t> Federation::Refresh() {
-  std::lock_guard<std::mutex> serial_lock(refresh_mu_);
+  MutexLock serial_lock(&refresh_mu_);
   auto current = manifest();  // null only during Open() without a last good copy
   const std::string in_force = current ? "serial " + std::to_string(current->serial()) : "no manifest";
   auto text = FetchSource();
@@ -193,7 +193,7 @@ Result<uint64_t> Federation::Refresh() {
     std::string why(text.error().message());
     bool changed;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       changed = why != last_fetch_error_;
       last_fetch_error_ = why;
     }
@@ -210,7 +210,7 @@ Result<uint64_t> Federation::Refresh() {
     return current->serial();
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     last_fetch_error_.clear();
     if (current && *text == last_fetched_) return current->serial();
     last_fetched_ = *text;
@@ -246,8 +246,8 @@ void Federation::RefreshLoop() {
   auto next_report = std::chrono::steady_clock::now() + std::chrono::seconds(config_.report_s);
   while (true) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      stop_cv_.wait_for(lock, std::chrono::seconds(config_.refresh_s), [&] { return stopping_.load(); });
+      MutexLock lock(&mu_);
+      stop_cv_.WaitFor(&mu_, std::chrono::seconds(config_.refresh_s), [&] { return stopping_.load(); });
       if (stopping_) return;
     }
     if (auto r = Refresh(); !r.has_value()) {
@@ -322,20 +322,20 @@ std::shared_ptr<LiveSession> Federation::Register(const std::string& peer, const
   s->peer = peer;
   s->peer_pin = pin;
   s->cancel = cancel;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   sessions_.push_back(s);
   return s;
 }
 
 void Federation::Unregister(const std::shared_ptr<LiveSession>& s) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   sessions_.remove(s);
 }
 
 void Federation::CutSessions(const federation::Manifest& m) {
   std::vector<std::pair<std::shared_ptr<LiveSession>, std::string>> cut;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& s : sessions_) {
       auto ok = m.CheckPeer(s->peer, s->peer_pin);
       if (!ok.has_value()) cut.emplace_back(s, std::string(ok.error().message()));
@@ -343,7 +343,7 @@ void Federation::CutSessions(const federation::Manifest& m) {
   }
   for (auto& [s, why] : cut) {
     {
-      std::lock_guard<std::mutex> lock(s->mu);
+      MutexLock lock(&s->mu);
       if (!s->cut_reason.empty()) continue;
       s->cut_reason = "session cut: " + why;
     }
@@ -495,10 +495,7 @@ Result<std::string> Federation::MintToken(const TransferAuth& a,
   if (config_.token_issuer.empty()) return std::string();
   token::Action act =
       a.sending ? (a.overwrite ? token::Action::kModify : token::Action::kCreate) : token::Action::kRead;
-  std::string scope = std::string(act == token::Action::kRead     ? "storage.read:"
-                                  : act == token::Action::kCreate ? "storage.create:"
-                                                                  : "storage.modify:") +
-                      a.remote_path;
+  std::string scope = std::string(token::ActionScope(act)) + ":" + a.remote_path;
   // The user's own grants bound what the daemon mints for it.
   token::Claims grants;
   grants.scopes = user_scopes;
@@ -571,7 +568,7 @@ void Federation::Finish(const TransferAuth& a, const Admission& adm, const engin
 }
 
 void Federation::CancelAll() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (const auto& s : sessions_) s->cancel->store(true);
 }
 

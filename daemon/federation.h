@@ -7,17 +7,16 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
 #include "audit/accounting.h"
 #include "audit/audit_log.h"
+#include "base/mutex.h"
 #include "crypto/keys.h"
 #include "daemon/config.h"
 #include "engine/stats.h"
@@ -32,8 +31,8 @@ struct LiveSession {
   std::string peer;      // endpoint id
   std::string peer_pin;  // the key pin it presented
   std::atomic<bool>* cancel = nullptr;
-  std::mutex mu;
-  std::string cut_reason;  // guarded by mu; set when the session was cut
+  Mutex mu;
+  std::string cut_reason PORO_GUARDED_BY(mu);  // set when the session was cut
   Status CutStatus();
 };
 
@@ -155,17 +154,17 @@ class Federation {
   std::unique_ptr<policy::Classifier> classifier_;
   policy::PairLimits limits_;
 
-  mutable std::mutex mu_;
-  std::shared_ptr<const federation::Manifest> manifest_;            // guarded by mu_
-  std::string anchors_pem_;                                         // guarded by mu_
-  std::shared_ptr<transport::TlsContext> tls_server_, tls_client_;  // guarded by mu_
-  std::string last_fetched_;                                        // guarded by mu_: the source's last text
-  std::string last_fetch_error_;                      // guarded by mu_: why the source was unreachable
-  std::list<std::shared_ptr<LiveSession>> sessions_;  // guarded by mu_
+  Mutex refresh_mu_ PORO_ACQUIRED_BEFORE(mu_);  // serialises Refresh(); taken before mu_
+  mutable Mutex mu_;
+  std::shared_ptr<const federation::Manifest> manifest_ PORO_GUARDED_BY(mu_);
+  std::string anchors_pem_ PORO_GUARDED_BY(mu_);
+  std::shared_ptr<transport::TlsContext> tls_server_ PORO_GUARDED_BY(mu_), tls_client_ PORO_GUARDED_BY(mu_);
+  std::string last_fetched_ PORO_GUARDED_BY(mu_);      // the source's last text
+  std::string last_fetch_error_ PORO_GUARDED_BY(mu_);  // why the source was unreachable
+  std::list<std::shared_ptr<LiveSession>> sessions_ PORO_GUARDED_BY(mu_);
 
-  std::mutex refresh_mu_;  // serialises Refresh()
   std::atomic<bool> stopping_{false};
-  std::condition_variable stop_cv_;
+  CondVar stop_cv_;
   std::thread refresh_thread_;
 };
 

@@ -55,7 +55,7 @@ TEST_CASE_FIXTURE(Fixture, "a submitted body that is not a JSON object is a 400 
 }
 
 TEST_CASE_FIXTURE(Fixture, "a submitted field of the wrong type is a 400 naming the field") {
-  for (const auto& [body, field] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& c : std::vector<std::pair<std::string, std::string>>{
            {R"({"source": 5, "destination": "peer:/x"})", "source"},
            {R"({"source": "/a", "destination": ["peer:/x"]})", "destination"},
            {R"({"source": "/a", "destination": "peer:/x", "recursive": "yes"})", "recursive"},
@@ -65,10 +65,11 @@ TEST_CASE_FIXTURE(Fixture, "a submitted field of the wrong type is a 400 naming 
            {R"({"source": "/a", "destination": "peer:/x", "existing": "replace"})", "existing"},
            {R"({"source": "/a", "destination": "peer:/x", "chunk_size": true})", "chunk_size"},
        }) {
+    const std::string& body = c.first;
     CAPTURE(body);
     auto r = Submit(body);
     CHECK(r.status == 400);
-    CHECK(r.body.find(field) != std::string::npos);
+    CHECK(r.body.find(c.second) != std::string::npos);
   }
 }
 
