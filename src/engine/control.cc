@@ -11,14 +11,8 @@ Status ControlChannel::Send(proto::MsgType type, std::span<const std::byte> body
   return stream_->WriteAll(frame, {});
 }
 
-Status ControlChannel::SendJson(proto::MsgType type, const nlohmann::json& j) {
-  std::vector<std::byte> frame = proto::EncodeJsonFrame(type, j);
-  std::lock_guard<std::mutex> lock(write_mu_);
-  return stream_->WriteAll(frame, {});
-}
-
 void ControlChannel::SendError(const Status& s) {
-  SendJson(proto::MsgType::kError, ErrorJson(s)).IgnoreError();
+  Send(proto::MsgType::kError, proto::EncodeErrorMsg(proto::ErrorMsgFromStatus(s))).IgnoreError();
 }
 
 Result<proto::ControlFrame> ControlChannel::Receive(const transport::TransportOptions& opts) {
@@ -43,20 +37,6 @@ Result<proto::ControlFrame> ControlChannel::Receive(const transport::TransportOp
   return f;
 }
 
-Result<nlohmann::json> ControlChannel::ExpectJson(proto::MsgType type,
-                                                  const transport::TransportOptions& opts) {
-  PORO_ASSIGN_OR_RETURN(proto::ControlFrame f, Receive(opts));
-  if (f.type == proto::MsgType::kError) {
-    PORO_ASSIGN_OR_RETURN(nlohmann::json j, proto::DecodeJsonBody(f));
-    return StatusFromErrorJson(j);
-  }
-  if (f.type != type) {
-    return Status::Protocol("expected control message " + std::to_string(int(type)) + ", got " +
-                            std::to_string(int(f.type)));
-  }
-  return proto::DecodeJsonBody(f);
-}
-
 Result<std::vector<std::byte>> ControlChannel::Expect(proto::MsgType type,
                                                       const transport::TransportOptions& opts) {
   PORO_ASSIGN_OR_RETURN(proto::ControlFrame f, Receive(opts));
@@ -66,35 +46,5 @@ Result<std::vector<std::byte>> ControlChannel::Expect(proto::MsgType type,
   }
   return std::move(f.body);
 }
-
-namespace {
-Status StatusFromErrorJsonUnchecked(const nlohmann::json& j);
-}  // namespace
-
-nlohmann::json ErrorJson(const Status& s) {
-  return nlohmann::json{{"code", static_cast<int>(s.code())},
-                        {"name", std::string(CodeName(s.code()))},
-                        {"message", std::string(s.message())},
-                        {"retryable", s.retryable()}};
-}
-
-Status StatusFromErrorJson(const nlohmann::json& j) {
-  try {
-    return StatusFromErrorJsonUnchecked(j);
-  } catch (const nlohmann::json::exception&) {
-    return Status::Protocol("peer sent a malformed ERROR message");
-  }
-}
-
-namespace {
-Status StatusFromErrorJsonUnchecked(const nlohmann::json& j) {
-  int code = j.value("code", static_cast<int>(Code::kInternal));
-  if (code <= 0 || code > static_cast<int>(Code::kUnauthenticated)) code = static_cast<int>(Code::kInternal);
-  Status s(static_cast<Code>(code), "peer: " + j.value("message", std::string("unspecified error")));
-  s.WithRetryable(j.value("retryable", false));
-  return s;
-}
-
-}  // namespace
 
 }  // namespace pororoca::engine

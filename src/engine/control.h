@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pororoca/transport.h"
+#include "proto/messages.h"
 #include "proto/wire.h"
 
 namespace pororoca::engine {
@@ -17,17 +18,16 @@ class ControlChannel {
  public:
   explicit ControlChannel(std::unique_ptr<transport::Stream> stream) : stream_(std::move(stream)) {}
 
+  // Sends one frame; `body` is an encoded message (proto::EncodeHello, proto::EncodeFiles, ...).
   Status Send(proto::MsgType type, std::span<const std::byte> body);
-  Status SendJson(proto::MsgType type, const nlohmann::json& j);
-  // Sends kError {code, message} (best effort) — the peer treats it as fatal for the session.
+  // Sends ERROR for `s` (proto::ErrorMsgFromStatus), best effort: the peer treats it as fatal for
+  // the session.
   void SendError(const Status& s);
   // Reads one frame. kUnavailable "closed" on orderly EOF at a frame boundary.
   Result<proto::ControlFrame> Receive(const transport::TransportOptions& opts = {});
-  // Receives one frame and requires it to be `type` with a JSON body; a kError frame from the peer
-  // becomes its Status.
-  Result<nlohmann::json> ExpectJson(proto::MsgType type, const transport::TransportOptions& opts = {});
-  // Receives one frame and requires it to be `type`; returns its body. A kError frame from the
-  // peer becomes its Status.
+  // Receives one frame and requires it to be `type`; returns its body for the matching
+  // proto::DecodeX. An ERROR frame from the peer becomes its Status (proto::StatusFromErrorBody; a
+  // malformed ERROR is kProtocol naming the field); any other type is kProtocol.
   Result<std::vector<std::byte>> Expect(proto::MsgType type, const transport::TransportOptions& opts = {});
 
   void Shutdown() { stream_->Shutdown(); }
@@ -38,9 +38,5 @@ class ControlChannel {
   std::unique_ptr<transport::Stream> stream_;
   std::mutex write_mu_;
 };
-
-// The Status carried by a kError frame body {code, message}.
-Status StatusFromErrorJson(const nlohmann::json& j);
-nlohmann::json ErrorJson(const Status& s);
 
 }  // namespace pororoca::engine

@@ -1054,7 +1054,7 @@ Result<nlohmann::json> Receiver::Run() {
     while (true) {
       auto fr = dp_.ctl->Receive();
       Status rs;
-      try {
+      {  // (the decoders below never throw: no try/catch needed)
         if (!fr.has_value()) {
           {
             std::lock_guard<std::mutex> lock(mu_);
@@ -1073,6 +1073,8 @@ Result<nlohmann::json> Receiver::Run() {
               rs = HandleFileEnd(*fr);
               break;
             case MsgType::kEnd: {
+              rs = proto::DecodeEnd(fr->body).status();  // its count is not checked, its form is
+              if (!rs.ok()) break;
               std::lock_guard<std::mutex> lock(mu_);
               if (end_received_) {
                 rs = Status::Protocol("END repeated");
@@ -1085,23 +1087,20 @@ Result<nlohmann::json> Receiver::Run() {
               // sender could no longer read), and so may ERROR or CANCEL.
               break;
             }
-            case MsgType::kError: {
-              auto j = proto::DecodeJsonBody(*fr);
-              rs = j.has_value() ? StatusFromErrorJson(*j) : j.error();
+            case MsgType::kError:
+              rs = proto::StatusFromErrorBody(fr->body);
               break;
-            }
             case MsgType::kCancel:
-              rs = Status::Cancelled("transfer cancelled by the peer");
+              rs = proto::StatusFromCancelBody(fr->body);
               break;
             case MsgType::kKeepalive:
+              rs = proto::DecodeKeepalive(fr->body).status();
               break;
             default:
               rs = Status::Protocol("unexpected control message " + std::to_string(int(fr->type)) +
                                     " at the receiver");
           }
         }
-      } catch (const nlohmann::json::exception& e) {  // a field of the wrong type from the peer
-        rs = Status::Protocol(std::string("malformed control message from the peer: ") + e.what());
       }
       if (!rs.ok()) {
         Fail(rs);
@@ -1126,19 +1125,17 @@ Result<nlohmann::json> Receiver::Run() {
     std::lock_guard<std::mutex> lock(mu_);
     if (s.ok()) s = error_;
   }
-  nlohmann::json summary;
+  proto::Summary summary;
   if (s.ok()) s = ApplyDirMetadata();
   if (s.ok()) {
     auto st = dp_.stats->Snapshot();
-    summary = {{"files_committed", files_committed_}, {"bytes_committed", bytes_committed_},
-               {"files_skipped", st.files_skipped},   {"bytes_skipped", st.bytes_skipped},
-               {"files_failed", st.files_failed},     {"chunks_corrupt", st.chunks_corrupt},
-               {"bytes_resumed", st.bytes_resumed}};
+    summary = proto::Summary{files_committed_, bytes_committed_,  st.files_skipped, st.bytes_skipped,
+                             st.files_failed,  st.chunks_corrupt, st.bytes_resumed};
     {
       std::lock_guard<std::mutex> lock(mu_);
       summary_sent_ = true;
     }
-    s = dp_.ctl->SendJson(MsgType::kSummary, summary);
+    s = dp_.ctl->Send(MsgType::kSummary, proto::EncodeSummary(summary));
   }
   if (!s.ok()) {
     if (s.code() != Code::kUnavailable) dp_.ctl->SendError(s);
@@ -1157,7 +1154,7 @@ Result<nlohmann::json> Receiver::Run() {
   // Partial files stay (with their journals) so the same command resumes; nothing is left under a
   // final name unless it was verified and committed.
   if (!s.ok()) return s;
-  return summary;
+  return proto::SummaryToJson(summary);
 }
 
 }  // namespace

@@ -433,21 +433,19 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       return Status::OK();
     }
     case MsgType::kSummary: {
-      PORO_ASSIGN_OR_RETURN(auto j, proto::DecodeJsonBody(f));
+      PORO_ASSIGN_OR_RETURN(proto::Summary summary, proto::DecodeSummary(f.body));
       std::lock_guard<std::mutex> lock(mu_);
       summary_ = true;
-      summary_json_ = std::move(j);
+      summary_json_ = proto::SummaryToJson(summary);
       cv_.notify_all();
       return Status::OK();
     }
-    case MsgType::kError: {
-      PORO_ASSIGN_OR_RETURN(auto j, proto::DecodeJsonBody(f));
-      return StatusFromErrorJson(j);
-    }
+    case MsgType::kError:
+      return proto::StatusFromErrorBody(f.body);
     case MsgType::kCancel:
-      return Status::Cancelled("transfer cancelled by the peer");
+      return proto::StatusFromCancelBody(f.body);
     case MsgType::kKeepalive:
-      return Status::OK();
+      return proto::DecodeKeepalive(f.body).status();
     default:
       return Status::Protocol("unexpected control message " + std::to_string(int(f.type)) + " at the sender");
   }
@@ -467,12 +465,7 @@ void Sender::CtlReaderMain() {
       Fail(s.WithSide(Side::kNetwork));
       return;
     }
-    Status s;
-    try {
-      s = HandleControl(*f);
-    } catch (const nlohmann::json::exception& e) {  // a field of the wrong type from the peer
-      s = Status::Protocol(std::string("malformed control message from the peer: ") + e.what());
-    }
+    Status s = HandleControl(*f);
     if (!s.ok()) {
       Fail(s);
       return;
@@ -818,8 +811,7 @@ Status Sender::ReaderLoop() {
     if (idle && walk_done_ && batches_out_ == 0 && !end_sent_) {
       end_sent_ = true;
       lock.unlock();
-      nlohmann::json end{{"files", entries_sent_}};
-      PORO_RETURN_IF_ERROR(dp_.ctl->SendJson(MsgType::kEnd, end));
+      PORO_RETURN_IF_ERROR(dp_.ctl->Send(MsgType::kEnd, proto::EncodeEnd(proto::End{entries_sent_})));
       continue;
     }
     if (summary_) return Status::OK();

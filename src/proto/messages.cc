@@ -424,6 +424,14 @@ Result<Cancel> DecodeCancel(std::span<const std::byte> body) {
   return m;
 }
 
+Status StatusFromCancelBody(std::span<const std::byte> body) {
+  auto m = DecodeCancel(body);
+  if (!m.ok()) return m.error();
+  std::string what = "transfer cancelled by the peer";
+  if (!m->reason.empty()) what += ": " + m->reason;
+  return Status::Cancelled(what);
+}
+
 std::vector<std::byte> EncodeKeepalive(const Keepalive&) { return {}; }
 
 Result<Keepalive> DecodeKeepalive(std::span<const std::byte> body) {

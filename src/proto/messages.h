@@ -145,6 +145,10 @@ struct Cancel {
   bool operator==(const Cancel&) const = default;
 };
 
+// The Status a received CANCEL body stands for: kCancelled "transfer cancelled by the peer[: reason]",
+// or the Protocol error that the body is malformed. Never OK.
+Status StatusFromCancelBody(std::span<const std::byte> body);
+
 // KEEPALIVE, either way: ignored, never sent by version 1. Encoded as an empty body; an empty body or
 // any JSON object decodes.
 struct Keepalive {

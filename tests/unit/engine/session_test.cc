@@ -157,7 +157,7 @@ TEST_SUITE("engine: sender") {
     if (end->type == MsgType::kFileEnd) end = run.ctl->Receive();  // one may have been queued already
     REQUIRE(end.has_value());
     CHECK(int(end->type) == int(MsgType::kEnd));
-    REQUIRE(run.ctl->SendJson(MsgType::kSummary, nlohmann::json{{"files_failed", 1}}).ok());
+    REQUIRE(run.ctl->Send(MsgType::kSummary, proto::EncodeSummary(proto::Summary{.files_failed = 1})).ok());
     drain_thread.join();
     auto r = run.Join();
     CHECK_MESSAGE(r.has_value(), r.error().ToString());
@@ -207,7 +207,7 @@ TEST_SUITE("engine: sender") {
     run.Done({proto::FileDone{id, Code::kDataLoss, "source shrank"}});
     REQUIRE(run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{id, 0})).ok());
     run.Expect(MsgType::kEnd);
-    REQUIRE(run.ctl->SendJson(MsgType::kSummary, nlohmann::json{{"files_failed", 1}}).ok());
+    REQUIRE(run.ctl->Send(MsgType::kSummary, proto::EncodeSummary(proto::Summary{.files_failed = 1})).ok());
     CHECK(run.DrainData() == 1);  // the first copy only
     auto r = run.Join();
     CHECK_MESSAGE(r.has_value(), r.error().ToString());
@@ -262,6 +262,88 @@ TEST_SUITE("engine: sender") {
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().code() == Code::kProtocol);
     CHECK(std::string(r.error().message()).find("already planned") != std::string::npos);
+  }
+}
+
+TEST_SUITE("engine: control channel") {
+  TEST_CASE("Expect returns the body of the expected type, an ERROR's status, or a protocol error") {
+    auto [a, b] = ConnectedTcpPair();
+    ControlChannel tx(std::make_unique<transport::TcpStream>(std::move(a)));
+    ControlChannel rx(std::make_unique<transport::TcpStream>(std::move(b)));
+    REQUIRE(tx.Send(MsgType::kEnd, proto::EncodeEnd(proto::End{5})).ok());
+    auto body = rx.Expect(MsgType::kEnd);
+    REQUIRE_MESSAGE(body.has_value(), body.error().ToString());
+    CHECK(proto::DecodeEnd(*body)->files == 5);
+
+    REQUIRE(tx.Send(MsgType::kFiles, proto::EncodeFiles({})).ok());
+    auto wrong = rx.Expect(MsgType::kOpenOk);
+    REQUIRE_FALSE(wrong.has_value());
+    CHECK(wrong.error().code() == Code::kProtocol);
+    CHECK(wrong.error().message() == "expected OPEN_OK, got FILES");
+
+    tx.SendError(Status::PermissionDenied("policy says no").WithRetryable(false));
+    auto err = rx.Expect(MsgType::kOpenOk);
+    REQUIRE_FALSE(err.has_value());
+    CHECK(err.error().code() == Code::kPermissionDenied);
+    CHECK(err.error().message() == "peer: policy says no");
+
+    // An ERROR whose field has the wrong type: a protocol error naming the field.
+    const std::string bad = R"({"code":3,"message":["no"],"retryable":false})";
+    REQUIRE(tx.Send(MsgType::kError, std::as_bytes(std::span(bad))).ok());
+    auto malformed = rx.Expect(MsgType::kOpenOk);
+    REQUIRE_FALSE(malformed.has_value());
+    CHECK(malformed.error().code() == Code::kProtocol);
+    CHECK(malformed.error().message() == "ERROR.message: expected a string");
+  }
+}
+
+TEST_SUITE("engine: sender and the receiver's control messages") {
+  TEST_CASE("a SUMMARY with a field of the wrong type ends the sender with a protocol error naming it") {
+    test::TempDir tmp;
+    WriteBytes(tmp / "a.bin", 0);
+    SenderRun run(tmp.path(), "a.bin");
+    auto files = run.ExpectFiles();
+    REQUIRE(files.size() == 1);
+    run.Plan({proto::PlanEntry{files[0].id, proto::PlanAction::kDone, Code::kOk, "", {}}});
+    run.Expect(MsgType::kEnd);
+    nlohmann::json summary = proto::SummaryToJson(proto::Summary{});
+    summary["bytes_committed"] = "0";
+    const std::string text = summary.dump();
+    REQUIRE(run.ctl->Send(MsgType::kSummary, std::as_bytes(std::span(text))).ok());
+    auto r = run.Join();
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code() == Code::kProtocol);
+    CHECK(r.error().message() == "SUMMARY.bytes_committed: expected an unsigned integer");
+  }
+
+  TEST_CASE("the sender returns the receiver's SUMMARY and ends on a CANCEL with its reason") {
+    test::TempDir tmp;
+    WriteBytes(tmp / "a.bin", 0);
+    for (bool cancel : {false, true}) {
+      CAPTURE(cancel);
+      SenderRun run(tmp.path(), "a.bin");
+      auto files = run.ExpectFiles();
+      REQUIRE(files.size() == 1);
+      if (cancel) {
+        REQUIRE(run.ctl->Send(MsgType::kCancel, proto::EncodeCancel(proto::Cancel{"operator"})).ok());
+        auto r = run.Join();
+        REQUIRE_FALSE(r.has_value());
+        CHECK(r.error().code() == Code::kCancelled);
+        CHECK(r.error().message() == "transfer cancelled by the peer: operator");
+        continue;
+      }
+      run.Plan({proto::PlanEntry{files[0].id, proto::PlanAction::kSkip, Code::kOk, "", {}}});
+      auto end = proto::DecodeEnd(run.Expect(MsgType::kEnd).body);
+      REQUIRE(end.has_value());
+      CHECK(end->files == 1);
+      REQUIRE(run.ctl->Send(MsgType::kKeepalive, proto::EncodeKeepalive({})).ok());
+      const proto::Summary sent{0, 0, 1, 0, 0, 0, 0};
+      REQUIRE(run.ctl->Send(MsgType::kSummary, proto::EncodeSummary(sent)).ok());
+      run.DrainData();
+      auto r = run.Join();
+      REQUIRE_MESSAGE(r.has_value(), r.error().ToString());
+      CHECK(*r == proto::SummaryToJson(sent));
+    }
   }
 }
 

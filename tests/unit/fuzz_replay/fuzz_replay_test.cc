@@ -24,6 +24,7 @@
 #include "fuzz/token_fuzz.h"
 #include "policy/policy.h"
 #include "proto/codec.h"
+#include "proto/messages.h"
 #include "proto/wire.h"
 #include "support/temp_dir.h"
 #include "token/token.h"
@@ -284,6 +285,56 @@ std::vector<Input> ManifestSeeds() {
   return seeds;
 }
 
+// ---- message_fuzz: the first byte (mod 9) picks the JSON control message (message_fuzz.cc) -------
+
+std::vector<Input> MessageSeeds() {
+  std::vector<Input> seeds;
+  auto add = [&seeds](uint8_t selector, const std::vector<std::byte>& body, const Status& decoded) {
+    CAPTURE(selector);
+    CHECK_MESSAGE(decoded.ok(), decoded.ToString());
+    seeds.push_back(Selected(selector, body));
+  };
+  const std::string tid = "00112233445566778899aabbccddeeff";
+  proto::Hello hello{1, "dtn-a", "pororoca 0.9 \"dev\"", std::nullopt};
+  add(0, proto::EncodeHello(hello), proto::DecodeHello(proto::EncodeHello(hello)).status());
+  hello.session = proto::SessionId{};
+  (*hello.session)[3] = std::byte{0xab};
+  add(0, proto::EncodeHello(hello), proto::DecodeHello(proto::EncodeHello(hello)).status());
+  proto::Open open;
+  open.transfer_id = tid;
+  open.direction = proto::Direction::kPush;
+  open.path = "/in/ü dir/";
+  open.trailing_slash = true;
+  open.streams = 8;
+  open.options = proto::OpenOptions{1u << 20, true, proto::Existing::kOverwrite};
+  open.local_path = "/src/tree";
+  open.token = "a.b.c";
+  open.src = proto::Source{"tree", true};
+  open.classification = "internal";
+  add(1, proto::EncodeOpen(open), proto::DecodeOpen(proto::EncodeOpen(open)).status());
+  open.direction = proto::Direction::kPull;
+  open.token.reset();
+  open.src.reset();
+  open.classification.reset();
+  add(1, proto::EncodeOpen(open), proto::DecodeOpen(proto::EncodeOpen(open)).status());
+  const proto::OpenOk push_ok{tid, "rule-1", "dtn-b:/in/tree", std::nullopt, std::nullopt};
+  add(2, proto::EncodeOpenOk(push_ok),
+      proto::DecodeOpenOk(proto::EncodeOpenOk(push_ok), proto::Direction::kPush).status());
+  const proto::OpenOk pull_ok{tid, "", std::nullopt, proto::Source{"a.bin", false}, "public"};
+  add(3, proto::EncodeOpenOk(pull_ok),
+      proto::DecodeOpenOk(proto::EncodeOpenOk(pull_ok), proto::Direction::kPull).status());
+  const proto::ErrorMsg error{Code::kPermissionDenied, "policy says no\n", false};
+  add(4, proto::EncodeErrorMsg(error), proto::DecodeErrorMsg(proto::EncodeErrorMsg(error)).status());
+  add(5, proto::EncodeEnd({42}), proto::DecodeEnd(proto::EncodeEnd({42})).status());
+  const proto::Summary summary{3, 1 << 20, 1, 10, 0, 2, 4096};
+  add(6, proto::EncodeSummary(summary), proto::DecodeSummary(proto::EncodeSummary(summary)).status());
+  add(7, proto::EncodeCancel({"operator"}), proto::DecodeCancel(proto::EncodeCancel({"operator"})).status());
+  add(8, proto::EncodeKeepalive({}), proto::DecodeKeepalive(proto::EncodeKeepalive({})).status());
+  add(8, {std::byte{'{'}, std::byte{'}'}},
+      proto::DecodeKeepalive(std::vector{std::byte{'{'}, std::byte{'}'}}).status());
+  return seeds;
+}
+
 // ---- policy_fuzz: policy rules as JSON, and rates -------------------------------------------
 
 std::vector<Input> PolicySeeds() {
@@ -333,6 +384,10 @@ TEST_SUITE("fuzz_replay") {
 
   TEST_CASE("manifest_fuzz keeps its invariants on a signed manifest and on its mutations") {
     Replay(manifest_fuzz_TestOneInput, ManifestSeeds(), 700);
+  }
+
+  TEST_CASE("message_fuzz keeps its invariants on every encoded control message and on their mutations") {
+    Replay(message_fuzz_TestOneInput, MessageSeeds(), 400);
   }
 
   TEST_CASE("policy_fuzz keeps its invariants on policies and rates that parse and on their mutations") {

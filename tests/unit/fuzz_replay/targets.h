@@ -9,6 +9,7 @@
 extern "C" {
 int frame_fuzz_TestOneInput(const uint8_t* data, size_t size);
 int manifest_fuzz_TestOneInput(const uint8_t* data, size_t size);
+int message_fuzz_TestOneInput(const uint8_t* data, size_t size);
 int policy_fuzz_TestOneInput(const uint8_t* data, size_t size);
 int token_fuzz_TestOneInput(const uint8_t* data, size_t size);
 }
