@@ -75,7 +75,10 @@ class FakeResponder {
     kErrorOnFirstFiles,
   };
 
-  FakeResponder(const TlsFiles& tls, uint16_t port, Fault fault) : fault_(fault) {
+  // `retryable`: the ERROR's "retryable" flag (a daemon sends Status::retryable() of its error, false
+  // for a protocol error).
+  FakeResponder(const TlsFiles& tls, uint16_t port, Fault fault, bool retryable)
+      : fault_(fault), retryable_(retryable) {
     // A write to a connection the initiator has already dropped must fail, not kill the test binary
     // (pororocad ignores SIGPIPE the same way). Restored by the destructor.
     struct sigaction ignore {};
@@ -189,7 +192,8 @@ class FakeResponder {
     RAND_bytes(reinterpret_cast<unsigned char*>(sid.data()), static_cast<int>(sid.size()));
     auto key = raw->ExportKey(proto::kBindExporterLabel, 32);
     if (!key.has_value()) return Problem("exporter: " + key.error().ToString());
-    const Status race = Status::Protocol("expected control message 1, got 5");
+    Status race = Status::Protocol("expected control message 1, got 5");
+    race.WithRetryable(retryable_);
     Status s = ctl.SendJson(proto::MsgType::kHello, nlohmann::json{{"proto", proto::kProtocolVersion},
                                                                    {"endpoint", "b"},
                                                                    {"software", "fake responder"},
@@ -237,6 +241,7 @@ class FakeResponder {
   }
 
   const Fault fault_;
+  const bool retryable_;
   struct sigaction old_sigpipe_ {};
   std::unique_ptr<transport::TlsContext> ctx_;
   UniqueFd listen_;
@@ -344,11 +349,19 @@ TEST_SUITE("integration.concurrency") {
   }
 
   TEST_CASE("a push whose session set-up ends in a protocol error from the responder is retried") {
+    // The ERROR as today's responder sends it (not marked retryable): the initiator has to decide to
+    // retry by itself (a peer that has not been upgraded still sends this). Marked retryable: the
+    // initiator honours the flag.
     FakeResponder::Fault fault = FakeResponder::Fault::kErrorOnFirstFiles;
+    bool retryable = false;
     SUBCASE("ERROR in answer to the first FILES, after every data connection is bound (issue 10)") {
       fault = FakeResponder::Fault::kErrorOnFirstFiles;
     }
     SUBCASE("ERROR in place of OPEN_OK") { fault = FakeResponder::Fault::kErrorInsteadOfOpenOk; }
+    SUBCASE("ERROR marked retryable in answer to the first FILES") {
+      fault = FakeResponder::Fault::kErrorOnFirstFiles;
+      retryable = true;
+    }
     TestFederation fed;
     // "b" is enrolled in the manifest with its certificate but never started: the fake takes its
     // place on its port.
@@ -357,7 +370,7 @@ TEST_SUITE("integration.concurrency") {
     DaemonProcess b(fed, "b", b_opts);
     DaemonProcess a(fed, "a");
     REQUIRE(a.Start());
-    FakeResponder fake(*b_opts.tls, b.port(), fault);
+    FakeResponder fake(*b_opts.tls, b.port(), fault, retryable);
     WriteRandomFile(a.Path("f.bin"), 3 * kMiB + 17, 77, 0644);
     auto created = a.Post("/v1/transfers",
                           nlohmann::json{{"source", a.Path("f.bin")}, {"destination", "b:/f.bin"}}.dump());
