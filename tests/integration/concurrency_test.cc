@@ -1,6 +1,7 @@
 // Many sessions at once between two daemons (issue 10, point 2): every push must set up its session
 // on the first attempt and arrive byte-exact. A retry would hide a set-up race, so attempts == 1 is
-// part of the check.
+// part of the check. And the other half: a session whose set-up still ends in a protocol error from
+// the responder (a scripted stand-in for it) is retried by the initiator.
 #include <doctest/doctest.h>
 #include <openssl/rand.h>
 #include <poll.h>
