@@ -124,11 +124,9 @@ Status SessionRunner::CheckPeerHello(const Session& s, const proto::Hello& h) co
 
 Result<std::string> SessionRunner::ReceiveTarget(const std::string& rel, bool trailing_slash,
                                                  const proto::Source& src) const {
-  engine::SourceInfo si;
+  engine::SourceInfo si;  // src.name is "" or one clean component (proto::DecodeOpen, DecodeOpenOk)
   si.name = src.name;
   si.is_dir = src.is_dir;
-  if (!si.name.empty()) PORO_RETURN_IF_ERROR(proto::ValidateRelativePath(si.name));
-  if (si.name.find('/') != std::string::npos) return Status::Protocol("source name contains '/'");
   return engine::ResolveTarget(*d_.root, rel, trailing_slash, si);
 }
 
@@ -437,6 +435,11 @@ Result<json> SessionRunner::Initiate(Transfer& t) {
   }
   Result<json> r = RunEngine(s);
   s.ctl->Close().IgnoreError();
+  // A protocol error before any file was committed (for instance a responder of an older version
+  // that mistook the first FILES for a set-up message) may not recur on a fresh session.
+  if (!r.has_value() && r.error().code() == Code::kProtocol && s.stats->Snapshot().files_done == 0) {
+    r.error().WithRetryable(true);
+  }
   return r;
 }
 

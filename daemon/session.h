@@ -12,7 +12,8 @@
 //   6. the end: accounting and the transfer_end audit record at both ends; a responder that
 //      fails sends ERROR and lets the initiator read it before closing
 //
-// A protocol error before the engine starts is worth a retry (the initiator marks it retryable).
+// A protocol error before the engine starts, or before any file is committed, is worth a retry
+// (the initiator marks it retryable).
 //
 // Thread-safety: a SessionRunner is shared by every session of the daemon; each call runs one
 // session on the calling thread.
