@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "engine/control.h"
+#include "proto/messages.h"
 #include "proto/wire.h"
 #include "support/daemon_harness.h"
 #include "transport/tcp.h"
@@ -184,35 +185,41 @@ class FakeResponder {
     if (!tls.has_value()) return Problem("TLS accept: " + tls.error().ToString());
     transport::TlsStream* raw = tls->get();
     engine::ControlChannel ctl(std::move(*tls));
-    auto hello = ctl.ExpectJson(proto::MsgType::kHello, o);
+    auto hello = ctl.Expect(proto::MsgType::kHello, o);
     if (!hello.has_value()) return Problem("HELLO: " + hello.error().ToString());
     ++sessions_;
-    auto open = ctl.ExpectJson(proto::MsgType::kOpen, o);
+    auto open_body = ctl.Expect(proto::MsgType::kOpen, o);
+    if (!open_body.has_value()) return Problem("OPEN: " + open_body.error().ToString());
+    auto open = proto::DecodeOpen(*open_body);
     if (!open.has_value()) return Problem("OPEN: " + open.error().ToString());
     proto::SessionId sid;
-    RAND_bytes(reinterpret_cast<unsigned char*>(sid.data()), static_cast<int>(sid.size()));
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(sid.data()), static_cast<int>(sid.size())) != 1) {
+      return Problem("RAND_bytes failed");
+    }
     auto key = raw->ExportKey(proto::kBindExporterLabel, 32);
     if (!key.has_value()) return Problem("exporter: " + key.error().ToString());
     Status race = Status::Protocol("expected control message 1, got 5");
     race.WithRetryable(retryable_);
-    Status s = ctl.SendJson(proto::MsgType::kHello, nlohmann::json{{"proto", proto::kProtocolVersion},
-                                                                   {"endpoint", "b"},
-                                                                   {"software", "fake responder"},
-                                                                   {"session", proto::HexEncode(sid)}});
+    proto::Hello mine;
+    mine.endpoint = "b";
+    mine.software = "fake responder";
+    mine.session = sid;
+    Status s = ctl.Send(proto::MsgType::kHello, proto::EncodeHello(mine));
     if (fault_ == Fault::kErrorInsteadOfOpenOk) {
       ctl.SendError(race);
     } else {
       auto session = std::make_shared<Session>();
       session->key = *key;
-      session->streams = open->value("streams", 1u);
+      session->streams = open->streams;
       {
         std::lock_guard<std::mutex> lock(mu_);
         sessions_by_id_[proto::HexEncode(sid)] = session;
       }
-      nlohmann::json ok{{"transfer_id", open->value("transfer_id", std::string())},
-                        {"target", "b:/" + (*open)["src"].value("name", std::string())},
-                        {"rule", "test-allow-all"}};
-      if (s.ok()) s = ctl.SendJson(proto::MsgType::kOpenOk, ok);
+      proto::OpenOk ok;
+      ok.transfer_id = open->transfer_id;
+      ok.target = "b:/" + (open->src ? open->src->name : std::string());
+      ok.rule = "test-allow-all";
+      if (s.ok()) s = ctl.Send(proto::MsgType::kOpenOk, proto::EncodeOpenOk(ok));
       if (!s.ok()) return Problem("OPEN_OK: " + s.ToString());
       bool bound;
       {
