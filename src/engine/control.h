@@ -5,9 +5,9 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "base/mutex.h"
 #include "pororoca/transport.h"
 #include "proto/wire.h"
 
@@ -17,8 +17,8 @@ class ControlChannel {
  public:
   explicit ControlChannel(std::unique_ptr<transport::Stream> stream) : stream_(std::move(stream)) {}
 
-  Status Send(proto::MsgType type, std::span<const std::byte> body);
-  Status SendJson(proto::MsgType type, const nlohmann::json& j);
+  Status Send(proto::MsgType type, std::span<const std::byte> body) PORO_EXCLUDES(write_mu_);
+  Status SendJson(proto::MsgType type, const nlohmann::json& j) PORO_EXCLUDES(write_mu_);
   // Sends kError {code, message} (best effort) — the peer treats it as fatal for the session.
   void SendError(const Status& s);
   // Reads one frame. kUnavailable "closed" on orderly EOF at a frame boundary.
@@ -33,7 +33,8 @@ class ControlChannel {
 
  private:
   std::unique_ptr<transport::Stream> stream_;
-  std::mutex write_mu_;
+  // Serialises whole frames on the stream (held across the write: that is its purpose).
+  Mutex write_mu_;
 };
 
 // The Status carried by a kError frame body {code, message}.
