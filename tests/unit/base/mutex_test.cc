@@ -150,6 +150,26 @@ TEST_SUITE("base.mutex") {
     writer.join();
     CHECK_FALSE(writer_saw_readers.load());
   }
+
+  TEST_CASE("SharedMutex::ReaderTryLock fails under a writer and succeeds beside another reader") {
+    SharedMutex mu;
+    bool got = true;
+    auto try_once = [&] {
+      got = false;
+      if (mu.ReaderTryLock()) {
+        got = true;
+        mu.ReaderUnlock();
+      }
+    };
+    mu.Lock();
+    std::thread(try_once).join();
+    CHECK_FALSE(got);
+    mu.Unlock();
+    mu.ReaderLock();
+    std::thread(try_once).join();
+    CHECK(got);
+    mu.ReaderUnlock();
+  }
 }
 
 }  // namespace
