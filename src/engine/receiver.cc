@@ -1065,8 +1065,8 @@ void Receiver::CommitterMain() {
         for (auto& [id, f] : files_) open.push_back(f);
       }
       for (auto& f : open) {
-        // Try only: a channel thread may hold this file exclusively while it waits for an open slot,
-        // which only this thread can free.
+        // Try only: the committer frees open slots and must not wait behind a file held exclusively
+        // (being opened, or zeroed by ZeroRange); the next pass journals it.
         if (!f->io_mu.ReaderTryLock()) continue;
         {
           MutexLock lock(&f->mu);
