@@ -91,6 +91,7 @@ class PORO_CAPABILITY("shared_mutex") SharedMutex {
   void Unlock() PORO_RELEASE() { mu_.unlock(); }
   void ReaderLock() PORO_ACQUIRE_SHARED() { mu_.lock_shared(); }
   void ReaderUnlock() PORO_RELEASE_SHARED() { mu_.unlock_shared(); }
+  bool ReaderTryLock() PORO_TRY_ACQUIRE_SHARED(true) { return mu_.try_lock_shared(); }
 
  private:
   std::shared_mutex mu_;

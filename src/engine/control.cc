@@ -7,7 +7,7 @@ namespace pororoca::engine {
 
 Status ControlChannel::Send(proto::MsgType type, std::span<const std::byte> body) {
   std::vector<std::byte> frame = proto::EncodeControlFrame(type, body);
-  std::lock_guard<std::mutex> lock(write_mu_);
+  MutexLock lock(&write_mu_);
   return stream_->WriteAll(frame, {});
 }
 

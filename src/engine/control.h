@@ -5,9 +5,9 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "base/mutex.h"
 #include "pororoca/transport.h"
 #include "proto/messages.h"
 #include "proto/wire.h"
@@ -19,7 +19,7 @@ class ControlChannel {
   explicit ControlChannel(std::unique_ptr<transport::Stream> stream) : stream_(std::move(stream)) {}
 
   // Sends one frame; `body` is an encoded message (proto::EncodeHello, proto::EncodeFiles, ...).
-  Status Send(proto::MsgType type, std::span<const std::byte> body);
+  Status Send(proto::MsgType type, std::span<const std::byte> body) PORO_EXCLUDES(write_mu_);
   // Sends ERROR for `s` (proto::ErrorMsgFromStatus), best effort: the peer treats it as fatal for
   // the session.
   void SendError(const Status& s);
@@ -36,7 +36,8 @@ class ControlChannel {
 
  private:
   std::unique_ptr<transport::Stream> stream_;
-  std::mutex write_mu_;
+  // Serialises whole frames on the stream (held across the write: that is its purpose).
+  Mutex write_mu_;
 };
 
 }  // namespace pororoca::engine

@@ -103,7 +103,7 @@ Result<struct stat> ExportRoot::Lstat(const std::string& rel) const {
 
 Result<std::shared_ptr<const DirCache::Dir>> DirCache::Get(const std::string& rel) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = dirs_.find(rel);
     if (it != dirs_.end()) return it->second;
   }
@@ -119,7 +119,7 @@ Result<std::shared_ptr<const DirCache::Dir>> DirCache::Get(const std::string& re
   struct stat st {};
   if (::fstat(d->fd.get(), &st) != 0) return Status::IoError("stat " + root_.Display(rel), errno);
   d->dev = st.st_dev;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // Bounded: past the limit the table starts over (entries in use stay open through their holders).
   if (dirs_.size() >= max_entries_) dirs_.clear();
   auto [it, inserted] = dirs_.emplace(rel, std::move(d));
@@ -135,7 +135,7 @@ Result<std::pair<std::shared_ptr<const DirCache::Dir>, std::string>> DirCache::P
 }
 
 size_t DirCache::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return dirs_.size();
 }
 

@@ -9,11 +9,11 @@
 #include <sys/stat.h>
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "pororoca/status.h"
 
@@ -71,16 +71,16 @@ class DirCache {
 
   // The directory `rel` (root-relative, "" is the root). Errors as ExportRoot::Open. A failure is
   // not remembered: a directory created later is found.
-  Result<std::shared_ptr<const Dir>> Get(const std::string& rel);
+  Result<std::shared_ptr<const Dir>> Get(const std::string& rel) PORO_EXCLUDES(mu_);
   // Splits `rel` into its directory (from the cache) and its last component.
   Result<std::pair<std::shared_ptr<const Dir>, std::string>> Parent(const std::string& rel);
-  size_t size() const;
+  size_t size() const PORO_EXCLUDES(mu_);
 
  private:
   const ExportRoot& root_;
   const size_t max_entries_;
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<const Dir>> dirs_;
+  mutable Mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const Dir>> dirs_ PORO_GUARDED_BY(mu_);
 };
 
 }  // namespace pororoca::engine

@@ -9,18 +9,16 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <set>
-#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "base/log.h"
+#include "base/mutex.h"
 #include "engine/journal.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
@@ -66,6 +64,7 @@ struct timespec MtimeSpec(int64_t ns) {
 enum class ChunkState : uint8_t { kMissing = 0, kWritten = 1, kDurable = 2 };
 
 struct RxFile {
+  // Set when the file is planned, before it is shared; read without a lock.
   FileEntry entry;
   std::string final_rel;  // root-relative destination
   std::string dir_rel;    // its directory
@@ -73,32 +72,113 @@ struct RxFile {
   uint64_t chunks = 0;
   // Lock order: io_mu, then mu, then Receiver::mu_. Writers hold io_mu shared while they use `fd`;
   // opening and closing `fd` take it exclusively, so no write can hit a closed (or reused) fd.
-  std::shared_mutex io_mu;
+  SharedMutex io_mu PORO_ACQUIRED_BEFORE(mu, write_mu);
   // Buffered writes to one file serialise in the kernel (the inode lock), where waiters spin; taking
   // this first lets them sleep and leaves the CPU to the channels that receive and hash.
-  std::mutex write_mu;
-  std::mutex mu;  // guards everything below
-  std::vector<ChunkState> state;
-  std::vector<Digest128> digests;
-  std::vector<uint8_t> retries;
-  uint64_t missing = 0;  // chunks not yet written
-  uint64_t arrived = 0;  // verified chunks written in this session (compared with FILE_END.sent)
-  uint64_t unjournaled_bytes = 0;
-  UniqueFd fd;  // the hidden part file, open while chunks arrive
-  bool direct = false;
-  // Closes the part file. Caller holds io_mu exclusively.
-  void Close() { fd.Reset(); }
-  bool have_end = false;
-  proto::FileEnd end;
-  bool terminal = false;  // committed or failed
-  bool failed = false;
-  Status error;                  // why this side failed the file (kept apart from the sender's FILE_END)
-  bool journaled = false;        // a journal exists for this file
-  uint64_t journal_records = 0;  // valid records in it (replayed, then appended)
+  Mutex write_mu;
+  Mutex mu;
+  // The hidden part file, open while chunks arrive (changed with mu held too).
+  UniqueFd fd PORO_GUARDED_BY(io_mu);
+  std::vector<ChunkState> state PORO_GUARDED_BY(mu);
+  std::vector<Digest128> digests PORO_GUARDED_BY(mu);
+  std::vector<uint8_t> retries PORO_GUARDED_BY(mu);
+  uint64_t missing PORO_GUARDED_BY(mu) = 0;  // chunks not yet written
+  uint64_t arrived PORO_GUARDED_BY(mu) = 0;  // verified chunks written in this session (vs FILE_END.sent)
+  uint64_t unjournaled_bytes PORO_GUARDED_BY(mu) = 0;
+  bool direct PORO_GUARDED_BY(mu) = false;  // fd is O_DIRECT (changed with io_mu held exclusively too)
+  void Close() PORO_REQUIRES(io_mu) { fd.Reset(); }
+  bool have_end PORO_GUARDED_BY(mu) = false;
+  proto::FileEnd end PORO_GUARDED_BY(mu);
+  bool terminal PORO_GUARDED_BY(mu) = false;  // committed or failed
+  bool failed PORO_GUARDED_BY(mu) = false;
+  Status error PORO_GUARDED_BY(mu);  // why this side failed the file (kept apart from the sender's FILE_END)
+  bool journaled PORO_GUARDED_BY(mu) = false;        // a journal exists for this file
+  uint64_t journal_records PORO_GUARDED_BY(mu) = 0;  // valid records in it (replayed, then appended)
   // The part file already has its final size: set when it was created at that size, or when the
   // file's last chunk was written with data (buffered). Else the commit truncates it.
-  bool sized = false;
-  bool queued = false;  // in the committer's queue
+  bool sized PORO_GUARDED_BY(mu) = false;
+  bool queued PORO_GUARDED_BY(mu) = false;  // in the committer's queue
+};
+
+// The file-system path of f's hidden part file, for messages.
+std::string PartDisplay(const ExportRoot& root, const RxFile& f) {
+  return root.Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
+}
+
+// Writes verified chunks into part files; one per channel thread. A part file is written direct
+// (O_DIRECT, through this thread's io_uring queue) or buffered (pwrite), as UseDirect() decided when
+// it was opened.
+class PartWriter {
+ public:
+  PartWriter(const ExportRoot& root, io::BufferPool* pool) : root_(root), pool_(pool) {}
+
+  // Turns O_DIRECT on for a part file of `size` bytes where the file system really does direct I/O,
+  // for files of 1 MiB and more; says whether it did. tmpfs accepts the flag on recent kernels but
+  // only adds alignment rules, so it stays buffered (and mapped) there.
+  static bool UseDirect(int fd, uint64_t size, bool try_direct) {
+    if (!try_direct || size < (1u << 20)) return false;
+    struct statfs sfs {};
+    if (::fstatfs(fd, &sfs) != 0 || sfs.f_type == TMPFS_MAGIC) return false;
+    int fl = ::fcntl(fd, F_GETFL);
+    return fl >= 0 && ::fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+  }
+
+  // Writes the chunk payload buf[0, len) at `offset` of f's part file (`direct`: f.direct, read under
+  // f.mu by the caller). A direct write of a short last chunk pads buf with zeros to the alignment.
+  Status Write(RxFile& f, bool direct, uint64_t offset, uint64_t index, io::Buffer& buf, uint32_t len)
+      PORO_REQUIRES_SHARED(f.io_mu) {
+    return direct ? WriteDirect(f, offset, index, buf, len) : WriteBuffered(f, offset, buf, len);
+  }
+
+ private:
+  Status WriteDirect(RxFile& f, uint64_t offset, uint64_t index, io::Buffer& buf, uint32_t len)
+      PORO_REQUIRES_SHARED(f.io_mu) {
+    if (len % io::kDirectAlign) {
+      uint32_t padded =
+          static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
+      std::memset(buf.data() + len, 0, padded - len);
+      len = padded;
+    }
+    // The pool's buffers are registered with the queue (fixed writes: no page pinning per I/O); the
+    // channels together keep several writes in flight. Created at the first direct write: registering
+    // the pool costs, and tmpfs never needs it.
+    if (!q_) {
+      io::IoQueueOptions qo;
+      qo.depth = 4;
+      qo.registered = pool_;
+      PORO_ASSIGN_OR_RETURN(q_, io::CreateIoQueue(qo));
+    }
+    PORO_RETURN_IF_ERROR(
+        q_->SubmitWrite(f.fd.get(), offset, std::span<const std::byte>(buf.data(), len), index));
+    io::Completion c;
+    PORO_ASSIGN_OR_RETURN(size_t n, q_->Reap(std::span(&c, 1), 1));
+    if (n != 1) return Status::Internal("io_uring write did not complete");
+    if (c.result < 0) return Status::IoError("write " + PartDisplay(root_, f), static_cast<int>(-c.result));
+    if (static_cast<uint64_t>(c.result) != len) return Status::IoError("write " + PartDisplay(root_, f), EIO);
+    return Status::OK();
+  }
+
+  // Buffered destination (tmpfs, small files): a plain pwrite; io_uring would only punt it to a worker.
+  Status WriteBuffered(RxFile& f, uint64_t offset, const io::Buffer& buf, uint32_t len)
+      PORO_REQUIRES_SHARED(f.io_mu) {
+    MutexLock wl(&f.write_mu);
+    Status s = io::PwriteFull(f.fd.get(), offset, std::span<const std::byte>(buf.data(), len), std::string());
+    if (!s.ok()) return Status::IoError("pwrite " + PartDisplay(root_, f), s.sys_errno());
+    return Status::OK();
+  }
+
+  const ExportRoot& root_;
+  io::BufferPool* pool_;
+  std::unique_ptr<io::IoQueue> q_;
+};
+
+// One chunk message as it comes off a data channel.
+struct Incoming {
+  ChunkHeader h;
+  std::shared_ptr<RxFile> f;  // null for end-of-stream, and for a chunk of a file finished here (dropped)
+  io::Buffer buf;             // the payload lands here, then is written at its offset
+  std::span<std::byte> payload;
+  Status open_error;  // the part file could not be created: the file fails once the chunk is read
 };
 
 // The process's file descriptor limit (4096 if unknown or unlimited). A session keeps at most a
@@ -126,43 +206,67 @@ class Receiver {
   Result<nlohmann::json> Run();
 
  private:
-  Status HandleFiles(const proto::ControlFrame& f);
+  Status HandleFiles(const proto::ControlFrame& f) PORO_EXCLUDES(mu_);
   PlanEntry PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out);
   // Creates directory `rel` (mode | 0700) unless it exists as a directory; *created says which.
   Status MakeDir(const std::string& rel, uint32_t mode, bool* created);
   Status MakeSymlink(const FileEntry& e, const std::string& rel);
-  Status HandleFileEnd(const proto::ControlFrame& f);
+  Status HandleFileEnd(const proto::ControlFrame& f) PORO_EXCLUDES(mu_);
   void ChannelMain(size_t i);
-  // Makes [offset, offset+len) of f's part file read as zeros (punch a hole, else write zeros).
-  Status ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len);
+  // Receives chunk messages on channel i and stores them until end-of-stream. Errors end the session;
+  // a file that cannot be written fails alone (FailFile).
   Status ChannelLoop(size_t i);
+  // The channel's sink: checks the header, finds the chunk's file, creates its part file if needed,
+  // and returns where the payload goes.
+  Result<std::span<std::byte>> AcceptChunk(std::span<const std::byte> header, size_t payload_len,
+                                           Incoming& in) PORO_EXCLUDES(mu_);
+  // The file a chunk names; null if it was announced but is already finished here (the chunk is
+  // read and dropped).
+  Result<std::shared_ptr<RxFile>> ChunkFile(uint64_t file_id) PORO_EXCLUDES(mu_);
+  // A pool buffer for the payload of `in`.
+  Result<std::span<std::byte>> PayloadBuffer(Incoming& in, size_t payload_len);
+  // Creates f's part file unless it is open or no longer wanted; waits for an open slot first.
+  Status EnsurePartOpen(RxFile& f) PORO_EXCLUDES(f.io_mu, f.mu, mu_);
+  // A hole chunk: zeros where the journal had data, then recorded like a written chunk.
+  Status StoreHole(const Incoming& in);
+  // A data chunk: verified, then written (or asked for again). Errors are the session's.
+  Status StoreData(Incoming& in, PartWriter& writer);
+  // A chunk that failed verification: asked for again, or the file fails after too many tries.
+  Status RejectChunk(const Incoming& in);
+  // Makes [offset, offset+len) of f's part file read as zeros (punch a hole, else write zeros).
+  Status ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len)
+      PORO_EXCLUDES(f->io_mu, f->mu);
   // Part files open at once are bounded (open_parts_). The channel threads take a slot with
   // AcquireOpenSlot() before they lock a file; OpenPart() counts without waiting.
-  void AcquireOpenSlot();
-  void ReleaseOpenSlot();
-  Status OpenPart(RxFile& f);
-  Status OpenPartFile(RxFile& f);
-  // Closes f's part file (caller holds f.io_mu exclusively) and frees its slot.
-  void ClosePart(RxFile& f);
-  // Every chunk is on disk and every chunk the sender announced in FILE_END has arrived. Caller
-  // holds f.mu.
-  static bool Complete(const RxFile& f) { return f.missing == 0 && f.have_end && f.arrived >= f.end.sent; }
-  void ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len);
-  void CommitterMain();
-  Status CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch);
-  Status JournalFile(RxFile& f);
-  void FinishFile(RxFile& f, const Status& s);
-  void Enqueue(const std::shared_ptr<RxFile>& f);
-  // Wakes Run() if every announced entry is terminal. Caller holds mu_.
-  void NotifyIfAllDone();
+  void AcquireOpenSlot() PORO_EXCLUDES(mu_);
+  void ReleaseOpenSlot() PORO_EXCLUDES(mu_);
+  Status OpenPart(RxFile& f) PORO_REQUIRES(f.io_mu, f.mu) PORO_EXCLUDES(mu_);
+  Status OpenPartFile(RxFile& f) PORO_REQUIRES(f.io_mu, f.mu);
+  // Closes f's part file and frees its slot.
+  void ClosePart(RxFile& f) PORO_REQUIRES(f.io_mu) PORO_EXCLUDES(mu_);
+  // Every chunk is on disk and every chunk the sender announced in FILE_END has arrived.
+  static bool Complete(const RxFile& f) PORO_REQUIRES(f.mu) {
+    return f.missing == 0 && f.have_end && f.arrived >= f.end.sent;
+  }
+  void ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d, uint32_t len)
+      PORO_EXCLUDES(f->mu);
+  // This side fails the file with `s` (disk full, unwritable destination, corrupt chunks, the sender's
+  // error) unless it is finished or failed already; the committer then finishes it. The session goes on.
+  void FailFile(const std::shared_ptr<RxFile>& f, Status s) PORO_EXCLUDES(f->mu);
+  void FailFileLocked(const std::shared_ptr<RxFile>& f, Status s) PORO_REQUIRES(f->mu);
+  void CommitterMain() PORO_EXCLUDES(mu_);
+  Status CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) PORO_EXCLUDES(mu_);
+  // Makes the written chunks durable, then records them.
+  Status JournalFile(RxFile& f) PORO_REQUIRES(f.mu) PORO_REQUIRES_SHARED(f.io_mu);
+  void FinishFile(RxFile& f, const Status& s) PORO_REQUIRES(f.io_mu, f.mu) PORO_EXCLUDES(mu_);
+  void Enqueue(const std::shared_ptr<RxFile>& f) PORO_REQUIRES(f->mu) PORO_EXCLUDES(mu_);
+  // Wakes Run() if every announced entry is terminal.
+  void NotifyIfAllDone() PORO_REQUIRES(mu_);
   Status ApplyDirMetadata();
-  void Fail(Status s);
+  void Fail(Status s) PORO_EXCLUDES(mu_);
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
   std::string Display(const std::string& rel) const { return root_.Display(rel); }
-  // The file-system path of f's hidden part file, for messages.
-  std::string PartDisplay(const RxFile& f) const {
-    return Display(ExportRoot::Join(f.dir_rel, PartName(f.name)));
-  }
+  std::string PartDisplay(const RxFile& f) const { return engine::PartDisplay(root_, f); }
 
   const ExportRoot& root_;
   std::string target_;
@@ -178,45 +282,49 @@ class Receiver {
   static constexpr std::chrono::milliseconds kCommitDelay{2};
   size_t commit_batch_ = kCommitBatch;
 
-  // mu_ guards what follows. Three condition variables, so that a file's progress wakes only the
-  // thread that waits for it: commit_cv_ the committer (commit_q_, stop_committer_), slot_cv_ the
-  // channel threads waiting for an open slot, done_cv_ Run() (end of session or error).
-  std::mutex mu_;
-  std::condition_variable commit_cv_;
-  std::condition_variable slot_cv_;
-  std::condition_variable done_cv_;
-  size_t slot_waiters_ = 0;
-  Status error_;
-  std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_;  // announced data files not yet finished
-  uint64_t max_id_ = 0;                                          // the highest id announced
-  uint64_t entries_ = 0, terminal_ = 0;
-  bool end_received_ = false;
-  bool summary_sent_ = false;
+  // mu_ guards what follows; it is taken after any RxFile lock. Three condition variables, so that a
+  // file's progress wakes only the thread that waits for it: commit_cv_ the committer (commit_q_,
+  // stop_committer_), slot_cv_ the channel threads waiting for an open slot, done_cv_ Run() (end of
+  // session or error).
+  Mutex mu_;
+  CondVar commit_cv_;
+  CondVar slot_cv_;
+  CondVar done_cv_;
+  size_t slot_waiters_ PORO_GUARDED_BY(mu_) = 0;
+  Status error_ PORO_GUARDED_BY(mu_);
+  // Announced data files not yet finished.
+  std::unordered_map<uint64_t, std::shared_ptr<RxFile>> files_ PORO_GUARDED_BY(mu_);
+  uint64_t max_id_ PORO_GUARDED_BY(mu_) = 0;  // the highest id announced
+  uint64_t entries_ PORO_GUARDED_BY(mu_) = 0, terminal_ PORO_GUARDED_BY(mu_) = 0;
+  bool end_received_ PORO_GUARDED_BY(mu_) = false;
+  bool summary_sent_ PORO_GUARDED_BY(mu_) = false;
+  // Control reader only (Run() reads dirs_ after END, which the reader accepts under mu_ and after
+  // which it plans nothing).
   std::vector<FileEntry> dirs_;                   // for mode/mtime after their contents
-  std::unordered_set<std::string> created_dirs_;  // directories this session created (control reader only)
-  std::unordered_set<std::string> links_;         // symbolic links this session created (control reader only)
-  std::deque<std::shared_ptr<RxFile>> commit_q_;
-  std::vector<proto::FileDone> dones_;
-  bool stop_committer_ = false;
+  std::unordered_set<std::string> created_dirs_;  // directories this session created
+  std::unordered_set<std::string> links_;         // symbolic links this session created
+  std::deque<std::shared_ptr<RxFile>> commit_q_ PORO_GUARDED_BY(mu_);
+  std::vector<proto::FileDone> dones_ PORO_GUARDED_BY(mu_);
+  bool stop_committer_ PORO_GUARDED_BY(mu_) = false;
   // Part files open at once. Channel threads wait for a slot before opening another, so a sender that
   // outruns the committer (many small files) cannot exhaust the process's file descriptors.
-  size_t open_parts_ = 0;
-  size_t max_open_parts_ = 1024;
-  uint64_t files_committed_ = 0, bytes_committed_ = 0;
+  size_t open_parts_ PORO_GUARDED_BY(mu_) = 0;
+  size_t max_open_parts_ PORO_GUARDED_BY(mu_) = 1024;
+  uint64_t files_committed_ PORO_GUARDED_BY(mu_) = 0, bytes_committed_ PORO_GUARDED_BY(mu_) = 0;
 };
 
 void Receiver::Fail(Status s) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (error_.ok()) error_ = std::move(s);
   }
-  commit_cv_.notify_all();
-  slot_cv_.notify_all();
-  done_cv_.notify_all();
+  commit_cv_.NotifyAll();
+  slot_cv_.NotifyAll();
+  done_cv_.NotifyAll();
 }
 
 void Receiver::NotifyIfAllDone() {
-  if (end_received_ && terminal_ == entries_) done_cv_.notify_all();
+  if (end_received_ && terminal_ == entries_) done_cv_.NotifyAll();
 }
 
 Status Receiver::MakeDir(const std::string& rel, uint32_t mode, bool* created) {
@@ -344,6 +452,7 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
   f->dir_rel = std::move(dir_rel);
   f->name = std::move(name);
   f->chunks = ChunkCount(e.size, opts_.chunk_size);
+  MutexLock lock(&f->mu);  // not shared yet: taken for the analysis, never contended
   f->state.assign(f->chunks, ChunkState::kMissing);
   f->digests.resize(f->chunks);
   f->retries.assign(f->chunks, 0);
@@ -381,7 +490,7 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
     // Ids grow with every entry (the sender numbers them in walk order): an id at or below the
     // highest announced one is a repeat, even of a file already finished and forgotten. Checked for
     // the whole batch before any of it is planned.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (end_received_) return Status::Protocol("FILES after END");
     uint64_t last = max_id_;
     for (const auto& e : entries) {
@@ -398,7 +507,12 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
     }
     std::shared_ptr<RxFile> f;
     PlanEntry p = PlanOne(e, &f);
-    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t resumed_chunks = 0;
+    if (f != nullptr) {
+      MutexLock file_lock(&f->mu);
+      resumed_chunks = f->chunks - f->missing;
+    }
+    MutexLock lock(&mu_);
     entries_++;
     if (e.type == EntryType::kFile) {
       dp_.stats->files_total++;
@@ -422,7 +536,7 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
         terminal_++;
         break;
       default:
-        dp_.stats->bytes_resumed += (f->chunks - f->missing) * uint64_t(opts_.chunk_size);
+        dp_.stats->bytes_resumed += resumed_chunks * uint64_t(opts_.chunk_size);
         files_[e.id] = f;
         break;
     }
@@ -437,7 +551,7 @@ Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
   for (auto& end : ends) {
     std::shared_ptr<RxFile> f;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = files_.find(end.id);
       if (it == files_.end()) {
         // An announced file that is already finished (and forgotten): a late error FILE_END.
@@ -446,20 +560,16 @@ Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
       }
       f = it->second;
     }
-    std::lock_guard<std::mutex> lock(f->mu);
+    MutexLock lock(&f->mu);
     if (f->have_end) {
       // One error FILE_END may follow a successful one: a chunk the sender had to send again could
       // not be read any more (the source changed). The file fails with the sender's reason.
       if (f->end.code != Code::kOk || end.code == Code::kOk) {
         return Status::Protocol("FILE_END repeated for file id " + std::to_string(end.id));
       }
-      if (!f->terminal && !f->failed) {
-        f->failed = true;
-        f->error =
-            Status(end.code, end.message.empty() ? "the sender could not read the file again" : end.message);
-        f->error.WithSide(Side::kSource);
-        Enqueue(f);
-      }
+      FailFileLocked(
+          f, Status(end.code, end.message.empty() ? "the sender could not read the file again" : end.message)
+                 .WithSide(Side::kSource));
       f->end.code = end.code;  // a third FILE_END is refused
       continue;
     }
@@ -473,40 +583,52 @@ Status Receiver::HandleFileEnd(const proto::ControlFrame& fr) {
   return Status::OK();
 }
 
-// Caller holds f->mu.
 void Receiver::Enqueue(const std::shared_ptr<RxFile>& f) {
   if (f->queued) return;
   f->queued = true;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   commit_q_.push_back(f);
   // The first file starts the committer's clock (kCommitDelay); a full batch needs it now.
-  if (commit_q_.size() == 1 || commit_q_.size() == commit_batch_) commit_cv_.notify_one();
+  if (commit_q_.size() == 1 || commit_q_.size() == commit_batch_) commit_cv_.NotifyOne();
+}
+
+void Receiver::FailFile(const std::shared_ptr<RxFile>& f, Status s) {
+  MutexLock lock(&f->mu);
+  FailFileLocked(f, std::move(s));
+}
+
+void Receiver::FailFileLocked(const std::shared_ptr<RxFile>& f, Status s) {
+  if (f->terminal || f->failed) return;
+  f->failed = true;
+  f->error = std::move(s);
+  Enqueue(f);
 }
 
 void Receiver::AcquireOpenSlot() {
   // Called with no file lock held: the committer frees slots, and it may need those locks.
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (open_parts_ >= max_open_parts_) {
     // Files waiting for their commit hold slots: commit them now rather than after kCommitDelay.
     slot_waiters_++;
-    commit_cv_.notify_one();
-    slot_cv_.wait_for(lock, std::chrono::seconds(30),
-                      [&] { return open_parts_ < max_open_parts_ || !error_.ok() || Cancelled(); });
+    commit_cv_.NotifyOne();
+    slot_cv_.WaitFor(&mu_, std::chrono::seconds(30), [&]() PORO_REQUIRES(mu_) {
+      return open_parts_ < max_open_parts_ || !error_.ok() || Cancelled();
+    });
     slot_waiters_--;
   }
   open_parts_++;
 }
 
 void Receiver::ReleaseOpenSlot() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   open_parts_--;
-  if (slot_waiters_ > 0) slot_cv_.notify_one();
+  if (slot_waiters_ > 0) slot_cv_.NotifyOne();
 }
 
 Status Receiver::OpenPart(RxFile& f) {
   // For the committer and hole punching: they must not wait for slots (the committer frees them).
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     open_parts_++;
   }
   Status s = OpenPartFile(f);
@@ -524,16 +646,7 @@ Status Receiver::OpenPartFile(RxFile& f) {
   auto r = UniqueFd::OpenAt(dir->fd.get(), part, flags, 0600);
   if (!r.has_value()) return Status::IoError("create " + display, r.error().sys_errno());
   UniqueFd fd = std::move(*r);
-  bool direct = false;
-  if (opts_.try_direct && f.entry.size >= (1u << 20)) {
-    // O_DIRECT where the file system really does direct I/O. tmpfs accepts the flag on recent kernels
-    // but only adds alignment rules, so it stays buffered (and mapped) there.
-    struct statfs sfs {};
-    if (::fstatfs(fd.get(), &sfs) == 0 && sfs.f_type != TMPFS_MAGIC) {
-      int fl = ::fcntl(fd.get(), F_GETFL);
-      direct = fl >= 0 && ::fcntl(fd.get(), F_SETFL, fl | O_DIRECT) == 0;
-    }
-  }
+  bool direct = PartWriter::UseDirect(fd.get(), f.entry.size, opts_.try_direct);
   // A file of several chunks gets its size now (chunks arrive in any order); a single chunk's
   // write gives it its size, else the commit sets it.
   if (fresh && f.chunks > 1) {
@@ -549,7 +662,7 @@ Status Receiver::OpenPartFile(RxFile& f) {
 
 void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, const Digest128& d,
                             uint32_t len) {
-  std::lock_guard<std::mutex> lock(f->mu);
+  MutexLock lock(&f->mu);
   // A chunk may arrive for an index the journal listed: the source changed there, and the new
   // bytes (already written) replace the old ones.
   if (f->state[index] == ChunkState::kMissing) f->missing--;
@@ -564,205 +677,159 @@ void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, co
 Status Receiver::ChannelLoop(size_t i) {
   transport::MessageChannel& ch = *(*dp_.channels)[i];
   std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr_buf;
-  // O_DIRECT writes go through this thread's io_uring queue with the pool's buffers registered
-  // (fixed writes: no page pinning per I/O); the channels together keep several writes in flight.
-  // Created at the first direct write: registering the pool costs, and tmpfs never needs it.
-  std::unique_ptr<io::IoQueue> q;
+  PartWriter writer(root_, dp_.pool);
   while (true) {
     if (Cancelled()) return dp_.CancelStatus();
-    ChunkHeader h;
-    std::shared_ptr<RxFile> f;
-    io::Buffer buf;  // the payload lands here, then is written at its offset
-    std::span<std::byte> dst;
-    bool drop = false;  // a chunk for a file that is already finished: read and discarded
-    Status open_error;
-    // Held from the sink until the chunk is written, so the file stays open.
-    std::shared_lock<std::shared_mutex> io_lock;
-    auto sink = [&](std::span<const std::byte> hb, size_t payload_len) -> Result<std::span<std::byte>> {
-      PORO_ASSIGN_OR_RETURN(h, proto::DecodeChunkHeader(hb));
-      if (h.kind == ChunkKind::kEos || h.kind == ChunkKind::kHole) {
-        if (payload_len != 0) return Status::Protocol("hole or end-of-stream message with a payload");
-      } else if (payload_len != h.length) {
-        return Status::Protocol("chunk payload length differs from its header");
-      }
-      if (h.kind == ChunkKind::kEos) return std::span<std::byte>();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        auto it = files_.find(h.file_id);
-        if (it == files_.end()) {
-          if (h.file_id == 0 || h.file_id > max_id_) {
-            return Status::Protocol("chunk for unknown file id " + std::to_string(h.file_id));
-          }
-          drop = true;  // e.g. chunks still in flight for a file that failed here (disk full)
-        } else {
-          f = it->second;
-        }
-      }
-      // The payload lands in a pool buffer (also a dropped one's: it must be read off the stream).
-      auto payload_buffer = [&]() -> Result<std::span<std::byte>> {
-        PORO_ASSIGN_OR_RETURN(buf, dp_.pool->Acquire());
-        if (buf.capacity() < payload_len) return Status::Internal("pool buffer smaller than the chunk size");
-        dst = std::span<std::byte>(buf.data(), payload_len);
-        return buf.span();
-      };
-      if (drop) {
-        if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
-        return payload_buffer();
-      }
-      uint64_t expect_len =
-          h.index < f->chunks
-              ? std::min<uint64_t>(opts_.chunk_size, f->entry.size - h.index * opts_.chunk_size)
-              : 0;
-      if (h.index >= f->chunks || h.offset != h.index * uint64_t(opts_.chunk_size) ||
-          h.length != expect_len) {
-        return Status::Protocol("chunk " + std::to_string(h.index) + " of file id " +
-                                std::to_string(h.file_id) + " has a bad index, offset or length");
-      }
-      if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
-      io_lock = std::shared_lock<std::shared_mutex>(f->io_mu);
-      bool need_open;
-      {
-        std::lock_guard<std::mutex> lock(f->mu);
-        need_open = !f->terminal && !f->failed && !f->fd.valid();
-      }
-      if (need_open) {
-        // Open (create) the part file before the payload arrives; the lock is re-taken shared for the
-        // write, which checks again whether the file is still wanted.
-        io_lock.unlock();
-        AcquireOpenSlot();
-        bool used = false;
-        {
-          std::unique_lock<std::shared_mutex> excl(f->io_mu);
-          std::lock_guard<std::mutex> lock(f->mu);
-          if (!f->terminal && !f->failed && !f->fd.valid()) {
-            open_error = OpenPartFile(*f);
-            used = open_error.ok();
-          }
-        }
-        if (!used) ReleaseOpenSlot();
-        io_lock.lock();
-      }
-      return payload_buffer();
+    Incoming in;
+    auto sink = [&](std::span<const std::byte> hb, size_t payload_len) {
+      return AcceptChunk(hb, payload_len, in);
     };
     auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
     if (!r.has_value()) return r.error();
-    if (h.kind == ChunkKind::kEos) return Status::OK();
-    if (drop) continue;
-    if (dp_.pace && h.kind == ChunkKind::kData && !dp_.pace(h.length)) return dp_.CancelStatus();
-    if (h.kind == ChunkKind::kHole) {
-      if (!(h.digest == zero_.Get(h.length))) return Status::Protocol("hole chunk with a non-zero digest");
-      bool replaces;
-      {
-        std::lock_guard<std::mutex> lock(f->mu);
-        replaces = f->state[h.index] != ChunkState::kMissing;
-      }
-      if (replaces) {
-        // The journal listed data here but the source now has a hole: clear the old bytes, or they
-        // would survive under digests that say "zeros".
-        Status hs = ZeroRange(f, h.offset, h.length);
-        if (!hs.ok()) {
-          std::lock_guard<std::mutex> lock(f->mu);
-          if (!f->failed) {
-            f->failed = true;
-            f->error = hs;
-            Enqueue(f);
-          }
-          continue;
-        }
-      }
-      ChunkWritten(f, h.index, h.digest, 0);
-      continue;
-    }
-    dp_.stats->bytes_sent += h.length;  // payload bytes moved over the data channels
-    Digest128 d = Xxh3_128(std::span<const std::byte>(dst.data(), h.length));
-    if (!(d == h.digest)) {
-      io_lock = {};
-      dp_.stats->chunks_corrupt++;
-      bool give_up;
-      {
-        std::lock_guard<std::mutex> lock(f->mu);
-        give_up = ++f->retries[h.index] > opts_.max_chunk_retries;
-      }
-      PORO_LOG(WARNING) << "chunk " << h.index << " of " << Display(f->final_rel) << " failed verification ("
-                        << (give_up ? "giving up" : "asking for it again") << ")";
-      if (give_up) {
-        std::lock_guard<std::mutex> lock(f->mu);
-        f->failed = true;
-        f->error = Status::DataLoss("chunk " + std::to_string(h.index) + " failed verification " +
-                                    std::to_string(opts_.max_chunk_retries + 1) + " times");
-        Enqueue(f);
-        continue;
-      }
-      PORO_RETURN_IF_ERROR(dp_.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk({h.file_id, h.index})));
-      continue;
-    }
-    Status ws = open_error;
-    bool skip = false;
-    {
-      std::lock_guard<std::mutex> lock(f->mu);
-      skip = f->terminal || f->failed || !f->fd.valid();
-    }
-    if (!skip && ws.ok()) {
-      uint32_t len = h.length;
-      if (f->direct && len % io::kDirectAlign) {
-        uint32_t padded =
-            static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
-        std::memset(buf.data() + len, 0, padded - len);
-        len = padded;
-      }
-      // The part file's name, for error messages only (not built for every chunk).
-      auto what = [&] { return PartDisplay(*f); };
-      if (f->direct && !q) {
-        io::IoQueueOptions qo;
-        qo.depth = 4;
-        qo.registered = dp_.pool;
-        auto qr = io::CreateIoQueue(qo);
-        if (qr.has_value())
-          q = std::move(*qr);
-        else
-          ws = qr.error();
-      }
-      if (f->direct && q) {
-        ws = q->SubmitWrite(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), h.index);
-        io::Completion c;
-        if (ws.ok()) {
-          auto n = q->Reap(std::span(&c, 1), 1);
-          if (!n.has_value())
-            ws = n.error();
-          else if (*n != 1)
-            ws = Status::Internal("io_uring write did not complete");
-          else if (c.result < 0)
-            ws = Status::IoError("write " + what(), static_cast<int>(-c.result));
-          else if (static_cast<uint64_t>(c.result) != len)
-            ws = Status::IoError("write " + what(), EIO);
-        }
-      } else if (ws.ok()) {
-        // Buffered destination (tmpfs): a plain pwrite; io_uring would only punt it to a worker thread.
-        std::lock_guard<std::mutex> wl(f->write_mu);
-        ws =
-            io::PwriteFull(f->fd.get(), h.offset, std::span<const std::byte>(buf.data(), len), std::string());
-        if (!ws.ok()) ws = Status::IoError("pwrite " + what(), ws.sys_errno());
-      }
-    }
-    io_lock = {};
-    if (!ws.ok()) {
-      // Disk full or unwritable destination: the file fails, the session goes on.
-      std::lock_guard<std::mutex> lock(f->mu);
-      if (!f->failed) {
-        f->failed = true;
-        f->error = ws;
-        Enqueue(f);
-      }
-      continue;
-    }
-    if (skip) continue;
-    ChunkWritten(f, h.index, d, h.length);
+    if (in.h.kind == ChunkKind::kEos) return Status::OK();
+    if (in.f == nullptr) continue;  // dropped
+    if (dp_.pace && in.h.kind == ChunkKind::kData && !dp_.pace(in.h.length)) return dp_.CancelStatus();
+    PORO_RETURN_IF_ERROR(in.h.kind == ChunkKind::kHole ? StoreHole(in) : StoreData(in, writer));
   }
 }
 
+Result<std::span<std::byte>> Receiver::AcceptChunk(std::span<const std::byte> hb, size_t payload_len,
+                                                   Incoming& in) {
+  PORO_ASSIGN_OR_RETURN(in.h, proto::DecodeChunkHeader(hb));
+  const ChunkHeader& h = in.h;
+  if (h.kind == ChunkKind::kEos || h.kind == ChunkKind::kHole) {
+    if (payload_len != 0) return Status::Protocol("hole or end-of-stream message with a payload");
+  } else if (payload_len != h.length) {
+    return Status::Protocol("chunk payload length differs from its header");
+  }
+  if (h.kind == ChunkKind::kEos) return std::span<std::byte>();
+  PORO_ASSIGN_OR_RETURN(in.f, ChunkFile(h.file_id));
+  if (in.f == nullptr) {
+    // Dropped (e.g. chunks still in flight for a file that failed here, disk full); a payload must still
+    // be read off the stream.
+    if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
+    return PayloadBuffer(in, payload_len);
+  }
+  const RxFile& f = *in.f;
+  uint64_t expect_len = h.index < f.chunks
+                            ? std::min<uint64_t>(opts_.chunk_size, f.entry.size - h.index * opts_.chunk_size)
+                            : 0;
+  if (h.index >= f.chunks || h.offset != h.index * uint64_t(opts_.chunk_size) || h.length != expect_len) {
+    return Status::Protocol("chunk " + std::to_string(h.index) + " of file id " + std::to_string(h.file_id) +
+                            " has a bad index, offset or length");
+  }
+  if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
+  // The part file is created before the payload arrives; the write checks again whether it is wanted.
+  in.open_error = EnsurePartOpen(*in.f);
+  return PayloadBuffer(in, payload_len);
+}
+
+Result<std::shared_ptr<RxFile>> Receiver::ChunkFile(uint64_t file_id) {
+  MutexLock lock(&mu_);
+  auto it = files_.find(file_id);
+  if (it != files_.end()) return it->second;
+  if (file_id == 0 || file_id > max_id_) {
+    return Status::Protocol("chunk for unknown file id " + std::to_string(file_id));
+  }
+  return std::shared_ptr<RxFile>();
+}
+
+Result<std::span<std::byte>> Receiver::PayloadBuffer(Incoming& in, size_t payload_len) {
+  PORO_ASSIGN_OR_RETURN(in.buf, dp_.pool->Acquire());
+  if (in.buf.capacity() < payload_len) return Status::Internal("pool buffer smaller than the chunk size");
+  in.payload = std::span<std::byte>(in.buf.data(), payload_len);
+  return in.buf.span();
+}
+
+Status Receiver::EnsurePartOpen(RxFile& f) {
+  {
+    ReaderMutexLock io(&f.io_mu);
+    MutexLock lock(&f.mu);
+    if (f.terminal || f.failed || f.fd.valid()) return Status::OK();
+  }
+  AcquireOpenSlot();
+  Status s;
+  bool used = false;
+  {
+    WriterMutexLock io(&f.io_mu);
+    MutexLock lock(&f.mu);
+    if (!f.terminal && !f.failed && !f.fd.valid()) {
+      s = OpenPartFile(f);
+      used = s.ok();
+    }
+  }
+  if (!used) ReleaseOpenSlot();
+  return s;
+}
+
+Status Receiver::StoreHole(const Incoming& in) {
+  const ChunkHeader& h = in.h;
+  if (!(h.digest == zero_.Get(h.length))) return Status::Protocol("hole chunk with a non-zero digest");
+  bool replaces;
+  {
+    MutexLock lock(&in.f->mu);
+    replaces = in.f->state[h.index] != ChunkState::kMissing;
+  }
+  if (replaces) {
+    // The journal listed data here but the source now has a hole: clear the old bytes, or they
+    // would survive under digests that say "zeros".
+    Status s = ZeroRange(in.f, h.offset, h.length);
+    if (!s.ok()) {
+      FailFile(in.f, std::move(s));
+      return Status::OK();
+    }
+  }
+  ChunkWritten(in.f, h.index, h.digest, 0);
+  return Status::OK();
+}
+
+Status Receiver::StoreData(Incoming& in, PartWriter& writer) {
+  const ChunkHeader& h = in.h;
+  RxFile& f = *in.f;
+  dp_.stats->bytes_sent += h.length;  // payload bytes moved over the data channels
+  Digest128 d = Xxh3_128(std::span<const std::byte>(in.payload.data(), h.length));
+  if (!(d == h.digest)) return RejectChunk(in);
+  Status s = in.open_error;
+  bool skip;
+  {
+    ReaderMutexLock io(&f.io_mu);  // the file stays open while it is written
+    bool direct;
+    {
+      MutexLock lock(&f.mu);
+      skip = f.terminal || f.failed || !f.fd.valid();
+      direct = f.direct;
+    }
+    if (!skip && s.ok()) s = writer.Write(f, direct, h.offset, h.index, in.buf, h.length);
+  }
+  if (!s.ok()) {
+    FailFile(in.f, std::move(s));
+    return Status::OK();
+  }
+  if (!skip) ChunkWritten(in.f, h.index, d, h.length);
+  return Status::OK();
+}
+
+Status Receiver::RejectChunk(const Incoming& in) {
+  const ChunkHeader& h = in.h;
+  dp_.stats->chunks_corrupt++;
+  bool give_up;
+  {
+    MutexLock lock(&in.f->mu);
+    give_up = ++in.f->retries[h.index] > opts_.max_chunk_retries;
+  }
+  PORO_LOG(WARNING) << "chunk " << h.index << " of " << Display(in.f->final_rel) << " failed verification ("
+                    << (give_up ? "giving up" : "asking for it again") << ")";
+  if (give_up) {
+    FailFile(in.f, Status::DataLoss("chunk " + std::to_string(h.index) + " failed verification " +
+                                    std::to_string(opts_.max_chunk_retries + 1) + " times"));
+    return Status::OK();
+  }
+  return dp_.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk({h.file_id, h.index}));
+}
+
 Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len) {
-  std::unique_lock<std::shared_mutex> excl(f->io_mu);
-  std::lock_guard<std::mutex> lock(f->mu);
+  WriterMutexLock io(&f->io_mu);
+  MutexLock lock(&f->mu);
   if (f->terminal || f->failed) return Status::OK();
   if (!f->fd.valid()) PORO_RETURN_IF_ERROR(OpenPart(*f));
   if (::fallocate(f->fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
@@ -789,7 +856,6 @@ void Receiver::ChannelMain(size_t i) {
 }
 
 Status Receiver::JournalFile(RxFile& f) {
-  // Caller holds f.mu. Make the written chunks durable, then record them.
   std::vector<std::pair<uint64_t, Digest128>> recs;
   for (uint64_t i = 0; i < f.chunks; ++i) {
     if (f.state[i] == ChunkState::kWritten) recs.emplace_back(i, f.digests[i]);
@@ -819,10 +885,9 @@ void Receiver::ClosePart(RxFile& f) {
 }
 
 void Receiver::FinishFile(RxFile& f, const Status& s) {
-  // Caller holds f.mu.
   f.terminal = true;
   ClosePart(f);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // Forgotten once finished (the holders of its shared_ptr keep it alive until they are done), so
   // a session's memory follows the files in flight, not the files in the tree.
   files_.erase(f.entry.id);
@@ -850,9 +915,9 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
   std::vector<Ready> ready;
   for (auto& fp : batch) {
     RxFile& f = *fp;
-    std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
-    std::lock_guard<std::mutex> lock(f.mu);
-    auto cleanup = [&](const Status& s) {
+    WriterMutexLock io(&f.io_mu);
+    MutexLock lock(&f.mu);
+    auto cleanup = [&](const Status& s) PORO_REQUIRES(f.io_mu, f.mu) {
       auto dir = dircache_.Get(f.dir_rel);
       if (dir.has_value() && s.code() != Code::kUnavailable) {
         ::unlinkat((*dir)->fd.get(), PartName(f.name).c_str(), 0);
@@ -906,13 +971,14 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     std::map<dev_t, const Ready*> devices;  // a batch may span mounts inside the export root
     for (const auto& r : ready) devices.emplace(r.dir->dev, &r);
     for (const auto& [dev, r] : devices) {
+      ReaderMutexLock io(&r->f->io_mu);
       if (::syncfs(r->f->fd.get()) != 0) return Status::IoError("syncfs " + Display(r->f->dir_rel), errno);
     }
   } else {
     for (auto it = ready.begin(); it != ready.end();) {
       RxFile& f = *it->f;
-      std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
-      std::lock_guard<std::mutex> lock(f.mu);
+      WriterMutexLock io(&f.io_mu);
+      MutexLock lock(&f.mu);
       if (::fdatasync(f.fd.get()) != 0) {
         Status s = Status::IoError("fdatasync " + PartDisplay(f), errno);
         ::unlinkat(it->dir->fd.get(), PartName(f.name).c_str(), 0);
@@ -927,8 +993,8 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
   std::map<std::string, std::shared_ptr<const DirCache::Dir>> dirs;
   for (auto& r : ready) {
     RxFile& f = *r.f;
-    std::unique_lock<std::shared_mutex> io_lock(f.io_mu);
-    std::lock_guard<std::mutex> lock(f.mu);
+    WriterMutexLock io(&f.io_mu);
+    MutexLock lock(&f.mu);
     std::string part = PartName(f.name);
     unsigned flags = (opts_.existing == ExistingMode::kOverwrite || opts_.sync) ? 0 : RENAME_NOREPLACE;
     Status s;
@@ -966,13 +1032,13 @@ void Receiver::CommitterMain() {
     std::vector<std::shared_ptr<RxFile>> batch;
     bool stop;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      commit_cv_.wait_for(lock, std::chrono::milliseconds(50),
-                          [&] { return !commit_q_.empty() || stop_committer_; });
+      MutexLock lock(&mu_);
+      commit_cv_.WaitFor(&mu_, std::chrono::milliseconds(50),
+                         [&]() PORO_REQUIRES(mu_) { return !commit_q_.empty() || stop_committer_; });
       if (!commit_q_.empty() && commit_q_.size() < commit_batch_ && slot_waiters_ == 0 && !stop_committer_) {
         // Let a batch gather: many small files then share one syncfs, one FILE_DONE and one fsync
         // per directory.
-        commit_cv_.wait_for(lock, kCommitDelay, [&] {
+        commit_cv_.WaitFor(&mu_, kCommitDelay, [&]() PORO_REQUIRES(mu_) {
           return commit_q_.size() >= commit_batch_ || slot_waiters_ > 0 || stop_committer_ || !error_.ok();
         });
       }
@@ -995,24 +1061,26 @@ void Receiver::CommitterMain() {
       last_journal = now;
       std::vector<std::shared_ptr<RxFile>> open;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         for (auto& [id, f] : files_) open.push_back(f);
       }
       for (auto& f : open) {
-        // try_lock: a channel thread may hold this file exclusively while it waits for an open slot,
-        // which only this thread can free.
-        std::shared_lock<std::shared_mutex> io_lock(f->io_mu, std::try_to_lock);
-        if (!io_lock.owns_lock()) continue;
-        std::lock_guard<std::mutex> lock(f->mu);
-        if (f->terminal || f->failed || f->chunks < 2 || f->unjournaled_bytes == 0 || f->missing == 0)
-          continue;
-        Status s = JournalFile(*f);
-        if (!s.ok()) PORO_LOG(WARNING) << "journal: " << s.ToString();
+        // Try only: the committer frees open slots and must not wait behind a file held exclusively
+        // (being opened, or zeroed by ZeroRange); the next pass journals it.
+        if (!f->io_mu.ReaderTryLock()) continue;
+        {
+          MutexLock lock(&f->mu);
+          if (!(f->terminal || f->failed || f->chunks < 2 || f->unjournaled_bytes == 0 || f->missing == 0)) {
+            Status s = JournalFile(*f);
+            if (!s.ok()) PORO_LOG(WARNING) << "journal: " << s.ToString();
+          }
+        }
+        f->io_mu.ReaderUnlock();
       }
     }
     std::vector<proto::FileDone> dones;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       dones.swap(dones_);
     }
     if (!dones.empty()) {
@@ -1057,7 +1125,7 @@ Result<nlohmann::json> Receiver::Run() {
       {  // (the decoders below never throw: no try/catch needed)
         if (!fr.has_value()) {
           {
-            std::lock_guard<std::mutex> lock(mu_);
+            MutexLock lock(&mu_);
             if (summary_sent_) return;  // the session is over: the peer closed, or Run() shut it down
           }
           rs = fr.error();
@@ -1075,7 +1143,7 @@ Result<nlohmann::json> Receiver::Run() {
             case MsgType::kEnd: {
               rs = proto::DecodeEnd(fr->body).status();  // its count is not checked, its form is
               if (!rs.ok()) break;
-              std::lock_guard<std::mutex> lock(mu_);
+              MutexLock lock(&mu_);
               if (end_received_) {
                 rs = Status::Protocol("END repeated");
                 break;
@@ -1110,31 +1178,30 @@ Result<nlohmann::json> Receiver::Run() {
   });
 
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     while (error_.ok() && !Cancelled() && !(end_received_ && terminal_ == entries_)) {
-      done_cv_.wait_for(lock, std::chrono::milliseconds(200));
+      done_cv_.WaitFor(&mu_, std::chrono::milliseconds(200));
     }
     if (Cancelled() && error_.ok()) error_ = dp_.CancelStatus();
     s = error_;
     stop_committer_ = true;
-    commit_cv_.notify_all();
-    slot_cv_.notify_all();  // a channel thread waiting for an open slot sees the error at once
+    commit_cv_.NotifyAll();
+    slot_cv_.NotifyAll();  // a channel thread waiting for an open slot sees the error at once
   }
   committer.join();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (s.ok()) s = error_;
   }
   proto::Summary summary;
   if (s.ok()) s = ApplyDirMetadata();
   if (s.ok()) {
     auto st = dp_.stats->Snapshot();
+    MutexLock lock(&mu_);
     summary = proto::Summary{files_committed_, bytes_committed_,  st.files_skipped, st.bytes_skipped,
                              st.files_failed,  st.chunks_corrupt, st.bytes_resumed};
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      summary_sent_ = true;
-    }
+    summary_sent_ = true;
+    lock.Unlock();
     s = dp_.ctl->Send(MsgType::kSummary, proto::EncodeSummary(summary));
   }
   if (!s.ok()) {
@@ -1148,7 +1215,7 @@ Result<nlohmann::json> Receiver::Run() {
   if (s.ok()) dp_.ctl->Shutdown();
   ctl_reader.join();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (s.ok() && !error_.ok()) s = error_;
   }
   // Partial files stay (with their journals) so the same command resumes; nothing is left under a

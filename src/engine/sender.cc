@@ -7,16 +7,15 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
 
 #include "base/defer.h"
 #include "base/log.h"
+#include "base/mutex.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
 
@@ -75,7 +74,7 @@ class Sender {
   Status Emit(FileEntry e, std::string rel, Status denied = Status::OK());
   Status FlushBatch();
   void CtlReaderMain();
-  Status HandleControl(const proto::ControlFrame& f);
+  Status HandleControl(const proto::ControlFrame& f) PORO_EXCLUDES(mu_);
   void ChannelMain(size_t i);
   Status ReaderLoop();
   Status IssueReads(std::unique_ptr<io::IoQueue>& q);
@@ -87,24 +86,24 @@ class Sender {
               ChunkKind kind = ChunkKind::kData);
   Status OpenSource(SrcFile& f);
   void FailFile(SrcFile& f, const Status& s);
-  void Dispatch(SendItem item);
+  void Dispatch(SendItem item) PORO_EXCLUDES(mu_, sched_mu_);
   // Sends one chunk message on channel i (pace, header, payload from the buffer or the file). Errors:
   // the session's cancel status when the pace wait was cancelled, else the channel's (annotated).
   Status SendOn(size_t i, SendItem& item);
   Status FlushFileEnds();
-  // Under mu_: the receiver has finished with `f` and the reader no longer points at it.
-  bool Forgettable(const SrcFile& f) const {
+  // The receiver has finished with `f` and the reader no longer points at it.
+  bool Forgettable(const SrcFile& f) const PORO_REQUIRES(mu_) {
     return f.done && !f.queued && &f != current_ && &f != resending_ && f.inflight.load() == 0;
   }
-  // Reader thread, under mu_: erases the finished entries the reader pointed at until now.
-  void ReapFinished();
-  // Reader thread, under mu_: current_ still has chunks to read (or, empty, its FILE_END to send).
-  bool CurrentHasWork() const {
+  // Reader thread: erases the finished entries the reader pointed at until now.
+  void ReapFinished() PORO_REQUIRES(mu_);
+  // Reader thread: current_ still has chunks to read (or, empty, its FILE_END to send).
+  bool CurrentHasWork() const PORO_REQUIRES(mu_) {
     if (current_ == nullptr || current_->done) return false;
     if (current_->chunks == 0) return !current_->ended;
     return !current_->failed && current_->next < current_->chunks;
   }
-  void Fail(Status s);
+  void Fail(Status s) PORO_EXCLUDES(mu_, sched_mu_);
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
 
   const ExportRoot& root_;
@@ -113,24 +112,26 @@ class Sender {
   DataPath dp_;
   ZeroDigests zero_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  Status error_;  // first fatal error
-  bool walk_done_ = false;
-  unsigned batches_out_ = 0;                          // FILES batches without PLAN
-  uint64_t entries_sent_ = 0, entries_planned_ = 0;   // counts of FileEntry
-  uint64_t entries_finished_ = 0;                     // planned FAIL/SKIP/DONE, or reported in FILE_DONE
-  std::deque<SrcFile*> work_;                         // planned regular files, in order
-  std::deque<std::pair<uint64_t, uint64_t>> resend_;  // (file id, chunk index)
+  // Lock order: sched_mu_, then mu_ (a channel's wait predicate looks at error_).
+  Mutex mu_ PORO_ACQUIRED_AFTER(sched_mu_);
+  CondVar cv_;
+  Status error_ PORO_GUARDED_BY(mu_);  // first fatal error
+  bool walk_done_ PORO_GUARDED_BY(mu_) = false;
+  unsigned batches_out_ PORO_GUARDED_BY(mu_) = 0;  // FILES batches without PLAN
+  // Counts of FileEntry.
+  uint64_t entries_sent_ PORO_GUARDED_BY(mu_) = 0, entries_planned_ PORO_GUARDED_BY(mu_) = 0;
+  uint64_t entries_finished_ PORO_GUARDED_BY(mu_) = 0;  // planned FAIL/SKIP/DONE, or reported in FILE_DONE
+  std::deque<SrcFile*> work_ PORO_GUARDED_BY(mu_);      // planned regular files, in order
+  std::deque<std::pair<uint64_t, uint64_t>> resend_ PORO_GUARDED_BY(mu_);  // (file id, chunk index)
   // The entries announced and not yet forgotten: an entry is erased once finished (PLAN FAIL/SKIP/
   // DONE, or FILE_DONE once the reader no longer points at it), so the sender holds about
   // announce_ahead entries whatever the size of the tree.
-  std::map<uint64_t, std::unique_ptr<SrcFile>> files_;
-  std::vector<uint64_t> finished_;  // FILE_DONE arrived while the reader pointed at them
-  size_t files_peak_ = 0;           // most entries held at once (logged at the end)
-  bool end_sent_ = false;
-  bool summary_ = false;
-  nlohmann::json summary_json_;
+  std::map<uint64_t, std::unique_ptr<SrcFile>> files_ PORO_GUARDED_BY(mu_);
+  std::vector<uint64_t> finished_ PORO_GUARDED_BY(mu_);  // FILE_DONE arrived while the reader pointed at them
+  size_t files_peak_ PORO_GUARDED_BY(mu_) = 0;           // most entries held at once (logged at the end)
+  bool end_sent_ PORO_GUARDED_BY(mu_) = false;
+  bool summary_ PORO_GUARDED_BY(mu_) = false;
+  nlohmann::json summary_json_ PORO_GUARDED_BY(mu_);
 
   // Walker batch (walker thread only). The first batch is small, so that the receiver can plan and
   // data can flow while the walk goes on; each next one is twice the last, up to files_per_batch.
@@ -148,8 +149,8 @@ class Sender {
   };
   std::unordered_map<uint64_t, ReadOp> reads_;
   uint64_t next_tag_ = 1;
-  SrcFile* current_ = nullptr;    // assigned under mu_
-  SrcFile* resending_ = nullptr;  // assigned under mu_: the file of the re-send being read
+  SrcFile* current_ PORO_GUARDED_BY(mu_) = nullptr;
+  SrcFile* resending_ PORO_GUARDED_BY(mu_) = nullptr;  // the file of the re-send being read
   std::vector<proto::FileEnd> ends_;
   std::vector<std::byte> hash_buf_;  // buffered path: cache-resident piece of the chunk being hashed
   Hasher128 hasher_;
@@ -157,32 +158,33 @@ class Sender {
   // Scheduler.
   // Each channel thread sleeps on its own queue's condition variable, and is woken only when an
   // item arrives while it waits: a small file costs at most one wake-up, not one per channel.
+  // The fields are guarded by Sender::sched_mu_ (the analysis cannot name it from here).
   struct ChannelQueue {
     std::deque<SendItem> items;
     uint64_t queued_bytes = 0;
-    std::condition_variable cv;
+    CondVar cv;
     bool waiting = false;
   };
   static constexpr size_t kMaxQueuedPerChannel = 4;
   static constexpr uint32_t kInlineBytes = 256u << 10;        // Dispatch sends items up to this size itself
   static constexpr std::chrono::microseconds kNearRtt{1000};  // ... when every channel's RTT is below this
   bool send_inline_ = false;
-  size_t rr_ = 0;        // Dispatch: where the search for the least-loaded channel starts
-  std::mutex sched_mu_;  // guards queues_' contents, queued_items_
-  std::condition_variable sched_space_cv_;
-  size_t queued_items_ = 0;
-  std::vector<std::unique_ptr<ChannelQueue>> queues_;
+  size_t rr_ = 0;   // Dispatch (one thread): where the search for the least-loaded channel starts
+  Mutex sched_mu_;  // guards queues_ and their contents, queued_items_
+  CondVar sched_space_cv_;
+  size_t queued_items_ PORO_GUARDED_BY(sched_mu_) = 0;
+  std::vector<std::unique_ptr<ChannelQueue>> queues_ PORO_GUARDED_BY(sched_mu_);
 };
 
 void Sender::Fail(Status s) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (error_.ok()) error_ = std::move(s);
   }
-  cv_.notify_all();
-  std::lock_guard<std::mutex> lock(sched_mu_);
-  for (auto& q : queues_) q->cv.notify_all();
-  sched_space_cv_.notify_all();
+  cv_.NotifyAll();
+  MutexLock lock(&sched_mu_);
+  for (auto& q : queues_) q->cv.NotifyAll();
+  sched_space_cv_.NotifyAll();
 }
 
 Status Sender::Emit(FileEntry e, std::string rel, Status denied) {
@@ -196,7 +198,7 @@ Status Sender::Emit(FileEntry e, std::string rel, Status denied) {
     dp_.stats->bytes_total += e.size;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     files_[e.id] = std::move(f);
     files_peak_ = std::max(files_peak_, files_.size());
   }
@@ -208,11 +210,11 @@ Status Sender::Emit(FileEntry e, std::string rel, Status denied) {
 Status Sender::FlushBatch() {
   if (batch_.empty()) return Status::OK();
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     // The walk stays at most announce_ahead entries ahead of the files that are finished, so the
     // per-file state at both ends is bounded by that, not by the size of the tree.
     const uint64_t window = std::max<uint64_t>(opts_.announce_ahead, batch_.size());
-    cv_.wait(lock, [&] {
+    cv_.Wait(&mu_, [&]() PORO_REQUIRES(mu_) {
       return (batches_out_ < opts_.batches_in_flight &&
               entries_sent_ - entries_finished_ + batch_.size() <= window) ||
              !error_.ok() || Cancelled();
@@ -328,16 +330,16 @@ void Sender::WalkerMain() {
     Fail(s);
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   walk_done_ = true;
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 Status Sender::HandleControl(const proto::ControlFrame& f) {
   switch (f.type) {
     case MsgType::kPlan: {
       PORO_ASSIGN_OR_RETURN(auto plan, proto::DecodePlan(f.body));
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (batches_out_ == 0) return Status::Protocol("PLAN without an outstanding FILES batch");
       batches_out_--;
       for (auto& p : plan) {
@@ -382,12 +384,12 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
         }
         if (forget) files_.erase(it);
       }
-      cv_.notify_all();
+      cv_.NotifyAll();
       return Status::OK();
     }
     case MsgType::kFileDone: {
       PORO_ASSIGN_OR_RETURN(auto dones, proto::DecodeFileDones(f.body));
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       for (const auto& d : dones) {
         auto it = files_.find(d.id);
         if (it == files_.end() || !it->second->planned || it->second->done) {
@@ -412,12 +414,12 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
           finished_.push_back(d.id);
         }
       }
-      cv_.notify_all();  // the walk may announce more (announce_ahead)
+      cv_.NotifyAll();  // the walk may announce more (announce_ahead)
       return Status::OK();
     }
     case MsgType::kBadChunk: {
       PORO_ASSIGN_OR_RETURN(auto bad, proto::DecodeBadChunk(f.body));
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = files_.find(bad.id);
       if (bad.id <= entries_sent_ && (it == files_.end() || it->second->done)) {
         // A chunk of a file the receiver has finished since (it failed the file while the chunk was
@@ -429,15 +431,15 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       }
       dp_.stats->chunks_corrupt++;
       resend_.emplace_back(bad.id, bad.index);
-      cv_.notify_all();
+      cv_.NotifyAll();
       return Status::OK();
     }
     case MsgType::kSummary: {
       PORO_ASSIGN_OR_RETURN(proto::Summary summary, proto::DecodeSummary(f.body));
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       summary_ = true;
       summary_json_ = proto::SummaryToJson(summary);
-      cv_.notify_all();
+      cv_.NotifyAll();
       return Status::OK();
     }
     case MsgType::kError:
@@ -456,7 +458,7 @@ void Sender::CtlReaderMain() {
     auto f = dp_.ctl->Receive();
     if (!f.has_value()) {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         if (summary_) return;  // closed after the summary: normal end
       }
       Status s = f.error();
@@ -470,18 +472,18 @@ void Sender::CtlReaderMain() {
       Fail(s);
       return;
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (summary_) return;
   }
 }
 
 void Sender::Dispatch(SendItem item) {
-  std::unique_lock<std::mutex> lock(sched_mu_);
+  MutexLock lock(&sched_mu_);
   // Bound what waits in the queues: pool buffers bound the io_uring path, this bounds the sendfile path
   // (each item holds its file open).
-  sched_space_cv_.wait(lock, [&] {
+  sched_space_cv_.Wait(&sched_mu_, [&]() PORO_REQUIRES(sched_mu_) {
     if (queued_items_ < kMaxQueuedPerChannel * queues_.size()) return true;
-    std::lock_guard<std::mutex> l2(mu_);
+    MutexLock l2(&mu_);
     return !error_.ok();
   });
   const size_t n = queues_.size();
@@ -497,7 +499,7 @@ void Sender::Dispatch(SendItem item) {
     // instead of waking it (a wake-up costs more than the send). Only this thread dispatches, so
     // nothing is queued to the channel meanwhile and its thread stays asleep. Near peers only: to a
     // far one the send may block on a full socket buffer, and reading would stall with it.
-    lock.unlock();
+    lock.Unlock();
     // Pending FILE_ENDs go first once a few have gathered: the send may block (the receiver
     // drains slowly), and the receiver holds each of those files open until its FILE_END.
     Status s = ends_.size() >= 8 ? FlushFileEnds() : Status::OK();
@@ -508,19 +510,19 @@ void Sender::Dispatch(SendItem item) {
   queued_items_++;
   q.queued_bytes += item.header.length;
   q.items.push_back(std::move(item));
-  if (q.waiting) q.cv.notify_one();
+  if (q.waiting) q.cv.NotifyOne();
 }
 
 void Sender::ChannelMain(size_t i) {
   while (true) {
     SendItem item;
     {
-      std::unique_lock<std::mutex> lock(sched_mu_);
+      MutexLock lock(&sched_mu_);
       ChannelQueue& q = *queues_[i];
       q.waiting = true;
-      q.cv.wait(lock, [&] {
+      q.cv.Wait(&sched_mu_, [&]() PORO_REQUIRES(sched_mu_) {
         if (!q.items.empty()) return true;
-        std::lock_guard<std::mutex> l2(mu_);
+        MutexLock l2(&mu_);
         return !error_.ok();
       });
       q.waiting = false;
@@ -529,7 +531,7 @@ void Sender::ChannelMain(size_t i) {
       q.items.pop_front();
       q.queued_bytes -= item.header.length;
       queued_items_--;
-      sched_space_cv_.notify_one();
+      sched_space_cv_.NotifyOne();
     }
     Status s = SendOn(i, item);
     if (!s.ok()) {
@@ -626,7 +628,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     uint64_t index = 0;
     bool resend = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (!error_.ok()) return error_;
       resending_ = nullptr;  // the previous iteration is done with it (or holds it by `inflight`)
       ReapFinished();
@@ -776,7 +778,7 @@ void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d
 }
 
 void Sender::ReapFinished() {
-  std::erase_if(finished_, [&](uint64_t id) {
+  std::erase_if(finished_, [&](uint64_t id) PORO_REQUIRES(mu_) {
     auto it = files_.find(id);
     if (it == files_.end()) return true;
     if (!Forgettable(*it->second)) return false;
@@ -805,17 +807,18 @@ Status Sender::ReaderLoop() {
       continue;
     }
     PORO_RETURN_IF_ERROR(FlushFileEnds());
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!error_.ok()) return error_;
     bool idle = work_.empty() && resend_.empty() && !CurrentHasWork();
     if (idle && walk_done_ && batches_out_ == 0 && !end_sent_) {
       end_sent_ = true;
-      lock.unlock();
-      PORO_RETURN_IF_ERROR(dp_.ctl->Send(MsgType::kEnd, proto::EncodeEnd(proto::End{entries_sent_})));
+      const proto::End end{entries_sent_};
+      lock.Unlock();
+      PORO_RETURN_IF_ERROR(dp_.ctl->Send(MsgType::kEnd, proto::EncodeEnd(end)));
       continue;
     }
     if (summary_) return Status::OK();
-    cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
+    cv_.WaitFor(&mu_, std::chrono::milliseconds(200), [&]() PORO_REQUIRES(mu_) {
       return !work_.empty() || !resend_.empty() || CurrentHasWork() || summary_ || !error_.ok() ||
              Cancelled() || (walk_done_ && batches_out_ == 0 && !end_sent_);
     });
@@ -825,7 +828,10 @@ Status Sender::ReaderLoop() {
 Result<nlohmann::json> Sender::Run() {
   size_t n = dp_.channels->size();
   if (n == 0) return Status::InvalidArgument("no data channels");
-  for (size_t i = 0; i < n; ++i) queues_.push_back(std::make_unique<ChannelQueue>());
+  {
+    MutexLock lock(&sched_mu_);
+    for (size_t i = 0; i < n; ++i) queues_.push_back(std::make_unique<ChannelQueue>());
+  }
   send_inline_ = true;
   for (const auto& ch : *dp_.channels) {
     auto rtt = ch->rtt();
@@ -842,18 +848,18 @@ Result<nlohmann::json> Sender::Run() {
   Status s = ReaderLoop();
   if (s.ok()) {
     for (size_t i = 0; i < n; ++i) {
-      std::lock_guard<std::mutex> lock(sched_mu_);
+      MutexLock lock(&sched_mu_);
       SendItem eos{ChunkHeader{ChunkKind::kEos, 0, 0, 0, 0, {}}, io::Buffer(), true, nullptr};
       queues_[i]->items.push_back(std::move(eos));
       queued_items_++;
-      queues_[i]->cv.notify_all();
+      queues_[i]->cv.NotifyAll();
     }
   } else {
     Fail(s);
   }
   for (auto& t : chans) t.join();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!error_.ok() && s.ok()) s = error_;
   }
   if (!s.ok()) {
@@ -865,12 +871,13 @@ Result<nlohmann::json> Sender::Run() {
   walker.join();
   ctl.join();
   reads_.clear();
-  PORO_LOG(INFO) << "sender: " << entries_sent_ << " entries announced, at most " << files_peak_
-                 << " held at once";
   {
-    std::lock_guard<std::mutex> lock(sched_mu_);
+    MutexLock lock(&sched_mu_);
     queues_.clear();
   }
+  MutexLock lock(&mu_);
+  PORO_LOG(INFO) << "sender: " << entries_sent_ << " entries announced, at most " << files_peak_
+                 << " held at once";
   if (!s.ok()) return s;
   return summary_json_;
 }

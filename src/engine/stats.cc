@@ -50,12 +50,12 @@ StatsSnapshot TransferStats::Snapshot() const {
 }
 
 void TransferStats::AddFailure(const std::string& path, const std::string& message) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (failures_.size() < 100) failures_.emplace_back(path, message);
 }
 
 std::vector<std::pair<std::string, std::string>> TransferStats::Failures() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return failures_;
 }
 

@@ -4,10 +4,11 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "base/mutex.h"
 
 namespace pororoca::engine {
 
@@ -39,12 +40,12 @@ class TransferStats {
 
   StatsSnapshot Snapshot() const;
   // Per-file failures, kept for status output (first 100).
-  void AddFailure(const std::string& path, const std::string& message);
-  std::vector<std::pair<std::string, std::string>> Failures() const;
+  void AddFailure(const std::string& path, const std::string& message) PORO_EXCLUDES(mu_);
+  std::vector<std::pair<std::string, std::string>> Failures() const PORO_EXCLUDES(mu_);
 
  private:
-  mutable std::mutex mu_;
-  std::vector<std::pair<std::string, std::string>> failures_;
+  mutable Mutex mu_;
+  std::vector<std::pair<std::string, std::string>> failures_ PORO_GUARDED_BY(mu_);
 };
 
 }  // namespace pororoca::engine

@@ -2,9 +2,9 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <vector>
 
+#include "base/mutex.h"
 #include "pororoca/checksum.h"
 
 namespace pororoca::engine {
@@ -12,8 +12,8 @@ namespace pororoca::engine {
 class ZeroDigests {
  public:
   explicit ZeroDigests(uint32_t max_len) : max_len_(max_len) {}
-  Digest128 Get(uint32_t len) {
-    std::lock_guard<std::mutex> lock(mu_);
+  Digest128 Get(uint32_t len) PORO_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     auto it = cache_.find(len);
     if (it != cache_.end()) return it->second;
     if (zeros_.size() < len) zeros_.assign(std::max(len, max_len_), std::byte(0));
@@ -24,9 +24,9 @@ class ZeroDigests {
 
  private:
   uint32_t max_len_;
-  std::mutex mu_;
-  std::vector<std::byte> zeros_;
-  std::map<uint32_t, Digest128> cache_;
+  Mutex mu_;
+  std::vector<std::byte> zeros_ PORO_GUARDED_BY(mu_);
+  std::map<uint32_t, Digest128> cache_ PORO_GUARDED_BY(mu_);
 };
 
 }  // namespace pororoca::engine
