@@ -24,6 +24,7 @@
 #include "engine/journal.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
+#include "io/direct_align.h"
 
 namespace pororoca::engine {
 
@@ -705,8 +706,7 @@ Status Receiver::ChannelLoop(size_t i) {
     if (!skip && ws.ok()) {
       uint32_t len = h.length;
       if (f->direct && len % io::kDirectAlign) {
-        uint32_t padded =
-            static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
+        uint32_t padded = io::RoundUpToDirectAlign(len);
         std::memset(buf.data() + len, 0, padded - len);
         len = padded;
       }
@@ -772,9 +772,7 @@ Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, ui
   std::vector<std::byte> zeros(len);
   // A plain write of zeros (no O_DIRECT alignment issue: chunk offsets and sizes are 4 KiB multiples
   // except at the end of the file, which is written to its full, padded length when direct).
-  uint32_t n = f->direct
-                   ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
-                   : len;
+  uint32_t n = f->direct ? io::RoundUpToDirectAlign(len) : len;
   if (n != len) zeros.resize(n);
   return io::PwriteFull(f->fd.get(), offset, zeros, PartDisplay(*f));
 }
