@@ -18,6 +18,7 @@
 
 #include "base/defer.h"
 #include "base/log.h"
+#include "base/poll.h"
 
 namespace pororoca::api {
 namespace {
@@ -153,19 +154,9 @@ bool ParseHeaderFields(std::string_view block, std::map<std::string, std::string
   return true;
 }
 
-int RemainingMs(Clock::time_point deadline) {
-  auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return static_cast<int>(std::clamp<long long>(left, 0, 1 << 30));
-}
-
-// poll(2) on one fd: >0 ready, 0 timed out, -1 error (errno set). timeout_ms < 0 waits forever.
-int PollOne(int fd, short events, int timeout_ms) {
-  pollfd p{fd, events, 0};
-  int n;
-  do {
-    n = ::poll(&p, 1, timeout_ms);
-  } while (n < 0 && errno == EINTR);
-  return n;
+std::chrono::milliseconds RemainingMs(Clock::time_point deadline) {
+  return std::max(std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()),
+                  std::chrono::milliseconds(0));
 }
 
 // Blocking send of all of `data`; false on error (peer gone, Stop() shut us down).
@@ -593,7 +584,7 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
 
   // Reads more bytes into `buf`; false on EOF, error or idle timeout.
   auto read_more = [&](std::string* buf) {
-    int ready = PollOne(fd, POLLIN, idle_ms);
+    int ready = PollOne(fd, POLLIN, std::chrono::milliseconds(idle_ms));
     if (ready <= 0) return false;
     size_t old = buf->size();
     buf->resize(old + kReadChunk);
@@ -761,7 +752,7 @@ Result<HttpResponse> HttpClient::Request(std::string_view method, std::string_vi
   for (int attempt = 0;; ++attempt) {
     // An idle kept-alive connection the server has closed polls readable (EOF): replace it now
     // rather than find out after writing the request.
-    if (fd_.valid() && reused_ && PollOne(fd_.get(), POLLIN, 0) != 0) fd_.Reset();
+    if (fd_.valid() && reused_ && PollOne(fd_.get(), POLLIN, std::chrono::milliseconds(0)) != 0) fd_.Reset();
     if (!fd_.valid()) {
       PORO_ASSIGN_OR_RETURN(std::unique_ptr<HttpClient> fresh, Connect(socket_path_));
       fd_ = std::move(fresh->fd_);

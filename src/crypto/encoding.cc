@@ -3,6 +3,8 @@
 #include <array>
 #include <cstdint>
 
+#include "base/hex.h"
+
 namespace pororoca::crypto {
 namespace {
 
@@ -44,8 +46,7 @@ std::string Encode(std::string_view in, const char* alphabet, bool pad) {
 std::string Describe(char c) {
   const auto u = static_cast<unsigned char>(c);
   if (u > 0x20 && u < 0x7f) return std::string("'") + c + "'";
-  static const char kHex[] = "0123456789abcdef";
-  return std::string("byte 0x") + kHex[u >> 4] + kHex[u & 15];
+  return "byte 0x" + ::pororoca::HexLower(std::string_view(&c, 1));
 }
 
 Result<std::string> Decode(std::string_view in, const std::array<int8_t, 256>& rev, bool padded,
@@ -100,13 +101,7 @@ Result<std::string> Decode(std::string_view in, const std::array<int8_t, 256>& r
 }  // namespace
 
 std::string HexLower(std::span<const unsigned char> bytes) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s(bytes.size() * 2, '0');
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    s[2 * i] = kHex[bytes[i] >> 4];
-    s[2 * i + 1] = kHex[bytes[i] & 0xf];
-  }
-  return s;
+  return ::pororoca::HexLower(std::as_bytes(bytes));
 }
 
 std::string Base64Encode(std::string_view bytes) { return Encode(bytes, kStd, true); }

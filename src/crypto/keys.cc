@@ -16,18 +16,10 @@
 #include "base/file_util.h"
 #include "base/unique_fd.h"
 #include "crypto/encoding.h"
+#include "crypto/openssl_ptr.h"
 
 namespace pororoca::crypto {
 namespace {
-
-struct BioFree {
-  void operator()(BIO* p) const noexcept { BIO_free(p); }
-};
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
 
 constexpr size_t kMaxPemBytes = 64 * 1024;
 

@@ -22,6 +22,7 @@
 #include "engine/journal.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
+#include "io/direct_align.h"
 
 namespace pororoca::engine {
 
@@ -134,8 +135,7 @@ class PartWriter {
   Status WriteDirect(RxFile& f, uint64_t offset, uint64_t index, io::Buffer& buf, uint32_t len)
       PORO_REQUIRES_SHARED(f.io_mu) {
     if (len % io::kDirectAlign) {
-      uint32_t padded =
-          static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign);
+      uint32_t padded = io::RoundUpToDirectAlign(len);
       std::memset(buf.data() + len, 0, padded - len);
       len = padded;
     }
@@ -839,9 +839,7 @@ Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, ui
   std::vector<std::byte> zeros(len);
   // A plain write of zeros (no O_DIRECT alignment issue: chunk offsets and sizes are 4 KiB multiples
   // except at the end of the file, which is written to its full, padded length when direct).
-  uint32_t n = f->direct
-                   ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
-                   : len;
+  uint32_t n = f->direct ? io::RoundUpToDirectAlign(len) : len;
   if (n != len) zeros.resize(n);
   return io::PwriteFull(f->fd.get(), offset, zeros, PartDisplay(*f));
 }

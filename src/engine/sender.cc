@@ -18,6 +18,7 @@
 #include "base/mutex.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
+#include "io/direct_align.h"
 
 namespace pororoca::engine {
 namespace {
@@ -688,9 +689,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     }
     PORO_ASSIGN_OR_RETURN(io::Buffer buf, dp_.pool->Acquire());
     if (buf.capacity() < len) return Status::Internal("buffer pool buffers are smaller than the chunk size");
-    uint32_t io_len =
-        f->direct ? static_cast<uint32_t>((len + io::kDirectAlign - 1) / io::kDirectAlign * io::kDirectAlign)
-                  : len;
+    uint32_t io_len = f->direct ? io::RoundUpToDirectAlign(len) : len;
     uint64_t tag = next_tag_++;
     if (!q) {  // registering the pool with a ring costs: only done when a direct read needs it
       io::IoQueueOptions qo;

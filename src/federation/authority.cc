@@ -28,11 +28,19 @@ Status MakeDir(const std::string& path) {
   return Status::OK();
 }
 
+// The element of `array` that is an object with the string "id" `id`, or array.end(). Items of
+// another shape (a hand-edited draft) are passed over, never thrown on.
+json::iterator FindIt(json& array, const std::string& id) {
+  return std::find_if(array.begin(), array.end(), [&](const json& item) {
+    if (!item.is_object()) return false;
+    auto f = item.find("id");
+    return f != item.end() && f->is_string() && f->get_ref<const std::string&>() == id;
+  });
+}
+
 json* FindById(json& array, const std::string& id) {
-  for (auto& item : array) {
-    if (item.is_object() && item.value("id", std::string()) == id) return &item;
-  }
-  return nullptr;
+  auto it = FindIt(array, id);
+  return it == array.end() ? nullptr : &*it;
 }
 
 // Validates rules the way a signed manifest will, so a bad rule is refused when it is added.
@@ -199,9 +207,7 @@ Status AddRule(const std::string& dir, const json& rule, const std::string& befo
   if (json* old = FindById(rules, id)) {
     *old = rule;
   } else if (!before.empty()) {
-    auto it = std::find_if(rules.begin(), rules.end(), [&](const json& r) {
-      return r.is_object() && r.value("id", std::string()) == before;
-    });
+    auto it = FindIt(rules, before);
     if (it == rules.end()) return Status::NotFound("no rule '" + before + "' to insert before");
     rules.insert(it, rule);
   } else {
@@ -214,8 +220,7 @@ Status AddRule(const std::string& dir, const json& rule, const std::string& befo
 Status RemoveRule(const std::string& dir, const std::string& id) {
   PORO_ASSIGN_OR_RETURN(json d, LoadDraft(dir));
   json& rules = d["policy"]["rules"];
-  auto it = std::find_if(rules.begin(), rules.end(),
-                         [&](const json& r) { return r.is_object() && r.value("id", std::string()) == id; });
+  auto it = FindIt(rules, id);
   if (it == rules.end()) return Status::NotFound("no rule '" + id + "' in " + DraftFile(dir));
   rules.erase(it);
   return SaveDraft(dir, d);

@@ -8,7 +8,9 @@
 #include <set>
 
 #include "base/file_util.h"
+#include "base/ids.h"
 #include "crypto/encoding.h"
+#include "crypto/openssl_ptr.h"
 #include "pki/pki.h"
 
 namespace pororoca::federation {
@@ -58,14 +60,6 @@ class Fields {
   std::string_view source_;
 };
 
-bool ValidId(std::string_view s) {
-  if (s.empty() || s.size() > 64) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == '-';
-  });
-}
-
 bool ValidPin(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -86,14 +80,12 @@ bool ValidAddress(std::string_view s) {
 
 // Checks that `pem` holds one or more PEM certificates and nothing else.
 Status CheckCertificatesPem(const std::string& pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
-                                                BIO_free);
+  crypto::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return Status::Internal("BIO_new_mem_buf failed");
   int n = 0;
   for (;;) {
-    X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
-    if (cert == nullptr) break;
-    X509_free(cert);
+    crypto::X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (!cert) break;
     ++n;
   }
   crypto::OpenSslErrors();  // the end of input leaves a "no start line" error behind
@@ -137,7 +129,7 @@ Result<std::shared_ptr<const Manifest>> Manifest::FromBody(const json& body, std
   PORO_RETURN_IF_ERROR(top.Known({"federation", "serial", "issued_at", "trust_anchors", "institutions",
                                   "endpoints", "token_issuers", "policy"}));
   PORO_ASSIGN_OR_RETURN(m->federation_, top.String("federation"));
-  if (!ValidId(m->federation_)) return top.Error("federation", "expected 1-64 characters of [A-Za-z0-9._-]");
+  if (!ValidId(m->federation_)) return top.Error("federation", "expected " + std::string(kIdRule));
   auto serial = body.find("serial");
   if (serial == body.end() || !serial->is_number_integer() ||
       (serial->is_number_unsigned() ? serial->get<uint64_t>() == 0 : serial->get<int64_t>() <= 0)) {
@@ -179,7 +171,7 @@ Result<std::shared_ptr<const Manifest>> Manifest::FromBody(const json& body, std
     Institution inst;
     PORO_ASSIGN_OR_RETURN(inst.id, f.String("id"));
     PORO_ASSIGN_OR_RETURN(inst.name, f.String("name", false));
-    if (!ValidId(inst.id)) return f.Error("id", "expected 1-64 characters of [A-Za-z0-9._-]");
+    if (!ValidId(inst.id)) return f.Error("id", "expected " + std::string(kIdRule));
     if (!ids.insert(inst.id).second) return f.Error("id", "duplicate institution id");
     m->institutions_.push_back(std::move(inst));
   }
@@ -196,7 +188,7 @@ Result<std::shared_ptr<const Manifest>> Manifest::FromBody(const json& body, std
     PORO_ASSIGN_OR_RETURN(ep.address, f.String("address"));
     PORO_ASSIGN_OR_RETURN(ep.pin, f.String("pin"));
     PORO_ASSIGN_OR_RETURN(std::string status, f.String("status"));
-    if (!pki::ValidEndpointName(ep.id)) return f.Error("id", "expected 1-64 characters of [A-Za-z0-9._-]");
+    if (!pki::ValidEndpointName(ep.id)) return f.Error("id", "expected " + std::string(kIdRule));
     if (!ids.insert(ep.id).second) return f.Error("id", "duplicate endpoint id");
     if (m->FindInstitution(ep.institution) == nullptr) {
       return f.Error("institution", "'" + ep.institution + "' is not listed under institutions");

@@ -16,31 +16,18 @@
 #include <string_view>
 
 #include "base/defer.h"
+#include "base/ids.h"
 #include "crypto/keys.h"
+#include "crypto/openssl_ptr.h"
 
 namespace pororoca::pki {
 namespace {
 
-struct X509Free {
-  void operator()(X509* p) const noexcept { X509_free(p); }
-};
-struct ReqFree {
-  void operator()(X509_REQ* p) const noexcept { X509_REQ_free(p); }
-};
-struct BioFree {
-  void operator()(BIO* p) const noexcept { BIO_free(p); }
-};
-struct BnFree {
-  void operator()(BIGNUM* p) const noexcept { BN_free(p); }
-};
-struct ExtFree {
-  void operator()(X509_EXTENSION* p) const noexcept { X509_EXTENSION_free(p); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using ReqPtr = std::unique_ptr<X509_REQ, ReqFree>;
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using BnPtr = std::unique_ptr<BIGNUM, BnFree>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, ExtFree>;
+using crypto::BioPtr;
+using crypto::BnPtr;
+using crypto::X509Ptr;
+using ReqPtr = crypto::X509ReqPtr;
+using ExtPtr = crypto::X509ExtPtr;
 
 constexpr int64_t kSecondsPerDay = 86400;
 
@@ -145,8 +132,7 @@ Result<X509Ptr> NewCert(const std::string& cn, EVP_PKEY* subject_key, const X509
 
 Status CheckEndpointName(const std::string& endpoint_name) {
   if (ValidEndpointName(endpoint_name)) return Status::OK();
-  return Status::InvalidArgument("endpoint name '" + endpoint_name +
-                                 "' must be 1..64 characters of [A-Za-z0-9._-]");
+  return Status::InvalidArgument("endpoint name '" + endpoint_name + "' must be " + std::string(kIdRule));
 }
 
 Status CheckIssueArgs(const std::string& endpoint_name, int days, const IssueOptions& opts) {
@@ -196,15 +182,7 @@ Result<std::string> EndpointCertPem(const Authority& ca, const std::string& endp
 
 }  // namespace
 
-bool ValidEndpointName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+bool ValidEndpointName(const std::string& name) { return ValidId(name); }
 
 Status CreateAuthority(const std::string& dir, const std::string& name, int days) {
   if (name.empty() || name.size() > 64) return Status::InvalidArgument("CA name must be 1..64 characters");

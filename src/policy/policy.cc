@@ -7,6 +7,8 @@
 #include <optional>
 #include <unordered_map>
 
+#include "base/ids.h"
+#include "base/path.h"
 #include "policy/text.h"
 
 namespace pororoca::policy {
@@ -25,15 +27,6 @@ constexpr uint8_t kAllDays = 0x7f;
 // many pairs; a longer product is indexed by source and the destination checked per request.
 constexpr size_t kMaxIndexedPairs = 256;
 constexpr uint32_t kUnknownInstitution = UINT32_MAX;
-constexpr std::string_view kIdRule = "1-64 characters of [A-Za-z0-9._-]";
-
-bool ValidId(std::string_view s) {
-  if (s.empty() || s.size() > 64) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == '-';
-  });
-}
 
 // Calls f(component) for each "/"-separated component of `path`, empty ones included.
 template <class F>
@@ -69,12 +62,6 @@ bool CanonicalPath(std::string_view in, std::string* buf, std::string_view* out)
   if (buf->empty()) *buf = "/";
   *out = *buf;
   return true;
-}
-
-// Both canonical. "/data" contains /data and /data/x but not /database; "/" contains everything.
-bool PathUnder(std::string_view path, std::string_view prefix) {
-  if (prefix == "/") return true;
-  return path.starts_with(prefix) && (path.size() == prefix.size() || path[prefix.size()] == '/');
 }
 
 std::string Join(const std::vector<std::string>& parts, std::string_view sep) {
@@ -200,7 +187,7 @@ bool InstitutionsMatch(const Rule& r, const Context& c) {
 bool PathsMatch(const std::vector<std::string>& prefixes, std::string_view path) {
   if (prefixes.empty()) return true;
   return std::any_of(prefixes.begin(), prefixes.end(),
-                     [&](const std::string& p) { return PathUnder(path, p); });
+                     [&](const std::string& p) { return PathIsUnder(path, p); });
 }
 
 bool ClassificationMatches(const Rule& r, std::string_view label) {
@@ -285,10 +272,9 @@ class RuleParser {
       } else if (key == "destination") {
         PORO_RETURN_IF_ERROR(Institutions(key, v, &rule_.any_destination, &rule_.destinations));
       } else if (key == "direction") {
-        if (v == "push") {
-          rule_.direction = Direction::kPush;
-        } else if (v == "pull") {
-          rule_.direction = Direction::kPull;
+        auto d = v.is_string() ? ParseDirection(v.get_ref<const std::string&>()) : std::nullopt;
+        if (d) {
+          rule_.direction = *d;
         } else if (v != "any") {
           return Fail(key, "expected \"push\", \"pull\" or \"any\"");
         }
@@ -461,6 +447,13 @@ class RuleParser {
 }  // namespace
 
 std::string_view DirectionName(Direction d) { return d == Direction::kPull ? "pull" : "push"; }
+
+std::optional<Direction> ParseDirection(std::string_view name) {
+  for (Direction d : {Direction::kPush, Direction::kPull}) {
+    if (name == DirectionName(d)) return d;
+  }
+  return std::nullopt;
+}
 
 struct Policy::Compiled {
   std::vector<Rule> rules;
@@ -650,7 +643,7 @@ std::string Classifier::LabelFor(std::string_view path) const {
   std::string_view canon;
   if (!CanonicalPath(path, &buf, &canon)) return std::string(kUnclassified);
   for (const auto& [prefix, label] : entries_) {
-    if (PathUnder(canon, prefix)) return label;
+    if (PathIsUnder(canon, prefix)) return label;
   }
   return std::string(kUnclassified);
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,7 +32,10 @@ namespace pororoca::policy {
 // push: the source's daemon initiated the transfer; pull: the destination's did.
 enum class Direction : uint8_t { kPush, kPull };
 
-std::string_view DirectionName(Direction d);  // "push", "pull"
+// The one spelling of a direction, on the wire, in records and in policy rules: "push", "pull".
+std::string_view DirectionName(Direction d);
+// The direction DirectionName spells `name`; nullopt for anything else.
+std::optional<Direction> ParseDirection(std::string_view name);
 
 // The label of data that no classifier prefix covers, and of a request with an empty label.
 inline constexpr std::string_view kUnclassified = "unclassified";

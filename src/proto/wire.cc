@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/coding.h"
+#include "base/hex.h"
 #include "proto/codec.h"
 
 namespace pororoca::proto {
@@ -340,16 +341,7 @@ Result<std::pair<uint8_t, Mac>> DecodeBindReply(std::span<const std::byte> in) {
 
 bool MacEqual(const Mac& a, const Mac& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }
 
-std::string HexEncode(std::span<const std::byte> b) {
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  s.reserve(b.size() * 2);
-  for (std::byte x : b) {
-    s.push_back(kHex[std::to_integer<int>(x) >> 4]);
-    s.push_back(kHex[std::to_integer<int>(x) & 15]);
-  }
-  return s;
-}
+std::string HexEncode(std::span<const std::byte> b) { return HexLower(b); }
 
 Result<std::vector<std::byte>> HexDecode(std::string_view s) {
   if (s.size() % 2) return Status::InvalidArgument("odd-length hex string");

@@ -1,15 +1,15 @@
 #include <algorithm>
-#include <vector>
 
+#include "base/path.h"
 #include "token/printable.h"
 #include "token/token.h"
 
 namespace pororoca::token {
 namespace {
 
-// The components of an absolute path ("/" has none; one trailing '/' is ignored), or why it is
-// not an acceptable one.
-Result<std::vector<std::string_view>> Components(std::string_view path) {
+// The canonical form of an absolute path (one trailing '/' dropped), or why it is not an acceptable
+// one.
+Result<std::string_view> Canonical(std::string_view path) {
   if (path.empty()) return Status::InvalidArgument("empty path");
   if (path.front() != '/') return Status::InvalidArgument("path '" + Printable(path) + "' is not absolute");
   if (path.find('\0') != std::string_view::npos) {
@@ -19,7 +19,6 @@ Result<std::vector<std::string_view>> Components(std::string_view path) {
     return Status::InvalidArgument("path '" + Printable(path) + "' has an empty component");
   }
   if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
-  std::vector<std::string_view> out;
   size_t pos = 1;
   while (path.size() > 1 && pos <= path.size()) {
     const size_t slash = std::min(path.find('/', pos), path.size());
@@ -27,19 +26,9 @@ Result<std::vector<std::string_view>> Components(std::string_view path) {
     if (c == "." || c == "..") {
       return Status::InvalidArgument("path '" + Printable(path) + "' has a '.' or '..' component");
     }
-    out.push_back(c);
     pos = slash + 1;
   }
-  return out;
-}
-
-// True if `scope` names the same components as the start of `path`.
-bool Covers(const std::vector<std::string_view>& scope, const std::vector<std::string_view>& path) {
-  if (scope.size() > path.size()) return false;
-  for (size_t i = 0; i < scope.size(); ++i) {
-    if (scope[i] != path[i]) return false;
-  }
-  return true;
+  return path;
 }
 
 bool Grants(std::string_view scope_name, Action action) {
@@ -63,14 +52,14 @@ std::string_view ActionScope(Action action) {
 }
 
 Status CheckScope(const Claims& claims, Action action, std::string_view path) {
-  PORO_ASSIGN_OR_RETURN(std::vector<std::string_view> want, Components(path));
+  PORO_ASSIGN_OR_RETURN(std::string_view want, Canonical(path));
   std::string listed;
   for (const std::string& scope : claims.scopes) {
     listed += (listed.empty() ? "" : " ") + scope;
     const size_t colon = scope.find(':');
     if (colon == std::string::npos || !Grants(std::string_view(scope).substr(0, colon), action)) continue;
-    auto have = Components(std::string_view(scope).substr(colon + 1));
-    if (have.ok() && Covers(*have, want)) return Status::OK();
+    auto have = Canonical(std::string_view(scope).substr(colon + 1));
+    if (have.ok() && PathIsUnder(want, *have)) return Status::OK();
   }
   return Status::PermissionDenied("token grants no " + std::string(ActionScope(action)) + " for " +
                                   Printable(path) +

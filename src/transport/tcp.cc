@@ -19,6 +19,7 @@
 
 #include "base/coding.h"
 #include "base/log.h"
+#include "base/poll.h"
 
 namespace pororoca::transport {
 namespace {
@@ -33,23 +34,6 @@ Status NetError(std::string_view context, int err) {
   Status s = Status::IoError(context, err);
   s.WithSide(Side::kNetwork);
   return s;
-}
-
-// poll(2) one fd; timeout 0 = forever. Returns 1 when ready, 0 on timeout, -1 with errno on error.
-int PollOne(int fd, short events, std::chrono::milliseconds timeout) {
-  const bool forever = timeout.count() <= 0;
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    int wait_ms = -1;
-    if (!forever) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      wait_ms = int(std::clamp<int64_t>(left, 0, std::numeric_limits<int>::max()));
-    }
-    pollfd p{fd, events, 0};
-    int rc = ::poll(&p, 1, wait_ms);
-    if (rc < 0 && errno == EINTR) continue;
-    return rc;
-  }
 }
 
 struct AddrInfoFree {
@@ -113,7 +97,7 @@ ssize_t RecvWait(int fd, void* buf, size_t len, int flags, const TransportOption
         errno = ETIMEDOUT;
         return -1;
       }
-      int rc = PollOne(fd, POLLIN, opts.idle_timeout);
+      int rc = PollOne(fd, POLLIN, timed ? opts.idle_timeout : std::chrono::milliseconds(-1));
       if (rc < 0) return -1;
       last_try = rc == 0;
       continue;
@@ -267,7 +251,7 @@ Result<UniqueFd> TcpConnect(const std::string& host, uint16_t port, std::chrono:
       continue;
     }
     if (rc < 0) {
-      std::chrono::milliseconds left{0};
+      std::chrono::milliseconds left{-1};  // no limit
       if (timed) {
         left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
         if (left.count() <= 0) left = std::chrono::milliseconds(1);

@@ -23,19 +23,14 @@
 #include <vector>
 
 #include "base/unique_fd.h"
+#include "crypto/openssl_ptr.h"
 #include "pororoca/status.h"
 #include "pororoca/transport.h"
 
 namespace pororoca::transport {
 
-struct SslCtxFree {
-  void operator()(SSL_CTX* p) const noexcept { SSL_CTX_free(p); }
-};
-struct SslFree {
-  void operator()(SSL* p) const noexcept { SSL_free(p); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
-using SslPtr = std::unique_ptr<SSL, SslFree>;
+using SslCtxPtr = crypto::OpenSslPtr<SSL_CTX, SSL_CTX_free>;
+using SslPtr = crypto::OpenSslPtr<SSL, SSL_free>;
 
 struct TlsConfig {
   std::string ca_file;    // PEM CA certificate(s); the only trust anchors

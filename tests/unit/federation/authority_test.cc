@@ -146,5 +146,23 @@ TEST_CASE("policy edits are validated, ordered and removable") {
   CHECK_FALSE(SetRules(dir, json::object()).ok());
 }
 
+TEST_CASE("a hand-edited draft whose items have a non-string id is passed over, not thrown on") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  auto d = LoadDraft(dir);
+  REQUIRE(d.has_value());
+  (*d)["institutions"] = json::array({json{{"id", 5}}, json{{"name", "no id"}}, "not an object"});
+  (*d)["policy"]["rules"] = json::array({json{{"id", 7}, {"effect", "allow"}}});
+  REQUIRE(SaveDraft(dir, *d).ok());
+  CHECK(AddInstitution(dir, "lncc", "").ok());
+  CHECK(RemoveRule(dir, "r1").code() == Code::kNotFound);
+  CHECK(AddRule(dir, json{{"id", "r1"}, {"effect", "allow"}}, "7").code() == Code::kNotFound);
+  auto after = LoadDraft(dir);
+  REQUIRE(after.has_value());
+  CHECK((*after)["institutions"].size() == 4);
+  CHECK((*after)["institutions"][3]["id"] == "lncc");
+}
+
 }  // namespace
 }  // namespace pororoca::federation

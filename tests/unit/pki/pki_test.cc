@@ -14,6 +14,7 @@
 #include "base/file_util.h"
 #include "crypto/encoding.h"
 #include "crypto/keys.h"
+#include "crypto/openssl_ptr.h"
 #include "support/temp_dir.h"
 
 namespace pororoca::pki {
@@ -28,16 +29,12 @@ std::string Slurp(const std::string& path) {
   return *text;
 }
 
-struct X509Free {
-  void operator()(X509* p) const noexcept { X509_free(p); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Free>;
+using crypto::X509Ptr;
 
 X509Ptr ReadCert(const std::string& path) {
-  BIO* bio = BIO_new_file(path.c_str(), "r");
-  REQUIRE(bio != nullptr);
-  X509Ptr cert(PEM_read_bio_X509(bio, nullptr, nullptr, nullptr));
-  BIO_free(bio);
+  crypto::BioPtr bio(BIO_new_file(path.c_str(), "r"));
+  REQUIRE(bio);
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   REQUIRE(cert);
   return cert;
 }

@@ -51,6 +51,19 @@ bool AllowedAt(const Policy& p, Day day, int hh, int mm) {
 }  // namespace
 
 TEST_SUITE("policy.policy") {
+  TEST_CASE("a direction's name parses back to that direction, and nothing else parses") {
+    for (Direction d : {Direction::kPush, Direction::kPull}) {
+      auto back = ParseDirection(DirectionName(d));
+      REQUIRE(back.has_value());
+      CHECK(*back == d);
+    }
+    CHECK(DirectionName(Direction::kPush) == "push");
+    CHECK(DirectionName(Direction::kPull) == "pull");
+    CHECK_FALSE(ParseDirection("any").has_value());
+    CHECK_FALSE(ParseDirection("Push").has_value());
+    CHECK_FALSE(ParseDirection("").has_value());
+  }
+
   TEST_CASE("an empty policy denies by default and says what it denied") {
     Policy p;
     CHECK(p.size() == 0);
