@@ -7,6 +7,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/path.h"
 #include "controlplane/client.h"
 #include "token/token.h"
 
@@ -368,7 +369,7 @@ policy::Decision Federation::Decide(const policy::Request& r, const json& extra,
   rec["reason"] = d.reason;
   rec["source_institution"] = r.source_institution;
   rec["destination_institution"] = r.destination_institution;
-  rec["direction"] = r.direction == policy::Direction::kPush ? "push" : "pull";
+  rec["direction"] = std::string(policy::DirectionName(r.direction));
   rec["source"] = r.source_path;
   rec["destination"] = r.destination_path;
   rec["classification"] = r.classification;
@@ -453,10 +454,7 @@ Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
   if (a.sending) {
     for (const auto& cl : config_.classifications) {
       const std::string& root = a.local_path;
-      bool below = root == "/" ? cl.path != "/"
-                               : cl.path.size() > root.size() && cl.path.compare(0, root.size(), root) == 0 &&
-                                     cl.path[root.size()] == '/';
-      if (!below) continue;
+      if (cl.path == root || !PathIsUnder(cl.path, root)) continue;  // strictly below the root
       policy::Request sub = r;
       sub.source_path = cl.path;
       sub.classification = LabelFor(cl.path);

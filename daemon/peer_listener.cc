@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "base/poll.h"
 #include "transport/tcp.h"
 
 namespace pororoca::daemon {
@@ -48,10 +49,7 @@ void PeerListener::AcceptLoop() {
 void PeerListener::Serve(UniqueFd fd) {
   const std::string addr = transport::PeerAddress(fd.get());
   // One port for both kinds of connection: a data connection starts with "PORD", TLS with 0x16.
-  struct pollfd p {
-    fd.get(), POLLIN, 0
-  };
-  if (::poll(&p, 1, 10000) <= 0) {
+  if (PollOne(fd.get(), POLLIN, std::chrono::milliseconds(10000)) <= 0) {
     PORO_LOG(WARNING) << "peer " << addr << " sent nothing within 10 s";
     return;
   }

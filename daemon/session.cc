@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/poll.h"
 #include "pororoca/config.h"
 #include "transport/tcp.h"
 
@@ -302,10 +303,7 @@ Status SessionRunner::AwaitDataChannels(Session& s) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   bool control_readable = false;
   auto give_up = [&] {
-    struct pollfd p {
-      s.tls->fd(), POLLIN, 0
-    };
-    control_readable = ::poll(&p, 1, 0) > 0;
+    control_readable = PollOne(s.tls->fd(), POLLIN, std::chrono::milliseconds(0)) > 0;
     return control_readable || d_.stopping->load();
   };
   if (d_.binds->WaitBound(*s.bind, until, std::chrono::milliseconds(100), give_up)) {

@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 
+#include "proto/messages.h"
 #include "proto/wire.h"
 
 namespace pororoca::daemon {
@@ -87,7 +88,9 @@ class RecordWriter final : public RecordVisitor {
   void Field(const char* n, std::vector<std::pair<std::string, std::string>>& v) override {
     out[n] = FailuresJson(v);
   }
-  void Direction(const char* n, bool& push) override { out[n] = push ? "push" : "pull"; }
+  void Direction(const char* n, bool& push) override {
+    out[n] = proto::DirectionName(push ? proto::Direction::kPush : proto::Direction::kPull);
+  }
 };
 
 class RecordReader final : public RecordVisitor {
@@ -141,8 +144,9 @@ class RecordReader final : public RecordVisitor {
     std::string d;
     Field(n, d);
     if (d.empty()) return;
-    if (d != "push" && d != "pull") return Fail(n, "must be push or pull");
-    push = d == "push";
+    auto dir = proto::ParseDirection(d);
+    if (!dir.has_value()) return Fail(n, "must be push or pull");
+    push = *dir == proto::Direction::kPush;
   }
 
  private:

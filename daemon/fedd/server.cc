@@ -23,7 +23,9 @@
 #include "audit/accounting.h"
 #include "audit/audit_log.h"
 #include "base/file_util.h"
+#include "base/hex.h"
 #include "base/log.h"
+#include "crypto/openssl_ptr.h"
 #include "pki/pki.h"
 #include "pororoca/config.h"
 #include "transport/tcp.h"
@@ -70,12 +72,7 @@ std::string Sha256Hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   if (EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr) != 1) return "";
-  static const char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < n; ++i) {
-    hex += kHex[md[i] >> 4];
-    hex += kHex[md[i] & 0xf];
-  }
+  std::string hex = HexLower(std::as_bytes(std::span(md, n)));
   return hex;
 }
 
@@ -123,11 +120,10 @@ class ManifestCache {
 
 // The verified client certificate's CN; "" if there is none or it is unusable.
 std::string ClientCn(const httplib::Request& req) {
-  X509* cert = req.ssl ? SSL_get1_peer_certificate(req.ssl) : nullptr;
+  crypto::X509Ptr cert(req.ssl ? SSL_get1_peer_certificate(req.ssl) : nullptr);
   if (cert == nullptr) return "";
   char buf[256];
-  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf);
-  X509_free(cert);
+  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, buf, sizeof buf);
   return n > 0 && size_t(n) == ::strnlen(buf, sizeof buf) ? std::string(buf, size_t(n)) : std::string();
 }
 

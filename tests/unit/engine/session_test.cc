@@ -348,303 +348,304 @@ TEST_SUITE("engine: sender and the receiver's control messages") {
       CHECK(*r == proto::SummaryToJson(sent));
     }
   }
+}
 
-  // One receiver session in a background thread, writing below <root>/in; the test plays the sender.
-  class ReceiverRun {
-   public:
-    static constexpr uint32_t kChunk = 64 << 10;
+// One receiver session in a background thread, writing below <root>/in; the test plays the sender.
+class ReceiverRun {
+ public:
+  static constexpr uint32_t kChunk = 64 << 10;
 
-    explicit ReceiverRun(const std::string& root_path) {
-      auto root = ExportRoot::Create(root_path);
-      REQUIRE(root.has_value());
-      root_ = std::make_unique<ExportRoot>(std::move(*root));
-      auto [ca, cb] = ConnectedTcpPair();
-      receiver_ctl_ = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(ca)));
-      ctl = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(cb)));
-      auto [da, db] = ConnectedTcpPair();
-      channels_.push_back(transport::MakeTcpMessageChannel(std::move(da)));
-      data = transport::MakeTcpMessageChannel(std::move(db));
-      auto pool = io::BufferPool::Create(kChunk, 8);
-      REQUIRE(pool.has_value());
-      pool_ = std::move(*pool);
-      opts_.chunk_size = kChunk;
-      DataPath dp;
-      dp.ctl = receiver_ctl_.get();
-      dp.channels = &channels_;
-      dp.pool = pool_.get();
-      dp.stats = &stats;
-      dp.cancel = &cancel_;
-      thread_ = std::thread([this, dp] { result_ = RunReceiver(*root_, "in", opts_, dp); });
-    }
-    ~ReceiverRun() {
-      if (thread_.joinable()) {
-        cancel_ = true;
-        ctl->Shutdown();
-        data->Shutdown();
-        thread_.join();
-      }
-    }
-
-    Result<nlohmann::json> Join() {
-      thread_.join();
-      return std::move(result_);
-    }
-    proto::ControlFrame Next() {
-      while (true) {
-        auto f = ctl->Receive();
-        REQUIRE_MESSAGE(f.has_value(), f.error().ToString());
-        if (f->type != MsgType::kKeepalive) return std::move(*f);
-      }
-    }
-    proto::ControlFrame Expect(MsgType type) {
-      proto::ControlFrame f = Next();
-      REQUIRE(int(f.type) == int(type));
-      return f;
-    }
-    std::vector<proto::PlanEntry> Files(const std::vector<proto::FileEntry>& files) {
-      REQUIRE(ctl->Send(MsgType::kFiles, proto::EncodeFiles(files)).ok());
-      auto plan = proto::DecodePlan(Expect(MsgType::kPlan).body);
-      REQUIRE(plan.has_value());
-      return std::move(*plan);
-    }
-    void Chunk(uint64_t id, uint64_t index, std::span<const std::byte> payload, const Digest128& digest) {
-      proto::ChunkHeader h{
-          proto::ChunkKind::kData, id, index, index * kChunk, static_cast<uint32_t>(payload.size()), digest};
-      std::array<std::byte, proto::kChunkHeaderSize> hdr;
-      proto::EncodeChunkHeader(h, hdr);
-      REQUIRE(data->Send(hdr, payload, {}).ok());
-    }
-    void FileEnd(const proto::FileEnd& end) {
-      REQUIRE(ctl->Send(MsgType::kFileEnd, proto::EncodeFileEnds({end})).ok());
-    }
-    // END, then the FILE_DONE messages up to SUMMARY, then end-of-stream on the data channel.
-    std::vector<proto::FileDone> Finish(uint64_t entries) {
-      REQUIRE(ctl->Send(MsgType::kEnd, proto::EncodeEnd(proto::End{entries})).ok());
-      std::vector<proto::FileDone> dones;
-      while (true) {
-        proto::ControlFrame f = Next();
-        if (f.type == MsgType::kSummary) break;
-        REQUIRE(int(f.type) == int(MsgType::kFileDone));
-        auto d = proto::DecodeFileDones(f.body);
-        REQUIRE(d.has_value());
-        dones.insert(dones.end(), d->begin(), d->end());
-      }
-      proto::ChunkHeader eos{proto::ChunkKind::kEos, 0, 0, 0, 0, {}};
-      std::array<std::byte, proto::kChunkHeaderSize> hdr;
-      proto::EncodeChunkHeader(eos, hdr);
-      REQUIRE(data->Send(hdr, {}, {}).ok());
-      return dones;
-    }
-
-    std::unique_ptr<ControlChannel> ctl;              // the sender's end
-    std::unique_ptr<transport::MessageChannel> data;  // the sender's end of the one data channel
-    TransferStats stats;
-
-   private:
-    std::unique_ptr<ExportRoot> root_;
-    std::unique_ptr<ControlChannel> receiver_ctl_;
-    std::vector<std::unique_ptr<transport::MessageChannel>> channels_;
-    std::unique_ptr<io::BufferPool> pool_;
-    EngineOptions opts_;
-    std::atomic<bool> cancel_{false};
-    Result<nlohmann::json> result_ = Status::Internal("not run");
-    std::thread thread_;
-  };
-
-  // A directory for one test case under `parent` (removed at scope exit); empty path() if it cannot be
-  // made there.
-  class ScratchDir {
-   public:
-    explicit ScratchDir(const std::string& parent) {
-      std::string tmpl = parent + "/poro_test_XXXXXX";
-      if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-    }
-    ~ScratchDir() {
-      std::error_code ec;
-      if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-    }
-    const std::string& path() const { return path_; }
-
-   private:
-    std::string path_;
-  };
-
-  bool IsTmpfs(const std::string& path) {
-    struct statfs sfs {};
-    return ::statfs(path.c_str(), &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
+  explicit ReceiverRun(const std::string& root_path) {
+    auto root = ExportRoot::Create(root_path);
+    REQUIRE(root.has_value());
+    root_ = std::make_unique<ExportRoot>(std::move(*root));
+    auto [ca, cb] = ConnectedTcpPair();
+    receiver_ctl_ = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(ca)));
+    ctl = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(cb)));
+    auto [da, db] = ConnectedTcpPair();
+    channels_.push_back(transport::MakeTcpMessageChannel(std::move(da)));
+    data = transport::MakeTcpMessageChannel(std::move(db));
+    auto pool = io::BufferPool::Create(kChunk, 8);
+    REQUIRE(pool.has_value());
+    pool_ = std::move(*pool);
+    opts_.chunk_size = kChunk;
+    DataPath dp;
+    dp.ctl = receiver_ctl_.get();
+    dp.channels = &channels_;
+    dp.pool = pool_.get();
+    dp.stats = &stats;
+    dp.cancel = &cancel_;
+    thread_ = std::thread([this, dp] { result_ = RunReceiver(*root_, "in", opts_, dp); });
   }
-
-  // The names in `dir` that start with ".poro-" (part files, journals).
-  std::vector<std::string> Leftovers(const std::string& dir) {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-      std::string n = e.path().filename().string();
-      if (n.rfind(".poro-", 0) == 0) out.push_back(n);
-    }
-    return out;
-  }
-
-  TEST_SUITE("engine: receiver") {
-    TEST_CASE(
-        "a file announced below a symbolic link of the same transfer is refused, not written where the link "
-        "leads") {
-      test::TempDir tmp;
-      REQUIRE(::mkdir((tmp / "outside").c_str(), 0755) == 0);
-      auto root = ExportRoot::Create(tmp.path());
-      REQUIRE(root.has_value());
-      auto [ca, cb] = ConnectedTcpPair();
-      ControlChannel receiver_ctl(std::make_unique<transport::TcpStream>(std::move(ca)));
-      ControlChannel ctl(std::make_unique<transport::TcpStream>(std::move(cb)));  // the scripted sender
-      auto [da, db] = ConnectedTcpPair();
-      std::vector<std::unique_ptr<transport::MessageChannel>> channels;
-      channels.push_back(transport::MakeTcpMessageChannel(std::move(da)));
-      auto data = transport::MakeTcpMessageChannel(std::move(db));
-      auto pool = io::BufferPool::Create(64 << 10, 4);
-      REQUIRE(pool.has_value());
-      TransferStats stats;
-      std::atomic<bool> cancel{false};
-      EngineOptions opts;
-      opts.chunk_size = 64 << 10;
-      DataPath dp;
-      dp.ctl = &receiver_ctl;
-      dp.channels = &channels;
-      dp.pool = pool->get();
-      dp.stats = &stats;
-      dp.cancel = &cancel;
-      Result<nlohmann::json> result = Status::Internal("not run");
-      std::thread t([&] { result = RunReceiver(*root, "in", opts, dp); });
-
-      std::vector<proto::FileEntry> files(3);
-      files[0] = proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""};
-      files[1] = proto::FileEntry{2, proto::EntryType::kSymlink, "a", 0, 0777, 0, "../outside"};
-      files[2] = proto::FileEntry{3, proto::EntryType::kFile, "a/x", 10, 0644, 0, ""};
-      REQUIRE(ctl.Send(MsgType::kFiles, proto::EncodeFiles(files)).ok());
-      auto f = ctl.Receive();
-      REQUIRE_MESSAGE(f.has_value(), f.error().ToString());
-      REQUIRE(int(f->type) == int(MsgType::kPlan));
-      auto plan = proto::DecodePlan(f->body);
-      REQUIRE(plan.has_value());
-      REQUIRE(plan->size() == 3);
-      CHECK(int((*plan)[1].action) == int(proto::PlanAction::kDone));  // the link itself is made
-      CHECK(int((*plan)[2].action) == int(proto::PlanAction::kFail));
-      CHECK((*plan)[2].message.find("symbolic link sent in this transfer") != std::string::npos);
-
-      cancel = true;
-      ctl.Shutdown();
+  ~ReceiverRun() {
+    if (thread_.joinable()) {
+      cancel_ = true;
+      ctl->Shutdown();
       data->Shutdown();
-      t.join();
-      CHECK_FALSE(result.has_value());  // cancelled
-      std::string target(64, '\0');
-      ssize_t n = ::readlink((tmp / "in/a").c_str(), target.data(), target.size());
-      REQUIRE(n > 0);
-      CHECK(target.substr(0, size_t(n)) == "../outside");
-      CHECK(std::filesystem::is_empty(tmp / "outside"));  // no file, no part file
+      thread_.join();
     }
+  }
 
-    TEST_CASE(
-        "a file whose last chunk is short is written byte-exact, O_DIRECT on disk and buffered on tmpfs") {
-      // 16 full chunks and a 1000-byte one: at least 1 MiB, so the receiver writes it O_DIRECT where the
-      // file system allows (the last chunk padded, the file cut to size at the commit).
-      const size_t size = 16 * ReceiverRun::kChunk + 1000;
-      std::vector<std::byte> bytes(size);
-      for (size_t i = 0; i < size; ++i) bytes[i] = std::byte(static_cast<uint8_t>(i * 131 + i / 4099));
-      std::vector<std::string> parents = {"/tmp"};
-      if (IsTmpfs("/dev/shm")) parents.push_back("/dev/shm");
-      for (const std::string& parent : parents) {
-        CAPTURE(parent);
-        ScratchDir dir(parent);
-        REQUIRE(!dir.path().empty());
-        ReceiverRun run(dir.path());
-        const uint64_t chunks = ChunkCount(size, ReceiverRun::kChunk);
-        auto plan = run.Files({proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""},
-                               proto::FileEntry{2, proto::EntryType::kFile, "f", size, 0640, 0, ""}});
-        REQUIRE(plan.size() == 2);
-        REQUIRE(int(plan[1].action) == int(proto::PlanAction::kSendAll));
-        FileDigester dg;
-        // Out of order, as several channels deliver them.
-        for (uint64_t k = 0; k < chunks; ++k) {
-          uint64_t i = (k * 5) % chunks;
-          size_t off = i * ReceiverRun::kChunk;
-          auto payload = std::span<const std::byte>(bytes).subspan(
-              off, std::min<size_t>(ReceiverRun::kChunk, size - off));
-          run.Chunk(2, i, payload, Xxh3_128(payload));
-        }
-        for (uint64_t i = 0; i < chunks; ++i) {
-          size_t off = i * ReceiverRun::kChunk;
-          dg.AddChunk(Xxh3_128(std::span<const std::byte>(bytes).subspan(
-              off, std::min<size_t>(ReceiverRun::kChunk, size - off))));
-        }
-        run.FileEnd(proto::FileEnd{2, chunks, dg.Finish(), Code::kOk, "", chunks});
-        auto dones = run.Finish(2);
-        REQUIRE(dones.size() == 1);
-        CHECK_MESSAGE(dones[0].code == Code::kOk, dones[0].message);
-        auto result = run.Join();
-        REQUIRE_MESSAGE(result.has_value(), result.error().ToString());
-
-        std::string path = dir.path() + "/in/f";
-        struct stat st {};
-        REQUIRE(::stat(path.c_str(), &st) == 0);
-        CHECK(static_cast<size_t>(st.st_size) == size);
-        CHECK((st.st_mode & 07777) == 0640);
-        std::vector<std::byte> got(size + 1);
-        UniqueFd fd(::open(path.c_str(), O_RDONLY));
-        REQUIRE(fd.valid());
-        size_t n = 0;
-        while (n < got.size()) {
-          ssize_t r = ::read(fd.get(), got.data() + n, got.size() - n);
-          REQUIRE(r >= 0);
-          if (r == 0) break;
-          n += static_cast<size_t>(r);
-        }
-        REQUIRE(n == size);
-        got.resize(n);
-        CHECK(got == bytes);
-        CHECK(Leftovers(dir.path() + "/in").empty());
-      }
+  Result<nlohmann::json> Join() {
+    thread_.join();
+    return std::move(result_);
+  }
+  proto::ControlFrame Next() {
+    while (true) {
+      auto f = ctl->Receive();
+      REQUIRE_MESSAGE(f.has_value(), f.error().ToString());
+      if (f->type != MsgType::kKeepalive) return std::move(*f);
     }
+  }
+  proto::ControlFrame Expect(MsgType type) {
+    proto::ControlFrame f = Next();
+    REQUIRE(int(f.type) == int(type));
+    return f;
+  }
+  std::vector<proto::PlanEntry> Files(const std::vector<proto::FileEntry>& files) {
+    REQUIRE(ctl->Send(MsgType::kFiles, proto::EncodeFiles(files)).ok());
+    auto plan = proto::DecodePlan(Expect(MsgType::kPlan).body);
+    REQUIRE(plan.has_value());
+    return std::move(*plan);
+  }
+  void Chunk(uint64_t id, uint64_t index, std::span<const std::byte> payload, const Digest128& digest) {
+    proto::ChunkHeader h{
+        proto::ChunkKind::kData, id, index, index * kChunk, static_cast<uint32_t>(payload.size()), digest};
+    std::array<std::byte, proto::kChunkHeaderSize> hdr;
+    proto::EncodeChunkHeader(h, hdr);
+    REQUIRE(data->Send(hdr, payload, {}).ok());
+  }
+  void FileEnd(const proto::FileEnd& end) {
+    REQUIRE(ctl->Send(MsgType::kFileEnd, proto::EncodeFileEnds({end})).ok());
+  }
+  // END, then the FILE_DONE messages up to SUMMARY, then end-of-stream on the data channel.
+  std::vector<proto::FileDone> Finish(uint64_t entries) {
+    REQUIRE(ctl->Send(MsgType::kEnd, proto::EncodeEnd(proto::End{entries})).ok());
+    std::vector<proto::FileDone> dones;
+    while (true) {
+      proto::ControlFrame f = Next();
+      if (f.type == MsgType::kSummary) break;
+      REQUIRE(int(f.type) == int(MsgType::kFileDone));
+      auto d = proto::DecodeFileDones(f.body);
+      REQUIRE(d.has_value());
+      dones.insert(dones.end(), d->begin(), d->end());
+    }
+    proto::ChunkHeader eos{proto::ChunkKind::kEos, 0, 0, 0, 0, {}};
+    std::array<std::byte, proto::kChunkHeaderSize> hdr;
+    proto::EncodeChunkHeader(eos, hdr);
+    REQUIRE(data->Send(hdr, {}, {}).ok());
+    return dones;
+  }
 
-    TEST_CASE("a chunk that keeps failing verification is asked for again, then fails its file alone") {
-      test::TempDir tmp;
-      ReceiverRun run(tmp.path());
-      std::vector<std::byte> payload(1000, std::byte{7});
-      std::vector<std::byte> other(1000, std::byte{8});
+  std::unique_ptr<ControlChannel> ctl;              // the sender's end
+  std::unique_ptr<transport::MessageChannel> data;  // the sender's end of the one data channel
+  TransferStats stats;
+
+ private:
+  std::unique_ptr<ExportRoot> root_;
+  std::unique_ptr<ControlChannel> receiver_ctl_;
+  std::vector<std::unique_ptr<transport::MessageChannel>> channels_;
+  std::unique_ptr<io::BufferPool> pool_;
+  EngineOptions opts_;
+  std::atomic<bool> cancel_{false};
+  Result<nlohmann::json> result_ = Status::Internal("not run");
+  std::thread thread_;
+};
+
+// A directory for one test case under `parent` (removed at scope exit); empty path() if it cannot be
+// made there.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& parent) {
+    std::string tmpl = parent + "/poro_test_XXXXXX";
+    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+bool IsTmpfs(const std::string& path) {
+  struct statfs sfs {};
+  return ::statfs(path.c_str(), &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
+}
+
+// The names in `dir` that start with ".poro-" (part files, journals).
+std::vector<std::string> Leftovers(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind(".poro-", 0) == 0) out.push_back(n);
+  }
+  return out;
+}
+
+TEST_SUITE("engine: receiver") {
+  TEST_CASE(
+      "a file announced below a symbolic link of the same transfer is refused, not written where the link "
+      "leads") {
+    test::TempDir tmp;
+    REQUIRE(::mkdir((tmp / "outside").c_str(), 0755) == 0);
+    auto root = ExportRoot::Create(tmp.path());
+    REQUIRE(root.has_value());
+    auto [ca, cb] = ConnectedTcpPair();
+    ControlChannel receiver_ctl(std::make_unique<transport::TcpStream>(std::move(ca)));
+    ControlChannel ctl(std::make_unique<transport::TcpStream>(std::move(cb)));  // the scripted sender
+    auto [da, db] = ConnectedTcpPair();
+    std::vector<std::unique_ptr<transport::MessageChannel>> channels;
+    channels.push_back(transport::MakeTcpMessageChannel(std::move(da)));
+    auto data = transport::MakeTcpMessageChannel(std::move(db));
+    auto pool = io::BufferPool::Create(64 << 10, 4);
+    REQUIRE(pool.has_value());
+    TransferStats stats;
+    std::atomic<bool> cancel{false};
+    EngineOptions opts;
+    opts.chunk_size = 64 << 10;
+    DataPath dp;
+    dp.ctl = &receiver_ctl;
+    dp.channels = &channels;
+    dp.pool = pool->get();
+    dp.stats = &stats;
+    dp.cancel = &cancel;
+    Result<nlohmann::json> result = Status::Internal("not run");
+    std::thread t([&] { result = RunReceiver(*root, "in", opts, dp); });
+
+    std::vector<proto::FileEntry> files(3);
+    files[0] = proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""};
+    files[1] = proto::FileEntry{2, proto::EntryType::kSymlink, "a", 0, 0777, 0, "../outside"};
+    files[2] = proto::FileEntry{3, proto::EntryType::kFile, "a/x", 10, 0644, 0, ""};
+    REQUIRE(ctl.Send(MsgType::kFiles, proto::EncodeFiles(files)).ok());
+    auto f = ctl.Receive();
+    REQUIRE_MESSAGE(f.has_value(), f.error().ToString());
+    REQUIRE(int(f->type) == int(MsgType::kPlan));
+    auto plan = proto::DecodePlan(f->body);
+    REQUIRE(plan.has_value());
+    REQUIRE(plan->size() == 3);
+    CHECK(int((*plan)[1].action) == int(proto::PlanAction::kDone));  // the link itself is made
+    CHECK(int((*plan)[2].action) == int(proto::PlanAction::kFail));
+    CHECK((*plan)[2].message.find("symbolic link sent in this transfer") != std::string::npos);
+
+    cancel = true;
+    ctl.Shutdown();
+    data->Shutdown();
+    t.join();
+    CHECK_FALSE(result.has_value());  // cancelled
+    std::string target(64, '\0');
+    ssize_t n = ::readlink((tmp / "in/a").c_str(), target.data(), target.size());
+    REQUIRE(n > 0);
+    CHECK(target.substr(0, size_t(n)) == "../outside");
+    CHECK(std::filesystem::is_empty(tmp / "outside"));  // no file, no part file
+  }
+
+  TEST_CASE(
+      "a file whose last chunk is short is written byte-exact, O_DIRECT on disk and buffered on tmpfs") {
+    // 16 full chunks and a 1000-byte one: at least 1 MiB, so the receiver writes it O_DIRECT where the
+    // file system allows (the last chunk padded, the file cut to size at the commit).
+    const size_t size = 16 * ReceiverRun::kChunk + 1000;
+    std::vector<std::byte> bytes(size);
+    for (size_t i = 0; i < size; ++i) bytes[i] = std::byte(static_cast<uint8_t>(i * 131 + i / 4099));
+    std::vector<std::string> parents = {"/tmp"};
+    if (IsTmpfs("/dev/shm")) parents.push_back("/dev/shm");
+    for (const std::string& parent : parents) {
+      CAPTURE(parent);
+      ScratchDir dir(parent);
+      REQUIRE(!dir.path().empty());
+      ReceiverRun run(dir.path());
+      const uint64_t chunks = ChunkCount(size, ReceiverRun::kChunk);
       auto plan = run.Files({proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""},
-                             proto::FileEntry{2, proto::EntryType::kFile, "bad", 1000, 0644, 0, ""},
-                             proto::FileEntry{3, proto::EntryType::kFile, "good", 1000, 0644, 0, ""}});
-      REQUIRE(plan.size() == 3);
-      // EngineOptions::max_chunk_retries (3) corrupt copies are asked for again; the next fails the file.
-      const unsigned retries = EngineOptions().max_chunk_retries;
-      for (unsigned k = 0; k < retries; ++k) {
-        run.Chunk(2, 0, payload, Xxh3_128(other));
-        auto bad = proto::DecodeBadChunk(run.Expect(MsgType::kBadChunk).body);
-        REQUIRE(bad.has_value());
-        CHECK(bad->id == 2);
-        CHECK(bad->index == 0);
-      }
-      run.Chunk(2, 0, payload, Xxh3_128(other));
-      // The other file of the session is received as usual.
-      run.Chunk(3, 0, payload, Xxh3_128(payload));
+                             proto::FileEntry{2, proto::EntryType::kFile, "f", size, 0640, 0, ""}});
+      REQUIRE(plan.size() == 2);
+      REQUIRE(int(plan[1].action) == int(proto::PlanAction::kSendAll));
       FileDigester dg;
-      dg.AddChunk(Xxh3_128(payload));
-      run.FileEnd(proto::FileEnd{3, 1, dg.Finish(), Code::kOk, "", 1});
-      auto dones = run.Finish(3);
-      REQUIRE(dones.size() == 2);
-      std::sort(dones.begin(), dones.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
-      CHECK(dones[0].id == 2);
-      CHECK(dones[0].code == Code::kDataLoss);
-      CHECK(dones[0].message.find("failed verification " + std::to_string(retries + 1) + " times") !=
-            std::string::npos);
-      CHECK(dones[1].id == 3);
-      CHECK(dones[1].code == Code::kOk);
+      // Out of order, as several channels deliver them.
+      for (uint64_t k = 0; k < chunks; ++k) {
+        uint64_t i = (k * 5) % chunks;
+        size_t off = i * ReceiverRun::kChunk;
+        auto payload =
+            std::span<const std::byte>(bytes).subspan(off, std::min<size_t>(ReceiverRun::kChunk, size - off));
+        run.Chunk(2, i, payload, Xxh3_128(payload));
+      }
+      for (uint64_t i = 0; i < chunks; ++i) {
+        size_t off = i * ReceiverRun::kChunk;
+        dg.AddChunk(Xxh3_128(std::span<const std::byte>(bytes).subspan(
+            off, std::min<size_t>(ReceiverRun::kChunk, size - off))));
+      }
+      run.FileEnd(proto::FileEnd{2, chunks, dg.Finish(), Code::kOk, "", chunks});
+      auto dones = run.Finish(2);
+      REQUIRE(dones.size() == 1);
+      CHECK_MESSAGE(dones[0].code == Code::kOk, dones[0].message);
       auto result = run.Join();
       REQUIRE_MESSAGE(result.has_value(), result.error().ToString());
-      CHECK(run.stats.chunks_corrupt.load() == retries + 1);
-      CHECK_FALSE(std::filesystem::exists(tmp / "in/bad"));
-      CHECK(std::filesystem::file_size(tmp / "in/good") == 1000);
-      CHECK(Leftovers(tmp / "in").empty());
+
+      std::string path = dir.path() + "/in/f";
+      struct stat st {};
+      REQUIRE(::stat(path.c_str(), &st) == 0);
+      CHECK(static_cast<size_t>(st.st_size) == size);
+      CHECK((st.st_mode & 07777) == 0640);
+      std::vector<std::byte> got(size + 1);
+      UniqueFd fd(::open(path.c_str(), O_RDONLY));
+      REQUIRE(fd.valid());
+      size_t n = 0;
+      while (n < got.size()) {
+        ssize_t r = ::read(fd.get(), got.data() + n, got.size() - n);
+        REQUIRE(r >= 0);
+        if (r == 0) break;
+        n += static_cast<size_t>(r);
+      }
+      REQUIRE(n == size);
+      got.resize(n);
+      CHECK(got == bytes);
+      CHECK(Leftovers(dir.path() + "/in").empty());
     }
   }
+
+  TEST_CASE("a chunk that keeps failing verification is asked for again, then fails its file alone") {
+    test::TempDir tmp;
+    ReceiverRun run(tmp.path());
+    std::vector<std::byte> payload(1000, std::byte{7});
+    std::vector<std::byte> other(1000, std::byte{8});
+    auto plan = run.Files({proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""},
+                           proto::FileEntry{2, proto::EntryType::kFile, "bad", 1000, 0644, 0, ""},
+                           proto::FileEntry{3, proto::EntryType::kFile, "good", 1000, 0644, 0, ""}});
+    REQUIRE(plan.size() == 3);
+    // EngineOptions::max_chunk_retries (3) corrupt copies are asked for again; the next fails the file.
+    const unsigned retries = EngineOptions().max_chunk_retries;
+    for (unsigned k = 0; k < retries; ++k) {
+      run.Chunk(2, 0, payload, Xxh3_128(other));
+      auto bad = proto::DecodeBadChunk(run.Expect(MsgType::kBadChunk).body);
+      REQUIRE(bad.has_value());
+      CHECK(bad->id == 2);
+      CHECK(bad->index == 0);
+    }
+    run.Chunk(2, 0, payload, Xxh3_128(other));
+    // The other file of the session is received as usual.
+    run.Chunk(3, 0, payload, Xxh3_128(payload));
+    FileDigester dg;
+    dg.AddChunk(Xxh3_128(payload));
+    run.FileEnd(proto::FileEnd{3, 1, dg.Finish(), Code::kOk, "", 1});
+    auto dones = run.Finish(3);
+    REQUIRE(dones.size() == 2);
+    std::sort(dones.begin(), dones.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    CHECK(dones[0].id == 2);
+    CHECK(dones[0].code == Code::kDataLoss);
+    CHECK(dones[0].message.find("failed verification " + std::to_string(retries + 1) + " times") !=
+          std::string::npos);
+    CHECK(dones[1].id == 3);
+    CHECK(dones[1].code == Code::kOk);
+    auto result = run.Join();
+    REQUIRE_MESSAGE(result.has_value(), result.error().ToString());
+    CHECK(run.stats.chunks_corrupt.load() == retries + 1);
+    CHECK_FALSE(std::filesystem::exists(tmp / "in/bad"));
+    CHECK(std::filesystem::file_size(tmp / "in/good") == 1000);
+    CHECK(Leftovers(tmp / "in").empty());
+  }
+}
 
 }  // namespace
 }  // namespace pororoca::engine
