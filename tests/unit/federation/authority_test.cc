@@ -85,7 +85,7 @@ TEST_CASE("every signature gets a higher serial, and the draft remembers it") {
   CHECK(published->find("\"serial\": 1") != std::string::npos);
 }
 
-TEST_CASE("endpoints need a known institution; statuses change; revoked stays revoked") {
+TEST_CASE("endpoints need a known institution, statuses change, revoked stays revoked") {
   TempDir tmp;
   std::string dir = tmp.path() + "/auth";
   REQUIRE(InitAuthority(dir, "fed", 2).ok());

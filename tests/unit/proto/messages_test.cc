@@ -437,7 +437,7 @@ TEST_SUITE("proto.messages") {
     CheckNotObject(decode_pull, "OPEN_OK");
   }
 
-  TEST_CASE("ERROR: fields checked; an unknown code reads as Internal; conversion to and from Status") {
+  TEST_CASE("ERROR: fields checked, an unknown code reads as Internal, conversion to and from Status") {
     const json valid = Parse(EncodeErrorMsg(ErrorMsg{Code::kNotFound, "no such file", false}));
     CheckFields(
         StatusOf(DecodeErrorMsg), valid,
@@ -500,7 +500,7 @@ TEST_SUITE("proto.messages") {
     CHECK(StatusFromCancelBody(Bytes("{}")).message() == "CANCEL.reason: missing");
   }
 
-  TEST_CASE("KEEPALIVE: an empty body or any JSON object; anything else is refused") {
+  TEST_CASE("KEEPALIVE: an empty body or any JSON object, anything else is refused") {
     CHECK(DecodeKeepalive({}).ok());
     CHECK(DecodeKeepalive(Bytes("{}")).ok());
     CHECK(DecodeKeepalive(Bytes(R"({"t": 1})")).ok());

@@ -43,7 +43,7 @@ TEST_SUITE("token.scope") {
     }
   }
 
-  TEST_CASE("each action needs its scope; storage.modify implies storage.create only") {
+  TEST_CASE("each action needs its scope, storage.modify implies storage.create only") {
     CHECK(Allows({"storage.create:/in"}, Action::kCreate, "/in/f"));
     CHECK_FALSE(Allows({"storage.create:/in"}, Action::kRead, "/in/f"));
     CHECK_FALSE(Allows({"storage.create:/in"}, Action::kModify, "/in/f"));

@@ -198,7 +198,7 @@ TEST_SUITE("token.jwt") {
     CHECK(Has(Malformed(VerifyAt(SignRaw(kHeader, p))), "'exp' is out of range"));
   }
 
-  TEST_CASE("the audience must name this endpoint; an array must contain it") {
+  TEST_CASE("the audience must name this endpoint, an array must contain it") {
     Claims c = Valid();
     c.audience = "dtn-b.lncc";
     CHECK(Unauth(VerifyAt(Issue(c))) == "token audience is 'dtn-b.lncc', this endpoint is 'dtn-a.cloud'");
@@ -357,7 +357,7 @@ TEST_SUITE("token.jwt") {
     }
   }
 
-  TEST_CASE("scope words are split on any number of spaces; unknown claims are ignored") {
+  TEST_CASE("scope words are split on any number of spaces, unknown claims are ignored") {
     json p = ValidPayload();
     p["scope"] = "  openid storage.read:/a   storage.create:/b ";
     p["wlcg.ver"] = "1.0";
