@@ -2,7 +2,8 @@
 # pororoca's one setup script. On a fresh Debian 12 machine:
 #   ./setup.sh demo    install dependencies, build, start two DTN daemons (two institutions) and move a
 #                      generated multi-GiB dataset from one to the other, then verify it independently
-#   ./setup.sh test    install dependencies, build with warnings as errors, run every test (ctest)
+#   ./setup.sh test    install dependencies, check the format, build with clang's thread-safety analysis,
+#                      run the ThreadSanitizer subset, build with warnings as errors, run every test (ctest)
 #   ./setup.sh deps    only install the Debian packages
 #   ./setup.sh build [PRESET]   only configure and build (default preset: release)
 # Environment for demo: DEMO_DIR (default /var/tmp/pororoca-demo), DEMO_GIB (dataset size, default 3),
@@ -13,7 +14,8 @@ cd "$HERE"
 
 PACKAGES=(cmake make g++ pkg-config liburing-dev libfabric-dev libucx-dev libxxhash-dev libssl-dev
           libboost-program-options-dev doctest-dev nlohmann-json3-dev libtomlplusplus-dev
-          libbenchmark-dev openssl xxhash procps iproute2 util-linux libcpp-httplib-dev)
+          libbenchmark-dev openssl xxhash procps iproute2 util-linux libcpp-httplib-dev
+          clang clang-format libtsan2 git)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -38,7 +40,38 @@ build() {
   cmake --build --preset "$preset" -j"$(nproc)" || die "build failed (preset $preset)"
 }
 
+# The style is checked, not only written down: any deviation from .clang-format fails.
+check_format() {
+  log "format check: clang-format --dry-run --Werror (.clang-format) on every tracked C++ file"
+  local files
+  mapfile -t files < <(git ls-files '*.cc' '*.h' 2>/dev/null || find src daemon cli include tests perf -name '*.cc' -o -name '*.h')
+  clang-format --dry-run --Werror "${files[@]}" || die "files deviate from .clang-format (run: clang-format -i FILE)"
+}
+
+# clang's -Wthread-safety over every library, the daemons and the CLI (the annotations of base/mutex.h).
+check_thread_safety() {
+  log "thread-safety analysis: clang -Wthread-safety -Werror (preset tsa)"
+  cmake --preset tsa >/dev/null || die "cmake configure failed (preset tsa)"
+  cmake --build --preset tsa -j"$(nproc)" --target pororocad pororoca pororoca-fedd \
+    || die "thread-safety analysis failed (preset tsa)"
+}
+
+# ThreadSanitizer on the concurrency-heavy tests: the engine's and the daemon's unit tests and the
+# integration cases named in TSAN_CASES (real daemons built with -fsanitize=thread).
+TSAN_CASES='^(engine|daemon|base):|^integration:(push and pull of a file|concurrent transfers between the same daemons|a push whose session set-up|re-running the same cp after a cancel|revoking an endpoint cuts)'
+run_tsan() {
+  log "ThreadSanitizer subset (preset tsan): $TSAN_CASES"
+  cmake --preset tsan >/dev/null || die "cmake configure failed (preset tsan)"
+  cmake --build --preset tsan -j"$(nproc)" --target unit_engine unit_daemon unit_base integration_tests \
+    || die "build failed (preset tsan)"
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --preset tsan -R "$TSAN_CASES" \
+    || die "ThreadSanitizer subset failed"
+}
+
 run_tests() {
+  check_format
+  check_thread_safety
+  run_tsan
   build ci
   log "running the test suite (ctest, preset ci)"
   ctest --preset ci
