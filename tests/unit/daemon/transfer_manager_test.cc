@@ -89,7 +89,8 @@ TEST_CASE_FIXTURE(Fixture, "a retryable failure is retried and the transfer then
   CHECK(AttemptsOf(*t) == 2);
 }
 
-TEST_CASE_FIXTURE(Fixture, "a protocol error marked retryable is retried, and one that is not fails at once") {
+TEST_CASE_FIXTURE(Fixture,
+                  "a protocol error marked retryable is retried, and one that is not fails at once") {
   SUBCASE("retryable") {
     std::atomic<int> calls{0};
     TransferManager m(
