@@ -206,10 +206,6 @@ api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
   t->created_ms = NowMs();
   json opts = json::object();
   PORO_API_ASSIGN_OR_400(uint64_t streams, body.Unsigned("streams", c.streams));
-  if (streams < 1 || streams > c.max_streams) {
-    return BadRequest("streams must be between 1 and " + std::to_string(c.max_streams));
-  }
-  opts["streams"] = streams;
   uint64_t chunk = c.chunk_size;
   if (body.Has("chunk_size")) {
     if (body.Raw("chunk_size").is_number_unsigned()) {
@@ -222,11 +218,8 @@ api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
       return BadRequest("chunk_size must be a number of bytes or a size such as \"4M\"");
     }
   }
-  if (Status s = ValidateChunkSize(chunk); !s.ok()) return ErrorResponse(s);
-  if (chunk > d_.buffer_size) {
-    return BadRequest("chunk_size exceeds this daemon's buffer size (" +
-                      std::to_string(d_.buffer_size >> 10) + " KiB)");
-  }
+  if (Status s = ValidateTransferLimits(c, d_.buffer_size, streams, chunk); !s.ok()) return ErrorResponse(s);
+  opts["streams"] = streams;
   opts["chunk_size"] = chunk;
   PORO_API_ASSIGN_OR_400(bool sync, body.Bool("sync", false));
   opts["sync"] = sync;

@@ -51,6 +51,19 @@ Status ValidateChunkSize(uint64_t v) {
   return Status::OK();
 }
 
+Status ValidateTransferLimits(const Config& c, size_t buffer_size, uint64_t streams, uint64_t chunk_size) {
+  if (streams < 1 || streams > c.max_streams) {
+    return Status::InvalidArgument("streams must be between 1 and " + std::to_string(c.max_streams));
+  }
+  PORO_RETURN_IF_ERROR(ValidateChunkSize(chunk_size));
+  if (chunk_size > buffer_size) {
+    return Status::InvalidArgument("chunk_size " + std::to_string(chunk_size) +
+                                   " exceeds this daemon's buffer size (" +
+                                   std::to_string(buffer_size >> 10) + " KiB)");
+  }
+  return Status::OK();
+}
+
 int ResolveSndbuf(int configured) {
   if (configured >= 0) return configured;
   long wmem_max = 0, lo = 0, def = 0, tcp_max = 0;

@@ -90,6 +90,9 @@ Result<Config> LoadConfig(const std::string& path);
 // "4MiB" / "512KiB" / "1GiB" / "123" -> bytes.
 Result<uint64_t> ParseSize(const std::string& s);
 Status ValidateChunkSize(uint64_t v);
+// The limits of this daemon on one transfer, whoever asks (a local submission or a peer's OPEN):
+// 1..max_streams streams, a valid chunk size that fits the buffer pool's buffers.
+Status ValidateTransferLimits(const Config& c, size_t buffer_size, uint64_t streams, uint64_t chunk_size);
 
 // "auto" send buffer: a fixed SO_SNDBUF of net.core.wmem_max when that (doubled by the kernel) is more
 // than autotuning may reach (net.ipv4.tcp_wmem max), else 0 (autotuning). Long fat links need the

@@ -192,16 +192,9 @@ Status SessionRunner::AnswerOpen(Session& s) {
   PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kOpen, Timeout(30000)));
   PORO_ASSIGN_OR_RETURN(s.open, proto::DecodeOpen(body));
   const proto::Open& open = s.open;
-  if (open.streams < 1 || open.streams > c.max_streams) {
-    return Status::InvalidArgument("streams must be between 1 and " + std::to_string(c.max_streams));
-  }
+  PORO_RETURN_IF_ERROR(
+      ValidateTransferLimits(c, d_.pool->buffer_size(), open.streams, open.options.chunk_size));
   s.eo = EngineOptionsFrom(open.options);
-  PORO_RETURN_IF_ERROR(ValidateChunkSize(s.eo.chunk_size));
-  if (s.eo.chunk_size > d_.pool->buffer_size()) {
-    return Status::InvalidArgument("chunk size " + std::to_string(s.eo.chunk_size) +
-                                   " exceeds this daemon's buffers (" +
-                                   std::to_string(d_.pool->buffer_size()) + ")");
-  }
   PORO_ASSIGN_OR_RETURN(std::string rel, d_.root->Normalize(open.path));
   const bool push = open.direction == proto::Direction::kPush;  // the peer sends, we receive
   proto::OpenOk ok;

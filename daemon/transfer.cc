@@ -74,23 +74,43 @@ json FailuresJson(const std::vector<std::pair<std::string, std::string>>& failur
   return a;
 }
 
+// Writes the record; for the API's view (`for_view`) it leaves out the fields private to this
+// daemon and the ones the view replaces with live figures.
 class RecordWriter final : public RecordVisitor {
  public:
+  explicit RecordWriter(bool for_view = false) : for_view_(for_view) {}
   json out = json::object();
-  void Field(const char* n, std::string& v) override { out[n] = v; }
-  void Field(const char* n, bool& v) override { out[n] = v; }
-  void Field(const char* n, int64_t& v) override { out[n] = v; }
-  void Field(const char* n, uint64_t& v) override { out[n] = v; }
-  void Field(const char* n, unsigned& v) override { out[n] = v; }
-  void Field(const char* n, json& v) override { out[n] = v; }
-  void Field(const char* n, TransferState& v) override { out[n] = TransferStateName(v); }
-  void Field(const char* n, engine::StatsSnapshot& v) override { out[n] = v.ToJson(); }
+  void Field(const char* n, std::string& v) override { Put(n, v); }
+  void Field(const char* n, bool& v) override { Put(n, v); }
+  void Field(const char* n, int64_t& v) override { Put(n, v); }
+  void Field(const char* n, uint64_t& v) override { Put(n, v); }
+  void Field(const char* n, unsigned& v) override { Put(n, v); }
+  void Field(const char* n, json& v) override { Put(n, v); }
+  void Field(const char* n, TransferState& v) override { Put(n, TransferStateName(v)); }
+  void Field(const char* n, engine::StatsSnapshot& v) override {
+    if (!Skip(n)) out[n] = v.ToJson();
+  }
   void Field(const char* n, std::vector<std::pair<std::string, std::string>>& v) override {
-    out[n] = FailuresJson(v);
+    if (!Skip(n)) out[n] = FailuresJson(v);
   }
   void Direction(const char* n, bool& push) override {
-    out[n] = proto::DirectionName(push ? proto::Direction::kPush : proto::Direction::kPull);
+    Put(n, proto::DirectionName(push ? proto::Direction::kPush : proto::Direction::kPull));
   }
+
+ private:
+  bool Skip(std::string_view n) const {
+    if (!for_view_) return false;
+    for (std::string_view p : {"local_path", "endpoint", "remote_path", "uid", "user", "token",
+                               "bytes_sent_prev", "first_resumed", "progress", "failures"}) {
+      if (n == p) return true;
+    }
+    return false;
+  }
+  template <class V>
+  void Put(const char* n, const V& v) {
+    if (!Skip(n)) out[n] = v;
+  }
+  const bool for_view_;
 };
 
 class RecordReader final : public RecordVisitor {
@@ -255,12 +275,10 @@ Result<std::shared_ptr<Transfer>> Transfer::FromRecord(const json& j) {
 }
 
 json Transfer::View() const {
-  json v = Record();
-  for (const char* priv : {"local_path", "endpoint", "remote_path", "uid", "user", "token", "bytes_sent_prev",
-                           "first_resumed"}) {
-    v.erase(priv);
-  }
+  RecordWriter w(/*for_view=*/true);
   MutexLock lock(&mu);
+  VisitRecord(w, const_cast<Transfer&>(*this));  // the writer only reads
+  json& v = w.out;
   engine::StatsSnapshot s = stats ? stats->Snapshot() : last;
   uint64_t sent_total = bytes_sent_prev + (stats ? s.bytes_sent : 0);
   uint64_t needed = s.bytes_total - std::min(s.bytes_total, s.bytes_skipped);
@@ -276,7 +294,7 @@ json Transfer::View() const {
   v["destination"] = DestText();
   int64_t end = finished_ms ? finished_ms : NowMs();
   v["elapsed_s"] = started_ms ? double(end - started_ms) / 1000.0 : 0.0;
-  return v;
+  return std::move(w.out);
 }
 
 bool Transfer::ExpiredBefore(int64_t cutoff_ms) const {

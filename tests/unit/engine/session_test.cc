@@ -43,34 +43,37 @@ void WriteBytes(const std::string& path, size_t size) {
   }
 }
 
-// One sender session in a background thread; the test plays the receiver on `ctl`.
-class SenderRun {
+// One end of a session (RunSender or RunReceiver) in a background thread over one loopback
+// control connection and one data channel; the test plays the other end on `ctl` and `data`.
+class EngineRun {
  public:
   static constexpr uint32_t kChunk = 64 << 10;
+  using RunFn = Result<nlohmann::json> (*)(const ExportRoot&, const std::string&, const EngineOptions&,
+                                           const DataPath&);
 
-  SenderRun(const std::string& root_path, const std::string& src_rel) {
+  EngineRun(const std::string& root_path, size_t buffers, RunFn run, const std::string& rel) {
     auto root = ExportRoot::Create(root_path);
     REQUIRE(root.has_value());
     root_ = std::make_unique<ExportRoot>(std::move(*root));
     auto [ca, cb] = ConnectedTcpPair();
-    sender_ctl_ = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(ca)));
+    engine_ctl_ = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(ca)));
     ctl = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(cb)));
     auto [da, db] = ConnectedTcpPair();
     channels_.push_back(transport::MakeTcpMessageChannel(std::move(da)));
     data = transport::MakeTcpMessageChannel(std::move(db));
-    auto pool = io::BufferPool::Create(kChunk, 16);
+    auto pool = io::BufferPool::Create(kChunk, buffers);
     REQUIRE(pool.has_value());
     pool_ = std::move(*pool);
     opts_.chunk_size = kChunk;
     DataPath dp;
-    dp.ctl = sender_ctl_.get();
+    dp.ctl = engine_ctl_.get();
     dp.channels = &channels_;
     dp.pool = pool_.get();
     dp.stats = &stats;
     dp.cancel = &cancel_;
-    thread_ = std::thread([this, src_rel, dp] { result_ = RunSender(*root_, src_rel, opts_, dp); });
+    thread_ = std::thread([this, run, rel, dp] { result_ = run(*root_, rel, opts_, dp); });
   }
-  ~SenderRun() {
+  ~EngineRun() {
     if (thread_.joinable()) {
       cancel_ = true;
       ctl->Shutdown();
@@ -78,12 +81,35 @@ class SenderRun {
       thread_.join();
     }
   }
+  EngineRun(const EngineRun&) = delete;
+  EngineRun& operator=(const EngineRun&) = delete;
 
-  // The sender's result, once it has ended.
+  // The engine's result, once it has ended.
   Result<nlohmann::json> Join() {
     thread_.join();
     return std::move(result_);
   }
+
+  std::unique_ptr<ControlChannel> ctl;              // the test's end
+  std::unique_ptr<transport::MessageChannel> data;  // the test's end of the one data channel
+  TransferStats stats;
+
+ private:
+  std::unique_ptr<ExportRoot> root_;
+  std::unique_ptr<ControlChannel> engine_ctl_;
+  std::vector<std::unique_ptr<transport::MessageChannel>> channels_;
+  std::unique_ptr<io::BufferPool> pool_;
+  EngineOptions opts_;
+  std::atomic<bool> cancel_{false};
+  Result<nlohmann::json> result_ = Status::Internal("not run");
+  std::thread thread_;
+};
+
+// One sender session; the test plays the receiver.
+class SenderRun : public EngineRun {
+ public:
+  SenderRun(const std::string& root_path, const std::string& src_rel)
+      : EngineRun(root_path, 16, &RunSender, src_rel) {}
 
   proto::ControlFrame Expect(MsgType type) {
     auto f = ctl->Receive();
@@ -120,20 +146,6 @@ class SenderRun {
       chunks++;
     }
   }
-
-  std::unique_ptr<ControlChannel> ctl;              // the receiver's end
-  std::unique_ptr<transport::MessageChannel> data;  // the receiver's end of the one data channel
-  TransferStats stats;
-
- private:
-  std::unique_ptr<ExportRoot> root_;
-  std::unique_ptr<ControlChannel> sender_ctl_;
-  std::vector<std::unique_ptr<transport::MessageChannel>> channels_;
-  std::unique_ptr<io::BufferPool> pool_;
-  EngineOptions opts_;
-  std::atomic<bool> cancel_{false};
-  Result<nlohmann::json> result_ = Status::Internal("not run");
-  std::thread thread_;
 };
 
 TEST_SUITE("engine: sender") {
@@ -351,45 +363,10 @@ TEST_SUITE("engine: sender and the receiver's control messages") {
 }
 
 // One receiver session in a background thread, writing below <root>/in; the test plays the sender.
-class ReceiverRun {
+class ReceiverRun : public EngineRun {
  public:
-  static constexpr uint32_t kChunk = 64 << 10;
+  explicit ReceiverRun(const std::string& root_path) : EngineRun(root_path, 8, &RunReceiver, "in") {}
 
-  explicit ReceiverRun(const std::string& root_path) {
-    auto root = ExportRoot::Create(root_path);
-    REQUIRE(root.has_value());
-    root_ = std::make_unique<ExportRoot>(std::move(*root));
-    auto [ca, cb] = ConnectedTcpPair();
-    receiver_ctl_ = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(ca)));
-    ctl = std::make_unique<ControlChannel>(std::make_unique<transport::TcpStream>(std::move(cb)));
-    auto [da, db] = ConnectedTcpPair();
-    channels_.push_back(transport::MakeTcpMessageChannel(std::move(da)));
-    data = transport::MakeTcpMessageChannel(std::move(db));
-    auto pool = io::BufferPool::Create(kChunk, 8);
-    REQUIRE(pool.has_value());
-    pool_ = std::move(*pool);
-    opts_.chunk_size = kChunk;
-    DataPath dp;
-    dp.ctl = receiver_ctl_.get();
-    dp.channels = &channels_;
-    dp.pool = pool_.get();
-    dp.stats = &stats;
-    dp.cancel = &cancel_;
-    thread_ = std::thread([this, dp] { result_ = RunReceiver(*root_, "in", opts_, dp); });
-  }
-  ~ReceiverRun() {
-    if (thread_.joinable()) {
-      cancel_ = true;
-      ctl->Shutdown();
-      data->Shutdown();
-      thread_.join();
-    }
-  }
-
-  Result<nlohmann::json> Join() {
-    thread_.join();
-    return std::move(result_);
-  }
   proto::ControlFrame Next() {
     while (true) {
       auto f = ctl->Receive();
@@ -436,20 +413,6 @@ class ReceiverRun {
     REQUIRE(data->Send(hdr, {}, {}).ok());
     return dones;
   }
-
-  std::unique_ptr<ControlChannel> ctl;              // the sender's end
-  std::unique_ptr<transport::MessageChannel> data;  // the sender's end of the one data channel
-  TransferStats stats;
-
- private:
-  std::unique_ptr<ExportRoot> root_;
-  std::unique_ptr<ControlChannel> receiver_ctl_;
-  std::vector<std::unique_ptr<transport::MessageChannel>> channels_;
-  std::unique_ptr<io::BufferPool> pool_;
-  EngineOptions opts_;
-  std::atomic<bool> cancel_{false};
-  Result<nlohmann::json> result_ = Status::Internal("not run");
-  std::thread thread_;
 };
 
 // A directory for one test case under `parent` (removed at scope exit); empty path() if it cannot be
