@@ -175,8 +175,10 @@ int FedStatus(const std::vector<std::string>& args, federation::EndpointStatus s
   Status s = federation::SetEndpointStatus(Str(vm, "dir"), Str(vm, "name"), st);
   if (!s.ok()) return Fail(s);
   std::cout << "endpoint " << Str(vm, "name") << " is " << federation::EndpointStatusName(st)
-            << " in the draft; sign and publish to apply (daemons cut its sessions within their refresh "
-               "interval)\n";
+            << " in the draft; sign and publish to apply "
+            << (st == federation::EndpointStatus::kActive
+                    ? "(daemons accept its sessions again within their refresh interval)\n"
+                    : "(daemons cut its sessions within their refresh interval)\n");
   return kExitOk;
 }
 

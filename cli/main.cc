@@ -103,15 +103,19 @@ bool Terminal(const std::string& state) {
   return state == "succeeded" || state == "failed" || state == "cancelled";
 }
 
-int ExitForState(const json& t) {
-  std::string st = t.value("state", std::string());
-  if (st == "succeeded") return kExitOk;
-  if (st == "cancelled") return kExitCancelled;
-  std::string code = t.value("error_code", std::string());
+// The exit code for a refusal or failure with this error code (a Status code name).
+int ExitForCode(const std::string& code) {
   if (code == "NotFound") return kExitNotFound;
   if (code == "InvalidArgument") return kExitUsage;
   if (code == "PermissionDenied" || code == "Unauthenticated") return kExitDenied;
   return kExitFailed;
+}
+
+int ExitForState(const json& t) {
+  std::string st = t.value("state", std::string());
+  if (st == "succeeded") return kExitOk;
+  if (st == "cancelled") return kExitCancelled;
+  return ExitForCode(t.value("error_code", std::string()));
 }
 
 void PrintProgressLine(const json& t, double rate, bool final_line) {
@@ -212,6 +216,34 @@ std::string AbsoluteLocal(const std::string& p) {
   return out;
 }
 
+constexpr const char* kTokenHelp =
+    "bearer token for the remote endpoint: the token, @FILE, or - for stdin (default $PORO_TOKEN; else the "
+    "daemon mints one for you if it is configured to)";
+
+// --token (or $PORO_TOKEN): the token itself, @FILE or - for stdin. False (said on stderr) if the
+// file cannot be read.
+bool ResolveToken(const po::variables_map& vm, std::string* out) {
+  std::string token = vm.count("token") ? vm["token"].as<std::string>() : std::string();
+  if (token.empty()) {
+    const char* env = std::getenv("PORO_TOKEN");
+    if (env != nullptr) token = env;
+  }
+  if (token == "-") {
+    std::getline(std::cin, token);
+  } else if (!token.empty() && token[0] == '@') {
+    auto text = ReadSmallFile(token.substr(1), 64 << 10);
+    if (!text.has_value()) {
+      std::cerr << "pororoca: --token: " << text.error().message() << "\n";
+      return false;
+    }
+    token = *text;
+  }
+  while (!token.empty() && (token.back() == '\n' || token.back() == ' ' || token.back() == '\r'))
+    token.pop_back();
+  *out = token;
+  return true;
+}
+
 int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   po::options_description desc(
       std::string("Usage: pororoca ") + (sync_cmd ? "sync" : "cp") +
@@ -222,9 +254,7 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "sync", "skip files whose size and mtime already match")("overwrite", "replace existing files")(
       "skip-existing", "leave existing files alone")("json", "print the final record as JSON")(
       "no-progress", "no live progress display")("detach,d", "submit and print the id; do not wait")(
-      "token", po::value<std::string>(),
-      "bearer token for the remote endpoint: the token, @FILE, or - for stdin (default $PORO_TOKEN; else the "
-      "daemon mints one for you if it is configured to)")("help,h", "this help");
+      "token", po::value<std::string>(), kTokenHelp)("help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -255,23 +285,8 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   if (vm.count("chunk")) req["chunk_size"] = vm["chunk"].as<std::string>();
   if (vm.count("overwrite")) req["existing"] = "overwrite";
   if (vm.count("skip-existing")) req["existing"] = "skip";
-  std::string token = vm.count("token") ? vm["token"].as<std::string>() : std::string();
-  if (token.empty()) {
-    const char* env = std::getenv("PORO_TOKEN");
-    if (env != nullptr) token = env;
-  }
-  if (token == "-") {
-    std::getline(std::cin, token);
-  } else if (!token.empty() && token[0] == '@') {
-    auto text = ReadSmallFile(token.substr(1), 64 << 10);
-    if (!text.has_value()) {
-      std::cerr << "pororoca: --token: " << text.error().message() << "\n";
-      return kExitUsage;
-    }
-    token = *text;
-  }
-  while (!token.empty() && (token.back() == '\n' || token.back() == ' ' || token.back() == '\r'))
-    token.pop_back();
+  std::string token;
+  if (!ResolveToken(vm, &token)) return kExitUsage;
   if (!token.empty()) req["token"] = token;
   json t;
   int ec = 0;
@@ -294,7 +309,7 @@ int CmdStatus(Client& c, const std::vector<std::string>& args) {
     if (a == "--json")
       as_json = true;
     else if (a == "--help" || a == "-h") {
-      std::cout << "Usage: pororoca status [ID] [--json]\n";
+      std::cout << "Usage: pororoca status [ID] [--json]\n  ID may be any unique prefix of a transfer id\n";
       return kExitOk;
     } else if (id.empty())
       id = a;
@@ -332,22 +347,25 @@ int CmdStatus(Client& c, const std::vector<std::string>& args) {
 
 int CmdCancel(Client& c, const std::vector<std::string>& args) {
   if (args.size() != 1) {
-    std::cerr << "Usage: pororoca cancel ID\n";
+    std::cerr << "Usage: pororoca cancel ID   (ID may be any unique prefix of a transfer id)\n";
     return kExitUsage;
   }
   json r;
   int ec = 0;
   if (!c.Call("POST", "/v1/transfers/" + args[0] + "/cancel", "", &r, &ec)) return ec;
-  std::cout << "cancel requested for " << args[0] << " (state " << r.value("state", std::string()) << ")\n";
+  std::cout << "cancel requested for " << r.value("id", args[0]) << " (state "
+            << r.value("state", std::string()) << ")\n";
   return kExitOk;
 }
 
 int CmdPolicy(Client& c, const std::vector<std::string>& args) {
   po::options_description desc(
-      "Usage: pororoca policy check SRC DST\n  Would this transfer be allowed, and by which rule? (no data "
-      "moves)\nOptions");
-  desc.add_options()("direction", po::value<std::string>(),
-                     "push or pull (default: whoever is local initiates)")(
+      "Usage: pororoca policy check SRC DST\n  Would `pororoca cp SRC DST` be admitted, and by which check "
+      "(endpoint, export root, source, token, policy)? The checks this daemon makes, in a transfer's "
+      "order; no data moves, nothing is audited. Exits as cp would.\nOptions");
+  desc.add_options()("recursive,r", "a directory, as cp -r")("overwrite", "as cp --overwrite")(
+      "token", po::value<std::string>(), kTokenHelp)("direction", po::value<std::string>(),
+                                                     "push or pull (default: whoever is local initiates)")(
       "classification", po::value<std::string>(),
       "the data's label (default: the local daemon's for a local source)")(
       "at", po::value<int64_t>(), "evaluate at this Unix time (time windows)")(
@@ -370,25 +388,38 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
     std::cerr << desc << "\n";
     return kExitUsage;
   }
-  json req{{"source", AbsoluteLocal(words[1])}, {"destination", AbsoluteLocal(words[2])}};
+  json req{{"source", AbsoluteLocal(words[1])},
+           {"destination", AbsoluteLocal(words[2])},
+           {"recursive", vm.count("recursive") > 0}};
+  if (vm.count("overwrite")) req["existing"] = "overwrite";
+  std::string token;
+  if (!ResolveToken(vm, &token)) return kExitUsage;
+  if (!token.empty()) req["token"] = token;
   if (vm.count("direction")) req["direction"] = vm["direction"].as<std::string>();
   if (vm.count("classification")) req["classification"] = vm["classification"].as<std::string>();
   if (vm.count("at")) req["time"] = vm["at"].as<int64_t>();
   json r;
   int ec = 0;
   if (!c.Call("POST", "/v1/policy/check", req.dump(), &r, &ec)) return ec;
+  const bool allowed = r.value("allowed", false);
   if (vm.count("json")) {
     std::cout << r.dump(2) << "\n";
   } else {
-    const json& q = r["request"];
-    std::cout << (r.value("allowed", false) ? "allowed" : "denied") << ": "
-              << r.value("reason", std::string()) << "\n"
-              << "  " << q.value("source_institution", std::string()) << " -> "
-              << q.value("destination_institution", std::string()) << ", "
-              << q.value("direction", std::string()) << ", " << q.value("source_path", std::string())
-              << " -> " << q.value("destination_path", std::string()) << ", classification "
-              << q.value("classification", std::string()) << " (manifest serial " << r.value("serial", 0)
-              << ")\n";
+    const std::string check = r.value("check", std::string());
+    std::cout << (allowed ? "allowed" : "denied") << (check == "policy" ? "" : " (" + check + " check)")
+              << ": " << r.value("reason", std::string()) << "\n";
+    if (r.contains("request")) {
+      const json& q = r["request"];
+      std::cout << "  " << q.value("source_institution", std::string()) << " -> "
+                << q.value("destination_institution", std::string()) << ", "
+                << q.value("direction", std::string()) << ", " << q.value("source_path", std::string())
+                << " -> " << q.value("destination_path", std::string()) << ", classification "
+                << q.value("classification", std::string()) << " (manifest serial " << r.value("serial", 0)
+                << ")\n";
+    }
+    if (r.contains("policy_reason") &&
+        r.value("policy_reason", std::string()) != r.value("reason", std::string()))
+      std::cout << "  the transfer's root: " << r["policy_reason"].get<std::string>() << "\n";
     if (r.contains("rate_limit_bytes_per_s")) {
       std::cout << "  rate cap " << HumanBytes(r["rate_limit_bytes_per_s"].get<double>())
                 << "/s per institution pair\n";
@@ -399,7 +430,8 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
       for (const auto& e : r["explain"]) std::cout << "  " << e.get<std::string>() << "\n";
     }
   }
-  return r.value("allowed", false) ? kExitOk : kExitDenied;
+  // The exit code cp would end with for the same refusal.
+  return allowed ? kExitOk : ExitForCode(r.value("code", std::string("PermissionDenied")));
 }
 
 int CmdAccounting(Client& c, const std::vector<std::string>& args) {
@@ -495,6 +527,14 @@ int main(int argc, char** argv) {
     }
     std::string cmd = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
+    for (const auto& a : rest) {
+      if (a == "--socket" || a.rfind("--socket=", 0) == 0) {
+        std::cerr << "pororoca: --socket is an option of pororoca itself and goes before the command: "
+                     "pororoca --socket PATH "
+                  << cmd << " ... (or set $PORO_SOCKET)\n";
+        return kExitUsage;
+      }
+    }
     if (cmd == "cp" || cmd == "copy") return CmdCopy(c, rest, false);
     if (cmd == "sync") return CmdCopy(c, rest, true);
     if (cmd == "status") return CmdStatus(c, rest);

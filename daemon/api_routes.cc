@@ -92,6 +92,19 @@ class Body {
   }                                                            \
   lhs = std::move(*PORO_CONCAT_(_r_, __LINE__))
 
+// "2026-12-05": four digits, two, two, a month 1-12 and a day that month has.
+bool IsDate(const std::string& s) {
+  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
+  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
+    if (s[i] < '0' || s[i] > '9') return false;
+  }
+  const int y = std::stoi(s.substr(0, 4)), m = std::stoi(s.substr(5, 2)), d = std::stoi(s.substr(8, 2));
+  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (m < 1 || m > 12 || d < 1) return false;
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return d <= kDays[m - 1] + (m == 2 && leap ? 1 : 0);
+}
+
 std::string KnownEndpoints(const federation::Manifest& m, const std::string& self) {
   std::string known;
   for (const auto& e : m.endpoints()) {
@@ -170,12 +183,22 @@ api::HttpResponse ApiRoutes::Accounting(const api::HttpRequest& r) const {
     auto it = r.query.find(k);
     if (it != r.query.end()) *dst = it->second;
   }
+  // Days are compared as text: anything but a real YYYY-MM-DD date would select nothing, silently.
+  for (auto [k, v] : {std::pair<const char*, const std::string*>{"since", &f.since}, {"until", &f.until}}) {
+    if (!v->empty() && !IsDate(*v)) {
+      return BadRequest(std::string(k) + " must be a day as YYYY-MM-DD, not '" + *v + "'");
+    }
+  }
   return api::HttpResponse::Json(200, d_.fed->accounting().Query(f));
 }
 
-api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
+ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) const {
   const Config& c = *d_.config;
   const engine::ExportRoot& root = *d_.root;
+  auto refuse = [](const char* check, Status s) {
+    api::HttpResponse r = ErrorResponse(s);
+    return Prepared(check, std::move(s), std::move(r));
+  };
   PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
   PORO_API_ASSIGN_OR_400(std::string src_text, body.String("source"));
   PORO_API_ASSIGN_OR_400(std::string dst_text, body.String("destination"));
@@ -187,7 +210,7 @@ api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
   for (Location* l : {&*src, &*dst}) {
     if (l->remote && l->endpoint == c.endpoint_name) {
       auto rel = root.Normalize(l->path);
-      if (!rel.has_value()) return ErrorResponse(rel.error());
+      if (!rel.has_value()) return refuse("export_root", rel.error());
       l->remote = false;
       l->path = root.Display(*rel) + (l->trailing_slash ? "/" : "");
     }
@@ -231,93 +254,105 @@ api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
   // Check what can be checked locally now, so the user gets the error at once.
   auto manifest = d_.fed->manifest();
   if (manifest->FindEndpoint(t->remote.endpoint) == nullptr) {
-    return api::HttpResponse::Error(404, "UnknownEndpoint",
-                                    "unknown endpoint '" + t->remote.endpoint + "': not in federation '" +
-                                        manifest->federation() +
-                                        "' (known: " + KnownEndpoints(*manifest, c.endpoint_name) + ")");
+    Status s = Status::NotFound("unknown endpoint '" + t->remote.endpoint + "': not in federation '" +
+                                manifest->federation() +
+                                "' (known: " + KnownEndpoints(*manifest, c.endpoint_name) + ")");
+    return Prepared("endpoint", s, api::HttpResponse::Error(404, "UnknownEndpoint", s.message()));
   }
   // Who asks: the socket's peer credentials, mapped to a federated identity by [[users]].
   if (const UserConfig* u = c.FindUser(t->uid)) t->user = u->identity;
   PORO_API_ASSIGN_OR_400(t->token, body.String("token"));
   if (t->token.empty() && !c.token_issuer.empty() && t->user.empty()) {
-    return api::HttpResponse::Error(403, "PermissionDenied",
-                                    "local user uid " + std::to_string(t->uid) +
-                                        " has no federated identity (add it under [[users]] in " +
-                                        c.source_file + ") and gave no token");
+    return refuse("identity",
+                  Status::PermissionDenied("local user uid " + std::to_string(t->uid) +
+                                           " has no federated identity (add it under [[users]] in " +
+                                           c.source_file + ") and gave no token"));
   }
   auto rel = root.RelativeFromAbsolute(t->local_path);
-  if (!rel.has_value()) return ErrorResponse(rel.error());
+  if (!rel.has_value()) return refuse("export_root", rel.error());
   if (t->push) {
     auto si = engine::StatSource(root, *rel);
-    if (!si.has_value()) return ErrorResponse(si.error());
-    if (si->is_dir && !t->recursive) return BadRequest(t->local_path + " is a directory (use -r)");
+    if (!si.has_value()) return refuse("source", si.error());
+    if (si->is_dir && !t->recursive)
+      return refuse("source", Status::InvalidArgument(t->local_path + " is a directory (use -r)"));
   } else {
     auto st = root.Lstat(*rel);
     if (!st.has_value() || !S_ISDIR(st->st_mode)) {
       auto [parent, name] = engine::ExportRoot::Split(*rel);
       auto pst = root.Lstat(parent);
       if (t->local_trailing_slash || !pst.has_value() || !S_ISDIR(pst->st_mode)) {
-        return api::HttpResponse::Error(404, "NotFound",
-                                        "destination directory does not exist: " + t->local_path);
+        return refuse("destination",
+                      Status::NotFound("destination directory does not exist: " + t->local_path));
       }
     }
   }
-  if (Status s = d_.transfers->Submit(t); !s.ok()) return ErrorResponse(s);
-  return api::HttpResponse::Json(201, t->View());
+  return Prepared(std::move(t));
 }
 
-// "Would this transfer be allowed, and by which rule?" Both ends' view, from this daemon's manifest:
-// {"source": "SRC", "destination": "DST"} with one of them remote (ENDPOINT:/path), as in a submit.
+api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
+  Prepared p = PrepareTransfer(req);
+  if (!p.transfer) return p.response;
+  if (Status s = d_.transfers->Submit(p.transfer); !s.ok()) return ErrorResponse(s);
+  return api::HttpResponse::Json(201, p.transfer->View());
+}
+
+// "Would this transfer be allowed, and by which check?" The body of a submit (source, destination,
+// options, token), plus optional "direction", "classification" and "time" for the policy. Runs the
+// checks a submit and the transfer's set-up make at this end, in their order, without moving data:
+// {"allowed", "check" (the one that decided), "reason", "code" (as the transfer would fail),
+// "serial", and once the policy was reached "rule", "request", caps, "explain"}.
 api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
-  const Config& c = *d_.config;
   PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
-  PORO_API_ASSIGN_OR_400(std::string src_text, body.String("source"));
-  PORO_API_ASSIGN_OR_400(std::string dst_text, body.String("destination"));
+  SessionRunner::DryRunOverrides o;
   PORO_API_ASSIGN_OR_400(std::string dir, body.String("direction"));
-  auto src = Location::Parse(src_text);
-  if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
-  auto dst = Location::Parse(dst_text);
-  if (!dst.has_value()) return ErrorResponse(dst.error().Annotate("destination"));
-  auto m = d_.fed->manifest();
-  auto endpoint_of = [&](const Location& l) { return l.remote ? l.endpoint : c.endpoint_name; };
-  const federation::Endpoint* se = m->FindEndpoint(endpoint_of(*src));
-  const federation::Endpoint* de = m->FindEndpoint(endpoint_of(*dst));
-  if (se == nullptr || de == nullptr) {
-    return api::HttpResponse::Error(404, "UnknownEndpoint",
-                                    "endpoint '" + (se == nullptr ? endpoint_of(*src) : endpoint_of(*dst)) +
-                                        "' is not in federation '" + m->federation() + "'");
+  if (!dir.empty()) {
+    auto d = policy::ParseDirection(dir);
+    if (!d.has_value()) return BadRequest("direction must be push or pull, not '" + dir + "'");
+    o.direction = *d;
   }
-  auto abs_path = [&](const Location& l) -> std::string {
-    if (l.remote) return l.path;
-    auto rel = d_.root->RelativeFromAbsolute(l.path);
-    return rel.has_value() ? "/" + *rel : l.path;
+  if (body.Has("classification")) {
+    PORO_API_ASSIGN_OR_400(o.classification, body.String("classification"));
+  }
+  if (body.Has("time")) {
+    PORO_API_ASSIGN_OR_400(o.now_unix, body.Integer("time", 0));
+  }
+  auto m = d_.fed->manifest();
+  json out{{"serial", m->serial()}};
+  auto refused = [&](const char* check, const Status& s) {
+    out["allowed"] = false;
+    out["check"] = check;
+    out["code"] = CodeName(s.code());
+    out["reason"] = std::string(s.message());
+    return api::HttpResponse::Json(200, out);
   };
-  policy::Request r;
-  r.source_institution = se->institution;
-  r.destination_institution = de->institution;
-  bool src_initiates = dir.empty() ? !src->remote : dir == "push";
-  r.direction = src_initiates ? policy::Direction::kPush : policy::Direction::kPull;
-  r.source_path = abs_path(*src);
-  r.destination_path = abs_path(*dst);
-  PORO_API_ASSIGN_OR_400(r.classification,
-                         body.String("classification", src->remote ? std::string(policy::kUnclassified)
-                                                                   : d_.fed->LabelFor(r.source_path)));
-  PORO_API_ASSIGN_OR_400(r.now_unix, body.Integer("time", static_cast<int64_t>(std::time(nullptr))));
-  policy::Decision d = m->policy().Evaluate(r);
-  json out{{"allowed", d.allowed},
-           {"rule", d.rule_id},
-           {"reason", d.reason},
-           {"serial", m->serial()},
-           {"request",
-            {{"source_institution", r.source_institution},
-             {"destination_institution", r.destination_institution},
-             {"direction", std::string(policy::DirectionName(r.direction))},
-             {"source_path", r.source_path},
-             {"destination_path", r.destination_path},
-             {"classification", r.classification}}}};
+  Prepared p = PrepareTransfer(req);
+  if (!p.transfer) {
+    if (*p.check == '\0') return p.response;  // a malformed request, not a refusal
+    return refused(p.check, p.refusal);
+  }
+  SessionRunner::Verdict v = d_.sessions->DryRun(*p.transfer, o);
+  if (std::string_view(v.check) != "policy") return refused(v.check, v.refusal);
+  const policy::Request& r = v.request;
+  const policy::Decision& d = v.decision;
+  out["request"] = {{"source_institution", r.source_institution},
+                    {"destination_institution", r.destination_institution},
+                    {"direction", std::string(policy::DirectionName(r.direction))},
+                    {"source_path", r.source_path},
+                    {"destination_path", r.destination_path},
+                    {"classification", r.classification}};
+  out["rule"] = d.rule_id;
+  if (!v.refusal.ok()) {
+    // The refusal names the federation and this endpoint, as the transfer's would; the root's
+    // decision is given too (a tree may be refused for a sub-tree though its root is allowed).
+    out["policy_reason"] = d.reason;
+    if (!d.allowed) out["explain"] = m->policy().Explain(r);
+    return refused("policy", v.refusal);
+  }
+  out["allowed"] = true;
+  out["check"] = "policy";
+  out["reason"] = d.reason;
   if (d.rate_limit_bytes_per_s) out["rate_limit_bytes_per_s"] = d.rate_limit_bytes_per_s;
   if (d.max_concurrent) out["max_concurrent"] = d.max_concurrent;
-  if (!d.allowed) out["explain"] = m->policy().Explain(r);
   return api::HttpResponse::Json(200, out);
 }
 
@@ -329,8 +364,7 @@ api::HttpResponse ApiRoutes::List(const api::HttpRequest&) const {
 
 api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req) const {
   const std::string& id = req.params.at("id");
-  std::shared_ptr<Transfer> t = d_.transfers->Find(id);
-  if (!t) return api::HttpResponse::Error(404, "NotFound", "no transfer " + id);
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(id));
   // ?wait=SECONDS: a long poll. Answers as soon as the transfer has ended, else after SECONDS
   // (at most 60) with its progress: a client follows a transfer without polling on a timer.
   auto w = req.query.find("wait");
@@ -348,8 +382,7 @@ api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req) const {
 
 api::HttpResponse ApiRoutes::Cancel(const api::HttpRequest& req) const {
   const std::string& id = req.params.at("id");
-  std::shared_ptr<Transfer> t = d_.transfers->Cancel(id);
-  if (!t) return api::HttpResponse::Error(404, "NotFound", "no transfer " + id);
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Cancel(id));
   return api::HttpResponse::Json(202, t->View());
 }
 

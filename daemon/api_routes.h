@@ -11,6 +11,7 @@
 #include "api/http.h"
 #include "daemon/config.h"
 #include "daemon/federation.h"
+#include "daemon/session.h"
 #include "daemon/transfer_manager.h"
 #include "engine/export_root.h"
 
@@ -24,6 +25,7 @@ class ApiRoutes {
     size_t buffer_size = 0;  // the pool's buffers: the largest chunk this daemon takes
     Federation* fed = nullptr;
     TransferManager* transfers = nullptr;
+    const SessionRunner* sessions = nullptr;  // for the dry run of a transfer (policy check)
   };
   explicit ApiRoutes(Deps d) : d_(d) {}
 
@@ -41,6 +43,22 @@ class ApiRoutes {
   api::HttpResponse Cancel(const api::HttpRequest& req) const;
 
  private:
+  // A submission's body made into a transfer, after the checks answered at once; the dry run
+  // (PolicyCheck) and Submit share it. Refused: `transfer` is null, `response` is the answer and
+  // `check` names the admission check that refused ("endpoint", "identity", "export_root",
+  // "source", "destination"), or is empty for a malformed request.
+  struct Prepared {
+    Prepared(api::HttpResponse r) : response(std::move(r)) {}          // NOLINT: a malformed request
+    Prepared(std::shared_ptr<Transfer> t) : transfer(std::move(t)) {}  // NOLINT
+    Prepared(const char* c, Status s, api::HttpResponse r)
+        : response(std::move(r)), check(c), refusal(std::move(s)) {}
+    std::shared_ptr<Transfer> transfer;
+    api::HttpResponse response;
+    const char* check = "";
+    Status refusal;
+  };
+  Prepared PrepareTransfer(const api::HttpRequest& req) const;
+
   Deps d_;
 };
 

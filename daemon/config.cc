@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "base/file_util.h"
 #include "base/log.h"
 
 namespace pororoca::daemon {
@@ -157,17 +158,19 @@ bool CleanAbsolutePath(const std::string& p) {
 }  // namespace
 
 Result<Config> LoadConfig(const std::string& path) {
+  // Read here rather than by toml++, whose error for an unreadable file gives no reason.
+  auto text = ReadSmallFile(path, 1u << 20);
+  if (!text.has_value()) {
+    Status e = text.error();
+    return e.Annotate("cannot read config file");
+  }
   toml::table t;
   try {
-    t = toml::parse_file(path);
+    t = toml::parse(*text, path);
   } catch (const toml::parse_error& e) {
     const auto& src = e.source();
     std::string where = src.begin ? " (line " + std::to_string(src.begin.line) + ")" : "";
-    std::string desc(e.description());
-    if (desc.find("File could not be opened") != std::string::npos) {
-      return Status::NotFound("cannot read config file " + path);
-    }
-    return Status::InvalidArgument(path + where + ": " + desc);
+    return Status::InvalidArgument(path + where + ": " + std::string(e.description()));
   }
   PORO_RETURN_IF_ERROR(CheckKnownKeys(t, path));
   Config c;

@@ -1,5 +1,6 @@
 #include "daemon/federation.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -100,6 +101,60 @@ Result<std::unique_ptr<Federation>> Federation::Open(const Config& c) {
     PORO_RETURN_IF_ERROR(f->received_->Flush());
   }
   return f;
+}
+
+Result<std::string> Federation::Check(const Config& c) {
+  auto key = crypto::LoadPublicKeyPem(c.authority_key);
+  if (!key.has_value()) return key.error().Annotate("[federation] authority_key");
+  if (!c.token_key.empty()) {
+    auto tk = crypto::LoadPrivateKeyPem(c.token_key);
+    if (!tk.has_value()) return tk.error().Annotate("[tokens] key");
+  }
+  PORO_RETURN_IF_ERROR(CheckCanWrite(c.audit_log, "[audit] log"));
+  PORO_RETURN_IF_ERROR(audit::Accounting::Open(AccountingFile(c)).status());
+  PORO_RETURN_IF_ERROR(audit::Accounting::Open(ReceivedAccountingFile(c)).status());
+  // The newer of the last good copy and the source, as Open() would install it.
+  std::shared_ptr<const federation::Manifest> best;
+  std::string from;
+  if (auto text = ReadSmallFile(LastGoodFile(c), federation::kMaxManifestBytes); text.has_value()) {
+    auto m = federation::VerifyManifest(*text, *key, LastGoodFile(c));
+    if (m.has_value()) {
+      best = *m;
+      from = LastGoodFile(c);
+    }
+  }
+  Federation probe(c);
+  auto text = probe.FetchSource();
+  Status source_error;
+  if (text.has_value()) {
+    auto m = federation::VerifyManifest(*text, *key, SourceName(c));
+    if (!m.has_value()) {
+      source_error = m.error();
+    } else if (!best || (*m)->serial() > best->serial()) {
+      best = *m;
+      from = SourceName(c);
+    }
+  } else {
+    source_error = text.error();
+  }
+  if (!best) return source_error.Annotate("[federation] manifest");
+  // The anchors go to TLS as a file: an anonymous one in memory, so nothing lands on disk.
+  UniqueFd anchors(::memfd_create("pororoca-anchors", MFD_CLOEXEC));
+  if (!anchors.valid()) return Status::IoError("memfd_create for the trust anchors", errno);
+  const std::string& pem = best->trust_anchors_pem();
+  if (::write(anchors.get(), pem.data(), pem.size()) != static_cast<ssize_t>(pem.size())) {
+    return Status::IoError("write the trust anchors to memory", errno);
+  }
+  transport::TlsConfig tc{"/proc/self/fd/" + std::to_string(anchors.get()), c.tls_cert, c.tls_key, true};
+  PORO_RETURN_IF_ERROR(transport::TlsContext::Create(tc).status());
+  std::string line = "manifest serial " + std::to_string(best->serial()) + " of federation '" +
+                     best->federation() + "' from " + from;
+  if (!source_error.ok())
+    line += " (source " + SourceName(c) + " not usable: " + source_error.ToString() + ")";
+  if (best->FindEndpoint(c.endpoint_name) == nullptr) {
+    line += "; warning: this endpoint '" + c.endpoint_name + "' is not in it, every peer will refuse it";
+  }
+  return line;
 }
 
 void Federation::Start() {
@@ -394,6 +449,14 @@ policy::Request Federation::RequestFor(const TransferAuth& a) const {
 
 namespace {
 
+// The manifest's token issuers' keys, for token::VerifyToken.
+auto IssuerKeys(const std::shared_ptr<const federation::Manifest>& m) {
+  return [m](std::string_view iss) -> const crypto::PKey* {
+    const federation::TokenIssuer* i = m->FindIssuer(iss);
+    return i ? i->key.get() : nullptr;
+  };
+}
+
 json TransferRecord(const TransferAuth& a) {
   return json{{"transfer_id", a.transfer_id},
               {"peer", a.peer.id},
@@ -412,11 +475,7 @@ Result<Admission> Federation::AdmitResponder(TransferAuth& a) {
                                         "' requires one");
     }
   } else {
-    auto lookup = [m](std::string_view iss) -> const crypto::PKey* {
-      const federation::TokenIssuer* i = m->FindIssuer(iss);
-      return i ? i->key.get() : nullptr;
-    };
-    auto claims = token::VerifyToken(a.token, lookup, self(), std::time(nullptr));
+    auto claims = token::VerifyToken(a.token, IssuerKeys(m), self(), std::time(nullptr));
     if (!claims.has_value()) {
       refused = claims.error();
     } else {
@@ -438,27 +497,26 @@ Result<Admission> Federation::AdmitResponder(TransferAuth& a) {
   return AdmitInitiator(a);
 }
 
-Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
-  policy::Request r = RequestFor(a);
-  Admission adm;
-  adm.request = r;
-  adm.source_institution = r.source_institution;
-  adm.destination_institution = r.destination_institution;
-  adm.decision = Decide(r, TransferRecord(a));
-  if (!adm.decision.allowed) {
+Status Federation::CheckPolicy(const TransferAuth& a, const policy::Request& r, bool audit,
+                               policy::Decision* root) {
+  auto decide = [&](const policy::Request& q) {
+    return audit ? Decide(q, TransferRecord(a)) : manifest()->policy().Evaluate(q);
+  };
+  *root = decide(r);
+  if (!root->allowed) {
     return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() +
-                                    ": " + adm.decision.reason);
+                                    ": " + root->reason);
   }
   // A tree sent from here may hold differently classified sub-trees ([[classification]] below its
   // root): each must be allowed too, or the whole transfer is refused.
   if (a.sending) {
     for (const auto& cl : config_.classifications) {
-      const std::string& root = a.local_path;
-      if (cl.path == root || !PathIsUnder(cl.path, root)) continue;  // strictly below the root
+      const std::string& tree = a.local_path;
+      if (cl.path == tree || !PathIsUnder(cl.path, tree)) continue;  // strictly below the root
       policy::Request sub = r;
       sub.source_path = cl.path;
       sub.classification = LabelFor(cl.path);
-      policy::Decision d = Decide(sub, TransferRecord(a));
+      policy::Decision d = decide(sub);
       if (!d.allowed) {
         return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " +
                                         self() + ": " + cl.path + " inside the tree is classified '" +
@@ -466,6 +524,23 @@ Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
       }
     }
   }
+  return Status::OK();
+}
+
+Status Federation::CheckToken(const std::string& token, const std::string& audience, token::Action act,
+                              const std::string& path) const {
+  PORO_ASSIGN_OR_RETURN(token::Claims claims,
+                        token::VerifyToken(token, IssuerKeys(manifest()), audience, std::time(nullptr)));
+  return token::CheckScope(claims, act, path);
+}
+
+Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
+  policy::Request r = RequestFor(a);
+  Admission adm;
+  adm.request = r;
+  adm.source_institution = r.source_institution;
+  adm.destination_institution = r.destination_institution;
+  PORO_RETURN_IF_ERROR(CheckPolicy(a, r, /*audit=*/true, &adm.decision));
   std::string pair = policy::PairLimits::PairKey(r.source_institution, r.destination_institution);
   if (adm.decision.max_concurrent > 0) {
     auto slot = limits_.TryAcquire(pair, adm.decision.max_concurrent, adm.decision.rule_id);

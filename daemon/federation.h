@@ -22,6 +22,7 @@
 #include "engine/stats.h"
 #include "federation/manifest.h"
 #include "policy/policy.h"
+#include "token/token.h"
 #include "transport/tls.h"
 
 namespace pororoca::daemon {
@@ -62,6 +63,11 @@ struct Admission {
 class Federation {
  public:
   static Result<std::unique_ptr<Federation>> Open(const Config& config);
+  // What Open() would find, without writing anything (no state file, no audit record, no
+  // anchors file): the keys load, the audit log could be opened, the accounting files parse, the
+  // manifest source and the last good copy verify, and the TLS files fit the newer manifest's
+  // anchors. Returns a line for the operator ("manifest serial 6 from ...").
+  static Result<std::string> Check(const Config& config);
   ~Federation();
 
   // Starts the refresh thread (and the accounting reporter when a service URL is configured).
@@ -100,6 +106,15 @@ class Federation {
   Result<Admission> AdmitResponder(TransferAuth& a);
   // The same at the initiator (its own policy evaluation; the token is the peer's business).
   Result<Admission> AdmitInitiator(const TransferAuth& a);
+  // The policy's verdict on a transfer: its root (request `r`), then every classified sub-tree of
+  // a tree sent from here. OK or the refusal a transfer gets ("policy of federation 'f' at x: ...");
+  // *root gets the root's decision. `audit`: the decisions go to the audit log, as for a transfer;
+  // the dry run (policy check) passes false.
+  Status CheckPolicy(const TransferAuth& a, const policy::Request& r, bool audit, policy::Decision* root);
+  // The bearer token check the responder makes (signature, expiry, audience = `audience`, the
+  // scope for `act` on `path`), made here for the dry run. OK, or the responder's refusal.
+  Status CheckToken(const std::string& token, const std::string& audience, token::Action act,
+                    const std::string& path) const;
   // Mints a token for a local user's transfer when [tokens] is configured: audience = the peer,
   // subject = the user's identity, one scope for exactly this transfer, checked against the user's
   // [[users]] scopes. Empty when this daemon mints no tokens.

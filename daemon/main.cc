@@ -24,8 +24,10 @@ int main(int argc, char** argv) {
       PORO_ASSIGN_OR_RETURN(d, daemon::Daemon::Create(cfg));
       return Status::OK();
     };
+    lc.check = [cfg]() { return daemon::Daemon::Check(cfg); };
     lc.start = [&d] { return d->Start(); };
     lc.stop = [&d] { d->Stop(); };
+    lc.reopen = [&d] { return d->ReopenLogs(); };
     return lc;
   };
   return daemon::ServiceMain(argc, argv, o);

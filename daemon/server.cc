@@ -45,11 +45,28 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   d->transfers_ = std::make_unique<TransferManager>(
       to, [self](Transfer& t) { return self->sessions_->Initiate(t); }, &d->workers_);
   PORO_RETURN_IF_ERROR(d->transfers_->Open());
-  d->routes_ = std::make_unique<ApiRoutes>(ApiRoutes::Deps{
-      &d->config_, d->root_.get(), d->pool_->buffer_size(), d->fed_.get(), d->transfers_.get()});
+  d->routes_ =
+      std::make_unique<ApiRoutes>(ApiRoutes::Deps{&d->config_, d->root_.get(), d->pool_->buffer_size(),
+                                                  d->fed_.get(), d->transfers_.get(), d->sessions_.get()});
   d->peers_ = std::make_unique<PeerListener>(
       d->binds_.get(), [self](UniqueFd fd) { self->sessions_->Respond(std::move(fd)); }, &d->workers_);
   return d;
+}
+
+Result<std::string> Daemon::Check(const Config& c) {
+  auto root = engine::ExportRoot::Create(c.export_root);
+  if (!root.has_value()) return root.error().Annotate("[storage] export_root");
+  struct stat st {};
+  if (::stat(c.state_dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode))
+      return Status::InvalidArgument("[storage] state_dir " + c.state_dir + " is not a directory");
+    if (::access(c.state_dir.c_str(), R_OK | W_OK | X_OK) != 0)
+      return Status::IoError("[storage] state_dir " + c.state_dir + " is not writable", errno);
+  } else if (errno != ENOENT) {
+    return Status::IoError("[storage] state_dir " + c.state_dir, errno);
+  }
+  PORO_ASSIGN_OR_RETURN(std::string manifest, Federation::Check(c));
+  return "endpoint " + c.endpoint_name + ", export root " + root->path() + ", " + manifest;
 }
 
 Daemon::~Daemon() { Stop(); }
@@ -69,7 +86,15 @@ std::unique_ptr<transport::MessageChannel> Daemon::MakeChannel(UniqueFd fd) {
 }
 
 Status Daemon::Start() {
-  PORO_RETURN_IF_ERROR(peers_->Listen(config_.listen));
+  if (Status s = peers_->Listen(config_.listen); !s.ok()) {
+    if (s.sys_errno() == EADDRINUSE) {
+      return Status(Code::kUnavailable,
+                    std::string(s.message()) + ": another process (another pororocad?) has " +
+                        "this port; stop it, or set another port in [network] listen of " +
+                        config_.source_file);
+    }
+    return s;
+  }
   auto srv = api::HttpServer::Listen(config_.api_socket, config_.api_socket_mode);
   if (!srv.has_value()) return srv.error().Annotate("[api] socket");
   api_ = std::move(*srv);

@@ -29,12 +29,17 @@ namespace pororoca::daemon {
 class Daemon {
  public:
   static Result<std::unique_ptr<Daemon>> Create(Config config);
+  // --check-config: what Create() would refuse, found without writing anything, so a check of a
+  // running daemon's configuration leaves its state alone. Returns what was found, for the operator.
+  static Result<std::string> Check(const Config& config);
   ~Daemon();
 
   // Binds the peer port and the API socket, resumes persisted transfers, starts serving.
   Status Start();
   // Stops accepting, cancels running work, joins threads.
   void Stop();
+  // SIGHUP: the audit log is opened again under its name (logrotate moved the old file away).
+  Status ReopenLogs() { return fed_->audit().Reopen(); }
   uint16_t peer_port() const { return peers_ ? peers_->port() : 0; }
   TransferManager& transfers() { return *transfers_; }
 

@@ -7,6 +7,7 @@
 #include <boost/program_options.hpp>
 #include <iostream>
 
+#include "base/file_util.h"
 #include "base/log.h"
 #include "pororoca/config.h"
 
@@ -57,6 +58,19 @@ int Run(int argc, char** argv, const ServiceMainOptions& opt) {
     return 2;
   }
   log::SetLevel(lvl);
+  if (vm.count("check-config") && cfg->check) {
+    Result<std::string> found = std::string();
+    if (!cfg->log_file.empty()) {
+      if (Status s = CheckCanWrite(cfg->log_file, "[log] file"); !s.ok()) found = s;
+    }
+    if (found.has_value()) found = cfg->check();
+    if (!found.has_value()) {
+      std::cerr << name << ": " << cfg->source_file << ": " << found.error().ToString() << "\n";
+      return opt.create_failure_exit;
+    }
+    std::cout << "configuration " << cfg->source_file << " is valid: " << *found << "\n";
+    return 0;
+  }
   if (!cfg->log_file.empty() && !log::SetFile(cfg->log_file)) {
     std::cerr << name << ": cannot open log file " << cfg->log_file << "\n";
     return 2;
@@ -67,6 +81,7 @@ int Run(int argc, char** argv, const ServiceMainOptions& opt) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   if (Status s = cfg->create(); !s.ok()) {
@@ -82,7 +97,16 @@ int Run(int argc, char** argv, const ServiceMainOptions& opt) {
     return 1;
   }
   int sig = 0;
-  sigwait(&set, &sig);
+  // SIGHUP: the log files were rotated (moved away); open them again under their names.
+  while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+    bool ok = log::ReopenFile();
+    Status s = cfg->reopen ? cfg->reopen() : Status::OK();
+    if (ok && s.ok()) {
+      PORO_LOG(INFO) << "SIGHUP: log files reopened";
+    } else {
+      PORO_LOG(ERROR) << "SIGHUP: " << (ok ? s.ToString() : "cannot reopen [log] file " + cfg->log_file);
+    }
+  }
   PORO_LOG(INFO) << "signal " << sig << ": shutting down";
   cfg->stop();
   return 0;

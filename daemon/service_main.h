@@ -20,8 +20,14 @@ struct LoadedConfig {
   // Called in this order on the main thread: create after logging and signals are set up (the
   // service keeps what it builds), start unless --check-config, stop after SIGINT/SIGTERM.
   std::function<Status()> create;
+  // --check-config: validates without writing anything (no log file, no state) and returns what it
+  // found; create() is not called then. Unset: --check-config runs create().
+  std::function<Result<std::string>()> check;
   std::function<Status()> start;
   std::function<void()> stop;
+  // SIGHUP, after [log] file was reopened: reopens the service's own files (the audit log). Unset:
+  // nothing more to reopen.
+  std::function<Status()> reopen;
 };
 
 struct ServiceMainOptions {

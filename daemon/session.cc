@@ -361,11 +361,8 @@ Result<json> SessionRunner::RunEngine(Session& s) {
 
 // ---- the two ends --------------------------------------------------------------------------------------
 
-Result<json> SessionRunner::Initiate(Transfer& t) {
-  Session s;
-  s.initiator = true;
-  s.transfer = &t;
-  s.cancel = &t.cancel;
+Status SessionRunner::Prepare(Transfer& t, Session& s, const char** check) const {
+  *check = "endpoint";
   auto manifest = d_.fed->manifest();
   const federation::Endpoint* peer = manifest->FindEndpoint(t.remote.endpoint);
   if (peer == nullptr) {
@@ -374,7 +371,9 @@ Result<json> SessionRunner::Initiate(Transfer& t) {
                             std::to_string(manifest->serial()) + ")");
   }
   s.peer = *peer;
+  *check = "export_root";
   PORO_ASSIGN_OR_RETURN(s.local_rel, d_.root->RelativeFromAbsolute(t.local_path));
+  *check = "request";
   proto::Open& open = s.open;
   open.transfer_id = t.id;
   open.direction = t.push ? proto::Direction::kPush : proto::Direction::kPull;
@@ -394,6 +393,7 @@ Result<json> SessionRunner::Initiate(Transfer& t) {
   a.overwrite = open.options.existing == proto::Existing::kOverwrite;
   a.user = t.user;
   if (t.push) {
+    *check = "source";
     PORO_ASSIGN_OR_RETURN(engine::SourceInfo si, engine::StatSource(*d_.root, s.local_rel));
     if (si.is_dir && !t.recursive) return Status::InvalidArgument(t.local_path + " is a directory (use -r)");
     a.classification = d_.fed->LabelFor(a.local_path);
@@ -402,13 +402,67 @@ Result<json> SessionRunner::Initiate(Transfer& t) {
   }
   // This side's policy decision comes once the peer has accepted the OPEN: it then knows the
   // peer's resolved path (push) or the data's label (pull), and still no data byte has moved.
+  *check = "token";
   std::string bearer = t.token;
   if (bearer.empty()) {
     const UserConfig* u = d_.config->FindUser(t.uid);
     PORO_ASSIGN_OR_RETURN(bearer, d_.fed->MintToken(a, u ? u->scopes : std::vector<std::string>{}));
   }
   if (!bearer.empty()) open.token = bearer;
+  *check = "";
+  return Status::OK();
+}
 
+SessionRunner::Verdict SessionRunner::DryRun(Transfer& t, const DryRunOverrides& o) const {
+  Verdict v;
+  Session s;
+  s.initiator = true;
+  s.transfer = &t;
+  v.refusal = Prepare(t, s, &v.check);
+  if (!v.refusal.ok()) return v;
+  TransferAuth& a = s.auth;
+  // The homologation check each end makes of the other after the TLS handshake: both must be
+  // listed and active in the manifest in force here.
+  v.check = "endpoint";
+  auto m = d_.fed->manifest();
+  const federation::Endpoint* self = m->FindEndpoint(d_.config->endpoint_name);
+  if (self == nullptr) {
+    v.refusal = Status::Unauthenticated("endpoint '" + d_.config->endpoint_name +
+                                        "' is not a homologated endpoint in federation '" + m->federation() +
+                                        "' (manifest serial " + std::to_string(m->serial()) + ")");
+    return v;
+  }
+  for (const federation::Endpoint* e : {static_cast<const federation::Endpoint*>(&s.peer), self}) {
+    if (Status st = m->CheckPeer(e->id, e->pin).status(); !st.ok()) {
+      v.refusal = st;
+      return v;
+    }
+  }
+  // A token the user gave is checked as the peer will check it (the one this daemon mints passed
+  // the user's scopes in Prepare).
+  if (!t.token.empty()) {
+    v.check = "token";
+    token::Action act =
+        t.push ? (a.overwrite ? token::Action::kModify : token::Action::kCreate) : token::Action::kRead;
+    v.refusal = d_.fed->CheckToken(t.token, s.peer.id, act, a.remote_path);
+    if (!v.refusal.ok()) return v;
+  }
+  v.check = "policy";
+  v.request = d_.fed->RequestFor(a);
+  if (o.direction) v.request.direction = *o.direction;
+  if (o.classification) v.request.classification = *o.classification;
+  if (o.now_unix) v.request.now_unix = *o.now_unix;
+  v.refusal = d_.fed->CheckPolicy(a, v.request, /*audit=*/false, &v.decision);
+  return v;
+}
+
+Result<json> SessionRunner::Initiate(Transfer& t) {
+  Session s;
+  s.initiator = true;
+  s.transfer = &t;
+  s.cancel = &t.cancel;
+  const char* check = "";
+  PORO_RETURN_IF_ERROR(Prepare(t, s, &check));
   PORO_RETURN_IF_ERROR(Connect(s));
   Status setup = ExchangeHello(s);
   if (setup.ok()) setup = ReadOpenOk(s);

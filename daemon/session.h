@@ -22,6 +22,7 @@
 #include <atomic>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "base/unique_fd.h"
@@ -56,12 +57,34 @@ class SessionRunner {
   // The responder's side of a control connection a peer opened (its first bytes were not a bind).
   void Respond(UniqueFd fd);
 
+  // The dry run of Initiate(t) (pororoca policy check): every check this end makes before and
+  // during set-up, in the same order and with the same refusals, without connecting, auditing or
+  // taking a concurrency slot. The peer's own checks (its export root, its policy) are not known here.
+  struct DryRunOverrides {
+    std::optional<policy::Direction> direction;
+    std::optional<std::string> classification;
+    std::optional<int64_t> now_unix;
+  };
+  struct Verdict {
+    // The check that decided: "endpoint" (known, homologated, active), "export_root", "request"
+    // (options), "source" (exists; a directory needs -r), "token" (the user's scopes, or the
+    // token given), "policy".
+    const char* check = "";
+    Status refusal;           // OK: allowed
+    policy::Request request;  // set once the policy was reached
+    policy::Decision decision;
+  };
+  Verdict DryRun(Transfer& t, const DryRunOverrides& o) const;
+
   // Engine options from OPEN's options and this daemon's configuration.
   engine::EngineOptions EngineOptionsFrom(const proto::OpenOptions& o) const;
 
  private:
   struct Session;
 
+  // Initiate's checks before it connects: the endpoint, the local path, the options, the source,
+  // the token. *check names the step that refused.
+  Status Prepare(Transfer& t, Session& s, const char** check) const;
   Status Connect(Session& s);
   Status ExchangeHello(Session& s);
   Status AnswerOpen(Session& s);  // responder: OPEN -> resolve, authorise -> OPEN_OK

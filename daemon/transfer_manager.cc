@@ -62,10 +62,23 @@ void TransferManager::SpawnRun(const std::shared_ptr<Transfer>& t) {
   });
 }
 
-std::shared_ptr<Transfer> TransferManager::Find(const std::string& id) const {
+Result<std::shared_ptr<Transfer>> TransferManager::Find(const std::string& id) const {
   MutexLock lock(&mu_);
   auto it = transfers_.find(id);
-  return it == transfers_.end() ? nullptr : it->second;
+  if (it != transfers_.end()) return it->second;
+  std::vector<std::shared_ptr<Transfer>> matches;
+  if (!id.empty()) {
+    for (it = transfers_.lower_bound(id); it != transfers_.end() && it->first.compare(0, id.size(), id) == 0;
+         ++it)
+      matches.push_back(it->second);
+  }
+  if (matches.size() == 1) return matches.front();
+  if (matches.empty()) return Status::NotFound("no transfer " + (id.empty() ? std::string("''") : id));
+  std::string list;
+  for (size_t i = 0; i < matches.size() && i < 5; ++i) list += (i ? ", " : "") + matches[i]->id;
+  if (matches.size() > 5) list += ", ...";
+  return Status::InvalidArgument("transfer id prefix '" + id + "' matches " + std::to_string(matches.size()) +
+                                 " transfers (" + list + "); give more digits");
 }
 
 std::vector<std::shared_ptr<Transfer>> TransferManager::List() const {
@@ -79,13 +92,10 @@ std::vector<std::shared_ptr<Transfer>> TransferManager::List() const {
   return list;
 }
 
-std::shared_ptr<Transfer> TransferManager::Cancel(const std::string& id) {
-  std::shared_ptr<Transfer> t;
+Result<std::shared_ptr<Transfer>> TransferManager::Cancel(const std::string& id) {
+  PORO_ASSIGN_OR_RETURN(std::shared_ptr<Transfer> t, Find(id));
   {
     MutexLock lock(&mu_);
-    auto it = transfers_.find(id);
-    if (it == transfers_.end()) return nullptr;
-    t = it->second;
     t->cancel = true;
     cv_.NotifyAll();
   }

@@ -48,10 +48,13 @@ class TransferManager {
   // transfer already submitted through the API since start-up is not loaded twice.
   void LoadPersisted() PORO_EXCLUDES(mu_);
 
-  std::shared_ptr<Transfer> Find(const std::string& id) const PORO_EXCLUDES(mu_);
+  // The transfer with this id, or the only one whose id starts with it (as git takes a commit's
+  // prefix). kNotFound names what was asked; a prefix of several ids is kInvalidArgument listing
+  // them.
+  Result<std::shared_ptr<Transfer>> Find(const std::string& id_or_prefix) const PORO_EXCLUDES(mu_);
   std::vector<std::shared_ptr<Transfer>> List() const PORO_EXCLUDES(mu_);  // oldest first
-  // Cancels a transfer (a queued or retrying one ends at once); null if unknown.
-  std::shared_ptr<Transfer> Cancel(const std::string& id) PORO_EXCLUDES(mu_);
+  // Cancels a transfer (a queued or retrying one ends at once); `id` as for Find().
+  Result<std::shared_ptr<Transfer>> Cancel(const std::string& id) PORO_EXCLUDES(mu_);
   // Blocks until `t` ends, `timeout` passes or the manager stops.
   void WaitEnded(Transfer& t, std::chrono::steady_clock::duration timeout) const;
 

@@ -184,7 +184,12 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(text("manifest", "file", &c.manifest_file, true));
   PORO_RETURN_IF_ERROR(text("accounting", "dir", &c.accounting_dir, true));
   PORO_RETURN_IF_ERROR(text("log", "level", &c.log_level, false));
-  PORO_RETURN_IF_ERROR(text("log", "file", &c.log_file, false));
+  // [log] file = "" means stderr, as in pororocad (the documented sample says so).
+  if (auto lf = t["log"]["file"]; lf && lf.value<std::string>() && lf.value<std::string>()->empty()) {
+    c.log_file.clear();
+  } else {
+    PORO_RETURN_IF_ERROR(text("log", "file", &c.log_file, false));
+  }
   if (auto hp = transport::ParseHostPort(c.listen); !hp.has_value()) {
     return ConfigError(path, "[service] listen", std::string(hp.error().message()));
   }
@@ -290,7 +295,10 @@ struct Service::Impl {
           return httplib::Server::HandlerResponse::Handled;
         }));
     server->set_logger([](const httplib::Request& req, const httplib::Response& res) {
-      bool routine = req.path == "/v1/healthz" || res.status == 304;
+      // Every daemon fetches the manifest each refresh_s and reports each report_s: those answers
+      // are routine (DEBUG). Refusals and errors are logged; a new manifest is logged where it is
+      // loaded (ManifestFile::Get).
+      const bool routine = res.status < 400;
       if (routine && log::GetLevel() > log::Level::kDebug) return;
       PORO_LOG(INFO) << req.remote_addr << " " << ClientCn(req) << " " << req.method << " " << req.path
                      << " -> " << res.status;

@@ -688,7 +688,9 @@ HttpResponse HttpServer::Dispatch(HttpRequest& req) const {
     if (best == nullptr || r.literals > best->literals) best = &r;
   }
   if (best == nullptr) {
-    if (allow.empty()) return HttpResponse::Error(404, "not_found", "no such endpoint: " + req.path);
+    if (allow.empty())
+      return HttpResponse::Error(404, "not_found",
+                                 "no such API route: " + req.path + " (the routes are in docs/api.md)");
     HttpResponse resp = HttpResponse::Error(405, "method_not_allowed",
                                             "method " + req.method + " not allowed on " + req.path);
     resp.headers.emplace_back("Allow", allow);

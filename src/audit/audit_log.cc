@@ -157,6 +157,17 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path) {
   return std::unique_ptr<AuditLog>(new AuditLog(path, std::move(owned)));
 }
 
+Status AuditLog::Reopen() {
+  int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return Status::IoError("reopen audit log " + path_, errno);
+  UniqueFd fresh(fd);
+  PORO_RETURN_IF_ERROR(RepairTornTail(fresh.get(), path_));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (::dup3(fresh.get(), fd_.get(), O_CLOEXEC) != fd_.get())
+    return Status::IoError("reopen audit log " + path_, errno);
+  return Status::OK();
+}
+
 Status AuditLog::Append(Json record) {
   if (!record.is_object()) return Status::InvalidArgument("an audit record must be a JSON object");
   Json time;

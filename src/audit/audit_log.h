@@ -77,6 +77,10 @@ class AuditLog {
   // write) is skipped; any other line that is not a JSON object is an error naming file and line.
   static Result<std::vector<nlohmann::json>> ReadAll(const std::string& path);
 
+  // Opens the path again (after logrotate moved the file away; a new file is created) and puts it
+  // in place of the old one under the write lock: no record is split between the two files.
+  Status Reopen();
+
   const std::string& path() const { return path_; }
 
  private:

@@ -74,4 +74,19 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
   return out;
 }
 
+Status CheckCanWrite(const std::string& path, const std::string& what) {
+  if (::access(path.c_str(), F_OK) == 0) {
+    if (::access(path.c_str(), W_OK) != 0)
+      return Status::IoError(what + " " + path + " is not writable", errno);
+    return Status::OK();
+  }
+  if (errno != ENOENT) return Status::IoError(what + " " + path, errno);
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return Status::IoError(what + " " + path + " cannot be created in " + dir, errno);
+  }
+  return Status::OK();
+}
+
 }  // namespace pororoca

@@ -23,4 +23,8 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
 // a missing file is kNotFound naming it.
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 16u << 20);
 
+// For checks that must not write: `path` is a writable file, or does not exist and its directory
+// lets it be created. `what` starts the error ("[audit] log /x/audit.log is not writable").
+Status CheckCanWrite(const std::string& path, const std::string& what);
+
 }  // namespace pororoca

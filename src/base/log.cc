@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <string>
 
 namespace pororoca::log {
 namespace {
@@ -32,7 +33,10 @@ const char* LevelName(Level l) {
 void SetLevel(Level l) { g_level = static_cast<int>(l); }
 Level GetLevel() { return static_cast<Level>(g_level.load(std::memory_order_relaxed)); }
 
+std::string g_path;  // the SetFile path; written only at start-up, before other threads log
+
 bool SetFile(const std::string& path) {
+  g_path = path;
   if (path.empty()) {
     g_fd = 2;
     return true;
@@ -42,6 +46,16 @@ bool SetFile(const std::string& path) {
   int old = g_fd.exchange(fd);
   if (old > 2) ::close(old);
   return true;
+}
+
+bool ReopenFile() {
+  const int cur = g_fd.load();
+  if (g_path.empty() || cur <= 2) return true;
+  int fd = ::open(g_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return false;
+  const bool ok = ::dup3(fd, cur, O_CLOEXEC) == cur;
+  ::close(fd);
+  return ok;
 }
 
 bool ParseLevel(const std::string& s, Level* out) {

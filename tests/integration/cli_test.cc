@@ -12,6 +12,8 @@
 namespace pororoca::test {
 namespace {
 
+using json = nlohmann::json;
+
 TEST_SUITE("integration.cli") {
   TEST_CASE("requests that cannot start get the documented exit codes and name the culprit") {
     TestFederation fed;
@@ -81,6 +83,69 @@ TEST_SUITE("integration.cli") {
   }
 
   // The same user error as "a directory without -r", found by the peer instead of the local daemon.
+  TEST_CASE("messages a person can act on: id prefixes, dates, routes, option order, reasons, a busy port") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    WriteFile(a.Path("f.txt"), "payload\n", 0644);
+
+    // status and cancel take a unique prefix of a transfer id, as git does for commits.
+    CliResult sub = Cli(a, {"cp", "--detach", a.Path("f.txt"), "b:/f.txt"});
+    REQUIRE_MESSAGE(sub.exit_code == 0, sub.Describe());
+    std::string id = sub.out.substr(0, sub.out.find('\n'));
+    REQUIRE(id.size() == 32);
+    json done = a.WaitForTerminal(id);
+    CHECK(done.value("state", std::string()) == "succeeded");
+    CliResult st = Cli(a, {"status", id.substr(0, 7), "--json"});
+    INFO(st.Describe());
+    CHECK(st.exit_code == 0);
+    CHECK(st.Json().value("id", std::string()) == id);
+    CliResult none = Cli(a, {"status", "zzzz"});
+    CHECK(none.exit_code == 4);
+    CHECK(none.err.find("no transfer zzzz") != std::string::npos);
+    CliResult cancel = Cli(a, {"cancel", id.substr(0, 7)});
+    CHECK_MESSAGE(cancel.exit_code == 0, cancel.Describe());
+    CHECK(cancel.out.find(id) != std::string::npos);
+
+    // A day that is not a date is refused, not answered with empty tables.
+    CliResult acc = Cli(a, {"accounting", "--since", "yesterday"});
+    CHECK(acc.exit_code == 2);
+    CHECK(acc.err.find("since must be a day as YYYY-MM-DD, not 'yesterday'") != std::string::npos);
+    CHECK(Cli(a, {"accounting", "--until", "2026-02-30"}).exit_code == 2);
+    CHECK(Cli(a, {"accounting", "--since", "2024-02-29"}).exit_code == 0);
+
+    // The API names an unknown route as a route (an "endpoint" is a DTN everywhere else).
+    json r = a.Get("/v1/nosuch");
+    CHECK(r.value("http_status", 0) == 404);
+    CHECK(r["error"].value("message", std::string()).find("no such API route: /v1/nosuch") !=
+          std::string::npos);
+
+    // --socket after the command: says where it goes.
+    CliResult late = RunCli({"status", "--socket", a.socket()}, "/nonexistent.sock");
+    CHECK(late.exit_code == 2);
+    CHECK(late.err.find("goes before the command: pororoca --socket PATH status") != std::string::npos);
+
+    // activate says what activation does (not the suspension's text).
+    CliResult act = RunCli({"federation", "activate", "b", "--dir", fed.ca_dir()}, "/nonexistent.sock");
+    CHECK_MESSAGE(act.exit_code == 0, act.Describe());
+    CHECK(act.out.find("accept its sessions again") != std::string::npos);
+    CHECK(act.out.find("cut") == std::string::npos);
+
+    // A configuration file that cannot be read says why.
+    CliResult missing = RunDaemon({"--config", fed.dir() + "/no-such.toml", "--check-config"});
+    CHECK(missing.exit_code == 2);
+    CHECK(missing.err.find("cannot read config file") != std::string::npos);
+    CHECK(missing.err.find("no-such.toml") != std::string::npos);
+    CHECK(missing.err.find("No such file or directory") != std::string::npos);
+
+    // A port in use names the setting to change and the file it is in.
+    CliResult busy = RunDaemon({"--config", a.config_path()});
+    INFO(busy.Describe());
+    CHECK(busy.exit_code != 0);
+    CHECK(busy.err.find("Address already in use") != std::string::npos);
+    CHECK(busy.err.find("[network] listen of " + a.config_path()) != std::string::npos);
+  }
+
   TEST_CASE("pulling a remote directory without -r exits 2 like a local one") {
     TestFederation fed;
     DaemonPair p(fed);

@@ -4,11 +4,13 @@
 // (expired, wrong audience, wrong scope, bad signature, unknown issuer). Every refusal is checked
 // for its message and its audit record.
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -42,6 +44,16 @@ bool WaitSerial(const DaemonProcess& d, uint64_t serial, std::chrono::millisecon
     std::this_thread::sleep_for(100ms);
   }
   return false;
+}
+
+// Every file below `dir` (relative path -> contents), and every directory (-> "<dir>").
+std::map<std::string, std::string> TreeContents(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    std::string rel = std::filesystem::relative(e.path(), dir).string();
+    out[rel] = e.is_directory() ? std::string("<dir>") : ReadFile(e.path().string());
+  }
+  return out;
 }
 
 std::string IssueToken(TestFederation& fed, const std::string& institution,
@@ -415,13 +427,157 @@ TEST_SUITE("integration.federation") {
 
     // Pair and time window through policy check (no data moves): a -> b of /archive outside its window,
     // and b -> a, which no rule names.
-    r = Cli(a, {"policy", "check", a.Path("archive/x"), "b:/scratch/x"});
+    r = Cli(a, {"policy", "check", a.Path("archive/old.txt"), "b:/scratch/x"});
     CHECK(r.exit_code == kExitDenied);
     CHECK(r.out.find("default deny") != std::string::npos);
     CHECK(r.out.find("night-archive") != std::string::npos);  // the explanation names the near miss
     r = Cli(b, {"policy", "check", b.Path("scratch/r.txt"), "a:/x"});
     CHECK(r.exit_code == kExitDenied);
     CHECK(r.out.find("inst-b -> inst-a") != std::string::npos);
+  }
+
+  TEST_CASE(
+      "--check-config against a running daemon's configuration reports the newer manifest and writes "
+      "nothing") {
+    TestFederation fed;
+    DaemonOptions o;
+    o.refresh_s = 3600;  // the daemon itself does not take the new serial during the test
+    DaemonProcess a(fed, "a", o);
+    REQUIRE(a.Start());
+    const uint64_t running = a.Get("/v1/federation").value("serial", uint64_t{0});
+    fed.SetRules(json::array({{{"id", "all-again"}, {"effect", "allow"}}}));
+    const uint64_t published = fed.Publish();
+    REQUIRE(published > running);
+    const auto before = TreeContents(a.state_dir());
+    CliResult r = CheckConfig(a);
+    INFO(r.Describe());
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("is valid") != std::string::npos);
+    CHECK(r.out.find("manifest serial " + std::to_string(published)) != std::string::npos);
+    CHECK(TreeContents(a.state_dir()) == before);
+    CHECK(a.Get("/v1/federation").value("serial", uint64_t{0}) == running);
+    // A configuration whose key cannot be read fails the check with the setting and the file named,
+    // and still writes nothing.
+    std::string cfg = ReadFile(a.config_path());
+    const std::string key_line = "key = ";
+    size_t at = cfg.find("\n" + key_line);
+    REQUIRE(at != std::string::npos);
+    size_t eol = cfg.find('\n', at + 1);
+    WriteFile(a.config_path(),
+              cfg.substr(0, at + 1) + key_line + "\"" + a.dir() + "/no-such.key\"" + cfg.substr(eol));
+    CliResult bad = CheckConfig(a);
+    INFO(bad.Describe());
+    CHECK(bad.exit_code != 0);
+    CHECK(bad.err.find(a.config_path()) != std::string::npos);
+    CHECK(bad.err.find("no-such.key") != std::string::npos);
+    CHECK(TreeContents(a.state_dir()) == before);
+  }
+
+  TEST_CASE("SIGHUP reopens the log file and the audit log under their names after a rotation") {
+    TestFederation fed;
+    DaemonProcess a(fed, "a");
+    DaemonProcess b(fed, "b");
+    a.options().log_file = a.dir() + "/pororocad.log";
+    REQUIRE(a.Start());
+    REQUIRE(b.Start());
+    const std::string audit = a.state_dir() + "/audit.log", log = a.dir() + "/pororocad.log";
+    REQUIRE(Exists(audit));
+    REQUIRE(Exists(log));
+    // logrotate without copytruncate: move the files away, then signal.
+    REQUIRE(::rename(audit.c_str(), (audit + ".1").c_str()) == 0);
+    REQUIRE(::rename(log.c_str(), (log + ".1").c_str()) == 0);
+    REQUIRE(::kill(a.pid(), SIGHUP) == 0);
+    bool reopened = false;
+    for (int i = 0; i < 100 && !reopened; ++i) {
+      std::this_thread::sleep_for(50ms);
+      reopened = Exists(log) && ReadFile(log).find("SIGHUP: log files reopened") != std::string::npos;
+    }
+    CHECK(reopened);
+    CHECK(Exists(audit));
+    const std::string old_audit = ReadFile(audit + ".1");
+    WriteFile(a.Path("f.txt"), "after the rotation\n");
+    CliResult r = Cli(a, {"cp", a.Path("f.txt"), "b:/f.txt"}, 60s);
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    // The new records go to the new files; the rotated ones are left as they were.
+    CHECK(Audited(a, "transfer_end", "completed"));
+    CHECK(ReadFile(audit).find("transfer_end") != std::string::npos);
+    CHECK(ReadFile(audit + ".1") == old_audit);
+    CHECK(ReadFile(log + ".1").find("SIGHUP") == std::string::npos);
+    // Still running after the signal (SIGHUP does not stop it).
+    CHECK(a.Get("/v1/healthz").value("status", std::string()) == "ok");
+  }
+
+  TEST_CASE("policy check refuses what cp refuses, naming the check, with cp's reason and exit code") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(b.Path("data"));
+    WriteFile(a.Path("f.txt"), "payload\n");
+    // Runs the dry run and the transfer with the same arguments: the dry run says which check
+    // refused; cp fails with the same exit code and its output holds the dry run's reason.
+    auto same_refusal = [&](const char* what, const std::vector<std::string>& args, const char* check,
+                            const char* needle) {
+      std::vector<std::string> dry{"policy", "check", "--json"};
+      dry.insert(dry.end(), args.begin(), args.end());
+      CliResult d = Cli(a, dry, 30s);
+      std::vector<std::string> cp{"cp", "--no-progress"};
+      cp.insert(cp.end(), args.begin(), args.end());
+      CliResult c = Cli(a, cp, 60s);
+      INFO(what << "\npolicy check: " << d.Describe() << "\ncp: " << c.Describe());
+      json v = d.Json();
+      CHECK(v.value("allowed", true) == false);
+      CHECK(v.value("check", std::string()) == check);
+      std::string reason = v.value("reason", std::string());
+      CHECK(reason.find(needle) != std::string::npos);
+      CHECK(d.exit_code != 0);
+      CHECK(d.exit_code == c.exit_code);
+      // A policy refusal names the endpoint that decided ("... at a: default deny ..."); with one
+      // manifest the peer, which decides at OPEN, refuses first, with the same decision.
+      const std::string decision =
+          v.contains("policy_reason") ? v.value("policy_reason", std::string()) : reason;
+      CHECK(c.output().find(decision) != std::string::npos);
+    };
+    // Allowed: the whole admission passes, and the policy's rule is named.
+    CliResult ok = Cli(a, {"policy", "check", a.Path("f.txt"), "b:/data/f.txt"}, 30s);
+    CHECK_MESSAGE(ok.exit_code == 0, ok.Describe());
+    CHECK(ok.out.find("allowed") == 0);
+
+    same_refusal("a local path outside the export root", {"/etc/passwd", "b:/data/passwd"}, "export_root",
+                 "/etc/passwd");
+    same_refusal("an unknown endpoint, with the known ones listed", {a.Path("f.txt"), "nosuch:/data/f.txt"},
+                 "endpoint", "known: b");
+    same_refusal("a missing source", {a.Path("missing.txt"), "b:/data/missing.txt"}, "source", "missing.txt");
+    same_refusal("a directory without -r", {a.Path(""), "b:/data/"}, "source", "use -r");
+    std::string read_only = IssueToken(fed, "inst-a", {"--audience", "b", "--scope", "storage.read:/data"});
+    same_refusal("a token without the scope for the path",
+                 {"--token", read_only, a.Path("f.txt"), "b:/data/f.txt"}, "token",
+                 "token grants no storage.create for /data/f.txt");
+    std::string other = IssueToken(fed, "inst-a", {"--audience", "a", "--scope", "storage.create:/data"});
+    same_refusal("a token for another endpoint", {"--token", other, a.Path("f.txt"), "b:/data/f.txt"},
+                 "token", "token audience is 'a', this endpoint is 'b'");
+
+    fed.SetRules(json::array({{{"id", "only-data"}, {"effect", "allow"}, {"source_paths", {"/data"}}}}));
+    uint64_t s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    REQUIRE(WaitSerial(b, s));
+    same_refusal("the policy", {a.Path("f.txt"), "b:/data/f.txt"}, "policy", "default deny");
+
+    fed.SetRules(json::array({{{"id", "all"}, {"effect", "allow"}}}));
+    fed.SetStatus("b", "suspended");
+    s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    same_refusal("a suspended endpoint", {a.Path("f.txt"), "b:/data/f.txt"}, "endpoint",
+                 "endpoint 'b' is suspended in federation");
+    // The dry run audits nothing (a transfer audits its policy decision, allowed or not).
+    fed.SetStatus("b", "active");
+    s = fed.Publish();
+    REQUIRE(WaitSerial(a, s));
+    const size_t audited = a.AuditRecords("transfer").size();
+    CliResult again = Cli(a, {"policy", "check", a.Path("f.txt"), "b:/data/f.txt"}, 30s);
+    CHECK_MESSAGE(again.exit_code == 0, again.Describe());
+    CHECK(a.AuditRecords("transfer").size() == audited);
+    CHECK(!Exists(b.Path("data/f.txt")));
   }
 
   TEST_CASE("policy: a deny rule on a path inside a tree keeps that sub-tree from being sent") {

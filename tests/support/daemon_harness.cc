@@ -270,7 +270,7 @@ std::string DaemonProcess::WriteConfig() const {
     << "[transfer]\nstreams = " << opts_.streams << "\nchunk_size = " << TomlString(opts_.chunk_size)
     << "\nbuffer_pool = " << TomlString(opts_.buffer_pool) << "\nretry_attempts = " << opts_.retry_attempts
     << "\nretry_max_backoff_s = " << opts_.retry_max_backoff_s << "\n\n"
-    << "[log]\nlevel = " << TomlString(opts_.log_level) << "\n\n"
+    << "[log]\nlevel = " << TomlString(opts_.log_level) << "\nfile = " << TomlString(opts_.log_file) << "\n\n"
     << "[federation]\n"
     << (opts_.manifest_url.empty()
             ? "manifest = " +
@@ -464,8 +464,21 @@ nlohmann::json CliResult::Json() const { return nlohmann::json::parse(out, nullp
 
 CliResult RunCli(const std::vector<std::string>& args, const std::string& socket,
                  std::chrono::milliseconds timeout) {
+  return RunProgram(PORO_CLI_BIN, args, socket, timeout);
+}
+
+CliResult RunDaemon(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
+  return RunProgram(PORO_DAEMON_BIN, args, "/nonexistent.sock", timeout);
+}
+
+CliResult CheckConfig(const DaemonProcess& d, std::chrono::milliseconds timeout) {
+  return RunProgram(PORO_DAEMON_BIN, {"--config", d.config_path(), "--check-config"}, d.socket(), timeout);
+}
+
+CliResult RunProgram(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& socket, std::chrono::milliseconds timeout) {
   CliResult res;
-  std::vector<std::string> argv_s{PORO_CLI_BIN};
+  std::vector<std::string> argv_s{binary};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv = CStrings(argv_s);
   std::vector<std::string> env_s = Environment("PORO_SOCKET", "PORO_SOCKET=" + socket);

@@ -95,6 +95,8 @@ struct DaemonOptions {
   unsigned retry_attempts = 30;
   unsigned retry_max_backoff_s = 1;  // fast retries in tests
   std::string log_level = "info";
+  // [log] file (empty: the daemon logs to stderr, which the harness collects in log_path()).
+  std::string log_file;
   // [federation] manifest: this file instead of the federation's (e.g. a copy of an older serial).
   std::string manifest_file;
   // [storage] keep_finished_s (unset: the daemon's default).
@@ -135,6 +137,8 @@ class DaemonProcess {
   const std::string& state_dir() const { return state_; }
   const std::string& socket() const { return socket_; }
   const std::string& log_path() const { return log_; }
+  // Its configuration file (written by Start()).
+  const std::string& config_path() const { return config_; }
   uint16_t port() const { return port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   // Absolute path of `rel` inside the export root ("" -> the root).
@@ -205,6 +209,13 @@ struct CliResult {
 // after `timeout`.
 CliResult RunCli(const std::vector<std::string>& args, const std::string& socket,
                  std::chrono::milliseconds timeout = 120s);
+// Runs `binary` with `args` as RunCli does.
+CliResult RunProgram(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& socket, std::chrono::milliseconds timeout);
+// pororocad with `args` (it must exit by itself within `timeout`).
+CliResult RunDaemon(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 60s);
+// pororocad --config <d's configuration> --check-config.
+CliResult CheckConfig(const DaemonProcess& d, std::chrono::milliseconds timeout = 60s);
 // RunCli with the daemon's socket.
 CliResult Cli(const DaemonProcess& d, const std::vector<std::string>& args,
               std::chrono::milliseconds timeout = 120s);

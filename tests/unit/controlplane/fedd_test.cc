@@ -380,6 +380,7 @@ file = "/srv/fed/manifest.json"
 dir = "/var/lib/pororoca-fedd/accounting"
 [log]
 level = "debug"
+file = ""
 )");
     auto c = LoadConfig(path);
     REQUIRE_MESSAGE(c.ok(), c.status().ToString());
@@ -388,6 +389,7 @@ level = "debug"
     CHECK(c->manifest_file == "/srv/fed/manifest.json");
     CHECK(c->accounting_dir == "/var/lib/pororoca-fedd/accounting");
     CHECK(c->log_level == "debug");
+    CHECK(c->log_file.empty());  // the documented sample: empty = stderr
 
     auto fails = [&](const std::string& text, const std::string& expect) {
       WriteText(path, text);

@@ -159,13 +159,13 @@ TEST_CASE_FIXTURE(Fixture, "a transfer cancelled while it waits to retry ends ca
     std::this_thread::sleep_for(milliseconds(10));
   REQUIRE(StateOf(*t) == TransferState::kRetrying);
   auto c = m.Cancel("t6");
-  REQUIRE(c != nullptr);
+  REQUIRE(c.has_value());
   m.WaitEnded(*t, std::chrono::seconds(10));
   CHECK(StateOf(*t) == TransferState::kCancelled);
   workers.JoinAll();
   CHECK(calls.load() == 1);
   CHECK(ReadRecord(dir / "transfers/t6.json")["state"] == "cancelled");
-  CHECK(m.Cancel("nope") == nullptr);
+  CHECK(m.Cancel("nope").status().code() == Code::kNotFound);
 }
 
 TEST_CASE_FIXTURE(Fixture, "a transfer the daemon stops in flight is resumed by the next start-up") {
@@ -196,8 +196,9 @@ TEST_CASE_FIXTURE(Fixture, "a transfer the daemon stops in flight is resumed by 
       },
       &workers);
   m2.LoadPersisted();
-  auto t = m2.Find("t7");
-  REQUIRE(t != nullptr);
+  auto found = m2.Find("t7");
+  REQUIRE(found.has_value());
+  std::shared_ptr<Transfer> t = *found;
   m2.WaitEnded(*t, std::chrono::seconds(10));
   CHECK(StateOf(*t) == TransferState::kSucceeded);
   CHECK(resumed.load() == 1);
@@ -229,13 +230,45 @@ TEST_CASE_FIXTURE(Fixture, "the start-up scan skips malformed records and delete
     std::ofstream(dir / "transfers/recent.json") << recent->Record().dump();
   }
   m.LoadPersisted();
-  CHECK(m.Find("bad") == nullptr);
-  CHECK(m.Find("old") == nullptr);
+  CHECK(!m.Find("bad").has_value());
+  CHECK(!m.Find("old").has_value());
   CHECK(::access((dir / "transfers/old.json").c_str(), F_OK) != 0);
   auto r = m.Find("recent");
-  REQUIRE(r != nullptr);
-  CHECK(StateOf(*r) == TransferState::kFailed);  // a finished transfer is not run again
+  REQUIRE(r.has_value());
+  CHECK(StateOf(**r) == TransferState::kFailed);  // a finished transfer is not run again
   CHECK(m.List().size() == 1);
+}
+
+TEST_CASE_FIXTURE(Fixture, "a transfer is found by its id or by a prefix that only it has") {
+  TransferManager m(
+      Opts(), [](Transfer&) -> Result<json> { return json::object(); }, &workers);
+  REQUIRE(m.Open().ok());
+  REQUIRE(m.Submit(NewTransfer("ab12")).ok());
+  REQUIRE(m.Submit(NewTransfer("ab34")).ok());
+  REQUIRE(m.Submit(NewTransfer("cd56")).ok());
+  auto exact = m.Find("ab12");
+  REQUIRE(exact.has_value());
+  CHECK((*exact)->id == "ab12");
+  auto prefix = m.Find("c");
+  REQUIRE(prefix.has_value());
+  CHECK((*prefix)->id == "cd56");
+  auto unique = m.Find("ab3");
+  REQUIRE(unique.has_value());
+  CHECK((*unique)->id == "ab34");
+  auto ambiguous = m.Find("ab");
+  REQUIRE_FALSE(ambiguous.has_value());
+  CHECK(ambiguous.error().code() == Code::kInvalidArgument);
+  CHECK(std::string(ambiguous.error().message()).find("ab12, ab34") != std::string::npos);
+  auto none = m.Find("ef");
+  REQUIRE_FALSE(none.has_value());
+  CHECK(none.error().code() == Code::kNotFound);
+  CHECK(std::string(none.error().message()) == "no transfer ef");
+  CHECK(!m.Find("").has_value());
+  // Cancel takes the same prefixes.
+  auto c = m.Cancel("cd");
+  REQUIRE(c.has_value());
+  CHECK((*c)->id == "cd56");
+  workers.JoinAll();
 }
 
 }  // namespace
