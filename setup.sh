@@ -175,8 +175,8 @@ TOML
   ln -s big/part-1.bin "$src/latest"
   log "dataset: $(du -sh "$src" | cut -f1) in $(find "$src" -type f | wc -l) files"
 
-  log "policy: pororoca policy check $src cenapad-dtn1:/"
-  PORO_SOCKET="$dir/lncc-dtn1.sock" "$cli" policy check "$src" cenapad-dtn1:/ || die "the demo policy denies the transfer"
+  log "admission (no data moves): pororoca policy check -r $src cenapad-dtn1:/"
+  PORO_SOCKET="$dir/lncc-dtn1.sock" "$cli" policy check -r "$src" cenapad-dtn1:/ || die "the transfer would be refused"
   log "lncc-dtn1 -> cenapad-dtn1: pororoca cp -r $src cenapad-dtn1:/"
   local rc=0
   PORO_SOCKET="$dir/lncc-dtn1.sock" "$cli" cp -r "$src" cenapad-dtn1:/ || rc=$?

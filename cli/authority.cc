@@ -91,6 +91,7 @@ void PrintFederationUsage() {
          "  init --dir DIR --name FEDERATION [--days N]       authority key, CA and an empty draft\n"
          "  add-institution ID --dir DIR [--name TEXT]\n"
          "  add-endpoint NAME --dir DIR --institution ID --address HOST:PORT [--csr FILE] [--out DIR]\n"
+         "  add-service NAME --dir DIR [--csr FILE] [--out DIR]  the control-plane service's certificate\n"
          "  suspend|revoke|activate NAME --dir DIR            change an endpoint's status\n"
          "  add-issuer ID --dir DIR --institution ID [--public-key FILE | --key-out FILE]\n"
          "  policy add --dir DIR --rule JSON|@FILE [--before ID]\n"
@@ -163,6 +164,34 @@ int FedAddEndpoint(const std::vector<std::string>& args) {
             << "  certificate: " << r->cert_file << "\n";
   if (!r->key_file.empty()) std::cout << "  key:         " << r->key_file << "\n";
   std::cout << "  key pin:     " << r->pin << "\n";
+  if (!r->warning.empty()) std::cerr << "pororoca: warning: " << r->warning << "\n";
+  return kExitOk;
+}
+
+int FedAddService(const std::vector<std::string>& args) {
+  po::options_description d(
+      "Usage: pororoca federation add-service NAME --dir DIR\n  the control-plane service's certificate "
+      "(pororoca-fedd): from the federation CA, never a DTN\nOptions");
+  d.add_options()("dir", po::value<std::string>()->required(), "workspace")(
+      "csr", po::value<std::string>(), "issue for this certificate request (else a key is generated)")(
+      "out", po::value<std::string>(), "where NAME.key/NAME.crt go (default DIR/services)")(
+      "days", po::value<int>()->default_value(365), "certificate validity in days");
+  po::variables_map vm;
+  int ec;
+  if (!Parse(args, d, {"name"}, &vm, &ec)) return ec;
+  federation::EndpointRequest req;
+  req.name = Str(vm, "name");
+  if (vm.count("csr")) req.csr_file = Str(vm, "csr");
+  req.out_dir = Str(vm, "out");
+  req.days = vm["days"].as<int>();
+  auto r = federation::AddService(Str(vm, "dir"), req);
+  if (!r.has_value()) return Fail(r.error());
+  std::cout << "service " << req.name
+            << ": certificate from the federation CA, not in the manifest (no DTN admits it as a peer)\n"
+            << "  certificate: " << r->cert_file << "\n";
+  if (!r->key_file.empty()) std::cout << "  key:         " << r->key_file << "\n";
+  std::cout << "  daemons reach it with [federation] url = \"https://HOST:PORT\" and service_name = \""
+            << req.name << "\"\n";
   return kExitOk;
 }
 
@@ -337,6 +366,7 @@ int CmdFederation(const std::vector<std::string>& args) {
   if (sub == "init") return FedInit(rest);
   if (sub == "add-institution") return FedAddInstitution(rest);
   if (sub == "add-endpoint") return FedAddEndpoint(rest);
+  if (sub == "add-service") return FedAddService(rest);
   if (sub == "suspend") return FedStatus(rest, federation::EndpointStatus::kSuspended);
   if (sub == "revoke") return FedStatus(rest, federation::EndpointStatus::kRevoked);
   if (sub == "activate") return FedStatus(rest, federation::EndpointStatus::kActive);

@@ -118,7 +118,29 @@ int ExitForState(const json& t) {
   return ExitForCode(t.value("error_code", std::string()));
 }
 
+// While a transfer waits to try again, the progress line says so: which attempt failed, why, and
+// when the next one starts (a peer that is down would otherwise show a still 0 %).
+// Whole seconds until a retrying transfer's next attempt (0 if it is due).
+double SecondsToNextAttempt(const json& t) {
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const int64_t wait_ms = std::max<int64_t>(0, t.value("next_attempt_ms", int64_t(0)) - now_ms);
+  return std::ceil(double(wait_ms) / 1000.0);
+}
+
+bool PrintRetryLine(const json& t) {
+  if (t.value("state", std::string()) != "retrying") return false;
+  std::string why = t.value("error", std::string());
+  if (why.size() > 90) why = why.substr(0, 87) + "...";
+  std::fprintf(stderr, "\r\x1b[Kattempt %u failed: %s; next attempt in %.0f s", t.value("attempts", 0u),
+               why.c_str(), SecondsToNextAttempt(t));
+  std::fflush(stderr);
+  return true;
+}
+
 void PrintProgressLine(const json& t, double rate, bool final_line) {
+  if (!final_line && PrintRetryLine(t)) return;
   const json& p = t["progress"];
   double total = p.value("bytes_total", 0.0), done = p.value("bytes_done", 0.0);
   uint64_t ftot = p.value("files_total", uint64_t(0)), fdone = p.value("files_done", uint64_t(0));
@@ -130,10 +152,10 @@ void PrintProgressLine(const json& t, double rate, bool final_line) {
   bar.resize(static_cast<size_t>(width), '.');
   double eta = rate > 0 && total > done ? (total - done) / rate : (done >= total ? 0 : NAN);
   char line[256];
-  std::snprintf(line, sizeof line, "\r[%s] %5.1f%%  %s / %s%s  files %llu/%llu  %s/s  ETA %s  ", bar.c_str(),
-                frac * 100, HumanBytes(done).c_str(), HumanBytes(total).c_str(), walk_done ? "" : "+",
-                static_cast<unsigned long long>(fdone), static_cast<unsigned long long>(ftot),
-                HumanBytes(rate).c_str(), HumanDuration(eta).c_str());
+  std::snprintf(line, sizeof line, "\r\x1b[K[%s] %5.1f%%  %s / %s%s  files %llu/%llu  %s/s  ETA %s  ",
+                bar.c_str(), frac * 100, HumanBytes(done).c_str(), HumanBytes(total).c_str(),
+                walk_done ? "" : "+", static_cast<unsigned long long>(fdone),
+                static_cast<unsigned long long>(ftot), HumanBytes(rate).c_str(), HumanDuration(eta).c_str());
   std::fputs(line, stderr);
   if (final_line) std::fputs("\n", stderr);
   std::fflush(stderr);
@@ -161,6 +183,7 @@ void PrintResult(const json& t) {
               static_cast<unsigned long long>(p.value("chunks_corrupt", uint64_t(0))));
   if (!t.value("error", std::string()).empty())
     std::printf("  error: %s\n", t["error"].get<std::string>().c_str());
+  if (st == "retrying") std::printf("  next attempt in %.0f s\n", SecondsToNextAttempt(t));
   for (const auto& f : t["failures"]) {
     std::printf("  failed: %s: %s\n", f.value("path", std::string()).c_str(),
                 f.value("error", std::string()).c_str());
@@ -168,13 +191,15 @@ void PrintResult(const json& t) {
 }
 
 // Follows a transfer until it ends; progress on stderr when it is a terminal.
-int Follow(Client& c, const std::string& id, bool as_json, bool progress) {
+enum class Display { kNone, kTerminal, kAlways };  // the live progress line on stderr
+
+int Follow(Client& c, const std::string& id, bool as_json, Display display) {
   json t;
   int ec = 0;
   double last_done = 0;
   auto last_t = std::chrono::steady_clock::now();
   double rate = 0;
-  bool tty = progress && ::isatty(2);
+  const bool tty = display == Display::kAlways || (display == Display::kTerminal && ::isatty(2));
   // Long polls (?wait=): the daemon answers as soon as the transfer ends, or after the interval
   // with its progress (a terminal's display refreshes 4 times a second).
   const std::string target = "/v1/transfers/" + id + (tty ? "?wait=0.25" : "?wait=20");
@@ -253,8 +278,10 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "chunk", po::value<std::string>(), "chunk size, e.g. 4MiB (64KiB..64MiB)")(
       "sync", "skip files whose size and mtime already match")("overwrite", "replace existing files")(
       "skip-existing", "leave existing files alone")("json", "print the final record as JSON")(
-      "no-progress", "no live progress display")("detach,d", "submit and print the id; do not wait")(
-      "token", po::value<std::string>(), kTokenHelp)("help,h", "this help");
+      "no-progress", "no live progress display")(
+      "progress", "the live progress display even when stderr is not a terminal")(
+      "detach,d", "submit and print the id; do not wait")("token", po::value<std::string>(), kTokenHelp)(
+      "help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -299,7 +326,10 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       std::cout << id << "\n";
     return kExitOk;
   }
-  return Follow(c, id, vm.count("json") > 0, vm.count("no-progress") == 0);
+  const Display display = vm.count("no-progress") ? Display::kNone
+                          : vm.count("progress")  ? Display::kAlways
+                                                  : Display::kTerminal;
+  return Follow(c, id, vm.count("json") > 0, display);
 }
 
 int CmdStatus(Client& c, const std::vector<std::string>& args) {
@@ -550,7 +580,12 @@ int main(int argc, char** argv) {
       std::cout << "self: " << r.value("self", std::string()) << " (" << r.value("institution", std::string())
                 << "), federation " << r.value("federation", std::string()) << " manifest serial "
                 << r.value("serial", 0) << "\n";
-      for (const auto& e : r["endpoints"]) {
+      // By name, whatever the manifest's order (the list an operator scans for one name).
+      std::vector<json> eps(r["endpoints"].begin(), r["endpoints"].end());
+      std::sort(eps.begin(), eps.end(), [](const json& x, const json& y) {
+        return x.value("name", std::string()) < y.value("name", std::string());
+      });
+      for (const auto& e : eps) {
         std::printf("  %-24s %-16s %-22s %s\n", e.value("name", std::string()).c_str(),
                     e.value("institution", std::string()).c_str(), e.value("address", std::string()).c_str(),
                     e.value("status", std::string()).c_str());

@@ -281,8 +281,9 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
       auto [parent, name] = engine::ExportRoot::Split(*rel);
       auto pst = root.Lstat(parent);
       if (t->local_trailing_slash || !pst.has_value() || !S_ISDIR(pst->st_mode)) {
-        return refuse("destination",
-                      Status::NotFound("destination directory does not exist: " + t->local_path));
+        // The directory that is missing: the path itself with a trailing '/', else its parent.
+        const std::string missing = t->local_trailing_slash ? t->local_path : root.Display(parent);
+        return refuse("destination", Status::NotFound("destination directory does not exist: " + missing));
       }
     }
   }

@@ -110,7 +110,11 @@ Result<std::string> Federation::Check(const Config& c) {
     auto tk = crypto::LoadPrivateKeyPem(c.token_key);
     if (!tk.has_value()) return tk.error().Annotate("[tokens] key");
   }
-  PORO_RETURN_IF_ERROR(CheckCanWrite(c.audit_log, "[audit] log"));
+  // The audit log in a state directory that start-up will create has nothing to check yet.
+  const bool in_new_state_dir = c.audit_log.rfind(c.state_dir + "/", 0) == 0 &&
+                                c.audit_log.find('/', c.state_dir.size() + 1) == std::string::npos &&
+                                ::access(c.state_dir.c_str(), F_OK) != 0;
+  if (!in_new_state_dir) PORO_RETURN_IF_ERROR(CheckCanWrite(c.audit_log, "[audit] log"));
   PORO_RETURN_IF_ERROR(audit::Accounting::Open(AccountingFile(c)).status());
   PORO_RETURN_IF_ERROR(audit::Accounting::Open(ReceivedAccountingFile(c)).status());
   // The newer of the last good copy and the source, as Open() would install it.
@@ -390,9 +394,16 @@ void Federation::Unregister(const std::shared_ptr<LiveSession>& s) {
 
 void Federation::CutSessions(const federation::Manifest& m) {
   std::vector<std::pair<std::shared_ptr<LiveSession>, std::string>> cut;
+  // This endpoint itself suspended or revoked: every session it has ends, from this side too.
+  const federation::Endpoint* me = m.FindEndpoint(config_.endpoint_name);
+  auto self_ok = m.CheckPeer(config_.endpoint_name, me != nullptr ? me->pin : std::string());
   {
     MutexLock lock(&mu_);
     for (const auto& s : sessions_) {
+      if (!self_ok.has_value()) {
+        cut.emplace_back(s, std::string(self_ok.error().message()));
+        continue;
+      }
       auto ok = m.CheckPeer(s->peer, s->peer_pin);
       if (!ok.has_value()) cut.emplace_back(s, std::string(ok.error().message()));
     }
@@ -629,7 +640,7 @@ void Federation::Finish(const TransferAuth& a, const Admission& adm, const engin
   if (!a.sending) received_->Add(k, s.bytes_sent, files, result.ok() ? 1 : 0);
   json rec = TransferRecord(a);
   rec["event"] = "transfer_end";
-  rec["decision"] = result.ok() ? "completed" : "failed";
+  rec["decision"] = result.ok() ? "completed" : result.code() == Code::kCancelled ? "cancelled" : "failed";
   if (!result.ok()) rec["reason"] = result.message();
   rec["rule"] = adm.decision.rule_id;
   rec["source_institution"] = adm.source_institution;

@@ -131,6 +131,28 @@ Result<std::string> SessionRunner::ReceiveTarget(const std::string& rel, bool tr
   return engine::ResolveTarget(*d_.root, rel, trailing_slash, si);
 }
 
+Status SessionRunner::ForPeer(const Status& s) const {
+  const std::string& root = d_.root->path();
+  if (s.ok() || root == "/") return s;  // with "/" as the root, local and exported paths read the same
+  std::string msg(s.message());
+  const std::string shown = d_.config->endpoint_name + ":";
+  for (size_t at = msg.find(root); at != std::string::npos; at = msg.find(root, at)) {
+    const size_t end = at + root.size();
+    const bool whole = end == msg.size() || msg[end] == '/' || msg[end] == ' ' || msg[end] == ':' ||
+                       msg[end] == ',' || msg[end] == ')' || msg[end] == '\'';
+    if (!whole) {
+      at = end;
+      continue;
+    }
+    const bool bare = end == msg.size() || msg[end] != '/';
+    msg.replace(at, root.size(), bare ? shown + "/" : shown);
+    at += shown.size();
+  }
+  Status out(s.code(), msg);
+  out.WithRetryable(s.retryable());
+  return out;
+}
+
 // ---- 1. connection -------------------------------------------------------------------------------
 
 Status SessionRunner::Connect(Session& s) {
@@ -528,7 +550,7 @@ void SessionRunner::Respond(UniqueFd fd) {
     PORO_LOG(WARNING) << "session with " << s.tls->peer_common_name() << " (" << s.address
                       << ") ended: " << st.ToString();
     if (st.code() != Code::kUnavailable) {
-      s.ctl->SendError(st);
+      s.ctl->SendError(ForPeer(st));
       // Let the peer read the error: read (and drop) what it still sends for a moment instead of
       // closing on unread data, which would reset the connection and lose the error.
       ::shutdown(s.tls->fd(), SHUT_WR);

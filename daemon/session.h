@@ -93,6 +93,9 @@ class SessionRunner {
   Status AwaitDataChannels(Session& s);
   Result<nlohmann::json> RunEngine(Session& s);
   Status CheckPeerHello(const Session& s, const proto::Hello& h) const;
+  // `s` as the peer is told it: this daemon's paths as ENDPOINT:/path inside the export (what the
+  // peer's user typed), not where the export root lives on this host.
+  Status ForPeer(const Status& s) const;
   // The receiving side's destination for the peer's source `src` below `rel`.
   Result<std::string> ReceiveTarget(const std::string& rel, bool trailing_slash,
                                     const proto::Source& src) const;

@@ -65,6 +65,7 @@ struct Transfer {
   unsigned attempts PORO_GUARDED_BY(mu) = 0;
   int64_t started_ms PORO_GUARDED_BY(mu) = 0;
   int64_t finished_ms PORO_GUARDED_BY(mu) = 0;
+  int64_t next_attempt_ms PORO_GUARDED_BY(mu) = 0;  // retrying: when the next attempt starts
   std::string error PORO_GUARDED_BY(mu);
   std::string error_code PORO_GUARDED_BY(mu);
   uint64_t bytes_sent_prev PORO_GUARDED_BY(mu) = 0;  // payload sent by finished attempts

@@ -205,6 +205,10 @@ void TransferManager::Run(const std::shared_ptr<Transfer>& t) {
     PORO_LOG(WARNING) << "transfer " << t->id << " attempt " << attempts << " failed (" << error
                       << "); retrying in " << backoff.count() / 1000.0 << " s";
     {
+      MutexLock lock(&t->mu);
+      t->next_attempt_ms = NowMs() + backoff.count();  // shown to the user while it waits
+    }
+    {
       MutexLock lock(&mu_);
       cv_.WaitFor(&mu_, backoff, [&] { return t->cancel.load() || stopping_.load(); });
     }

@@ -4,6 +4,7 @@
 // thread at a time. The underlying Stream must allow one reader and one writer concurrently.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -13,6 +14,11 @@
 #include "proto/wire.h"
 
 namespace pororoca::engine {
+
+// How long an end that sends ERROR (a cancel, a session cut, a failure) keeps the session's other
+// connections open for the peer to read it, at most: the peer answers or closes the control
+// connection as soon as it has, so that both ends record the same reason.
+inline constexpr std::chrono::seconds kPeerReadsError{2};
 
 class ControlChannel {
  public:

@@ -213,6 +213,9 @@ class Receiver {
   Status MakeSymlink(const FileEntry& e, const std::string& rel);
   Status HandleFileEnd(const proto::ControlFrame& f) PORO_EXCLUDES(mu_);
   void ChannelMain(size_t i);
+  // Reads the control connection (FILES, FILE_END, END, ERROR, CANCEL) until the session is over or
+  // fails; runs on its own thread so that a channel's error can interrupt a blocking read.
+  void CtlReaderLoop() PORO_EXCLUDES(mu_);
   // Receives chunk messages on channel i and stores them until end-of-stream. Errors end the session;
   // a file that cannot be written fails alone (FailFile).
   Status ChannelLoop(size_t i);
@@ -298,6 +301,7 @@ class Receiver {
   uint64_t entries_ PORO_GUARDED_BY(mu_) = 0, terminal_ PORO_GUARDED_BY(mu_) = 0;
   bool end_received_ PORO_GUARDED_BY(mu_) = false;
   bool summary_sent_ PORO_GUARDED_BY(mu_) = false;
+  bool ctl_done_ PORO_GUARDED_BY(mu_) = false;  // the control reader has ended
   // Control reader only (Run() reads dirs_ after END, which the reader accepts under mu_ and after
   // which it plans nothing).
   std::vector<FileEntry> dirs_;                   // for mode/mtime after their contents
@@ -1107,6 +1111,65 @@ Status Receiver::ApplyDirMetadata() {
   return Status::OK();
 }
 
+void Receiver::CtlReaderLoop() {
+  while (true) {
+    auto fr = dp_.ctl->Receive();
+    Status rs;
+    {  // (the decoders below never throw: no try/catch needed)
+      if (!fr.has_value()) {
+        {
+          MutexLock lock(&mu_);
+          if (summary_sent_) return;  // the session is over: the peer closed, or Run() shut it down
+        }
+        rs = fr.error();
+        if (rs.code() == Code::kUnavailable) {
+          rs = Status::Unavailable("control connection lost: " + std::string(rs.message()));
+        }
+      } else {
+        switch (fr->type) {
+          case MsgType::kFiles:
+            rs = HandleFiles(*fr);
+            break;
+          case MsgType::kFileEnd:
+            rs = HandleFileEnd(*fr);
+            break;
+          case MsgType::kEnd: {
+            rs = proto::DecodeEnd(fr->body).status();  // its count is not checked, its form is
+            if (!rs.ok()) break;
+            MutexLock lock(&mu_);
+            if (end_received_) {
+              rs = Status::Protocol("END repeated");
+              break;
+            }
+            end_received_ = true;
+            dp_.stats->walk_done = true;
+            NotifyIfAllDone();
+            // Keep reading: an error FILE_END may still come (a chunk asked for again that the
+            // sender could no longer read), and so may ERROR or CANCEL.
+            break;
+          }
+          case MsgType::kError:
+            rs = proto::StatusFromErrorBody(fr->body);
+            break;
+          case MsgType::kCancel:
+            rs = proto::StatusFromCancelBody(fr->body);
+            break;
+          case MsgType::kKeepalive:
+            rs = proto::DecodeKeepalive(fr->body).status();
+            break;
+          default:
+            rs = Status::Protocol("unexpected control message " + std::to_string(int(fr->type)) +
+                                  " at the receiver");
+        }
+      }
+    }
+    if (!rs.ok()) {
+      Fail(rs);
+      return;
+    }
+  }
+}
+
 Result<nlohmann::json> Receiver::Run() {
   size_t n = dp_.channels->size();
   std::thread committer([this] { CommitterMain(); });
@@ -1117,62 +1180,12 @@ Result<nlohmann::json> Receiver::Run() {
   // the channels can interrupt a blocking read (by shutting the stream down).
   Status s;
   std::thread ctl_reader([&] {
-    while (true) {
-      auto fr = dp_.ctl->Receive();
-      Status rs;
-      {  // (the decoders below never throw: no try/catch needed)
-        if (!fr.has_value()) {
-          {
-            MutexLock lock(&mu_);
-            if (summary_sent_) return;  // the session is over: the peer closed, or Run() shut it down
-          }
-          rs = fr.error();
-          if (rs.code() == Code::kUnavailable) {
-            rs = Status::Unavailable("control connection lost: " + std::string(rs.message()));
-          }
-        } else {
-          switch (fr->type) {
-            case MsgType::kFiles:
-              rs = HandleFiles(*fr);
-              break;
-            case MsgType::kFileEnd:
-              rs = HandleFileEnd(*fr);
-              break;
-            case MsgType::kEnd: {
-              rs = proto::DecodeEnd(fr->body).status();  // its count is not checked, its form is
-              if (!rs.ok()) break;
-              MutexLock lock(&mu_);
-              if (end_received_) {
-                rs = Status::Protocol("END repeated");
-                break;
-              }
-              end_received_ = true;
-              dp_.stats->walk_done = true;
-              NotifyIfAllDone();
-              // Keep reading: an error FILE_END may still come (a chunk asked for again that the
-              // sender could no longer read), and so may ERROR or CANCEL.
-              break;
-            }
-            case MsgType::kError:
-              rs = proto::StatusFromErrorBody(fr->body);
-              break;
-            case MsgType::kCancel:
-              rs = proto::StatusFromCancelBody(fr->body);
-              break;
-            case MsgType::kKeepalive:
-              rs = proto::DecodeKeepalive(fr->body).status();
-              break;
-            default:
-              rs = Status::Protocol("unexpected control message " + std::to_string(int(fr->type)) +
-                                    " at the receiver");
-          }
-        }
-      }
-      if (!rs.ok()) {
-        Fail(rs);
-        return;
-      }
+    CtlReaderLoop();
+    {
+      MutexLock lock(&mu_);
+      ctl_done_ = true;
     }
+    done_cv_.NotifyAll();
   });
 
   {
@@ -1203,7 +1216,13 @@ Result<nlohmann::json> Receiver::Run() {
     s = dp_.ctl->Send(MsgType::kSummary, proto::EncodeSummary(summary));
   }
   if (!s.ok()) {
-    if (s.code() != Code::kUnavailable) dp_.ctl->SendError(s);
+    if (s.code() != Code::kUnavailable) {
+      dp_.ctl->SendError(s);
+      // As in the sender: the data connections stay open until the peer has read why (it answers
+      // or closes the control connection), so both ends record the same reason.
+      MutexLock lock(&mu_);
+      done_cv_.WaitFor(&mu_, kPeerReadsError, [&]() PORO_REQUIRES(mu_) { return ctl_done_; });
+    }
     dp_.ctl->Shutdown();
     for (auto& ch : *dp_.channels) ch->Shutdown();
   }

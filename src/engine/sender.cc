@@ -74,7 +74,9 @@ class Sender {
   Status WalkDir(const std::string& rel, const std::string& entry_path);
   Status Emit(FileEntry e, std::string rel, Status denied = Status::OK());
   Status FlushBatch();
-  void CtlReaderMain();
+  // Runs CtlReaderLoop, then records that the control reader has ended (ctl_done_).
+  void CtlReaderMain() PORO_EXCLUDES(mu_);
+  void CtlReaderLoop();
   Status HandleControl(const proto::ControlFrame& f) PORO_EXCLUDES(mu_);
   void ChannelMain(size_t i);
   Status ReaderLoop();
@@ -132,6 +134,7 @@ class Sender {
   size_t files_peak_ PORO_GUARDED_BY(mu_) = 0;           // most entries held at once (logged at the end)
   bool end_sent_ PORO_GUARDED_BY(mu_) = false;
   bool summary_ PORO_GUARDED_BY(mu_) = false;
+  bool ctl_done_ PORO_GUARDED_BY(mu_) = false;  // the control reader has ended
   nlohmann::json summary_json_ PORO_GUARDED_BY(mu_);
 
   // Walker batch (walker thread only). The first batch is small, so that the receiver can plan and
@@ -455,6 +458,15 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
 }
 
 void Sender::CtlReaderMain() {
+  CtlReaderLoop();
+  {
+    MutexLock lock(&mu_);
+    ctl_done_ = true;
+  }
+  cv_.NotifyAll();
+}
+
+void Sender::CtlReaderLoop() {
   while (true) {
     auto f = dp_.ctl->Receive();
     if (!f.has_value()) {
@@ -862,7 +874,14 @@ Result<nlohmann::json> Sender::Run() {
     if (!error_.ok() && s.ok()) s = error_;
   }
   if (!s.ok()) {
-    if (s.code() != Code::kUnavailable) dp_.ctl->SendError(s);
+    if (s.code() != Code::kUnavailable) {
+      dp_.ctl->SendError(s);
+      // The peer reads why before any connection of the session closes: until it answers or
+      // closes the control connection (briefly), the data connections stay open, so both ends
+      // record the same reason (a cancel, a session cut) rather than "data channel closed".
+      MutexLock lock(&mu_);
+      cv_.WaitFor(&mu_, kPeerReadsError, [&]() PORO_REQUIRES(mu_) { return ctl_done_; });
+    }
     dp_.ctl->Shutdown();
     for (auto& ch : *dp_.channels) ch->Shutdown();
     Fail(s);

@@ -1,6 +1,7 @@
 #include "federation/authority.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <ctime>
@@ -121,6 +122,10 @@ Result<EndpointIssued> AddEndpoint(const std::string& dir, const EndpointRequest
     return Status::InvalidArgument("endpoint name '" + req.name +
                                    "': expected 1-64 characters of [A-Za-z0-9._-]");
   }
+  if (::access(ServiceCertFile(dir, req.name).c_str(), F_OK) == 0) {
+    return Status::AlreadyExists("'" + req.name + "' is the control-plane service's name (" +
+                                 ServiceCertFile(dir, req.name) + "): a service cannot be a DTN");
+  }
   EndpointIssued out;
   std::string out_dir = req.out_dir.empty() ? dir + "/endpoints" : req.out_dir;
   PORO_RETURN_IF_ERROR(MakeDir(out_dir));
@@ -135,6 +140,13 @@ Result<EndpointIssued> AddEndpoint(const std::string& dir, const EndpointRequest
     PORO_RETURN_IF_ERROR(pki::IssueEndpoint(dir, req.name, out.key_file, out.cert_file, req.days, req.issue));
   }
   PORO_ASSIGN_OR_RETURN(out.pin, pki::PublicKeyPinFromCert(out.cert_file));
+  for (const auto& other : d["endpoints"]) {
+    if (!other.is_object() || other.value("id", std::string()) == req.name) continue;
+    if (other.value("pin", std::string()) == out.pin) {
+      out.warning = "endpoint '" + other.value("id", std::string()) + "' has the same key (pin " + out.pin +
+                    "): either could pass as the other; give each endpoint its own key and CSR";
+    }
+  }
   json ep{{"id", req.name},
           {"institution", req.institution},
           {"address", req.address},
@@ -146,6 +158,42 @@ Result<EndpointIssued> AddEndpoint(const std::string& dir, const EndpointRequest
     d["endpoints"].push_back(ep);
   }
   PORO_RETURN_IF_ERROR(SaveDraft(dir, d));
+  return out;
+}
+
+std::string ServiceCertFile(const std::string& dir, const std::string& name) {
+  return dir + "/services/" + name + ".crt";
+}
+
+Result<EndpointIssued> AddService(const std::string& dir, const EndpointRequest& req) {
+  PORO_ASSIGN_OR_RETURN(json d, LoadDraft(dir));
+  if (!pki::ValidEndpointName(req.name)) {
+    return Status::InvalidArgument("service name '" + req.name +
+                                   "': expected 1-64 characters of [A-Za-z0-9._-]");
+  }
+  if (FindById(d["endpoints"], req.name) != nullptr) {
+    return Status::AlreadyExists(
+        "'" + req.name + "' is an endpoint in " + DraftFile(dir) +
+        ": the service needs a name no DTN has, or its certificate would pass as that DTN");
+  }
+  EndpointIssued out;
+  std::string out_dir = req.out_dir.empty() ? dir + "/services" : req.out_dir;
+  PORO_RETURN_IF_ERROR(MakeDir(dir + "/services"));
+  PORO_RETURN_IF_ERROR(MakeDir(out_dir));
+  out.cert_file = out_dir + "/" + req.name + ".crt";
+  if (req.csr_file) {
+    PORO_RETURN_IF_ERROR(
+        pki::IssueEndpointFromCsr(dir, *req.csr_file, req.name, out.cert_file, req.days, req.issue));
+  } else {
+    out.key_file = out_dir + "/" + req.name + ".key";
+    PORO_RETURN_IF_ERROR(pki::IssueEndpoint(dir, req.name, out.key_file, out.cert_file, req.days, req.issue));
+  }
+  // The authority's record of the name (add-endpoint checks it), wherever the files went.
+  if (out.cert_file != ServiceCertFile(dir, req.name)) {
+    PORO_ASSIGN_OR_RETURN(std::string pem, ReadSmallFile(out.cert_file));
+    PORO_RETURN_IF_ERROR(WriteFileAtomic(ServiceCertFile(dir, req.name), pem, 0644));
+  }
+  PORO_ASSIGN_OR_RETURN(out.pin, pki::PublicKeyPinFromCert(out.cert_file));
   return out;
 }
 

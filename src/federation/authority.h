@@ -49,12 +49,23 @@ struct EndpointIssued {
   std::string key_file;  // empty when issued from a CSR
   std::string cert_file;
   std::string pin;
+  // Set when another endpoint of the draft has the same key (one CSR used for two names): either
+  // could then pass as the other.
+  std::string warning;
 };
 // Issues the endpoint certificate and adds (or, for an endpoint already listed, re-keys) the
 // endpoint in the draft with status active.
 Result<EndpointIssued> AddEndpoint(const std::string& dir, const EndpointRequest& req);
 
 Status SetEndpointStatus(const std::string& dir, const std::string& name, EndpointStatus status);
+
+// The control-plane service's certificate (pororoca-fedd): issued by the federation CA, so the
+// daemons' mutual TLS with the service works, but never listed in the manifest, so no DTN admits it
+// as a peer. `req.institution` and `req.address` are unused. Written to req.out_dir (default
+// dir/services) as NAME.crt (and NAME.key without a CSR). A name that is an endpoint in the draft is
+// refused, and add-endpoint refuses a service's name (dir/services/NAME.crt).
+Result<EndpointIssued> AddService(const std::string& dir, const EndpointRequest& req);
+std::string ServiceCertFile(const std::string& dir, const std::string& name);
 
 // Adds a token issuer. Without public_key_file a key pair is generated, its private key written to
 // `key_out` (default IssuerKeyFile(dir, id)) and that path returned; both given is kInvalidArgument.

@@ -114,6 +114,19 @@ TEST_SUITE("integration.cli") {
     CHECK(Cli(a, {"accounting", "--until", "2026-02-30"}).exit_code == 2);
     CHECK(Cli(a, {"accounting", "--since", "2024-02-29"}).exit_code == 0);
 
+    // endpoints lists by name, not in the manifest's order.
+    DaemonProcess listed_last(fed, "0-late");  // enrolled after a and b: last in the manifest, first by name
+    const uint64_t serial = fed.Publish();
+    for (int i = 0; i < 150 && a.Get("/v1/federation").value("serial", uint64_t{0}) != serial; ++i)
+      std::this_thread::sleep_for(100ms);
+    CliResult eps = Cli(a, {"endpoints"});
+    INFO(eps.Describe());
+    const size_t at_late = eps.out.find("\n  0-late "), at_a = eps.out.find("\n  a "),
+                 at_b = eps.out.find("\n  b ");
+    CHECK(at_late != std::string::npos);
+    CHECK(at_late < at_a);
+    CHECK(at_a < at_b);
+
     // The API names an unknown route as a route (an "endpoint" is a DTN everywhere else).
     json r = a.Get("/v1/nosuch");
     CHECK(r.value("http_status", 0) == 404);
@@ -144,6 +157,51 @@ TEST_SUITE("integration.cli") {
     CHECK(busy.exit_code != 0);
     CHECK(busy.err.find("Address already in use") != std::string::npos);
     CHECK(busy.err.find("[network] listen of " + a.config_path()) != std::string::npos);
+  }
+
+  TEST_CASE(
+      "while the peer is down, cp's progress line says which attempt failed, why, and when the next starts") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    WriteFile(a.Path("f.txt"), "payload\n", 0644);
+    REQUIRE(b.Stop());
+    // cp runs in the background (a shell detaches it; no thread of this process forks meanwhile):
+    // its stderr, with the progress line, and its exit code go to files.
+    const std::string out = fed.dir() + "/cp.err", rc_file = fed.dir() + "/cp.rc";
+    const std::string cmd = "(PORO_SOCKET='" + a.socket() + "' '" + std::string(PORO_CLI_BIN) +
+                            "' cp --progress '" + a.Path("f.txt") + "' b:/f.txt 2>'" + out + "'; echo $? >'" +
+                            rc_file + "') </dev/null >/dev/null 2>&1 &";
+    CliResult bg = RunProgram("/bin/bash", {"-c", cmd}, a.socket(), 30s);
+    REQUIRE_MESSAGE(bg.exit_code == 0, bg.Describe());
+    std::string id;  // the transfer cp submitted (bounded wait for it to appear)
+    for (int i = 0; i < 200 && id.empty(); ++i) {
+      std::this_thread::sleep_for(50ms);
+      const json listed = a.Get("/v1/transfers");  // (a range over a temporary's member would dangle)
+      for (const auto& t : listed["transfers"]) id = t.value("id", std::string());
+    }
+    REQUIRE_MESSAGE(!id.empty(), a.Get("/v1/transfers").dump() << "\ncp stderr: " << ReadFile(out));
+    json waiting = a.WaitForState(id, {"retrying"}, 20s);
+    CHECK(waiting.value("state", std::string()) == "retrying");
+    CHECK(waiting.value("next_attempt_ms", int64_t(0)) > 0);
+    CliResult st = Cli(a, {"status", id});
+    {
+      INFO(st.Describe());
+      CHECK(st.out.find("retrying " + id) != std::string::npos);
+      CHECK(st.out.find("next attempt in") != std::string::npos);
+    }
+    std::this_thread::sleep_for(1500ms);  // a few polls of the waiting cp
+    REQUIRE(b.Start());
+    for (int i = 0; i < 600 && !Exists(rc_file); ++i) std::this_thread::sleep_for(100ms);  // bounded: 60 s
+    REQUIRE(Exists(rc_file));
+    const std::string err = ReadFile(out);
+    INFO("cp exit code " << ReadFile(rc_file) << "stderr:\n" << err);
+    CHECK(ReadFile(rc_file) == "0\n");
+    CHECK(err.find("attempt ") != std::string::npos);
+    CHECK(err.find(" failed: endpoint b: connect ") != std::string::npos);
+    CHECK(err.find("Connection refused; next attempt in ") != std::string::npos);
+    CHECK(ReadFile(b.Path("f.txt")) == "payload\n");
   }
 
   TEST_CASE("pulling a remote directory without -r exits 2 like a local one") {

@@ -225,7 +225,17 @@ TEST_SUITE("integration.edge") {
     {
       INFO(r.Describe());
       CHECK(r.exit_code == 4);
-      CHECK(r.output().find("destination directory does not exist") != std::string::npos);
+      // Named as the user typed it (the peer's path inside its export), not where b keeps it.
+      CHECK(r.output().find("destination directory does not exist: b:/no/such") != std::string::npos);
+      CHECK(r.output().find(b.export_root()) == std::string::npos);
+    }
+    // A pull into a missing local directory names that directory, not the file.
+    r = Cli(a, {"cp", "b:/plain", a.Path("missing/dir/plain")});
+    {
+      INFO(r.Describe());
+      CHECK(r.exit_code == 4);
+      CHECK(r.output().find("destination directory does not exist: " + a.Path("missing/dir") + "\n") !=
+            std::string::npos);
     }
     r = Cli(a, {"cp", a.Path("f.txt"), "b:/nodir/"});
     CHECK(r.exit_code == 4);

@@ -46,6 +46,16 @@ bool WaitSerial(const DaemonProcess& d, uint64_t serial, std::chrono::millisecon
   return false;
 }
 
+// A daemon that sends slowly (about 10 MiB/s: 2 streams of 256 KiB chunks, each chunk delayed 50 ms),
+// so a transfer is still running when a test acts on it.
+DaemonOptions SlowSender() {
+  DaemonOptions o;
+  o.extra_toml = "[fault_injection]\nsend_delay_us = 50000\n";
+  o.streams = 2;
+  o.chunk_size = "256KiB";
+  return o;
+}
+
 // Every file below `dir` (relative path -> contents), and every directory (-> "<dir>").
 std::map<std::string, std::string> TreeContents(const std::string& dir) {
   std::map<std::string, std::string> out;
@@ -286,10 +296,7 @@ TEST_SUITE("integration.federation") {
 
   TEST_CASE("revoking an endpoint cuts its transfer in flight within 30 s, leaving no partial file") {
     TestFederation fed;
-    DaemonOptions slow;
-    slow.extra_toml = "[fault_injection]\nsend_delay_us = 50000\n";  // ~20 chunks/s per stream
-    slow.streams = 2;
-    slow.chunk_size = "256KiB";
+    const DaemonOptions slow = SlowSender();
     DaemonPair p(fed, slow, {});
     DaemonProcess& a = *p.a;
     DaemonProcess& b = *p.b;
@@ -311,6 +318,16 @@ TEST_SUITE("integration.federation") {
     CHECK(secs < 30.0);
     CHECK(!Exists(b.Path("big.bin")));
     CHECK(Audited(a, "session", "cut"));
+    // b's own record says why its session ended: the cut (told by a before it closed anything, or
+    // found by b itself in the new manifest), not a closed data connection.
+    bool b_knows = false;
+    for (int i = 0; i < 100 && !b_knows; ++i) {
+      b_knows = Audited(b, "transfer_end", "failed", "endpoint 'b' is revoked") ||
+                Audited(b, "session", "cut", "endpoint 'b' is revoked");
+      if (!b_knows) std::this_thread::sleep_for(100ms);
+    }
+    CHECK(b_knows);
+    CHECK(!Audited(b, "transfer_end", "failed", "data channel"));
     // b learns of its own revocation too and cuts from its side; a later attempt is refused at once.
     CliResult again = Cli(a, {"cp", a.Path("big.bin"), "b:/big2.bin"}, 60s);
     CHECK(again.exit_code == kExitDenied);
@@ -578,6 +595,53 @@ TEST_SUITE("integration.federation") {
     CHECK_MESSAGE(again.exit_code == 0, again.Describe());
     CHECK(a.AuditRecords("transfer").size() == audited);
     CHECK(!Exists(b.Path("data/f.txt")));
+  }
+
+  TEST_CASE("a cancel is audited as cancelled at both ends, with the reason, not as a closed connection") {
+    TestFederation fed;
+    const DaemonOptions slow = SlowSender();
+    DaemonPair p(fed, slow, slow);  // whichever sends is slow
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    for (const char* dir : {"push", "pull"}) {
+      const bool push = std::string(dir) == "push";
+      // push: a sends and is cancelled; pull: b (the responder) sends, a (the initiator) receives.
+      DaemonProcess& src = push ? a : b;
+      WriteRandomFile(src.Path(std::string(dir) + ".bin"), 64ull << 20, 11);
+      std::vector<std::string> args{"cp", "--detach"};
+      if (push) {
+        args.push_back(a.Path("push.bin"));
+        args.push_back("b:/push.bin");
+      } else {
+        args.push_back("b:/pull.bin");
+        args.push_back(a.Path("pull.bin"));
+      }
+      CliResult sub = Cli(a, args);
+      REQUIRE_MESSAGE(sub.exit_code == 0, sub.Describe());
+      std::string id = sub.out.substr(0, sub.out.find('\n'));
+      json t = a.WaitForState(id, {"running"}, 30s);
+      REQUIRE(t.value("state", std::string()) == "running");
+      std::this_thread::sleep_for(1s);
+      CliResult c = Cli(a, {"cancel", id});
+      REQUIRE_MESSAGE(c.exit_code == 0, c.Describe());
+      t = a.WaitForTerminal(id, 60s);
+      CHECK(t.value("state", std::string()) == "cancelled");
+      auto ended = [&](const DaemonProcess& d) {
+        for (const auto& r : d.AuditRecords("transfer_end")) {
+          if (r.value("transfer_id", std::string()) == id) return r;
+        }
+        return json();
+      };
+      json at_b;
+      for (int i = 0; i < 100 && at_b.is_null(); ++i) {
+        at_b = ended(b);
+        if (at_b.is_null()) std::this_thread::sleep_for(100ms);
+      }
+      INFO(dir << ": a's record " << ended(a).dump() << ", b's record " << at_b.dump());
+      CHECK(ended(a).value("decision", std::string()) == "cancelled");
+      CHECK(at_b.value("decision", std::string()) == "cancelled");
+      CHECK(at_b.value("reason", std::string()).find("peer: transfer cancelled") != std::string::npos);
+    }
   }
 
   TEST_CASE("policy: a deny rule on a path inside a tree keeps that sub-tree from being sent") {

@@ -197,6 +197,42 @@ TEST_SUITE("integration.security") {
     CHECK_MESSAGE(audited, "b has no audit record of refusing c");
   }
 
+  TEST_CASE("the control-plane service's certificate cannot act as a DTN, and its name cannot become one") {
+    TestFederation fed;
+    CliResult svc =
+        RunCli({"federation", "add-service", "fedd", "--dir", fed.ca_dir()}, "/nonexistent.sock", 30s);
+    REQUIRE_MESSAGE(svc.exit_code == 0, svc.Describe());
+    const std::string crt = fed.ca_dir() + "/services/fedd.crt", key = fed.ca_dir() + "/services/fedd.key";
+    REQUIRE(Exists(crt));
+    REQUIRE(Exists(key));
+    DaemonOptions so;
+    so.enroll = false;
+    so.tls = TlsFiles{fed.ca_cert(), crt, key};
+    DaemonProcess a(fed, "a");
+    DaemonProcess b(fed, "b");
+    DaemonProcess s(fed, "fedd", so);  // a daemon presenting the service's certificate
+    REQUIRE(a.Start());
+    REQUIRE(b.Start());
+    REQUIRE(s.Start());
+    // The authority will not list the service's name as an endpoint, nor issue a service under an
+    // endpoint's name.
+    CliResult ep = RunCli({"federation", "add-endpoint", "fedd", "--dir", fed.ca_dir(), "--institution",
+                           "inst-a", "--address", "127.0.0.1:1"},
+                          "/nonexistent.sock", 30s);
+    CHECK(ep.exit_code != 0);
+    CHECK(ep.err.find("'fedd' is the control-plane service's name") != std::string::npos);
+    CliResult dup =
+        RunCli({"federation", "add-service", "a", "--dir", fed.ca_dir()}, "/nonexistent.sock", 30s);
+    CHECK(dup.exit_code != 0);
+    CHECK(dup.err.find("'a' is an endpoint") != std::string::npos);
+    WriteFile(s.Path("f.txt"), "from the service\n", 0644);
+    CliResult r = Cli(s, {"cp", s.Path("f.txt"), "b:/f.txt"}, 60s);
+    INFO(r.Describe());
+    CHECK(r.exit_code == kExitDenied);
+    CHECK(r.output().find("'fedd' is not a homologated endpoint") != std::string::npos);
+    CHECK(!Exists(b.Path("f.txt")));
+  }
+
   TEST_CASE("an endpoint answering at another endpoint's address is refused") {
     TestFederation fed;
     DaemonProcess a(fed, "a");

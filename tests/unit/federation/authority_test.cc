@@ -127,6 +127,34 @@ TEST_CASE("an endpoint issued from a CSR gets the CSR's key, and the name from t
   CHECK(issued->pin == crypto::PublicKeyPin(*priv));
 }
 
+TEST_CASE("one CSR used for two endpoint names is issued with a warning naming the first") {
+  TempDir tmp;
+  std::string dir = tmp.path() + "/auth";
+  REQUIRE(InitAuthority(dir, "fed", 2).ok());
+  REQUIRE(AddInstitution(dir, "lncc", "").ok());
+  std::string key = tmp.path() + "/dtn.key", csr = tmp.path() + "/dtn.csr";
+  REQUIRE(pki::WriteCsr(key, "dtn-a", csr).ok());
+  EndpointRequest a = Req("dtn-a", "lncc", "127.0.0.1:7001");
+  a.csr_file = csr;
+  auto first = AddEndpoint(dir, a);
+  REQUIRE(first.has_value());
+  CHECK(first->warning.empty());
+  EndpointRequest b = Req("dtn-b", "lncc", "127.0.0.1:7002");
+  b.csr_file = csr;
+  auto second = AddEndpoint(dir, b);
+  REQUIRE(second.has_value());
+  CHECK(second->pin == first->pin);
+  CHECK(second->warning.find("endpoint 'dtn-a' has the same key") != std::string::npos);
+  // Another key: no warning.
+  std::string key_c = tmp.path() + "/dtn-c.key", csr_c = tmp.path() + "/dtn-c.csr";
+  REQUIRE(pki::WriteCsr(key_c, "dtn-c", csr_c).ok());
+  EndpointRequest c = Req("dtn-c", "lncc", "127.0.0.1:7003");
+  c.csr_file = csr_c;
+  auto third = AddEndpoint(dir, c);
+  REQUIRE(third.has_value());
+  CHECK(third->warning.empty());
+}
+
 TEST_CASE("policy edits are validated, ordered and removable") {
   TempDir tmp;
   std::string dir = tmp.path() + "/auth";
