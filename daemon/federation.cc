@@ -354,6 +354,12 @@ Result<federation::Endpoint> Federation::AdmitPeer(const transport::TlsStream& t
     refused =
         Status::Unauthenticated("endpoint at " + tls.peer_address() + " presented the certificate of '" + cn +
                                 "', expected '" + std::string(expected_id) + "'");
+  } else {
+    // This endpoint itself suspended, revoked or unlisted: it takes part in no session, from
+    // either side, though its peers may not have the new manifest yet.
+    const federation::Endpoint* me = m->FindEndpoint(self());
+    auto self_ok = m->CheckPeer(self(), me != nullptr ? me->pin : std::string());
+    if (!self_ok.has_value()) refused = self_ok.error();
   }
   if (!refused.ok()) {
     rec["decision"] = "refused";

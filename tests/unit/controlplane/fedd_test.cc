@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "audit/accounting.h"
+#include "base/log.h"
 #include "controlplane/client.h"
 #include "daemon/fedd/server.h"
 #include "pki/pki.h"
@@ -287,6 +288,38 @@ TEST_SUITE("controlplane.fedd") {
     REQUIRE(r.ok());
     CHECK(StatusOf(*r) == 413);
     CHECK(Json::parse(BodyOf(*r))["error"]["code"] == "too_large");
+  }
+
+  TEST_CASE("at info the log holds refusals, not the routine fetches and reports every daemon makes") {
+    Fixture f;
+    f.Start();
+    const std::string log_path = f.dir() / "fedd.log";
+    log::SetLevel(log::Level::kInfo);
+    REQUIRE(log::SetFile(log_path));
+    for (int i = 0; i < 3; ++i) REQUIRE(controlplane::FetchManifest(f.Client("lncc-dtn1")).ok());
+    REQUIRE(controlplane::ReportAccounting(f.Client("lncc-dtn1"),
+                                           Report("lncc-dtn1", 1, "2026-11-24T10:00:00.000Z"))
+                .ok());
+    Status refused = controlplane::ReportAccounting(f.Client("lncc-dtn1"),
+                                                    Report("cenapad-dtn1", 1, "2026-11-24T10:00:00.000Z"));
+    REQUIRE(refused.code() == Code::kPermissionDenied);
+    // The server logs after it has answered: wait (bounded) for the refusal's line.
+    auto read_log = [&] {
+      std::ifstream in(log_path);
+      std::stringstream text;
+      text << in.rdbuf();
+      return text.str();
+    };
+    std::string text = read_log();
+    for (int i = 0; i < 100 && text.find("-> 403") == std::string::npos; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      text = read_log();
+    }
+    REQUIRE(log::SetFile(""));  // back to stderr
+    INFO(text);
+    CHECK(text.find("GET /v1/manifest") == std::string::npos);
+    CHECK(text.find("POST /v1/accounting -> 200") == std::string::npos);
+    CHECK(text.find("POST /v1/accounting -> 403") != std::string::npos);
   }
 
   TEST_CASE("a client certificate from another CA, or none, is refused") {
