@@ -118,8 +118,6 @@ int ExitForState(const json& t) {
   return ExitForCode(t.value("error_code", std::string()));
 }
 
-// While a transfer waits to try again, the progress line says so: which attempt failed, why, and
-// when the next one starts (a peer that is down would otherwise show a still 0 %).
 // Whole seconds until a retrying transfer's next attempt (0 if it is due).
 double SecondsToNextAttempt(const json& t) {
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -129,6 +127,8 @@ double SecondsToNextAttempt(const json& t) {
   return std::ceil(double(wait_ms) / 1000.0);
 }
 
+// While a transfer waits to try again, the progress line says so: which attempt failed, why, and
+// when the next one starts (a peer that is down would otherwise show a still 0 %).
 bool PrintRetryLine(const json& t) {
   if (t.value("state", std::string()) != "retrying") return false;
   std::string why = t.value("error", std::string());

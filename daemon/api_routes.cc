@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "audit/accounting.h"
 #include "engine/session.h"
 #include "pororoca/config.h"
 #include "pororoca/storage.h"
@@ -92,19 +93,6 @@ class Body {
   }                                                            \
   lhs = std::move(*PORO_CONCAT_(_r_, __LINE__))
 
-// "2026-12-05": four digits, two, two, a month 1-12 and a day that month has.
-bool IsDate(const std::string& s) {
-  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
-  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
-    if (s[i] < '0' || s[i] > '9') return false;
-  }
-  const int y = std::stoi(s.substr(0, 4)), m = std::stoi(s.substr(5, 2)), d = std::stoi(s.substr(8, 2));
-  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (m < 1 || m > 12 || d < 1) return false;
-  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-  return d <= kDays[m - 1] + (m == 2 && leap ? 1 : 0);
-}
-
 std::string KnownEndpoints(const federation::Manifest& m, const std::string& self) {
   std::string known;
   for (const auto& e : m.endpoints()) {
@@ -185,7 +173,7 @@ api::HttpResponse ApiRoutes::Accounting(const api::HttpRequest& r) const {
   }
   // Days are compared as text: anything but a real YYYY-MM-DD date would select nothing, silently.
   for (auto [k, v] : {std::pair<const char*, const std::string*>{"since", &f.since}, {"until", &f.until}}) {
-    if (!v->empty() && !IsDate(*v)) {
+    if (!v->empty() && !audit::Accounting::ValidDay(*v)) {
       return BadRequest(std::string(k) + " must be a day as YYYY-MM-DD, not '" + *v + "'");
     }
   }

@@ -357,9 +357,7 @@ Result<federation::Endpoint> Federation::AdmitPeer(const transport::TlsStream& t
   } else {
     // This endpoint itself suspended, revoked or unlisted: it takes part in no session, from
     // either side, though its peers may not have the new manifest yet.
-    const federation::Endpoint* me = m->FindEndpoint(self());
-    auto self_ok = m->CheckPeer(self(), me != nullptr ? me->pin : std::string());
-    if (!self_ok.has_value()) refused = self_ok.error();
+    refused = m->CheckSelf(self());
   }
   if (!refused.ok()) {
     rec["decision"] = "refused";
@@ -401,13 +399,12 @@ void Federation::Unregister(const std::shared_ptr<LiveSession>& s) {
 void Federation::CutSessions(const federation::Manifest& m) {
   std::vector<std::pair<std::shared_ptr<LiveSession>, std::string>> cut;
   // This endpoint itself suspended or revoked: every session it has ends, from this side too.
-  const federation::Endpoint* me = m.FindEndpoint(config_.endpoint_name);
-  auto self_ok = m.CheckPeer(config_.endpoint_name, me != nullptr ? me->pin : std::string());
+  const Status self_ok = m.CheckSelf(config_.endpoint_name);
   {
     MutexLock lock(&mu_);
     for (const auto& s : sessions_) {
-      if (!self_ok.has_value()) {
-        cut.emplace_back(s, std::string(self_ok.error().message()));
+      if (!self_ok.ok()) {
+        cut.emplace_back(s, std::string(self_ok.message()));
         continue;
       }
       auto ok = m.CheckPeer(s->peer, s->peer_pin);
@@ -465,6 +462,13 @@ policy::Request Federation::RequestFor(const TransferAuth& a) const {
 }
 
 namespace {
+
+// What the initiator's transfer `a` does at the peer, which the peer checks the token's scope for:
+// a push creates (or, overwriting, modifies) there, a pull reads.
+token::Action ActionAtPeer(const TransferAuth& a) {
+  if (!a.sending) return token::Action::kRead;
+  return a.overwrite ? token::Action::kModify : token::Action::kCreate;
+}
 
 // The manifest's token issuers' keys, for token::VerifyToken.
 auto IssuerKeys(const std::shared_ptr<const federation::Manifest>& m) {
@@ -544,11 +548,10 @@ Status Federation::CheckPolicy(const TransferAuth& a, const policy::Request& r, 
   return Status::OK();
 }
 
-Status Federation::CheckToken(const std::string& token, const std::string& audience, token::Action act,
-                              const std::string& path) const {
+Status Federation::CheckToken(const TransferAuth& a, const std::string& token) const {
   PORO_ASSIGN_OR_RETURN(token::Claims claims,
-                        token::VerifyToken(token, IssuerKeys(manifest()), audience, std::time(nullptr)));
-  return token::CheckScope(claims, act, path);
+                        token::VerifyToken(token, IssuerKeys(manifest()), a.peer.id, std::time(nullptr)));
+  return token::CheckScope(claims, ActionAtPeer(a), a.remote_path);
 }
 
 Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
@@ -583,8 +586,7 @@ Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
 Result<std::string> Federation::MintToken(const TransferAuth& a,
                                           const std::vector<std::string>& user_scopes) {
   if (config_.token_issuer.empty()) return std::string();
-  token::Action act =
-      a.sending ? (a.overwrite ? token::Action::kModify : token::Action::kCreate) : token::Action::kRead;
+  const token::Action act = ActionAtPeer(a);
   std::string scope = std::string(token::ActionScope(act)) + ":" + a.remote_path;
   // The user's own grants bound what the daemon mints for it.
   token::Claims grants;

@@ -22,7 +22,6 @@
 #include "engine/stats.h"
 #include "federation/manifest.h"
 #include "policy/policy.h"
-#include "token/token.h"
 #include "transport/tls.h"
 
 namespace pororoca::daemon {
@@ -111,10 +110,10 @@ class Federation {
   // *root gets the root's decision. `audit`: the decisions go to the audit log, as for a transfer;
   // the dry run (policy check) passes false.
   Status CheckPolicy(const TransferAuth& a, const policy::Request& r, bool audit, policy::Decision* root);
-  // The bearer token check the responder makes (signature, expiry, audience = `audience`, the
-  // scope for `act` on `path`), made here for the dry run. OK, or the responder's refusal.
-  Status CheckToken(const std::string& token, const std::string& audience, token::Action act,
-                    const std::string& path) const;
+  // The check the peer makes of `token` for the initiator's transfer `a` (signature, expiry,
+  // audience = the peer, the scope a minted token would carry), made here for the dry run. OK, or
+  // the peer's refusal.
+  Status CheckToken(const TransferAuth& a, const std::string& token) const;
   // Mints a token for a local user's transfer when [tokens] is configured: audience = the peer,
   // subject = the user's identity, one scope for exactly this transfer, checked against the user's
   // [[users]] scopes. Empty when this daemon mints no tokens.

@@ -447,26 +447,14 @@ SessionRunner::Verdict SessionRunner::DryRun(Transfer& t, const DryRunOverrides&
   // listed and active in the manifest in force here.
   v.check = "endpoint";
   auto m = d_.fed->manifest();
-  const federation::Endpoint* self = m->FindEndpoint(d_.config->endpoint_name);
-  if (self == nullptr) {
-    v.refusal = Status::Unauthenticated("endpoint '" + d_.config->endpoint_name +
-                                        "' is not a homologated endpoint in federation '" + m->federation() +
-                                        "' (manifest serial " + std::to_string(m->serial()) + ")");
-    return v;
-  }
-  for (const federation::Endpoint* e : {static_cast<const federation::Endpoint*>(&s.peer), self}) {
-    if (Status st = m->CheckPeer(e->id, e->pin).status(); !st.ok()) {
-      v.refusal = st;
-      return v;
-    }
-  }
+  v.refusal = m->CheckPeer(s.peer.id, s.peer.pin).status();
+  if (v.refusal.ok()) v.refusal = m->CheckSelf(d_.config->endpoint_name);
+  if (!v.refusal.ok()) return v;
   // A token the user gave is checked as the peer will check it (the one this daemon mints passed
   // the user's scopes in Prepare).
   if (!t.token.empty()) {
     v.check = "token";
-    token::Action act =
-        t.push ? (a.overwrite ? token::Action::kModify : token::Action::kCreate) : token::Action::kRead;
-    v.refusal = d_.fed->CheckToken(t.token, s.peer.id, act, a.remote_path);
+    v.refusal = d_.fed->CheckToken(a, t.token);
     if (!v.refusal.ok()) return v;
   }
   v.check = "policy";

@@ -173,7 +173,8 @@ Result<Config> LoadConfig(const std::string& path) {
     auto node = t[section][key];
     if (!node) return required ? ConfigError(path, where, "missing (required)") : Status::OK();
     auto v = node.value<std::string>();
-    if (!v || v->empty()) return ConfigError(path, where, "must be a non-empty string");
+    // An optional key may be empty ([log] file = "": stderr); a required one may not.
+    if (!v || (required && v->empty())) return ConfigError(path, where, "must be a non-empty string");
     *out = *v;
     return Status::OK();
   };
@@ -184,12 +185,7 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(text("manifest", "file", &c.manifest_file, true));
   PORO_RETURN_IF_ERROR(text("accounting", "dir", &c.accounting_dir, true));
   PORO_RETURN_IF_ERROR(text("log", "level", &c.log_level, false));
-  // [log] file = "" means stderr, as in pororocad (the documented sample says so).
-  if (auto lf = t["log"]["file"]; lf && lf.value<std::string>() && lf.value<std::string>()->empty()) {
-    c.log_file.clear();
-  } else {
-    PORO_RETURN_IF_ERROR(text("log", "file", &c.log_file, false));
-  }
+  PORO_RETURN_IF_ERROR(text("log", "file", &c.log_file, false));
   if (auto hp = transport::ParseHostPort(c.listen); !hp.has_value()) {
     return ConfigError(path, "[service] listen", std::string(hp.error().message()));
   }

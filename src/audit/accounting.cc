@@ -104,9 +104,13 @@ bool Accounting::ValidDay(const std::string& day) {
   for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
     if (day[i] < '0' || day[i] > '9') return false;
   }
-  int month = (day[5] - '0') * 10 + (day[6] - '0');
-  int mday = (day[8] - '0') * 10 + (day[9] - '0');
-  return month >= 1 && month <= 12 && mday >= 1 && mday <= 31;
+  const int year = std::stoi(day.substr(0, 4));
+  const int month = (day[5] - '0') * 10 + (day[6] - '0');
+  const int mday = (day[8] - '0') * 10 + (day[9] - '0');
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12 || mday < 1) return false;
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return mday <= kDays[month - 1] + (month == 2 && leap ? 1 : 0);
 }
 
 Result<std::unique_ptr<Accounting>> Accounting::Open(const std::string& path) {

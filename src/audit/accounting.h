@@ -91,7 +91,7 @@ class Accounting {
   std::map<Key, Counters> Rows() const;
   bool dirty() const;
 
-  // True for "YYYY-MM-DD" with a plausible month and day.
+  // True for "YYYY-MM-DD" naming a day that exists (leap years included).
   static bool ValidDay(const std::string& day);
 
  private:

@@ -15,8 +15,8 @@ Level GetLevel();
 // Sends log lines to `path` (appending); empty path = stderr. Returns false if the file cannot be opened.
 bool SetFile(const std::string& path);
 // Opens the file of SetFile again (after logrotate moved it away) and puts it in place of the old
-// one atomically (dup2), so a line being written goes to one or the other, never to a closed or
-// reused descriptor. True if there is no file (stderr) or it was reopened.
+// one atomically (dup3 onto the same descriptor), so a line being written goes to one or the other, never to
+// a closed or reused descriptor. True if there is no file (stderr) or it was reopened.
 bool ReopenFile();
 bool ParseLevel(const std::string& s, Level* out);
 

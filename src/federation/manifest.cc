@@ -279,6 +279,11 @@ Result<const Endpoint*> Manifest::CheckPeer(std::string_view cn, std::string_vie
   return ep;
 }
 
+Status Manifest::CheckSelf(std::string_view name) const {
+  const Endpoint* me = FindEndpoint(name);
+  return CheckPeer(name, me != nullptr ? std::string_view(me->pin) : std::string_view()).status();
+}
+
 std::string SigningInput(const json& body) {
   std::string in(kManifestFormat);
   in += '\n';

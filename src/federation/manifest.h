@@ -86,6 +86,9 @@ class Manifest {
   // must be active. The error is the reason given to the peer and written to the audit log:
   // "endpoint 'x' is suspended in federation 'f' (manifest serial 7)".
   Result<const Endpoint*> CheckPeer(std::string_view cert_common_name, std::string_view key_pin) const;
+  // The same check of this daemon's own endpoint `name` (listed and active), with the same words:
+  // an endpoint that fails it takes part in no session.
+  Status CheckSelf(std::string_view name) const;
 
  private:
   Manifest() = default;

@@ -6,25 +6,21 @@
 # command, which runs the service in the foreground, runs in the background and must stay up.
 #   control_plane.sh docs/control-plane.md PORORCA_BINARY PORORCA_FEDD_BINARY
 set -euo pipefail
+# shellcheck source=tests/docs/lib.sh
+. "$(dirname "$0")/lib.sh"
 DOC=$1 CLI=$2 FEDD=$3
 W=$(mktemp -d /tmp/poro-cpdoc.XXXXXX)
 mkdir -p "$W/bin"
 ln -s "$CLI" "$W/bin/pororoca"
 ln -s "$FEDD" "$W/bin/pororoca-fedd"
 cleanup() {
-  pkill -f "pororoca-fedd --config $W/" 2>/dev/null || true
-  for _ in $(seq 1 50); do pgrep -f "pororoca-fedd --config $W/" >/dev/null || break; sleep 0.1; done
+  stop_matching "pororoca-fedd --config $W/"
   rm -rf "$W"
 }
 trap cleanup EXIT
 fail() { echo "control_plane.sh: $*" >&2; exit 1; }
 export PATH="$W/bin:$PATH"
-port=""
-for _ in $(seq 1 200); do
-  p=$((20000 + RANDOM % 10000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
-done
-[ -n "$port" ] || fail "no free port"
+port=$(free_port) || fail "no free port"
 # A block: the fenced block after heading $1 whose fence is $2 ("sh" or "toml").
 block() {
   awk -v head="$1" -v fence="$2" '

@@ -7,6 +7,8 @@
 # waited for until its socket answers. Nothing else of the text changes.
 #   readme_manual.sh README.md PORORCAD_BINARY PORORCA_BINARY
 set -euo pipefail
+# shellcheck source=tests/docs/lib.sh
+. "$(dirname "$0")/lib.sh"
 README=$1 DAEMON=$2 CLI=$3
 W=$(mktemp -d /tmp/poro-readme.XXXXXX)
 BIN="$W/bin"
@@ -14,24 +16,14 @@ mkdir -p "$BIN"
 ln -s "$DAEMON" "$BIN/pororocad"
 ln -s "$CLI" "$BIN/pororoca"
 cleanup() {
-  pkill -f "pororocad --config $W/" 2>/dev/null || true
-  for _ in $(seq 1 50); do pgrep -f "pororocad --config $W/" >/dev/null || break; sleep 0.1; done
-  pkill -9 -f "pororocad --config $W/" 2>/dev/null || true
+  stop_matching "pororocad --config $W/"
   rm -rf "$W"
 }
 trap cleanup EXIT
 fail() { echo "readme_manual.sh: $*" >&2; exit 1; }
 
-# A port nobody listens on (bounded tries; loopback only).
-free_port() {
-  for _ in $(seq 1 200); do
-    local p=$((20000 + RANDOM % 10000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  fail "no free port"
-}
-PORT_lncc=$(free_port)
-PORT_cenapad=$(free_port)
+PORT_lncc=$(free_port) || fail "no free port"
+PORT_cenapad=$(free_port) || fail "no free port"
 [ "$PORT_lncc" != "$PORT_cenapad" ] || PORT_cenapad=$((PORT_lncc + 1))
 
 # The section's fenced blocks, one file each, numbered in order; the fence's language is kept.

@@ -265,6 +265,9 @@ TEST_SUITE("audit.accounting") {
     CHECK(Accounting::ValidDay("2026-11-23"));
     CHECK_FALSE(Accounting::ValidDay("2026-11-3"));
     CHECK_FALSE(Accounting::ValidDay("2026-00-10"));
+    CHECK_FALSE(Accounting::ValidDay("2026-02-30"));  // a day the month does not have
+    CHECK_FALSE(Accounting::ValidDay("2026-02-29"));
+    CHECK(Accounting::ValidDay("2024-02-29"));  // a leap year
     CHECK_FALSE(Accounting::ValidDay("2026/11/23"));
     CHECK_FALSE(Accounting::ValidDay(""));
     using namespace std::chrono;
