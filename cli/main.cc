@@ -175,8 +175,17 @@ void PrintResult(const json& t) {
               static_cast<unsigned long long>(p.value("files_skipped", uint64_t(0))),
               static_cast<unsigned long long>(p.value("files_failed", uint64_t(0))),
               HumanBytes(bytes).c_str(), secs, HumanBytes(secs > 0 ? bytes / secs : 0).c_str());
-  if (st == "succeeded")
+  const std::string protection = t.value("protection", std::string());
+  if (st == "succeeded") {
     std::printf("  verified: every chunk XXH3-128 checked, file digests compared before commit\n");
+  }
+  if (protection == "private") {
+    std::printf("  protection: private (data connections encrypted and authenticated, AES-256-GCM)\n");
+  } else if (protection == "integrity") {
+    std::printf("  protection: integrity (every data message authenticated, AES-GCM tag; not encrypted)\n");
+  } else if (protection == "clear") {
+    std::printf("  protection: clear (data connections neither encrypted nor authenticated)\n");
+  }
   std::printf("  attempts %u; resumed %s already at the destination; re-sent %s; corrupt chunks %llu\n",
               t.value("attempts", 0u), HumanBytes(p.value("bytes_resumed", 0.0)).c_str(),
               HumanBytes(p.value("bytes_resent", 0.0)).c_str(),
@@ -281,7 +290,9 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "no-progress", "no live progress display")(
       "progress", "the live progress display even when stderr is not a terminal")(
       "detach,d", "submit and print the id; do not wait")("token", po::value<std::string>(), kTokenHelp)(
-      "help,h", "this help");
+      "protection", po::value<std::string>(),
+      "clear, integrity or private: the data connections' protection (default: what the policies of "
+      "both ends require)")("help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -312,6 +323,7 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   if (vm.count("chunk")) req["chunk_size"] = vm["chunk"].as<std::string>();
   if (vm.count("overwrite")) req["existing"] = "overwrite";
   if (vm.count("skip-existing")) req["existing"] = "skip";
+  if (vm.count("protection")) req["protection"] = vm["protection"].as<std::string>();
   std::string token;
   if (!ResolveToken(vm, &token)) return kExitUsage;
   if (!token.empty()) req["token"] = token;
@@ -399,7 +411,8 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
       "classification", po::value<std::string>(),
       "the data's label (default: the local daemon's for a local source)")(
       "at", po::value<int64_t>(), "evaluate at this Unix time (time windows)")(
-      "json", "print the decision as JSON")("help,h", "this help");
+      "protection", po::value<std::string>(), "as cp --protection")("json", "print the decision as JSON")(
+      "help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("words", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -422,6 +435,7 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
            {"destination", AbsoluteLocal(words[2])},
            {"recursive", vm.count("recursive") > 0}};
   if (vm.count("overwrite")) req["existing"] = "overwrite";
+  if (vm.count("protection")) req["protection"] = vm["protection"].as<std::string>();
   std::string token;
   if (!ResolveToken(vm, &token)) return kExitUsage;
   if (!token.empty()) req["token"] = token;
@@ -456,6 +470,12 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
     }
     if (r.contains("max_concurrent"))
       std::cout << "  at most " << r["max_concurrent"] << " transfers at once\n";
+    if (r.contains("protection_required")) {
+      std::cout << "  protection: this end requires " << r["protection_required"].get<std::string>();
+      if (r.contains("protection"))
+        std::cout << ", the transfer would run at " << r["protection"].get<std::string>();
+      std::cout << " (the peer's policy may require more)\n";
+    }
     if (r.contains("explain")) {
       for (const auto& e : r["explain"]) std::cout << "  " << e.get<std::string>() << "\n";
     }

@@ -238,6 +238,12 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   if (!proto::ParseExisting(existing).has_value())
     return BadRequest("existing must be fail, overwrite or skip");
   opts["existing"] = existing;
+  PORO_API_ASSIGN_OR_400(std::string protection, body.String("protection"));
+  if (!protection.empty()) {
+    if (!ParseProtection(protection).has_value())
+      return BadRequest("protection must be clear, integrity or private, not '" + protection + "'");
+    opts["protection"] = protection;  // absent: the stricter of both ends' policy minimums
+  }
   t->options = opts;
   // Check what can be checked locally now, so the user gets the error at once.
   auto manifest = d_.fed->manifest();
@@ -334,6 +340,7 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
     // The refusal names the federation and this endpoint, as the transfer's would; the root's
     // decision is given too (a tree may be refused for a sub-tree though its root is allowed).
     out["policy_reason"] = d.reason;
+    if (d.allowed) out["protection_required"] = std::string(ProtectionName(d.protection));
     if (!d.allowed) out["explain"] = m->policy().Explain(r);
     return refused("policy", v.refusal);
   }
@@ -342,6 +349,14 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
   out["reason"] = d.reason;
   if (d.rate_limit_bytes_per_s) out["rate_limit_bytes_per_s"] = d.rate_limit_bytes_per_s;
   if (d.max_concurrent) out["max_concurrent"] = d.max_concurrent;
+  // This end's minimum (the strictest rule of the root and its classified sub-trees), and the level
+  // the transfer would run at as far as this end knows (the peer's policy may require more).
+  out["protection_required"] = std::string(ProtectionName(d.protection));
+  Protection asked = Protection::kClear;
+  if (auto it = p.transfer->options.find("protection"); it != p.transfer->options.end()) {
+    asked = ParseProtection(it->get<std::string>()).value_or(Protection::kClear);
+  }
+  out["protection"] = std::string(ProtectionName(Stricter(asked, d.protection)));
   return api::HttpResponse::Json(200, out);
 }
 

@@ -102,7 +102,7 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
        {"streams", "max_streams", "chunk_size", "buffer_pool", "read_ahead", "retry_attempts",
         "retry_max_backoff_s"}},
       {"log", {"level", "file"}},
-      {"fault_injection", {"corrupt_every", "send_delay_us"}},
+      {"fault_injection", {"corrupt_every", "send_delay_us", "forge_digest"}},
       {"classification", {"path", "label"}},
       {"users", {"uid", "identity", "scopes"}},
   };
@@ -268,6 +268,11 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(str("log", "file", &c.log_file, false));
   PORO_RETURN_IF_ERROR(uint("fault_injection", "corrupt_every", 0, 1u << 30, &c.fault_corrupt_every));
   PORO_RETURN_IF_ERROR(uint("fault_injection", "send_delay_us", 0, 10000000, &c.fault_send_delay_us));
+  if (auto n = t["fault_injection"]["forge_digest"]) {
+    auto b = n.value<bool>();
+    if (!b) return KeyError(path, "[fault_injection] forge_digest", "must be true or false");
+    c.fault_forge_digest = *b;
+  }
   if (c.fault_corrupt_every == 1) {
     return KeyError(path, "[fault_injection] corrupt_every",
                     "1 would corrupt every chunk forever; use 0 or >= 2");

@@ -79,6 +79,8 @@ struct Config {
   // [fault_injection] (tests and drills only; off by default)
   unsigned fault_corrupt_every = 0;
   unsigned fault_send_delay_us = 0;
+  // A corrupted chunk's header gets the XXH3-128 digest of the corrupted payload: a tampering relay.
+  bool fault_forge_digest = false;
 
   const UserConfig* FindUser(int64_t uid) const;
 };

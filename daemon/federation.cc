@@ -436,6 +436,7 @@ policy::Decision Federation::Decide(const policy::Request& r, const json& extra,
   rec["decision"] = d.allowed ? "allowed" : "denied";
   rec["rule"] = d.rule_id;
   rec["reason"] = d.reason;
+  if (d.allowed) rec["protection_required"] = std::string(ProtectionName(d.protection));
   rec["source_institution"] = r.source_institution;
   rec["destination_institution"] = r.destination_institution;
   rec["direction"] = std::string(policy::DirectionName(r.direction));
@@ -528,6 +529,7 @@ Status Federation::CheckPolicy(const TransferAuth& a, const policy::Request& r, 
     return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() +
                                     ": " + root->reason);
   }
+  std::string required_by = root->rule_id;  // the rule whose protection minimum is root->protection
   // A tree sent from here may hold differently classified sub-trees ([[classification]] below its
   // root): each must be allowed too, or the whole transfer is refused.
   if (a.sending) {
@@ -543,7 +545,30 @@ Status Federation::CheckPolicy(const TransferAuth& a, const policy::Request& r, 
                                         self() + ": " + cl.path + " inside the tree is classified '" +
                                         sub.classification + "': " + d.reason);
       }
+      if (d.protection > root->protection) {  // the whole transfer runs at the strictest level
+        root->protection = d.protection;
+        required_by = d.rule_id;
+      }
     }
+  }
+  if (a.protection_requested && *a.protection_requested < root->protection) {
+    Status refused = Status::PermissionDenied(
+        "policy of federation '" + manifest()->federation() + "' at " + self() + ": rule '" + required_by +
+        "' requires protection '" + std::string(ProtectionName(root->protection)) +
+        "', the transfer asked for '" + std::string(ProtectionName(*a.protection_requested)) +
+        "' (ask for '" + std::string(ProtectionName(root->protection)) +
+        "', or leave the level to the policy)");
+    if (audit) {
+      json rec = TransferRecord(a);
+      rec["event"] = "transfer";
+      rec["decision"] = "denied";
+      rec["rule"] = required_by;
+      rec["reason"] = refused.message();
+      rec["protection"] = std::string(ProtectionName(*a.protection_requested));
+      rec["protection_required"] = std::string(ProtectionName(root->protection));
+      Audit(std::move(rec));
+    }
+    return refused;
   }
   return Status::OK();
 }
@@ -654,6 +679,7 @@ void Federation::Finish(const TransferAuth& a, const Admission& adm, const engin
   rec["source_institution"] = adm.source_institution;
   rec["destination_institution"] = adm.destination_institution;
   rec["local_path"] = a.local_path;
+  rec["protection"] = std::string(ProtectionName(a.protection));
   rec["bytes"] = s.bytes_sent;
   rec["files"] = files;
   Audit(std::move(rec));

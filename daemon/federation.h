@@ -48,6 +48,10 @@ struct TransferAuth {
   std::string token;           // the bearer token the initiator presented
   bool overwrite = false;      // the receiver may replace existing files
   std::string user;            // federated identity (token subject, or the local user's mapping)
+  // The level the user asked for (none: whatever the policies require); a request below what this
+  // end's policy requires is refused, never raised.
+  std::optional<Protection> protection_requested;
+  Protection protection = Protection::kClear;  // in force, once the session has agreed on it
 };
 
 // What an allowed transfer holds while it runs: the concurrency slot and the pair's rate bucket.

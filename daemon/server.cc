@@ -4,8 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/coding.h"
 #include "base/log.h"
+#include "pororoca/checksum.h"
 #include "pororoca/config.h"
+#include "proto/wire.h"
 #include "transport/fault.h"
 #include "transport/tcp.h"
 
@@ -81,6 +84,15 @@ std::unique_ptr<transport::MessageChannel> Daemon::MakeChannel(UniqueFd fd) {
   transport::FaultOptions fo;
   fo.corrupt_every = config_.fault_corrupt_every;
   fo.send_delay = std::chrono::microseconds(config_.fault_send_delay_us);
+  if (config_.fault_forge_digest) {
+    fo.forge = [](std::span<std::byte> header, std::span<const std::byte> payload) {
+      // Where a clear chunk header keeps its digest (a sealed one's tag then fails, as it must).
+      if (header.size() < proto::kChunkHeaderSize) return;
+      Digest128 d = Xxh3_128(payload);
+      EncodeFixed64(header.data() + proto::kChunkHeaderClear, d.hi);
+      EncodeFixed64(header.data() + proto::kChunkHeaderClear + 8, d.lo);
+    };
+  }
   if (!fo.active()) return ch;
   return std::make_unique<transport::FaultInjectionChannel>(std::move(ch), fo, fault_counter_);
 }
@@ -116,7 +128,8 @@ Status Daemon::Start() {
   });
   if (config_.fault_corrupt_every || config_.fault_send_delay_us) {
     PORO_LOG(WARNING) << "FAULT INJECTION ACTIVE: corrupting every " << config_.fault_corrupt_every
-                      << "th chunk sent, delaying each by " << config_.fault_send_delay_us << " us";
+                      << "th chunk sent" << (config_.fault_forge_digest ? " (digest forged to match)" : "")
+                      << ", delaying each by " << config_.fault_send_delay_us << " us";
   }
   PORO_LOG(INFO) << "pororocad " << PORO_VERSION << " endpoint " << config_.endpoint_name << " exporting "
                  << root_->path() << "; peers on " << peers_->host() << ":" << peers_->port() << ", API on "

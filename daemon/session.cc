@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "base/poll.h"
+#include "crypto/chunk_seal.h"
 #include "pororoca/config.h"
 #include "transport/tcp.h"
 
@@ -63,6 +64,12 @@ Status ReadOptions(const json& o, const Config& c, proto::Open& open) {
   open.options.chunk_size = static_cast<uint32_t>(std::min<uint64_t>(chunk, proto::kMaxChunkSize));
   auto sync = o.find("sync");
   open.options.sync = sync != o.end() && sync->is_boolean() && sync->get<bool>();
+  auto pr = o.find("protection");
+  if (pr != o.end()) {
+    auto level = pr->is_string() ? ParseProtection(pr->get<std::string>()) : std::nullopt;
+    if (!level) return Status::InvalidArgument("options.protection: must be clear, integrity or private");
+    open.protection = *level;
+  }
   auto ex = o.find("existing");
   if (ex != o.end()) {
     if (!ex->is_string()) return Status::InvalidArgument("options.existing: not a string");
@@ -84,7 +91,9 @@ struct SessionRunner::Session {
   std::string peer_pin;
   proto::Open open;  // as sent (initiator) or received (responder)
   proto::SessionId sid{};
-  std::vector<std::byte> key;  // TLS exporter: authenticates the data connections
+  std::vector<std::byte> key;               // TLS exporter: authenticates the data connections
+  std::vector<std::byte> seal_key;          // TLS exporter: seals the data-channel messages (above clear)
+  Protection offered = Protection::kClear;  // OPEN_OK's level (the initiator may raise it in START)
   TransferAuth auth;
   std::optional<Admission> adm;
   engine::EngineOptions eo;
@@ -242,9 +251,12 @@ Status SessionRunner::AnswerOpen(Session& s) {
   a.classification = push ? open.classification.value_or("") : d_.fed->LabelFor(a.local_path);
   a.token = open.token.value_or("");
   a.overwrite = s.eo.existing == engine::ExistingMode::kOverwrite;
+  a.protection_requested = open.protection;
   PORO_ASSIGN_OR_RETURN(Admission adm, d_.fed->AdmitResponder(a));
   if (!push) ok.classification = a.classification;
   ok.rule = adm.decision.rule_id;
+  ok.protection = Stricter(open.protection.value_or(Protection::kClear), adm.decision.protection);
+  s.offered = ok.protection;
   s.adm = std::move(adm);
   // Registered before OPEN_OK: the initiator connects as soon as it reads it.
   s.bind = d_.binds->Open(s.sid, s.key, open.streams);
@@ -263,12 +275,43 @@ Status SessionRunner::ReadOpenOk(Session& s) {
     s.auth.classification = ok.classification.value_or("");
     PORO_ASSIGN_OR_RETURN(s.engine_rel, ReceiveTarget(s.local_rel, t.local_trailing_slash, *ok.src));
   }
+  if (s.open.protection && ok.protection < *s.open.protection) {
+    Status down = Status::Protocol("OPEN_OK.protection: the peer answered '" +
+                                   std::string(ProtectionName(ok.protection)) + "' to a request for '" +
+                                   std::string(ProtectionName(*s.open.protection)) + "'");
+    s.ctl->SendError(down);
+    return down;
+  }
   auto a = d_.fed->AdmitInitiator(s.auth);
   if (!a.has_value()) {
     s.ctl->SendError(a.error());  // the peer stops waiting for our data connections
     return a.error();
   }
   s.adm = std::move(*a);
+  // The stricter of what the peer's policy and this end's require: never less than either.
+  s.auth.protection = Stricter(ok.protection, s.adm->decision.protection);
+  PORO_RETURN_IF_ERROR(s.ctl->Send(proto::MsgType::kStart, proto::EncodeStart({s.auth.protection})));
+  return ExportSealKey(s);
+}
+
+Status SessionRunner::ReadStart(Session& s) {
+  PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kStart, Timeout(30000)));
+  PORO_ASSIGN_OR_RETURN(proto::Start start, proto::DecodeStart(body));
+  if (start.protection < s.offered) {
+    return Status::Protocol("START.protection: '" + std::string(ProtectionName(start.protection)) +
+                            "' is below the '" + std::string(ProtectionName(s.offered)) +
+                            "' this end requires");
+  }
+  s.auth.protection = start.protection;
+  return ExportSealKey(s);
+}
+
+Status SessionRunner::ExportSealKey(Session& s) {
+  if (s.auth.protection == Protection::kClear) return Status::OK();
+  // One label per level: a key serves one level only.
+  const std::string label =
+      std::string(proto::kSealExporterLabel) + "-" + std::string(ProtectionName(s.auth.protection));
+  PORO_ASSIGN_OR_RETURN(s.seal_key, s.tls->ExportKey(label, crypto::ChunkSeal::kKeySize));
   return Status::OK();
 }
 
@@ -349,6 +392,8 @@ Result<json> SessionRunner::RunEngine(Session& s) {
   dp.cancel = s.cancel;
   dp.cancel_is_shutdown = !s.initiator;  // the responder's cancel is only ever the daemon stopping
   dp.cancel_reason = [live] { return live->CutStatus(); };
+  dp.protection = a.protection;
+  dp.seal_key = s.seal_key;
   std::atomic<bool>* cancel = s.cancel;
   if (adm.bucket) dp.pace = [b = adm.bucket, cancel](uint64_t n) { return b->Acquire(n, cancel); };
   if (a.sending) {
@@ -364,7 +409,7 @@ Result<json> SessionRunner::RunEngine(Session& s) {
   }
   PORO_LOG(INFO) << "transfer " << a.transfer_id << ": " << (a.sending ? "sending " : "receiving ")
                  << d_.root->Display(s.engine_rel) << (a.sending ? " to " : " from ") << s.peer.id << " over "
-                 << s.channels.size() << " streams"
+                 << s.channels.size() << " streams, protection " << ProtectionName(a.protection)
                  << (adm.decision.rule_id.empty() ? "" : " (rule '" + adm.decision.rule_id + "')");
   Result<json> r = Status::Internal("not run");
   {
@@ -413,6 +458,7 @@ Status SessionRunner::Prepare(Transfer& t, Session& s, const char** check) const
   a.local_path = open.local_path;
   a.remote_path = t.remote.path;
   a.overwrite = open.options.existing == proto::Existing::kOverwrite;
+  a.protection_requested = open.protection;
   a.user = t.user;
   if (t.push) {
     *check = "source";
@@ -487,6 +533,7 @@ Result<json> SessionRunner::Initiate(Transfer& t) {
   {
     MutexLock lock(&t.mu);
     t.stats = s.stats;
+    t.protection = std::string(ProtectionName(s.auth.protection));
   }
   Result<json> r = RunEngine(s);
   s.ctl->Close().IgnoreError();
@@ -518,6 +565,7 @@ void SessionRunner::Respond(UniqueFd fd) {
     s.peer = std::move(*peer);
     st = ExchangeHello(s);
     if (st.ok()) st = AnswerOpen(s);
+    if (st.ok()) st = ReadStart(s);
     if (st.ok()) st = AwaitDataChannels(s);
     s.bind.reset();
     if (st.ok()) {

@@ -4,8 +4,10 @@
 //
 //   1. TLS 1.3 with mutual authentication, then the homologated-endpoint check of the peer
 //   2. HELLO both ways (protocol version, endpoint names; the responder's names the session)
-//   3. OPEN -> OPEN_OK: the responder resolves the path and authorises (token, policy); the
-//      initiator then authorises with what the responder answered (its own policy decision)
+//   3. OPEN -> OPEN_OK -> START: the responder resolves the path and authorises (token, policy);
+//      the initiator then authorises with what the responder answered (its own policy decision)
+//      and names the protection level in force: the stricter of both ends' policy minimums and
+//      the user's request, which neither end lowers
 //   4. the data connections: the initiator opens them, the responder's BindTable binds them
 //   5. the engine: RunSender on the sending side, RunReceiver on the receiving side, paced by the
 //      policy's rate cap and cut when the federation suspends the peer
@@ -88,7 +90,9 @@ class SessionRunner {
   Status Connect(Session& s);
   Status ExchangeHello(Session& s);
   Status AnswerOpen(Session& s);  // responder: OPEN -> resolve, authorise -> OPEN_OK
-  Status ReadOpenOk(Session& s);  // initiator: OPEN_OK -> resolve, authorise
+  Status ReadOpenOk(Session& s);  // initiator: OPEN_OK -> resolve, authorise -> START
+  Status ReadStart(Session& s);   // responder: START, the protection level in force
+  Status ExportSealKey(Session& s);
   Status OpenDataChannels(Session& s);
   Status AwaitDataChannels(Session& s);
   Result<nlohmann::json> RunEngine(Session& s);

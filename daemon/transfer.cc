@@ -65,6 +65,7 @@ void VisitRecord(RecordVisitor& v, Transfer& t) PORO_NO_THREAD_SAFETY_ANALYSIS {
   v.Field("started_ms", t.started_ms);
   v.Field("finished_ms", t.finished_ms);
   v.Field("next_attempt_ms", t.next_attempt_ms);
+  v.Field("protection", t.protection);
   v.Field("progress", t.last);
   v.Field("failures", t.failures);
 }

@@ -75,6 +75,8 @@ struct Transfer {
   std::vector<std::pair<std::string, std::string>> failures PORO_GUARDED_BY(mu);
   std::shared_ptr<engine::TransferStats> stats PORO_GUARDED_BY(mu);  // live, during an attempt
   std::string cut_reason PORO_GUARDED_BY(mu);  // the federation cut the session (peer suspended/revoked)
+  // The data connections' protection level the last session agreed on ("" before the first one).
+  std::string protection PORO_GUARDED_BY(mu);
   std::atomic<bool> cancel{false};
 
   std::string SourceText() const { return push ? local_path : remote.endpoint + ":" + remote.path; }

@@ -14,10 +14,6 @@ GIB=${GIB:-2} RUNS=${RUNS:-3} DIR=${DIR:-/dev/shm/poro-ab}
 BENCH_PIDS=()
 cleanup() { for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
-cpu_s() {  # CPU seconds (user + system) of PID so far
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rm -rf "$DIR"; mkdir -p "$DIR"
 head -c "$((GIB << 30))" /dev/urandom > "$DIR/src.bin"
 declare -A WALL SEND RECV
@@ -30,10 +26,10 @@ for ((i = 1; i <= RUNS; i++)); do
     pa=${BENCH_PIDS[0]} pb=${BENCH_PIDS[1]}
     ln "$DIR/src.bin" "$w/a/data/big.bin"
     bench_prefault $((GIB * 1024 + 512))
-    sa=$(cpu_s "$pa"); sb=$(cpu_s "$pb"); t0=$(date +%s.%N)
+    sa=$(bench_cpu_s "$pa"); sb=$(bench_cpu_s "$pb"); t0=$(date +%s.%N)
     PORO_SOCKET="$w/a.sock" "$bin/cli/pororoca" cp --no-progress "$w/a/data/big.bin" b:/big.bin >/dev/null
     t1=$(date +%s.%N)
-    ea=$(cpu_s "$pa"); eb=$(cpu_s "$pb")
+    ea=$(bench_cpu_s "$pa"); eb=$(bench_cpu_s "$pb")
     cmp -s "$DIR/src.bin" "$w/b/data/big.bin" || { echo "run $i $label: copy differs" >&2; exit 1; }
     wall=$(echo "$t1 - $t0" | bc); send=$(echo "$ea - $sa" | bc); recv=$(echo "$eb - $sb" | bc)
     printf 'run %d %s: %6.2f s  %7.1f MiB/s  sending daemon %5.2f CPU s  receiving daemon %5.2f CPU s\n' \
@@ -44,6 +40,6 @@ for ((i = 1; i <= RUNS; i++)); do
 done
 for label in A B; do
   printf 'median %s: %6.2f s  sending %5.2f CPU s  receiving %5.2f CPU s  (%s)\n' "$label" \
-    "$(tr ' ' '\n' <<<"${WALL[$label]}" | grep . | median)" "$(tr ' ' '\n' <<<"${SEND[$label]}" | grep . | median)" \
-    "$(tr ' ' '\n' <<<"${RECV[$label]}" | grep . | median)" "$([ $label = A ] && echo "$A" || echo "$B")"
+    "$(tr ' ' '\n' <<<"${WALL[$label]}" | grep . | bench_median)" "$(tr ' ' '\n' <<<"${SEND[$label]}" | grep . | bench_median)" \
+    "$(tr ' ' '\n' <<<"${RECV[$label]}" | grep . | bench_median)" "$([ $label = A ] && echo "$A" || echo "$B")"
 done

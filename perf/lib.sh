@@ -94,3 +94,8 @@ n = int(sys.argv[1]) << 20
 m = mmap.mmap(-1, n)
 for i in range(0, n, 4096): m[i] = 1' "$1"
 }
+
+# CPU seconds (user + system) that process PID has used so far.
+bench_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# The median of the numbers on stdin, one per line.
+bench_median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
 # One file of GIB GiB (default 2) pushed between two local daemons of one build on tmpfs, RUNS times
-# (default 3) for each stream count in STREAMS (default "1 8"), counts alternating run by run. Prints
-# per run the wall time of `pororoca cp --streams N` and the CPU seconds (user+system, from
-# /proc/PID/stat) of the sending and the receiving daemon, then the medians per stream count.
-#   perf/streams-w1.sh [BUILD_DIR]      env: GIB, RUNS, STREAMS, DIR (/dev/shm/poro-streams)
+# (default 3) for each stream count in STREAMS (default "1 8") and each protection level in LEVELS
+# (default: none given, so the policy's), the combinations alternating run by run. Prints per run
+# the wall time of `pororoca cp --streams N [--protection L]` and the CPU seconds (user+system, from
+# /proc/PID/stat) of the sending and the receiving daemon, then the medians per combination.
+#   perf/streams-w1.sh [BUILD_DIR]      env: GIB, RUNS, STREAMS, LEVELS, DIR (/dev/shm/poro-streams)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=perf/lib.sh
 . "$HERE/lib.sh"
 BIN=${1:-$HERE/../build/release}
-GIB=${GIB:-2} RUNS=${RUNS:-3} STREAMS=${STREAMS:-"1 8"} DIR=${DIR:-/dev/shm/poro-streams}
+GIB=${GIB:-2} RUNS=${RUNS:-3} STREAMS=${STREAMS:-"1 8"} LEVELS=${LEVELS:-policy} DIR=${DIR:-/dev/shm/poro-streams}
 BENCH_PIDS=()
 cleanup() { for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rm -rf "$DIR"; mkdir -p "$DIR/w"
 head -c "$((GIB << 30))" /dev/urandom > "$DIR/src.bin"
 bench_pair "$BIN" "$DIR/w"
@@ -23,20 +22,28 @@ ln "$DIR/src.bin" "$DIR/w/a/data/big.bin"
 declare -A WALL SEND RECV
 for ((i = 1; i <= RUNS; i++)); do
   for n in $STREAMS; do
-    rm -f "$DIR/w/b/data/big.bin"
-    bench_prefault $((GIB * 1024 + 512))
-    sa=$(cpu_s "$pa"); sb=$(cpu_s "$pb"); t0=$(date +%s.%N)
-    PORO_SOCKET="$DIR/w/a.sock" "$BIN/cli/pororoca" cp --no-progress --streams "$n" "$DIR/w/a/data/big.bin" b:/big.bin >/dev/null
-    t1=$(date +%s.%N); ea=$(cpu_s "$pa"); eb=$(cpu_s "$pb")
-    cmp -s "$DIR/src.bin" "$DIR/w/b/data/big.bin" || { echo "run $i, $n streams: copy differs" >&2; exit 1; }
-    wall=$(echo "$t1 - $t0" | bc); send=$(echo "$ea - $sa" | bc); recv=$(echo "$eb - $sb" | bc)
-    printf 'run %d, %2d streams: %6.2f s  sending daemon %5.2f CPU s  receiving daemon %5.2f CPU s\n' \
-      "$i" "$n" "$wall" "$send" "$recv"
-    WALL[$n]+="$wall "; SEND[$n]+="$send "; RECV[$n]+="$recv "
+    for l in $LEVELS; do
+      k="$n streams, $l"
+      prot=(); [ "$l" = policy ] || prot=(--protection "$l")
+      rm -f "$DIR/w/b/data/big.bin"
+      bench_prefault $((GIB * 1024 + 512))
+      sa=$(bench_cpu_s "$pa"); sb=$(bench_cpu_s "$pb"); t0=$(date +%s.%N)
+      PORO_SOCKET="$DIR/w/a.sock" "$BIN/cli/pororoca" cp --no-progress --streams "$n" "${prot[@]}" \
+        "$DIR/w/a/data/big.bin" b:/big.bin >/dev/null
+      t1=$(date +%s.%N); ea=$(bench_cpu_s "$pa"); eb=$(bench_cpu_s "$pb")
+      cmp -s "$DIR/src.bin" "$DIR/w/b/data/big.bin" || { echo "run $i, $k: copy differs" >&2; exit 1; }
+      wall=$(echo "$t1 - $t0" | bc); send=$(echo "$ea - $sa" | bc); recv=$(echo "$eb - $sb" | bc)
+      printf 'run %d, %-22s %6.2f s  sending daemon %5.2f CPU s  receiving daemon %5.2f CPU s\n' \
+        "$i" "$k:" "$wall" "$send" "$recv"
+      WALL[$k]+="$wall "; SEND[$k]+="$send "; RECV[$k]+="$recv "
+    done
   done
 done
 for n in $STREAMS; do
-  printf 'median, %2d streams: %6.2f s  sending %5.2f CPU s  receiving %5.2f CPU s\n' "$n" \
-    "$(tr ' ' '\n' <<<"${WALL[$n]}" | grep . | median)" "$(tr ' ' '\n' <<<"${SEND[$n]}" | grep . | median)" \
-    "$(tr ' ' '\n' <<<"${RECV[$n]}" | grep . | median)"
+  for l in $LEVELS; do
+    k="$n streams, $l"
+    printf 'median, %-22s %6.2f s  sending %5.2f CPU s  receiving %5.2f CPU s\n' "$k:" \
+      "$(tr ' ' '\n' <<<"${WALL[$k]}" | grep . | bench_median)" "$(tr ' ' '\n' <<<"${SEND[$k]}" | grep . | bench_median)" \
+      "$(tr ' ' '\n' <<<"${RECV[$k]}" | grep . | bench_median)"
+  done
 done

@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "base/mutex.h"
+#include "engine/channel_seal.h"
 #include "engine/journal.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
@@ -235,7 +236,9 @@ class Receiver {
   // A data chunk: verified, then written (or asked for again). Errors are the session's.
   Status StoreData(Incoming& in, PartWriter& writer);
   // A chunk that failed verification: asked for again, or the file fails after too many tries.
-  Status RejectChunk(const Incoming& in);
+  // A chunk that failed verification (`why`: its digest, or the seal's authentication): ask for it
+  // again, or fail its file after max_chunk_retries.
+  Status RejectChunk(const Incoming& in, const Status& why);
   // Makes [offset, offset+len) of f's part file read as zeros (punch a hole, else write zeros).
   Status ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len)
       PORO_EXCLUDES(f->io_mu, f->mu);
@@ -276,7 +279,8 @@ class Receiver {
   EngineOptions opts_;
   DataPath dp_;
   ZeroDigests zero_;
-  const size_t nofile_;  // NofileLimit() when the session started
+  std::vector<ChannelSeal> seals_;  // one per data channel above clear; channel i's thread only
+  const size_t nofile_;             // NofileLimit() when the session started
   DirCache dircache_;
 
   // Files that completed are committed in batches of commit_batch_ (one syncfs, one FILE_DONE
@@ -681,17 +685,42 @@ void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, co
 Status Receiver::ChannelLoop(size_t i) {
   transport::MessageChannel& ch = *(*dp_.channels)[i];
   std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr_buf;
+  ChannelSeal* seal = seals_.empty() ? nullptr : &seals_[i];
   PartWriter writer(root_, dp_.pool);
   while (true) {
     if (Cancelled()) return dp_.CancelStatus();
     Incoming in;
-    auto sink = [&](std::span<const std::byte> hb, size_t payload_len) {
+    auto sink = [&](std::span<const std::byte> hb, size_t payload_len) -> Result<std::span<std::byte>> {
+      if (seal != nullptr) {
+        if (hb.size() != proto::kSealedChunkHeaderSize) {
+          return Status::Protocol("sealed chunk header has " + std::to_string(hb.size()) +
+                                  " bytes, expected " + std::to_string(proto::kSealedChunkHeaderSize));
+        }
+        hb = hb.first(proto::kChunkHeaderSize);  // at private its digest is still encrypted: see below
+      }
       return AcceptChunk(hb, payload_len, in);
     };
     auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
     if (!r.has_value()) return r.error();
+    Status authentic;
+    if (seal != nullptr) {
+      authentic = seal->Open(std::span(hdr_buf).first<proto::kSealedChunkHeaderSize>(), in.payload);
+      if (authentic.ok()) {
+        PORO_ASSIGN_OR_RETURN(in.h,
+                              proto::DecodeChunkHeader(std::span(hdr_buf).first(proto::kChunkHeaderSize)));
+      } else if (in.h.kind == ChunkKind::kEos || in.f == nullptr) {
+        // Nothing to ask for again: a forged end of stream, or a chunk this side drops anyway.
+        if (in.h.kind == ChunkKind::kEos) return authentic.WithSide(Side::kNetwork);
+        continue;
+      }
+    }
     if (in.h.kind == ChunkKind::kEos) return Status::OK();
     if (in.f == nullptr) continue;  // dropped
+    if (!authentic.ok()) {
+      dp_.stats->bytes_sent += in.payload.size();
+      PORO_RETURN_IF_ERROR(RejectChunk(in, authentic));
+      continue;
+    }
     if (dp_.pace && in.h.kind == ChunkKind::kData && !dp_.pace(in.h.length)) return dp_.CancelStatus();
     PORO_RETURN_IF_ERROR(in.h.kind == ChunkKind::kHole ? StoreHole(in) : StoreData(in, writer));
   }
@@ -792,7 +821,7 @@ Status Receiver::StoreData(Incoming& in, PartWriter& writer) {
   RxFile& f = *in.f;
   dp_.stats->bytes_sent += h.length;  // payload bytes moved over the data channels
   Digest128 d = Xxh3_128(std::span<const std::byte>(in.payload.data(), h.length));
-  if (!(d == h.digest)) return RejectChunk(in);
+  if (!(d == h.digest)) return RejectChunk(in, Status::DataLoss("digest mismatch"));
   Status s = in.open_error;
   bool skip;
   {
@@ -813,7 +842,7 @@ Status Receiver::StoreData(Incoming& in, PartWriter& writer) {
   return Status::OK();
 }
 
-Status Receiver::RejectChunk(const Incoming& in) {
+Status Receiver::RejectChunk(const Incoming& in, const Status& why) {
   const ChunkHeader& h = in.h;
   dp_.stats->chunks_corrupt++;
   bool give_up;
@@ -821,7 +850,8 @@ Status Receiver::RejectChunk(const Incoming& in) {
     MutexLock lock(&in.f->mu);
     give_up = ++in.f->retries[h.index] > opts_.max_chunk_retries;
   }
-  PORO_LOG(WARNING) << "chunk " << h.index << " of " << Display(in.f->final_rel) << " failed verification ("
+  PORO_LOG(WARNING) << "chunk " << h.index << " of " << Display(in.f->final_rel)
+                    << " failed verification: " << why.message() << " ("
                     << (give_up ? "giving up" : "asking for it again") << ")";
   if (give_up) {
     FailFile(in.f, Status::DataLoss("chunk " + std::to_string(h.index) + " failed verification " +
@@ -1172,6 +1202,9 @@ void Receiver::CtlReaderLoop() {
 
 Result<nlohmann::json> Receiver::Run() {
   size_t n = dp_.channels->size();
+  if (dp_.protection != Protection::kClear) {
+    PORO_ASSIGN_OR_RETURN(seals_, ChannelSeal::ForChannels(dp_.protection, dp_.seal_key, n));
+  }
   std::thread committer([this] { CommitterMain(); });
   std::vector<std::thread> chans;
   for (size_t i = 0; i < n; ++i) chans.emplace_back([this, i] { ChannelMain(i); });

@@ -16,6 +16,7 @@
 #include "base/defer.h"
 #include "base/log.h"
 #include "base/mutex.h"
+#include "engine/channel_seal.h"
 #include "engine/session.h"
 #include "engine/zero_digest.h"
 #include "io/direct_align.h"
@@ -93,6 +94,9 @@ class Sender {
   // Sends one chunk message on channel i (pace, header, payload from the buffer or the file). Errors:
   // the session's cancel status when the pace wait was cancelled, else the channel's (annotated).
   Status SendOn(size_t i, SendItem& item);
+  // An item still in its source file, read into a pool buffer (item.buf) for Send: for a backend
+  // without sendfile, and for a sealed channel, which seals the bytes in that buffer.
+  Status ReadPayload(SendItem& item);
   Status FlushFileEnds();
   // The receiver has finished with `f` and the reader no longer points at it.
   bool Forgettable(const SrcFile& f) const PORO_REQUIRES(mu_) {
@@ -114,6 +118,9 @@ class Sender {
   EngineOptions opts_;
   DataPath dp_;
   ZeroDigests zero_;
+  // One per data channel above clear (empty at clear); channel i's is used only by whichever thread
+  // sends on channel i (its channel thread, or the reader while that thread sleeps: see Dispatch).
+  std::vector<ChannelSeal> seals_;
 
   // Lock order: sched_mu_, then mu_ (a channel's wait predicate looks at error_).
   Mutex mu_ PORO_ACQUIRED_AFTER(sched_mu_);
@@ -560,34 +567,44 @@ Status Sender::SendOn(size_t i, SendItem& item) {
   if (dp_.pace && item.header.kind == ChunkKind::kData && !dp_.pace(item.header.length)) {
     return dp_.CancelStatus();
   }
-  std::array<std::byte, proto::kChunkHeaderSize> hdr;
-  proto::EncodeChunkHeader(item.header, hdr);
+  std::array<std::byte, proto::kSealedChunkHeaderSize> hdr;
+  proto::EncodeChunkHeader(item.header, std::span(hdr).first<proto::kChunkHeaderSize>());
+  std::span<const std::byte> header(hdr.data(), proto::kChunkHeaderSize);
   Status s;
-  if (item.file) {
-    s = ch.SendFile(hdr, item.file->get(), item.header.offset, item.header.length, {});
-    if (s.code() == Code::kNotSupported) {  // backend without sendfile: read into a pool buffer
-      auto buf = dp_.pool->Acquire();
-      if (!buf.has_value()) return buf.error();
-      auto payload = std::span(buf->data(), item.header.length);
-      s = io::PreadFull(item.file->get(), item.header.offset, payload, "source");
-      if (s.code() == Code::kDataLoss) {
-        // The file shrank since it was hashed: zeros in its place, as sendfile does (the receiver
-        // rejects the chunk and the re-read fails the file).
-        std::memset(payload.data(), 0, payload.size());
-        s = Status::OK();
-      }
-      if (s.ok()) s = ch.Send(hdr, payload, {});
-    }
-    item.file.reset();
-  } else {
-    std::span<const std::byte> payload;
-    if (item.header.kind == ChunkKind::kData)
-      payload = std::span<const std::byte>(item.buf.data(), item.header.length);
-    s = ch.Send(hdr, payload, {});
+  bool sent = false;
+  if (item.file && seals_.empty()) {
+    s = ch.SendFile(header, item.file->get(), item.header.offset, item.header.length, {});
+    sent = s.code() != Code::kNotSupported;  // else: a backend without sendfile
   }
+  if (!sent) {
+    s = item.file ? ReadPayload(item) : Status::OK();
+    std::span<std::byte> payload;
+    if (item.header.kind == ChunkKind::kData && s.ok())
+      payload = std::span(item.buf.data(), item.header.length);
+    if (s.ok() && !seals_.empty()) {
+      // Sealed in the pool buffer just before it goes out: the transport carries sealed bytes only.
+      s = seals_[i].Seal(hdr, payload);
+      header = hdr;
+    }
+    if (s.ok()) s = ch.Send(header, payload, {});
+  }
+  item.file.reset();
   if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
   if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
   return Status::OK();
+}
+
+Status Sender::ReadPayload(SendItem& item) {
+  PORO_ASSIGN_OR_RETURN(item.buf, dp_.pool->Acquire());
+  auto payload = std::span(item.buf.data(), item.header.length);
+  Status s = io::PreadFull(item.file->get(), item.header.offset, payload, "source");
+  if (s.code() == Code::kDataLoss) {
+    // The file shrank since it was hashed: zeros in its place, as sendfile does (the receiver
+    // rejects the chunk and the re-read fails the file).
+    std::memset(payload.data(), 0, payload.size());
+    return Status::OK();
+  }
+  return s;
 }
 
 Status Sender::OpenSource(SrcFile& f) {
@@ -839,6 +856,9 @@ Status Sender::ReaderLoop() {
 Result<nlohmann::json> Sender::Run() {
   size_t n = dp_.channels->size();
   if (n == 0) return Status::InvalidArgument("no data channels");
+  if (dp_.protection != Protection::kClear) {
+    PORO_ASSIGN_OR_RETURN(seals_, ChannelSeal::ForChannels(dp_.protection, dp_.seal_key, n));
+  }
   {
     MutexLock lock(&sched_mu_);
     for (size_t i = 0; i < n; ++i) queues_.push_back(std::make_unique<ChannelQueue>());

@@ -24,6 +24,7 @@
 #include "engine/control.h"
 #include "engine/export_root.h"
 #include "engine/stats.h"
+#include "pororoca/protection.h"
 #include "pororoca/storage.h"
 #include "pororoca/transport.h"
 
@@ -67,6 +68,11 @@ struct DataPath {
   // policy's verdict on paths inside the tree. The receiver asks it for every file and link below
   // the root when planning (`rel`: the export-relative destination) and fails a denied one.
   std::function<Status(const std::string& rel, const std::string& entry_path)> admit_path;
+  // The protection level in force on the data channels and its 32-byte key (the TLS exporter of the
+  // control session; empty at clear). Above clear every data-channel message is sealed
+  // (engine/channel_seal.h) and the sender never uses sendfile.
+  Protection protection = Protection::kClear;
+  std::vector<std::byte> seal_key;
 
   Status CancelStatus() const {
     if (cancel_reason) {

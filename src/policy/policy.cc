@@ -129,6 +129,7 @@ struct Rule {
   std::optional<TimeWindow> window;
   uint64_t rate_limit = 0;
   unsigned max_concurrent = 0;
+  Protection protection = Protection::kClear;
   std::string reason;  // "allowed by rule 'x'" / "denied by rule 'x'"
 };
 
@@ -293,6 +294,10 @@ class RuleParser {
           return Fail(key, "expected an integer from 1 to " + std::to_string(kMaxConcurrent));
         }
         rule_.max_concurrent = v.get<unsigned>();
+      } else if (key == "protection") {
+        auto p = v.is_string() ? ParseProtection(v.get_ref<const std::string&>()) : std::nullopt;
+        if (!p) return Fail(key, "expected \"clear\", \"integrity\" or \"private\"");
+        rule_.protection = *p;
       } else {
         return Fail("", "unknown key " + Quoted(key));
       }
@@ -301,6 +306,8 @@ class RuleParser {
     if (!rule_.allow && rule_.rate_limit != 0) return Fail("rate_limit", "only an allow rule can have one");
     if (!rule_.allow && rule_.max_concurrent != 0)
       return Fail("max_concurrent", "only an allow rule can have one");
+    if (!rule_.allow && rule_.protection != Protection::kClear)
+      return Fail("protection", "only an allow rule can have one");
     if (j.find("source") == j.end()) rule_.any_source = true;
     if (j.find("destination") == j.end()) rule_.any_destination = true;
     rule_.reason = std::string(rule_.allow ? "allowed" : "denied") + " by rule '" + rule_.id + "'";
@@ -596,6 +603,7 @@ Decision Policy::Evaluate(const Request& req) const {
     d.reason = r->reason;
     d.rate_limit_bytes_per_s = r->rate_limit;
     d.max_concurrent = r->max_concurrent;
+    d.protection = r->protection;
     return d;
   }
   d.reason = "default deny: no rule allows " + req.source_institution + " -> " + req.destination_institution +

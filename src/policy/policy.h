@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "policy/rate_limit.h"
+#include "pororoca/protection.h"
 #include "pororoca/status.h"
 
 namespace pororoca::policy {
@@ -59,6 +60,8 @@ struct Decision {
   std::string reason;
   uint64_t rate_limit_bytes_per_s = 0;  // allow only; 0 = no cap
   unsigned max_concurrent = 0;          // allow only; 0 = no cap
+  // allow only: the least protection of the data connections the rule allows the transfer with
+  Protection protection = Protection::kClear;
 };
 
 class Policy {

@@ -222,6 +222,8 @@ std::string MsgTypeName(MsgType t) {
       return "CANCEL";
     case MsgType::kKeepalive:
       return "KEEPALIVE";
+    case MsgType::kStart:
+      return "START";
     case MsgType::kUnknown:
       break;
   }
@@ -258,6 +260,21 @@ Result<Hello> DecodeHello(std::span<const std::byte> body) {
 
 // ---- OPEN -----------------------------------------------------------------------------------------
 
+namespace {
+
+Status ReadProtection(const FieldReader& r, std::string_view key, std::optional<Protection>* out,
+                      bool required) {
+  std::optional<std::string> name;
+  PORO_RETURN_IF_ERROR(r.OptString(key, &name));
+  out->reset();
+  if (!name) return required ? r.Error(key, "missing") : Status::OK();
+  *out = ParseProtection(*name);
+  if (!*out) return r.Error(key, "must be clear, integrity or private");
+  return Status::OK();
+}
+
+}  // namespace
+
 std::vector<std::byte> EncodeOpen(const Open& m) {
   json j{{"transfer_id", m.transfer_id},
          {"direction", DirectionName(m.direction)},
@@ -272,6 +289,7 @@ std::vector<std::byte> EncodeOpen(const Open& m) {
                           {"existing", ExistingName(m.options.existing)}}},
          {"local_path", m.local_path}};
   if (m.token) j["token"] = *m.token;
+  if (m.protection) j["protection"] = ProtectionName(*m.protection);
   if (m.src) j["src"] = SourceJson(*m.src);
   if (m.classification) j["classification"] = *m.classification;
   return Dump(j);
@@ -303,6 +321,7 @@ Result<Open> DecodeOpen(std::span<const std::byte> body) {
   }
   PORO_RETURN_IF_ERROR(r.String("local_path", &m.local_path, kMaxPathBytes));
   PORO_RETURN_IF_ERROR(r.OptString("token", &m.token));
+  PORO_RETURN_IF_ERROR(ReadProtection(r, "protection", &m.protection, false));
   if (m.direction == Direction::kPush) {
     PORO_ASSIGN_OR_RETURN(m.src, ReadSource(r));
     m.classification.emplace();
@@ -315,6 +334,7 @@ Result<Open> DecodeOpen(std::span<const std::byte> body) {
 
 std::vector<std::byte> EncodeOpenOk(const OpenOk& m) {
   json j{{"transfer_id", m.transfer_id}, {"rule", m.rule}};
+  if (m.protection != Protection::kClear) j["protection"] = ProtectionName(m.protection);
   if (m.target) j["target"] = *m.target;
   if (m.src) j["src"] = SourceJson(*m.src);
   if (m.classification) j["classification"] = *m.classification;
@@ -327,6 +347,9 @@ Result<OpenOk> DecodeOpenOk(std::span<const std::byte> body, Direction direction
   OpenOk m;
   PORO_RETURN_IF_ERROR(ReadTransferId(r, &m.transfer_id));
   PORO_RETURN_IF_ERROR(r.String("rule", &m.rule));
+  std::optional<Protection> level;
+  PORO_RETURN_IF_ERROR(ReadProtection(r, "protection", &level, false));
+  m.protection = level.value_or(Protection::kClear);
   if (direction == Direction::kPush) {
     m.target.emplace();
     PORO_RETURN_IF_ERROR(r.String("target", &*m.target));
@@ -336,6 +359,20 @@ Result<OpenOk> DecodeOpenOk(std::span<const std::byte> body, Direction direction
     PORO_RETURN_IF_ERROR(r.String("classification", &*m.classification));
   }
   return m;
+}
+
+// ---- START ----------------------------------------------------------------------------------------
+
+std::vector<std::byte> EncodeStart(const Start& m) {
+  return Dump(json{{"protection", ProtectionName(m.protection)}});
+}
+
+Result<Start> DecodeStart(std::span<const std::byte> body) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("START", body));
+  FieldReader r("START", j);
+  std::optional<Protection> level;
+  PORO_RETURN_IF_ERROR(ReadProtection(r, "protection", &level, true));
+  return Start{*level};
 }
 
 // ---- ERROR ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// Typed control messages: the JSON bodies of HELLO, OPEN, OPEN_OK, ERROR, END, SUMMARY, CANCEL and
+// Typed control messages: the JSON bodies of HELLO, OPEN, OPEN_OK, START, ERROR, END, SUMMARY, CANCEL and
 // KEEPALIVE on the control channel (docs/protocol.md, section 1). One struct per message, one
 // EncodeX that writes exactly the JSON object the protocol names (same keys, same meaning), and one
 // DecodeX that checks every field's presence, JSON type and protocol range.
@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pororoca/protection.h"
 #include "pororoca/status.h"
 #include "proto/wire.h"
 
@@ -83,6 +84,8 @@ struct Open {
   OpenOptions options;
   std::string local_path;            // the initiator's own path ("/" + export-relative); <= kMaxPathBytes
   std::optional<std::string> token;  // bearer token, when the initiator has one
+  // The protection level the user asked for; absent: the stricter of both ends' policy minimums.
+  std::optional<Protection> protection;
   // Push only, and then always present after a successful decode (a pull's are not read).
   std::optional<Source> src;
   std::optional<std::string> classification;
@@ -97,7 +100,18 @@ struct OpenOk {
   std::optional<std::string> target;          // push: "<endpoint>:/<resolved path>"
   std::optional<Source> src;                  // pull
   std::optional<std::string> classification;  // pull: the data's label at the responder
+  // The stricter of OPEN's request (clear if none) and the responder's policy minimum. Written only
+  // above clear; absent reads as clear (each end enforces its own minimum on START anyway).
+  Protection protection = Protection::kClear;
   bool operator==(const OpenOk&) const = default;
+};
+
+// START, initiator -> responder, after its own policy decision and before the data connections:
+// the protection level in force, never below OPEN_OK's (the initiator's policy may require more).
+// {"protection": "clear" | "integrity" | "private"}
+struct Start {
+  Protection protection = Protection::kClear;
+  bool operator==(const Start&) const = default;
 };
 
 // ERROR, either way: fatal for the session.
@@ -166,6 +180,8 @@ std::vector<std::byte> EncodeOpenOk(const OpenOk& m);
 // `direction` is the one the initiator sent in OPEN: a push requires target, a pull requires src and
 // classification.
 Result<OpenOk> DecodeOpenOk(std::span<const std::byte> body, Direction direction);
+std::vector<std::byte> EncodeStart(const Start& m);
+Result<Start> DecodeStart(std::span<const std::byte> body);
 std::vector<std::byte> EncodeErrorMsg(const ErrorMsg& m);
 Result<ErrorMsg> DecodeErrorMsg(std::span<const std::byte> body);
 std::vector<std::byte> EncodeEnd(const End& m);

@@ -17,7 +17,8 @@
 
 namespace pororoca::proto {
 
-inline constexpr uint16_t kProtocolVersion = 1;
+// 2: protection levels (OPEN.protection, OPEN_OK.protection, START, sealed chunk messages).
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr size_t kMaxControlFrame = 64u << 20;
 inline constexpr size_t kMaxPathBytes = 4096;
 
@@ -37,6 +38,7 @@ enum class MsgType : uint8_t {
   kSummary = 11,  // json: receiver's final account (receiver -> sender)
   kCancel = 12,   // json {reason}
   kKeepalive = 13,
+  kStart = 14,  // json {protection}: the level in force (initiator -> responder), before the binds
   kUnknown = 255,
 };
 
@@ -125,6 +127,12 @@ enum class ChunkKind : uint8_t {
 };
 
 inline constexpr size_t kChunkHeaderSize = 48;
+// At the integrity and private levels every data-channel message is sealed (crypto::ChunkSeal): the
+// header's first kChunkHeaderClear bytes are authenticated, its digest (the rest) and the payload
+// are authenticated (integrity) or encrypted (private), and the 16-byte tag follows the header.
+inline constexpr size_t kChunkHeaderClear = 32;
+inline constexpr size_t kChunkTagSize = 16;
+inline constexpr size_t kSealedChunkHeaderSize = kChunkHeaderSize + kChunkTagSize;
 
 struct ChunkHeader {
   ChunkKind kind = ChunkKind::kData;
@@ -145,6 +153,9 @@ Result<ChunkHeader> DecodeChunkHeader(std::span<const std::byte> in);
 // mac (reply) = HMAC-SHA256(K, "pororoca-bind-ok" || session || stream:u16 || nonce)
 // K = TLS exporter of the control session, label kBindExporterLabel, 32 bytes.
 inline constexpr char kBindExporterLabel[] = "EXPORTER-pororoca-data-bind";
+// The key of the data-channel seals, 32 bytes: this label, "-", and the level ("integrity",
+// "private"), so a key serves one level only.
+inline constexpr char kSealExporterLabel[] = "EXPORTER-pororoca-data-seal";
 inline constexpr size_t kBindSize = 86;
 inline constexpr size_t kBindReplySize = 40;
 using SessionId = std::array<std::byte, 16>;

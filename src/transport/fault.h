@@ -7,7 +7,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "pororoca/transport.h"
 
@@ -16,6 +19,9 @@ namespace pororoca::transport {
 struct FaultOptions {
   unsigned corrupt_every = 0;               // 0 = never
   std::chrono::microseconds send_delay{0};  // sleep before each message with a payload
+  // When set, a corrupted message's header is rewritten too (header copy, corrupted payload), as a
+  // relay that tampers would: the daemon's forges the chunk's digest to match the new payload.
+  std::function<void(std::span<std::byte> header, std::span<const std::byte> payload)> forge;
   bool active() const { return corrupt_every > 0 || send_delay.count() > 0; }
 };
 
@@ -32,6 +38,10 @@ class FaultInjectionChannel : public MessageChannelWrapper {
                   const TransportOptions& opts) override;
 
  private:
+  // Flips one byte of `payload` (a private copy) and sends it, with a forged header if asked.
+  Status SendCorrupted(std::span<const std::byte> header, std::vector<std::byte> payload,
+                       const TransportOptions& opts);
+
   FaultOptions opts_;
   std::shared_ptr<std::atomic<uint64_t>> counter_;
 };

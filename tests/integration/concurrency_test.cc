@@ -221,6 +221,9 @@ class FakeResponder {
       ok.rule = "test-allow-all";
       if (s.ok()) s = ctl.Send(proto::MsgType::kOpenOk, proto::EncodeOpenOk(ok));
       if (!s.ok()) return Problem("OPEN_OK: " + s.ToString());
+      // The initiator's START (the protection level in force) comes before its data connections.
+      auto start = ctl.Expect(proto::MsgType::kStart, o);
+      if (!start.has_value()) return Problem("START: " + start.error().ToString());
       bool bound;
       {
         std::unique_lock<std::mutex> lock(mu_);

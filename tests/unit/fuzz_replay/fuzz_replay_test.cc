@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/file_util.h"
+#include "crypto/chunk_seal.h"
 #include "crypto/encoding.h"
 #include "federation/authority.h"
 #include "federation/manifest.h"
@@ -373,6 +374,68 @@ std::vector<Input> PolicySeeds() {
   return seeds;
 }
 
+// ---- seal_fuzz: selector, channel u32le, seq u64le, aad and secret lengths, then the body -------
+
+// The target's input for one message (seal_fuzz.cc): selector 0 or 1 opens the body (tag, aad,
+// secret, payload) at integrity or private; 2 or 3 seals it (aad, secret, payload; no tag) and
+// opens it again.
+Input SealInput(uint8_t selector, uint32_t channel, uint64_t seq, std::span<const std::byte> tag,
+                std::span<const std::byte> aad, std::span<const std::byte> secret,
+                std::span<const std::byte> payload) {
+  Input in{selector};
+  for (int i = 0; i < 4; ++i) in.push_back(static_cast<uint8_t>(channel >> (8 * i)));
+  for (int i = 0; i < 8; ++i) in.push_back(static_cast<uint8_t>(seq >> (8 * i)));
+  in.push_back(static_cast<uint8_t>(aad.size()));
+  in.push_back(static_cast<uint8_t>(secret.size()));
+  for (std::span<const std::byte> part : {tag, aad, secret, payload}) {
+    for (const std::byte b : part) in.push_back(std::to_integer<uint8_t>(b));
+  }
+  return in;
+}
+
+std::vector<Input> SealSeeds() {
+  // The seeds are sealed under a key of their own, not the target's: each is checked to open under
+  // it here, and the target must refuse it (and every mutation of it) under its own.
+  std::vector<std::byte> key(crypto::ChunkSeal::kKeySize);
+  for (size_t i = 0; i < key.size(); ++i) key[i] = std::byte(i);
+  std::array<std::byte, proto::kChunkHeaderSize> header{};
+  proto::EncodeChunkHeader({proto::ChunkKind::kData, 42, 7, 7ull << 22, 300, {1, 2}}, header);
+
+  std::vector<Input> seeds;
+  for (const Protection level : {Protection::kIntegrity, Protection::kPrivate}) {
+    CAPTURE(ProtectionName(level));
+    auto seal = crypto::ChunkSeal::Create(level, key);
+    REQUIRE(seal.ok());
+    const uint8_t selector = level == Protection::kPrivate ? 1 : 0;
+    for (const size_t size : {size_t{0}, size_t{17}, size_t{300}}) {
+      const uint64_t seq = 1000 + size;
+      const std::vector<std::byte> aad(header.begin(), header.end());
+      std::vector<std::byte> secret(16);
+      std::vector<std::byte> payload(size);
+      for (size_t i = 0; i < secret.size(); ++i) secret[i] = std::byte(0xd0 + i);
+      for (size_t i = 0; i < payload.size(); ++i) payload[i] = std::byte((i * 7) & 0xff);
+      // 2, 3: the plaintext message, which the target seals and opens itself.
+      seeds.push_back(SealInput(selector + 2, 5, seq, {}, aad, secret, payload));
+      // 0, 1: the same message sealed here.
+      std::array<std::byte, crypto::ChunkSeal::kTagSize> tag{};
+      std::vector<std::byte> sealed_secret = secret;
+      std::vector<std::byte> sealed_payload = payload;
+      REQUIRE(seal->Seal(5, seq, aad, sealed_secret, sealed_payload, tag).ok());
+      seeds.push_back(SealInput(selector, 5, seq, tag, aad, sealed_secret, sealed_payload));
+      std::vector<std::byte> opened_secret = sealed_secret;
+      std::vector<std::byte> opened_payload = sealed_payload;
+      CHECK(seal->Open(5, seq, aad, opened_secret, opened_payload, tag).ok());
+      CHECK(opened_secret == secret);
+      CHECK(opened_payload == payload);
+    }
+  }
+  // Every part empty (a tag of zeros at 1), and an input shorter than the fixed fields.
+  seeds.push_back(SealInput(1, 0, 0, {}, {}, {}, {}));
+  seeds.push_back(SealInput(3, 0, 0, {}, {}, {}, {}));
+  seeds.push_back(Input{2, 9});
+  return seeds;
+}
+
 TEST_SUITE("fuzz_replay") {
   TEST_CASE("frame_fuzz keeps its invariants on encoded messages of every decoder and on their mutations") {
     Replay(frame_fuzz_TestOneInput, FrameSeeds(), 150);
@@ -392,6 +455,12 @@ TEST_SUITE("fuzz_replay") {
 
   TEST_CASE("policy_fuzz keeps its invariants on policies and rates that parse and on their mutations") {
     Replay(policy_fuzz_TestOneInput, PolicySeeds(), 350);
+  }
+
+  TEST_CASE(
+      "seal_fuzz keeps its invariants on sealed and plaintext messages at both levels and on their "
+      "mutations") {
+    Replay(seal_fuzz_TestOneInput, SealSeeds(), 190);
   }
 }
 

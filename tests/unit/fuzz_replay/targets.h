@@ -11,5 +11,6 @@ int frame_fuzz_TestOneInput(const uint8_t* data, size_t size);
 int manifest_fuzz_TestOneInput(const uint8_t* data, size_t size);
 int message_fuzz_TestOneInput(const uint8_t* data, size_t size);
 int policy_fuzz_TestOneInput(const uint8_t* data, size_t size);
+int seal_fuzz_TestOneInput(const uint8_t* data, size_t size);
 int token_fuzz_TestOneInput(const uint8_t* data, size_t size);
 }

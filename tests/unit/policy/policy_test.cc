@@ -87,6 +87,20 @@ TEST_SUITE("policy.policy") {
     CHECK(d.reason == "allowed by rule 'lncc-to-cloud'");
     CHECK(d.rate_limit_bytes_per_s == 250'000'000);
     CHECK(d.max_concurrent == 4);
+    CHECK(d.protection == Protection::kClear);  // no minimum unless the rule names one
+  }
+
+  TEST_CASE("an allow rule may require a protection level for the data connections") {
+    Policy p = MustParse(R"([{"id": "health", "effect": "allow", "classifications": ["sensitive"],
+                              "protection": "private"},
+                             {"id": "pair", "effect": "allow", "source": ["lncc"], "protection": "integrity"},
+                             {"id": "rest", "effect": "allow"}])");
+    CHECK(p.Evaluate(Req("lncc", "gpucloud", Direction::kPush, "/a", "/b", "sensitive")).protection ==
+          Protection::kPrivate);
+    CHECK(p.Evaluate(Req("lncc", "gpucloud", Direction::kPush, "/a", "/b", "")).protection ==
+          Protection::kIntegrity);
+    CHECK(p.Evaluate(Req("sdumont", "gpucloud", Direction::kPush, "/a", "/b", "")).protection ==
+          Protection::kClear);
   }
 
   TEST_CASE("source and destination institutions must both match") {
@@ -477,6 +491,12 @@ TEST_SUITE("policy.policy") {
          "policy rule 0 ('x'): rate_limit: only an allow rule can have one"},
         {R"([{"id": "x", "effect": "deny", "max_concurrent": 2}])",
          "policy rule 0 ('x'): max_concurrent: only an allow rule can have one"},
+        {R"([{"id": "x", "effect": "deny", "protection": "private"}])",
+         "policy rule 0 ('x'): protection: only an allow rule can have one"},
+        {R"([{"id": "x", "effect": "allow", "protection": "encrypted"}])",
+         "policy rule 0 ('x'): protection: expected \"clear\", \"integrity\" or \"private\""},
+        {R"([{"id": "x", "effect": "allow", "protection": 2}])",
+         "policy rule 0 ('x'): protection: expected \"clear\", \"integrity\" or \"private\""},
         {R"([{"id": "x", "effect": "allow", "comment": 5}])",
          "policy rule 0 ('x'): comment: expected a string"},
         {R"([{"id": "ok", "effect": "allow"},)"

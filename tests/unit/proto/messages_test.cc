@@ -129,6 +129,7 @@ Open SampleOpen(Direction d) {
   o.options = OpenOptions{1u << 20, true, Existing::kOverwrite};
   o.local_path = "/exports/src";
   o.token = "eyJhbGciOi.payload.sig";
+  o.protection = Protection::kIntegrity;
   if (d == Direction::kPush) {
     o.src = Source{"src dir", true};
     o.classification = "internal";
@@ -140,6 +141,7 @@ OpenOk SampleOpenOk(Direction d) {
   OpenOk ok;
   ok.transfer_id = kTid;
   ok.rule = "lncc-to-cloud";
+  ok.protection = Protection::kPrivate;
   if (d == Direction::kPush) {
     ok.target = "dtn-b:/scratch/in/src dir";
   } else {
@@ -163,12 +165,14 @@ TEST_SUITE("proto.messages") {
       REQUIRE_MESSAGE(d.ok(), d.error().ToString());
       CHECK(*d == o);
       o.token.reset();
+      o.protection.reset();
       o.options = OpenOptions{kMaxChunkSize, false, Existing::kSkip};
       o.streams = kMaxStreams;
       d = DecodeOpen(EncodeOpen(o));
       REQUIRE_MESSAGE(d.ok(), d.error().ToString());
       CHECK(*d == o);
       CHECK_FALSE(d->token.has_value());
+      CHECK_FALSE(d->protection.has_value());  // absent: the policies of both ends decide
 
       OpenOk ok = SampleOpenOk(dir);
       auto dk = DecodeOpenOk(EncodeOpenOk(ok), dir);
@@ -191,6 +195,12 @@ TEST_SUITE("proto.messages") {
     auto dc = DecodeCancel(EncodeCancel(Cancel{"user asked"}));
     REQUIRE(dc.ok());
     CHECK(dc->reason == "user asked");
+    for (Protection p : {Protection::kClear, Protection::kIntegrity, Protection::kPrivate}) {
+      auto st = DecodeStart(EncodeStart(Start{p}));
+      REQUIRE(st.ok());
+      CHECK(st->protection == p);
+    }
+    CHECK(Text(EncodeStart(Start{Protection::kPrivate})) == R"({"protection":"private"})");
     CHECK(EncodeKeepalive(Keepalive{}).empty());
     CHECK(DecodeKeepalive(EncodeKeepalive(Keepalive{})).ok());
   }
@@ -367,6 +377,12 @@ TEST_SUITE("proto.messages") {
          "must be fail, overwrite or skip"},
         {"/local_path", "OPEN.local_path", true, {false}, {long_path}, "longer than 4096 bytes"},
         {"/token", "OPEN.token", false, {5, json::object()}, {}, ""},
+        {"/protection",
+         "OPEN.protection",
+         false,
+         {2, true, json::array()},
+         {"", "secret", "Private"},
+         "must be clear, integrity or private"},
     };
     std::vector<FieldCase> push_cases = common;
     push_cases.push_back({"/src", "OPEN.src", true, {"a.bin", json::array()}, {}, ""});
@@ -412,6 +428,12 @@ TEST_SUITE("proto.messages") {
          {"?", std::string(32, 'z')},
          "expected 32 hex digits"},
         {"/rule", "OPEN_OK.rule", true, {1, nullptr}, {}, ""},
+        {"/protection",
+         "OPEN_OK.protection",
+         false,
+         {1, nullptr},
+         {"none", "PRIVATE"},
+         "must be clear, integrity or private"},
     };
     auto decode_push = [](std::span<const std::byte> b) {
       return DecodeOpenOk(b, Direction::kPush).status();
@@ -500,6 +522,23 @@ TEST_SUITE("proto.messages") {
     CHECK(StatusFromCancelBody(Bytes("{}")).message() == "CANCEL.reason: missing");
   }
 
+  TEST_CASE("START: the protection level is required and must be one of the three") {
+    CheckFields(StatusOf(DecodeStart), Parse(EncodeStart(Start{Protection::kIntegrity})),
+                {{"/protection",
+                  "START.protection",
+                  true,
+                  {1, nullptr, json::object()},
+                  {"", "confidential", "Integrity"},
+                  "must be clear, integrity or private"}});
+    CheckNotObject(StatusOf(DecodeStart), "START");
+    // An absent OPEN_OK.protection reads as clear (the bytes of a responder that requires nothing).
+    json ok = Parse(EncodeOpenOk(SampleOpenOk(Direction::kPush)));
+    ok.erase("protection");
+    auto d = DecodeOpenOk(Dump(ok), Direction::kPush);
+    REQUIRE(d.ok());
+    CHECK(d->protection == Protection::kClear);
+  }
+
   TEST_CASE("KEEPALIVE: an empty body or any JSON object, anything else is refused") {
     CHECK(DecodeKeepalive({}).ok());
     CHECK(DecodeKeepalive(Bytes("{}")).ok());
@@ -522,6 +561,7 @@ TEST_SUITE("proto.messages") {
     CHECK(ParseExisting("").error().code() == Code::kInvalidArgument);
     CHECK(MsgTypeName(MsgType::kOpenOk) == "OPEN_OK");
     CHECK(MsgTypeName(MsgType::kKeepalive) == "KEEPALIVE");
+    CHECK(MsgTypeName(MsgType::kStart) == "START");
     CHECK(MsgTypeName(MsgType(77)) == "unknown (77)");
   }
 }
