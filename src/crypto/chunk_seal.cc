@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstring>
@@ -57,20 +58,20 @@ Result<ChunkSeal> ChunkSeal::Create(Protection level, std::span<const std::byte>
 Status ChunkSeal::Seal(uint32_t channel, uint64_t seq, std::span<const std::byte> aad,
                        std::span<std::byte> secret, std::span<std::byte> payload,
                        std::span<std::byte, kTagSize> tag) {
-  return Run(true, channel, seq, aad, secret, payload, tag);
+  return Run(true, channel, seq, aad, secret, payload, tag, nullptr);
 }
 
 Status ChunkSeal::Open(uint32_t channel, uint64_t seq, std::span<const std::byte> aad,
                        std::span<std::byte> secret, std::span<std::byte> payload,
-                       std::span<const std::byte, kTagSize> tag) {
+                       std::span<const std::byte, kTagSize> tag, const PieceFn& plain) {
   std::array<std::byte, kTagSize> t;
   std::memcpy(t.data(), tag.data(), kTagSize);
-  return Run(false, channel, seq, aad, secret, payload, t);
+  return Run(false, channel, seq, aad, secret, payload, t, plain ? &plain : nullptr);
 }
 
 Status ChunkSeal::Run(bool encrypt, uint32_t channel, uint64_t seq, std::span<const std::byte> aad,
                       std::span<std::byte> secret, std::span<std::byte> payload,
-                      std::span<std::byte, kTagSize> tag) {
+                      std::span<std::byte, kTagSize> tag, const PieceFn* plain) {
   EVP_CIPHER_CTX* ctx = encrypt ? enc_.get() : dec_.get();
   std::array<std::byte, 12> nonce;
   EncodeFixed32(nonce.data(), channel);
@@ -84,12 +85,13 @@ Status ChunkSeal::Run(bool encrypt, uint32_t channel, uint64_t seq, std::span<co
   EncodeFixed64(lengths.data() + 16, payload.size());
   bool good = Update(ctx, encrypt, nullptr, U(lengths.data()), lengths.size()) &&
               Update(ctx, encrypt, nullptr, U(aad.data()), aad.size());
-  if (level_ == Protection::kPrivate) {
-    good = good && Update(ctx, encrypt, U(secret.data()), U(secret.data()), secret.size()) &&
-           Update(ctx, encrypt, U(payload.data()), U(payload.data()), payload.size());
-  } else {
-    good = good && Update(ctx, encrypt, nullptr, U(secret.data()), secret.size()) &&
-           Update(ctx, encrypt, nullptr, U(payload.data()), payload.size());
+  const bool in_place = level_ == Protection::kPrivate;  // else everything is additional data
+  good = good && Update(ctx, encrypt, in_place ? U(secret.data()) : nullptr, U(secret.data()), secret.size());
+  for (size_t at = 0; good && at < payload.size(); at += kPiece) {
+    const size_t n = std::min(kPiece, payload.size() - at);
+    Bytes* p = U(payload.data() + at);
+    good = Update(ctx, encrypt, in_place ? p : nullptr, p, n);
+    if (good && plain != nullptr) (*plain)(payload.subspan(at, n));
   }
   if (!good) return Status::Internal("AES-256-GCM update: " + OpenSslErrors());
   int outl = 0;

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "crypto/openssl_ptr.h"
@@ -37,9 +38,15 @@ class ChunkSeal {
   Status Seal(uint32_t channel, uint64_t seq, std::span<const std::byte> aad, std::span<std::byte> secret,
               std::span<std::byte> payload, std::span<std::byte, kTagSize> tag);
   // Checks the tag and, at kPrivate, decrypts `secret` and `payload` in place. A wrong tag is
-  // kDataLoss ("failed authentication"); the parts' contents are then unspecified.
+  // kDataLoss ("failed authentication"); the parts' contents are then unspecified. `plain`, if set,
+  // sees the payload's plaintext in order, in pieces of at most kPiece bytes, each right after it
+  // was decrypted (or authenticated), while it is in the cache: the caller hashes it there instead
+  // of reading the whole payload again. It sees the bytes before the tag is checked.
+  using PieceFn = std::function<void(std::span<const std::byte>)>;
+  static constexpr size_t kPiece = 256 << 10;
   Status Open(uint32_t channel, uint64_t seq, std::span<const std::byte> aad, std::span<std::byte> secret,
-              std::span<std::byte> payload, std::span<const std::byte, kTagSize> tag);
+              std::span<std::byte> payload, std::span<const std::byte, kTagSize> tag,
+              const PieceFn& plain = {});
 
   Protection level() const { return level_; }
 
@@ -47,7 +54,8 @@ class ChunkSeal {
   ChunkSeal(Protection level, CipherCtxPtr enc, CipherCtxPtr dec)
       : level_(level), enc_(std::move(enc)), dec_(std::move(dec)) {}
   Status Run(bool encrypt, uint32_t channel, uint64_t seq, std::span<const std::byte> aad,
-             std::span<std::byte> secret, std::span<std::byte> payload, std::span<std::byte, kTagSize> tag);
+             std::span<std::byte> secret, std::span<std::byte> payload, std::span<std::byte, kTagSize> tag,
+             const PieceFn* plain);
 
   Protection level_;
   CipherCtxPtr enc_;  // key set once; each message sets only its nonce

@@ -22,11 +22,11 @@ Status ChannelSeal::Seal(std::span<std::byte, proto::kSealedChunkHeaderSize> hdr
 }
 
 Status ChannelSeal::Open(std::span<std::byte, proto::kSealedChunkHeaderSize> hdr,
-                         std::span<std::byte> payload) {
+                         std::span<std::byte> payload, const crypto::ChunkSeal::PieceFn& plain) {
   return seal_.Open(
       channel_, seq_++, hdr.first<proto::kChunkHeaderClear>(),
       hdr.subspan<proto::kChunkHeaderClear, proto::kChunkHeaderSize - proto::kChunkHeaderClear>(), payload,
-      hdr.subspan<proto::kChunkHeaderSize, proto::kChunkTagSize>());
+      hdr.subspan<proto::kChunkHeaderSize, proto::kChunkTagSize>(), plain);
 }
 
 }  // namespace pororoca::engine

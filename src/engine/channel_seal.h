@@ -30,7 +30,9 @@ class ChannelSeal {
   Status Seal(std::span<std::byte, proto::kSealedChunkHeaderSize> hdr, std::span<std::byte> payload);
   // Checks the next message of this channel and, at private, decrypts its digest and payload in
   // place. kDataLoss if it fails authentication (it still counts as received).
-  Status Open(std::span<std::byte, proto::kSealedChunkHeaderSize> hdr, std::span<std::byte> payload);
+  // `plain` as for crypto::ChunkSeal::Open: the payload's plaintext piece by piece, while in the cache.
+  Status Open(std::span<std::byte, proto::kSealedChunkHeaderSize> hdr, std::span<std::byte> payload,
+              const crypto::ChunkSeal::PieceFn& plain = {});
 
  private:
   ChannelSeal(crypto::ChunkSeal seal, uint32_t channel) : seal_(std::move(seal)), channel_(channel) {}

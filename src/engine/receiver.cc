@@ -12,6 +12,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -180,6 +181,7 @@ struct Incoming {
   io::Buffer buf;             // the payload lands here, then is written at its offset
   std::span<std::byte> payload;
   Status open_error;  // the part file could not be created: the file fails once the chunk is read
+  std::optional<Digest128> digest;  // the payload's XXH3-128, when the seal's opening computed it
 };
 
 // The process's file descriptor limit (4096 if unknown or unlimited). A session keeps at most a
@@ -686,6 +688,8 @@ Status Receiver::ChannelLoop(size_t i) {
   transport::MessageChannel& ch = *(*dp_.channels)[i];
   std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr_buf;
   ChannelSeal* seal = seals_.empty() ? nullptr : &seals_[i];
+  Hasher128 hasher;
+  const crypto::ChunkSeal::PieceFn hash_piece = [&hasher](std::span<const std::byte> p) { hasher.Update(p); };
   PartWriter writer(root_, dp_.pool);
   while (true) {
     if (Cancelled()) return dp_.CancelStatus();
@@ -704,7 +708,11 @@ Status Receiver::ChannelLoop(size_t i) {
     if (!r.has_value()) return r.error();
     Status authentic;
     if (seal != nullptr) {
-      authentic = seal->Open(std::span(hdr_buf).first<proto::kSealedChunkHeaderSize>(), in.payload);
+      // The payload is hashed piece by piece as the seal opens it, while each piece is in the cache.
+      hasher.Reset();
+      authentic =
+          seal->Open(std::span(hdr_buf).first<proto::kSealedChunkHeaderSize>(), in.payload, hash_piece);
+      if (authentic.ok() && in.h.kind == ChunkKind::kData) in.digest = hasher.Finish();
       if (authentic.ok()) {
         PORO_ASSIGN_OR_RETURN(in.h,
                               proto::DecodeChunkHeader(std::span(hdr_buf).first(proto::kChunkHeaderSize)));
@@ -820,7 +828,7 @@ Status Receiver::StoreData(Incoming& in, PartWriter& writer) {
   const ChunkHeader& h = in.h;
   RxFile& f = *in.f;
   dp_.stats->bytes_sent += h.length;  // payload bytes moved over the data channels
-  Digest128 d = Xxh3_128(std::span<const std::byte>(in.payload.data(), h.length));
+  Digest128 d = in.digest ? *in.digest : Xxh3_128(std::span<const std::byte>(in.payload.data(), h.length));
   if (!(d == h.digest)) return RejectChunk(in, Status::DataLoss("digest mismatch"));
   Status s = in.open_error;
   bool skip;

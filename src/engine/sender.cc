@@ -760,21 +760,34 @@ Status Sender::Complete(const io::Completion& c) {
 }
 
 void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend) {
-  if (hash_buf_.empty()) hash_buf_.resize(256 << 10);
+  // Clear: hash through a small buffer and let the channel sendfile the chunk from the page cache.
+  // Sealed: the channel must seal the bytes in a buffer anyway, so they are read into that pool
+  // buffer here once, each piece hashed while it is in the cache (instead of a second read at send).
+  SendItem item;
+  std::span<std::byte> dest;
+  if (!seals_.empty()) {
+    auto buf = dp_.pool->Acquire();
+    if (!buf.has_value()) {
+      Fail(buf.error());
+      return;
+    }
+    item.buf = std::move(*buf);
+  } else if (hash_buf_.empty()) {
+    hash_buf_.resize(256 << 10);
+  }
   hasher_.Reset();
   for (uint64_t done = 0; done < len;) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(hash_buf_.size(), len - done));
-    Status s =
-        io::PreadFull(f.fd->get(), offset + done, std::span(hash_buf_.data(), n), root_.Display(f.rel));
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(256 << 10, len - done));
+    dest = item.buf.valid() ? std::span(item.buf.data() + done, n) : std::span(hash_buf_.data(), n);
+    Status s = io::PreadFull(f.fd->get(), offset + done, dest, root_.Display(f.rel));
     if (!s.ok()) {
       FailFile(f, s.WithSide(Side::kSource));
       return;
     }
-    hasher_.Update(std::span<const std::byte>(hash_buf_.data(), n));
+    hasher_.Update(dest);
     done += n;
   }
-  SendItem item;
-  item.file = f.fd;
+  if (!item.buf.valid()) item.file = f.fd;
   Hashed(f, index, len, hasher_.Finish(), resend, std::move(item));
 }
 

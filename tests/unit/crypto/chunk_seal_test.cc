@@ -164,6 +164,34 @@ TEST_SUITE("crypto.chunk_seal") {
     }
   }
 
+  TEST_CASE("Open hands the payload's plaintext to the caller in order, in pieces of at most kPiece bytes") {
+    std::mt19937_64 rng(77);
+    const Bytes key = TestKey(78);
+    for (Protection level : kLevels) {
+      CAPTURE(ProtectionName(level));
+      for (size_t size : {size_t{0}, size_t{1}, ChunkSeal::kPiece, ChunkSeal::kPiece + 1, kBig}) {
+        CAPTURE(size);
+        ChunkSeal seal = MustCreate(level, key);
+        Message m = RandomMessage(32, 16, size, rng);
+        const Bytes plain = m.payload;
+        MustSeal(seal, 3, 9, m);
+        Bytes seen;
+        size_t pieces = 0;
+        bool small = true;
+        const Status st =
+            seal.Open(3, 9, m.aad, m.secret, m.payload, m.tag, [&](std::span<const std::byte> p) {
+              small = small && p.size() <= ChunkSeal::kPiece && !p.empty();
+              seen.insert(seen.end(), p.begin(), p.end());
+              ++pieces;
+            });
+        REQUIRE_MESSAGE(st.ok(), st.ToString());
+        CHECK(small);
+        CHECK(seen == plain);
+        CHECK(pieces == (size + ChunkSeal::kPiece - 1) / ChunkSeal::kPiece);
+      }
+    }
+  }
+
   TEST_CASE("every single-bit flip in aad, secret, payload or tag makes Open fail with kDataLoss") {
     std::mt19937_64 rng(2);
     const Bytes key = TestKey(200);
