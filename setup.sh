@@ -58,7 +58,7 @@ check_thread_safety() {
 
 # ThreadSanitizer on the concurrency-heavy tests: the engine's and the daemon's unit tests and the
 # integration cases named in TSAN_CASES (real daemons built with -fsanitize=thread).
-TSAN_CASES='^(engine|daemon|base):|^integration:(push and pull of a file|concurrent transfers between the same daemons|a push whose session set-up|re-running the same cp after a cancel|revoking an endpoint cuts)'
+TSAN_CASES='^(engine|daemon|base):|^integration:(push and pull of a file|concurrent transfers between the same daemons|a push whose session set-up|re-running the same cp after a cancel|revoking an endpoint cuts|each protection level moves a tree)'
 run_tsan() {
   log "ThreadSanitizer subset (preset tsan): $TSAN_CASES"
   cmake --preset tsan >/dev/null || die "cmake configure failed (preset tsan)"

@@ -90,7 +90,7 @@ Status KeyError(const std::string& file, const std::string& key, const std::stri
 const std::map<std::string, std::set<std::string>>& KnownKeys() {
   static const std::map<std::string, std::set<std::string>> k{
       {"endpoint", {"name"}},
-      {"network", {"listen", "sndbuf", "rcvbuf", "congestion"}},
+      {"network", {"listen", "sndbuf", "rcvbuf", "congestion", "idle_timeout_s"}},
       {"api", {"socket", "socket_mode"}},
       {"storage", {"export_root", "state_dir", "direct_io", "keep_finished_s"}},
       {"tls", {"ca", "cert", "key"}},
@@ -224,6 +224,7 @@ Result<Config> LoadConfig(const std::string& path) {
   }
   PORO_RETURN_IF_ERROR(uint("network", "rcvbuf", 0, 1u << 30, &c.rcvbuf));
   PORO_RETURN_IF_ERROR(str("network", "congestion", &c.congestion, false));
+  PORO_RETURN_IF_ERROR(uint("network", "idle_timeout_s", 0, 3600, &c.idle_timeout_s));
   PORO_RETURN_IF_ERROR(str("api", "socket", &c.api_socket, false));
   std::string mode;
   PORO_RETURN_IF_ERROR(str("api", "socket_mode", &mode, false));

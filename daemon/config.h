@@ -34,6 +34,9 @@ struct Config {
   // SO_SNDBUF / SO_RCVBUF in bytes; 0 = kernel autotuning; sndbuf -1 = auto (see ResolveSndbuf).
   int sndbuf = -1, rcvbuf = 0;
   std::string congestion;  // "" = system default
+  // A peer that sends nothing on a session's control connection for this long (KEEPALIVE goes
+  // every quarter of it) has stopped answering: the session ends, the transfer retries. 0 = never.
+  unsigned idle_timeout_s = 20;
   // [api]
   std::string api_socket = "/run/pororoca/pororocad.sock";
   unsigned api_socket_mode = 0666;

@@ -394,6 +394,7 @@ Result<json> SessionRunner::RunEngine(Session& s) {
   dp.cancel_reason = [live] { return live->CutStatus(); };
   dp.protection = a.protection;
   dp.seal_key = s.seal_key;
+  dp.idle_timeout = std::chrono::seconds(d_.config->idle_timeout_s);
   std::atomic<bool>* cancel = s.cancel;
   if (adm.bucket) dp.pace = [b = adm.bucket, cancel](uint64_t n) { return b->Acquire(n, cancel); };
   if (a.sending) {

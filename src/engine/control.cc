@@ -8,7 +8,7 @@ namespace pororoca::engine {
 Status ControlChannel::Send(proto::MsgType type, std::span<const std::byte> body) {
   std::vector<std::byte> frame = proto::EncodeControlFrame(type, body);
   MutexLock lock(&write_mu_);
-  return stream_->WriteAll(frame, {});
+  return stream_->WriteAll(frame, write_opts_);
 }
 
 void ControlChannel::SendError(const Status& s) {
@@ -37,6 +37,17 @@ Result<proto::ControlFrame> ControlChannel::Receive(const transport::TransportOp
   return f;
 }
 
+Result<proto::ControlFrame> ControlChannel::ReceiveLive(std::chrono::milliseconds idle) {
+  transport::TransportOptions o;
+  o.idle_timeout = idle;
+  auto f = Receive(o);
+  if (f.has_value() || f.error().code() != Code::kDeadlineExceeded || idle.count() == 0) return f;
+  return Status::DeadlineExceeded("the peer sent nothing for " + std::to_string(idle.count() / 1000) +
+                                  " s, not even a keepalive: it stopped answering (its daemon stopped or "
+                                  "hung, or the network between is down)")
+      .WithRetryable(true);
+}
+
 Result<std::vector<std::byte>> ControlChannel::Expect(proto::MsgType type,
                                                       const transport::TransportOptions& opts) {
   PORO_ASSIGN_OR_RETURN(proto::ControlFrame f, Receive(opts));
@@ -45,6 +56,28 @@ Result<std::vector<std::byte>> ControlChannel::Expect(proto::MsgType type,
     return Status::Protocol("expected " + proto::MsgTypeName(type) + ", got " + proto::MsgTypeName(f.type));
   }
   return std::move(f.body);
+}
+
+KeepaliveTicker::KeepaliveTicker(ControlChannel* ctl, std::chrono::milliseconds interval) : ctl_(ctl) {
+  if (interval.count() > 0) thread_ = std::thread([this, interval] { Main(interval); });
+}
+
+KeepaliveTicker::~KeepaliveTicker() {
+  {
+    MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  cv_.NotifyAll();
+  if (thread_.joinable()) thread_.join();
+}
+
+void KeepaliveTicker::Main(std::chrono::milliseconds interval) {
+  MutexLock lock(&mu_);
+  while (!cv_.WaitFor(&mu_, interval, [&]() PORO_REQUIRES(mu_) { return stop_; })) {
+    lock.Unlock();
+    ctl_->Send(proto::MsgType::kKeepalive, proto::EncodeKeepalive({})).IgnoreError();
+    lock.Lock();
+  }
 }
 
 }  // namespace pororoca::engine

@@ -1151,7 +1151,7 @@ Status Receiver::ApplyDirMetadata() {
 
 void Receiver::CtlReaderLoop() {
   while (true) {
-    auto fr = dp_.ctl->Receive();
+    auto fr = dp_.ctl->ReceiveLive(dp_.idle_timeout);
     Status rs;
     {  // (the decoders below never throw: no try/catch needed)
       if (!fr.has_value()) {
@@ -1213,6 +1213,8 @@ Result<nlohmann::json> Receiver::Run() {
   if (dp_.protection != Protection::kClear) {
     PORO_ASSIGN_OR_RETURN(seals_, ChannelSeal::ForChannels(dp_.protection, dp_.seal_key, n));
   }
+  dp_.ctl->set_write_timeout(dp_.idle_timeout);
+  KeepaliveTicker keepalive(dp_.ctl, dp_.idle_timeout / 4);
   std::thread committer([this] { CommitterMain(); });
   std::vector<std::thread> chans;
   for (size_t i = 0; i < n; ++i) chans.emplace_back([this, i] { ChannelMain(i); });

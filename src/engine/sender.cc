@@ -121,6 +121,7 @@ class Sender {
   // One per data channel above clear (empty at clear); channel i's is used only by whichever thread
   // sends on channel i (its channel thread, or the reader while that thread sleeps: see Dispatch).
   std::vector<ChannelSeal> seals_;
+  transport::TransportOptions send_opts_;  // data sends: DataPath::idle_timeout
 
   // Lock order: sched_mu_, then mu_ (a channel's wait predicate looks at error_).
   Mutex mu_ PORO_ACQUIRED_AFTER(sched_mu_);
@@ -475,7 +476,7 @@ void Sender::CtlReaderMain() {
 
 void Sender::CtlReaderLoop() {
   while (true) {
-    auto f = dp_.ctl->Receive();
+    auto f = dp_.ctl->ReceiveLive(dp_.idle_timeout);
     if (!f.has_value()) {
       {
         MutexLock lock(&mu_);
@@ -573,7 +574,7 @@ Status Sender::SendOn(size_t i, SendItem& item) {
   Status s;
   bool sent = false;
   if (item.file && seals_.empty()) {
-    s = ch.SendFile(header, item.file->get(), item.header.offset, item.header.length, {});
+    s = ch.SendFile(header, item.file->get(), item.header.offset, item.header.length, send_opts_);
     sent = s.code() != Code::kNotSupported;  // else: a backend without sendfile
   }
   if (!sent) {
@@ -586,9 +587,16 @@ Status Sender::SendOn(size_t i, SendItem& item) {
       s = seals_[i].Seal(hdr, payload);
       header = hdr;
     }
-    if (s.ok()) s = ch.Send(header, payload, {});
+    if (s.ok()) s = ch.Send(header, payload, send_opts_);
   }
   item.file.reset();
+  if (s.code() == Code::kDeadlineExceeded && send_opts_.idle_timeout.count() > 0) {
+    s = Status::DeadlineExceeded("the peer took no data for " +
+                                 std::to_string(send_opts_.idle_timeout.count() / 1000) +
+                                 " s: it stopped answering (its daemon stopped or hung, or the network "
+                                 "between is down)")
+            .WithRetryable(true);
+  }
   if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
   if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
   return Status::OK();
@@ -884,6 +892,9 @@ Result<nlohmann::json> Sender::Run() {
   PORO_LOG(DEBUG) << "sender: "
                   << (send_inline_ ? "near peer, small chunks sent by the reader"
                                    : "far peer (or RTT unknown), every chunk through the channel queues");
+  dp_.ctl->set_write_timeout(dp_.idle_timeout);
+  send_opts_.idle_timeout = dp_.idle_timeout;  // a data send that makes no progress that long fails
+  KeepaliveTicker keepalive(dp_.ctl, dp_.idle_timeout / 4);
   std::thread walker([this] { WalkerMain(); });
   std::thread ctl([this] { CtlReaderMain(); });
   std::vector<std::thread> chans;

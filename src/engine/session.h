@@ -73,6 +73,10 @@ struct DataPath {
   // (engine/channel_seal.h) and the sender never uses sendfile.
   Protection protection = Protection::kClear;
   std::vector<std::byte> seal_key;
+  // A peer that sends nothing on the control connection for this long (0: no limit) has stopped
+  // answering: the session ends with a retryable kDeadlineExceeded. Each end sends KEEPALIVE every
+  // quarter of it, and a control write that makes no progress for this long fails too.
+  std::chrono::milliseconds idle_timeout{0};
 
   Status CancelStatus() const {
     if (cancel_reason) {

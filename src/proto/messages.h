@@ -163,7 +163,8 @@ struct Cancel {
 // or the Protocol error that the body is malformed. Never OK.
 Status StatusFromCancelBody(std::span<const std::byte> body);
 
-// KEEPALIVE, either way: ignored, never sent by version 1. Encoded as an empty body; an empty body or
+// KEEPALIVE, either way, during the engine phase (engine::KeepaliveTicker): ignored on receipt; it
+// only keeps the peer's idle timeout from firing. Encoded as an empty body; an empty body or
 // any JSON object decodes.
 struct Keepalive {
   bool operator==(const Keepalive&) const = default;

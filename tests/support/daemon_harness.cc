@@ -260,7 +260,9 @@ std::string DaemonProcess::WriteConfig() const {
   std::ostringstream t;
   t << "# written by tests/support/daemon_harness.cc\n"
     << "[endpoint]\nname = " << TomlString(name_) << "\n\n"
-    << "[network]\nlisten = " << TomlString(address()) << "\n\n"
+    << "[network]\nlisten = " << TomlString(address()) << "\n"
+    << (opts_.idle_timeout_s ? "idle_timeout_s = " + std::to_string(*opts_.idle_timeout_s) + "\n" : "")
+    << "\n"
     << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"0600\"\n\n"
     << "[storage]\nexport_root = " << TomlString(export_) << "\nstate_dir = " << TomlString(state_) << "\n"
     << (opts_.keep_finished_s ? "keep_finished_s = " + std::to_string(*opts_.keep_finished_s) + "\n" : "")

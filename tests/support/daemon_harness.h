@@ -101,6 +101,8 @@ struct DaemonOptions {
   std::string manifest_file;
   // [storage] keep_finished_s (unset: the daemon's default).
   std::optional<unsigned> keep_finished_s;
+  // [network] idle_timeout_s (unset: the daemon's default).
+  std::optional<unsigned> idle_timeout_s;
   // Appended verbatim at the end, e.g. "[fault_injection]\nsend_delay_us = 50000\n".
   std::string extra_toml;
   // Its institution in the manifest (default "inst-<name>").
