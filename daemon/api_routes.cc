@@ -256,6 +256,7 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   // Who asks: the socket's peer credentials, mapped to a federated identity by [[users]].
   if (const UserConfig* u = c.FindUser(t->uid)) t->user = u->identity;
   PORO_API_ASSIGN_OR_400(t->token, body.String("token"));
+  t->token_given = !t->token.empty();
   if (t->token.empty() && !c.token_issuer.empty() && t->user.empty()) {
     return refuse("identity",
                   Status::PermissionDenied("local user uid " + std::to_string(t->uid) +

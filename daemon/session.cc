@@ -395,6 +395,7 @@ Result<json> SessionRunner::RunEngine(Session& s) {
   dp.protection = a.protection;
   dp.seal_key = s.seal_key;
   dp.idle_timeout = std::chrono::seconds(d_.config->idle_timeout_s);
+  dp.for_peer = [this](const Status& st) { return ForPeer(st); };
   std::atomic<bool>* cancel = s.cancel;
   if (adm.bucket) dp.pace = [b = adm.bucket, cancel](uint64_t n) { return b->Acquire(n, cancel); };
   if (a.sending) {

@@ -53,7 +53,7 @@ void VisitRecord(RecordVisitor& v, Transfer& t) PORO_NO_THREAD_SAFETY_ANALYSIS {
   v.Field("options", t.options);
   v.Field("uid", t.uid);
   v.Field("user", t.user);
-  v.Field("token", t.token);
+  v.Field("token_given", t.token_given);  // never the token itself
   v.Field("created_ms", t.created_ms);
   v.Field("state", t.state);
   v.Field("attempts", t.attempts);
@@ -102,7 +102,7 @@ class RecordWriter final : public RecordVisitor {
  private:
   bool Skip(std::string_view n) const {
     if (!for_view_) return false;
-    for (std::string_view p : {"local_path", "endpoint", "remote_path", "uid", "user", "token",
+    for (std::string_view p : {"local_path", "endpoint", "remote_path", "uid", "user", "token_given",
                                "bytes_sent_prev", "first_resumed", "progress", "failures"}) {
       if (n == p) return true;
     }

@@ -55,8 +55,12 @@ struct Transfer {
   bool recursive = false;
   nlohmann::json options;  // streams, chunk_size, sync, existing
   int64_t uid = -1;
-  std::string user;   // federated identity of the local user
-  std::string token;  // bearer token the user gave (else the daemon mints one per attempt)
+  std::string user;  // federated identity of the local user
+  // The bearer token the user gave (else the daemon mints one per attempt). Kept in memory only:
+  // the record on disk says only that one was given, so reading state_dir never lets anyone act
+  // as that user. A restarted daemon cannot go on with such a transfer (TransferManager).
+  std::string token;
+  bool token_given = false;
   int64_t created_ms = 0;
 
   mutable Mutex mu;

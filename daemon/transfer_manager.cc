@@ -289,10 +289,32 @@ void TransferManager::LoadPersisted() {
       continue;
     }
     bool unfinished;
+    bool scrub = false;
     {
       MutexLock lock(&(*t)->mu);
       unfinished = !IsTerminal((*t)->state);
+      if (auto old = j.find("token");
+          old != j.end() && old->is_string() && !old->get<std::string>().empty()) {
+        // A record from before tokens stayed off the disk: use it this once and rewrite the record
+        // without it.
+        (*t)->token = old->get<std::string>();
+        (*t)->token_given = true;
+        scrub = true;
+      }
+      if (unfinished && (*t)->token_given && (*t)->token.empty()) {
+        (*t)->state = TransferState::kFailed;
+        (*t)->error =
+            "the bearer token given with this transfer is not kept on disk, so the transfer cannot go on "
+            "after the daemon restarted: run the same command again with its --token (what was already "
+            "copied is kept and resumed)";
+        (*t)->error_code = CodeName(Code::kUnauthenticated);
+        (*t)->finished_ms = NowMs();
+        unfinished = false;
+        scrub = true;
+        PORO_LOG(WARNING) << "transfer " << (*t)->id << " not resumed: " << (*t)->error;
+      }
     }
+    if (scrub) Persist(**t).IgnoreError();
     {
       // The API answers before this runs: a transfer submitted since start-up is already here and
       // running. Resuming its record as well would run it twice.

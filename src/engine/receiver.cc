@@ -383,7 +383,7 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
   auto fail = [&](const Status& s) {
     p.action = PlanAction::kFail;
     p.code = s.code();
-    p.message = std::string(s.message());
+    p.message = std::string(s.message());  // this end's own words; the peer's form goes in the PLAN
     return p;
   };
   // Nothing goes below a link this transfer made: the link could lead anywhere in the export root
@@ -550,6 +550,7 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
         files_[e.id] = f;
         break;
     }
+    if (p.action == PlanAction::kFail) p.message = dp_.PeerMessage(Status(p.code, p.message));
     plan.push_back(std::move(p));
     NotifyIfAllDone();
   }
@@ -942,7 +943,7 @@ void Receiver::FinishFile(RxFile& f, const Status& s) {
     dp_.stats->files_failed++;
     dp_.stats->AddFailure(Display(f.final_rel), std::string(s.message()));
   }
-  dones_.push_back(proto::FileDone{f.entry.id, s.code(), std::string(s.message())});
+  dones_.push_back(proto::FileDone{f.entry.id, s.code(), dp_.PeerMessage(s)});
   NotifyIfAllDone();
 }
 

@@ -653,7 +653,7 @@ void Sender::FailFile(SrcFile& f, const Status& s) {
   proto::FileEnd end;
   end.id = f.entry.id;
   end.code = s.code() == Code::kOk ? Code::kInternal : s.code();
-  end.message = std::string(s.message());
+  end.message = dp_.PeerMessage(s);
   ends_.push_back(std::move(end));
 }
 

@@ -77,6 +77,15 @@ struct DataPath {
   // answering: the session ends with a retryable kDeadlineExceeded. Each end sends KEEPALIVE every
   // quarter of it, and a control write that makes no progress for this long fails too.
   std::chrono::milliseconds idle_timeout{0};
+  // When set, how a per-file error is told to the peer (PLAN, FILE_DONE, FILE_END): the daemon
+  // names this end's paths as ENDPOINT:/path inside its export, never where the export root lives
+  // on this host. The local log and the local record keep the absolute paths.
+  std::function<Status(const Status&)> for_peer;
+
+  // `s`'s message as the peer is told it (for_peer applied when set).
+  std::string PeerMessage(const Status& s) const {
+    return std::string(for_peer ? for_peer(s).message() : s.message());
+  }
 
   Status CancelStatus() const {
     if (cancel_reason) {

@@ -42,6 +42,38 @@ std::string InterruptedCopy(const DaemonProcess& a, const DaemonProcess& rx, std
 }
 
 TEST_SUITE("integration.edge") {
+  TEST_CASE(
+      "a per-file error from the peer names its paths as ENDPOINT:/path, never where its export lives") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("tree"));
+    WriteFile(a.Path("tree/new.txt"), "new\n");
+    WriteFile(a.Path("tree/taken.txt"), "ours\n");
+    MakeDir(b.Path("tree"));
+    WriteFile(b.Path("tree/taken.txt"), "theirs, and different\n");
+    // Push: b refuses the file that exists there (its PLAN).
+    CliResult r = Cli(a, {"cp", "-r", "--json", a.Path("tree"), "b:/"});
+    INFO(r.Describe());
+    CHECK(r.exit_code != 0);
+    nlohmann::json rec = r.Json();
+    REQUIRE(rec["failures"].size() == 1);
+    const std::string err = rec["failures"][0]["error"].get<std::string>();
+    CHECK(err.find("destination exists: b:/tree/taken.txt") != std::string::npos);
+    CHECK(err.find(b.export_root()) == std::string::npos);
+    CHECK(ReadFile(b.Path("tree/taken.txt")) == "theirs, and different\n");
+    // b's own log keeps its absolute path.
+    CHECK(b.Log().find(b.Path("tree/taken.txt")) != std::string::npos);
+    // Pull: the same refusal made here names this daemon's own path as the local user typed it.
+    WriteFile(b.Path("pulled.txt"), "b's\n");
+    WriteFile(a.Path("pulled.txt"), "a's, different\n");
+    CliResult pull = Cli(a, {"cp", "--json", "b:/pulled.txt", a.Path("pulled.txt")});
+    INFO(pull.Describe());
+    CHECK(pull.exit_code != 0);
+    CHECK(pull.output().find("destination exists: " + a.Path("pulled.txt")) != std::string::npos);
+  }
+
   TEST_CASE("a source rewritten between attempts is copied anew, never stitched from stale chunks") {
     TestFederation fed;
     DaemonPair p(fed, SlowSender());

@@ -1,10 +1,12 @@
 #include "daemon/transfer_manager.h"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "support/temp_dir.h"
@@ -203,6 +205,70 @@ TEST_CASE_FIXTURE(Fixture, "a transfer the daemon stops in flight is resumed by 
   CHECK(StateOf(*t) == TransferState::kSucceeded);
   CHECK(resumed.load() == 1);
   CHECK(AttemptsOf(*t) == 2);  // the interrupted attempt counts
+}
+
+TEST_CASE_FIXTURE(
+    Fixture,
+    "a transfer with a user's token is not resumed after a restart: failed, saying to run it again") {
+  auto t = NewTransfer("tok1");
+  t->token = "user-token-abc";
+  t->token_given = true;
+  {
+    MutexLock lock(&t->mu);
+    t->state = TransferState::kRunning;
+  }
+  REQUIRE(::mkdir((dir / "transfers").c_str(), 0700) == 0);
+  {
+    std::ofstream out(dir / "transfers/tok1.json");
+    out << t->Record().dump(2);
+  }
+  // A record written before tokens stayed off the disk: resumed once with its token, then rewritten.
+  auto old = NewTransfer("tok2");
+  {
+    MutexLock lock(&old->mu);
+    old->state = TransferState::kRetrying;
+  }
+  json old_rec = old->Record();
+  old_rec["token"] = "old-token-xyz";
+  {
+    std::ofstream out(dir / "transfers/tok2.json");
+    out << old_rec.dump(2);
+  }
+  std::atomic<int> attempts{0};
+  std::string seen_token;
+  std::mutex seen_mu;
+  TransferManager m(
+      Opts(),
+      [&](Transfer& x) -> Result<json> {
+        attempts++;
+        std::lock_guard<std::mutex> lock(seen_mu);
+        seen_token = x.token;
+        return json::object();
+      },
+      &workers);
+  m.LoadPersisted();
+  auto found = m.Find("tok1");
+  REQUIRE(found.has_value());
+  CHECK(StateOf(**found) == TransferState::kFailed);
+  {
+    MutexLock lock(&(*found)->mu);
+    CHECK((*found)->error.find("run the same command again with its --token") != std::string::npos);
+    CHECK((*found)->error_code == "Unauthenticated");
+  }
+  CHECK(ReadRecord(dir / "transfers/tok1.json")["state"] == "failed");
+  auto t2 = m.Find("tok2");
+  REQUIRE(t2.has_value());
+  m.WaitEnded(**t2, std::chrono::seconds(10));
+  CHECK(StateOf(**t2) == TransferState::kSucceeded);
+  CHECK(attempts.load() == 1);  // tok2 only
+  {
+    std::lock_guard<std::mutex> lock(seen_mu);
+    CHECK(seen_token == "old-token-xyz");
+  }
+  std::ifstream in(dir / "transfers/tok2.json");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text.find("old-token-xyz") == std::string::npos);
+  CHECK(text.find("\"token_given\": true") != std::string::npos);
 }
 
 TEST_CASE_FIXTURE(Fixture, "the start-up scan skips malformed records and deletes expired finished ones") {

@@ -94,6 +94,21 @@ TEST_CASE("a transfer record written by Record() reads back with every field") {
   CHECK(b.failures[0].second == "denied");
 }
 
+TEST_CASE("the record on disk says a token was given but never holds the token") {
+  Transfer t;
+  t.id = "0123456789abcdef0123456789abcdef";
+  t.token = "eyJhbGciOiJFZERTQSJ9.secret-claims.signature";
+  t.token_given = true;
+  const json rec = t.Record();
+  CHECK(rec.dump().find("secret-claims") == std::string::npos);
+  CHECK_FALSE(rec.contains("token"));
+  CHECK(rec["token_given"] == true);
+  auto back = Transfer::FromRecord(rec);
+  REQUIRE(back.ok());
+  CHECK((*back)->token.empty());
+  CHECK((*back)->token_given);
+}
+
 TEST_CASE("a record with a field of the wrong type is refused naming the field") {
   Transfer t;
   t.id = "abc";
