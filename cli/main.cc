@@ -190,6 +190,19 @@ void PrintResult(const json& t) {
               t.value("attempts", 0u), HumanBytes(p.value("bytes_resumed", 0.0)).c_str(),
               HumanBytes(p.value("bytes_resent", 0.0)).c_str(),
               static_cast<unsigned long long>(p.value("chunks_corrupt", uint64_t(0))));
+  if (const uint64_t specials = p.value("specials_skipped", uint64_t(0)); specials > 0) {
+    // FIFOs, sockets and devices are not copied; say so by name rather than count them as nothing.
+    std::printf("  not copied: %llu special file(s) (FIFOs, sockets, devices are not transferred)\n",
+                static_cast<unsigned long long>(specials));
+    if (t.contains("skipped_special") && t["skipped_special"].is_array()) {
+      size_t shown = 0;
+      for (const auto& sp : t["skipped_special"]) {
+        if (++shown > 10) break;
+        std::printf("  not copied: %s (%s)\n", sp.value("path", std::string()).c_str(),
+                    sp.value("kind", std::string()).c_str());
+      }
+    }
+  }
   if (!t.value("error", std::string()).empty())
     std::printf("  error: %s\n", t["error"].get<std::string>().c_str());
   if (st == "retrying") std::printf("  next attempt in %.0f s\n", SecondsToNextAttempt(t));

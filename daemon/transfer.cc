@@ -68,7 +68,18 @@ void VisitRecord(RecordVisitor& v, Transfer& t) PORO_NO_THREAD_SAFETY_ANALYSIS {
   v.Field("protection", t.protection);
   v.Field("progress", t.last);
   v.Field("failures", t.failures);
+  v.Field("skipped_special", t.specials);
 }
+
+}  // namespace
+
+json SpecialsJson(const std::vector<std::pair<std::string, std::string>>& specials) {
+  json a = json::array();
+  for (const auto& [p, k] : specials) a.push_back(json{{"path", p}, {"kind", k}});
+  return a;
+}
+
+namespace {
 
 json FailuresJson(const std::vector<std::pair<std::string, std::string>>& failures) {
   json a = json::array();
@@ -292,6 +303,7 @@ json Transfer::View() const {
   progress["bytes_resent"] = std::max<uint64_t>(resent, s.bytes_resent);
   v["progress"] = std::move(progress);
   v["failures"] = FailuresJson(stats ? stats->Failures() : failures);
+  if (stats) v["skipped_special"] = SpecialsJson(stats->Specials());
   v["source"] = SourceText();
   v["destination"] = DestText();
   int64_t end = finished_ms ? finished_ms : NowMs();

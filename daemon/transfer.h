@@ -42,6 +42,8 @@ struct Location {
 };
 
 int64_t NowMs();  // wall clock, ms since the epoch
+// The record's "skipped_special": [{"path", "kind"}].
+nlohmann::json SpecialsJson(const std::vector<std::pair<std::string, std::string>>& specials);
 // Random hex id (16 bytes of entropy).
 Result<std::string> NewId();
 
@@ -77,6 +79,8 @@ struct Transfer {
   nlohmann::json summary PORO_GUARDED_BY(mu);
   engine::StatsSnapshot last PORO_GUARDED_BY(mu);  // snapshot at the end of the last attempt
   std::vector<std::pair<std::string, std::string>> failures PORO_GUARDED_BY(mu);
+  // Special files of the tree not copied, of the last attempt: [{"path", "kind"}] (first 100).
+  nlohmann::json specials PORO_GUARDED_BY(mu) = nlohmann::json::array();
   std::shared_ptr<engine::TransferStats> stats PORO_GUARDED_BY(mu);  // live, during an attempt
   std::string cut_reason PORO_GUARDED_BY(mu);  // the federation cut the session (peer suspended/revoked)
   // The data connections' protection level the last session agreed on ("" before the first one).

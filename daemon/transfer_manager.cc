@@ -133,6 +133,7 @@ TransferManager::Outcome TransferManager::Settle(Transfer& t, const Result<json>
   if (t.stats) {
     t.last = t.stats->Snapshot();
     t.failures = t.stats->Failures();
+    t.specials = SpecialsJson(t.stats->Specials());
     t.bytes_sent_prev += t.last.bytes_sent;
     if (t.first_resumed < 0) t.first_resumed = static_cast<int64_t>(t.last.bytes_resumed);
     t.stats.reset();

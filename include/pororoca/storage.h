@@ -74,9 +74,16 @@ class BufferPool {
   BufferPool& operator=(const BufferPool&) = delete;
 
   // Blocks until a buffer is free or the timeout passes (then kResourceExhausted, retryable).
-  Result<Buffer> Acquire(std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
-  // Returns an invalid Buffer at once if none is free.
-  Buffer TryAcquire();
+  // With keep_free > 0 it waits until more than that many are free, leaving them to others: the
+  // senders of a daemon pass SenderReserve(), so they can never take the buffers its receivers need
+  // to drain the peer's senders (two daemons sending to each other would otherwise wait on each
+  // other until the timeout).
+  Result<Buffer> Acquire(std::chrono::milliseconds timeout = std::chrono::milliseconds(60000),
+                         size_t keep_free = 0);
+  // The buffers a daemon's senders leave to its receivers: a quarter of the pool, at least one.
+  size_t SenderReserve() const { return count_ / 4 > 0 ? count_ / 4 : 1; }
+  // Returns an invalid Buffer at once if no more than keep_free are free (see Acquire).
+  Buffer TryAcquire(size_t keep_free = 0);
 
   size_t buffer_size() const { return buffer_size_; }
   size_t count() const { return count_; }

@@ -1173,8 +1173,15 @@ void Receiver::CtlReaderLoop() {
             rs = HandleFileEnd(*fr);
             break;
           case MsgType::kEnd: {
-            rs = proto::DecodeEnd(fr->body).status();  // its count is not checked, its form is
-            if (!rs.ok()) break;
+            auto end = proto::DecodeEnd(fr->body);  // its count is not checked, its form is
+            if (!end.has_value()) {
+              rs = end.error();
+              break;
+            }
+            // The sender's special files, not sent: named in this end's record too (a pull's).
+            for (const auto& sf : end->special_names) dp_.stats->AddSpecial(sf.path, sf.kind);
+            if (end->specials > end->special_names.size())
+              dp_.stats->specials_skipped += end->specials - end->special_names.size();
             MutexLock lock(&mu_);
             if (end_received_) {
               rs = Status::Protocol("END repeated");

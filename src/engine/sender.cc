@@ -83,7 +83,16 @@ class Sender {
   Status ReaderLoop();
   Status IssueReads(std::unique_ptr<io::IoQueue>& q);
   Status Complete(const io::Completion& c);
-  void HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend);
+  // `buf`: a pool buffer to read the chunk into (sealed sessions), or none (clear: hash through a
+  // small buffer, the channel sends the chunk with sendfile).
+  void HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend, io::Buffer buf);
+  // A pool buffer for the reader, leaving SenderReserve() to the daemon's receivers. With reads in
+  // flight it does not wait (an invalid Buffer if none is free: the caller completes those reads
+  // first, which frees buffers; waiting while holding them could deadlock the daemon's senders on
+  // each other); with none, it waits up to 60 s.
+  Result<io::Buffer> TakeBuffer();
+  // Puts back the chunk the reader had picked (IssueReads could not get a buffer for it).
+  void Unpick(SrcFile& f, uint64_t index, bool resend) PORO_EXCLUDES(mu_);
   // Records a hashed chunk (or a hole, announced without payload): skip it if the receiver has it,
   // else queue it; ends the file when its last chunk is accounted for. Re-sends only queue.
   void Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item,
@@ -309,7 +318,15 @@ Status Sender::WalkDir(const std::string& rel, const std::string& entry_path) {
       e.link_target = std::move(target);
       result = Emit(std::move(e), child_rel);
     } else {
-      PORO_LOG(INFO) << "skipping special file " << root_.Display(child_rel);
+      // Not copied (cp -r recreates a FIFO, a data mover does not), but named: both ends' records
+      // list it (END carries the names to a receiving initiator) and the CLI's summary says so.
+      const char* kind = S_ISFIFO(st.st_mode)   ? "FIFO"
+                         : S_ISSOCK(st.st_mode) ? "socket"
+                         : S_ISCHR(st.st_mode)  ? "character device"
+                         : S_ISBLK(st.st_mode)  ? "block device"
+                                                : "special file";
+      PORO_LOG(INFO) << "not sending " << kind << " " << root_.Display(child_rel);
+      dp_.stats->AddSpecial(child_path, kind);
     }
     if (!result.ok()) break;
   }
@@ -603,7 +620,8 @@ Status Sender::SendOn(size_t i, SendItem& item) {
 }
 
 Status Sender::ReadPayload(SendItem& item) {
-  PORO_ASSIGN_OR_RETURN(item.buf, dp_.pool->Acquire());
+  PORO_ASSIGN_OR_RETURN(item.buf,
+                        dp_.pool->Acquire(std::chrono::milliseconds(60000), dp_.pool->SenderReserve()));
   auto payload = std::span(item.buf.data(), item.header.length);
   Status s = io::PreadFull(item.file->get(), item.header.offset, payload, "source");
   if (s.code() == Code::kDataLoss) {
@@ -655,6 +673,21 @@ void Sender::FailFile(SrcFile& f, const Status& s) {
   end.code = s.code() == Code::kOk ? Code::kInternal : s.code();
   end.message = dp_.PeerMessage(s);
   ends_.push_back(std::move(end));
+}
+
+Result<io::Buffer> Sender::TakeBuffer() {
+  const size_t reserve = dp_.pool->SenderReserve();
+  if (!reads_.empty()) return dp_.pool->TryAcquire(reserve);
+  return dp_.pool->Acquire(std::chrono::milliseconds(60000), reserve);
+}
+
+void Sender::Unpick(SrcFile& f, uint64_t index, bool resend) {
+  if (!resend) {
+    f.next--;
+    return;
+  }
+  MutexLock lock(&mu_);
+  resend_.push_front({f.entry.id, index});
 }
 
 Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
@@ -720,11 +753,23 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     if (!f->direct) {
       // Buffered path (tmpfs, or O_DIRECT not possible): hash the chunk through a small cache-resident
       // buffer, then let the channel send it straight from the page cache (sendfile).
-      HashBuffered(*f, index, offset, len, resend);
+      io::Buffer sealbuf;  // a sealed channel needs the bytes in a pool buffer: read them there once
+      if (!seals_.empty()) {
+        PORO_ASSIGN_OR_RETURN(sealbuf, TakeBuffer());
+        if (!sealbuf.valid()) {
+          Unpick(*f, index, resend);
+          break;
+        }
+      }
+      HashBuffered(*f, index, offset, len, resend, std::move(sealbuf));
       buffered++;
       continue;
     }
-    PORO_ASSIGN_OR_RETURN(io::Buffer buf, dp_.pool->Acquire());
+    PORO_ASSIGN_OR_RETURN(io::Buffer buf, TakeBuffer());
+    if (!buf.valid()) {  // none free now: complete the reads in flight first (they free buffers)
+      Unpick(*f, index, resend);
+      break;
+    }
     if (buf.capacity() < len) return Status::Internal("buffer pool buffers are smaller than the chunk size");
     uint32_t io_len = f->direct ? io::RoundUpToDirectAlign(len) : len;
     uint64_t tag = next_tag_++;
@@ -767,22 +812,15 @@ Status Sender::Complete(const io::Completion& c) {
   return Status::OK();
 }
 
-void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend) {
+void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend,
+                          io::Buffer buf) {
   // Clear: hash through a small buffer and let the channel sendfile the chunk from the page cache.
   // Sealed: the channel must seal the bytes in a buffer anyway, so they are read into that pool
   // buffer here once, each piece hashed while it is in the cache (instead of a second read at send).
   SendItem item;
   std::span<std::byte> dest;
-  if (!seals_.empty()) {
-    auto buf = dp_.pool->Acquire();
-    if (!buf.has_value()) {
-      Fail(buf.error());
-      return;
-    }
-    item.buf = std::move(*buf);
-  } else if (hash_buf_.empty()) {
-    hash_buf_.resize(256 << 10);
-  }
+  item.buf = std::move(buf);
+  if (!item.buf.valid() && hash_buf_.empty()) hash_buf_.resize(256 << 10);
   hasher_.Reset();
   for (uint64_t done = 0; done < len;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(256 << 10, len - done));
@@ -861,7 +899,9 @@ Status Sender::ReaderLoop() {
     bool idle = work_.empty() && resend_.empty() && !CurrentHasWork();
     if (idle && walk_done_ && batches_out_ == 0 && !end_sent_) {
       end_sent_ = true;
-      const proto::End end{entries_sent_};
+      proto::End end(entries_sent_);
+      end.specials = dp_.stats->specials_skipped.load();
+      for (auto& [path, kind] : dp_.stats->Specials()) end.special_names.push_back({path, kind});
       lock.Unlock();
       PORO_RETURN_IF_ERROR(dp_.ctl->Send(MsgType::kEnd, proto::EncodeEnd(end)));
       continue;

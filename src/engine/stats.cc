@@ -3,11 +3,19 @@
 namespace pororoca::engine {
 
 nlohmann::json StatsSnapshot::ToJson() const {
-  return nlohmann::json{
-      {"files_total", files_total},       {"bytes_total", bytes_total},     {"files_done", files_done},
-      {"bytes_done", bytes_done},         {"files_skipped", files_skipped}, {"bytes_skipped", bytes_skipped},
-      {"files_failed", files_failed},     {"bytes_sent", bytes_sent},       {"bytes_resumed", bytes_resumed},
-      {"chunks_corrupt", chunks_corrupt}, {"bytes_resent", bytes_resent},   {"walk_done", walk_done}};
+  return nlohmann::json{{"files_total", files_total},
+                        {"bytes_total", bytes_total},
+                        {"files_done", files_done},
+                        {"bytes_done", bytes_done},
+                        {"files_skipped", files_skipped},
+                        {"bytes_skipped", bytes_skipped},
+                        {"files_failed", files_failed},
+                        {"bytes_sent", bytes_sent},
+                        {"bytes_resumed", bytes_resumed},
+                        {"chunks_corrupt", chunks_corrupt},
+                        {"bytes_resent", bytes_resent},
+                        {"walk_done", walk_done},
+                        {"specials_skipped", specials_skipped}};
 }
 
 StatsSnapshot StatsSnapshot::FromJson(const nlohmann::json& j) {
@@ -27,6 +35,7 @@ StatsSnapshot StatsSnapshot::FromJson(const nlohmann::json& j) {
   s.bytes_resumed = u("bytes_resumed");
   s.chunks_corrupt = u("chunks_corrupt");
   s.bytes_resent = u("bytes_resent");
+  s.specials_skipped = u("specials_skipped");
   auto w = j.find("walk_done");
   s.walk_done = w != j.end() && w->is_boolean() && w->get<bool>();
   return s;
@@ -45,6 +54,7 @@ StatsSnapshot TransferStats::Snapshot() const {
   s.bytes_resumed = bytes_resumed.load();
   s.chunks_corrupt = chunks_corrupt.load();
   s.bytes_resent = bytes_resent.load();
+  s.specials_skipped = specials_skipped.load();
   s.walk_done = walk_done.load();
   return s;
 }
@@ -57,6 +67,17 @@ void TransferStats::AddFailure(const std::string& path, const std::string& messa
 std::vector<std::pair<std::string, std::string>> TransferStats::Failures() const {
   MutexLock lock(&mu_);
   return failures_;
+}
+
+void TransferStats::AddSpecial(const std::string& path, const std::string& kind) {
+  specials_skipped++;
+  MutexLock lock(&mu_);
+  if (specials_.size() < 100) specials_.emplace_back(path, kind);
+}
+
+std::vector<std::pair<std::string, std::string>> TransferStats::Specials() const {
+  MutexLock lock(&mu_);
+  return specials_;
 }
 
 }  // namespace pororoca::engine

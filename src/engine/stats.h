@@ -17,10 +17,11 @@ struct StatsSnapshot {
   uint64_t files_done = 0, bytes_done = 0;        // committed at the destination (incl. skipped)
   uint64_t files_skipped = 0, bytes_skipped = 0;  // already there (--sync, --skip-existing)
   uint64_t files_failed = 0;
-  uint64_t bytes_sent = 0;      // payload bytes moved on data channels this attempt
-  uint64_t bytes_resumed = 0;   // found durable at the destination (journal)
-  uint64_t chunks_corrupt = 0;  // failed verification at the receiver, re-sent
-  uint64_t bytes_resent = 0;    // payload sent again (corruption, earlier attempts)
+  uint64_t bytes_sent = 0;        // payload bytes moved on data channels this attempt
+  uint64_t bytes_resumed = 0;     // found durable at the destination (journal)
+  uint64_t chunks_corrupt = 0;    // failed verification at the receiver, re-sent
+  uint64_t bytes_resent = 0;      // payload sent again (corruption, earlier attempts)
+  uint64_t specials_skipped = 0;  // FIFOs, sockets and devices in a tree: not copied (named in Specials())
   bool walk_done = false;
   nlohmann::json ToJson() const;
   static StatsSnapshot FromJson(const nlohmann::json& j);
@@ -36,16 +37,22 @@ class TransferStats {
   std::atomic<uint64_t> bytes_resumed{0};
   std::atomic<uint64_t> chunks_corrupt{0};
   std::atomic<uint64_t> bytes_resent{0};
+  std::atomic<uint64_t> specials_skipped{0};
   std::atomic<bool> walk_done{false};
 
   StatsSnapshot Snapshot() const;
   // Per-file failures, kept for status output (first 100).
   void AddFailure(const std::string& path, const std::string& message) PORO_EXCLUDES(mu_);
   std::vector<std::pair<std::string, std::string>> Failures() const PORO_EXCLUDES(mu_);
+  // A special file of the tree that was not copied: its path inside the transfer and its kind
+  // ("FIFO", "socket", "character device", "block device"); counts it, keeps the first 100.
+  void AddSpecial(const std::string& path, const std::string& kind) PORO_EXCLUDES(mu_);
+  std::vector<std::pair<std::string, std::string>> Specials() const PORO_EXCLUDES(mu_);
 
  private:
   mutable Mutex mu_;
   std::vector<std::pair<std::string, std::string>> failures_ PORO_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::string>> specials_ PORO_GUARDED_BY(mu_);
 };
 
 }  // namespace pororoca::engine

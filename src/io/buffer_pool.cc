@@ -143,9 +143,9 @@ BufferPool::~BufferPool() {
   ::munmap(base_, total_bytes());
 }
 
-Result<Buffer> BufferPool::Acquire(std::chrono::milliseconds timeout) {
+Result<Buffer> BufferPool::Acquire(std::chrono::milliseconds timeout, size_t keep_free) {
   std::unique_lock<std::mutex> lock(impl_->mu);
-  if (!impl_->cv.wait_for(lock, timeout, [this] { return !impl_->free.empty(); })) {
+  if (!impl_->cv.wait_for(lock, timeout, [&] { return impl_->free.size() > keep_free; })) {
     Status s = Status::ResourceExhausted("buffer pool: no free buffer within " +
                                          std::to_string(timeout.count()) + " ms");
     s.WithRetryable(true);
@@ -156,9 +156,9 @@ Result<Buffer> BufferPool::Acquire(std::chrono::milliseconds timeout) {
   return Buffer(this, base_ + static_cast<size_t>(index) * buffer_size_, buffer_size_, index);
 }
 
-Buffer BufferPool::TryAcquire() {
+Buffer BufferPool::TryAcquire(size_t keep_free) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  if (impl_->free.empty()) return Buffer();
+  if (impl_->free.size() <= keep_free) return Buffer();
   const int index = impl_->free.back();
   impl_->free.pop_back();
   return Buffer(this, base_ + static_cast<size_t>(index) * buffer_size_, buffer_size_, index);
@@ -174,7 +174,8 @@ void BufferPool::Return(int index) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->free.push_back(index);
   }
-  impl_->cv.notify_one();
+  // All: a waiter that keeps buffers free for others (keep_free) may not take this one, another may.
+  impl_->cv.notify_all();
 }
 
 }  // namespace pororoca::io

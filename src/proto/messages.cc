@@ -418,13 +418,37 @@ Result<ErrorMsg> DecodeErrorMsg(std::span<const std::byte> body) {
 
 // ---- END, SUMMARY, CANCEL, KEEPALIVE --------------------------------------------------------------
 
-std::vector<std::byte> EncodeEnd(const End& m) { return Dump(json{{"files", m.files}}); }
+std::vector<std::byte> EncodeEnd(const End& m) {
+  json j{{"files", m.files}};
+  if (m.specials > 0) {
+    j["specials"] = m.specials;
+    json names = json::array();
+    for (const auto& sf : m.special_names) names.push_back(json{{"path", sf.path}, {"kind", sf.kind}});
+    j["special_names"] = std::move(names);
+  }
+  return Dump(j);
+}
 
 Result<End> DecodeEnd(std::span<const std::byte> body) {
   PORO_ASSIGN_OR_RETURN(json j, ParseObject("END", body));
   FieldReader r("END", j);
   End m;
   PORO_RETURN_IF_ERROR(r.Unsigned("files", &m.files));
+  if (!r.Has("specials")) return m;
+  PORO_RETURN_IF_ERROR(r.Unsigned("specials", &m.specials));
+  auto names = j.find("special_names");
+  if (names == j.end() || !names->is_array()) return r.Error("special_names", "expected an array");
+  if (names->size() > kMaxSpecialNames || names->size() > m.specials) {
+    return r.Error("special_names", "more names than specials, or more than 100");
+  }
+  for (const json& n : *names) {
+    if (!n.is_object()) return r.Error("special_names", "expected objects");
+    FieldReader e("END.special_names[]", n);
+    SpecialFile sf;
+    PORO_RETURN_IF_ERROR(e.String("path", &sf.path, kMaxPathBytes));
+    PORO_RETURN_IF_ERROR(e.String("kind", &sf.kind, 64));
+    m.special_names.push_back(std::move(sf));
+  }
   return m;
 }
 

@@ -132,11 +132,23 @@ Status StatusFromErrorMsg(const ErrorMsg& e);
 // that the body is malformed. Never OK.
 Status StatusFromErrorBody(std::span<const std::byte> body);
 
-// END, sender -> receiver: the walk is complete. {"files": <FILES entries sent>}
+// END, sender -> receiver: the walk is complete. {"files": <FILES entries sent>} and, when the tree
+// held special files the sender did not send (FIFOs, sockets, devices), "specials": their number,
+// and "special_names": [{"path": "<inside the transfer>", "kind": "FIFO"}, ...] (at most 100).
+struct SpecialFile {
+  std::string path;
+  std::string kind;
+  bool operator==(const SpecialFile&) const = default;
+};
 struct End {
+  End() = default;
+  End(uint64_t n) : files(n) {}  // NOLINT: End{n} as before the specials
   uint64_t files = 0;
+  uint64_t specials = 0;
+  std::vector<SpecialFile> special_names;  // the first kMaxSpecialNames of them
   bool operator==(const End&) const = default;
 };
+inline constexpr size_t kMaxSpecialNames = 100;
 
 // SUMMARY, receiver -> sender: the receiver's final account; every field an unsigned integer.
 struct Summary {

@@ -43,6 +43,39 @@ std::string InterruptedCopy(const DaemonProcess& a, const DaemonProcess& rx, std
 
 TEST_SUITE("integration.edge") {
   TEST_CASE(
+      "special files in a tree are not copied, and the record and the summary name them, on push and pull") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    for (DaemonProcess* d : {&a, &b}) {
+      MakeDir(d->Path("tree"));
+      MakeDir(d->Path("tree/sub"));
+      WriteFile(d->Path("tree/sub/data.txt"), "data\n");
+      REQUIRE(::mkfifo(d->Path("tree/sub/pipe").c_str(), 0644) == 0);
+    }
+    // Push: the sender is this daemon.
+    CliResult r = Cli(a, {"cp", "-r", a.Path("tree"), "b:/pushed"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("not copied: 1 special file(s)") != std::string::npos);
+    CHECK(r.out.find("not copied: sub/pipe (FIFO)") != std::string::npos);
+    CHECK(ReadFile(b.Path("pushed/sub/data.txt")) == "data\n");
+    CHECK_FALSE(Exists(b.Path("pushed/sub/pipe")));
+    // Pull: the remote sender's END carries the names to this daemon's record.
+    CliResult pull = Cli(a, {"cp", "-r", "--json", "b:/tree", a.Path("pulled")});
+    INFO(pull.Describe());
+    REQUIRE(pull.exit_code == 0);
+    nlohmann::json rec = pull.Json();
+    CHECK(rec["progress"]["specials_skipped"] == 1);
+    REQUIRE(rec["skipped_special"].size() == 1);
+    CHECK(rec["skipped_special"][0]["path"] == "sub/pipe");
+    CHECK(rec["skipped_special"][0]["kind"] == "FIFO");
+    CHECK(ReadFile(a.Path("pulled/sub/data.txt")) == "data\n");
+    CHECK_FALSE(Exists(a.Path("pulled/sub/pipe")));
+  }
+
+  TEST_CASE(
       "a per-file error from the peer names its paths as ENDPOINT:/path, never where its export lives") {
     TestFederation fed;
     DaemonPair p(fed);

@@ -157,6 +157,40 @@ TEST_SUITE("io.buffer_pool") {
     CHECK(std::chrono::steady_clock::now() - start >= milliseconds(50));
   }
 
+  TEST_CASE(
+      "senders leave SenderReserve() buffers to receivers, and a waiting sender wakes once it may take one") {
+    auto pool = BufferPool::Create(4096, 8);
+    REQUIRE(pool.has_value());
+    BufferPool& p = **pool;
+    CHECK(p.SenderReserve() == 2);
+    std::vector<Buffer> senders;
+    for (int i = 0; i < 6; ++i) {
+      auto b = p.Acquire(milliseconds(0), p.SenderReserve());
+      REQUIRE(b.has_value());
+      senders.push_back(std::move(*b));
+    }
+    auto refused = p.Acquire(milliseconds(20), p.SenderReserve());
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code() == Code::kResourceExhausted);
+    auto r1 = p.Acquire(milliseconds(0));  // a receiver still gets the reserved ones
+    auto r2 = p.Acquire(milliseconds(0));
+    REQUIRE(r1.has_value());
+    REQUIRE(r2.has_value());
+    // A sender waits while only the reserve is free; every release wakes it to look again.
+    std::thread releaser([&] {
+      std::this_thread::sleep_for(milliseconds(20));
+      *r1 = Buffer();
+      std::this_thread::sleep_for(milliseconds(20));
+      *r2 = Buffer();
+      std::this_thread::sleep_for(milliseconds(20));
+      senders.pop_back();
+    });
+    auto waited = p.Acquire(milliseconds(5000), p.SenderReserve());
+    releaser.join();
+    CHECK(waited.has_value());
+    CHECK(p.free_count() == 2);
+  }
+
   TEST_CASE("a blocked Acquire wakes up when another thread releases a buffer") {
     auto pool = BufferPool::Create(4096, 1);
     REQUIRE(pool.has_value());

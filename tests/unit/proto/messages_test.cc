@@ -522,6 +522,28 @@ TEST_SUITE("proto.messages") {
     CHECK(StatusFromCancelBody(Bytes("{}")).message() == "CANCEL.reason: missing");
   }
 
+  TEST_CASE("END: the sender's special files, when there are any, with their names checked") {
+    End e(7);
+    e.specials = 2;
+    e.special_names = {{"sub/pipe", "FIFO"}, {"dev/null", "character device"}};
+    auto d = DecodeEnd(EncodeEnd(e));
+    REQUIRE_MESSAGE(d.ok(), d.error().ToString());
+    CHECK(*d == e);
+    CHECK(Text(EncodeEnd(End{3})) == R"({"files":3})");  // none: the bytes of before
+    const json valid = Parse(EncodeEnd(e));
+    CheckFields(
+        StatusOf(DecodeEnd), valid,
+        {{"/specials", "END.specials", false, {"2", -1}, {}, ""},
+         {"/special_names/0/path", "END.special_names[].path", true, {1}, {std::string(5000, 'p')}, ""},
+         {"/special_names/0/kind", "END.special_names[].kind", true, {false}, {std::string(65, 'k')}, ""}});
+    json no_names = valid;
+    no_names.erase("special_names");
+    CheckFieldError(StatusOf(DecodeEnd), no_names, "END.special_names", "expected an array");
+    json too_many = valid;
+    too_many["specials"] = 1;
+    CheckFieldError(StatusOf(DecodeEnd), too_many, "END.special_names", "more names than specials");
+  }
+
   TEST_CASE("START: the protection level is required and must be one of the three") {
     CheckFields(StatusOf(DecodeStart), Parse(EncodeStart(Start{Protection::kIntegrity})),
                 {{"/protection",
