@@ -353,11 +353,8 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
   // This end's minimum (the strictest rule of the root and its classified sub-trees), and the level
   // the transfer would run at as far as this end knows (the peer's policy may require more).
   out["protection_required"] = std::string(ProtectionName(d.protection));
-  Protection asked = Protection::kClear;
-  if (auto it = p.transfer->options.find("protection"); it != p.transfer->options.end()) {
-    asked = ParseProtection(it->get<std::string>()).value_or(Protection::kClear);
-  }
-  out["protection"] = std::string(ProtectionName(Stricter(asked, d.protection)));
+  out["protection"] = std::string(
+      ProtectionName(Stricter(v.protection_requested.value_or(Protection::kClear), d.protection)));
   return api::HttpResponse::Json(200, out);
 }
 

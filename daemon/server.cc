@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "base/coding.h"
 #include "base/log.h"
 #include "pororoca/checksum.h"
 #include "pororoca/config.h"
@@ -86,11 +85,13 @@ std::unique_ptr<transport::MessageChannel> Daemon::MakeChannel(UniqueFd fd) {
   fo.send_delay = std::chrono::microseconds(config_.fault_send_delay_us);
   if (config_.fault_forge_digest) {
     fo.forge = [](std::span<std::byte> header, std::span<const std::byte> payload) {
-      // Where a clear chunk header keeps its digest (a sealed one's tag then fails, as it must).
+      // The chunk header's digest, rewritten to match (a sealed header's tag then fails, as it must).
       if (header.size() < proto::kChunkHeaderSize) return;
-      Digest128 d = Xxh3_128(payload);
-      EncodeFixed64(header.data() + proto::kChunkHeaderClear, d.hi);
-      EncodeFixed64(header.data() + proto::kChunkHeaderClear + 8, d.lo);
+      auto plain = header.first<proto::kChunkHeaderSize>();
+      auto h = proto::DecodeChunkHeader(plain);
+      if (!h.has_value()) return;
+      h->digest = Xxh3_128(payload);
+      proto::EncodeChunkHeader(*h, plain);
     };
   }
   if (!fo.active()) return ch;

@@ -489,6 +489,7 @@ SessionRunner::Verdict SessionRunner::DryRun(Transfer& t, const DryRunOverrides&
   s.initiator = true;
   s.transfer = &t;
   v.refusal = Prepare(t, s, &v.check);
+  v.protection_requested = s.open.protection;
   if (!v.refusal.ok()) return v;
   TransferAuth& a = s.auth;
   // The homologation check each end makes of the other after the TLS handshake: both must be

@@ -75,6 +75,7 @@ class SessionRunner {
     Status refusal;           // OK: allowed
     policy::Request request;  // set once the policy was reached
     policy::Decision decision;
+    std::optional<Protection> protection_requested;  // the transfer's own request, if any
   };
   Verdict DryRun(Transfer& t, const DryRunOverrides& o) const;
 

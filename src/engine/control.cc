@@ -5,6 +5,14 @@
 
 namespace pororoca::engine {
 
+Status PeerStoppedAnswering(std::string_view what, std::chrono::milliseconds idle) {
+  return Status::DeadlineExceeded("the peer " + std::string(what) + " for " +
+                                  std::to_string(idle.count() / 1000) +
+                                  " s: it stopped answering (its daemon stopped or hung, or the network "
+                                  "between is down)")
+      .WithRetryable(true);
+}
+
 Status ControlChannel::Send(proto::MsgType type, std::span<const std::byte> body) {
   std::vector<std::byte> frame = proto::EncodeControlFrame(type, body);
   MutexLock lock(&write_mu_);
@@ -42,10 +50,7 @@ Result<proto::ControlFrame> ControlChannel::ReceiveLive(std::chrono::millisecond
   o.idle_timeout = idle;
   auto f = Receive(o);
   if (f.has_value() || f.error().code() != Code::kDeadlineExceeded || idle.count() == 0) return f;
-  return Status::DeadlineExceeded("the peer sent nothing for " + std::to_string(idle.count() / 1000) +
-                                  " s, not even a keepalive: it stopped answering (its daemon stopped or "
-                                  "hung, or the network between is down)")
-      .WithRetryable(true);
+  return PeerStoppedAnswering("sent nothing, not even a keepalive,", idle);
 }
 
 Result<std::vector<std::byte>> ControlChannel::Expect(proto::MsgType type,

@@ -21,6 +21,10 @@ namespace pororoca::engine {
 // connection as soon as it has, so that both ends record the same reason.
 inline constexpr std::chrono::seconds kPeerReadsError{2};
 
+// The retryable kDeadlineExceeded of a peer that stopped answering: `what` it did not do ("sent
+// nothing", "took no data") for `idle`.
+Status PeerStoppedAnswering(std::string_view what, std::chrono::milliseconds idle);
+
 class ControlChannel {
  public:
   explicit ControlChannel(std::unique_ptr<transport::Stream> stream) : stream_(std::move(stream)) {}

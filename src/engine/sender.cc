@@ -104,7 +104,7 @@ class Sender {
   // the session's cancel status when the pace wait was cancelled, else the channel's (annotated).
   Status SendOn(size_t i, SendItem& item);
   // An item still in its source file, read into a pool buffer (item.buf) for Send: for a backend
-  // without sendfile, and for a sealed channel, which seals the bytes in that buffer.
+  // without sendfile. (Above clear the reader already puts every chunk in a pool buffer.)
   Status ReadPayload(SendItem& item);
   Status FlushFileEnds();
   // The receiver has finished with `f` and the reader no longer points at it.
@@ -608,11 +608,7 @@ Status Sender::SendOn(size_t i, SendItem& item) {
   }
   item.file.reset();
   if (s.code() == Code::kDeadlineExceeded && send_opts_.idle_timeout.count() > 0) {
-    s = Status::DeadlineExceeded("the peer took no data for " +
-                                 std::to_string(send_opts_.idle_timeout.count() / 1000) +
-                                 " s: it stopped answering (its daemon stopped or hung, or the network "
-                                 "between is down)")
-            .WithRetryable(true);
+    s = PeerStoppedAnswering("took no data", send_opts_.idle_timeout);
   }
   if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
   if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
