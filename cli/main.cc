@@ -186,10 +186,17 @@ void PrintResult(const json& t) {
   } else if (protection == "clear") {
     std::printf("  protection: clear (data connections neither encrypted nor authenticated)\n");
   }
-  std::printf("  attempts %u; resumed %s already at the destination; re-sent %s; corrupt chunks %llu\n",
-              t.value("attempts", 0u), HumanBytes(p.value("bytes_resumed", 0.0)).c_str(),
-              HumanBytes(p.value("bytes_resent", 0.0)).c_str(),
-              static_cast<unsigned long long>(p.value("chunks_corrupt", uint64_t(0))));
+  std::printf("  attempts %u; resumed %s already at the destination; re-sent %s\n", t.value("attempts", 0u),
+              HumanBytes(p.value("bytes_resumed", 0.0)).c_str(),
+              HumanBytes(p.value("bytes_resent", 0.0)).c_str());
+  // Corrupt copies over every attempt and how often they came: a number for the operator of the path.
+  const uint64_t corrupt = p.value("chunks_corrupt_all_attempts", p.value("chunks_corrupt", uint64_t(0)));
+  if (corrupt == 0) {
+    std::printf("  corrupt chunks: none\n");
+  } else {
+    std::printf("  corrupt chunks: %llu failed verification and were sent again (%.1f per GiB moved)\n",
+                static_cast<unsigned long long>(corrupt), p.value("corrupt_chunks_per_gib", 0.0));
+  }
   if (const uint64_t specials = p.value("specials_skipped", uint64_t(0)); specials > 0) {
     // FIFOs, sockets and devices are not copied; say so by name rather than count them as nothing.
     std::printf("  not copied: %llu special file(s) (FIFOs, sockets, devices are not transferred)\n",

@@ -682,6 +682,7 @@ void Federation::Finish(const TransferAuth& a, const Admission& adm, const engin
   rec["protection"] = std::string(ProtectionName(a.protection));
   rec["bytes"] = s.bytes_sent;
   rec["files"] = files;
+  rec["chunks_corrupt"] = s.chunks_corrupt;  // copies that failed verification in this session
   Audit(std::move(rec));
 }
 

@@ -60,6 +60,7 @@ void VisitRecord(RecordVisitor& v, Transfer& t) PORO_NO_THREAD_SAFETY_ANALYSIS {
   v.Field("error", t.error);
   v.Field("error_code", t.error_code);
   v.Field("bytes_sent_prev", t.bytes_sent_prev);
+  v.Field("chunks_corrupt_prev", t.chunks_corrupt_prev);
   v.Field("first_resumed", t.first_resumed);
   v.Field("summary", t.summary);
   v.Field("started_ms", t.started_ms);
@@ -113,8 +114,9 @@ class RecordWriter final : public RecordVisitor {
  private:
   bool Skip(std::string_view n) const {
     if (!for_view_) return false;
-    for (std::string_view p : {"local_path", "endpoint", "remote_path", "uid", "user", "token_given",
-                               "bytes_sent_prev", "first_resumed", "progress", "failures"}) {
+    for (std::string_view p :
+         {"local_path", "endpoint", "remote_path", "uid", "user", "token_given", "bytes_sent_prev",
+          "chunks_corrupt_prev", "first_resumed", "progress", "failures"}) {
       if (n == p) return true;
     }
     return false;
@@ -301,6 +303,11 @@ json Transfer::View() const {
   json progress = s.ToJson();
   progress["bytes_sent_all_attempts"] = sent_total;
   progress["bytes_resent"] = std::max<uint64_t>(resent, s.bytes_resent);
+  // How bad the path is: corrupt copies over every attempt, per GiB moved (an operator's number).
+  const uint64_t corrupt = chunks_corrupt_prev + (stats ? s.chunks_corrupt : 0);
+  progress["chunks_corrupt_all_attempts"] = corrupt;
+  progress["corrupt_chunks_per_gib"] =
+      sent_total > 0 ? double(corrupt) * double(1ull << 30) / double(sent_total) : 0.0;
   v["progress"] = std::move(progress);
   v["failures"] = FailuresJson(stats ? stats->Failures() : failures);
   if (stats) v["skipped_special"] = SpecialsJson(stats->Specials());

@@ -74,8 +74,9 @@ struct Transfer {
   int64_t next_attempt_ms PORO_GUARDED_BY(mu) = 0;  // retrying: when the next attempt starts
   std::string error PORO_GUARDED_BY(mu);
   std::string error_code PORO_GUARDED_BY(mu);
-  uint64_t bytes_sent_prev PORO_GUARDED_BY(mu) = 0;  // payload sent by finished attempts
-  int64_t first_resumed PORO_GUARDED_BY(mu) = -1;    // bytes found at the destination by the first attempt
+  uint64_t bytes_sent_prev PORO_GUARDED_BY(mu) = 0;      // payload sent by finished attempts
+  uint64_t chunks_corrupt_prev PORO_GUARDED_BY(mu) = 0;  // corrupt copies seen by finished attempts
+  int64_t first_resumed PORO_GUARDED_BY(mu) = -1;  // bytes found at the destination by the first attempt
   nlohmann::json summary PORO_GUARDED_BY(mu);
   engine::StatsSnapshot last PORO_GUARDED_BY(mu);  // snapshot at the end of the last attempt
   std::vector<std::pair<std::string, std::string>> failures PORO_GUARDED_BY(mu);

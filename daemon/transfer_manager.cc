@@ -135,6 +135,7 @@ TransferManager::Outcome TransferManager::Settle(Transfer& t, const Result<json>
     t.failures = t.stats->Failures();
     t.specials = SpecialsJson(t.stats->Specials());
     t.bytes_sent_prev += t.last.bytes_sent;
+    t.chunks_corrupt_prev += t.last.chunks_corrupt;
     if (t.first_resumed < 0) t.first_resumed = static_cast<int64_t>(t.last.bytes_resumed);
     t.stats.reset();
   }
@@ -142,9 +143,21 @@ TransferManager::Outcome TransferManager::Settle(Transfer& t, const Result<json>
     t.summary = *r;
     t.finished_ms = NowMs();
     if (t.last.files_failed > 0) {
-      t.state = TransferState::kFailed;
       t.error_code = "FilesFailed";
       t.error = std::to_string(t.last.files_failed) + " file(s) could not be transferred";
+      // Files that failed only because the path kept corrupting them are tried again with the
+      // transfer (each resumes from its verified chunks), within the retry budget.
+      if (t.last.files_failed == t.last.files_failed_retryable && !t.cancel) {
+        if (t.attempts <= options_.retry_attempts) {
+          t.error += " (chunks kept failing verification on the path; trying again)";
+          t.state = TransferState::kRetrying;
+          t.finished_ms = 0;
+          return Outcome::kRetry;
+        }
+        t.error += " (chunks kept failing verification on the path; " + std::to_string(t.attempts) +
+                   " attempts spent)";
+      }
+      t.state = TransferState::kFailed;
     } else {
       t.state = TransferState::kSucceeded;
       t.error.clear();

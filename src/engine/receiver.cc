@@ -66,6 +66,24 @@ struct timespec MtimeSpec(int64_t ns) {
 
 enum class ChunkState : uint8_t { kMissing = 0, kWritten = 1, kDurable = 2 };
 
+// A chunk the sender sends again in pieces (it failed verification twice): the pieces land in one
+// pool buffer, each verified on arrival; the chunk is written once all are in. At most
+// kMaxAssemblies per session, counted in `*count` for as long as the buffer is held.
+struct Assembly {
+  enum Piece : uint8_t { kMissing = 0, kReceiving = 1, kHave = 2 };
+  io::Buffer buf;
+  uint32_t len = 0;
+  std::vector<uint8_t> pieces;  // Piece, one per kPieceSize from the chunk's start
+  uint32_t left = 0;            // pieces not yet verified
+  std::atomic<unsigned>* count = nullptr;
+  Assembly() = default;
+  Assembly(const Assembly&) = delete;
+  Assembly& operator=(const Assembly&) = delete;
+  ~Assembly() {
+    if (count != nullptr) count->fetch_sub(1);
+  }
+};
+
 struct RxFile {
   // Set when the file is planned, before it is shared; read without a lock.
   FileEntry entry;
@@ -101,6 +119,8 @@ struct RxFile {
   // file's last chunk was written with data (buffered). Else the commit truncates it.
   bool sized PORO_GUARDED_BY(mu) = false;
   bool queued PORO_GUARDED_BY(mu) = false;  // in the committer's queue
+  // Chunks being gathered from pieces (by index); dropped when the file fails or the chunk is written.
+  std::unordered_map<uint64_t, std::shared_ptr<Assembly>> assemblies PORO_GUARDED_BY(mu);
 };
 
 // The file-system path of f's hidden part file, for messages.
@@ -181,7 +201,9 @@ struct Incoming {
   io::Buffer buf;             // the payload lands here, then is written at its offset
   std::span<std::byte> payload;
   Status open_error;  // the part file could not be created: the file fails once the chunk is read
-  std::optional<Digest128> digest;  // the payload's XXH3-128, when the seal's opening computed it
+  std::optional<Digest128> digest;     // the payload's XXH3-128, when the seal's opening computed it
+  std::shared_ptr<Assembly> assembly;  // a piece: the payload landed in this chunk's assembly buffer
+  uint16_t channel = 0;                // the data channel it came on
 };
 
 // The process's file descriptor limit (4096 if unknown or unlimited). A session keeps at most a
@@ -237,10 +259,20 @@ class Receiver {
   Status StoreHole(const Incoming& in);
   // A data chunk: verified, then written (or asked for again). Errors are the session's.
   Status StoreData(Incoming& in, PartWriter& writer);
-  // A chunk that failed verification: asked for again, or the file fails after too many tries.
-  // A chunk that failed verification (`why`: its digest, or the seal's authentication): ask for it
-  // again, or fail its file after max_chunk_retries.
+  // A piece of a chunk sent again in pieces: verified; the chunk is written once all its pieces are in.
+  Status StorePiece(Incoming& in, PartWriter& writer);
+  // Writes a verified chunk (buf[0, len) at its offset) and records it. Errors fail the file.
+  void WriteChunk(const std::shared_ptr<RxFile>& f, uint64_t index, uint64_t offset, io::Buffer& buf,
+                  uint32_t len, const Digest128& d, Status open_error, PartWriter& writer);
+  // Where a piece's payload goes: its place in the chunk's assembly (in.assembly set), or nowhere
+  // (in.f reset: a piece no longer wanted, read and dropped).
+  Result<std::span<std::byte>> AcceptPiece(Incoming& in, size_t payload_len) PORO_EXCLUDES(mu_);
+  // A chunk or piece that failed verification (`why`: its digest, or the seal's authentication): ask
+  // for it again (from the second failure of a chunk on, in pieces, when a buffer is free to gather
+  // them), or fail its file after max_chunk_retries.
   Status RejectChunk(const Incoming& in, const Status& why);
+  // Sets a pool buffer aside to gather chunk `index` of f from pieces; false if none can be spared.
+  bool StartAssembly(const std::shared_ptr<RxFile>& f, uint64_t index, uint32_t len);
   // Makes [offset, offset+len) of f's part file read as zeros (punch a hole, else write zeros).
   Status ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len)
       PORO_EXCLUDES(f->io_mu, f->mu);
@@ -283,6 +315,9 @@ class Receiver {
   ZeroDigests zero_;
   std::vector<ChannelSeal> seals_;  // one per data channel above clear; channel i's thread only
   const size_t nofile_;             // NofileLimit() when the session started
+  // Chunk assemblies alive (Assembly::count); declared before files_, which may hold the last ones.
+  static constexpr unsigned kMaxAssemblies = 4;
+  std::atomic<unsigned> assemblies_{0};
   DirCache dircache_;
 
   // Files that completed are committed in batches of commit_batch_ (one syncfs, one FILE_DONE
@@ -612,6 +647,7 @@ void Receiver::FailFileLocked(const std::shared_ptr<RxFile>& f, Status s) {
   if (f->terminal || f->failed) return;
   f->failed = true;
   f->error = std::move(s);
+  f->assemblies.clear();
   Enqueue(f);
 }
 
@@ -679,6 +715,7 @@ void Receiver::ChunkWritten(const std::shared_ptr<RxFile>& f, uint64_t index, co
   if (f->state[index] == ChunkState::kMissing) f->missing--;
   f->state[index] = ChunkState::kWritten;
   f->digests[index] = d;
+  f->assemblies.erase(index);  // a whole copy came after all
   f->arrived++;
   f->unjournaled_bytes += len;
   if (len > 0 && index + 1 == f->chunks && !f->direct) f->sized = true;
@@ -695,6 +732,7 @@ Status Receiver::ChannelLoop(size_t i) {
   while (true) {
     if (Cancelled()) return dp_.CancelStatus();
     Incoming in;
+    in.channel = static_cast<uint16_t>(i);
     auto sink = [&](std::span<const std::byte> hb, size_t payload_len) -> Result<std::span<std::byte>> {
       if (seal != nullptr) {
         if (hb.size() != proto::kSealedChunkHeaderSize) {
@@ -731,6 +769,10 @@ Status Receiver::ChannelLoop(size_t i) {
       continue;
     }
     if (dp_.pace && in.h.kind == ChunkKind::kData && !dp_.pace(in.h.length)) return dp_.CancelStatus();
+    if (in.h.kind == ChunkKind::kPiece) {
+      PORO_RETURN_IF_ERROR(StorePiece(in, writer));
+      continue;
+    }
     PORO_RETURN_IF_ERROR(in.h.kind == ChunkKind::kHole ? StoreHole(in) : StoreData(in, writer));
   }
 }
@@ -752,6 +794,7 @@ Result<std::span<std::byte>> Receiver::AcceptChunk(std::span<const std::byte> hb
     if (h.kind == ChunkKind::kHole) return std::span<std::byte>();
     return PayloadBuffer(in, payload_len);
   }
+  if (h.kind == ChunkKind::kPiece) return AcceptPiece(in, payload_len);
   const RxFile& f = *in.f;
   uint64_t expect_len = h.index < f.chunks
                             ? std::min<uint64_t>(opts_.chunk_size, f.entry.size - h.index * opts_.chunk_size)
@@ -827,47 +870,144 @@ Status Receiver::StoreHole(const Incoming& in) {
 
 Status Receiver::StoreData(Incoming& in, PartWriter& writer) {
   const ChunkHeader& h = in.h;
-  RxFile& f = *in.f;
   dp_.stats->bytes_sent += h.length;  // payload bytes moved over the data channels
   Digest128 d = in.digest ? *in.digest : Xxh3_128(std::span<const std::byte>(in.payload.data(), h.length));
   if (!(d == h.digest)) return RejectChunk(in, Status::DataLoss("digest mismatch"));
-  Status s = in.open_error;
+  WriteChunk(in.f, h.index, h.offset, in.buf, h.length, d, std::move(in.open_error), writer);
+  return Status::OK();
+}
+
+void Receiver::WriteChunk(const std::shared_ptr<RxFile>& f, uint64_t index, uint64_t offset, io::Buffer& buf,
+                          uint32_t len, const Digest128& d, Status open_error, PartWriter& writer) {
+  Status s = std::move(open_error);
   bool skip;
   {
-    ReaderMutexLock io(&f.io_mu);  // the file stays open while it is written
+    ReaderMutexLock io(&f->io_mu);  // the file stays open while it is written
     bool direct;
     {
-      MutexLock lock(&f.mu);
-      skip = f.terminal || f.failed || !f.fd.valid();
-      direct = f.direct;
+      MutexLock lock(&f->mu);
+      skip = f->terminal || f->failed || !f->fd.valid();
+      direct = f->direct;
     }
-    if (!skip && s.ok()) s = writer.Write(f, direct, h.offset, h.index, in.buf, h.length);
+    if (!skip && s.ok()) s = writer.Write(*f, direct, offset, index, buf, len);
   }
   if (!s.ok()) {
-    FailFile(in.f, std::move(s));
-    return Status::OK();
+    FailFile(f, std::move(s));
+    return;
   }
-  if (!skip) ChunkWritten(in.f, h.index, d, h.length);
+  if (!skip) ChunkWritten(f, index, d, len);
+}
+
+Result<std::span<std::byte>> Receiver::AcceptPiece(Incoming& in, size_t payload_len) {
+  const ChunkHeader& h = in.h;
+  const RxFile& f = *in.f;
+  const uint64_t chunk_off = h.index * uint64_t(opts_.chunk_size);
+  const uint64_t chunk_len =
+      h.index < f.chunks ? std::min<uint64_t>(opts_.chunk_size, f.entry.size - chunk_off) : 0;
+  if (h.offset < chunk_off || h.offset - chunk_off >= chunk_len ||
+      (h.offset - chunk_off) % proto::kPieceSize ||
+      h.length != std::min<uint64_t>(proto::kPieceSize, chunk_off + chunk_len - h.offset)) {
+    return Status::Protocol("piece at offset " + std::to_string(h.offset) + " of chunk " +
+                            std::to_string(h.index) + " of file id " + std::to_string(h.file_id) +
+                            " has a bad index, offset or length");
+  }
+  const size_t at = static_cast<size_t>(h.offset - chunk_off);
+  {
+    MutexLock lock(&in.f->mu);
+    auto it = in.f->assemblies.find(h.index);
+    if (it != in.f->assemblies.end()) {
+      uint8_t& piece = it->second->pieces[at / proto::kPieceSize];
+      if (piece == Assembly::kMissing) {  // else a copy is arriving, or has: this one is dropped
+        piece = Assembly::kReceiving;
+        in.assembly = it->second;
+      }
+    }
+  }
+  if (!in.assembly) {
+    in.f.reset();  // the chunk is written (or its file finished) meanwhile
+    return PayloadBuffer(in, payload_len);
+  }
+  in.payload = std::span<std::byte>(in.assembly->buf.data() + at, payload_len);
+  return in.payload;
+}
+
+Status Receiver::StorePiece(Incoming& in, PartWriter& writer) {
+  const ChunkHeader& h = in.h;
+  dp_.stats->bytes_sent += h.length;
+  const Digest128 d =
+      proto::PieceDigest(std::span<const std::byte>(in.payload.data(), h.length), h.file_id, h.offset);
+  if (!(d == h.digest)) return RejectChunk(in, Status::DataLoss("digest mismatch"));
+  const uint64_t chunk_off = h.index * uint64_t(opts_.chunk_size);
+  std::shared_ptr<Assembly> done;
+  {
+    MutexLock lock(&in.f->mu);
+    Assembly& a = *in.assembly;
+    a.pieces[(h.offset - chunk_off) / proto::kPieceSize] = Assembly::kHave;
+    if (--a.left > 0) return Status::OK();
+    auto it = in.f->assemblies.find(h.index);
+    if (it == in.f->assemblies.end() || it->second != in.assembly) return Status::OK();  // dropped since
+    done = std::move(it->second);
+    in.f->assemblies.erase(it);
+  }
+  // Every piece verified, and no copy of any can land in the buffer any more: the chunk's own digest
+  // (for the journal and the file digest, which FILE_END checks end to end) is taken over all of it.
+  const Digest128 cd = Xxh3_128(std::span<const std::byte>(done->buf.data(), done->len));
+  Status open = EnsurePartOpen(*in.f);
+  WriteChunk(in.f, h.index, chunk_off, done->buf, done->len, cd, std::move(open), writer);
   return Status::OK();
+}
+
+bool Receiver::StartAssembly(const std::shared_ptr<RxFile>& f, uint64_t index, uint32_t len) {
+  if (len <= proto::kPieceSize) return false;
+  if (assemblies_.fetch_add(1) >= kMaxAssemblies) {
+    assemblies_.fetch_sub(1);
+    return false;
+  }
+  auto a = std::make_shared<Assembly>();
+  a->count = &assemblies_;  // from here the Assembly gives the count back
+  // A quarter of the pool stays free: gathering pieces never holds up the chunks of other files.
+  a->buf = dp_.pool->TryAcquire(dp_.pool->SenderReserve());
+  if (!a->buf.valid() || a->buf.capacity() < len) return false;
+  a->len = len;
+  a->left = static_cast<uint32_t>((len + proto::kPieceSize - 1) / proto::kPieceSize);
+  a->pieces.assign(a->left, Assembly::kMissing);
+  MutexLock lock(&f->mu);
+  if (f->terminal || f->failed || f->assemblies.count(index)) return false;
+  f->assemblies[index] = std::move(a);
+  return true;
 }
 
 Status Receiver::RejectChunk(const Incoming& in, const Status& why) {
   const ChunkHeader& h = in.h;
+  const bool piece = h.kind == ChunkKind::kPiece;
   dp_.stats->chunks_corrupt++;
-  bool give_up;
+  unsigned copies;
   {
     MutexLock lock(&in.f->mu);
-    give_up = ++in.f->retries[h.index] > opts_.max_chunk_retries;
+    if (in.assembly) {  // the piece may come again
+      in.assembly->pieces[(h.offset - h.index * uint64_t(opts_.chunk_size)) / proto::kPieceSize] =
+          Assembly::kMissing;
+    }
+    copies = ++in.f->retries[h.index];
   }
-  PORO_LOG(WARNING) << "chunk " << h.index << " of " << Display(in.f->final_rel)
-                    << " failed verification: " << why.message() << " ("
+  const bool give_up = copies > opts_.max_chunk_retries;
+  PORO_LOG(WARNING) << (piece ? "piece at offset " + std::to_string(h.offset) + " of chunk " : "chunk ")
+                    << h.index << " of " << Display(in.f->final_rel) << " failed verification on stream "
+                    << in.channel << ": " << why.message() << " ("
                     << (give_up ? "giving up" : "asking for it again") << ")";
   if (give_up) {
+    // A bad path, not a bad file: the file fails for this attempt only, keeping what was verified,
+    // and the transfer is tried again (TransferManager).
     FailFile(in.f, Status::DataLoss("chunk " + std::to_string(h.index) + " failed verification " +
-                                    std::to_string(opts_.max_chunk_retries + 1) + " times"));
+                                    std::to_string(copies) + " times")
+                       .WithRetryable(true));
     return Status::OK();
   }
-  return dp_.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk({h.file_id, h.index}));
+  proto::BadChunk bad{h.file_id, h.index, h.offset, h.length, in.channel, 0};
+  // From its second corrupt copy on, a whole chunk comes again in pieces if a buffer can be spared to
+  // gather them: a corrupting path then costs a piece, not the chunk, per flipped bit.
+  if (!piece && copies >= 2 && StartAssembly(in.f, h.index, h.length)) bad.flags = proto::kBadChunkPieces;
+  return dp_.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(bad));
 }
 
 Status Receiver::ZeroRange(const std::shared_ptr<RxFile>& f, uint64_t offset, uint32_t len) {
@@ -927,6 +1067,7 @@ void Receiver::ClosePart(RxFile& f) {
 
 void Receiver::FinishFile(RxFile& f, const Status& s) {
   f.terminal = true;
+  f.assemblies.clear();
   ClosePart(f);
   MutexLock lock(&mu_);
   // Forgotten once finished (the holders of its shared_ptr keep it alive until they are done), so
@@ -941,9 +1082,10 @@ void Receiver::FinishFile(RxFile& f, const Status& s) {
   } else {
     PORO_LOG(WARNING) << "file " << Display(f.final_rel) << " failed: " << s.ToString();
     dp_.stats->files_failed++;
+    if (s.retryable()) dp_.stats->files_failed_retryable++;
     dp_.stats->AddFailure(Display(f.final_rel), std::string(s.message()));
   }
-  dones_.push_back(proto::FileDone{f.entry.id, s.code(), dp_.PeerMessage(s)});
+  dones_.push_back(proto::FileDone{f.entry.id, s.code(), dp_.PeerMessage(s), s.retryable()});
   NotifyIfAllDone();
 }
 
@@ -960,7 +1102,9 @@ Status Receiver::CommitBatch(std::vector<std::shared_ptr<RxFile>>& batch) {
     MutexLock lock(&f.mu);
     auto cleanup = [&](const Status& s) PORO_REQUIRES(f.io_mu, f.mu) {
       auto dir = dircache_.Get(f.dir_rel);
-      if (dir.has_value() && s.code() != Code::kUnavailable) {
+      // A retryable failure (the session lost, a chunk that kept arriving corrupt) keeps the part
+      // file and its journal: the next attempt resumes from the verified chunks.
+      if (dir.has_value() && !s.retryable()) {
         ::unlinkat((*dir)->fd.get(), PartName(f.name).c_str(), 0);
         ::unlinkat((*dir)->fd.get(), JournalName(f.name).c_str(), 0);
       }

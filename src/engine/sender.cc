@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -50,7 +51,19 @@ struct SrcFile {
   bool planned = false;  // PLAN arrived for it
   bool done = false;     // FILE_DONE arrived: the receiver has finished with it (nothing more is sent)
   bool queued = false;   // in work_ (under mu_)
-  std::atomic<unsigned> inflight{0};  // O_DIRECT reads in reads_ that point here
+  std::atomic<unsigned> inflight{0};           // O_DIRECT reads in reads_ that point here
+  std::unordered_map<uint64_t, unsigned> bad;  // BAD_CHUNKs per chunk index (their re-sends back off)
+};
+
+// A chunk, or a piece of it, the receiver asked for again (BAD_CHUNK).
+struct Resend {
+  uint64_t id = 0;
+  uint64_t index = 0;
+  uint64_t offset = 0;  // the region asked for: the whole chunk, or one piece
+  uint32_t length = 0;
+  int avoid = -1;       // the stream the bad copy came on
+  bool pieces = false;  // send the whole chunk in pieces
+  std::chrono::steady_clock::time_point not_before;
 };
 
 // One message for a channel: its payload is either in a pool buffer (`buf`) or, on the buffered
@@ -60,7 +73,13 @@ struct SendItem {
   io::Buffer buf;
   bool eos = false;
   std::shared_ptr<UniqueFd> file;
+  // A piece: its payload is at shared_off in a buffer the chunk's pieces share.
+  std::shared_ptr<io::Buffer> shared;
+  size_t shared_off = 0;
+  int avoid = -1;  // a re-send: not on this channel, if there is another
 };
+
+bool HasPayload(ChunkKind k) { return k == ChunkKind::kData || k == ChunkKind::kPiece; }
 
 class Sender {
  public:
@@ -85,14 +104,23 @@ class Sender {
   Status Complete(const io::Completion& c);
   // `buf`: a pool buffer to read the chunk into (sealed sessions), or none (clear: hash through a
   // small buffer, the channel sends the chunk with sendfile).
-  void HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend, io::Buffer buf);
+  void HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend, io::Buffer buf,
+                    int avoid);
+  // Sends again, in pieces, what `r` asks for (the whole chunk, or one piece): read into one pool buffer
+  // the pieces share. Sets *no_buffer (and sends nothing) if no buffer is free now.
+  void SendPieces(SrcFile& f, const Resend& r, bool* no_buffer);
+  // Reads [offset, offset + out.size()) of f's source (direct or buffered) into a pool buffer.
+  Status ReadSource(SrcFile& f, uint64_t offset, std::span<std::byte> out);
+  // The first re-send due now (resend_.end() if none); when the next is due (max() if none).
+  std::deque<Resend>::iterator DueResend(std::chrono::steady_clock::time_point now) PORO_REQUIRES(mu_);
+  std::chrono::steady_clock::time_point NextResend() const PORO_REQUIRES(mu_);
   // A pool buffer for the reader, leaving SenderReserve() to the daemon's receivers. With reads in
   // flight it does not wait (an invalid Buffer if none is free: the caller completes those reads
   // first, which frees buffers; waiting while holding them could deadlock the daemon's senders on
   // each other); with none, it waits up to 60 s.
   Result<io::Buffer> TakeBuffer();
   // Puts back the chunk the reader had picked (IssueReads could not get a buffer for it).
-  void Unpick(SrcFile& f, uint64_t index, bool resend) PORO_EXCLUDES(mu_);
+  void Unpick(SrcFile& f, const std::optional<Resend>& resend) PORO_EXCLUDES(mu_);
   // Records a hashed chunk (or a hole, announced without payload): skip it if the receiver has it,
   // else queue it; ends the file when its last chunk is accounted for. Re-sends only queue.
   void Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item,
@@ -142,7 +170,7 @@ class Sender {
   uint64_t entries_sent_ PORO_GUARDED_BY(mu_) = 0, entries_planned_ PORO_GUARDED_BY(mu_) = 0;
   uint64_t entries_finished_ PORO_GUARDED_BY(mu_) = 0;  // planned FAIL/SKIP/DONE, or reported in FILE_DONE
   std::deque<SrcFile*> work_ PORO_GUARDED_BY(mu_);      // planned regular files, in order
-  std::deque<std::pair<uint64_t, uint64_t>> resend_ PORO_GUARDED_BY(mu_);  // (file id, chunk index)
+  std::deque<Resend> resend_ PORO_GUARDED_BY(mu_);
   // The entries announced and not yet forgotten: an entry is erased once finished (PLAN FAIL/SKIP/
   // DONE, or FILE_DONE once the reader no longer points at it), so the sender holds about
   // announce_ahead entries whatever the size of the tree.
@@ -167,6 +195,7 @@ class Sender {
     uint32_t len;
     io::Buffer buf;
     bool resend;
+    int avoid;
   };
   std::unordered_map<uint64_t, ReadOp> reads_;
   uint64_t next_tag_ = 1;
@@ -432,6 +461,7 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
           dp_.stats->bytes_done += it->second->entry.size;
         } else {
           dp_.stats->files_failed++;
+          if (d.retryable) dp_.stats->files_failed_retryable++;
           dp_.stats->AddFailure(
               it->second->entry.path.empty() ? root_.Display(it->second->rel) : it->second->entry.path,
               d.message);
@@ -458,8 +488,29 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       if (it == files_.end() || bad.index >= it->second->chunks) {
         return Status::Protocol("BAD_CHUNK names an unknown chunk");
       }
+      SrcFile& sf = *it->second;
+      const uint64_t chunk_off = bad.index * uint64_t(opts_.chunk_size);
+      const uint64_t chunk_len = std::min<uint64_t>(opts_.chunk_size, sf.entry.size - chunk_off);
+      const bool whole = bad.offset == chunk_off && bad.length == chunk_len;
+      const bool piece =
+          bad.offset >= chunk_off && bad.offset - chunk_off < chunk_len &&
+          (bad.offset - chunk_off) % proto::kPieceSize == 0 &&
+          bad.length == std::min<uint64_t>(proto::kPieceSize, chunk_off + chunk_len - bad.offset);
+      if (!(whole || (piece && !(bad.flags & proto::kBadChunkPieces))) ||
+          bad.stream >= dp_.channels->size()) {
+        return Status::Protocol("BAD_CHUNK names a bad region or stream of chunk " +
+                                std::to_string(bad.index));
+      }
       dp_.stats->chunks_corrupt++;
-      resend_.emplace_back(bad.id, bad.index);
+      // The first copy again at once (on another stream); then with a backoff that doubles, from
+      // 25 ms up to 1 s, so a burst of damage on the path can pass.
+      const unsigned n = ++sf.bad[bad.index];
+      const auto delay = n < 2 ? std::chrono::milliseconds(0)
+                               : std::min(std::chrono::milliseconds(1000),
+                                          std::chrono::milliseconds(25) * (1u << std::min(n - 2, 6u)));
+      resend_.push_back(Resend{bad.id, bad.index, bad.offset, bad.length, bad.stream,
+                               (bad.flags & proto::kBadChunkPieces) != 0,
+                               std::chrono::steady_clock::now() + delay});
       cv_.NotifyAll();
       return Status::OK();
     }
@@ -525,10 +576,12 @@ void Sender::Dispatch(SendItem item) {
     return !error_.ok();
   });
   const size_t n = queues_.size();
-  size_t best = rr_ % n;  // ties rotate, so idle channels take turns
+  // A re-send avoids the stream its bad copy came on (a damaged path may be one connection's).
+  const size_t avoid = n > 1 && item.avoid >= 0 ? static_cast<size_t>(item.avoid) : n;
+  size_t best = rr_ % n == avoid ? (rr_ + 1) % n : rr_ % n;  // ties rotate, so idle channels take turns
   for (size_t k = 1; k < n; ++k) {
     size_t i = (rr_ + k) % n;
-    if (queues_[i]->queued_bytes < queues_[best]->queued_bytes) best = i;
+    if (i != avoid && queues_[i]->queued_bytes < queues_[best]->queued_bytes) best = i;
   }
   rr_++;
   ChannelQueue& q = *queues_[best];
@@ -582,7 +635,7 @@ void Sender::ChannelMain(size_t i) {
 
 Status Sender::SendOn(size_t i, SendItem& item) {
   transport::MessageChannel& ch = *(*dp_.channels)[i];
-  if (dp_.pace && item.header.kind == ChunkKind::kData && !dp_.pace(item.header.length)) {
+  if (dp_.pace && HasPayload(item.header.kind) && !dp_.pace(item.header.length)) {
     return dp_.CancelStatus();
   }
   std::array<std::byte, proto::kSealedChunkHeaderSize> hdr;
@@ -597,8 +650,10 @@ Status Sender::SendOn(size_t i, SendItem& item) {
   if (!sent) {
     s = item.file ? ReadPayload(item) : Status::OK();
     std::span<std::byte> payload;
-    if (item.header.kind == ChunkKind::kData && s.ok())
-      payload = std::span(item.buf.data(), item.header.length);
+    if (HasPayload(item.header.kind) && s.ok()) {
+      std::byte* p = item.shared ? item.shared->data() + item.shared_off : item.buf.data();
+      payload = std::span(p, item.header.length);
+    }
     if (s.ok() && !seals_.empty()) {
       // Sealed in the pool buffer just before it goes out: the transport carries sealed bytes only.
       s = seals_[i].Seal(hdr, payload);
@@ -607,11 +662,12 @@ Status Sender::SendOn(size_t i, SendItem& item) {
     if (s.ok()) s = ch.Send(header, payload, send_opts_);
   }
   item.file.reset();
+  item.shared.reset();
   if (s.code() == Code::kDeadlineExceeded && send_opts_.idle_timeout.count() > 0) {
     s = PeerStoppedAnswering("took no data", send_opts_.idle_timeout);
   }
   if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
-  if (item.header.kind == ChunkKind::kData) dp_.stats->bytes_sent += item.header.length;
+  if (HasPayload(item.header.kind)) dp_.stats->bytes_sent += item.header.length;
   return Status::OK();
 }
 
@@ -677,13 +733,23 @@ Result<io::Buffer> Sender::TakeBuffer() {
   return dp_.pool->Acquire(std::chrono::milliseconds(60000), reserve);
 }
 
-void Sender::Unpick(SrcFile& f, uint64_t index, bool resend) {
+void Sender::Unpick(SrcFile& f, const std::optional<Resend>& resend) {
   if (!resend) {
     f.next--;
     return;
   }
   MutexLock lock(&mu_);
-  resend_.push_front({f.entry.id, index});
+  resend_.push_front(*resend);
+}
+
+std::deque<Resend>::iterator Sender::DueResend(std::chrono::steady_clock::time_point now) {
+  return std::find_if(resend_.begin(), resend_.end(), [&](const Resend& r) { return r.not_before <= now; });
+}
+
+std::chrono::steady_clock::time_point Sender::NextResend() const {
+  auto t = std::chrono::steady_clock::time_point::max();
+  for (const Resend& r : resend_) t = std::min(t, r.not_before);
+  return t;
 }
 
 Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
@@ -693,20 +759,19 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
   while (reads_.size() < opts_.read_ahead && buffered < 16 && ends_.size() < 128) {
     SrcFile* f = nullptr;
     uint64_t index = 0;
-    bool resend = false;
+    std::optional<Resend> re;
     {
       MutexLock lock(&mu_);
       if (!error_.ok()) return error_;
       resending_ = nullptr;  // the previous iteration is done with it (or holds it by `inflight`)
       ReapFinished();
-      if (!resend_.empty()) {
-        auto [id, idx] = resend_.front();
-        resend_.pop_front();
-        auto it = files_.find(id);
+      if (auto due = DueResend(std::chrono::steady_clock::now()); due != resend_.end()) {
+        re = *due;
+        resend_.erase(due);
+        auto it = files_.find(re->id);
         if (it == files_.end() || it->second->done) continue;  // the receiver has finished with it since
         f = it->second.get();
-        index = idx;
-        resend = true;
+        index = re->index;
         resending_ = f;
       } else {
         // A file the receiver has already finished (failed it early, e.g. it could not create it)
@@ -735,14 +800,27 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
         continue;
       }
     }
+    const bool resend = re.has_value();
+    const int avoid = re ? re->avoid : -1;
     if (!resend) f->next++;
     uint64_t offset = index * opts_.chunk_size;
     uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(opts_.chunk_size, f->entry.size - offset));
+    if (re && (re->pieces || re->length != len)) {
+      bool no_buffer = false;
+      SendPieces(*f, *re, &no_buffer);
+      if (no_buffer) {  // complete the reads in flight first (they free buffers)
+        Unpick(*f, re);
+        break;
+      }
+      continue;
+    }
     // Sparse files: a chunk that lies entirely in a hole is announced, not read or sent.
     if (f->maybe_sparse) {
       off_t data = ::lseek(f->fd->get(), static_cast<off_t>(offset), SEEK_DATA);
       if ((data < 0 && errno == ENXIO) || (data >= 0 && static_cast<uint64_t>(data) >= offset + len)) {
-        Hashed(*f, index, len, zero_.Get(len), resend, SendItem{}, ChunkKind::kHole);
+        SendItem hole;
+        hole.avoid = avoid;
+        Hashed(*f, index, len, zero_.Get(len), resend, std::move(hole), ChunkKind::kHole);
         continue;
       }
     }
@@ -753,17 +831,17 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
       if (!seals_.empty()) {
         PORO_ASSIGN_OR_RETURN(sealbuf, TakeBuffer());
         if (!sealbuf.valid()) {
-          Unpick(*f, index, resend);
+          Unpick(*f, re);
           break;
         }
       }
-      HashBuffered(*f, index, offset, len, resend, std::move(sealbuf));
+      HashBuffered(*f, index, offset, len, resend, std::move(sealbuf), avoid);
       buffered++;
       continue;
     }
     PORO_ASSIGN_OR_RETURN(io::Buffer buf, TakeBuffer());
     if (!buf.valid()) {  // none free now: complete the reads in flight first (they free buffers)
-      Unpick(*f, index, resend);
+      Unpick(*f, re);
       break;
     }
     if (buf.capacity() < len) return Status::Internal("buffer pool buffers are smaller than the chunk size");
@@ -776,7 +854,7 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
       PORO_ASSIGN_OR_RETURN(q, io::CreateIoQueue(qo));
     }
     PORO_RETURN_IF_ERROR(q->SubmitRead(f->fd->get(), offset, std::span(buf.data(), io_len), tag));
-    reads_.emplace(tag, ReadOp{f, index, len, std::move(buf), resend});
+    reads_.emplace(tag, ReadOp{f, index, len, std::move(buf), resend, avoid});
     f->inflight++;  // before mu_ is next released with current_/resending_ moved on
   }
   return Status::OK();
@@ -804,18 +882,20 @@ Status Sender::Complete(const io::Completion& c) {
   Digest128 d = Xxh3_128(std::span<const std::byte>(op.buf.data(), op.len));
   SendItem item;
   item.buf = std::move(op.buf);
+  item.avoid = op.avoid;
   Hashed(f, op.index, op.len, d, op.resend, std::move(item));
   return Status::OK();
 }
 
 void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t len, bool resend,
-                          io::Buffer buf) {
+                          io::Buffer buf, int avoid) {
   // Clear: hash through a small buffer and let the channel sendfile the chunk from the page cache.
   // Sealed: the channel must seal the bytes in a buffer anyway, so they are read into that pool
   // buffer here once, each piece hashed while it is in the cache (instead of a second read at send).
   SendItem item;
   std::span<std::byte> dest;
   item.buf = std::move(buf);
+  item.avoid = avoid;
   if (!item.buf.valid() && hash_buf_.empty()) hash_buf_.resize(256 << 10);
   hasher_.Reset();
   for (uint64_t done = 0; done < len;) {
@@ -831,6 +911,67 @@ void Sender::HashBuffered(SrcFile& f, uint64_t index, uint64_t offset, uint32_t 
   }
   if (!item.buf.valid()) item.file = f.fd;
   Hashed(f, index, len, hasher_.Finish(), resend, std::move(item));
+}
+
+Status Sender::ReadSource(SrcFile& f, uint64_t offset, std::span<std::byte> out) {
+  if (!f.direct) return io::PreadFull(f.fd->get(), offset, out, root_.Display(f.rel));
+  // O_DIRECT: whole aligned blocks (the pool's buffers are aligned and long enough); at the end of the
+  // file the last read comes back short.
+  const size_t want = io::RoundUpToDirectAlign(out.size());
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::pread(f.fd->get(), out.data() + got, want - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::IoError("read " + root_.Display(f.rel), errno);
+    if (n == 0) return Status::DataLoss("source shrank during the transfer: " + root_.Display(f.rel));
+    got += static_cast<size_t>(n);
+  }
+  return Status::OK();
+}
+
+void Sender::SendPieces(SrcFile& f, const Resend& r, bool* no_buffer) {
+  const uint64_t chunk_off = r.index * uint64_t(opts_.chunk_size);
+  const uint64_t chunk_len = std::min<uint64_t>(opts_.chunk_size, f.entry.size - chunk_off);
+  const uint64_t off = r.pieces ? chunk_off : r.offset;
+  const uint64_t len = r.pieces ? chunk_len : r.length;
+  Result<io::Buffer> taken = TakeBuffer();
+  if (!taken.has_value() || !taken->valid()) {
+    *no_buffer = taken.has_value();
+    if (!taken.has_value()) FailFile(f, taken.error());
+    return;
+  }
+  auto buf = std::make_shared<io::Buffer>(std::move(*taken));
+  if (buf->capacity() < io::RoundUpToDirectAlign(len)) {
+    FailFile(f, Status::Internal("buffer pool buffers are smaller than the chunk size"));
+    return;
+  }
+  Status s = ReadSource(f, off, std::span(buf->data(), len));
+  if (!s.ok()) {
+    FailFile(f, s.WithSide(Side::kSource));
+    return;
+  }
+  // The whole chunk was read: it must still be what was announced (a piece alone cannot be checked
+  // here; the receiver's file digest check catches a source changed under it).
+  if (r.pieces && !(Xxh3_128(std::span<const std::byte>(buf->data(), len)) == f.digests[r.index])) {
+    FailFile(f, Status::DataLoss("source changed during the transfer: " + root_.Display(f.rel)));
+    return;
+  }
+  for (uint64_t at = 0; at < len; at += proto::kPieceSize) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(proto::kPieceSize, len - at));
+    SendItem item;
+    item.shared = buf;
+    item.shared_off = static_cast<size_t>(at);
+    item.avoid = r.avoid;
+    item.header = ChunkHeader{
+        ChunkKind::kPiece,
+        f.entry.id,
+        r.index,
+        off + at,
+        n,
+        proto::PieceDigest(std::span<const std::byte>(buf->data() + at, n), f.entry.id, off + at)};
+    dp_.stats->bytes_resent += n;
+    Dispatch(std::move(item));
+  }
 }
 
 void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d, bool resend, SendItem item,
@@ -903,9 +1044,13 @@ Status Sender::ReaderLoop() {
       continue;
     }
     if (summary_) return Status::OK();
-    cv_.WaitFor(&mu_, std::chrono::milliseconds(200), [&]() PORO_REQUIRES(mu_) {
-      return !work_.empty() || !resend_.empty() || CurrentHasWork() || summary_ || !error_.ok() ||
-             Cancelled() || (walk_done_ && batches_out_ == 0 && !end_sent_);
+    const auto now = std::chrono::steady_clock::now();
+    const auto wait = std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200),
+                                                                    std::max(NextResend(), now) - now);
+    cv_.WaitFor(&mu_, std::chrono::duration_cast<std::chrono::milliseconds>(wait), [&]() PORO_REQUIRES(mu_) {
+      return !work_.empty() || DueResend(std::chrono::steady_clock::now()) != resend_.end() ||
+             CurrentHasWork() || summary_ || !error_.ok() || Cancelled() ||
+             (walk_done_ && batches_out_ == 0 && !end_sent_);
     });
   }
 }
@@ -940,7 +1085,9 @@ Result<nlohmann::json> Sender::Run() {
   if (s.ok()) {
     for (size_t i = 0; i < n; ++i) {
       MutexLock lock(&sched_mu_);
-      SendItem eos{ChunkHeader{ChunkKind::kEos, 0, 0, 0, 0, {}}, io::Buffer(), true, nullptr};
+      SendItem eos;
+      eos.header = ChunkHeader{ChunkKind::kEos, 0, 0, 0, 0, {}};
+      eos.eos = true;
       queues_[i]->items.push_back(std::move(eos));
       queued_items_++;
       queues_[i]->cv.NotifyAll();

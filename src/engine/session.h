@@ -43,7 +43,9 @@ struct EngineOptions {
   uint64_t announce_ahead = 16384;                  // sender: entries announced and not yet finished
   std::chrono::milliseconds journal_interval{500};  // receiver: journal at least this often
   uint64_t journal_bytes = 256ull << 20;            // ... or after this many bytes written
-  unsigned max_chunk_retries = 3;                   // receiver: corrupt copies of one chunk tolerated
+  // Receiver: corrupt copies of one chunk tolerated (whole copies and pieces of it counted together);
+  // one more fails the file for this attempt (retryable: the transfer is tried again).
+  unsigned max_chunk_retries = 16;
 };
 
 struct DataPath {

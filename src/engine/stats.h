@@ -17,10 +17,11 @@ struct StatsSnapshot {
   uint64_t files_done = 0, bytes_done = 0;        // committed at the destination (incl. skipped)
   uint64_t files_skipped = 0, bytes_skipped = 0;  // already there (--sync, --skip-existing)
   uint64_t files_failed = 0;
-  uint64_t bytes_sent = 0;        // payload bytes moved on data channels this attempt
-  uint64_t bytes_resumed = 0;     // found durable at the destination (journal)
-  uint64_t chunks_corrupt = 0;    // failed verification at the receiver, re-sent
-  uint64_t bytes_resent = 0;      // payload sent again (corruption, earlier attempts)
+  uint64_t files_failed_retryable = 0;  // of those, failed for a reason worth another attempt (bad path)
+  uint64_t bytes_sent = 0;              // payload bytes moved on data channels this attempt
+  uint64_t bytes_resumed = 0;           // found durable at the destination (journal)
+  uint64_t chunks_corrupt = 0;          // failed verification at the receiver, re-sent
+  uint64_t bytes_resent = 0;            // payload sent again (corruption, earlier attempts)
   uint64_t specials_skipped = 0;  // FIFOs, sockets and devices in a tree: not copied (named in Specials())
   bool walk_done = false;
   nlohmann::json ToJson() const;
@@ -33,6 +34,7 @@ class TransferStats {
   std::atomic<uint64_t> files_done{0}, bytes_done{0};
   std::atomic<uint64_t> files_skipped{0}, bytes_skipped{0};
   std::atomic<uint64_t> files_failed{0};
+  std::atomic<uint64_t> files_failed_retryable{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_resumed{0};
   std::atomic<uint64_t> chunks_corrupt{0};

@@ -203,6 +203,7 @@ std::vector<std::byte> EncodeFileDones(const std::vector<FileDone>& v) {
     e.Var(f.id);
     e.U8(static_cast<uint8_t>(f.code));
     e.Bytes(f.message);
+    e.U8(f.retryable ? 1 : 0);
   }
   return e.Take();
 }
@@ -217,6 +218,9 @@ Result<std::vector<FileDone>> DecodeFileDones(std::span<const std::byte> body) {
     f.id = d.Var();
     f.code = CodeFromWire(d.U8());
     f.message = d.Bytes(8192);
+    uint8_t retryable = d.U8();
+    if (retryable > 1) return Status::Protocol("FILE_DONE retryable flag out of range");
+    f.retryable = retryable == 1;
     if (d.ok()) out.push_back(std::move(f));
   }
   PORO_RETURN_IF_ERROR(d.Finish("FILE_DONE"));
@@ -227,6 +231,10 @@ std::vector<std::byte> EncodeBadChunk(const BadChunk& b) {
   Encoder e;
   e.Var(b.id);
   e.Var(b.index);
+  e.Var(b.offset);
+  e.Var(b.length);
+  e.Var(b.stream);
+  e.U8(b.flags);
   return e.Take();
 }
 
@@ -235,8 +243,24 @@ Result<BadChunk> DecodeBadChunk(std::span<const std::byte> body) {
   BadChunk b;
   b.id = d.Var();
   b.index = d.Var();
+  b.offset = d.Var();
+  uint64_t length = d.Var();
+  uint64_t stream = d.Var();
+  b.flags = d.U8();
   PORO_RETURN_IF_ERROR(d.Finish("BAD_CHUNK"));
+  if (length == 0 || length > UINT32_MAX) return Status::Protocol("BAD_CHUNK length out of range");
+  if (stream > UINT16_MAX) return Status::Protocol("BAD_CHUNK stream out of range");
+  if ((b.flags & ~kBadChunkPieces) != 0) return Status::Protocol("BAD_CHUNK has unknown flags");
+  b.length = static_cast<uint32_t>(length);
+  b.stream = static_cast<uint16_t>(stream);
   return b;
+}
+
+Digest128 PieceDigest(std::span<const std::byte> data, uint64_t file_id, uint64_t offset) {
+  Digest128 d = Xxh3_128(data);
+  d.hi ^= offset;
+  d.lo ^= file_id;
+  return d;
 }
 
 void EncodeChunkHeader(const ChunkHeader& h, std::span<std::byte, kChunkHeaderSize> out) {
@@ -262,7 +286,7 @@ Result<ChunkHeader> DecodeChunkHeader(std::span<const std::byte> in) {
                             " is not supported");
   }
   uint8_t kind = std::to_integer<uint8_t>(p[1]);
-  if (kind < 1 || kind > 3) return Status::Protocol("chunk header has unknown kind " + std::to_string(kind));
+  if (kind < 1 || kind > 4) return Status::Protocol("chunk header has unknown kind " + std::to_string(kind));
   ChunkHeader h;
   h.kind = static_cast<ChunkKind>(kind);
   h.file_id = DecodeFixed64(p + 4);

@@ -96,11 +96,22 @@ struct FileDone {
   uint64_t id = 0;
   Code code = Code::kOk;
   std::string message;
+  // The failure is worth another attempt of the transfer (a chunk that kept failing verification on
+  // a bad path); the initiator retries a transfer whose failed files are all retryable.
+  bool retryable = false;
 };
 
+// The receiver asks for [offset, offset + length) of chunk `index` again: the whole chunk, or one
+// piece of it. `stream` is the data channel the bad copy came on (the sender prefers another one);
+// kBadChunkPieces asks for the whole chunk in pieces (the receiver has set a buffer aside to gather them).
+inline constexpr uint8_t kBadChunkPieces = 1;
 struct BadChunk {
   uint64_t id = 0;
   uint64_t index = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  uint16_t stream = 0;
+  uint8_t flags = 0;
 };
 
 std::vector<std::byte> EncodeFiles(const std::vector<FileEntry>& entries);
@@ -124,7 +135,17 @@ enum class ChunkKind : uint8_t {
   kData = 1,  // payload = the chunk's bytes
   kHole = 2,  // the chunk reads as zeros (sparse); no payload, digest of `length` zero bytes
   kEos = 3,   // end of stream: the sender will send nothing more on this channel
+  // One piece of a chunk sent again in pieces (BAD_CHUNK with kBadChunkPieces): offset and length are
+  // the piece's, index the chunk's, digest PieceDigest() of the piece.
+  kPiece = 4,
 };
+
+// A chunk sent again in pieces is cut at multiples of kPieceSize from its start; only chunks longer
+// than one piece are.
+inline constexpr uint32_t kPieceSize = 256u << 10;
+// A piece's digest: its XXH3-128 with the file id and the piece's offset folded in, so a piece that
+// lands at another offset or in another file (a damaged header) fails verification.
+Digest128 PieceDigest(std::span<const std::byte> data, uint64_t file_id, uint64_t offset);
 
 inline constexpr size_t kChunkHeaderSize = 48;
 // At the integrity and private levels every data-channel message is sealed (crypto::ChunkSeal): the

@@ -55,9 +55,9 @@ class TmpfsMount {
 
 TEST_SUITE("integration.faults") {
   // The injector corrupts the payload messages numbered N, 2N, ... of a daemon (holes carry no
-  // payload), and every corrupt copy is re-sent once, so a file of C chunks sees exactly c corrupt
-  // copies, c the fixed point of c = floor((C + c) / N) reached from c = floor(C / N). Choosing
-  // c < 4 keeps these tests deterministic: the receiver gives a chunk up after its 4th corrupt copy.
+  // payload). A file's chunks go out first, then each copy asked for again, in order; a chunk whose
+  // second copy is corrupt too comes a third time in pieces (four of 256 KiB for a 1 MiB chunk), and
+  // a corrupt piece comes again alone. The counts below follow from that order.
   TEST_CASE("corrupted chunks are detected and re-sent and the copies are identical") {
     TestFederation fed;
     DaemonOptions corrupting;
@@ -67,7 +67,9 @@ TEST_SUITE("integration.faults") {
     DaemonProcess& b = *p.b;
     CHECK(a.Log().find("FAULT INJECTION ACTIVE") != std::string::npos);
 
-    const uint64_t size = 4 * kMiB + kMiB / 2;  // 5 chunks of 1 MiB: messages 3 and 6 are corrupted
+    // 5 chunks of 1 MiB: message 3 (chunk 2) is corrupted, and 6 (chunk 2 again), so chunk 2 comes
+    // in pieces (messages 7 to 10), of which 9 is corrupted and sent again (11): 3 corrupt copies.
+    const uint64_t size = 4 * kMiB + kMiB / 2;
     WriteRandomFile(a.Path("pushed.bin"), size, 5, 0644);
     CliResult r = Cli(a, {"cp", "--chunk", "1MiB", "--json", a.Path("pushed.bin"), "b:/pushed.bin"});
     {
@@ -75,7 +77,7 @@ TEST_SUITE("integration.faults") {
       REQUIRE(r.exit_code == 0);
       auto rec = r.Json();
       CHECK(rec["state"] == "succeeded");
-      CHECK(rec["progress"]["chunks_corrupt"] == 2);
+      CHECK(rec["progress"]["chunks_corrupt"] == 3);
       CHECK(rec["progress"]["bytes_resent"].get<uint64_t>() >= kMiB / 2);
       auto diffs = CompareTrees(a.Path("pushed.bin"), b.Path("pushed.bin"));
       CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
@@ -87,7 +89,7 @@ TEST_SUITE("integration.faults") {
     {
       INFO(r.Describe());
       REQUIRE(r.exit_code == 0);
-      CHECK(r.Json()["progress"]["chunks_corrupt"] == 2);
+      CHECK(r.Json()["progress"]["chunks_corrupt"] == 3);
       auto diffs = CompareTrees(b.Path("pulled.bin"), a.Path("pulled.bin"));
       CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
     }

@@ -126,6 +126,69 @@ TEST_CASE_FIXTURE(Fixture,
   }
 }
 
+// An attempt that ends with `failed` files, `retryable` of them failed by a corrupting path, after
+// `corrupt` corrupt copies.
+Result<json> EndWithFailures(Transfer& t, uint64_t failed, uint64_t retryable, uint64_t corrupt) {
+  auto stats = std::make_shared<engine::TransferStats>();
+  stats->files_failed = failed;
+  stats->files_failed_retryable = retryable;
+  stats->chunks_corrupt = corrupt;
+  stats->bytes_sent = 1ull << 30;
+  MutexLock lock(&t.mu);
+  t.stats = std::move(stats);
+  return json{{"files_failed", failed}};
+}
+
+TEST_CASE_FIXTURE(Fixture,
+                  "files that failed on a corrupting path are retried with the transfer, others are not") {
+  SUBCASE("every failed file is retryable: another attempt, which succeeds") {
+    std::atomic<int> calls{0};
+    TransferManager m(
+        Opts(),
+        [&](Transfer& t) -> Result<json> {
+          if (calls.fetch_add(1) == 0) return EndWithFailures(t, 1, 1, 17);
+          return EndWithFailures(t, 0, 0, 2);
+        },
+        &workers);
+    REQUIRE(m.Open().ok());
+    auto t = NewTransfer("c1");
+    REQUIRE(m.Submit(t).ok());
+    m.WaitEnded(*t, std::chrono::seconds(10));
+    CHECK(StateOf(*t) == TransferState::kSucceeded);
+    CHECK(AttemptsOf(*t) == 2);
+    json v = t->View();
+    CHECK(v["progress"]["chunks_corrupt_all_attempts"] == 19);
+    CHECK(v["progress"]["corrupt_chunks_per_gib"].get<double>() == doctest::Approx(9.5));
+  }
+  SUBCASE("one failed file is not retryable: failed at once") {
+    std::atomic<int> calls{0};
+    TransferManager m(
+        Opts(), [&](Transfer& t) -> Result<json> { return calls++, EndWithFailures(t, 2, 1, 17); }, &workers);
+    REQUIRE(m.Open().ok());
+    auto t = NewTransfer("c2");
+    REQUIRE(m.Submit(t).ok());
+    m.WaitEnded(*t, std::chrono::seconds(10));
+    CHECK(StateOf(*t) == TransferState::kFailed);
+    CHECK(calls.load() == 1);
+  }
+  SUBCASE("a path that stays bad spends the retry budget, then the transfer fails saying why") {
+    std::atomic<int> calls{0};
+    TransferManager m(
+        Opts(), [&](Transfer& t) -> Result<json> { return calls++, EndWithFailures(t, 1, 1, 17); }, &workers);
+    REQUIRE(m.Open().ok());
+    auto t = NewTransfer("c3");
+    REQUIRE(m.Submit(t).ok());
+    m.WaitEnded(*t, std::chrono::seconds(20));
+    CHECK(StateOf(*t) == TransferState::kFailed);
+    CHECK(calls.load() == 4);  // the first attempt and retry_attempts = 3 more
+    MutexLock lock(&t->mu);
+    CHECK(t->error ==
+          "1 file(s) could not be transferred (chunks kept failing verification on the path; 4 attempts "
+          "spent)");
+    CHECK(t->error_code == "FilesFailed");
+  }
+}
+
 TEST_CASE_FIXTURE(Fixture, "the retry budget ends a transfer that keeps failing") {
   std::atomic<int> calls{0};
   TransferManager m(

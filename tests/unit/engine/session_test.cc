@@ -16,7 +16,9 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +33,23 @@ namespace {
 
 using proto::MsgType;
 using test::ConnectedTcpPair;
+
+// n pseudo-random bytes (splitmix64 from `seed`).
+std::string PseudoRandom(size_t n, uint64_t seed) {
+  std::string out(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    out[i] = static_cast<char>(z ^ (z >> 31));
+  }
+  return out;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 void WriteBytes(const std::string& path, size_t size) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
@@ -51,7 +70,9 @@ class EngineRun {
   using RunFn = Result<nlohmann::json> (*)(const ExportRoot&, const std::string&, const EngineOptions&,
                                            const DataPath&);
 
-  EngineRun(const std::string& root_path, size_t buffers, RunFn run, const std::string& rel) {
+  EngineRun(const std::string& root_path, size_t buffers, RunFn run, const std::string& rel,
+            uint32_t chunk_size = kChunk)
+      : chunk(chunk_size) {
     auto root = ExportRoot::Create(root_path);
     REQUIRE(root.has_value());
     root_ = std::make_unique<ExportRoot>(std::move(*root));
@@ -61,10 +82,10 @@ class EngineRun {
     auto [da, db] = ConnectedTcpPair();
     channels_.push_back(transport::MakeTcpMessageChannel(std::move(da)));
     data = transport::MakeTcpMessageChannel(std::move(db));
-    auto pool = io::BufferPool::Create(kChunk, buffers);
+    auto pool = io::BufferPool::Create(chunk, buffers);
     REQUIRE(pool.has_value());
     pool_ = std::move(*pool);
-    opts_.chunk_size = kChunk;
+    opts_.chunk_size = chunk;
     DataPath dp;
     dp.ctl = engine_ctl_.get();
     dp.channels = &channels_;
@@ -90,6 +111,7 @@ class EngineRun {
     return std::move(result_);
   }
 
+  const uint32_t chunk;                             // the session's chunk size
   std::unique_ptr<ControlChannel> ctl;              // the test's end
   std::unique_ptr<transport::MessageChannel> data;  // the test's end of the one data channel
   TransferStats stats;
@@ -108,8 +130,8 @@ class EngineRun {
 // One sender session; the test plays the receiver.
 class SenderRun : public EngineRun {
  public:
-  SenderRun(const std::string& root_path, const std::string& src_rel)
-      : EngineRun(root_path, 16, &RunSender, src_rel) {}
+  SenderRun(const std::string& root_path, const std::string& src_rel, uint32_t chunk_size = kChunk)
+      : EngineRun(root_path, 16, &RunSender, src_rel, chunk_size) {}
 
   proto::ControlFrame Expect(MsgType type) {
     auto f = ctl->Receive();
@@ -127,6 +149,23 @@ class SenderRun : public EngineRun {
   }
   void Done(const std::vector<proto::FileDone>& dones) {
     REQUIRE(ctl->Send(MsgType::kFileDone, proto::EncodeFileDones(dones)).ok());
+  }
+  // The next data message: its header and payload.
+  std::pair<proto::ChunkHeader, std::vector<std::byte>> NextData() {
+    std::vector<std::byte> payload(chunk);
+    std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr{};
+    size_t got = 0;
+    auto r = data->Receive(hdr,
+                           [&](std::span<const std::byte>, size_t n) -> Result<std::span<std::byte>> {
+                             got = n;
+                             return std::span(payload);
+                           },
+                           chunk, {});
+    REQUIRE_MESSAGE(r.has_value(), r.error().ToString());
+    auto h = proto::DecodeChunkHeader(std::span<const std::byte>(hdr.data(), r->header_len));
+    REQUIRE(h.has_value());
+    payload.resize(got);
+    return {*h, std::move(payload)};
   }
   // Reads data messages until the end-of-stream message; returns the data chunks' count.
   uint64_t DrainData() {
@@ -220,13 +259,58 @@ TEST_SUITE("engine: sender") {
     run.Plan({proto::PlanEntry{id, proto::PlanAction::kSendAll, Code::kOk, "", {}}});
     run.Expect(MsgType::kFileEnd);
     run.Done({proto::FileDone{id, Code::kDataLoss, "source shrank"}});
-    REQUIRE(run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{id, 0})).ok());
+    REQUIRE(
+        run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{id, 0, 0, 100, 0, 0})).ok());
     run.Expect(MsgType::kEnd);
     REQUIRE(run.ctl->Send(MsgType::kSummary, proto::EncodeSummary(proto::Summary{.files_failed = 1})).ok());
     CHECK(run.DrainData() == 1);  // the first copy only
     auto r = run.Join();
     CHECK_MESSAGE(r.has_value(), r.error().ToString());
     CHECK(run.stats.bytes_resent.load() == 0);
+  }
+
+  TEST_CASE(
+      "BAD_CHUNK asking for pieces gets the chunk in pieces, each with its own digest; a bad piece comes "
+      "alone") {
+    test::TempDir tmp;
+    constexpr uint32_t kBig = 1u << 20;  // four pieces
+    const uint32_t p = proto::kPieceSize;
+    WriteBytes(tmp / "a.bin", kBig + 1000);
+    const std::string content = Slurp(tmp / "a.bin");
+    const auto bytes = std::as_bytes(std::span(content));
+    SenderRun run(tmp.path(), "a.bin", kBig);
+    auto files = run.ExpectFiles();
+    REQUIRE(files.size() == 1);
+    const uint64_t id = files[0].id;
+    run.Plan({proto::PlanEntry{id, proto::PlanAction::kSendAll, Code::kOk, "", {}}});
+    for (int i = 0; i < 2; ++i) CHECK(run.NextData().first.kind == proto::ChunkKind::kData);
+    run.Expect(MsgType::kFileEnd);
+    auto expect_piece = [&](uint64_t offset) {
+      auto [h, payload] = run.NextData();
+      CHECK(h.kind == proto::ChunkKind::kPiece);
+      CHECK(h.file_id == id);
+      CHECK(h.index == 0);
+      CHECK(h.offset == offset);
+      REQUIRE(h.length == p);
+      CHECK(h.digest == proto::PieceDigest(bytes.subspan(offset, p), id, offset));
+      CHECK((payload == std::vector<std::byte>(bytes.begin() + offset, bytes.begin() + offset + p)));
+    };
+    REQUIRE(run.ctl
+                ->Send(MsgType::kBadChunk,
+                       proto::EncodeBadChunk(proto::BadChunk{id, 0, 0, kBig, 0, proto::kBadChunkPieces}))
+                .ok());
+    for (uint64_t k = 0; k < 4; ++k) expect_piece(k * p);
+    REQUIRE(run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{id, 0, 2 * p, p, 0, 0}))
+                .ok());
+    expect_piece(2 * p);
+    // A region that is neither the chunk nor one of its pieces is a protocol error.
+    REQUIRE(
+        run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{id, 0, 4096, p, 0, 0})).ok());
+    auto r = run.Join();
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code() == Code::kProtocol);
+    CHECK(run.stats.chunks_corrupt.load() == 2);
+    CHECK(run.stats.bytes_resent.load() == kBig + p);
   }
 
   TEST_CASE("a PLAN or BAD_CHUNK naming an id not announced yet ends the session with a protocol error") {
@@ -250,8 +334,10 @@ TEST_SUITE("engine: sender") {
       SenderRun run(tmp.path(), "a.bin");
       auto files = run.ExpectFiles();
       REQUIRE(files.size() == 1);
-      REQUIRE(
-          run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{files[0].id + 1, 0})).ok());
+      REQUIRE(run.ctl
+                  ->Send(MsgType::kBadChunk,
+                         proto::EncodeBadChunk(proto::BadChunk{files[0].id + 1, 0, 0, 100, 0, 0}))
+                  .ok());
       auto r = run.Join();
       REQUIRE_FALSE(r.has_value());
       CHECK(r.error().code() == Code::kProtocol);
@@ -365,7 +451,8 @@ TEST_SUITE("engine: sender and the receiver's control messages") {
 // One receiver session in a background thread, writing below <root>/in; the test plays the sender.
 class ReceiverRun : public EngineRun {
  public:
-  explicit ReceiverRun(const std::string& root_path) : EngineRun(root_path, 8, &RunReceiver, "in") {}
+  explicit ReceiverRun(const std::string& root_path, uint32_t chunk_size = kChunk)
+      : EngineRun(root_path, 8, &RunReceiver, "in", chunk_size) {}
 
   proto::ControlFrame Next() {
     while (true) {
@@ -387,7 +474,20 @@ class ReceiverRun : public EngineRun {
   }
   void Chunk(uint64_t id, uint64_t index, std::span<const std::byte> payload, const Digest128& digest) {
     proto::ChunkHeader h{
-        proto::ChunkKind::kData, id, index, index * kChunk, static_cast<uint32_t>(payload.size()), digest};
+        proto::ChunkKind::kData, id, index, index * chunk, static_cast<uint32_t>(payload.size()), digest};
+    std::array<std::byte, proto::kChunkHeaderSize> hdr;
+    proto::EncodeChunkHeader(h, hdr);
+    REQUIRE(data->Send(hdr, payload, {}).ok());
+  }
+  // A piece of chunk `index` at file offset `offset` (its digest: PieceDigest unless `digest` is given).
+  void Piece(uint64_t id, uint64_t index, uint64_t offset, std::span<const std::byte> payload,
+             std::optional<Digest128> digest = std::nullopt) {
+    proto::ChunkHeader h{proto::ChunkKind::kPiece,
+                         id,
+                         index,
+                         offset,
+                         static_cast<uint32_t>(payload.size()),
+                         digest ? *digest : proto::PieceDigest(payload, id, offset)};
     std::array<std::byte, proto::kChunkHeaderSize> hdr;
     proto::EncodeChunkHeader(h, hdr);
     REQUIRE(data->Send(hdr, payload, {}).ok());
@@ -604,9 +704,78 @@ TEST_SUITE("engine: receiver") {
     auto result = run.Join();
     REQUIRE_MESSAGE(result.has_value(), result.error().ToString());
     CHECK(run.stats.chunks_corrupt.load() == retries + 1);
+    // A bad path, not a bad file: worth another attempt, which resumes from what is kept.
+    CHECK(dones[0].retryable);
+    CHECK(run.stats.files_failed_retryable.load() == 1);
     CHECK_FALSE(std::filesystem::exists(tmp / "in/bad"));
     CHECK(std::filesystem::file_size(tmp / "in/good") == 1000);
+    for (const std::string& n : Leftovers(tmp / "in"))
+      CHECK((n == PartName("bad") || n == JournalName("bad")));
+  }
+
+  TEST_CASE("a chunk that fails twice comes again in pieces; a bad piece alone is asked for again") {
+    test::TempDir tmp;
+    constexpr uint32_t kBig = 1u << 20;  // four pieces
+    ReceiverRun run(tmp.path(), kBig);
+    const std::string bytes = PseudoRandom(kBig + 1000, 11);
+    const auto all = std::as_bytes(std::span(bytes));
+    const auto c0 = all.first(kBig), c1 = all.subspan(kBig);
+    auto plan = run.Files({proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""},
+                           proto::FileEntry{2, proto::EntryType::kFile, "f", kBig + 1000, 0644, 0, ""}});
+    REQUIRE(plan.size() == 2);
+    auto expect_bad = [&](uint64_t offset, uint32_t length, uint8_t flags) {
+      auto bad = proto::DecodeBadChunk(run.Expect(MsgType::kBadChunk).body);
+      REQUIRE(bad.has_value());
+      CHECK(bad->id == 2);
+      CHECK(bad->index == 0);
+      CHECK(bad->offset == offset);
+      CHECK(bad->length == length);
+      CHECK(bad->stream == 0);
+      CHECK(int(bad->flags) == int(flags));
+    };
+    run.Chunk(2, 0, c0, Xxh3_128(c1));  // the first corrupt copy: the whole chunk again
+    expect_bad(0, kBig, 0);
+    run.Chunk(2, 0, c0, Xxh3_128(c1));  // the second: in pieces
+    expect_bad(0, kBig, proto::kBadChunkPieces);
+    const uint32_t p = proto::kPieceSize;
+    run.Piece(2, 0, 0, c0.first(p));
+    run.Piece(2, 0, 2 * p, c0.subspan(2 * p, p));
+    // A piece whose digest is right for its bytes but names another place: not accepted there.
+    run.Piece(2, 0, p, c0.subspan(3 * p, p), proto::PieceDigest(c0.subspan(3 * p, p), 2, 3 * p));
+    expect_bad(p, p, 0);
+    run.Piece(2, 0, p, c0.subspan(p, p));
+    run.Piece(2, 0, 3 * p, c0.subspan(3 * p, p));
+    run.Chunk(2, 1, c1, Xxh3_128(c1));
+    FileDigester dg;
+    dg.AddChunk(Xxh3_128(c0));
+    dg.AddChunk(Xxh3_128(c1));
+    run.FileEnd(proto::FileEnd{2, 2, dg.Finish(), Code::kOk, "", 2});
+    auto dones = run.Finish(2);
+    REQUIRE(dones.size() == 1);
+    CHECK_MESSAGE(dones[0].code == Code::kOk, dones[0].message);
+    auto result = run.Join();
+    REQUIRE_MESSAGE(result.has_value(), result.error().ToString());
+    CHECK(run.stats.chunks_corrupt.load() == 3);
+    CHECK(Slurp(tmp / "in/f") == bytes);
     CHECK(Leftovers(tmp / "in").empty());
+  }
+
+  TEST_CASE("a piece outside its chunk, or not at a piece boundary, ends the session with a protocol error") {
+    constexpr uint32_t kBig = 1u << 20;
+    const std::string bytes = PseudoRandom(proto::kPieceSize, 12);
+    const auto piece = std::as_bytes(std::span(bytes));
+    for (uint64_t offset : {uint64_t(4096), uint64_t(kBig)}) {
+      CAPTURE(offset);
+      test::TempDir tmp;
+      ReceiverRun run(tmp.path(), kBig);
+      run.Files({proto::FileEntry{1, proto::EntryType::kDir, "", 0, 0755, 0, ""},
+                 proto::FileEntry{2, proto::EntryType::kFile, "f", 2 * kBig, 0644, 0, ""}});
+      run.Piece(2, 0, offset, piece);
+      auto result = run.Join();
+      REQUIRE_FALSE(result.has_value());
+      CHECK(result.error().code() == Code::kProtocol);
+      CHECK(std::string(result.error().message()).find("bad index, offset or length") != std::string::npos);
+    }
   }
 }
 

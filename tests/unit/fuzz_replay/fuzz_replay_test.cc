@@ -139,10 +139,14 @@ std::vector<Input> FrameSeeds() {
                {{7, 3, {0xaa, 0xbb}, Code::kOk, "", 3}, {8, 2, {}, Code::kDataLoss, "source truncated", 1}}),
            proto::DecodeFileEnds);
   // 4: FILE_DONE.
-  AddFrame(seeds, 4, proto::EncodeFileDones({{7, Code::kOk, ""}, {8, Code::kResourceExhausted, "disk full"}}),
+  AddFrame(seeds, 4,
+           proto::EncodeFileDones({{7, Code::kOk, "", false},
+                                   {8, Code::kResourceExhausted, "disk full", false},
+                                   {9, Code::kDataLoss, "chunk 0 failed verification 17 times", true}}),
            proto::DecodeFileDones);
   // 5: BAD_CHUNK.
-  AddFrame(seeds, 5, proto::EncodeBadChunk({9, 12}), proto::DecodeBadChunk);
+  AddFrame(seeds, 5, proto::EncodeBadChunk({9, 12, 12u << 20, 1u << 20, 3, proto::kBadChunkPieces}),
+           proto::DecodeBadChunk);
   // 6: chunk headers of every kind.
   for (const proto::ChunkHeader& h :
        {proto::ChunkHeader{proto::ChunkKind::kData, 42, 7, 7ull << 22, 4u << 20, {1, 2}},

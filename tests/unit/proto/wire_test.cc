@@ -57,6 +57,53 @@ TEST_SUITE("proto.wire") {
     CHECK((*full)[1].message == "no");
   }
 
+  TEST_CASE(
+      "BAD_CHUNK and FILE_DONE round-trip; a BAD_CHUNK with no length, a wide stream or unknown flags is "
+      "refused") {
+    BadChunk b{3, 9, (9ull << 22) + (1u << 18), 1u << 18, 7, kBadChunkPieces};
+    auto body = EncodeBadChunk(b);
+    auto r = DecodeBadChunk(body);
+    REQUIRE(r.has_value());
+    CHECK(r->id == 3);
+    CHECK(r->index == 9);
+    CHECK(r->offset == b.offset);
+    CHECK(r->length == b.length);
+    CHECK(r->stream == 7);
+    CHECK(int(r->flags) == int(kBadChunkPieces));
+    for (size_t n = 0; n < body.size(); ++n)
+      CHECK_FALSE(DecodeBadChunk(std::span(body).first(n)).has_value());
+    CHECK_FALSE(DecodeBadChunk(EncodeBadChunk(BadChunk{3, 9, 0, 0, 0, 0})).has_value());
+    CHECK_FALSE(DecodeBadChunk(EncodeBadChunk(BadChunk{3, 9, 0, 1, 0, 2})).has_value());
+    Encoder e;  // stream 65536
+    e.Var(3);
+    e.Var(9);
+    e.Var(0);
+    e.Var(1);
+    e.Var(65536);
+    e.U8(0);
+    CHECK_FALSE(DecodeBadChunk(e.Take()).has_value());
+
+    auto dones = EncodeFileDones({FileDone{5, Code::kDataLoss, "chunk 2 failed verification 17 times", true},
+                                  FileDone{6, Code::kOk, "", false}});
+    auto d = DecodeFileDones(dones);
+    REQUIRE(d.has_value());
+    REQUIRE(d->size() == 2);
+    CHECK((*d)[0].retryable);
+    CHECK_FALSE((*d)[1].retryable);
+    dones[dones.size() - 1] = std::byte(2);  // the last flag: neither 0 nor 1
+    CHECK_FALSE(DecodeFileDones(dones).has_value());
+  }
+
+  TEST_CASE("a piece's digest depends on its bytes, its file and its offset") {
+    const std::string a(1000, 'a');
+    const auto bytes = std::as_bytes(std::span(a));
+    const Digest128 d = PieceDigest(bytes, 1, 0);
+    CHECK(d == PieceDigest(bytes, 1, 0));
+    CHECK_FALSE(d == PieceDigest(bytes, 2, 0));
+    CHECK_FALSE(d == PieceDigest(bytes, 1, 1u << 18));
+    CHECK_FALSE(d == PieceDigest(bytes.first(999), 1, 0));
+  }
+
   TEST_CASE("chunk headers round-trip and bad versions or kinds are refused") {
     ChunkHeader h{ChunkKind::kData, 42, 7, 7ull << 22, 4u << 20, Digest128{0xaa, 0xbb}};
     std::array<std::byte, kChunkHeaderSize> buf;
@@ -71,6 +118,11 @@ TEST_SUITE("proto.wire") {
     buf[0] = std::byte(1);
     buf[1] = std::byte(0);
     CHECK_FALSE(DecodeChunkHeader(buf).has_value());
+    buf[1] = std::byte(5);
+    CHECK_FALSE(DecodeChunkHeader(buf).has_value());
+    buf[0] = std::byte(kProtocolVersion);
+    buf[1] = std::byte(static_cast<uint8_t>(ChunkKind::kPiece));
+    CHECK(DecodeChunkHeader(buf).has_value());
     CHECK_FALSE(DecodeChunkHeader(std::span(buf).first(10)).has_value());
   }
 
