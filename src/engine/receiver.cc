@@ -1032,6 +1032,9 @@ void Receiver::ChannelMain(size_t i) {
   if (!s.ok()) {
     if (s.code() == Code::kUnavailable)
       s = Status::Unavailable("data channel " + std::to_string(i) + ": " + std::string(s.message()));
+    // A frame or chunk header that does not decode: a damaged path does that too (a flipped bit in
+    // a length or an offset), so the session is worth trying again, within the retry budget.
+    if (s.code() == Code::kProtocol) s.Annotate("data channel " + std::to_string(i)).WithRetryable(true);
     Fail(s.WithSide(Side::kNetwork));
   }
 }

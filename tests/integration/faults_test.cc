@@ -12,9 +12,12 @@
 #include <thread>
 
 #include "support/daemon_harness.h"
+#include "support/relay.h"
 
 namespace pororoca::test {
 namespace {
+
+using nlohmann::json;
 
 constexpr uint64_t kMiB = 1ull << 20;
 
@@ -91,6 +94,70 @@ TEST_SUITE("integration.faults") {
       REQUIRE(r.exit_code == 0);
       CHECK(r.Json()["progress"]["chunks_corrupt"] == 3);
       auto diffs = CompareTrees(b.Path("pulled.bin"), a.Path("pulled.bin"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    }
+    CHECK(Partials(a.export_root()).empty());
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE("transfers through a relay that flips a bit every 4-12 MiB on data connections succeed") {
+    // The relay stands between a and b (b is listed in the manifest at the relay's address) and
+    // damages the data connections as a bad path would; control connections pass untouched.
+    TestFederation fed;
+    FlippingRelay relay(4 * kMiB, 12 * kMiB, 2026);
+    DaemonOptions bo;
+    bo.manifest_address = relay.address();
+    DaemonProcess b(fed, "b", bo);
+    relay.SetTarget(b.port());
+    DaemonProcess a(fed, "a");
+    REQUIRE(a.Start());
+    REQUIRE(b.Start());
+
+    // Push: 300 MiB, one 200 MiB file and ten of 10 MiB, 4 MiB chunks on 4 streams.
+    MakeDir(a.Path("tree"));
+    WriteRandomFile(a.Path("tree/big.bin"), 200 * kMiB, 41);
+    for (int i = 0; i < 10; ++i) WriteRandomFile(a.Path("tree/f" + std::to_string(i)), 10 * kMiB, 42 + i);
+    CliResult r = Cli(a, {"cp", "-r", "-n", "4", "--json", a.Path("tree"), "b:/tree"}, 300s);
+    {
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      json rec = r.Json();
+      CHECK(rec["state"] == "succeeded");
+      CHECK(relay.data_connections() >= 4);
+      CHECK(relay.flips() >= 10);
+      const uint64_t corrupt = rec["progress"]["chunks_corrupt_all_attempts"].get<uint64_t>();
+      MESSAGE("push: " << relay.flips() << " bits flipped, " << corrupt << " corrupt copies, attempts "
+                       << rec["attempts"]);
+      CHECK(corrupt >= 1);
+      CHECK(rec["progress"]["corrupt_chunks_per_gib"].get<double>() > 0);
+      auto diffs = CompareTrees(a.Path("tree"), b.Path("tree"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    }
+    // The human summary shows the corruption, and the receiving end audited it.
+    r = Cli(a, {"cp", "-r", "-n", "4", a.Path("tree"), "b:/tree2"}, 300s);
+    {
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      CHECK(r.out.find("corrupt chunks: ") != std::string::npos);
+      CHECK(r.out.find("failed verification and were sent again") != std::string::npos);
+      auto diffs = CompareTrees(a.Path("tree"), b.Path("tree2"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+    }
+    uint64_t audited = 0;
+    for (const auto& rec : b.AuditRecords("transfer_end"))
+      audited += rec.value("chunks_corrupt", uint64_t(0));
+    CHECK(audited >= 1);
+
+    // Pull: b sends through the relay, a's receiver catches the damage.
+    MakeDir(b.Path("out"));
+    WriteRandomFile(b.Path("out/pulled.bin"), 100 * kMiB, 77);
+    r = Cli(a, {"cp", "-r", "-n", "4", "--json", "b:/out", a.Path("in")}, 300s);
+    {
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      CHECK(r.Json()["state"] == "succeeded");
+      CHECK(r.Json()["progress"]["chunks_corrupt_all_attempts"].get<uint64_t>() >= 1);
+      auto diffs = CompareTrees(b.Path("out"), a.Path("in"));
       CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
     }
     CHECK(Partials(a.export_root()).empty());

@@ -231,7 +231,10 @@ DaemonProcess::DaemonProcess(TestFederation& fed, std::string name, DaemonOption
   tls_ = opts_.tls ? *opts_.tls : fed_.IssueEndpoint(name_);
   port_ = FreePort();
   if (opts_.institution.empty()) opts_.institution = "inst-" + name_;
-  if (opts_.enroll) fed_.Enroll(name_, opts_.institution, address(), tls_.cert);
+  if (opts_.enroll) {
+    fed_.Enroll(name_, opts_.institution, opts_.manifest_address.empty() ? address() : opts_.manifest_address,
+                tls_.cert);
+  }
 }
 
 std::vector<nlohmann::json> DaemonProcess::AuditRecords(const std::string& event) const {

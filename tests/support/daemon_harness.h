@@ -121,6 +121,8 @@ struct DaemonOptions {
   unsigned report_s = 60;
   // Certificates to present; default: IssueEndpoint(name) from the federation CA.
   std::optional<TlsFiles> tls;
+  // The address the manifest lists for it (default: its own address()), e.g. a relay in front of it.
+  std::string manifest_address;
 };
 
 class DaemonProcess {
