@@ -504,7 +504,7 @@ Result<Admission> Federation::AdmitResponder(TransferAuth& a) {
       a.user = claims->subject;
       token::Action act =
           a.sending ? token::Action::kRead : (a.overwrite ? token::Action::kModify : token::Action::kCreate);
-      refused = token::CheckScope(*claims, act, a.local_path);
+      refused = token::CheckScope(*claims, act, a.named_path.empty() ? a.local_path : a.named_path);
     }
   }
   if (!refused.ok()) {

@@ -43,6 +43,10 @@ struct TransferAuth {
   bool sending = true;         // this side is the source
   bool initiator = true;       // this side opened the session
   std::string local_path;      // absolute inside this export ("/datasets/x")
+  // The path as the request named it, when that is a symbolic link local_path is where it leads:
+  // the token's scopes are checked against the name asked for, the policy and labels against the
+  // data read. Empty: the same as local_path.
+  std::string named_path;
   std::string remote_path;     // the peer's path, as the initiator named it or the peer reported it
   std::string classification;  // the data's label (from the source side's [[classification]])
   std::string token;           // the bearer token the initiator presented

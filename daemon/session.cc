@@ -238,7 +238,7 @@ Status SessionRunner::AnswerOpen(Session& s) {
     if (si.is_dir && !open.recursive)
       return Status::InvalidArgument(d_.root->Display(rel) + " is a directory (use -r)");
     ok.src = proto::Source{si.name, si.is_dir};
-    s.engine_rel = rel;
+    s.engine_rel = si.rel;  // a named link: where it leads, for the engine, the policy and the label
   }
   // Authorisation, before any byte is written: the bearer token's scopes, then the policy.
   TransferAuth& a = s.auth;
@@ -247,6 +247,7 @@ Status SessionRunner::AnswerOpen(Session& s) {
   a.sending = !push;
   a.initiator = false;
   a.local_path = "/" + s.engine_rel;
+  if (!push) a.named_path = "/" + rel;  // a named link: the token covers the name asked for
   a.remote_path = open.local_path;
   a.classification = push ? open.classification.value_or("") : d_.fed->LabelFor(a.local_path);
   a.token = open.token.value_or("");
@@ -466,6 +467,9 @@ Status SessionRunner::Prepare(Transfer& t, Session& s, const char** check) const
     *check = "source";
     PORO_ASSIGN_OR_RETURN(engine::SourceInfo si, engine::StatSource(*d_.root, s.local_rel));
     if (si.is_dir && !t.recursive) return Status::InvalidArgument(t.local_path + " is a directory (use -r)");
+    // A named link: where it leads is read, and is what the policy and the label see.
+    s.local_rel = si.rel;
+    open.local_path = a.local_path = "/" + s.local_rel;
     a.classification = d_.fed->LabelFor(a.local_path);
     open.src = proto::Source{si.name, si.is_dir};
     open.classification = a.classification;

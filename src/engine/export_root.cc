@@ -81,6 +81,33 @@ Result<UniqueFd> ExportRoot::Open(const std::string& rel, int flags, mode_t mode
   return UniqueFd(static_cast<int>(fd));
 }
 
+Result<std::string> ExportRoot::ResolveLink(const std::string& rel) const {
+  auto canonical = [](const std::string& p) -> Result<std::string> {
+    char* r = ::realpath(p.c_str(), nullptr);
+    if (r == nullptr) return Status::IoError("realpath", errno);
+    std::string out(r);
+    ::free(r);
+    return out;
+  };
+  PORO_ASSIGN_OR_RETURN(std::string root, canonical(path_));
+  auto target = canonical(path_ == "/" ? "/" + rel : path_ + "/" + rel);
+  if (!target.has_value()) {
+    const int err = target.error().sys_errno();
+    if (err == ENOENT)
+      return Status::NotFound("source is a symbolic link to a path that does not exist: " + Display(rel));
+    if (err == ELOOP) return Status::InvalidArgument("source is a symbolic link in a loop: " + Display(rel));
+    return Status::IoError("resolve " + Display(rel), err);
+  }
+  if (*target == root) return std::string();
+  if (root == "/") return target->substr(1);
+  if (target->size() > root.size() && target->compare(0, root.size(), root) == 0 &&
+      (*target)[root.size()] == '/') {
+    return target->substr(root.size() + 1);
+  }
+  return Status::PermissionDenied("source is a symbolic link that leads outside the export root: " +
+                                  Display(rel));
+}
+
 Result<std::pair<UniqueFd, std::string>> ExportRoot::OpenParent(const std::string& rel) const {
   if (rel.empty()) return Status::InvalidArgument("the export root has no parent inside the root");
   auto [dir, name] = Split(rel);

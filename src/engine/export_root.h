@@ -39,6 +39,11 @@ class ExportRoot {
   Result<std::pair<UniqueFd, std::string>> OpenParent(const std::string& rel) const;
   // lstat of `rel` (the last component is not followed). kNotFound if missing.
   Result<struct stat> Lstat(const std::string& rel) const;
+  // The root-relative path a symbolic link `rel` leads to, every link on the way followed (relative
+  // or absolute targets), if that is beneath the root; else kPermissionDenied (outside the root),
+  // kNotFound (it dangles) or kInvalidArgument (a loop). It only names the path: opening it goes
+  // through Open(), which stays beneath the root whatever changes meanwhile.
+  Result<std::string> ResolveLink(const std::string& rel) const;
   // Splits a root-relative path into its directory and last component: "a/b/c" -> {"a/b", "c"},
   // "c" -> {"", "c"}.
   static std::pair<std::string, std::string> Split(std::string_view rel);

@@ -1445,13 +1445,19 @@ Result<SourceInfo> StatSource(const ExportRoot& root, const std::string& rel) {
   PORO_ASSIGN_OR_RETURN(struct stat st, root.Lstat(rel));
   SourceInfo info;
   info.name = ExportRoot::Split(rel).second;
+  info.rel = rel;
+  if (S_ISLNK(st.st_mode)) {
+    PORO_ASSIGN_OR_RETURN(info.rel, root.ResolveLink(rel));
+    PORO_ASSIGN_OR_RETURN(st, root.Lstat(info.rel));
+  }
   if (S_ISDIR(st.st_mode)) {
     info.is_dir = true;
   } else if (!S_ISREG(st.st_mode)) {
-    return Status::InvalidArgument("source is not a regular file or directory: " + root.Display(rel));
+    return Status::InvalidArgument("source is not a regular file or directory: " + root.Display(info.rel));
   }
   // Readable? Fail early with a clear error rather than after the session is set up.
-  PORO_ASSIGN_OR_RETURN(UniqueFd fd, root.Open(rel, O_RDONLY | O_NOFOLLOW | (info.is_dir ? O_DIRECTORY : 0)));
+  PORO_ASSIGN_OR_RETURN(UniqueFd fd,
+                        root.Open(info.rel, O_RDONLY | O_NOFOLLOW | (info.is_dir ? O_DIRECTORY : 0)));
   return info;
 }
 

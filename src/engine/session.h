@@ -100,8 +100,12 @@ struct DataPath {
 };
 
 // What the source side announces about the transfer root.
+// A transfer's source. A symbolic link named as the source is followed (as `cp` follows a named
+// link) when it leads to a file or directory beneath the export root: `rel` is then where it leads,
+// which is what is read and what the policy and labels see; `name` stays the link's.
 struct SourceInfo {
   std::string name;  // basename of the source ("" if the source is the export root itself)
+  std::string rel;   // root-relative path to read
   bool is_dir = false;
 };
 

@@ -685,6 +685,81 @@ TEST_SUITE("integration.federation") {
   }
 
   TEST_CASE(
+      "a symbolic link named as the source is followed beneath the export root, and the policy sees where it "
+      "leads") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    fed.SetRules(json::array({{{"id", "no-secret"}, {"effect", "deny"}, {"source_paths", {"/data/secret"}}},
+                              {{"id", "rest"}, {"effect", "allow"}}}));
+    uint64_t serial = fed.Publish();
+    REQUIRE(WaitSerial(a, serial));
+    REQUIRE(WaitSerial(b, serial));
+    MakeDir(a.Path("data"));
+    MakeDir(a.Path("data/tree"));
+    MakeDir(a.Path("data/secret"));
+    MakeDir(a.Path("links"));
+    WriteFile(a.Path("data/f.txt"), "file\n");
+    WriteFile(a.Path("data/tree/x.txt"), "x\n");
+    WriteFile(a.Path("data/secret/s.txt"), "secret\n");
+    auto link = [](const std::string& target, const std::string& path) {
+      REQUIRE_MESSAGE(::symlink(target.c_str(), path.c_str()) == 0, path);
+    };
+    link("../data/f.txt", a.Path("links/to-file"));        // relative
+    link(a.Path("data/f.txt"), a.Path("links/abs-file"));  // absolute, still inside the root
+    link("../data/tree", a.Path("links/to-dir"));
+    link("../data/secret/s.txt", a.Path("links/to-secret"));
+    link("/etc/hostname", a.Path("links/outside"));
+    link("../data/nothing", a.Path("links/dangling"));
+    link("loop", a.Path("links/loop"));
+
+    // Push: copied under the link's name, with what it leads to.
+    CliResult r = Cli(a, {"cp", a.Path("links/to-file"), "b:/"});
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    CHECK(ReadFile(b.Path("to-file")) == "file\n");
+    r = Cli(a, {"cp", a.Path("links/abs-file"), "b:/abs.txt"});
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    CHECK(ReadFile(b.Path("abs.txt")) == "file\n");
+    r = Cli(a, {"cp", "-r", a.Path("links/to-dir"), "b:/"});
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    CHECK(ReadFile(b.Path("to-dir/x.txt")) == "x\n");
+    // Pull: b names a's link.
+    r = Cli(b, {"cp", "a:/links/to-file", b.Path("pulled.txt")});
+    CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+    CHECK(ReadFile(b.Path("pulled.txt")) == "file\n");
+
+    // A link is no way around a rule: the policy decides on the path it leads to, at either end.
+    for (const bool pull : {false, true}) {
+      r = pull ? Cli(b, {"cp", "a:/links/to-secret", b.Path("s-pulled.txt")})
+               : Cli(a, {"cp", a.Path("links/to-secret"), "b:/s-pushed.txt"});
+      INFO((pull ? "pull: " : "push: ") << r.Describe());
+      CHECK(r.exit_code != 0);
+      CHECK(r.output().find("no-secret") != std::string::npos);
+    }
+    CHECK_FALSE(Exists(b.Path("s-pushed.txt")));
+    CHECK_FALSE(Exists(b.Path("s-pulled.txt")));
+
+    // Outside the root, dangling, or a loop: refused, naming the link and why.
+    for (const auto& [name, why] :
+         std::vector<std::pair<std::string, std::string>>{{"outside", "leads outside the export root"},
+                                                          {"dangling", "to a path that does not exist"},
+                                                          {"loop", "in a loop"}}) {
+      CAPTURE(name);
+      r = Cli(a, {"cp", a.Path("links/" + name), "b:/" + name});
+      INFO(r.Describe());
+      CHECK(r.exit_code != 0);
+      CHECK(r.output().find(why) != std::string::npos);
+      CHECK(r.output().find("links/" + name) != std::string::npos);
+      CHECK_FALSE(Exists(b.Path(name)));
+      r = Cli(b, {"cp", "a:/links/" + name, b.Path("p-" + name)});
+      CHECK(r.exit_code != 0);
+      CHECK(r.output().find(why) != std::string::npos);
+    }
+    CHECK(Partials(b.export_root()).empty());
+  }
+
+  TEST_CASE(
       "policy: the receiving daemon applies the rules to every file of a tree, whatever the sender did") {
     // The sending daemon reads an older manifest that allows everything, so its walker sends the
     // whole tree; the receiving daemon's manifest denies one sub-tree, and it refuses those files.
