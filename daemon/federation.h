@@ -40,9 +40,9 @@ struct LiveSession {
 struct TransferAuth {
   std::string transfer_id;
   federation::Endpoint peer;
-  bool sending = true;         // this side is the source
-  bool initiator = true;       // this side opened the session
-  std::string local_path;      // absolute inside this export ("/datasets/x")
+  bool sending = true;     // this side is the source
+  bool initiator = true;   // this side opened the session
+  std::string local_path;  // absolute inside this export ("/datasets/x")
   // The path as the request named it, when that is a symbolic link local_path is where it leads:
   // the token's scopes are checked against the name asked for, the policy and labels against the
   // data read. Empty: the same as local_path.
