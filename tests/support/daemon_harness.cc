@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -308,6 +309,11 @@ bool DaemonProcess::Start(std::chrono::milliseconds timeout) {
   std::string banner = "==== test harness: starting pororocad " + name_ + " on " + address() + " ====\n";
   (void)!::write(logfd, banner.data(), banner.size());
   int nullfd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int nsfd = -1;
+  if (!opts_.netns.empty()) {
+    nsfd = ::open(("/run/netns/" + opts_.netns).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE_MESSAGE(nsfd >= 0, Errno("open network namespace /run/netns/" + opts_.netns));
+  }
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   REQUIRE_MESSAGE(pid >= 0, Errno("fork"));
@@ -315,6 +321,7 @@ bool DaemonProcess::Start(std::chrono::milliseconds timeout) {
     // The daemon dies with the test process, even if the test binary is killed by a timeout.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
+    if (nsfd >= 0 && ::setns(nsfd, CLONE_NEWNET) != 0) ::_exit(126);
     ::setpgid(0, 0);
     ::dup2(nullfd, 0);
     ::dup2(logfd, 1);
@@ -328,6 +335,7 @@ bool DaemonProcess::Start(std::chrono::milliseconds timeout) {
   }
   ::close(logfd);
   ::close(nullfd);
+  if (nsfd >= 0) ::close(nsfd);
   pid_ = pid;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string last_error;

@@ -123,6 +123,10 @@ struct DaemonOptions {
   std::optional<TlsFiles> tls;
   // The address the manifest lists for it (default: its own address()), e.g. a relay in front of it.
   std::string manifest_address;
+  // Run it in this network namespace (a name under /run/netns, as `ip netns add` makes), listening
+  // on `ip` there instead of 127.0.0.1. The harness still reaches it through its unix socket.
+  std::string netns;
+  std::string ip = "127.0.0.1";
 };
 
 class DaemonProcess {
@@ -144,7 +148,7 @@ class DaemonProcess {
   // Its configuration file (written by Start()).
   const std::string& config_path() const { return config_; }
   uint16_t port() const { return port_; }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string address() const { return opts_.ip + ":" + std::to_string(port_); }
   // Absolute path of `rel` inside the export root ("" -> the root).
   std::string Path(const std::string& rel) const;
   DaemonOptions& options() { return opts_; }
