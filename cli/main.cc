@@ -306,8 +306,9 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "streams,n", po::value<unsigned>(), "parallel TCP streams (default: the daemon's)")(
       "chunk", po::value<std::string>(), "chunk size, e.g. 4MiB (64KiB..64MiB)")(
       "sync", "skip files whose size and mtime already match")("overwrite", "replace existing files")(
-      "skip-existing", "leave existing files alone")("json", "print the final record as JSON")(
-      "no-progress", "no live progress display")(
+      "skip-existing", "leave existing files alone")(
+      "hard-links", "recreate hard links within the tree as links (as rsync -H), not separate copies")(
+      "json", "print the final record as JSON")("no-progress", "no live progress display")(
       "progress", "the live progress display even when stderr is not a terminal")(
       "detach,d", "submit and print the id; do not wait")("token", po::value<std::string>(), kTokenHelp)(
       "protection", po::value<std::string>(),
@@ -343,6 +344,7 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   if (vm.count("chunk")) req["chunk_size"] = vm["chunk"].as<std::string>();
   if (vm.count("overwrite")) req["existing"] = "overwrite";
   if (vm.count("skip-existing")) req["existing"] = "skip";
+  if (vm.count("hard-links")) req["hard_links"] = true;
   if (vm.count("protection")) req["protection"] = vm["protection"].as<std::string>();
   std::string token;
   if (!ResolveToken(vm, &token)) return kExitUsage;

@@ -234,6 +234,8 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   opts["chunk_size"] = chunk;
   PORO_API_ASSIGN_OR_400(bool sync, body.Bool("sync", false));
   opts["sync"] = sync;
+  PORO_API_ASSIGN_OR_400(bool hard_links, body.Bool("hard_links", false));
+  if (hard_links) opts["hard_links"] = true;
   PORO_API_ASSIGN_OR_400(std::string existing, body.String("existing", "fail"));
   if (!proto::ParseExisting(existing).has_value())
     return BadRequest("existing must be fail, overwrite or skip");

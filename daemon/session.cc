@@ -64,6 +64,8 @@ Status ReadOptions(const json& o, const Config& c, proto::Open& open) {
   open.options.chunk_size = static_cast<uint32_t>(std::min<uint64_t>(chunk, proto::kMaxChunkSize));
   auto sync = o.find("sync");
   open.options.sync = sync != o.end() && sync->is_boolean() && sync->get<bool>();
+  auto hl = o.find("hard_links");
+  open.options.hard_links = hl != o.end() && hl->is_boolean() && hl->get<bool>();
   auto pr = o.find("protection");
   if (pr != o.end()) {
     auto level = pr->is_string() ? ParseProtection(pr->get<std::string>()) : std::nullopt;
@@ -110,6 +112,7 @@ engine::EngineOptions SessionRunner::EngineOptionsFrom(const proto::OpenOptions&
   engine::EngineOptions eo;
   eo.chunk_size = o.chunk_size;
   eo.sync = o.sync;
+  eo.hard_links = o.hard_links;
   eo.existing = o.existing == proto::Existing::kOverwrite ? engine::ExistingMode::kOverwrite
                 : o.existing == proto::Existing::kSkip    ? engine::ExistingMode::kSkip
                                                           : engine::ExistingMode::kFail;

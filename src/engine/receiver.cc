@@ -303,6 +303,10 @@ class Receiver {
   // Wakes Run() if every announced entry is terminal.
   void NotifyIfAllDone() PORO_REQUIRES(mu_);
   Status ApplyDirMetadata();
+  // Makes the hard links announced in this session (after every file is committed): each names a
+  // file of the transfer, which must be in place with the size and mtime announced. A link that
+  // cannot be made fails as an entry (counted, named, reported in SUMMARY.link_failures).
+  void MakeHardLinks(std::vector<std::pair<std::string, std::string>>* failures);
   void Fail(Status s) PORO_EXCLUDES(mu_);
   bool Cancelled() const { return dp_.cancel && dp_.cancel->load(); }
   std::string Display(const std::string& rel) const { return root_.Display(rel); }
@@ -348,6 +352,7 @@ class Receiver {
   std::vector<FileEntry> dirs_;                   // for mode/mtime after their contents
   std::unordered_set<std::string> created_dirs_;  // directories this session created
   std::unordered_set<std::string> links_;         // symbolic links this session created
+  std::vector<FileEntry> hardlinks_;              // hard link entries, made at the end (MakeHardLinks)
   std::deque<std::shared_ptr<RxFile>> commit_q_ PORO_GUARDED_BY(mu_);
   std::vector<proto::FileDone> dones_ PORO_GUARDED_BY(mu_);
   bool stop_committer_ PORO_GUARDED_BY(mu_) = false;
@@ -445,6 +450,13 @@ PlanEntry Receiver::PlanOne(const FileEntry& e, std::shared_ptr<RxFile>* out) {
   // sender's walker does the same with a denied one), so that the files below are failed by name.
   if (dp_.admit_path && !e.path.empty()) {
     if (Status s = dp_.admit_path(rel, e.path); !s.ok()) return fail(s);
+  }
+  if (e.type == EntryType::kHardLink) {
+    // Made once every file is in place (its target is an earlier entry, maybe not committed yet);
+    // an existing name is dealt with then, so a resumed transfer finds its own links done.
+    hardlinks_.push_back(e);
+    p.action = PlanAction::kDone;
+    return p;
   }
   // The parent must be a directory inside the root (created by an earlier entry or pre-existing).
   auto [dir_rel, name] = ExportRoot::Split(rel);
@@ -1282,6 +1294,65 @@ void Receiver::CommitterMain() {
   }
 }
 
+void Receiver::MakeHardLinks(std::vector<std::pair<std::string, std::string>>* failures) {
+  for (const FileEntry& e : hardlinks_) {
+    const std::string rel = ExportRoot::Join(target_, e.path);
+    const std::string target = ExportRoot::Join(target_, e.link_target);
+    auto fail = [&](const Status& s) {
+      PORO_LOG(WARNING) << "hard link " << Display(rel) << " not made: " << s.message();
+      dp_.stats->files_failed++;
+      dp_.stats->AddFailure(Display(rel), std::string(s.message()));
+      if (failures->size() < 100) failures->emplace_back(e.path, dp_.PeerMessage(s));
+    };
+    auto tdir = dircache_.Parent(target);
+    auto ldir = dircache_.Parent(rel);
+    if (!tdir.has_value() || !ldir.has_value()) {
+      fail(tdir.has_value() ? ldir.error() : tdir.error());
+      continue;
+    }
+    const int tfd = tdir->first->fd.get(), lfd = ldir->first->fd.get();
+    const std::string& tname = tdir->second;
+    const std::string& lname = ldir->second;
+    // The target must be the file this transfer put there (or found identical): same size and mtime.
+    struct stat ts {};
+    if (::fstatat(tfd, tname.c_str(), &ts, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(ts.st_mode) ||
+        static_cast<uint64_t>(ts.st_size) != e.size ||
+        int64_t(ts.st_mtim.tv_sec) * 1000000000 + ts.st_mtim.tv_nsec != e.mtime_ns) {
+      fail(Status::NotFound("not linked: its target " + Display(target) + " was not transferred"));
+      continue;
+    }
+    struct stat ls {};
+    if (::fstatat(lfd, lname.c_str(), &ls, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (ls.st_dev == ts.st_dev && ls.st_ino == ts.st_ino) continue;  // linked already (a resumed transfer)
+      if (opts_.existing == ExistingMode::kSkip) {
+        dp_.stats->files_skipped++;
+        continue;
+      }
+      if (opts_.existing == ExistingMode::kFail && !opts_.sync) {
+        fail(Status::AlreadyExists("destination exists: " + Display(rel) +
+                                   " (use --overwrite, --skip-existing or --sync)"));
+        continue;
+      }
+      if (S_ISDIR(ls.st_mode)) {
+        fail(Status::AlreadyExists("destination exists and is a directory: " + Display(rel)));
+        continue;
+      }
+      // Replaced atomically: linked under a hidden name, then renamed over the old one.
+      const std::string tmp = PartName(lname) + ".lnk";
+      ::unlinkat(lfd, tmp.c_str(), 0);
+      if (::linkat(tfd, tname.c_str(), lfd, tmp.c_str(), 0) != 0 ||
+          ::renameat(lfd, tmp.c_str(), lfd, lname.c_str()) != 0) {
+        const int err = errno;
+        ::unlinkat(lfd, tmp.c_str(), 0);
+        fail(Status::IoError("link " + Display(rel), err));
+      }
+      continue;
+    }
+    if (::linkat(tfd, tname.c_str(), lfd, lname.c_str(), 0) != 0)
+      fail(Status::IoError("link " + Display(rel), errno));
+  }
+}
+
 Status Receiver::ApplyDirMetadata() {
   // Deepest first, so setting a parent's mtime is not undone by work in a child.
   std::sort(dirs_.begin(), dirs_.end(),
@@ -1403,12 +1474,14 @@ Result<nlohmann::json> Receiver::Run() {
     if (s.ok()) s = error_;
   }
   proto::Summary summary;
+  std::vector<std::pair<std::string, std::string>> link_failures;
+  if (s.ok()) MakeHardLinks(&link_failures);
   if (s.ok()) s = ApplyDirMetadata();
   if (s.ok()) {
     auto st = dp_.stats->Snapshot();
     MutexLock lock(&mu_);
     summary = proto::Summary{files_committed_, bytes_committed_,  st.files_skipped, st.bytes_skipped,
-                             st.files_failed,  st.chunks_corrupt, st.bytes_resumed};
+                             st.files_failed,  st.chunks_corrupt, st.bytes_resumed, std::move(link_failures)};
     summary_sent_ = true;
     lock.Unlock();
     s = dp_.ctl->Send(MsgType::kSummary, proto::EncodeSummary(summary));

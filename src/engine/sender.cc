@@ -186,6 +186,8 @@ class Sender {
   // data can flow while the walk goes on; each next one is twice the last, up to files_per_batch.
   std::vector<FileEntry> batch_;
   size_t batch_limit_ = std::min<size_t>(64, opts_.files_per_batch);
+  // --hard-links: the first path in the transfer of each inode with several names (walker thread).
+  std::map<std::pair<dev_t, ino_t>, std::string> inodes_;
   uint64_t next_id_ = 1;
 
   // Reader (reader thread only).
@@ -330,6 +332,13 @@ Status Sender::WalkDir(const std::string& rel, const std::string& entry_path) {
     if (S_ISDIR(st.st_mode)) {
       subdirs.emplace_back(child_rel, child_path);
       result = Emit(EntryFromStat(st, EntryType::kDir, child_path), child_rel);
+    } else if (S_ISREG(st.st_mode) && opts_.hard_links && st.st_nlink > 1 && admitted.ok() &&
+               !inodes_.emplace(std::make_pair(st.st_dev, st.st_ino), child_path).second) {
+      // Another name of a file already announced: sent as a link to it, no data.
+      FileEntry e = EntryFromStat(st, EntryType::kHardLink, child_path);
+      e.size = static_cast<uint64_t>(st.st_size);
+      e.link_target = inodes_[{st.st_dev, st.st_ino}];
+      result = Emit(std::move(e), child_rel);
     } else if (S_ISREG(st.st_mode)) {
       result = Emit(EntryFromStat(st, EntryType::kFile, child_path), child_rel, std::move(admitted));
     } else if (!admitted.ok()) {
@@ -516,6 +525,11 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
     }
     case MsgType::kSummary: {
       PORO_ASSIGN_OR_RETURN(proto::Summary summary, proto::DecodeSummary(f.body));
+      // Hard links the receiver could not make: failed entries this end never heard of otherwise.
+      for (const auto& [path, error] : summary.link_failures) {
+        dp_.stats->files_failed++;
+        dp_.stats->AddFailure(path, error);
+      }
       MutexLock lock(&mu_);
       summary_ = true;
       summary_json_ = proto::SummaryToJson(summary);

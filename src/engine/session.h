@@ -35,6 +35,9 @@ enum class ExistingMode : uint8_t { kFail = 0, kOverwrite = 1, kSkip = 2 };
 struct EngineOptions {
   uint32_t chunk_size = 4u << 20;
   bool sync = false;  // skip files whose size and mtime already match
+  // Sender: files of the tree that share an inode are announced once as files, then as hard links
+  // of the first (EntryType::kHardLink); the receiver links them once that file is in place.
+  bool hard_links = false;
   ExistingMode existing = ExistingMode::kFail;
   bool try_direct = true;
   unsigned read_ahead = 8;                          // sender: chunk reads in flight

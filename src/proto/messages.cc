@@ -292,6 +292,7 @@ std::vector<std::byte> EncodeOpen(const Open& m) {
   if (m.protection) j["protection"] = ProtectionName(*m.protection);
   if (m.src) j["src"] = SourceJson(*m.src);
   if (m.classification) j["classification"] = *m.classification;
+  if (m.options.hard_links) j["options"]["hard_links"] = true;  // absent means false (older peers)
   return Dump(j);
 }
 
@@ -318,6 +319,7 @@ Result<Open> DecodeOpen(std::span<const std::byte> body) {
     auto e = ParseExisting(existing);
     if (!e.ok()) return o.Error("existing", "must be fail, overwrite or skip");
     m.options.existing = *e;
+    if (o.Has("hard_links")) PORO_RETURN_IF_ERROR(o.Bool("hard_links", &m.options.hard_links));
   }
   PORO_RETURN_IF_ERROR(r.String("local_path", &m.local_path, kMaxPathBytes));
   PORO_RETURN_IF_ERROR(r.OptString("token", &m.token));
@@ -453,10 +455,16 @@ Result<End> DecodeEnd(std::span<const std::byte> body) {
 }
 
 nlohmann::json SummaryToJson(const Summary& s) {
-  return json{{"files_committed", s.files_committed}, {"bytes_committed", s.bytes_committed},
-              {"files_skipped", s.files_skipped},     {"bytes_skipped", s.bytes_skipped},
-              {"files_failed", s.files_failed},       {"chunks_corrupt", s.chunks_corrupt},
-              {"bytes_resumed", s.bytes_resumed}};
+  json j{{"files_committed", s.files_committed}, {"bytes_committed", s.bytes_committed},
+         {"files_skipped", s.files_skipped},     {"bytes_skipped", s.bytes_skipped},
+         {"files_failed", s.files_failed},       {"chunks_corrupt", s.chunks_corrupt},
+         {"bytes_resumed", s.bytes_resumed}};
+  if (!s.link_failures.empty()) {
+    json a = json::array();
+    for (const auto& [path, error] : s.link_failures) a.push_back(json{{"path", path}, {"error", error}});
+    j["link_failures"] = std::move(a);
+  }
+  return j;
 }
 
 std::vector<std::byte> EncodeSummary(const Summary& m) { return Dump(SummaryToJson(m)); }
@@ -472,6 +480,19 @@ Result<Summary> DecodeSummary(std::span<const std::byte> body) {
   PORO_RETURN_IF_ERROR(r.Unsigned("files_failed", &m.files_failed));
   PORO_RETURN_IF_ERROR(r.Unsigned("chunks_corrupt", &m.chunks_corrupt));
   PORO_RETURN_IF_ERROR(r.Unsigned("bytes_resumed", &m.bytes_resumed));
+  if (!r.Has("link_failures")) return m;
+  const json& a = j["link_failures"];
+  if (!a.is_array() || a.size() > 100 || a.size() > m.files_failed) {
+    return r.Error("link_failures", "expected an array of at most 100, and no more than files_failed");
+  }
+  for (const json& x : a) {
+    if (!x.is_object()) return r.Error("link_failures", "expected objects");
+    FieldReader e("SUMMARY.link_failures[]", x);
+    std::string path, error;
+    PORO_RETURN_IF_ERROR(e.String("path", &path, kMaxPathBytes));
+    PORO_RETURN_IF_ERROR(e.String("error", &error, 8192));
+    m.link_failures.emplace_back(std::move(path), std::move(error));
+  }
   return m;
 }
 

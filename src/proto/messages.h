@@ -70,6 +70,7 @@ struct OpenOptions {
   uint32_t chunk_size = 4u << 20;  // 1..kMaxChunkSize here; the daemon checks its own limits
   bool sync = false;
   Existing existing = Existing::kFail;
+  bool hard_links = false;  // recreate hard links within the tree (absent on the wire: false)
   bool operator==(const OpenOptions&) const = default;
 };
 
@@ -159,6 +160,9 @@ struct Summary {
   uint64_t files_failed = 0;
   uint64_t chunks_corrupt = 0;
   uint64_t bytes_resumed = 0;
+  // Hard links the receiver could not make (they are counted in files_failed), so a sending
+  // initiator lists them too: path inside the transfer and why. At most 100; absent when none.
+  std::vector<std::pair<std::string, std::string>> link_failures;
   bool operator==(const Summary&) const = default;
 };
 

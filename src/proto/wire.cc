@@ -79,7 +79,7 @@ std::vector<std::byte> EncodeFiles(const std::vector<FileEntry>& entries) {
     e.Var(f.size);
     e.Var(f.mode);
     e.I64(f.mtime_ns);
-    if (f.type == EntryType::kSymlink) e.Bytes(f.link_target);
+    if (f.type == EntryType::kSymlink || f.type == EntryType::kHardLink) e.Bytes(f.link_target);
   }
   return e.Take();
 }
@@ -94,16 +94,25 @@ Result<std::vector<FileEntry>> DecodeFiles(std::span<const std::byte> body) {
     FileEntry f;
     f.id = d.Var();
     uint8_t t = d.U8();
-    if (t > 2) return Status::Protocol("FILES entry has unknown type " + std::to_string(t));
+    if (t > 3) return Status::Protocol("FILES entry has unknown type " + std::to_string(t));
     f.type = static_cast<EntryType>(t);
     f.path = d.Bytes(kMaxPathBytes);
     f.size = d.Var();
     f.mode = static_cast<uint32_t>(d.Var() & 07777);
     f.mtime_ns = d.I64();
-    if (f.type == EntryType::kSymlink) f.link_target = d.Bytes(kMaxPathBytes);
+    if (f.type == EntryType::kSymlink || f.type == EntryType::kHardLink)
+      f.link_target = d.Bytes(kMaxPathBytes);
     if (!d.ok()) break;
     Status s = ValidateRelativePath(f.path);
     if (!s.ok()) return Status::Protocol("FILES entry: " + std::string(s.message()));
+    if (f.type == EntryType::kHardLink) {
+      // Another entry of the same transfer: a clean relative path, not the root, not itself.
+      s = ValidateRelativePath(f.link_target);
+      if (!s.ok() || f.link_target.empty() || f.link_target == f.path || f.path.empty()) {
+        return Status::Protocol("FILES hard link entry names a bad target: " +
+                                (s.ok() ? std::string("the root or itself") : std::string(s.message())));
+      }
+    }
     out.push_back(std::move(f));
   }
   PORO_RETURN_IF_ERROR(d.Finish("FILES"));

@@ -52,7 +52,10 @@ std::vector<std::byte> EncodeJsonFrame(MsgType type, const nlohmann::json& j);
 // Parses a JSON body; kProtocol if it is not a JSON object.
 Result<nlohmann::json> DecodeJsonBody(const ControlFrame& f);
 
-enum class EntryType : uint8_t { kFile = 0, kDir = 1, kSymlink = 2 };
+// kHardLink (only with OPEN.options.hard_links): a regular file whose inode an earlier entry of the
+// transfer has (same device and inode at the source); link_target is that entry's path inside the
+// transfer. No data is sent for it; the receiver makes it a hard link of that file.
+enum class EntryType : uint8_t { kFile = 0, kDir = 1, kSymlink = 2, kHardLink = 3 };
 
 struct FileEntry {
   uint64_t id = 0;

@@ -41,7 +41,58 @@ std::string InterruptedCopy(const DaemonProcess& a, const DaemonProcess& rx, std
   return id;
 }
 
+ino_t Inode(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
 TEST_SUITE("integration.edge") {
+  TEST_CASE("--hard-links recreates links within the tree, on push and pull; without it they are copies") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    for (DaemonProcess* d : {&a, &b}) {
+      MakeDir(d->Path("t"));
+      MakeDir(d->Path("t/sub"));
+      WriteRandomFile(d->Path("t/a"), 3 * 1024 * 1024 + 5, 61);  // three names in the tree
+      REQUIRE(::link(d->Path("t/a").c_str(), d->Path("t/b").c_str()) == 0);
+      REQUIRE(::link(d->Path("t/a").c_str(), d->Path("t/sub/c").c_str()) == 0);
+      WriteFile(d->Path("t/x"), "x\n");  // its other name is outside the tree
+      REQUIRE(::link(d->Path("t/x").c_str(), d->Path("outside-x").c_str()) == 0);
+    }
+    for (const bool pull : {false, true}) {
+      CAPTURE(pull);
+      DaemonProcess& dst = pull ? a : b;
+      const std::string to = pull ? a.Path("got") : "b:/got";
+      const std::string from = pull ? "b:/t" : a.Path("t");
+      CliResult r = Cli(a, {"cp", "-r", "--hard-links", "--json", from, to});
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      CHECK(r.Json()["progress"]["files_failed"] == 0);
+      CHECK(r.Json()["progress"]["bytes_sent"] == 3 * 1024 * 1024 + 5 + 2);  // a's bytes once, and x's
+      const ino_t ino = Inode(dst.Path("got/a"));
+      CHECK(ino != 0);
+      CHECK(Inode(dst.Path("got/b")) == ino);
+      CHECK(Inode(dst.Path("got/sub/c")) == ino);
+      CHECK(Inode(dst.Path("got/x")) != ino);
+      CHECK(ReadFile(dst.Path("got/sub/c")) == ReadFile(dst.Path("got/a")));
+      CHECK(ReadFile(dst.Path("got/x")) == "x\n");
+      auto diffs = CompareTrees(pull ? b.Path("t") : a.Path("t"), dst.Path("got"));
+      CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
+      // The same command again (a retry, a resumed transfer) finds its links made.
+      r = Cli(a, {"cp", "-r", "--hard-links", "--sync", "--json", from, to});
+      CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+      CHECK(Inode(dst.Path("got/sub/c")) == ino);
+      // Without the option every name is a file of its own.
+      r = Cli(a, {"cp", "-r", "--json", from, pull ? a.Path("plain") : "b:/plain"});
+      CHECK_MESSAGE(r.exit_code == 0, r.Describe());
+      CHECK(Inode(dst.Path("plain/a")) != Inode(dst.Path("plain/b")));
+      CHECK(SameContent(dst.Path("plain/a"), dst.Path("plain/sub/c")));
+      CHECK(Partials(dst.export_root()).empty());
+    }
+  }
+
   TEST_CASE(
       "special files in a tree are not copied, and the record and the summary name them, on push and pull") {
     TestFederation fed;

@@ -211,7 +211,10 @@ TEST_SUITE("engine: sender") {
     if (end->type == MsgType::kFileEnd) end = run.ctl->Receive();  // one may have been queued already
     REQUIRE(end.has_value());
     CHECK(int(end->type) == int(MsgType::kEnd));
-    REQUIRE(run.ctl->Send(MsgType::kSummary, proto::EncodeSummary(proto::Summary{.files_failed = 1})).ok());
+    REQUIRE(run.ctl
+                ->Send(MsgType::kSummary,
+                       proto::EncodeSummary(proto::Summary{.files_failed = 1, .link_failures = {}}))
+                .ok());
     drain_thread.join();
     auto r = run.Join();
     CHECK_MESSAGE(r.has_value(), r.error().ToString());
@@ -262,7 +265,10 @@ TEST_SUITE("engine: sender") {
     REQUIRE(
         run.ctl->Send(MsgType::kBadChunk, proto::EncodeBadChunk(proto::BadChunk{id, 0, 0, 100, 0, 0})).ok());
     run.Expect(MsgType::kEnd);
-    REQUIRE(run.ctl->Send(MsgType::kSummary, proto::EncodeSummary(proto::Summary{.files_failed = 1})).ok());
+    REQUIRE(run.ctl
+                ->Send(MsgType::kSummary,
+                       proto::EncodeSummary(proto::Summary{.files_failed = 1, .link_failures = {}}))
+                .ok());
     CHECK(run.DrainData() == 1);  // the first copy only
     auto r = run.Join();
     CHECK_MESSAGE(r.has_value(), r.error().ToString());
@@ -438,7 +444,7 @@ TEST_SUITE("engine: sender and the receiver's control messages") {
       REQUIRE(end.has_value());
       CHECK(end->files == 1);
       REQUIRE(run.ctl->Send(MsgType::kKeepalive, proto::EncodeKeepalive({})).ok());
-      const proto::Summary sent{0, 0, 1, 0, 0, 0, 0};
+      const proto::Summary sent{0, 0, 1, 0, 0, 0, 0, {}};
       REQUIRE(run.ctl->Send(MsgType::kSummary, proto::EncodeSummary(sent)).ok());
       run.DrainData();
       auto r = run.Join();

@@ -331,7 +331,7 @@ std::vector<Input> MessageSeeds() {
   const proto::ErrorMsg error{Code::kPermissionDenied, "policy says no\n", false};
   add(4, proto::EncodeErrorMsg(error), proto::DecodeErrorMsg(proto::EncodeErrorMsg(error)).status());
   add(5, proto::EncodeEnd({42}), proto::DecodeEnd(proto::EncodeEnd({42})).status());
-  const proto::Summary summary{3, 1 << 20, 1, 10, 0, 2, 4096};
+  const proto::Summary summary{3, 1 << 20, 1, 10, 1, 2, 4096, {{"t/b", "not linked"}}};
   add(6, proto::EncodeSummary(summary), proto::DecodeSummary(proto::EncodeSummary(summary)).status());
   add(7, proto::EncodeCancel({"operator"}), proto::DecodeCancel(proto::EncodeCancel({"operator"})).status());
   add(8, proto::EncodeKeepalive({}), proto::DecodeKeepalive(proto::EncodeKeepalive({})).status());

@@ -173,6 +173,13 @@ TEST_SUITE("proto.messages") {
       CHECK(*d == o);
       CHECK_FALSE(d->token.has_value());
       CHECK_FALSE(d->protection.has_value());  // absent: the policies of both ends decide
+      o.options.hard_links = true;             // written only when set; absent reads as false
+      d = DecodeOpen(EncodeOpen(o));
+      REQUIRE_MESSAGE(d.ok(), d.error().ToString());
+      CHECK(d->options.hard_links);
+      o.options.hard_links = false;
+      CHECK(std::string(reinterpret_cast<const char*>(EncodeOpen(o).data()), EncodeOpen(o).size())
+                .find("hard_links") == std::string::npos);
 
       OpenOk ok = SampleOpenOk(dir);
       auto dk = DecodeOpenOk(EncodeOpenOk(ok), dir);
@@ -188,7 +195,7 @@ TEST_SUITE("proto.messages") {
     auto end = DecodeEnd(EncodeEnd(End{~0ull}));
     REQUIRE(end.ok());
     CHECK(end->files == ~0ull);
-    Summary sum{1, 2, 3, 4, 5, 6, ~0ull};
+    Summary sum{1, 2, 3, 4, 5, 6, ~0ull, {}};
     auto ds = DecodeSummary(EncodeSummary(sum));
     REQUIRE(ds.ok());
     CHECK(*ds == sum);
@@ -291,7 +298,7 @@ TEST_SUITE("proto.messages") {
           R"("files_committed":3,"files_failed":0,"files_skipped":1})";
       auto s = DecodeSummary(Bytes(summary));
       REQUIRE_MESSAGE(s.ok(), s.error().ToString());
-      CHECK(*s == Summary{3, 1048576, 1, 10, 0, 1, 0});
+      CHECK(*s == Summary{3, 1048576, 1, 10, 0, 1, 0, {}});
       CHECK(Text(EncodeSummary(*s)) == summary);
       CHECK(SummaryToJson(*s) == json::parse(summary));
     }
@@ -510,7 +517,7 @@ TEST_SUITE("proto.messages") {
       summary_cases.push_back(
           {std::string("/") + f, std::string("SUMMARY.") + f, true, {"1", -1, 0.5, json::object()}, {}, ""});
     }
-    CheckFields(StatusOf(DecodeSummary), Parse(EncodeSummary(Summary{1, 2, 3, 4, 5, 6, 7})), summary_cases);
+    CheckFields(StatusOf(DecodeSummary), Parse(EncodeSummary(Summary{1, 2, 3, 4, 5, 6, 7, {}})), summary_cases);
     CheckNotObject(StatusOf(DecodeSummary), "SUMMARY");
     CheckFields(StatusOf(DecodeCancel), Parse(EncodeCancel(Cancel{"why"})),
                 {{"/reason", "CANCEL.reason", true, {1, nullptr}, {}, ""}});
@@ -520,6 +527,21 @@ TEST_SUITE("proto.messages") {
     CHECK(c.message() == "transfer cancelled by the peer: operator");
     CHECK(StatusFromCancelBody(EncodeCancel(Cancel{""})).message() == "transfer cancelled by the peer");
     CHECK(StatusFromCancelBody(Bytes("{}")).message() == "CANCEL.reason: missing");
+  }
+
+  TEST_CASE("SUMMARY: the hard links the receiver could not make, checked against files_failed") {
+    Summary sum{1, 2, 3, 4, 2, 0, 0, {{"t/b", "not linked: its target t/a was not transferred"}}};
+    auto d = DecodeSummary(EncodeSummary(sum));
+    REQUIRE_MESSAGE(d.ok(), d.error().ToString());
+    CHECK(*d == sum);
+    CHECK_FALSE(SummaryToJson(Summary{1, 2, 3, 4, 0, 0, 0, {}}).contains("link_failures"));
+    sum.files_failed = 0;  // more names than failures
+    CHECK(DecodeSummary(EncodeSummary(sum)).error().code() == Code::kProtocol);
+    CHECK(DecodeSummary(
+              Bytes(R"({"files_committed":1,"bytes_committed":1,"files_skipped":0,"bytes_skipped":0,)"
+                    R"("files_failed":1,"chunks_corrupt":0,"bytes_resumed":0,"link_failures":[{"path":1}]})"))
+              .error()
+              .code() == Code::kProtocol);
   }
 
   TEST_CASE("END: the sender's special files, when there are any, with their names checked") {

@@ -27,6 +27,24 @@ TEST_SUITE("proto.wire") {
     CHECK((*out)[2].link_target == "../target");
   }
 
+  TEST_CASE(
+      "FILES hard link entries round-trip; a target that escapes, is empty or is the entry itself is "
+      "refused") {
+    auto out = DecodeFiles(EncodeFiles({{4, EntryType::kHardLink, "sub/c", 10, 0644, 7, "a"}}));
+    REQUIRE(out.has_value());
+    REQUIRE(out->size() == 1);
+    CHECK((*out)[0].type == EntryType::kHardLink);
+    CHECK((*out)[0].link_target == "a");
+    CHECK((*out)[0].size == 10);
+    for (const char* bad : {"../a", "/a", "", "sub/c"}) {
+      CAPTURE(bad);
+      auto r = DecodeFiles(EncodeFiles({{4, EntryType::kHardLink, "sub/c", 10, 0644, 7, bad}}));
+      REQUIRE_FALSE(r.has_value());
+      CHECK(r.error().code() == Code::kProtocol);
+    }
+    CHECK_FALSE(DecodeFiles(EncodeFiles({{4, EntryType(4), "x", 0, 0644, 0, ""}})).has_value());
+  }
+
   TEST_CASE("FILES entries that escape the root are a protocol error") {
     for (const char* bad : {"../etc/passwd", "/etc/passwd", "a/../../b", "a//b", "./a"}) {
       CAPTURE(bad);
