@@ -517,7 +517,8 @@ TEST_SUITE("proto.messages") {
       summary_cases.push_back(
           {std::string("/") + f, std::string("SUMMARY.") + f, true, {"1", -1, 0.5, json::object()}, {}, ""});
     }
-    CheckFields(StatusOf(DecodeSummary), Parse(EncodeSummary(Summary{1, 2, 3, 4, 5, 6, 7, {}})), summary_cases);
+    CheckFields(StatusOf(DecodeSummary), Parse(EncodeSummary(Summary{1, 2, 3, 4, 5, 6, 7, {}})),
+                summary_cases);
     CheckNotObject(StatusOf(DecodeSummary), "SUMMARY");
     CheckFields(StatusOf(DecodeCancel), Parse(EncodeCancel(Cancel{"why"})),
                 {{"/reason", "CANCEL.reason", true, {1, nullptr}, {}, ""}});
