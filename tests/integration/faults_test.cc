@@ -70,8 +70,10 @@ TEST_SUITE("integration.faults") {
     DaemonProcess& b = *p.b;
     CHECK(a.Log().find("FAULT INJECTION ACTIVE") != std::string::npos);
 
-    // 5 chunks of 1 MiB: message 3 (chunk 2) is corrupted, and 6 (chunk 2 again), so chunk 2 comes
-    // in pieces (messages 7 to 10), of which 9 is corrupted and sent again (11): 3 corrupt copies.
+    // 5 chunks of 1 MiB: message 3 (chunk 2) is corrupted. If its re-send goes out after the other
+    // chunks it is message 6, corrupted too, so chunk 2 comes in pieces (messages 7 to 10), of which
+    // 9 is corrupted and sent again: 3 corrupt copies. If the re-send overtakes chunk 4, message 6
+    // is chunk 4's first copy and each is corrupted once: 2. Either way every copy is caught.
     const uint64_t size = 4 * kMiB + kMiB / 2;
     WriteRandomFile(a.Path("pushed.bin"), size, 5, 0644);
     CliResult r = Cli(a, {"cp", "--chunk", "1MiB", "--json", a.Path("pushed.bin"), "b:/pushed.bin"});
@@ -80,7 +82,8 @@ TEST_SUITE("integration.faults") {
       REQUIRE(r.exit_code == 0);
       auto rec = r.Json();
       CHECK(rec["state"] == "succeeded");
-      CHECK(rec["progress"]["chunks_corrupt"] == 3);
+      const uint64_t corrupt = rec["progress"]["chunks_corrupt"].get<uint64_t>();
+      CHECK((corrupt == 2 || corrupt == 3));
       CHECK(rec["progress"]["bytes_resent"].get<uint64_t>() >= kMiB / 2);
       auto diffs = CompareTrees(a.Path("pushed.bin"), b.Path("pushed.bin"));
       CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
@@ -92,7 +95,8 @@ TEST_SUITE("integration.faults") {
     {
       INFO(r.Describe());
       REQUIRE(r.exit_code == 0);
-      CHECK(r.Json()["progress"]["chunks_corrupt"] == 3);
+      const uint64_t corrupt = r.Json()["progress"]["chunks_corrupt"].get<uint64_t>();
+      CHECK((corrupt == 2 || corrupt == 3));
       auto diffs = CompareTrees(b.Path("pulled.bin"), a.Path("pulled.bin"));
       CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
     }
@@ -171,13 +175,16 @@ TEST_SUITE("integration.faults") {
     DaemonPair p(fed, corrupting, corrupting);
     DaemonProcess& a = *p.a;
     DaemonProcess& b = *p.b;
-    const uint64_t size = 24 * kMiB - 999;  // 24 chunks: messages 7, 14 and 21 are corrupted
+    const uint64_t size = 24 * kMiB - 999;  // 24 chunks: messages 7, 14 and 21 are corrupted, and re-sends
     WriteRandomFile(a.Path("pushed.bin"), size, 7, 0644);
     CliResult r =
         Cli(a, {"cp", "-n", "4", "--chunk", "1MiB", "--json", a.Path("pushed.bin"), "b:/pushed.bin"});
     INFO(r.Describe());
     REQUIRE(r.exit_code == 0);
-    CHECK(r.Json()["progress"]["chunks_corrupt"] == 3);
+    // 3 when every re-send lands between the multiples of 7; a re-send that lands on one is
+    // corrupted again and its chunk comes in pieces, which adds one or two corrupt copies.
+    const uint64_t corrupt = r.Json()["progress"]["chunks_corrupt"].get<uint64_t>();
+    CHECK((corrupt >= 3 && corrupt <= 5));
     auto diffs = CompareTrees(a.Path("pushed.bin"), b.Path("pushed.bin"));
     CHECK_MESSAGE(diffs.empty(), DescribeDiffs(diffs));
     CHECK(Partials(b.export_root()).empty());
