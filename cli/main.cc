@@ -186,6 +186,10 @@ void PrintResult(const json& t) {
   } else if (protection == "clear") {
     std::printf("  protection: clear (data connections neither encrypted nor authenticated)\n");
   }
+  if (const std::string transport = t.value("transport", std::string()); !transport.empty()) {
+    const std::string note = t.value("transport_note", std::string());
+    std::printf("  transport: %s%s\n", transport.c_str(), note.empty() ? "" : (" (" + note + ")").c_str());
+  }
   std::printf("  attempts %u; resumed %s already at the destination; re-sent %s\n", t.value("attempts", 0u),
               HumanBytes(p.value("bytes_resumed", 0.0)).c_str(),
               HumanBytes(p.value("bytes_resent", 0.0)).c_str());
@@ -313,7 +317,9 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "detach,d", "submit and print the id; do not wait")("token", po::value<std::string>(), kTokenHelp)(
       "protection", po::value<std::string>(),
       "clear, integrity or private: the data connections' protection (default: what the policies of "
-      "both ends require)")("help,h", "this help");
+      "both ends require)")("transport", po::value<std::string>(),
+                            "tcp or ucx: the data transport to use, or fail (default: the first both ends "
+                            "offer)")("help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -346,6 +352,7 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   if (vm.count("skip-existing")) req["existing"] = "skip";
   if (vm.count("hard-links")) req["hard_links"] = true;
   if (vm.count("protection")) req["protection"] = vm["protection"].as<std::string>();
+  if (vm.count("transport")) req["transport"] = vm["transport"].as<std::string>();
   std::string token;
   if (!ResolveToken(vm, &token)) return kExitUsage;
   if (!token.empty()) req["token"] = token;

@@ -246,6 +246,13 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
       return BadRequest("protection must be clear, integrity or private, not '" + protection + "'");
     opts["protection"] = protection;  // absent: the stricter of both ends' policy minimums
   }
+  PORO_API_ASSIGN_OR_400(std::string transport, body.String("transport"));
+  if (!transport.empty()) {
+    if (!proto::IsTransportName(transport)) {
+      return BadRequest("transport must be tcp or ucx, not '" + transport + "'");
+    }
+    opts["transport"] = transport;  // absent: the first both ends offer
+  }
   t->options = opts;
   // Check what can be checked locally now, so the user gets the error at once.
   auto manifest = d_.fed->manifest();

@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <map>
@@ -10,6 +11,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "proto/messages.h"
 
 namespace pororoca::daemon {
 
@@ -90,7 +92,9 @@ Status KeyError(const std::string& file, const std::string& key, const std::stri
 const std::map<std::string, std::set<std::string>>& KnownKeys() {
   static const std::map<std::string, std::set<std::string>> k{
       {"endpoint", {"name"}},
-      {"network", {"listen", "sndbuf", "rcvbuf", "congestion", "idle_timeout_s"}},
+      {"network",
+       {"listen", "sndbuf", "rcvbuf", "congestion", "idle_timeout_s", "transports", "ucx_tls",
+        "ucx_net_devices"}},
       {"api", {"socket", "socket_mode"}},
       {"storage", {"export_root", "state_dir", "direct_io", "keep_finished_s"}},
       {"tls", {"ca", "cert", "key"}},
@@ -102,7 +106,7 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
        {"streams", "max_streams", "chunk_size", "buffer_pool", "read_ahead", "retry_attempts",
         "retry_max_backoff_s"}},
       {"log", {"level", "file"}},
-      {"fault_injection", {"corrupt_every", "send_delay_us", "forge_digest"}},
+      {"fault_injection", {"corrupt_every", "send_delay_us", "forge_digest", "forge_bind"}},
       {"classification", {"path", "label"}},
       {"users", {"uid", "identity", "scopes"}},
   };
@@ -225,6 +229,25 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(uint("network", "rcvbuf", 0, 1u << 30, &c.rcvbuf));
   PORO_RETURN_IF_ERROR(str("network", "congestion", &c.congestion, false));
   PORO_RETURN_IF_ERROR(uint("network", "idle_timeout_s", 0, 3600, &c.idle_timeout_s));
+  if (auto n = t["network"]["transports"]; n) {
+    const auto* arr = n.as_array();
+    const std::string key = "[network] transports";
+    if (arr == nullptr || arr->empty())
+      return KeyError(path, key, "must be a non-empty array like [\"ucx\", \"tcp\"]");
+    c.transports.clear();
+    for (const auto& e : *arr) {
+      auto v = e.value<std::string>();
+      if (!v) return KeyError(path, key, "must be an array of strings");
+      if (!proto::IsTransportName(*v))
+        return KeyError(path, key, "unknown transport '" + *v + "' (tcp or ucx)");
+      if (std::find(c.transports.begin(), c.transports.end(), *v) != c.transports.end()) {
+        return KeyError(path, key, "'" + *v + "' is listed twice");
+      }
+      c.transports.push_back(*v);
+    }
+  }
+  PORO_RETURN_IF_ERROR(str("network", "ucx_tls", &c.ucx_tls, false));
+  PORO_RETURN_IF_ERROR(str("network", "ucx_net_devices", &c.ucx_net_devices, false));
   PORO_RETURN_IF_ERROR(str("api", "socket", &c.api_socket, false));
   std::string mode;
   PORO_RETURN_IF_ERROR(str("api", "socket_mode", &mode, false));
@@ -273,6 +296,11 @@ Result<Config> LoadConfig(const std::string& path) {
     auto b = n.value<bool>();
     if (!b) return KeyError(path, "[fault_injection] forge_digest", "must be true or false");
     c.fault_forge_digest = *b;
+  }
+  if (auto n = t["fault_injection"]["forge_bind"]) {
+    auto b = n.value<bool>();
+    if (!b) return KeyError(path, "[fault_injection] forge_bind", "must be true or false");
+    c.fault_forge_bind = *b;
   }
   if (c.fault_corrupt_every == 1) {
     return KeyError(path, "[fault_injection] corrupt_every",

@@ -34,6 +34,12 @@ struct Config {
   // SO_SNDBUF / SO_RCVBUF in bytes; 0 = kernel autotuning; sndbuf -1 = auto (see ResolveSndbuf).
   int sndbuf = -1, rcvbuf = 0;
   std::string congestion;  // "" = system default
+  // The data transports this endpoint offers, in order of preference: "tcp", "ucx". A session uses
+  // the first of the initiator's list that the responder offers too. One this build lacks, or
+  // whose library finds no device at start-up, is logged and left out.
+  std::vector<std::string> transports = {"tcp"};
+  std::string ucx_tls;          // UCX_TLS for the daemon's UCX context ("" = environment / UCX's choice)
+  std::string ucx_net_devices;  // UCX_NET_DEVICES ("" = environment / all)
   // A peer that sends nothing on a session's control connection for this long (KEEPALIVE goes
   // every quarter of it) has stopped answering: the session ends, the transfer retries. 0 = never.
   unsigned idle_timeout_s = 20;
@@ -84,6 +90,9 @@ struct Config {
   unsigned fault_send_delay_us = 0;
   // A corrupted chunk's header gets the XXH3-128 digest of the corrupted payload: a tampering relay.
   bool fault_forge_digest = false;
+  // The sending end binds its data channels (other than tcp) with a key that is not the session's:
+  // a stranger trying to inject chunks. The receiving end must refuse them.
+  bool fault_forge_bind = false;
 
   const UserConfig* FindUser(int64_t uid) const;
 };

@@ -680,6 +680,8 @@ void Federation::Finish(const TransferAuth& a, const Admission& adm, const engin
   rec["destination_institution"] = adm.destination_institution;
   rec["local_path"] = a.local_path;
   rec["protection"] = std::string(ProtectionName(a.protection));
+  rec["transport"] = a.transport;
+  if (!a.transport_note.empty()) rec["transport_note"] = a.transport_note;
   rec["bytes"] = s.bytes_sent;
   rec["files"] = files;
   rec["chunks_corrupt"] = s.chunks_corrupt;  // copies that failed verification in this session

@@ -56,6 +56,8 @@ struct TransferAuth {
   // end's policy requires is refused, never raised.
   std::optional<Protection> protection_requested;
   Protection protection = Protection::kClear;  // in force, once the session has agreed on it
+  std::string transport = "tcp";               // the data transport the session runs on
+  std::string transport_note;                  // why not this end's first choice ("" if it is)
 };
 
 // What an allowed transfer holds while it runs: the concurrency slot and the pair's rate bucket.

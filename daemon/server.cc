@@ -10,6 +10,13 @@
 #include "proto/wire.h"
 #include "transport/fault.h"
 #include "transport/tcp.h"
+#if PORO_WITH_UCX
+#include "transport/ucx.h"
+#else
+namespace pororoca::transport {
+class UcxContext {};  // never made without UCX
+}  // namespace pororoca::transport
+#endif
 
 namespace pororoca::daemon {
 
@@ -26,6 +33,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   c.sndbuf = ResolveSndbuf(c.sndbuf);
   size_t count = std::max<size_t>(8, c.buffer_pool_bytes / c.chunk_size);
   PORO_ASSIGN_OR_RETURN(d->pool_, io::BufferPool::Create(c.chunk_size, count));
+  d->SetUpTransports();
 
   Daemon* self = d.get();
   d->binds_ = std::make_unique<BindTable>([self](UniqueFd fd) { return self->MakeChannel(std::move(fd)); });
@@ -36,6 +44,10 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   deps.fed = d->fed_.get();
   deps.binds = d->binds_.get();
   deps.make_channel = [self](UniqueFd fd) { return self->MakeChannel(std::move(fd)); };
+  deps.wrap_channel = [self](std::unique_ptr<transport::MessageChannel> ch) {
+    return self->WrapChannel(std::move(ch));
+  };
+  deps.transports = &d->transports_;
   deps.moving = &d->moving_;
   deps.stopping = &d->stopping_;
   d->sessions_ = std::make_unique<SessionRunner>(std::move(deps));
@@ -73,13 +85,51 @@ Result<std::string> Daemon::Check(const Config& c) {
 
 Daemon::~Daemon() { Stop(); }
 
+void Daemon::SetUpTransports() {
+  for (const std::string& name : config_.transports) {
+    Status why;
+    if (name == "ucx") {
+#if PORO_WITH_UCX
+      transport::UcxOptions o;
+      o.tls = config_.ucx_tls;
+      o.net_devices = config_.ucx_net_devices;
+      auto ctx = transport::UcxContext::Create(o);
+      if (ctx.has_value()) why = (*ctx)->RegisterRegion(pool_->base(), pool_->total_bytes());
+      if (ctx.has_value() && why.ok()) {
+        ucx_ = std::move(*ctx);
+        transports_.ucx = ucx_.get();
+      } else if (!ctx.has_value()) {
+        why = ctx.error();
+      }
+#else
+      why = Status::NotSupported("this build has no UCX support (PORO_WITH_UCX=OFF)");
+#endif
+    }
+    if (why.ok()) {
+      transports_.offered.push_back(name);
+    } else {
+      PORO_LOG(WARNING) << "[network] transports lists " << name
+                        << ", which is unavailable: " << why.message() << "; sessions will not use it";
+      transports_.unavailable[name] = std::string(why.message());
+    }
+  }
+  if (transports_.offered.empty()) {
+    PORO_LOG(WARNING) << "no transport of [network] transports is available: offering tcp";
+    transports_.offered.push_back("tcp");
+  }
+}
+
 std::unique_ptr<transport::MessageChannel> Daemon::MakeChannel(UniqueFd fd) {
   transport::SocketOptions so;
   so.sndbuf = config_.sndbuf;
   so.rcvbuf = config_.rcvbuf;
   so.congestion = config_.congestion;
   transport::ApplySocketOptions(fd.get(), so).IgnoreError();  // best effort, as the kernel allows
-  auto ch = transport::MakeTcpMessageChannel(std::move(fd));
+  return WrapChannel(transport::MakeTcpMessageChannel(std::move(fd)));
+}
+
+std::unique_ptr<transport::MessageChannel> Daemon::WrapChannel(
+    std::unique_ptr<transport::MessageChannel> ch) {
   transport::FaultOptions fo;
   fo.corrupt_every = config_.fault_corrupt_every;
   fo.send_delay = std::chrono::microseconds(config_.fault_send_delay_us);

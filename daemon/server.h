@@ -48,6 +48,9 @@ class Daemon {
   // A connected data socket as a message channel: socket options, and the fault-injection
   // decorator when [fault_injection] asks for it.
   std::unique_ptr<transport::MessageChannel> MakeChannel(UniqueFd fd);
+  std::unique_ptr<transport::MessageChannel> WrapChannel(std::unique_ptr<transport::MessageChannel> ch);
+  // The transports of [network] transports that can run here (a UCX context for "ucx").
+  void SetUpTransports();
 
   Config config_;
   std::atomic<bool> stopping_{false};
@@ -55,6 +58,9 @@ class Daemon {
   std::shared_ptr<std::atomic<uint64_t>> fault_counter_ = std::make_shared<std::atomic<uint64_t>>(0);
   std::unique_ptr<engine::ExportRoot> root_;
   std::unique_ptr<io::BufferPool> pool_;
+  // The data transports offered (after pool_: the UCX context's registration of the pool goes first).
+  std::shared_ptr<transport::UcxContext> ucx_;  // shared_ptr: the type is incomplete here
+  TransportSet transports_;
   std::unique_ptr<Federation> fed_;
   WorkerSet workers_;
   std::unique_ptr<BindTable> binds_;

@@ -1,5 +1,6 @@
 #include "daemon/session.h"
 
+#include <netdb.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -13,6 +14,9 @@
 #include "crypto/chunk_seal.h"
 #include "pororoca/config.h"
 #include "transport/tcp.h"
+#if PORO_WITH_UCX
+#include "transport/ucx.h"
+#endif
 
 namespace pororoca::daemon {
 
@@ -47,6 +51,24 @@ Status RandomBytes(std::span<std::byte> out) {
 }
 
 std::string Software() { return std::string("pororoca ") + PORO_VERSION; }
+
+// Runs fn(0) .. fn(n-1) at once (fn(0) on this thread): setting up a data channel costs round
+// trips, so all of them are set up together. Returns the first error in stream order.
+Status OnEveryStream(unsigned n, const std::function<Status(unsigned)>& fn) {
+  std::vector<Status> errors(n);
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < n; ++i) threads.emplace_back([&, i] { errors[i] = fn(i); });
+  errors[0] = fn(0);
+  for (auto& th : threads) th.join();
+  for (auto& e : errors) PORO_RETURN_IF_ERROR(e);
+  return Status::OK();
+}
+
+std::string JoinNames(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + v[i];
+  return out + "]";
+}
 
 // The transfer's options (as the API validated and the record keeps them) into OPEN; a record
 // edited by hand into the wrong types is an error naming the field, not an exception.
@@ -103,10 +125,80 @@ struct SessionRunner::Session {
   std::string engine_rel;  // what the engine works on: the sender's source or the receiver's target
   std::shared_ptr<BindTable::Entry> bind;  // responder: its data connections
   std::vector<std::unique_ptr<transport::MessageChannel>> channels;
+  std::vector<std::string> offer;  // initiator: the transports its HELLO offers
+  std::string transport = "tcp";   // the one both ends chose
+  std::string transport_note;      // why not this end's first choice
   std::atomic<bool>* cancel = nullptr;
   std::atomic<bool> own_cancel{false};  // the responder's (no transfer record)
   std::shared_ptr<engine::TransferStats> stats = std::make_shared<engine::TransferStats>();
 };
+
+bool TransportSet::Offers(const std::string& name) const {
+  return std::find(offered.begin(), offered.end(), name) != offered.end();
+}
+
+Status SessionRunner::Offer(const json& options, Session& s) const {
+  const TransportSet& ts = *d_.transports;
+  auto it = options.find("transport");
+  if (it != options.end()) {
+    const std::string name = it->is_string() ? it->get<std::string>() : std::string();
+    if (!proto::IsTransportName(name))
+      return Status::InvalidArgument("options.transport: must be tcp or ucx");
+    if (!ts.Offers(name)) {
+      auto why = ts.unavailable.find(name);
+      return Status::NotSupported("transport " + name + " is not available on this endpoint: " +
+                                  (why != ts.unavailable.end()
+                                       ? why->second
+                                       : "not in its [network] transports " + JoinNames(ts.offered)));
+    }
+    s.offer = {name};
+    return Status::OK();
+  }
+  s.offer = ts.offered;
+  // A transport the operator put first that cannot run here is never dropped silently.
+  for (const std::string& name : d_.config->transports) {
+    if (name == s.offer.front()) break;
+    auto why = ts.unavailable.find(name);
+    if (why != ts.unavailable.end()) {
+      s.transport_note += (s.transport_note.empty() ? "" : "; ") + name + " unavailable here: " + why->second;
+    }
+  }
+  return Status::OK();
+}
+
+Status SessionRunner::ChooseTransport(Session& s, const proto::Hello& theirs) const {
+  const TransportSet& ts = *d_.transports;
+  const std::vector<std::string> want =
+      theirs.transports.empty() ? std::vector<std::string>{"tcp"} : theirs.transports;
+  auto chosen = std::find_if(want.begin(), want.end(), [&](const std::string& n) { return ts.Offers(n); });
+  std::string why_not;
+  if (auto u = ts.unavailable.find(want.front()); u != ts.unavailable.end()) why_not = " (" + u->second + ")";
+  if (chosen == want.end()) {
+    return Status::NotSupported("no data transport in common: endpoint " + s.peer.id + " offers " +
+                                JoinNames(want) + ", endpoint " + d_.config->endpoint_name + " offers " +
+                                JoinNames(ts.offered) + why_not);
+  }
+  s.transport = *chosen;
+  if (chosen != want.begin()) {
+    s.transport_note = "endpoint " + d_.config->endpoint_name + " does not offer " + want.front() + why_not;
+  }
+  return Status::OK();
+}
+
+Status SessionRunner::TakeTransport(Session& s, const proto::Hello& theirs) const {
+  const std::string chosen = theirs.transport.value_or("tcp");
+  if (std::find(s.offer.begin(), s.offer.end(), chosen) == s.offer.end()) {
+    // A responder from before the negotiation answers without a choice: that is tcp.
+    return Status::NotSupported("endpoint " + s.peer.id + " does not offer " + JoinNames(s.offer) +
+                                " (it answered '" + chosen + "')");
+  }
+  s.transport = chosen;
+  if (chosen != s.offer.front()) {
+    s.transport_note += (s.transport_note.empty() ? "" : "; ") + std::string("endpoint ") + s.peer.id +
+                        " does not offer " + s.offer.front();
+  }
+  return Status::OK();
+}
 
 engine::EngineOptions SessionRunner::EngineOptionsFrom(const proto::OpenOptions& o) const {
   engine::EngineOptions eo;
@@ -190,6 +282,7 @@ Status SessionRunner::ExchangeHello(Session& s) {
   proto::Hello mine;
   mine.endpoint = d_.config->endpoint_name;
   mine.software = Software();
+  if (s.initiator) mine.transports = s.offer;
   if (s.initiator) {
     // HELLO and OPEN go out back to back (the responder reads them in order): a round trip saved.
     Status sent = s.ctl->Send(proto::MsgType::kHello, proto::EncodeHello(mine));
@@ -206,16 +299,22 @@ Status SessionRunner::ExchangeHello(Session& s) {
     PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kHello, o));
     PORO_ASSIGN_OR_RETURN(proto::Hello theirs, proto::DecodeHello(body));
     PORO_RETURN_IF_ERROR(CheckPeerHello(s, theirs));
+    PORO_RETURN_IF_ERROR(TakeTransport(s, theirs));
     s.sid = *theirs.session;
   } else {
     PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kHello, o));
     PORO_ASSIGN_OR_RETURN(proto::Hello theirs, proto::DecodeHello(body));
     PORO_RETURN_IF_ERROR(CheckPeerHello(s, theirs));
+    PORO_RETURN_IF_ERROR(ChooseTransport(s, theirs));
     PORO_RETURN_IF_ERROR(RandomBytes(s.sid));
     mine.session = s.sid;
+    mine.transports = d_.transports->offered;
+    mine.transport = s.transport;
     PORO_RETURN_IF_ERROR(s.ctl->Send(proto::MsgType::kHello, proto::EncodeHello(mine)));
   }
   PORO_ASSIGN_OR_RETURN(s.key, s.tls->ExportKey(proto::kBindExporterLabel, 32));
+  s.auth.transport = s.transport;
+  s.auth.transport_note = s.transport_note;
   return Status::OK();
 }
 
@@ -263,7 +362,7 @@ Status SessionRunner::AnswerOpen(Session& s) {
   s.offered = ok.protection;
   s.adm = std::move(adm);
   // Registered before OPEN_OK: the initiator connects as soon as it reads it.
-  s.bind = d_.binds->Open(s.sid, s.key, open.streams);
+  if (s.transport == "tcp") s.bind = d_.binds->Open(s.sid, s.key, open.streams);
   return s.ctl->Send(proto::MsgType::kOpenOk, proto::EncodeOpenOk(ok));
 }
 
@@ -322,12 +421,12 @@ Status SessionRunner::ExportSealKey(Session& s) {
 // ---- 4. data connections -------------------------------------------------------------------------------
 
 Status SessionRunner::OpenDataChannels(Session& s) {
+  if (s.transport != "tcp") return SetUpChannels(s);
   PORO_ASSIGN_OR_RETURN(auto hp, transport::ParseHostPort(s.peer.address));
   const unsigned n = s.open.streams;
   const TransportOptions o = Timeout(10000);
   // All N connections are set up at once: on a long link each costs two round trips (TCP, bind).
   s.channels.resize(n);
-  std::vector<Status> errors(n);
   auto open_one = [&](unsigned i) -> Status {
     PORO_ASSIGN_OR_RETURN(UniqueFd fd,
                           transport::TcpConnect(hp.first, hp.second, std::chrono::milliseconds(10000)));
@@ -351,15 +450,11 @@ Status SessionRunner::OpenDataChannels(Session& s) {
     s.channels[i] = d_.make_channel(std::move(raw));
     return Status::OK();
   };
-  std::vector<std::thread> threads;
-  for (unsigned i = 1; i < n; ++i) threads.emplace_back([&, i] { errors[i] = open_one(i); });
-  errors[0] = open_one(0);
-  for (auto& th : threads) th.join();
-  for (auto& e : errors) PORO_RETURN_IF_ERROR(e);
-  return Status::OK();
+  return OnEveryStream(n, open_one);
 }
 
 Status SessionRunner::AwaitDataChannels(Session& s) {
+  if (s.transport != "tcp") return SetUpChannels(s);
   // The initiator may instead refuse now (its own policy decision) with an ERROR on the control
   // connection: watch it while waiting.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -380,6 +475,143 @@ Status SessionRunner::AwaitDataChannels(Session& s) {
   if (!msg.has_value()) return msg.error();
   if (msg->type == proto::MsgType::kError) return proto::StatusFromErrorBody(msg->body);
   return Status::Protocol(proto::MsgTypeName(msg->type) + " while waiting for the data connections");
+}
+
+// The peer as data-channel errors name it: its endpoint and the address its control connection has.
+std::string SessionRunner::PeerLabel(const Session& s) {
+  return s.peer.id + " (" + (s.initiator ? s.peer.address : s.address) + ")";
+}
+
+Status SessionRunner::SetUpChannels(Session& s) {
+#if PORO_WITH_UCX
+  transport::UcxContext* ctx = d_.transports->ucx;
+  if (s.transport != "ucx" || ctx == nullptr) {
+    return Status::Internal("transport " + s.transport + " chosen but not set up in this daemon");
+  }
+  const unsigned n = s.open.streams;
+  s.channels.clear();
+  if (s.auth.sending) {
+    PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kChannels, Timeout(30000)));
+    PORO_ASSIGN_OR_RETURN(proto::Channels where, proto::DecodeChannels(body, n));
+    if (where.transport != s.transport) {
+      return Status::Protocol("CHANNELS.transport: '" + where.transport + "' in a session on " + s.transport);
+    }
+    Status st = ConnectChannels(s, where);
+    if (!st.ok()) {
+      // The receiving end may have refused a channel and said why on the control connection (its
+      // workers are gone then, so the next channel fails to connect): its reason comes first.
+      auto msg = s.ctl->Receive(Timeout(2000));
+      if (msg.has_value() && msg->type == proto::MsgType::kError)
+        return proto::StatusFromErrorBody(msg->body);
+    }
+    return st;
+  }
+  return AcceptChannels(s);
+#else
+  return Status::NotSupported("transport " + s.transport + ": this build has no UCX support");
+#endif
+}
+
+Status SessionRunner::ConnectChannels(Session& s, const proto::Channels& where) {
+#if PORO_WITH_UCX
+  // All channels at once, as on tcp: each costs a few round trips to set up.
+  const unsigned n = s.open.streams;
+  std::vector<std::unique_ptr<transport::MessageChannel>> channels(n);
+  auto open_one = [&](unsigned i) -> Status {
+    const auto stream = static_cast<uint16_t>(i);
+    PORO_ASSIGN_OR_RETURN(auto ch,
+                          transport::UcxChannel::Connect(*d_.transports->ucx, where.addresses[i],
+                                                         proto::DataTag(s.key, s.sid, stream), PeerLabel(s)));
+    // The first message proves knowledge of this session, as a TCP data connection's bind does.
+    proto::BindRequest b;
+    b.stream = stream;
+    b.session = s.sid;
+    PORO_RETURN_IF_ERROR(RandomBytes(b.nonce));
+    b.mac = proto::BindMac(s.key, false, s.sid, b.stream, b.nonce);
+    if (d_.config->fault_forge_bind) b.mac = proto::BindMac(b.nonce, false, s.sid, b.stream, b.nonce);
+    PORO_RETURN_IF_ERROR(
+        ch->Send(proto::EncodeBind(b), {}, Timeout(10000)).Annotate("data channel " + std::to_string(i)));
+    channels[i] = d_.wrap_channel(std::move(ch));
+    return Status::OK();
+  };
+  PORO_RETURN_IF_ERROR(OnEveryStream(n, open_one));
+  s.channels = std::move(channels);
+  return Status::OK();
+#else
+  (void)s, (void)where;
+  return Status::NotSupported("this build has no UCX support");
+#endif
+}
+
+Status SessionRunner::AcceptChannels(Session& s) {
+#if PORO_WITH_UCX
+  transport::UcxContext* ctx = d_.transports->ucx;
+  const unsigned n = s.open.streams;
+  std::vector<std::unique_ptr<transport::UcxChannel>> mine;
+  proto::Channels where;
+  where.transport = s.transport;
+  // The channels listen on the address the peer reached this daemon at.
+  sockaddr_storage local{};
+  socklen_t local_len = sizeof(local);
+  char host[NI_MAXHOST];
+  if (::getsockname(s.tls->fd(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
+      ::getnameinfo(reinterpret_cast<sockaddr*>(&local), local_len, host, sizeof(host), nullptr, 0,
+                    NI_NUMERICHOST) != 0) {
+    return Status::IoError("the control connection's local address", errno);
+  }
+  for (unsigned i = 0; i < n; ++i) {
+    PORO_ASSIGN_OR_RETURN(
+        auto ch, transport::UcxChannel::Listen(
+                     *ctx, host, proto::DataTag(s.key, s.sid, static_cast<uint16_t>(i)), PeerLabel(s)));
+    where.addresses.push_back(ch->address());
+    mine.push_back(std::move(ch));
+  }
+  PORO_RETURN_IF_ERROR(s.ctl->Send(proto::MsgType::kChannels, proto::EncodeChannels(where)));
+  // Each channel's first message must be its bind request; nothing else is taken before it. The
+  // peer may instead give up with an ERROR on the control connection: once that connection has
+  // something to read, the binds get a few more seconds (the sender sends them before any control
+  // message of the engine), then the control message is read.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool control_readable = false;
+  std::array<std::byte, transport::MessageChannel::kMaxHeader> hdr;
+  auto no_payload = [](std::span<const std::byte>, size_t len) -> Result<std::span<std::byte>> {
+    if (len > 0) return Status::Protocol("a payload before the bind");
+    return std::span<std::byte>();
+  };
+  for (unsigned i = 0; i < n; ++i) {
+    Result<transport::MessageChannel::Received> r = Status::DeadlineExceeded("");
+    while (!(r = mine[i]->Receive(hdr, no_payload, 0, Timeout(200))).has_value() &&
+           r.error().code() == Code::kDeadlineExceeded) {
+      if (d_.stopping->load()) return Status::Unavailable("the daemon is shutting down");
+      if (s.cancel->load()) return Status::Cancelled("cancelled while setting up the data channels");
+      if (!control_readable && PollOne(s.tls->fd(), POLLIN, std::chrono::milliseconds(0)) > 0) {
+        control_readable = true;
+        until = std::min(until, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+      }
+      if (std::chrono::steady_clock::now() < until) continue;
+      if (!control_readable)
+        return Status::DeadlineExceeded("data channels over ucx did not bind within 30 s");
+      auto msg = s.ctl->Receive(Timeout(2000));
+      if (!msg.has_value()) return msg.error();
+      if (msg->type == proto::MsgType::kError) return proto::StatusFromErrorBody(msg->body);
+      return Status::Protocol(proto::MsgTypeName(msg->type) + " while waiting for the data channels' binds");
+    }
+    const Status refused =
+        Status::Unauthenticated("data channel " + std::to_string(i) + " over ucx from " + PeerLabel(s) +
+                                " did not present this session's binding: refused");
+    if (!r.has_value()) return r.error().code() == Code::kProtocol ? refused : r.error();
+    auto b = proto::DecodeBind(std::span<const std::byte>(hdr.data(), r->header_len));
+    if (!b.has_value() || b->session != s.sid || b->stream != i ||
+        !proto::MacEqual(b->mac, proto::BindMac(s.key, false, s.sid, b->stream, b->nonce))) {
+      return refused;
+    }
+  }
+  for (auto& ch : mine) s.channels.push_back(d_.wrap_channel(std::move(ch)));
+  return Status::OK();
+#else
+  (void)s;
+  return Status::NotSupported("this build has no UCX support");
+#endif
 }
 
 // ---- 5, 6. engine and end ----------------------------------------------------------------------------
@@ -415,7 +647,9 @@ Result<json> SessionRunner::RunEngine(Session& s) {
   }
   PORO_LOG(INFO) << "transfer " << a.transfer_id << ": " << (a.sending ? "sending " : "receiving ")
                  << d_.root->Display(s.engine_rel) << (a.sending ? " to " : " from ") << s.peer.id << " over "
-                 << s.channels.size() << " streams, protection " << ProtectionName(a.protection)
+                 << s.channels.size() << " " << s.transport << " streams"
+                 << (s.transport_note.empty() ? "" : " (" + s.transport_note + ")") << ", protection "
+                 << ProtectionName(a.protection)
                  << (adm.decision.rule_id.empty() ? "" : " (rule '" + adm.decision.rule_id + "')");
   Result<json> r = Status::Internal("not run");
   {
@@ -454,6 +688,7 @@ Status SessionRunner::Prepare(Transfer& t, Session& s, const char** check) const
   open.trailing_slash = t.remote.trailing_slash;
   open.recursive = t.recursive;
   PORO_RETURN_IF_ERROR(ReadOptions(t.options, *d_.config, open));
+  PORO_RETURN_IF_ERROR(Offer(t.options, s));
   open.local_path = "/" + s.local_rel;
   s.eo = EngineOptionsFrom(open.options);
   TransferAuth& a = s.auth;
@@ -544,6 +779,8 @@ Result<json> SessionRunner::Initiate(Transfer& t) {
     MutexLock lock(&t.mu);
     t.stats = s.stats;
     t.protection = std::string(ProtectionName(s.auth.protection));
+    t.transport = s.transport;
+    t.transport_note = s.transport_note;
   }
   Result<json> r = RunEngine(s);
   s.ctl->Close().IgnoreError();

@@ -22,6 +22,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -37,7 +39,20 @@
 #include "pororoca/storage.h"
 #include "proto/messages.h"
 
+namespace pororoca::transport {
+class UcxContext;
+}
+
 namespace pororoca::daemon {
+
+// The data transports this daemon offers: configured in [network] transports and usable here, in
+// order of preference; why a configured one is not usable; the UCX context, when "ucx" is offered.
+struct TransportSet {
+  std::vector<std::string> offered;
+  std::map<std::string, std::string> unavailable;
+  transport::UcxContext* ucx = nullptr;
+  bool Offers(const std::string& name) const;
+};
 
 struct SessionDeps {
   const Config* config = nullptr;
@@ -46,7 +61,11 @@ struct SessionDeps {
   Federation* fed = nullptr;
   BindTable* binds = nullptr;
   BindTable::ChannelFactory make_channel;  // a connected data socket -> message channel
-  std::atomic<int>* moving = nullptr;      // sessions inside the engine (the pool's mapping waits)
+  // Any other transport's channel -> what the engine uses (the fault-injection decorator, if set)
+  std::function<std::unique_ptr<transport::MessageChannel>(std::unique_ptr<transport::MessageChannel>)>
+      wrap_channel;
+  const TransportSet* transports = nullptr;
+  std::atomic<int>* moving = nullptr;  // sessions inside the engine (the pool's mapping waits)
   const std::atomic<bool>* stopping = nullptr;
 };
 
@@ -96,6 +115,18 @@ class SessionRunner {
   Status ExportSealKey(Session& s);
   Status OpenDataChannels(Session& s);
   Status AwaitDataChannels(Session& s);
+  // Step 4 on a transport other than tcp: the receiving end makes the channels and sends CHANNELS,
+  // the sending end connects to them and sends each one's bind request first.
+  Status SetUpChannels(Session& s);
+  Status ConnectChannels(Session& s, const proto::Channels& where);  // sending end
+  Status AcceptChannels(Session& s);                                 // receiving end
+  static std::string PeerLabel(const Session& s);
+  // The transports the initiator offers: the one the transfer forces, or this daemon's list.
+  Status Offer(const nlohmann::json& options, Session& s) const;
+  // Responder: the first of the peer's transports this daemon offers too.
+  Status ChooseTransport(Session& s, const proto::Hello& theirs) const;
+  // Initiator: the responder's choice, which must be one it was offered.
+  Status TakeTransport(Session& s, const proto::Hello& theirs) const;
   Result<nlohmann::json> RunEngine(Session& s);
   Status CheckPeerHello(const Session& s, const proto::Hello& h) const;
   // `s` as the peer is told it: this daemon's paths as ENDPOINT:/path inside the export (what the

@@ -67,6 +67,8 @@ void VisitRecord(RecordVisitor& v, Transfer& t) PORO_NO_THREAD_SAFETY_ANALYSIS {
   v.Field("finished_ms", t.finished_ms);
   v.Field("next_attempt_ms", t.next_attempt_ms);
   v.Field("protection", t.protection);
+  v.Field("transport", t.transport);
+  v.Field("transport_note", t.transport_note);
   v.Field("progress", t.last);
   v.Field("failures", t.failures);
   v.Field("skipped_special", t.specials);

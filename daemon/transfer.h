@@ -86,6 +86,10 @@ struct Transfer {
   std::string cut_reason PORO_GUARDED_BY(mu);  // the federation cut the session (peer suspended/revoked)
   // The data connections' protection level the last session agreed on ("" before the first one).
   std::string protection PORO_GUARDED_BY(mu);
+  // The data transport the last session ran on ("" before the first one) and, when it is not the
+  // first this end would have chosen, why (for example "endpoint b does not offer ucx").
+  std::string transport PORO_GUARDED_BY(mu);
+  std::string transport_note PORO_GUARDED_BY(mu);
   std::atomic<bool> cancel{false};
 
   std::string SourceText() const { return push ? local_path : remote.endpoint + ":" + remote.path; }

@@ -4,6 +4,7 @@
 # embedded defaults. Source it, then:
 #   bench_federation CLI DIR NAME_A ADDR_A NAME_B ADDR_B   -> DIR/fed (workspace), DIR/manifest.json
 #   bench_config DIR NAME LISTEN EXPORT_ROOT STATE_DIR SOCKET INSTITUTION > NAME.toml
+#                       ($BENCH_NETWORK_EXTRA, if set, is added to its [network] section)
 #   bench_pair BIN DIR: both of the above for daemons a (ia) and b (ib) on 127.0.0.1, export roots
 #                       DIR/a/data and DIR/b/data; starts them (pids appended to BENCH_PIDS, logs in
 #                       DIR/{a,b}.log, API sockets DIR/{a,b}.sock) and waits until both answer
@@ -33,6 +34,7 @@ bench_config() {
 name = "$name"
 [network]
 listen = "$listen"
+${BENCH_NETWORK_EXTRA:-}
 [api]
 socket = "$sock"
 [storage]

@@ -41,3 +41,34 @@ row_pororoca() {
 }
 
 add_row "pororoca cp (defaults)" "W1 W2 W3 W4" row_pororoca pororoca
+
+# The same pair of daemons over UCX (UCX_TLS=tcp: no RDMA on the benchmark machine, so this row
+# measures the UCX code path's cost against the tcp row, not RDMA; see docs/performance.md).
+server_pororoca_ucx() {
+  PORO_UCX_PORT=$(pick_port); export PORO_UCX_PORT
+  PORO_UCX_RUN="$RUNDIR/pororoca-ucx"; export PORO_UCX_RUN
+  rm -rf "$PORO_UCX_RUN"; mkdir -p "$PORO_UCX_RUN"
+  # shellcheck source=perf/lib.sh
+  . "$PORO_PERF/lib.sh"
+  export -f bench_wait_socket
+  local BENCH_NETWORK_EXTRA=$'transports = ["ucx", "tcp"]\nucx_tls = "tcp"'
+  bench_federation "$PORO_BIN/cli/pororoca" "$PORO_UCX_RUN" src 127.0.0.1:1 dst "$PEER_HOST:$PORO_UCX_PORT" || return 1
+  bench_config "$PORO_UCX_RUN" src 127.0.0.1:0 / "$PORO_UCX_RUN/src-state" "$PORO_UCX_RUN/src.sock" ia \
+    > "$PORO_UCX_RUN/src.toml"
+  bench_config "$PORO_UCX_RUN" dst "$PEER_HOST:$PORO_UCX_PORT" / "$PORO_UCX_RUN/dst-state" "$PORO_UCX_RUN/dst.sock" ib \
+    > "$PORO_UCX_RUN/dst.toml"
+  start_server pororoca_ucx "$PORO_UCX_PORT" "$PORO_BIN/daemon/pororocad" --config "$PORO_UCX_RUN/dst.toml"
+}
+
+row_pororoca_ucx() {
+  local sock="$PORO_UCX_RUN/src.sock" pid rc=0
+  "$PORO_BIN/daemon/pororocad" --config "$PORO_UCX_RUN/src.toml" 2>>"$PORO_UCX_RUN/src.log" &
+  pid=$!
+  bench_wait_socket "$sock" || true
+  PORO_SOCKET=$sock "$PORO_BIN/cli/pororoca" cp -r --no-progress --transport ucx "$1" "dst:$2/" >/dev/null || rc=$?
+  kill "$pid"; wait "$pid"
+  return $rc
+}
+
+add_row "pororoca cp --transport ucx (UCX_TLS=tcp)" "W1 W3" row_pororoca_ucx pororoca_ucx
+

@@ -66,6 +66,7 @@ class MessageChannel {
   }
   // Decides where a message's payload goes once its header is known: returns a buffer of at least
   // `payload_len` bytes, or an error to reject the message (which fails Receive with that error).
+  // Called for every message, also one without a payload (payload_len 0).
   using PayloadSink =
       std::function<Result<std::span<std::byte>>(std::span<const std::byte> header, size_t payload_len)>;
   struct Received {

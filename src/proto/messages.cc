@@ -224,6 +224,8 @@ std::string MsgTypeName(MsgType t) {
       return "KEEPALIVE";
     case MsgType::kStart:
       return "START";
+    case MsgType::kChannels:
+      return "CHANNELS";
     case MsgType::kUnknown:
       break;
   }
@@ -232,9 +234,13 @@ std::string MsgTypeName(MsgType t) {
 
 // ---- HELLO ----------------------------------------------------------------------------------------
 
+bool IsTransportName(std::string_view name) { return name == "tcp" || name == "ucx"; }
+
 std::vector<std::byte> EncodeHello(const Hello& m) {
   json j{{"proto", m.proto}, {"endpoint", m.endpoint}, {"software", m.software}};
   if (m.session) j["session"] = HexEncode(*m.session);
+  if (!m.transports.empty()) j["transports"] = m.transports;
+  if (m.transport) j["transport"] = *m.transport;
   return Dump(j);
 }
 
@@ -255,6 +261,20 @@ Result<Hello> DecodeHello(std::span<const std::byte> body) {
     std::memcpy(sid.data(), bytes->data(), sid.size());
     m.session = sid;
   }
+  if (auto it = j.find("transports"); it != j.end()) {
+    if (!it->is_array() || it->size() > kMaxTransports) {
+      return r.Error("transports",
+                     "expected an array of at most " + std::to_string(kMaxTransports) + " names");
+    }
+    for (const json& e : *it) {
+      if (!e.is_string() || e.get_ref<const std::string&>().empty() ||
+          e.get_ref<const std::string&>().size() > 16) {
+        return r.Error("transports", "expected names of 1 to 16 bytes");
+      }
+      m.transports.push_back(e.get<std::string>());
+    }
+  }
+  PORO_RETURN_IF_ERROR(r.OptString("transport", &m.transport, 16));
   return m;
 }
 
@@ -359,6 +379,39 @@ Result<OpenOk> DecodeOpenOk(std::span<const std::byte> body, Direction direction
     PORO_ASSIGN_OR_RETURN(m.src, ReadSource(r));
     m.classification.emplace();
     PORO_RETURN_IF_ERROR(r.String("classification", &*m.classification));
+  }
+  return m;
+}
+
+// ---- CHANNELS -------------------------------------------------------------------------------------
+
+std::vector<std::byte> EncodeChannels(const Channels& m) {
+  json addrs = json::array();
+  for (const auto& a : m.addresses) addrs.push_back(HexEncode(a));
+  return Dump(json{{"transport", m.transport}, {"addresses", addrs}});
+}
+
+Result<Channels> DecodeChannels(std::span<const std::byte> body, uint32_t streams) {
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("CHANNELS", body));
+  FieldReader r("CHANNELS", j);
+  Channels m;
+  PORO_RETURN_IF_ERROR(r.String("transport", &m.transport, 16));
+  auto it = j.find("addresses");
+  if (it == j.end() || !it->is_array()) return r.Error("addresses", "expected an array");
+  if (it->size() != streams) {
+    return r.Error("addresses",
+                   std::to_string(it->size()) + " addresses for " + std::to_string(streams) + " streams");
+  }
+  for (const json& e : *it) {
+    if (!e.is_string()) return r.Error("addresses", "expected hex strings");
+    const std::string& hex = e.get_ref<const std::string&>();
+    if (hex.empty() || hex.size() > 2 * kMaxChannelAddress || !IsHex(hex)) {
+      return r.Error("addresses",
+                     "expected hex strings of 1 to " + std::to_string(kMaxChannelAddress) + " bytes");
+    }
+    auto bytes = HexDecode(hex);
+    if (!bytes.ok()) return r.Error("addresses", "expected hex strings");
+    m.addresses.push_back(std::move(*bytes));
   }
   return m;
 }

@@ -49,13 +49,25 @@ std::string MsgTypeName(MsgType t);
 
 // HELLO, both ways, once each.
 // {"proto": 1, "endpoint": "...", "software": "pororoca <version>"[, "session": "<32 hex>"]}
+// The data transports this build knows: "tcp" and "ucx".
+bool IsTransportName(std::string_view name);
+
+// HELLO, both ways. {"proto", "endpoint", "software", "session"?, "transports"?, "transport"?}
 struct Hello {
   int64_t proto = kProtocolVersion;  // any integer decodes: the daemon refuses other versions
   std::string endpoint;              // the sender's [endpoint] name (checked against its certificate)
   std::string software;
   std::optional<SessionId> session;  // the responder's HELLO only: the session the binds name
+  // The data transports the sender offers, in its order of preference; absent or empty reads as
+  // ["tcp"] (a peer from before the negotiation). Names this build does not know are kept (and
+  // never chosen). At most kMaxTransports names of at most 16 bytes.
+  std::vector<std::string> transports;
+  // The responder's HELLO only: the transport it chose, the first of the initiator's list it
+  // offers too. Absent reads as "tcp".
+  std::optional<std::string> transport;
   bool operator==(const Hello&) const = default;
 };
+inline constexpr size_t kMaxTransports = 8;
 
 // The basename of the transfer's source and whether it is a directory.
 // {"name": "<basename>", "is_dir": bool}; name is "" (the export root) or one clean path component.
@@ -114,6 +126,16 @@ struct Start {
   Protection protection = Protection::kClear;
   bool operator==(const Start&) const = default;
 };
+
+// CHANNELS, receiving end -> sending end, after START, on a transport other than tcp: where the
+// data channels are. {"transport": "ucx", "addresses": ["<hex>", ...]}, one address per stream
+// (a UCX worker address), each at most kMaxChannelAddress bytes.
+struct Channels {
+  std::string transport;
+  std::vector<std::vector<std::byte>> addresses;
+  bool operator==(const Channels&) const = default;
+};
+inline constexpr size_t kMaxChannelAddress = 8192;
 
 // ERROR, either way: fatal for the session.
 // {"code": <int>, "name": "<CodeName>", "message": "...", "retryable": bool}; "name" is written
@@ -197,6 +219,9 @@ std::vector<std::byte> EncodeOpenOk(const OpenOk& m);
 // `direction` is the one the initiator sent in OPEN: a push requires target, a pull requires src and
 // classification.
 Result<OpenOk> DecodeOpenOk(std::span<const std::byte> body, Direction direction);
+std::vector<std::byte> EncodeChannels(const Channels& m);
+// `streams` is the session's: the count of addresses must match.
+Result<Channels> DecodeChannels(std::span<const std::byte> body, uint32_t streams);
 std::vector<std::byte> EncodeStart(const Start& m);
 Result<Start> DecodeStart(std::span<const std::byte> body);
 std::vector<std::byte> EncodeErrorMsg(const ErrorMsg& m);

@@ -307,9 +307,11 @@ Result<ChunkHeader> DecodeChunkHeader(std::span<const std::byte> in) {
   return h;
 }
 
-Mac BindMac(std::span<const std::byte> key, bool reply, const SessionId& session, uint16_t stream,
-            const Nonce& nonce) {
-  std::string_view label = reply ? "pororoca-bind-ok" : "pororoca-bind";
+namespace {
+
+// HMAC-SHA256(K, label || session || stream:u16 || nonce)
+Mac SessionMac(std::span<const std::byte> key, std::string_view label, const SessionId& session,
+               uint16_t stream, const Nonce& nonce) {
   std::vector<std::byte> msg;
   msg.reserve(label.size() + 16 + 2 + 16);
   auto lb = AsBytes(label);
@@ -325,6 +327,18 @@ Mac BindMac(std::span<const std::byte> key, bool reply, const SessionId& session
        reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
        reinterpret_cast<unsigned char*>(mac.data()), &len);
   return mac;
+}
+
+}  // namespace
+
+Mac BindMac(std::span<const std::byte> key, bool reply, const SessionId& session, uint16_t stream,
+            const Nonce& nonce) {
+  return SessionMac(key, reply ? "pororoca-bind-ok" : "pororoca-bind", session, stream, nonce);
+}
+
+uint64_t DataTag(std::span<const std::byte> key, const SessionId& session, uint16_t stream) {
+  const Mac m = SessionMac(key, "pororoca-tag", session, stream, Nonce{});
+  return DecodeFixed64(m.data()) & ~uint64_t{1};
 }
 
 std::array<std::byte, kBindSize> EncodeBind(const BindRequest& b) {

@@ -38,7 +38,8 @@ enum class MsgType : uint8_t {
   kSummary = 11,  // json: receiver's final account (receiver -> sender)
   kCancel = 12,   // json {reason}
   kKeepalive = 13,
-  kStart = 14,  // json {protection}: the level in force (initiator -> responder), before the binds
+  kStart = 14,     // json {protection}: the level in force (initiator -> responder), before the binds
+  kChannels = 15,  // json {transport, addresses}: the receiving end's data channels (not on tcp)
   kUnknown = 255,
 };
 
@@ -196,6 +197,10 @@ struct BindRequest {
 
 Mac BindMac(std::span<const std::byte> key, bool reply, const SessionId& session, uint16_t stream,
             const Nonce& nonce);
+// The tag of stream `stream`'s messages on a tag-matching transport (UCX, libfabric): the first 8
+// bytes of HMAC-SHA256(K, "pororoca-tag" || session || stream:u16 || 16 zero bytes), low bit clear
+// (the backend uses it to tell a header from a payload). Secret to the two ends of the session.
+uint64_t DataTag(std::span<const std::byte> key, const SessionId& session, uint16_t stream);
 std::array<std::byte, kBindSize> EncodeBind(const BindRequest& b);
 Result<BindRequest> DecodeBind(std::span<const std::byte> in);
 std::array<std::byte, kBindReplySize> EncodeBindReply(uint8_t status, const Mac& mac);

@@ -35,6 +35,8 @@ Status FaultInjectionChannel::Send(std::span<const std::byte> header, std::span<
 Status FaultInjectionChannel::SendFile(std::span<const std::byte> header, int fd, uint64_t offset, size_t len,
                                        const TransportOptions& opts) {
   if (len == 0) return MessageChannelWrapper::SendFile(header, fd, offset, len, opts);
+  // A backend without sendfile: the caller sends with Send(), which counts and delays then.
+  if (no_sendfile_) return Status::NotSupported("this transport cannot send from a file");
   if (opts_.send_delay.count() > 0) std::this_thread::sleep_for(opts_.send_delay);
   uint64_t n = counter_->fetch_add(1) + 1;
   if (opts_.corrupt_every > 0 && n % opts_.corrupt_every == 0) {
@@ -43,7 +45,12 @@ Status FaultInjectionChannel::SendFile(std::span<const std::byte> header, int fd
     if (got != static_cast<ssize_t>(len)) return Status::IoError("fault injection: pread", errno);
     return SendCorrupted(header, std::move(copy), opts);
   }
-  return MessageChannelWrapper::SendFile(header, fd, offset, len, opts);
+  Status s = MessageChannelWrapper::SendFile(header, fd, offset, len, opts);
+  if (s.code() == Code::kNotSupported) {
+    no_sendfile_ = true;
+    counter_->fetch_sub(1);  // this message is counted when it goes through Send()
+  }
+  return s;
 }
 
 }  // namespace pororoca::transport

@@ -44,6 +44,7 @@ class FaultInjectionChannel : public MessageChannelWrapper {
 
   FaultOptions opts_;
   std::shared_ptr<std::atomic<uint64_t>> counter_;
+  bool no_sendfile_ = false;  // the target said it cannot send from a file (used by the sending thread only)
 };
 
 }  // namespace pororoca::transport

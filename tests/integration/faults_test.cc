@@ -111,9 +111,12 @@ TEST_SUITE("integration.faults") {
     FlippingRelay relay(4 * kMiB, 12 * kMiB, 2026);
     DaemonOptions bo;
     bo.manifest_address = relay.address();
+    bo.transports = {"tcp"};  // the relay damages TCP data connections (other transports bypass it)
     DaemonProcess b(fed, "b", bo);
     relay.SetTarget(b.port());
-    DaemonProcess a(fed, "a");
+    DaemonOptions ao;
+    ao.transports = {"tcp"};
+    DaemonProcess a(fed, "a", ao);
     REQUIRE(a.Start());
     REQUIRE(b.Start());
 

@@ -107,6 +107,26 @@ std::vector<char*> CStrings(std::vector<std::string>& v) {
 // In the child after fork(): only async-signal-safe calls.
 void CloseFrom(int lowfd) { ::syscall(SYS_close_range, static_cast<unsigned>(lowfd), ~0u, 0u); }
 
+}  // namespace
+
+std::string TestTransport() {
+  const char* t = std::getenv("PORO_TEST_TRANSPORT");
+  return t != nullptr ? t : "";
+}
+
+namespace {
+
+std::string TransportsToml(std::vector<std::string> list, const std::string& ucx_tls) {
+  if (list.empty() && !TestTransport().empty()) {
+    list.push_back(TestTransport());
+    if (TestTransport() != "tcp") list.push_back("tcp");
+  }
+  if (list.empty()) return "";
+  std::string out = "transports = [";
+  for (size_t i = 0; i < list.size(); ++i) out += (i ? ", \"" : "\"") + list[i] + "\"";
+  return out + "]\nucx_tls = \"" + ucx_tls + "\"\n";
+}
+
 std::string TomlString(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
@@ -250,6 +270,17 @@ std::vector<nlohmann::json> DaemonProcess::AuditRecords(const std::string& event
 
 DaemonProcess::~DaemonProcess() {
   if (pid_ > 0) Kill9();
+  if (!TestTransport().empty() && opts_.transports.empty()) {
+    // The suite runs over $PORO_TEST_TRANSPORT: every session this daemon ran must have used it
+    // (the engine's log line names the transport), not fallen back.
+    std::istringstream log(Log());
+    for (std::string line; std::getline(log, line);) {
+      if (line.find(" streams") == std::string::npos || line.find(", protection ") == std::string::npos)
+        continue;
+      CHECK_MESSAGE(line.find(" " + TestTransport() + " streams") != std::string::npos,
+                    "daemon " << name_ << " ran a session on another transport: " << line);
+    }
+  }
   if (g_test_failed) {
     MESSAGE("---- log of daemon " << name_ << " (" << log_ << "), last lines ----\n" << LogTail());
   }
@@ -265,6 +296,7 @@ std::string DaemonProcess::WriteConfig() const {
   t << "# written by tests/support/daemon_harness.cc\n"
     << "[endpoint]\nname = " << TomlString(name_) << "\n\n"
     << "[network]\nlisten = " << TomlString(address()) << "\n"
+    << TransportsToml(opts_.transports, opts_.ucx_tls)
     << (opts_.idle_timeout_s ? "idle_timeout_s = " + std::to_string(*opts_.idle_timeout_s) + "\n" : "")
     << "\n"
     << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"0600\"\n\n"

@@ -127,7 +127,14 @@ struct DaemonOptions {
   // on `ip` there instead of 127.0.0.1. The harness still reaches it through its unix socket.
   std::string netns;
   std::string ip = "127.0.0.1";
+  // [network] transports. Empty: $PORO_TEST_TRANSPORT first, then tcp, when that variable is set
+  // (CI runs suites once per transport), else the daemon's default. ucx runs with UCX_TLS=tcp.
+  std::vector<std::string> transports;
+  std::string ucx_tls = "tcp";  // [network] ucx_tls, written with the transports
 };
+
+// The transport $PORO_TEST_TRANSPORT names ("" if unset): the one the suites run over this time.
+std::string TestTransport();
 
 class DaemonProcess {
  public:

@@ -300,7 +300,7 @@ std::vector<Input> MessageSeeds() {
     seeds.push_back(Selected(selector, body));
   };
   const std::string tid = "00112233445566778899aabbccddeeff";
-  proto::Hello hello{1, "dtn-a", "pororoca 0.9 \"dev\"", std::nullopt};
+  proto::Hello hello{1, "dtn-a", "pororoca 0.9 \"dev\"", std::nullopt, {"ucx", "tcp"}, std::nullopt};
   add(0, proto::EncodeHello(hello), proto::DecodeHello(proto::EncodeHello(hello)).status());
   hello.session = proto::SessionId{};
   (*hello.session)[3] = std::byte{0xab};

@@ -114,6 +114,8 @@ Hello SampleHello(bool with_session) {
     SessionId sid{};
     for (size_t i = 0; i < sid.size(); ++i) sid[i] = std::byte(static_cast<uint8_t>(i * 17 + 3));
     h.session = sid;
+    h.transports = {"ucx", "tcp"};
+    h.transport = "ucx";
   }
   return h;
 }
@@ -346,6 +348,60 @@ TEST_SUITE("proto.messages") {
     v2["proto"] = -1;
     CHECK(DecodeHello(Dump(v2))->proto == -1);
     CheckNotObject(StatusOf(DecodeHello), "HELLO");
+  }
+
+  TEST_CASE("HELLO transports and CHANNELS: the lists are bounded and every bad element names the field") {
+    json h = Parse(EncodeHello(SampleHello(true)));
+    CHECK(h["transports"] == json::array({"ucx", "tcp"}));
+    CHECK(h["transport"] == "ucx");
+    // Absent: a peer from before the negotiation (tcp).
+    json old_peer = h;
+    old_peer.erase("transports");
+    old_peer.erase("transport");
+    auto d = DecodeHello(Dump(old_peer));
+    REQUIRE(d.ok());
+    CHECK(d->transports.empty());
+    CHECK(!d->transport.has_value());
+    // Unknown names are kept (a newer peer's), never an error.
+    h["transports"] = json::array({"verbs-ng", "tcp"});
+    CHECK(DecodeHello(Dump(h))->transports == std::vector<std::string>{"verbs-ng", "tcp"});
+    for (const json& bad : {json("ucx"), json::array({1}), json::array({""}),
+                            json::array({std::string(17, 'x')}), json(std::vector<std::string>(9, "tcp"))}) {
+      CAPTURE(bad.dump());
+      json b = h;
+      b["transports"] = bad;
+      auto r = DecodeHello(Dump(b));
+      REQUIRE(!r.ok());
+      CHECK(r.status().message().find("HELLO.transports: ") == 0);
+    }
+    json t = h;
+    t["transport"] = 5;
+    CHECK(DecodeHello(Dump(t)).status().message().find("HELLO.transport: ") == 0);
+    CHECK(IsTransportName("tcp"));
+    CHECK(IsTransportName("ucx"));
+    CHECK(!IsTransportName("fabric"));
+
+    Channels c{"ucx", {{std::byte{'1'}, std::byte{':'}, std::byte{'2'}}, {std::byte{0xff}}}};
+    auto back = DecodeChannels(EncodeChannels(c), 2);
+    REQUIRE(back.ok());
+    CHECK(*back == c);
+    auto wrong_count = DecodeChannels(EncodeChannels(c), 3);
+    REQUIRE(!wrong_count.ok());
+    CHECK(wrong_count.status().message() == "CHANNELS.addresses: 2 addresses for 3 streams");
+    json cj = Parse(EncodeChannels(c));
+    for (const json& bad : {json("00"), json::array({""}), json::array({"zz"}), json::array({7}),
+                            json::array({std::string(2 * kMaxChannelAddress + 2, 'a')})}) {
+      CAPTURE(bad.dump());
+      json b = cj;
+      b["addresses"] = bad;
+      auto r = DecodeChannels(Dump(b), static_cast<uint32_t>(bad.is_array() ? bad.size() : 1));
+      REQUIRE(!r.ok());
+      CHECK(r.status().message().find("CHANNELS.addresses: ") == 0);
+    }
+    json no_t = cj;
+    no_t.erase("transport");
+    CHECK(DecodeChannels(Dump(no_t), 2).status().message() == "CHANNELS.transport: missing");
+    CHECK(MsgTypeName(MsgType::kChannels) == "CHANNELS");
   }
 
   TEST_CASE("OPEN: every field missing, of the wrong type or out of range names the field") {
