@@ -9,6 +9,7 @@
 #include <optional>
 #include <thread>
 
+#include "base/defer.h"
 #include "base/log.h"
 #include "base/poll.h"
 #include "crypto/chunk_seal.h"
@@ -548,6 +549,14 @@ Status SessionRunner::AcceptChannels(Session& s) {
   transport::UcxContext* ctx = d_.transports->ucx;
   const unsigned n = s.open.streams;
   std::vector<std::unique_ptr<transport::UcxChannel>> mine;
+  // Channels this set-up gives up on may still see the peer's connections arriving: UCX 1.13
+  // crashes in its async thread on a connection request for a listener just destroyed, so they
+  // are destroyed a little later (UcxChannel::DestroyLater).
+  Defer retire([&mine] {
+    for (auto& ch : mine) {
+      if (ch) transport::UcxChannel::DestroyLater(std::move(ch));
+    }
+  });
   proto::Channels where;
   where.transport = s.transport;
   // The channels listen on the address the peer reached this daemon at.

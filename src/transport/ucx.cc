@@ -7,7 +7,9 @@
 #include <ucp/api/ucp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -46,9 +48,74 @@ struct UcxContext::Impl {
   }
 };
 
+namespace {
+
+// Channels waiting to be destroyed (UcxChannel::DestroyLater), by one thread started on first use.
+class Reaper {
+ public:
+  static Reaper& Get() {
+    static Reaper r;
+    return r;
+  }
+  void Add(std::unique_ptr<UcxChannel> ch, std::chrono::steady_clock::time_point when) {
+    std::lock_guard<std::mutex> lock(mu_);
+    items_.emplace_back(when, std::move(ch));
+    if (!thread_.joinable()) thread_ = std::thread([this] { Main(); });
+    cv_.notify_one();
+  }
+  // Destroys every waiting channel now (a context is going away: its workers must go first).
+  void DestroyAll() {
+    std::vector<std::unique_ptr<UcxChannel>> now;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [when, ch] : items_) now.push_back(std::move(ch));
+      items_.clear();
+    }
+  }
+  ~Reaper() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  Reaper() = default;
+  void Main() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      if (items_.empty()) {
+        cv_.wait(lock);
+        continue;
+      }
+      auto first = std::min_element(items_.begin(), items_.end(),
+                                    [](const auto& a, const auto& b) { return a.first < b.first; });
+      if (std::chrono::steady_clock::now() < first->first) {
+        cv_.wait_until(lock, first->first);
+        continue;
+      }
+      std::unique_ptr<UcxChannel> ch = std::move(first->second);
+      items_.erase(first);
+      lock.unlock();
+      ch.reset();
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::unique_ptr<UcxChannel>>> items_;
+  std::thread thread_;
+  bool stop_ = false;
+};
+
+}  // namespace
+
 UcxContext::UcxContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 UcxContext::~UcxContext() {
+  Reaper::Get().DestroyAll();
   if (impl_->memh != nullptr) ucp_mem_unmap(impl_->ctx, impl_->memh);
   if (impl_->ctx != nullptr) ucp_cleanup(impl_->ctx);
 }
@@ -494,6 +561,11 @@ Status UcxChannel::Close(const TransportOptions& opts) {
   }
   ForceClose(*w_);
   return broken_;
+}
+
+void UcxChannel::DestroyLater(std::unique_ptr<UcxChannel> ch) {
+  ch->Shutdown();
+  Reaper::Get().Add(std::move(ch), std::chrono::steady_clock::now() + std::chrono::seconds(10));
 }
 
 void UcxChannel::Shutdown() {

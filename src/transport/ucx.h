@@ -96,6 +96,10 @@ class UcxChannel : public MessageChannel {
                            const TransportOptions& opts) override;
   Status Close(const TransportOptions& opts) override;
   void Shutdown() override;
+  // Shuts the channel down and destroys it 10 s from now, or when its context goes: for a
+  // receiving end given up on while the peer may still be connecting to its listener (UCX 1.13
+  // crashes in its async thread on a connection request for a listener just destroyed).
+  static void DestroyLater(std::unique_ptr<UcxChannel> ch);
   std::string peer_address() const override { return peer_; }
   const char* name() const override { return "ucx"; }
 
