@@ -30,6 +30,22 @@ Status UcxError(std::string_view what, ucs_status_t st) {
   return Status::Unavailable("ucx: " + std::string(what) + ": " + ucs_status_string(st));
 }
 
+// An operation with the peer failed with `st`: a peer that went away (its process, host or link)
+// reads as a lost connection, as on tcp.
+Status PeerError(std::string_view what, const std::string& peer, ucs_status_t st) {
+  switch (st) {
+    case UCS_ERR_ENDPOINT_TIMEOUT:
+    case UCS_ERR_CONNECTION_RESET:
+    case UCS_ERR_NOT_CONNECTED:
+    case UCS_ERR_UNREACHABLE:
+    case UCS_ERR_REJECTED:
+      return Status::Unavailable("ucx: " + std::string(what) + ": connection with " + peer + " lost (" +
+                                 ucs_status_string(st) + ")");
+    default:
+      return UcxError(std::string(what) + " with " + peer, st);
+  }
+}
+
 }  // namespace
 
 // ---- context -----------------------------------------------------------------------------------------
@@ -351,7 +367,7 @@ Status UcxChannel::Wait(std::unique_lock<std::mutex>& lock, void* req, Op op, co
       if (st == UCS_ERR_MESSAGE_TRUNCATED) {
         return Status::Protocol("ucx: " + std::string(what) + " from " + peer_ + " longer than announced");
       }
-      return UcxError(std::string(what) + " with " + peer_, w.ep_error != UCS_OK ? w.ep_error : st);
+      return PeerError(what, peer_, w.ep_error != UCS_OK ? w.ep_error : st);
     }
     if (moved) last_progress = Clock::now();
     if (shut_.load()) {
@@ -419,7 +435,7 @@ Status UcxChannel::Send(std::span<const std::byte> header, std::span<const std::
     }
     void* r = ucp_tag_send_nbx(w_->ep, buf, len, tag_ | kind, &p);
     if (r == nullptr) return Status::OK();  // done at once (the data is on its way or copied)
-    if (UCS_PTR_IS_ERR(r)) return UcxError(std::string(what) + " to " + peer_, UCS_PTR_STATUS(r));
+    if (UCS_PTR_IS_ERR(r)) return PeerError(what, peer_, UCS_PTR_STATUS(r));
     return Wait(lock, r, Op::kSend, opts, what);
   };
   Status s = send(frame, kLengthPrefix + header.size(), kHeaderTag, "sending a header");
