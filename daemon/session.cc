@@ -1,6 +1,5 @@
 #include "daemon/session.h"
 
-#include <netdb.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -560,14 +559,7 @@ Status SessionRunner::AcceptChannels(Session& s) {
   proto::Channels where;
   where.transport = s.transport;
   // The channels listen on the address the peer reached this daemon at.
-  sockaddr_storage local{};
-  socklen_t local_len = sizeof(local);
-  char host[NI_MAXHOST];
-  if (::getsockname(s.tls->fd(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
-      ::getnameinfo(reinterpret_cast<sockaddr*>(&local), local_len, host, sizeof(host), nullptr, 0,
-                    NI_NUMERICHOST) != 0) {
-    return Status::IoError("the control connection's local address", errno);
-  }
+  PORO_ASSIGN_OR_RETURN(const std::string host, transport::LocalHost(s.tls->fd()));
   for (unsigned i = 0; i < n; ++i) {
     PORO_ASSIGN_OR_RETURN(
         auto ch, transport::UcxChannel::Listen(

@@ -220,9 +220,31 @@ Result<uint16_t> LocalPort(int fd) {
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
     return Status::IoError("getsockname", errno);
   }
-  if (ss.ss_family == AF_INET) return uint16_t(ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port));
-  if (ss.ss_family == AF_INET6) return uint16_t(ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port));
-  return Status::InvalidArgument("LocalPort: not an IP socket");
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+    return Status::InvalidArgument("LocalPort: not an IP socket");
+  return SockaddrPort(ss);
+}
+
+uint16_t SockaddrPort(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+Result<std::string> LocalHost(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0)
+    return Status::IoError("getsockname", errno);
+  char buf[INET6_ADDRSTRLEN] = {};
+  const void* addr = ss.ss_family == AF_INET6
+                         ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr)
+                         : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&ss)->sin_addr);
+  if ((ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+      ::inet_ntop(ss.ss_family, addr, buf, sizeof(buf)) == nullptr) {
+    return Status::InvalidArgument("LocalHost: not an IP socket");
+  }
+  return std::string(buf);
 }
 
 std::string PeerAddress(int fd) {

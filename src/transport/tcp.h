@@ -11,6 +11,8 @@
 // not race with any other call.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -60,6 +62,10 @@ Status ApplySocketOptions(int fd, const SocketOptions& opts);
 
 // "ip:port" / "[ip6]:port" of the socket's peer; "?" if unknown.
 std::string PeerAddress(int fd);
+// The numeric IP address a connected socket has at this end (the one its peer reached).
+Result<std::string> LocalHost(int fd);
+// The port of an AF_INET or AF_INET6 address (0 for another family).
+uint16_t SockaddrPort(const sockaddr_storage& ss);
 
 class TcpStream : public Stream {
  public:

@@ -293,10 +293,7 @@ Result<std::unique_ptr<UcxChannel>> UcxChannel::Listen(UcxContext& ctx, const st
   attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
   st = ucp_listener_query(w.listener, &attr);
   if (st != UCS_OK) return UcxError("the listener's address", st);
-  const uint16_t port = attr.sockaddr.ss_family == AF_INET6
-                            ? ntohs(reinterpret_cast<const sockaddr_in6*>(&attr.sockaddr)->sin6_port)
-                            : ntohs(reinterpret_cast<const sockaddr_in*>(&attr.sockaddr)->sin_port);
-  const std::string where = FormatHostPort(ip, port);
+  const std::string where = FormatHostPort(ip, SockaddrPort(attr.sockaddr));
   ch->address_.assign(reinterpret_cast<const std::byte*>(where.data()),
                       reinterpret_cast<const std::byte*>(where.data()) + where.size());
   ch->frame_.resize(kLengthPrefix + kMaxHeader);
@@ -386,12 +383,7 @@ Status UcxChannel::Wait(std::unique_lock<std::mutex>& lock, void* req, Op op, co
       }
       timeout_ms = static_cast<int>(std::min<int64_t>(left.count(), timeout_ms));
     }
-    // Sleep only once the worker is armed: events that came in before make arm say BUSY.
-    if (ucp_worker_arm(w.worker) == UCS_ERR_BUSY) continue;
-    lock.unlock();
-    pollfd fds[2] = {{w.efd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    ::poll(fds, 2, timeout_ms);
-    lock.lock();
+    SleepOnWorker(&lock, timeout_ms);
   }
   // The caller's buffer must be released before returning: cancel a receive, close the endpoint
   // under a send (a send cannot be cancelled; closing by force completes it with an error).
@@ -453,26 +445,16 @@ Result<MessageChannel::Received> UcxChannel::Receive(std::span<std::byte> header
   std::unique_lock<std::mutex> lock(mu_);
   auto recv = [&](void* buf, size_t len, uint64_t kind, const char* what, size_t* got) -> Status {
     // Always a request (never "completed at once"): UCX 1.13 leaves recv_info.tag_info unset when
-    // an unexpected message completes the receive inside the call, and the length is needed.
-    ucp_tag_recv_info_t info{};
+    // an unexpected message completes the receive inside the call, and Wait() reads the length
+    // from the request.
     ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_RECV_INFO | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
-    p.recv_info.tag_info = &info;
+    p.op_attr_mask = UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
     if (ucp_mem_h memh = ctx_.impl()->MemhFor(buf, len); memh != nullptr) {
       p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
       p.memh = memh;
     }
     void* r = ucp_tag_recv_nbx(w_->worker, buf, len, tag_ | kind, kFullMask, &p);
-    if (r == nullptr) {
-      *got = info.length;
-      return Status::OK();
-    }
-    if (UCS_PTR_IS_ERR(r)) {
-      if (UCS_PTR_STATUS(r) == UCS_ERR_MESSAGE_TRUNCATED) {
-        return Status::Protocol("ucx: " + std::string(what) + " from " + peer_ + " longer than announced");
-      }
-      return UcxError(std::string(what) + " from " + peer_, UCS_PTR_STATUS(r));
-    }
+    if (UCS_PTR_IS_ERR(r)) return UcxError(std::string(what) + " from " + peer_, UCS_PTR_STATUS(r));
     return Wait(lock, r, Op::kReceive, opts, what, got);
   };
   size_t got = 0;
@@ -530,13 +512,17 @@ void UcxChannel::ProgressMain() {
       idle_.wait(lock);
       continue;
     }
-    if (ucp_worker_progress(w.worker) != 0) continue;
-    if (ucp_worker_arm(w.worker) == UCS_ERR_BUSY) continue;
-    lock.unlock();
-    pollfd fds[2] = {{w.efd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    ::poll(fds, 2, 200);
-    lock.lock();
+    if (ucp_worker_progress(w.worker) == 0) SleepOnWorker(&lock, 200);
   }
+}
+
+void UcxChannel::SleepOnWorker(std::unique_lock<std::mutex>* lock, int timeout_ms) {
+  // Sleep only once the worker is armed: events that came in before make arm say BUSY.
+  if (ucp_worker_arm(w_->worker) == UCS_ERR_BUSY) return;
+  if (lock != nullptr) lock->unlock();
+  pollfd fds[2] = {{w_->efd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+  ::poll(fds, 2, timeout_ms);
+  if (lock != nullptr) lock->lock();
 }
 
 void UcxChannel::StopProgress() {
@@ -559,10 +545,7 @@ void UcxChannel::AwaitPeerClose(std::chrono::milliseconds limit) {
   Worker& w = *w_;
   const auto until = std::chrono::steady_clock::now() + limit;
   while (w.ep_error == UCS_OK && !shut_.load() && std::chrono::steady_clock::now() < until) {
-    if (ucp_worker_progress(w.worker) != 0) continue;
-    if (ucp_worker_arm(w.worker) == UCS_ERR_BUSY) continue;
-    pollfd fds[2] = {{w.efd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    ::poll(fds, 2, 100);
+    if (ucp_worker_progress(w.worker) == 0) SleepOnWorker(nullptr, 100);  // the progress thread has stopped
   }
 }
 

@@ -119,6 +119,9 @@ class UcxChannel : public MessageChannel {
   Status Wait(std::unique_lock<std::mutex>& lock, void* req, Op op, const TransportOptions& opts,
               const char* what, size_t* received = nullptr);
   void ProgressMain();
+  // Arms the worker and sleeps until it has an event, Shutdown() or `timeout_ms`; returns at once
+  // if events are pending. Releases `lock` (if given) while asleep.
+  void SleepOnWorker(std::unique_lock<std::mutex>* lock, int timeout_ms);
   void StopProgress();
 
   UcxContext& ctx_;
