@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -70,19 +72,48 @@ namespace {
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
-uint16_t FreePort() {
+// Whether 127.0.0.1:port can be bound now.
+bool CanBind(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE_MESSAGE(fd >= 0, Errno("socket"));
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = 0;
-  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  socklen_t len = sizeof sa;
-  if (rc == 0) rc = ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  sa.sin_port = htons(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
   ::close(fd);
-  REQUIRE_MESSAGE(rc == 0, Errno("bind/getsockname 127.0.0.1:0"));
-  return ntohs(sa.sin_port);
+  return ok;
+}
+
+// A loopback port for a test daemon, kept for the daemon object's life (it may be restarted on it).
+// Drawn from 10000-19999, below the kernel's ephemeral range: every outgoing connection and every
+// data listener (port 0) of the daemons running in parallel tests takes its port from that range, so
+// a port chosen there can be gone by the time the daemon binds it (seen in CI). Test processes
+// running at once reserve a port with an flock on /tmp/poro-test-ports/PORT (released when the
+// process dies, so a crashed test leaves nothing held). Returns the port; *lock_fd holds the lock.
+uint16_t ReservePort(int* lock_fd) {
+  static const std::string dir = "/tmp/poro-test-ports";
+  ::mkdir(dir.c_str(), 01777);
+  std::random_device rd;
+  std::uniform_int_distribution<int> pick(10000, 19999);
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    auto port = static_cast<uint16_t>(pick(rd));
+    std::string path = dir + "/" + std::to_string(port);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    REQUIRE_MESSAGE(fd >= 0, Errno("open " + path));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      continue;
+    }
+    if (!CanBind(port)) {
+      ::close(fd);
+      continue;
+    }
+    *lock_fd = fd;
+    return port;
+  }
+  FAIL("no free loopback port in 10000-19999 after 500 tries");
+  return 0;
 }
 
 // Everything in `environ` except `drop`, plus `add` ("NAME=value").
@@ -250,7 +281,7 @@ DaemonProcess::DaemonProcess(TestFederation& fed, std::string name, DaemonOption
   REQUIRE_MESSAGE(::mkdir(dir_.c_str(), 0755) == 0, Errno("mkdir " + dir_));
   REQUIRE_MESSAGE(::mkdir(export_.c_str(), 0755) == 0, Errno("mkdir " + export_));
   tls_ = opts_.tls ? *opts_.tls : fed_.IssueEndpoint(name_);
-  port_ = FreePort();
+  port_ = ReservePort(&port_lock_fd_);
   if (opts_.institution.empty()) opts_.institution = "inst-" + name_;
   if (opts_.enroll) {
     fed_.Enroll(name_, opts_.institution, opts_.manifest_address.empty() ? address() : opts_.manifest_address,
@@ -281,6 +312,7 @@ DaemonProcess::~DaemonProcess() {
                     "daemon " << name_ << " ran a session on another transport: " << line);
     }
   }
+  if (port_lock_fd_ >= 0) ::close(port_lock_fd_);
   if (g_test_failed) {
     MESSAGE("---- log of daemon " << name_ << " (" << log_ << "), last lines ----\n" << LogTail());
   }

@@ -201,6 +201,7 @@ class DaemonProcess {
   TlsFiles tls_;
   std::string dir_, export_, state_, socket_, log_, config_;
   uint16_t port_ = 0;
+  int port_lock_fd_ = -1;  // flock reserving port_ among test processes
   pid_t pid_ = -1;
 };
 
