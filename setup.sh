@@ -58,11 +58,11 @@ check_thread_safety() {
 
 # ThreadSanitizer on the concurrency-heavy tests: the engine's and the daemon's unit tests and the
 # integration cases named in TSAN_CASES (real daemons built with -fsanitize=thread).
-TSAN_CASES='^(engine|daemon|base):|^integration:(push and pull of a file|concurrent transfers between the same daemons|a push whose session set-up|re-running the same cp after a cancel|revoking an endpoint cuts|each protection level moves a tree)'
+TSAN_CASES='^(engine|daemon|base):|^transport:fabric channel|^integration:(push and pull of a file|concurrent transfers between the same daemons|a push whose session set-up|re-running the same cp after a cancel|revoking an endpoint cuts|each protection level moves a tree|fabric: push and pull)'
 run_tsan() {
   log "ThreadSanitizer subset (preset tsan): $TSAN_CASES"
   cmake --preset tsan >/dev/null || die "cmake configure failed (preset tsan)"
-  cmake --build --preset tsan -j"$(nproc)" --target unit_engine unit_daemon unit_base integration_tests \
+  cmake --build --preset tsan -j"$(nproc)" --target unit_engine unit_daemon unit_base unit_transport integration_tests \
     || die "build failed (preset tsan)"
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --preset tsan -R "$TSAN_CASES" \
     || die "ThreadSanitizer subset failed"

@@ -317,9 +317,10 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "detach,d", "submit and print the id; do not wait")("token", po::value<std::string>(), kTokenHelp)(
       "protection", po::value<std::string>(),
       "clear, integrity or private: the data connections' protection (default: what the policies of "
-      "both ends require)")("transport", po::value<std::string>(),
-                            "tcp or ucx: the data transport to use, or fail (default: the first both ends "
-                            "offer)")("help,h", "this help");
+      "both ends require)")(
+      "transport", po::value<std::string>(),
+      "tcp, ucx or fabric: the data transport to use, or fail (default: the first both ends "
+      "offer)")("help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
   po::options_description all;

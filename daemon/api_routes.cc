@@ -249,7 +249,8 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   PORO_API_ASSIGN_OR_400(std::string transport, body.String("transport"));
   if (!transport.empty()) {
     if (!proto::IsTransportName(transport)) {
-      return BadRequest("transport must be tcp or ucx, not '" + transport + "'");
+      return BadRequest(std::string("transport must be ") + proto::kTransportNames + ", not '" + transport +
+                        "'");
     }
     opts["transport"] = transport;  // absent: the first both ends offer
   }

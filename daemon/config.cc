@@ -94,7 +94,7 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
       {"endpoint", {"name"}},
       {"network",
        {"listen", "sndbuf", "rcvbuf", "congestion", "idle_timeout_s", "transports", "ucx_tls",
-        "ucx_net_devices"}},
+        "ucx_net_devices", "fabric_provider"}},
       {"api", {"socket", "socket_mode"}},
       {"storage", {"export_root", "state_dir", "direct_io", "keep_finished_s"}},
       {"tls", {"ca", "cert", "key"}},
@@ -239,7 +239,7 @@ Result<Config> LoadConfig(const std::string& path) {
       auto v = e.value<std::string>();
       if (!v) return KeyError(path, key, "must be an array of strings");
       if (!proto::IsTransportName(*v))
-        return KeyError(path, key, "unknown transport '" + *v + "' (tcp or ucx)");
+        return KeyError(path, key, "unknown transport '" + *v + "' (" + proto::kTransportNames + ")");
       if (std::find(c.transports.begin(), c.transports.end(), *v) != c.transports.end()) {
         return KeyError(path, key, "'" + *v + "' is listed twice");
       }
@@ -248,6 +248,12 @@ Result<Config> LoadConfig(const std::string& path) {
   }
   PORO_RETURN_IF_ERROR(str("network", "ucx_tls", &c.ucx_tls, false));
   PORO_RETURN_IF_ERROR(str("network", "ucx_net_devices", &c.ucx_net_devices, false));
+  PORO_RETURN_IF_ERROR(str("network", "fabric_provider", &c.fabric_provider, false));
+  if (c.fabric_provider.size() <= 8 || !c.fabric_provider.ends_with(";ofi_rxm")) {
+    return KeyError(
+        path, "[network] fabric_provider",
+        "'" + c.fabric_provider + "': an ofi_rxm provider such as \"tcp;ofi_rxm\" or \"verbs;ofi_rxm\"");
+  }
   PORO_RETURN_IF_ERROR(str("api", "socket", &c.api_socket, false));
   std::string mode;
   PORO_RETURN_IF_ERROR(str("api", "socket_mode", &mode, false));

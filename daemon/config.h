@@ -34,12 +34,14 @@ struct Config {
   // SO_SNDBUF / SO_RCVBUF in bytes; 0 = kernel autotuning; sndbuf -1 = auto (see ResolveSndbuf).
   int sndbuf = -1, rcvbuf = 0;
   std::string congestion;  // "" = system default
-  // The data transports this endpoint offers, in order of preference: "tcp", "ucx". A session uses
+  // The data transports this endpoint offers, in order of preference: "tcp", "ucx", "fabric". A session uses
   // the first of the initiator's list that the responder offers too. One this build lacks, or
   // whose library finds no device at start-up, is logged and left out.
   std::vector<std::string> transports = {"tcp"};
   std::string ucx_tls;          // UCX_TLS for the daemon's UCX context ("" = environment / UCX's choice)
   std::string ucx_net_devices;  // UCX_NET_DEVICES ("" = environment / all)
+  // The libfabric provider of "fabric": an ofi_rxm layering ("verbs;ofi_rxm" on InfiniBand/RoCE).
+  std::string fabric_provider = "tcp;ofi_rxm";
   // A peer that sends nothing on a session's control connection for this long (KEEPALIVE goes
   // every quarter of it) has stopped answering: the session ends, the transfer retries. 0 = never.
   unsigned idle_timeout_s = 20;

@@ -10,6 +10,13 @@
 #include "proto/wire.h"
 #include "transport/fault.h"
 #include "transport/tcp.h"
+#if PORO_WITH_FABRIC
+#include "transport/fabric.h"
+#else
+namespace pororoca::transport {
+class FabricContext {};  // never made without libfabric
+}  // namespace pororoca::transport
+#endif
 #if PORO_WITH_UCX
 #include "transport/ucx.h"
 #else
@@ -103,6 +110,21 @@ void Daemon::SetUpTransports() {
       }
 #else
       why = Status::NotSupported("this build has no UCX support (PORO_WITH_UCX=OFF)");
+#endif
+    } else if (name == "fabric") {
+#if PORO_WITH_FABRIC
+      // No memory is registered: see transport/fabric.h for why the pool is not.
+      transport::FabricOptions o;
+      o.provider = config_.fabric_provider;
+      auto ctx = transport::FabricContext::Create(o);
+      if (ctx.has_value()) {
+        fabric_ = std::move(*ctx);
+        transports_.fabric = fabric_.get();
+      } else {
+        why = ctx.error();
+      }
+#else
+      why = Status::NotSupported("this build has no libfabric support (PORO_WITH_FABRIC=OFF)");
 #endif
     }
     if (why.ok()) {

@@ -60,6 +60,7 @@ class Daemon {
   std::unique_ptr<io::BufferPool> pool_;
   // The data transports offered (after pool_: the UCX context's registration of the pool goes first).
   std::shared_ptr<transport::UcxContext> ucx_;  // shared_ptr: the type is incomplete here
+  std::shared_ptr<transport::FabricContext> fabric_;
   TransportSet transports_;
   std::unique_ptr<Federation> fed_;
   WorkerSet workers_;

@@ -14,6 +14,9 @@
 #include "crypto/chunk_seal.h"
 #include "pororoca/config.h"
 #include "transport/tcp.h"
+#if PORO_WITH_FABRIC
+#include "transport/fabric.h"
+#endif
 #if PORO_WITH_UCX
 #include "transport/ucx.h"
 #endif
@@ -125,6 +128,8 @@ struct SessionRunner::Session {
   std::string engine_rel;  // what the engine works on: the sender's source or the receiver's target
   std::shared_ptr<BindTable::Entry> bind;  // responder: its data connections
   std::vector<std::unique_ptr<transport::MessageChannel>> channels;
+  // fabric: the endpoint this session's channels share at this end (transport/fabric.h).
+  std::shared_ptr<transport::FabricEndpoint> fabric_endpoint;
   std::vector<std::string> offer;  // initiator: the transports its HELLO offers
   std::string transport = "tcp";   // the one both ends chose
   std::string transport_note;      // why not this end's first choice
@@ -143,7 +148,7 @@ Status SessionRunner::Offer(const json& options, Session& s) const {
   if (it != options.end()) {
     const std::string name = it->is_string() ? it->get<std::string>() : std::string();
     if (!proto::IsTransportName(name))
-      return Status::InvalidArgument("options.transport: must be tcp or ucx");
+      return Status::InvalidArgument(std::string("options.transport: must be ") + proto::kTransportNames);
     if (!ts.Offers(name)) {
       auto why = ts.unavailable.find(name);
       return Status::NotSupported("transport " + name + " is not available on this endpoint: " +
@@ -483,13 +488,19 @@ std::string SessionRunner::PeerLabel(const Session& s) {
 }
 
 Status SessionRunner::SetUpChannels(Session& s) {
-#if PORO_WITH_UCX
-  transport::UcxContext* ctx = d_.transports->ucx;
-  if (s.transport != "ucx" || ctx == nullptr) {
+  const TransportSet& ts = *d_.transports;
+  if (!(s.transport == "ucx" && ts.ucx != nullptr) && !(s.transport == "fabric" && ts.fabric != nullptr)) {
     return Status::Internal("transport " + s.transport + " chosen but not set up in this daemon");
   }
   const unsigned n = s.open.streams;
   s.channels.clear();
+#if PORO_WITH_FABRIC
+  if (s.transport == "fabric") {
+    // One endpoint for all of the session's channels, on this end of the control connection.
+    PORO_ASSIGN_OR_RETURN(const std::string host, transport::LocalHost(s.tls->fd()));
+    PORO_ASSIGN_OR_RETURN(s.fabric_endpoint, ts.fabric->Acquire(host));
+  }
+#endif
   if (s.auth.sending) {
     PORO_ASSIGN_OR_RETURN(auto body, s.ctl->Expect(proto::MsgType::kChannels, Timeout(30000)));
     PORO_ASSIGN_OR_RETURN(proto::Channels where, proto::DecodeChannels(body, n));
@@ -499,7 +510,7 @@ Status SessionRunner::SetUpChannels(Session& s) {
     Status st = ConnectChannels(s, where);
     if (!st.ok()) {
       // The receiving end may have refused a channel and said why on the control connection (its
-      // workers are gone then, so the next channel fails to connect): its reason comes first.
+      // channels are gone then, so the next one fails): its reason comes first.
       auto msg = s.ctl->Receive(Timeout(2000));
       if (msg.has_value() && msg->type == proto::MsgType::kError)
         return proto::StatusFromErrorBody(msg->body);
@@ -507,21 +518,64 @@ Status SessionRunner::SetUpChannels(Session& s) {
     return st;
   }
   return AcceptChannels(s);
-#else
-  return Status::NotSupported("transport " + s.transport + ": this build has no UCX support");
+}
+
+// The receiving end of one data channel, on `host` (where the peer reached this daemon), and the
+// address the sending end needs.
+Result<SessionRunner::ListeningChannel> SessionRunner::ListenChannel(Session& s, const std::string& host,
+                                                                     uint16_t stream) {
+  const uint64_t tag = proto::DataTag(s.key, s.sid, stream);
+  ListeningChannel out;
+#if PORO_WITH_UCX
+  if (s.transport == "ucx") {
+    PORO_ASSIGN_OR_RETURN(auto ch,
+                          transport::UcxChannel::Listen(*d_.transports->ucx, host, tag, PeerLabel(s)));
+    out.address = ch->address();
+    out.channel = std::move(ch);
+    return out;
+  }
 #endif
+#if PORO_WITH_FABRIC
+  if (s.transport == "fabric") {
+    PORO_ASSIGN_OR_RETURN(auto ch, transport::FabricChannel::Listen(s.fabric_endpoint, tag, PeerLabel(s)));
+    out.address = ch->address();
+    out.channel = std::move(ch);
+    return out;
+  }
+#endif
+  (void)host, (void)tag;
+  return Status::NotSupported("transport " + s.transport + ": not in this build");
+}
+
+// The sending end of one data channel, to the receiving end's `address`.
+Result<std::unique_ptr<transport::MessageChannel>> SessionRunner::ConnectChannel(
+    Session& s, std::span<const std::byte> address, uint16_t stream) {
+  const uint64_t tag = proto::DataTag(s.key, s.sid, stream);
+#if PORO_WITH_UCX
+  if (s.transport == "ucx") {
+    PORO_ASSIGN_OR_RETURN(auto ch,
+                          transport::UcxChannel::Connect(*d_.transports->ucx, address, tag, PeerLabel(s)));
+    return std::unique_ptr<transport::MessageChannel>(std::move(ch));
+  }
+#endif
+#if PORO_WITH_FABRIC
+  if (s.transport == "fabric") {
+    PORO_ASSIGN_OR_RETURN(auto ch,
+                          transport::FabricChannel::Connect(s.fabric_endpoint, address, tag, PeerLabel(s)));
+    return std::unique_ptr<transport::MessageChannel>(std::move(ch));
+  }
+#endif
+  (void)address, (void)tag;
+  return Status::NotSupported("transport " + s.transport + ": not in this build");
 }
 
 Status SessionRunner::ConnectChannels(Session& s, const proto::Channels& where) {
-#if PORO_WITH_UCX
   // All channels at once, as on tcp: each costs a few round trips to set up.
   const unsigned n = s.open.streams;
   std::vector<std::unique_ptr<transport::MessageChannel>> channels(n);
   auto open_one = [&](unsigned i) -> Status {
     const auto stream = static_cast<uint16_t>(i);
-    PORO_ASSIGN_OR_RETURN(auto ch,
-                          transport::UcxChannel::Connect(*d_.transports->ucx, where.addresses[i],
-                                                         proto::DataTag(s.key, s.sid, stream), PeerLabel(s)));
+    PORO_ASSIGN_OR_RETURN(auto ch, ConnectChannel(s, where.addresses[i], stream));
     // The first message proves knowledge of this session, as a TCP data connection's bind does.
     proto::BindRequest b;
     b.stream = stream;
@@ -537,35 +591,34 @@ Status SessionRunner::ConnectChannels(Session& s, const proto::Channels& where) 
   PORO_RETURN_IF_ERROR(OnEveryStream(n, open_one));
   s.channels = std::move(channels);
   return Status::OK();
-#else
-  (void)s, (void)where;
-  return Status::NotSupported("this build has no UCX support");
-#endif
 }
 
 Status SessionRunner::AcceptChannels(Session& s) {
-#if PORO_WITH_UCX
-  transport::UcxContext* ctx = d_.transports->ucx;
   const unsigned n = s.open.streams;
-  std::vector<std::unique_ptr<transport::UcxChannel>> mine;
+  std::vector<std::unique_ptr<transport::MessageChannel>> mine;
   // Channels this set-up gives up on may still see the peer's connections arriving: UCX 1.13
-  // crashes in its async thread on a connection request for a listener just destroyed, so they
-  // are destroyed a little later (UcxChannel::DestroyLater).
-  Defer retire([&mine] {
+  // crashes in its async thread on a connection request for a listener just destroyed, so its
+  // channels are destroyed a little later (UcxChannel::DestroyLater).
+  Defer retire([&mine, &s] {
     for (auto& ch : mine) {
-      if (ch) transport::UcxChannel::DestroyLater(std::move(ch));
+#if PORO_WITH_UCX
+      if (ch && s.transport == "ucx") {
+        transport::UcxChannel::DestroyLater(
+            std::unique_ptr<transport::UcxChannel>(static_cast<transport::UcxChannel*>(ch.release())));
+      }
+#endif
+      ch.reset();
     }
+    (void)s;
   });
   proto::Channels where;
   where.transport = s.transport;
   // The channels listen on the address the peer reached this daemon at.
   PORO_ASSIGN_OR_RETURN(const std::string host, transport::LocalHost(s.tls->fd()));
   for (unsigned i = 0; i < n; ++i) {
-    PORO_ASSIGN_OR_RETURN(
-        auto ch, transport::UcxChannel::Listen(
-                     *ctx, host, proto::DataTag(s.key, s.sid, static_cast<uint16_t>(i)), PeerLabel(s)));
-    where.addresses.push_back(ch->address());
-    mine.push_back(std::move(ch));
+    PORO_ASSIGN_OR_RETURN(ListeningChannel l, ListenChannel(s, host, static_cast<uint16_t>(i)));
+    where.addresses.push_back(std::move(l.address));
+    mine.push_back(std::move(l.channel));
   }
   PORO_RETURN_IF_ERROR(s.ctl->Send(proto::MsgType::kChannels, proto::EncodeChannels(where)));
   // Each channel's first message must be its bind request; nothing else is taken before it. The
@@ -591,15 +644,15 @@ Status SessionRunner::AcceptChannels(Session& s) {
       }
       if (std::chrono::steady_clock::now() < until) continue;
       if (!control_readable)
-        return Status::DeadlineExceeded("data channels over ucx did not bind within 30 s");
+        return Status::DeadlineExceeded("data channels over " + s.transport + " did not bind within 30 s");
       auto msg = s.ctl->Receive(Timeout(2000));
       if (!msg.has_value()) return msg.error();
       if (msg->type == proto::MsgType::kError) return proto::StatusFromErrorBody(msg->body);
       return Status::Protocol(proto::MsgTypeName(msg->type) + " while waiting for the data channels' binds");
     }
     const Status refused =
-        Status::Unauthenticated("data channel " + std::to_string(i) + " over ucx from " + PeerLabel(s) +
-                                " did not present this session's binding: refused");
+        Status::Unauthenticated("data channel " + std::to_string(i) + " over " + s.transport + " from " +
+                                PeerLabel(s) + " did not present this session's binding: refused");
     if (!r.has_value()) return r.error().code() == Code::kProtocol ? refused : r.error();
     auto b = proto::DecodeBind(std::span<const std::byte>(hdr.data(), r->header_len));
     if (!b.has_value() || b->session != s.sid || b->stream != i ||
@@ -609,10 +662,6 @@ Status SessionRunner::AcceptChannels(Session& s) {
   }
   for (auto& ch : mine) s.channels.push_back(d_.wrap_channel(std::move(ch)));
   return Status::OK();
-#else
-  (void)s;
-  return Status::NotSupported("this build has no UCX support");
-#endif
 }
 
 // ---- 5, 6. engine and end ----------------------------------------------------------------------------

@@ -41,16 +41,20 @@
 
 namespace pororoca::transport {
 class UcxContext;
-}
+class FabricContext;
+class FabricEndpoint;
+}  // namespace pororoca::transport
 
 namespace pororoca::daemon {
 
 // The data transports this daemon offers: configured in [network] transports and usable here, in
-// order of preference; why a configured one is not usable; the UCX context, when "ucx" is offered.
+// order of preference; why a configured one is not usable; the UCX and libfabric contexts, when "ucx" and
+// "fabric" are offered.
 struct TransportSet {
   std::vector<std::string> offered;
   std::map<std::string, std::string> unavailable;
   transport::UcxContext* ucx = nullptr;
+  transport::FabricContext* fabric = nullptr;
   bool Offers(const std::string& name) const;
 };
 
@@ -118,6 +122,14 @@ class SessionRunner {
   // Step 4 on a transport other than tcp: the receiving end makes the channels and sends CHANNELS,
   // the sending end connects to them and sends each one's bind request first.
   Status SetUpChannels(Session& s);
+  struct ListeningChannel {
+    std::unique_ptr<transport::MessageChannel> channel;
+    std::vector<std::byte> address;
+  };
+  Result<ListeningChannel> ListenChannel(Session& s, const std::string& host, uint16_t stream);
+  Result<std::unique_ptr<transport::MessageChannel>> ConnectChannel(Session& s,
+                                                                    std::span<const std::byte> address,
+                                                                    uint16_t stream);
   Status ConnectChannels(Session& s, const proto::Channels& where);  // sending end
   Status AcceptChannels(Session& s);                                 // receiving end
   static std::string PeerLabel(const Session& s);

@@ -14,7 +14,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${1:-$HERE/../build/release}
 GIB=${GIB:-2} RUNS=${RUNS:-3} STREAMS=${STREAMS:-"1 8"} LEVELS=${LEVELS:-policy} DIR=${DIR:-/dev/shm/poro-streams}
 TRANSPORTS=${TRANSPORTS:-tcp}
-case " $TRANSPORTS " in *" ucx "*) BENCH_NETWORK_EXTRA=$'transports = ["tcp", "ucx"]\nucx_tls = "tcp"' ;; esac
+if [ "$TRANSPORTS" != tcp ]; then
+  BENCH_NETWORK_EXTRA=$'transports = ["tcp", "ucx", "fabric"]\nucx_tls = "tcp"\nfabric_provider = "tcp;ofi_rxm"'
+fi
 BENCH_PIDS=()
 cleanup() { for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT

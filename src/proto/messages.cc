@@ -234,7 +234,7 @@ std::string MsgTypeName(MsgType t) {
 
 // ---- HELLO ----------------------------------------------------------------------------------------
 
-bool IsTransportName(std::string_view name) { return name == "tcp" || name == "ucx"; }
+bool IsTransportName(std::string_view name) { return name == "tcp" || name == "ucx" || name == "fabric"; }
 
 std::vector<std::byte> EncodeHello(const Hello& m) {
   json j{{"proto", m.proto}, {"endpoint", m.endpoint}, {"software", m.software}};

@@ -49,8 +49,9 @@ std::string MsgTypeName(MsgType t);
 
 // HELLO, both ways, once each.
 // {"proto": 1, "endpoint": "...", "software": "pororoca <version>"[, "session": "<32 hex>"]}
-// The data transports this build knows: "tcp" and "ucx".
+// The data transports this build knows: "tcp", "ucx" and "fabric" (libfabric).
 bool IsTransportName(std::string_view name);
+inline constexpr const char* kTransportNames = "tcp, ucx or fabric";  // for error messages
 
 // HELLO, both ways. {"proto", "endpoint", "software", "session"?, "transports"?, "transport"?}
 struct Hello {
@@ -129,7 +130,8 @@ struct Start {
 
 // CHANNELS, receiving end -> sending end, after START, on a transport other than tcp: where the
 // data channels are. {"transport": "ucx", "addresses": ["<hex>", ...]}, one address per stream
-// (a UCX worker address), each at most kMaxChannelAddress bytes.
+// (ucx: "ip:port" of a UCX listener; fabric: the endpoint's libfabric address, a sockaddr), each at
+// most kMaxChannelAddress bytes.
 struct Channels {
   std::string transport;
   std::vector<std::vector<std::byte>> addresses;

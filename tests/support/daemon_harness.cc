@@ -147,17 +147,6 @@ std::string TestTransport() {
 
 namespace {
 
-std::string TransportsToml(std::vector<std::string> list, const std::string& ucx_tls) {
-  if (list.empty() && !TestTransport().empty()) {
-    list.push_back(TestTransport());
-    if (TestTransport() != "tcp") list.push_back("tcp");
-  }
-  if (list.empty()) return "";
-  std::string out = "transports = [";
-  for (size_t i = 0; i < list.size(); ++i) out += (i ? ", \"" : "\"") + list[i] + "\"";
-  return out + "]\nucx_tls = \"" + ucx_tls + "\"\n";
-}
-
 std::string TomlString(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
@@ -165,6 +154,18 @@ std::string TomlString(const std::string& s) {
     out += c;
   }
   return out + "\"";
+}
+
+std::string TransportsToml(std::vector<std::string> list, const DaemonOptions& o) {
+  if (list.empty() && !TestTransport().empty()) {
+    list.push_back(TestTransport());
+    if (TestTransport() != "tcp") list.push_back("tcp");
+  }
+  if (list.empty()) return "";
+  std::string out = "transports = [";
+  for (size_t i = 0; i < list.size(); ++i) out += (i ? ", \"" : "\"") + list[i] + "\"";
+  return out + "]\nucx_tls = " + TomlString(o.ucx_tls) +
+         "\nfabric_provider = " + TomlString(o.fabric_provider) + "\n";
 }
 
 bool WaitPidBounded(pid_t pid, std::chrono::milliseconds timeout, int* status) {
@@ -328,7 +329,7 @@ std::string DaemonProcess::WriteConfig() const {
   t << "# written by tests/support/daemon_harness.cc\n"
     << "[endpoint]\nname = " << TomlString(name_) << "\n\n"
     << "[network]\nlisten = " << TomlString(address()) << "\n"
-    << TransportsToml(opts_.transports, opts_.ucx_tls)
+    << TransportsToml(opts_.transports, opts_)
     << (opts_.idle_timeout_s ? "idle_timeout_s = " + std::to_string(*opts_.idle_timeout_s) + "\n" : "")
     << "\n"
     << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"0600\"\n\n"

@@ -130,7 +130,8 @@ struct DaemonOptions {
   // [network] transports. Empty: $PORO_TEST_TRANSPORT first, then tcp, when that variable is set
   // (CI runs suites once per transport), else the daemon's default. ucx runs with UCX_TLS=tcp.
   std::vector<std::string> transports;
-  std::string ucx_tls = "tcp";  // [network] ucx_tls, written with the transports
+  std::string ucx_tls = "tcp";                  // [network] ucx_tls, written with the transports
+  std::string fabric_provider = "tcp;ofi_rxm";  // [network] fabric_provider, likewise
 };
 
 // The transport $PORO_TEST_TRANSPORT names ("" if unset): the one the suites run over this time.

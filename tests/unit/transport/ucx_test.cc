@@ -8,6 +8,8 @@
 #include <numeric>
 #include <thread>
 
+#include "support/channel_util.h"
+
 namespace pororoca::transport {
 namespace {
 
@@ -22,21 +24,9 @@ std::unique_ptr<UcxContext> Context(std::vector<std::byte>* region = nullptr) {
   return std::move(*ctx);
 }
 
-TransportOptions Idle(int ms) {
-  TransportOptions o;
-  o.idle_timeout = milliseconds(ms);
-  return o;
-}
-
-std::vector<std::byte> Pattern(size_t n, int seed) {
-  std::vector<std::byte> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
-  return v;
-}
-
-std::span<const std::byte> Text(const char* s) {
-  return {reinterpret_cast<const std::byte*>(s), std::strlen(s)};
-}
+using test::Idle;
+using test::Pattern;
+using test::Text;
 
 // The receiving end is destroyed first: a sending end's orderly close waits for it.
 struct Pair {
