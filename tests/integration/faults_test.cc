@@ -214,6 +214,16 @@ TEST_SUITE("integration.faults") {
     REQUIRE(r.exit_code == 0);
     const std::string id = Trim(r.out);
     REQUIRE(a.WaitForState(id, {"running", "succeeded", "failed"}, 30s)["state"] == "running");
+    // The walk must have seen both files whole: a session whose set-up takes longer (other
+    // transports open endpoints first) would otherwise walk the file already truncated and copy
+    // it consistently. The first chunk leaves a second after the session starts.
+    const uint64_t whole = (3 * kMiB + 5) + (kMiB - 4096);
+    for (int i = 0; i < 1000; ++i) {
+      auto progress = a.Transfer(id)["progress"];
+      if (progress.value("walk_done", false) && progress.value("bytes_total", uint64_t(0)) == whole) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(a.Transfer(id)["progress"].value("bytes_total", uint64_t(0)) == whole);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     REQUIRE(::truncate(a.Path("src/b-shrinks.bin").c_str(), 100000) == 0);
 

@@ -379,7 +379,10 @@ TEST_SUITE("proto.messages") {
     CHECK(DecodeHello(Dump(t)).status().message().find("HELLO.transport: ") == 0);
     CHECK(IsTransportName("tcp"));
     CHECK(IsTransportName("ucx"));
-    CHECK(!IsTransportName("fabric"));
+    CHECK(IsTransportName("fabric"));
+    CHECK(!IsTransportName("verbs"));
+    CHECK(!IsTransportName(""));
+    CHECK(!IsTransportName("UCX"));
 
     Channels c{"ucx", {{std::byte{'1'}, std::byte{':'}, std::byte{'2'}}, {std::byte{0xff}}}};
     auto back = DecodeChannels(EncodeChannels(c), 2);
