@@ -105,11 +105,9 @@ FabricInfoPtr Hints(const std::string& provider) {
 // the first member, so the context pointer is the Op's address.
 struct FabricChannel::Op {
   fi_context ctx{};
-  size_t expect = 0;  // bytes
-  size_t len = 0;     // bytes the completion reported
-  bool done = false;
-  int err = 0;                              // FI_E* of a failed completion
-  FabricChannel::Waiter* waiter = nullptr;  // null once abandoned
+  size_t expect = 0;                        // bytes
+  size_t len = 0;                           // bytes the completion reported
+  FabricChannel::Waiter* waiter = nullptr;  // counts it down; null once abandoned
 };
 
 // ---- endpoint --------------------------------------------------------------------------------------------
@@ -237,8 +235,6 @@ class FabricEndpoint {
 
   static void Complete(FabricChannel::Op* op, size_t len, int err) {
     op->len = len;
-    op->err = err;
-    op->done = true;
     FabricChannel::Waiter* w = op->waiter;
     if (w == nullptr) return;  // abandoned
     --w->pending;
@@ -311,8 +307,12 @@ struct FabricContext::Impl {
   // The last channel of a session let go of `e`: kept for the next session if it ended cleanly.
   void Release(FabricEndpoint* e) {
     std::unique_ptr<FabricEndpoint> owned(e);
+    {
+      // No channel is left, but the completion thread may still record a failed queue.
+      std::lock_guard<std::mutex> state(e->mu);
+      if (!e->broken.ok() || e->dirty || e->ep == nullptr) return;
+    }
     std::lock_guard<std::mutex> lock(mu);
-    if (!e->broken.ok() || e->dirty || e->ep == nullptr) return;
     auto& list = idle[e->ip];
     if (list.size() < kMaxIdlePerAddress) list.push_back(std::move(owned));
   }
