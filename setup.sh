@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$HERE"
 
 PACKAGES=(cmake make g++ pkg-config liburing-dev libfabric-dev libucx-dev libxxhash-dev libssl-dev
-          libboost-program-options-dev doctest-dev nlohmann-json3-dev libtomlplusplus-dev
+          libboost-program-options-dev doctest-dev nlohmann-json3-dev libtomlplusplus-dev libsqlite3-dev sqlite3
           libbenchmark-dev openssl xxhash procps iproute2 util-linux libcpp-httplib-dev
           clang clang-format libtsan2 git)
 

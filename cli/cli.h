@@ -13,6 +13,7 @@ constexpr int kExitNoDaemon = 3;  // the local daemon is not reachable
 constexpr int kExitNotFound = 4;  // unknown transfer, endpoint or path
 constexpr int kExitDenied = 5;    // permission or authentication refused
 constexpr int kExitCancelled = 6;
+constexpr int kExitTimeout = 7;  // `wait --timeout` ran out; the transfer goes on
 
 // `pororoca federation ...`: the authority's tools (authority.cc).
 int CmdFederation(const std::vector<std::string>& args);

@@ -127,9 +127,15 @@ double SecondsToNextAttempt(const json& t) {
   return std::ceil(double(wait_ms) / 1000.0);
 }
 
-// While a transfer waits to try again, the progress line says so: which attempt failed, why, and
-// when the next one starts (a peer that is down would otherwise show a still 0 %).
+// While a transfer waits in the queue or to try again, the progress line says so: for a retry,
+// which attempt failed, why, and when the next one starts (a peer that is down would otherwise show
+// a still 0 %).
 bool PrintRetryLine(const json& t) {
+  if (t.value("state", std::string()) == "queued") {
+    std::fprintf(stderr, "\r\x1b[Kqueued: waiting for a free slot on the daemon ([queue] max_running)");
+    std::fflush(stderr);
+    return true;
+  }
   if (t.value("state", std::string()) != "retrying") return false;
   std::string why = t.value("error", std::string());
   if (why.size() > 90) why = why.substr(0, 87) + "...";
@@ -139,10 +145,26 @@ bool PrintRetryLine(const json& t) {
   return true;
 }
 
+// The bytes that have arrived: committed files, or more as soon as chunks are verified at the
+// receiver (with what was skipped or already there), never more than the total.
+double ArrivedBytes(const json& p) {
+  const double total = p.value("bytes_total", 0.0);
+  const double verified =
+      p.value("bytes_skipped", 0.0) + p.value("bytes_resumed", 0.0) + p.value("bytes_verified", 0.0);
+  return std::max(p.value("bytes_done", 0.0), std::min(total, verified));
+}
+
 void PrintProgressLine(const json& t, double rate, bool final_line) {
   if (!final_line && PrintRetryLine(t)) return;
   const json& p = t["progress"];
-  double total = p.value("bytes_total", 0.0), done = p.value("bytes_done", 0.0);
+  double total = p.value("bytes_total", 0.0), done = ArrivedBytes(p);
+  if (final_line) {
+    // The average over the whole transfer, of what had to move (not what was skipped or resumed).
+    const double elapsed = t.value("elapsed_s", 0.0);
+    const double moved = std::max(
+        0.0, p.value("bytes_done", 0.0) - p.value("bytes_skipped", 0.0) - p.value("bytes_resumed", 0.0));
+    rate = elapsed > 0 ? moved / elapsed : 0;
+  }
   uint64_t ftot = p.value("files_total", uint64_t(0)), fdone = p.value("files_done", uint64_t(0));
   bool walk_done = p.value("walk_done", false);
   double frac = total > 0 ? done / total : (final_line ? 1.0 : 0.0);
@@ -226,7 +248,10 @@ void PrintResult(const json& t) {
 // Follows a transfer until it ends; progress on stderr when it is a terminal.
 enum class Display { kNone, kTerminal, kAlways };  // the live progress line on stderr
 
-int Follow(Client& c, const std::string& id, bool as_json, Display display) {
+// Follows a transfer until it ends (or `timeout`, if not zero, passes: kExitTimeout).
+int Follow(Client& c, const std::string& id, bool as_json, Display display,
+           std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   json t;
   int ec = 0;
   double last_done = 0;
@@ -235,16 +260,22 @@ int Follow(Client& c, const std::string& id, bool as_json, Display display) {
   const bool tty = display == Display::kAlways || (display == Display::kTerminal && ::isatty(2));
   // Long polls (?wait=): the daemon answers as soon as the transfer ends, or after the interval
   // with its progress (a terminal's display refreshes 4 times a second).
-  const std::string target = "/v1/transfers/" + id + (tty ? "?wait=0.25" : "?wait=20");
+  const double poll_s = tty ? 0.25 : 20;
   for (;;) {
     auto asked = std::chrono::steady_clock::now();
-    if (!c.Call("GET", target, "", &t, &ec)) return ec;
+    double wait_s = poll_s;
+    if (timeout.count() > 0) {  // not past the caller's --timeout
+      wait_s = std::clamp(std::chrono::duration<double>(deadline - asked).count(), 0.0, poll_s);
+    }
+    char wait_text[32];
+    std::snprintf(wait_text, sizeof wait_text, "%.3f", wait_s);
+    if (!c.Call("GET", "/v1/transfers/" + id + "?wait=" + wait_text, "", &t, &ec)) return ec;
     if (tty) {
       auto now = std::chrono::steady_clock::now();
       double dt = std::chrono::duration<double>(now - last_t).count();
-      double done = t["progress"].value("bytes_done", 0.0);
+      double done = ArrivedBytes(t["progress"]);
       if (dt > 0.5) {
-        double inst = (done - last_done) / dt;
+        double inst = std::max(0.0, done - last_done) / dt;  // a new attempt starts its counts again
         rate = rate == 0 ? inst : 0.7 * rate + 0.3 * inst;
         last_done = done;
         last_t = now;
@@ -252,6 +283,12 @@ int Follow(Client& c, const std::string& id, bool as_json, Display display) {
       PrintProgressLine(t, rate, Terminal(t.value("state", std::string())));
     }
     if (Terminal(t.value("state", std::string()))) break;
+    if (timeout.count() > 0 && std::chrono::steady_clock::now() >= deadline) {
+      if (tty) std::fputs("\n", stderr);
+      std::cerr << "pororoca: transfer " << id << " is still " << t.value("state", std::string())
+                << " after the --timeout; it goes on (pororoca wait " << id << " again)\n";
+      return kExitTimeout;
+    }
     // A daemon that does not know ?wait= (or is stopping) answers at once: not more than 4 a second.
     std::this_thread::sleep_until(asked + std::chrono::milliseconds(250));
   }
@@ -320,7 +357,11 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "both ends require)")(
       "transport", po::value<std::string>(),
       "tcp, ucx or fabric: the data transport to use, or fail (default: the first both ends "
-      "offer)")("help,h", "this help");
+      "offer)")("priority", po::value<unsigned>(),
+                "1 (lowest) to 5 (highest): which of the daemon's queued transfers starts first (default 3)")(
+      "submission-id", po::value<std::string>(),
+      "your id for this request: submitting it again returns the transfer it made instead of a new "
+      "one")("help,h", "this help");
   po::options_description hidden;
   hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -354,6 +395,8 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   if (vm.count("hard-links")) req["hard_links"] = true;
   if (vm.count("protection")) req["protection"] = vm["protection"].as<std::string>();
   if (vm.count("transport")) req["transport"] = vm["transport"].as<std::string>();
+  if (vm.count("priority")) req["priority"] = vm["priority"].as<unsigned>();
+  if (vm.count("submission-id")) req["submission_id"] = vm["submission-id"].as<std::string>();
   std::string token;
   if (!ResolveToken(vm, &token)) return kExitUsage;
   if (!token.empty()) req["token"] = token;
@@ -415,6 +458,52 @@ int CmdStatus(Client& c, const std::vector<std::string>& args) {
                 t.value("destination", std::string()).c_str());
   }
   return kExitOk;
+}
+
+// `pororoca wait ID`: follows a transfer (submitted with cp -d, or by a workflow) until it ends;
+// the exit code is the outcome's, as cp's.
+int CmdWait(Client& c, const std::vector<std::string>& args) {
+  po::options_description desc(
+      "Usage: pororoca wait ID [options]\n  Waits until the transfer ends and exits as cp would (0 "
+      "succeeded, 1 "
+      "failed, 6 cancelled, ...); ID may be any unique prefix of a transfer id\nOptions");
+  desc.add_options()("json", "print the final record as JSON")(
+      "progress", "the live progress line even when stderr is not a terminal")("no-progress",
+                                                                               "no live progress line")(
+      "timeout", po::value<double>(),
+      "give up waiting after this many seconds (exit 7; the transfer goes on)")("help,h", "this help");
+  po::options_description hidden;
+  hidden.add_options()("id", po::value<std::vector<std::string>>(), "");
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("id", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  auto ids = vm.count("id") ? vm["id"].as<std::vector<std::string>>() : std::vector<std::string>();
+  if (ids.size() != 1) {
+    std::cerr << "pororoca: expected one transfer ID\n" << desc << "\n";
+    return kExitUsage;
+  }
+  double timeout_s = vm.count("timeout") ? vm["timeout"].as<double>() : 0;
+  if (!(timeout_s >= 0)) {
+    std::cerr << "pororoca: --timeout must be a number of seconds\n";
+    return kExitUsage;
+  }
+  // The full id, so that the long polls name one transfer (and an unknown one fails at once).
+  json t;
+  int ec = 0;
+  if (!c.Call("GET", "/v1/transfers/" + ids[0], "", &t, &ec)) return ec;
+  const Display display = vm.count("no-progress") ? Display::kNone
+                          : vm.count("progress")  ? Display::kAlways
+                                                  : Display::kTerminal;
+  return Follow(c, t.value("id", ids[0]), vm.count("json") > 0, display,
+                std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
 }
 
 int CmdCancel(Client& c, const std::vector<std::string>& args) {
@@ -566,6 +655,7 @@ void Usage() {
                "  cp [-r] SRC DST          copy a file or tree (one side is ENDPOINT:/path)\n"
                "  sync SRC DST             recursive copy that skips files already identical\n"
                "  status [ID]              list transfers, or show one\n"
+               "  wait ID                  wait until a transfer ends; exits as cp would\n"
                "  cancel ID                cancel a transfer\n"
                "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
                "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
@@ -619,6 +709,7 @@ int main(int argc, char** argv) {
     if (cmd == "sync") return CmdCopy(c, rest, true);
     if (cmd == "status") return CmdStatus(c, rest);
     if (cmd == "cancel") return CmdCancel(c, rest);
+    if (cmd == "wait") return CmdWait(c, rest);
     if (cmd == "federation") return CmdFederation(rest);
     if (cmd == "token") return CmdToken(rest);
     if (cmd == "policy") return CmdPolicy(c, rest);

@@ -1,8 +1,10 @@
 #include "daemon/api_routes.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <ctime>
 
@@ -115,6 +117,7 @@ void ApiRoutes::RegisterOn(api::HttpServer& s) {
   s.Route("GET", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return Get(r); });
   s.Route("POST", "/v1/transfers/{id}/cancel", [this](const api::HttpRequest& r) { return Cancel(r); });
   s.Route("DELETE", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return Cancel(r); });
+  s.Route("GET", "/v1/events", [this](const api::HttpRequest& r) { return Events(r); });
 }
 
 api::HttpResponse ApiRoutes::Health() const {
@@ -255,6 +258,17 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
     opts["transport"] = transport;  // absent: the first both ends offer
   }
   t->options = opts;
+  PORO_API_ASSIGN_OR_400(uint64_t priority, body.Unsigned("priority", kDefaultPriority));
+  if (priority < kMinPriority || priority > kMaxPriority) {
+    return BadRequest("priority must be 1 (lowest) to 5 (highest), not " + std::to_string(priority));
+  }
+  t->priority = static_cast<unsigned>(priority);
+  PORO_API_ASSIGN_OR_400(t->submission_id, body.String("submission_id"));
+  if (t->submission_id.size() > 128 ||
+      t->submission_id.find_first_not_of(
+          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") != std::string::npos) {
+    return BadRequest("submission_id must be at most 128 letters, digits, '.', '_', ':' or '-'");
+  }
   // Check what can be checked locally now, so the user gets the error at once.
   auto manifest = d_.fed->manifest();
   if (manifest->FindEndpoint(t->remote.endpoint) == nullptr) {
@@ -298,8 +312,10 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
 api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
   Prepared p = PrepareTransfer(req);
   if (!p.transfer) return p.response;
-  if (Status s = d_.transfers->Submit(p.transfer); !s.ok()) return ErrorResponse(s);
-  return api::HttpResponse::Json(201, p.transfer->View());
+  bool existing = false;
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Submit(p.transfer, &existing));
+  // A submission id seen before: the transfer it made, as it is now (200, not 201: nothing new).
+  return api::HttpResponse::Json(existing ? 200 : 201, t->View());
 }
 
 // "Would this transfer be allowed, and by which check?" The body of a submit (source, destination,
@@ -368,15 +384,22 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
   return api::HttpResponse::Json(200, out);
 }
 
-api::HttpResponse ApiRoutes::List(const api::HttpRequest&) const {
+TransferManager::Visible ApiRoutes::VisibleTo(const api::HttpRequest& req) const {
+  const uid_t uid = req.peer.uid;
+  if (uid == 0 || uid == ::geteuid()) return nullptr;
+  if (const UserConfig* u = d_.config->FindUser(uid); u != nullptr && u->is_operator) return nullptr;
+  return [uid](const Transfer& t) { return static_cast<uid_t>(t.uid) == uid; };
+}
+
+api::HttpResponse ApiRoutes::List(const api::HttpRequest& req) const {
   json arr = json::array();
-  for (const auto& t : d_.transfers->List()) arr.push_back(t->View());
+  for (const auto& t : d_.transfers->List(VisibleTo(req))) arr.push_back(t->View());
   return api::HttpResponse::Json(200, json{{"transfers", arr}});
 }
 
 api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req) const {
   const std::string& id = req.params.at("id");
-  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(id));
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(id, VisibleTo(req)));
   // ?wait=SECONDS: a long poll. Answers as soon as the transfer has ended, else after SECONDS
   // (at most 60) with its progress: a client follows a transfer without polling on a timer.
   auto w = req.query.find("wait");
@@ -394,8 +417,75 @@ api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req) const {
 
 api::HttpResponse ApiRoutes::Cancel(const api::HttpRequest& req) const {
   const std::string& id = req.params.at("id");
-  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Cancel(id));
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Cancel(id, VisibleTo(req)));
   return api::HttpResponse::Json(202, t->View());
+}
+
+// GET /v1/events[?since=N][&transfer=ID]: a stream of server-sent events (text/event-stream), one
+// per change of a transfer's state ("transfer") and one a second per running transfer whose
+// counters moved ("progress"), each "id: N", "event: TYPE", "data: JSON". Only the caller's own
+// transfers (all for an operator). Without `since` (or a Last-Event-ID header) the stream starts
+// with the events to come; with it, with those after N that are still kept. A comment line every
+// 15 s keeps proxies from closing an idle stream.
+api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req) const {
+  EventLog& log = d_.transfers->events();
+  uint64_t since = log.last_seq();
+  std::string from;
+  if (auto q = req.query.find("since"); q != req.query.end()) {
+    from = q->second;
+  } else if (auto h = req.headers.find("last-event-id"); h != req.headers.end()) {
+    from = h->second;
+  }
+  if (!from.empty()) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long n = std::strtoull(from.c_str(), &end, 10);
+    if (end == nullptr || *end != '\0' || errno != 0 || from.front() == '-') {
+      return BadRequest("since must be an event number (the id: of an event), not '" + from + "'");
+    }
+    since = n;
+  }
+  TransferManager::Visible visible = VisibleTo(req);
+  std::string only;
+  if (auto q = req.query.find("transfer"); q != req.query.end()) {
+    PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(q->second, visible));
+    only = t->id;
+  }
+  const TransferManager* manager = d_.transfers;
+  api::HttpResponse r;
+  r.content_type = "text/event-stream";
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  const bool everyone = !visible;  // an operator
+  const uid_t uid = req.peer.uid;
+  r.stream = [&log, manager, since, everyone, uid, only](const api::HttpResponse::Writer& write) {
+    auto keep = [&](const Event& e) {
+      if (!only.empty() && e.transfer_id != only) return false;
+      return everyone || static_cast<uid_t>(e.uid) == uid;  // as VisibleTo
+    };
+    if (!write("retry: 2000\n\n")) return;
+    uint64_t after = since;
+    auto quiet_since = std::chrono::steady_clock::now();
+    while (!manager->stopping()) {
+      EventLog::ReadResult rr = log.Read(after, keep, 256, std::chrono::milliseconds(1000));
+      std::string out;
+      if (rr.missed) {
+        out += "event: missed\ndata: " +
+               json{{"after", after}, {"message", "events were dropped; read the transfers again"}}.dump() +
+               "\n\n";
+      }
+      for (const Event& e : rr.events) {
+        out += "id: " + std::to_string(e.seq) + "\nevent: " + e.type +
+               "\ndata: " + e.data.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+      }
+      after = rr.last;
+      const auto now = std::chrono::steady_clock::now();
+      if (out.empty() && now - quiet_since >= std::chrono::seconds(15)) out = ": keepalive\n\n";
+      if (!write(out)) return;  // an empty write only asks whether the server is stopping
+      if (out.empty()) continue;
+      quiet_since = now;
+    }
+  };
+  return r;
 }
 
 }  // namespace pororoca::daemon

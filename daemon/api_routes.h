@@ -41,6 +41,8 @@ class ApiRoutes {
   api::HttpResponse List(const api::HttpRequest& req) const;
   api::HttpResponse Get(const api::HttpRequest& req) const;
   api::HttpResponse Cancel(const api::HttpRequest& req) const;
+  // GET /v1/events: server-sent events of the transfers the caller may see.
+  api::HttpResponse Events(const api::HttpRequest& req) const;
 
  private:
   // A submission's body made into a transfer, after the checks answered at once; the dry run
@@ -58,6 +60,9 @@ class ApiRoutes {
     Status refusal;
   };
   Prepared PrepareTransfer(const api::HttpRequest& req) const;
+  // Which transfers the caller may see and cancel: all for an operator (root, the daemon's own
+  // user, a [[users]] entry with operator = true), else the ones its uid submitted.
+  TransferManager::Visible VisibleTo(const api::HttpRequest& req) const;
 
   Deps d_;
 };

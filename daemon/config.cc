@@ -105,10 +105,11 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
       {"transfer",
        {"streams", "max_streams", "chunk_size", "buffer_pool", "read_ahead", "retry_attempts",
         "retry_max_backoff_s"}},
+      {"queue", {"max_running", "max_running_per_peer"}},
       {"log", {"level", "file"}},
       {"fault_injection", {"corrupt_every", "send_delay_us", "forge_digest", "forge_bind"}},
       {"classification", {"path", "label"}},
-      {"users", {"uid", "identity", "scopes"}},
+      {"users", {"uid", "identity", "scopes", "operator"}},
   };
   return k;
 }
@@ -291,6 +292,8 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(uint("transfer", "read_ahead", 1, 256, &c.read_ahead));
   PORO_RETURN_IF_ERROR(uint("transfer", "retry_attempts", 0, 100000, &c.retry_attempts));
   PORO_RETURN_IF_ERROR(uint("transfer", "retry_max_backoff_s", 1, 3600, &c.retry_max_backoff_s));
+  PORO_RETURN_IF_ERROR(uint("queue", "max_running", 1, 4096, &c.max_running));
+  PORO_RETURN_IF_ERROR(uint("queue", "max_running_per_peer", 1, 4096, &c.max_running_per_peer));
   PORO_RETURN_IF_ERROR(str("log", "level", &c.log_level, false));
   log::Level lvl;
   if (!log::ParseLevel(c.log_level, &lvl))
@@ -366,6 +369,11 @@ Result<Config> LoadConfig(const std::string& path) {
       if (!id || id->empty()) return KeyError(path, key + " identity", "missing");
       u.uid = *uid;
       u.identity = *id;
+      if (auto op = (*ut)["operator"]) {
+        auto b = op.value<bool>();
+        if (!b) return KeyError(path, key + " operator", "must be true or false");
+        u.is_operator = *b;
+      }
       if (auto* sc = (*ut)["scopes"].as_array()) {
         for (const auto& e : *sc) {
           auto v = e.value<std::string>();

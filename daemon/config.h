@@ -23,6 +23,7 @@ struct UserConfig {
   int64_t uid = -1;
   std::string identity;             // e.g. "alice@lncc"
   std::vector<std::string> scopes;  // what tokens minted for this user may grant (prefix limits)
+  bool is_operator = false;         // sees and cancels every user's transfers on the API
 };
 
 struct Config {
@@ -84,6 +85,9 @@ struct Config {
   unsigned retry_attempts = 30;
   unsigned retry_max_backoff_s = 30;
   unsigned max_streams = 64;
+  // [queue]: transfers running at once, in all and with one peer; the rest wait in the queue.
+  unsigned max_running = 16;
+  unsigned max_running_per_peer = 8;
   // [log]
   std::string log_level = "info";
   std::string log_file;

@@ -59,7 +59,11 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   deps.stopping = &d->stopping_;
   d->sessions_ = std::make_unique<SessionRunner>(std::move(deps));
   TransferManager::Options to;
-  to.dir = c.state_dir + "/transfers";
+  to.db_path = c.state_dir + "/queue.db";
+  to.legacy_dir = c.state_dir + "/transfers";
+  to.node = c.endpoint_name;
+  to.max_running = c.max_running;
+  to.max_running_per_peer = c.max_running_per_peer;
   to.retry_attempts = c.retry_attempts;
   to.retry_max_backoff_s = c.retry_max_backoff_s;
   to.keep_finished_s = c.keep_finished_s;

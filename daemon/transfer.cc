@@ -55,6 +55,8 @@ void VisitRecord(RecordVisitor& v, Transfer& t) PORO_NO_THREAD_SAFETY_ANALYSIS {
   v.Field("user", t.user);
   v.Field("token_given", t.token_given);  // never the token itself
   v.Field("created_ms", t.created_ms);
+  v.Field("priority", t.priority);
+  v.Field("submission_id", t.submission_id);
   v.Field("state", t.state);
   v.Field("attempts", t.attempts);
   v.Field("error", t.error);
@@ -288,6 +290,7 @@ Result<std::shared_ptr<Transfer>> Transfer::FromRecord(const json& j) {
   if (t->remote.path.empty()) t->remote.path = "/";
   t->remote.trailing_slash = t->remote.path.size() > 1 && t->remote.path.back() == '/';
   if (!t->options.is_object()) t->options = json::object();
+  if (t->priority < kMinPriority || t->priority > kMaxPriority) t->priority = kDefaultPriority;
   return t;
 }
 

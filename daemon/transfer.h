@@ -47,6 +47,8 @@ nlohmann::json SpecialsJson(const std::vector<std::pair<std::string, std::string
 // Random hex id (16 bytes of entropy).
 Result<std::string> NewId();
 
+constexpr unsigned kMinPriority = 1, kDefaultPriority = 3, kMaxPriority = 5;
+
 struct Transfer {
   // The request (set before the transfer is shared).
   std::string id;
@@ -55,7 +57,7 @@ struct Transfer {
   Location remote;
   bool local_trailing_slash = false;
   bool recursive = false;
-  nlohmann::json options;  // streams, chunk_size, sync, existing
+  nlohmann::json options = nlohmann::json::object();  // streams, chunk_size, sync, existing
   int64_t uid = -1;
   std::string user;  // federated identity of the local user
   // The bearer token the user gave (else the daemon mints one per attempt). Kept in memory only:
@@ -64,6 +66,10 @@ struct Transfer {
   std::string token;
   bool token_given = false;
   int64_t created_ms = 0;
+  // 1 (lowest) to 5; the scheduler starts a higher priority first (TransferManager).
+  unsigned priority = kDefaultPriority;
+  // Chosen by the client so that a retried submission returns the transfer it already made ("" none).
+  std::string submission_id;
 
   mutable Mutex mu;
   mutable CondVar ended;  // notified when `state` becomes terminal
@@ -92,10 +98,19 @@ struct Transfer {
   std::string transport_note PORO_GUARDED_BY(mu);
   std::atomic<bool> cancel{false};
 
+  // Who the transfer belongs to, for fair share and idempotent submission: the federated identity,
+  // else "uid:N".
+  std::string OwnerKey() const { return user.empty() ? "uid:" + std::to_string(uid) : user; }
+  // The owner's institution: what follows '@' in the identity ("" for a uid without identity).
+  std::string OwnerInstitution() const {
+    const size_t at = user.rfind('@');
+    return at == std::string::npos ? std::string() : user.substr(at + 1);
+  }
+
   std::string SourceText() const { return push ? local_path : remote.endpoint + ":" + remote.path; }
   std::string DestText() const { return push ? remote.endpoint + ":" + remote.path : local_path; }
 
-  // The record persisted in state_dir/transfers/<id>.json.
+  // The record persisted in the queue (TransferStore).
   nlohmann::json Record() const PORO_EXCLUDES(mu);
   // Reads a record written by Record(); a field of the wrong type is an error naming it.
   static Result<std::shared_ptr<Transfer>> FromRecord(const nlohmann::json& j);

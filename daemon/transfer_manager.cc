@@ -14,63 +14,244 @@ namespace pororoca::daemon {
 
 using nlohmann::json;
 
+namespace {
+// How long a claim holds a transfer for this daemon; renewed every third of it while it runs.
+constexpr int64_t kLeaseMs = 60000;
+}  // namespace
+
 TransferManager::TransferManager(Options options, AttemptFn attempt, WorkerSet* workers)
     : options_(std::move(options)), attempt_(std::move(attempt)), workers_(workers) {}
 
 TransferManager::~TransferManager() {
   Stop();
+  if (scheduler_.joinable()) scheduler_.join();
   MutexLock lock(&mu_);
   cv_.Wait(&mu_, [&]() PORO_REQUIRES(mu_) { return running_ == 0; });
 }
 
 Status TransferManager::Open() {
-  if (::mkdir(options_.dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Status::IoError("create " + options_.dir, errno);
-  }
+  if (store_) return Status::OK();
+  PORO_ASSIGN_OR_RETURN(store_, OpenSqliteTransferStore(options_.db_path));
+  scheduler_ = std::thread([this] { Schedule(); });
   return Status::OK();
-}
-
-std::string TransferManager::RecordPath(const std::string& id) const {
-  return options_.dir + "/" + id + ".json";
 }
 
 Status TransferManager::Persist(const Transfer& t) const {
-  return WriteFileAtomic(RecordPath(t.id), t.Record().dump(2));
+  Status s = store_->Update(t);
+  PublishState(t);
+  return s;
 }
 
-Status TransferManager::Submit(const std::shared_ptr<Transfer>& t) {
-  PORO_RETURN_IF_ERROR(Persist(*t));
-  Start(t);
-  return Status::OK();
+namespace {
+// What an event says of a transfer: its view without the long lists.
+json EventView(const Transfer& t) {
+  json v = t.View();
+  for (const char* k : {"failures", "skipped_special", "summary", "options"}) v.erase(k);
+  return v;
+}
+}  // namespace
+
+void TransferManager::PublishState(const Transfer& t) const {
+  events_.Publish("transfer", t.id, t.uid, EventView(t));
 }
 
-void TransferManager::Start(const std::shared_ptr<Transfer>& t) {
-  {
-    MutexLock lock(&mu_);
-    transfers_[t->id] = t;
-    running_++;
+void TransferManager::PublishProgress() {
+  for (auto& [id, entry] : running_set_) {
+    json v = EventView(*entry.first);
+    const json& p = v["progress"];
+    json moved{{"bytes_verified", p.value("bytes_verified", uint64_t{0})},
+               {"bytes_done", p.value("bytes_done", uint64_t{0})},
+               {"files_done", p.value("files_done", uint64_t{0})},
+               {"bytes_total", p.value("bytes_total", uint64_t{0})}};
+    if (moved == entry.second) continue;
+    entry.second = moved;
+    events_.Publish("progress", id, entry.first->uid,
+                    json{{"state", v["state"]}, {"progress", v["progress"]}, {"elapsed_s", v["elapsed_s"]}});
   }
-  SpawnRun(t);
 }
 
-void TransferManager::SpawnRun(const std::shared_ptr<Transfer>& t) {
-  workers_->Spawn([this, t] {
-    Run(t);
-    MutexLock lock(&mu_);
-    running_--;
-    cv_.NotifyAll();
-  });
+Result<nlohmann::json> TransferManager::StoredRecord(const std::string& id) const { return store_->Get(id); }
+
+namespace {
+// The same request: what a retried submission sends again.
+bool SameRequest(const Transfer& a, const Transfer& b) {
+  return a.push == b.push && a.local_path == b.local_path && a.remote.endpoint == b.remote.endpoint &&
+         a.remote.path == b.remote.path && a.recursive == b.recursive && a.options == b.options &&
+         a.priority == b.priority;
+}
+}  // namespace
+
+Result<std::shared_ptr<Transfer>> TransferManager::Submit(const std::shared_ptr<Transfer>& t,
+                                                          bool* existing) {
+  if (!store_) return Status::Internal("the transfer queue is not open");
+  if (existing != nullptr) *existing = false;
+  MutexLock submitting(&submit_mu_);
+  if (!t->submission_id.empty()) {
+    std::shared_ptr<Transfer> prior;
+    {
+      MutexLock lock(&mu_);
+      for (const auto& [id, x] : transfers_) {
+        if (x->submission_id == t->submission_id && x->OwnerKey() == t->OwnerKey()) prior = x;
+      }
+    }
+    if (prior) {
+      if (!SameRequest(*prior, *t)) {
+        return Status::AlreadyExists("submission_id '" + t->submission_id + "' was used for transfer " +
+                                     prior->id + " (" + prior->SourceText() + " -> " + prior->DestText() +
+                                     "), a different request");
+      }
+      if (existing != nullptr) *existing = true;
+      return prior;
+    }
+  }
+  PORO_ASSIGN_OR_RETURN(std::string id, store_->Add(*t));
+  if (id != t->id) {
+    // Stored before, not loaded yet: the start-up scan has not run.
+    return Status::Unavailable("the daemon is starting and has not loaded submission '" + t->submission_id +
+                               "' yet; submit again");
+  }
+  PublishState(*t);
+  MutexLock lock(&mu_);
+  transfers_[t->id] = t;
+  waiting_.push_back({t, 0});
+  cv_.NotifyAll();
+  return t;
 }
 
-Result<std::shared_ptr<Transfer>> TransferManager::Find(const std::string& id) const {
+void TransferManager::Track(const Transfer& t, int delta) {
+  auto add = [delta](std::map<std::string, unsigned>& m, const std::string& k) {
+    unsigned& n = m[k];
+    n = static_cast<unsigned>(static_cast<int>(n) + delta);
+    if (n == 0) m.erase(k);
+  };
+  add(shares_.running_by_institution, t.OwnerInstitution());
+  add(shares_.running_by_owner, t.OwnerKey());
+  add(shares_.running_by_peer, t.remote.endpoint);
+}
+
+int TransferManager::Pick(const std::vector<Candidate>& waiting, const Shares& shares, int64_t now_ms,
+                          unsigned max_per_peer) {
+  auto count = [](const auto& m, const std::string& k) -> uint64_t {
+    auto it = m.find(k);
+    return it == m.end() ? 0 : it->second;
+  };
+  // Smaller is better.
+  auto key = [&](const Candidate& c) {
+    return std::make_tuple(-static_cast<int>(c.priority), count(shares.running_by_institution, c.institution),
+                           count(shares.last_start_institution, c.institution),
+                           count(shares.running_by_owner, c.owner), count(shares.last_start_owner, c.owner),
+                           c.created_ms);
+  };
+  int best = -1;
+  for (size_t i = 0; i < waiting.size(); ++i) {
+    const Candidate& c = waiting[i];
+    if (c.not_before_ms > now_ms) continue;
+    if (count(shares.running_by_peer, c.peer) >= max_per_peer) continue;
+    if (best < 0 || key(c) < key(waiting[static_cast<size_t>(best)])) best = static_cast<int>(i);
+  }
+  return best;
+}
+
+int64_t TransferManager::StartReady() {
+  while (!stopping_ && running_ < options_.max_running && !waiting_.empty()) {
+    const int64_t now = NowMs();
+    std::vector<Candidate> candidates;
+    candidates.reserve(waiting_.size());
+    for (const auto& w : waiting_) {
+      candidates.push_back(Candidate{w.t->priority, w.t->OwnerInstitution(), w.t->OwnerKey(),
+                                     w.t->remote.endpoint, w.not_before_ms, w.t->created_ms});
+    }
+    const int i = Pick(candidates, shares_, now, options_.max_running_per_peer);
+    if (i < 0) break;
+    auto it = std::next(waiting_.begin(), i);
+    std::shared_ptr<Transfer> t = it->t;
+    auto claimed = store_->Claim(t->id, options_.node, now, now + kLeaseMs);
+    if (!claimed.has_value() || !*claimed) {
+      // Another daemon of a shared queue runs it, or the store failed: look again later.
+      if (!claimed.has_value())
+        PORO_LOG(WARNING) << "transfer " << t->id << " not started: " << claimed.error().message();
+      it->not_before_ms = now + 1000;
+      continue;
+    }
+    waiting_.erase(it);
+    running_set_[t->id] = {t, json()};
+    Track(*t, +1);
+    starts_++;
+    shares_.last_start_institution[t->OwnerInstitution()] = starts_;
+    shares_.last_start_owner[t->OwnerKey()] = starts_;
+    running_++;
+    workers_->Spawn([this, t] {
+      const Outcome outcome = RunAttempt(t);
+      if (outcome == Outcome::kEnded) PruneFinished();
+      bool cancelled = false;  // Cancel came between the attempt's end and here
+      {
+        MutexLock lock(&mu_);
+        Track(*t, -1);
+        running_set_.erase(t->id);
+        if (outcome == Outcome::kRetry && !t->cancel) {
+          MutexLock tl(&t->mu);
+          waiting_.push_back({t, t->next_attempt_ms});
+        }
+        cancelled = outcome == Outcome::kRetry && t->cancel && !stopping_;
+        cv_.NotifyAll();
+      }
+      if (cancelled) {
+        {
+          MutexLock tl(&t->mu);
+          if (!IsTerminal(t->state)) {
+            t->state = TransferState::kCancelled;
+            t->finished_ms = NowMs();
+          }
+        }
+        Persist(*t).IgnoreError();
+        t->ended.NotifyAll();
+      }
+      MutexLock lock(&mu_);  // last: the destructor waits for running_ to reach 0
+      running_--;
+      cv_.NotifyAll();
+    });
+  }
+  int64_t earliest = 0;
+  for (const auto& w : waiting_) {
+    if (w.not_before_ms > 0 && (earliest == 0 || w.not_before_ms < earliest)) earliest = w.not_before_ms;
+  }
+  return earliest;
+}
+
+void TransferManager::Schedule() {
+  auto next_renew = std::chrono::steady_clock::now() + std::chrono::milliseconds(kLeaseMs / 3);
+  MutexLock lock(&mu_);
+  while (!stopping_) {
+    const int64_t wake_ms = StartReady();
+    auto deadline = next_renew;
+    if (!running_set_.empty()) {
+      PublishProgress();
+      deadline = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+    }
+    if (wake_ms > 0) {
+      deadline = std::min(deadline, std::chrono::steady_clock::now() +
+                                        std::chrono::milliseconds(std::max<int64_t>(1, wake_ms - NowMs())));
+    }
+    cv_.WaitUntil(&mu_, deadline);
+    if (std::chrono::steady_clock::now() >= next_renew) {
+      if (Status s = store_->Renew(options_.node, NowMs() + kLeaseMs); !s.ok()) {
+        PORO_LOG(WARNING) << "renewing the queue's leases: " << s.message();
+      }
+      next_renew = std::chrono::steady_clock::now() + std::chrono::milliseconds(kLeaseMs / 3);
+    }
+  }
+}
+
+Result<std::shared_ptr<Transfer>> TransferManager::Find(const std::string& id, const Visible& visible) const {
   MutexLock lock(&mu_);
   auto it = transfers_.find(id);
-  if (it != transfers_.end()) return it->second;
+  if (it != transfers_.end() && (!visible || visible(*it->second))) return it->second;
   std::vector<std::shared_ptr<Transfer>> matches;
   if (!id.empty()) {
     for (it = transfers_.lower_bound(id); it != transfers_.end() && it->first.compare(0, id.size(), id) == 0;
-         ++it)
-      matches.push_back(it->second);
+         ++it) {
+      if (!visible || visible(*it->second)) matches.push_back(it->second);
+    }
   }
   if (matches.size() == 1) return matches.front();
   if (matches.empty()) return Status::NotFound("no transfer " + (id.empty() ? std::string("''") : id));
@@ -81,22 +262,36 @@ Result<std::shared_ptr<Transfer>> TransferManager::Find(const std::string& id) c
                                  " transfers (" + list + "); give more digits");
 }
 
-std::vector<std::shared_ptr<Transfer>> TransferManager::List() const {
+std::vector<std::shared_ptr<Transfer>> TransferManager::List(const Visible& visible) const {
   std::vector<std::shared_ptr<Transfer>> list;
   {
     MutexLock lock(&mu_);
-    for (const auto& [id, t] : transfers_) list.push_back(t);
+    for (const auto& [id, t] : transfers_) {
+      if (!visible || visible(*t)) list.push_back(t);
+    }
   }
   std::stable_sort(list.begin(), list.end(),
                    [](const auto& a, const auto& b) { return a->created_ms < b->created_ms; });
   return list;
 }
 
-Result<std::shared_ptr<Transfer>> TransferManager::Cancel(const std::string& id) {
-  PORO_ASSIGN_OR_RETURN(std::shared_ptr<Transfer> t, Find(id));
+size_t TransferManager::queued() const {
+  MutexLock lock(&mu_);
+  return waiting_.size();
+}
+
+size_t TransferManager::running() const {
+  MutexLock lock(&mu_);
+  return running_;
+}
+
+Result<std::shared_ptr<Transfer>> TransferManager::Cancel(const std::string& id, const Visible& visible) {
+  PORO_ASSIGN_OR_RETURN(std::shared_ptr<Transfer> t, Find(id, visible));
   {
     MutexLock lock(&mu_);
     t->cancel = true;
+    // Waiting for a slot or for its backoff: it ends here. Running: its attempt ends cancelled.
+    waiting_.remove_if([&](const Waiting& w) { return w.t == t; });
     cv_.NotifyAll();
   }
   {
@@ -126,6 +321,13 @@ void TransferManager::Stop() {
   MutexLock lock(&mu_);
   for (auto& [id, t] : transfers_) t->cancel = true;
   cv_.NotifyAll();
+}
+
+std::chrono::milliseconds TransferManager::Backoff(unsigned attempts) const {
+  const auto cap = std::chrono::milliseconds(int64_t(options_.retry_max_backoff_s) * 1000);
+  auto b = options_.first_backoff;
+  for (unsigned i = 1; i < attempts && b < cap; ++i) b *= 2;
+  return std::min(b, cap);
 }
 
 TransferManager::Outcome TransferManager::Settle(Transfer& t, const Result<json>& r) {
@@ -186,60 +388,38 @@ TransferManager::Outcome TransferManager::Settle(Transfer& t, const Result<json>
   return Outcome::kEnded;
 }
 
-void TransferManager::Run(const std::shared_ptr<Transfer>& t) {
-  auto backoff = options_.first_backoff;
-  while (true) {
-    {
-      MutexLock lock(&t->mu);
-      t->state = TransferState::kRunning;
-      t->attempts++;
-      if (t->started_ms == 0) t->started_ms = NowMs();
-      PORO_LOG(INFO) << "transfer " << t->id << " attempt " << t->attempts << ": " << t->SourceText()
-                     << " -> " << t->DestText();
-    }
-    Persist(*t).IgnoreError();
-    Result<json> r = attempt_(*t);
-    const Outcome outcome = Settle(*t, r);
-    if (outcome == Outcome::kLeft) return;  // the record says "running"; the next start-up resumes it
-    Persist(*t).IgnoreError();
-    std::string state, error;
-    unsigned attempts;
-    {
-      MutexLock lock(&t->mu);
-      state = TransferStateName(t->state);
-      error = t->error;
-      attempts = t->attempts;
-    }
-    if (outcome == Outcome::kEnded) {
-      t->ended.NotifyAll();
-      PORO_LOG(INFO) << "transfer " << t->id << " " << state << (error.empty() ? "" : ": " + error);
-      PruneFinished();
-      return;
-    }
-    PORO_LOG(WARNING) << "transfer " << t->id << " attempt " << attempts << " failed (" << error
-                      << "); retrying in " << backoff.count() / 1000.0 << " s";
-    {
-      MutexLock lock(&t->mu);
-      t->next_attempt_ms = NowMs() + backoff.count();  // shown to the user while it waits
-    }
-    {
-      MutexLock lock(&mu_);
-      cv_.WaitFor(&mu_, backoff, [&] { return t->cancel.load() || stopping_.load(); });
-    }
-    if (stopping_) return;
-    if (t->cancel) {
-      {
-        MutexLock lock(&t->mu);
-        t->state = TransferState::kCancelled;
-        t->finished_ms = NowMs();
-      }
-      Persist(*t).IgnoreError();
-      t->ended.NotifyAll();
-      PruneFinished();
-      return;
-    }
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(int64_t(options_.retry_max_backoff_s) * 1000));
+TransferManager::Outcome TransferManager::RunAttempt(const std::shared_ptr<Transfer>& t) {
+  {
+    MutexLock lock(&t->mu);
+    t->state = TransferState::kRunning;
+    t->attempts++;
+    t->next_attempt_ms = 0;
+    if (t->started_ms == 0) t->started_ms = NowMs();
+    PORO_LOG(INFO) << "transfer " << t->id << " attempt " << t->attempts << ": " << t->SourceText() << " -> "
+                   << t->DestText();
   }
+  Persist(*t).IgnoreError();
+  Result<json> r = attempt_(*t);
+  const Outcome outcome = Settle(*t, r);
+  if (outcome == Outcome::kLeft) return outcome;  // the record says "running"; the next start-up resumes it
+  std::string state, error;
+  unsigned attempts;
+  {
+    MutexLock lock(&t->mu);
+    if (outcome == Outcome::kRetry) t->next_attempt_ms = NowMs() + Backoff(t->attempts).count();
+    state = TransferStateName(t->state);
+    error = t->error;
+    attempts = t->attempts;
+  }
+  Persist(*t).IgnoreError();
+  if (outcome == Outcome::kEnded) {
+    t->ended.NotifyAll();
+    PORO_LOG(INFO) << "transfer " << t->id << " " << state << (error.empty() ? "" : ": " + error);
+  } else {
+    PORO_LOG(WARNING) << "transfer " << t->id << " attempt " << attempts << " failed (" << error
+                      << "); retrying in " << Backoff(attempts).count() / 1000.0 << " s";
+  }
+  return outcome;
 }
 
 int64_t TransferManager::PruneCutoffMs() const {
@@ -267,15 +447,17 @@ void TransferManager::PruneFinished(bool force) {
       }
     }
   }
-  for (const auto& id : gone) ::unlink(RecordPath(id).c_str());
+  if (Status st = store_->Remove(gone); !st.ok())
+    PORO_LOG(WARNING) << "forgetting finished transfers: " << st.message();
   if (!gone.empty()) {
     PORO_LOG(INFO) << "forgot " << gone.size() << " transfer(s) that ended more than "
                    << options_.keep_finished_s << " s ago ([storage] keep_finished_s)";
   }
 }
 
-void TransferManager::LoadPersisted() {
-  DIR* d = ::opendir(options_.dir.c_str());
+void TransferManager::Migrate() {
+  if (options_.legacy_dir.empty()) return;
+  DIR* d = ::opendir(options_.legacy_dir.c_str());
   if (d == nullptr) return;
   std::vector<std::string> names;
   while (struct dirent* de = ::readdir(d)) {
@@ -284,26 +466,65 @@ void TransferManager::LoadPersisted() {
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
-  const int64_t cutoff = PruneCutoffMs();
+  std::vector<json> records;
+  std::vector<std::string> imported;
   for (const auto& n : names) {
-    const std::string path = options_.dir + "/" + n;
+    const std::string path = options_.legacy_dir + "/" + n;
     std::ifstream in(path);
     json j = json::parse(in, nullptr, false);
     if (j.is_discarded()) {
-      PORO_LOG(WARNING) << "ignoring unreadable transfer record " << path << ": not JSON";
+      PORO_LOG(WARNING) << "not migrating transfer record " << path << ": not JSON (left where it is)";
+      continue;
+    }
+    if (auto t = Transfer::FromRecord(j); !t.has_value()) {
+      PORO_LOG(WARNING) << "not migrating transfer record " << path << ": " << t.error().message()
+                        << " (left where it is)";
+      continue;
+    }
+    records.push_back(std::move(j));
+    imported.push_back(path);
+  }
+  if (records.empty()) return;
+  auto added = store_->Import(records);
+  if (!added.has_value()) {
+    PORO_LOG(ERROR) << "migrating " << records.size() << " transfer record(s) from " << options_.legacy_dir
+                    << " into " << options_.db_path << " failed, the files stay: " << added.error().message();
+    return;
+  }
+  for (const auto& p : imported) ::unlink(p.c_str());
+  ::rmdir(options_.legacy_dir.c_str());  // only if nothing is left in it
+  PORO_LOG(INFO) << "migrated " << records.size() << " transfer record(s) from " << options_.legacy_dir
+                 << " into " << options_.db_path;
+}
+
+void TransferManager::LoadPersisted() {
+  if (!store_) return;
+  Migrate();
+  auto records = store_->LoadAll();
+  if (!records.has_value()) {
+    PORO_LOG(ERROR) << "loading the transfer queue: " << records.error().message();
+    return;
+  }
+  const int64_t cutoff = PruneCutoffMs();
+  std::vector<std::string> expired;
+  for (const json& j : *records) {
+    const std::string where = options_.db_path + ", transfer " + j.value("id", std::string("?"));
+    if (j.contains("unreadable")) {
+      PORO_LOG(WARNING) << "ignoring unreadable transfer record in " << where << ": not JSON";
       continue;
     }
     auto t = Transfer::FromRecord(j);
     if (!t.has_value()) {  // a field of the wrong type: skip the record, keep serving
-      PORO_LOG(WARNING) << "ignoring malformed transfer record " << path << ": " << t.error().message();
+      PORO_LOG(WARNING) << "ignoring malformed transfer record in " << where << ": " << t.error().message();
       continue;
     }
     if ((*t)->ExpiredBefore(cutoff)) {
-      ::unlink(path.c_str());  // ended longer ago than [storage] keep_finished_s
+      expired.push_back((*t)->id);  // ended longer ago than [storage] keep_finished_s
       continue;
     }
     bool unfinished;
     bool scrub = false;
+    int64_t not_before = 0;
     {
       MutexLock lock(&(*t)->mu);
       unfinished = !IsTerminal((*t)->state);
@@ -327,22 +548,28 @@ void TransferManager::LoadPersisted() {
         scrub = true;
         PORO_LOG(WARNING) << "transfer " << (*t)->id << " not resumed: " << (*t)->error;
       }
+      if (unfinished) {
+        // Running when the daemon stopped: it waits for a slot again (and resumes from its journal).
+        if ((*t)->state == TransferState::kRunning) (*t)->state = TransferState::kQueued;
+        if ((*t)->state == TransferState::kRetrying) not_before = (*t)->next_attempt_ms;
+      }
     }
     if (scrub) Persist(**t).IgnoreError();
-    {
-      // The API answers before this runs: a transfer submitted since start-up is already here and
-      // running. Resuming its record as well would run it twice.
-      MutexLock lock(&mu_);
-      if (transfers_.count((*t)->id) != 0) continue;
-      transfers_[(*t)->id] = *t;
-      if (unfinished) running_++;
-    }
+    // The API answers before this runs: a transfer submitted since start-up is already here. Queuing
+    // its record as well would run it twice.
+    MutexLock lock(&mu_);
+    if (transfers_.count((*t)->id) != 0) continue;
+    transfers_[(*t)->id] = *t;
     if (unfinished) {
-      PORO_LOG(INFO) << "resuming transfer " << (*t)->id << " (" << (*t)->SourceText() << " -> "
-                     << (*t)->DestText() << ")";
-      SpawnRun(*t);
+      PORO_LOG(INFO) << "queued again after the restart: transfer " << (*t)->id << " (" << (*t)->SourceText()
+                     << " -> " << (*t)->DestText() << ")";
+      waiting_.push_back({*t, not_before});
     }
   }
+  if (Status s = store_->Remove(expired); !s.ok())
+    PORO_LOG(WARNING) << "forgetting expired transfers: " << s.message();
+  MutexLock lock(&mu_);
+  cv_.NotifyAll();
 }
 
 }  // namespace pororoca::daemon

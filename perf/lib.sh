@@ -4,7 +4,9 @@
 # embedded defaults. Source it, then:
 #   bench_federation CLI DIR NAME_A ADDR_A NAME_B ADDR_B   -> DIR/fed (workspace), DIR/manifest.json
 #   bench_config DIR NAME LISTEN EXPORT_ROOT STATE_DIR SOCKET INSTITUTION > NAME.toml
-#                       ($BENCH_NETWORK_EXTRA, if set, is added to its [network] section)
+#                       ($BENCH_NETWORK_EXTRA, if set, is added to its [network] section, and
+#                       $BENCH_EXTRA, if set, at its end)
+#   $BENCH_RULES, if set, replaces the allow-all policy rules (a JSON array)
 #   bench_pair BIN DIR: both of the above for daemons a (ia) and b (ib) on 127.0.0.1, export roots
 #                       DIR/a/data and DIR/b/data; starts them (pids appended to BENCH_PIDS, logs in
 #                       DIR/{a,b}.log, API sockets DIR/{a,b}.sock) and waits until both answer
@@ -23,7 +25,8 @@ bench_federation() {
     return 1
   "$cli" federation add-issuer https://t.ib "${w[@]}" --institution ib --key-out "$dir/issuer-ib.key" >/dev/null ||
     return 1
-  "$cli" federation policy set "${w[@]}" --rules '[{"id":"bench","effect":"allow"}]' >/dev/null || return 1
+  "$cli" federation policy set "${w[@]}" --rules "${BENCH_RULES:-[{\"id\":\"bench\",\"effect\":\"allow\"}]}" \
+    >/dev/null || return 1
   "$cli" federation sign "${w[@]}" --publish "$dir/manifest.json" >/dev/null
 }
 
@@ -53,6 +56,7 @@ key = "$dir/issuer-$inst.key"
 [[users]]
 uid = $(id -u)
 identity = "$(id -un)@$inst"
+${BENCH_EXTRA:-}
 TOML
 }
 

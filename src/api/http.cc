@@ -172,21 +172,27 @@ bool SendAllBlocking(int fd, std::string_view data) {
   return true;
 }
 
-std::string SerializeResponse(const HttpResponse& r, bool keep_alive, bool http10) {
+// The status line and headers; a streamed response has no Content-Length (it ends with the
+// connection).
+std::string SerializeHead(const HttpResponse& r, bool keep_alive, bool http10) {
   std::string out;
   out.reserve(128 + r.body.size());
   out.append("HTTP/1.1 ").append(std::to_string(r.status)).append(" ");
   out.append(StatusReason(r.status)).append("\r\n");
   if (!r.content_type.empty()) out.append("Content-Type: ").append(r.content_type).append("\r\n");
-  out.append("Content-Length: ").append(std::to_string(r.body.size())).append("\r\n");
+  if (!r.stream) out.append("Content-Length: ").append(std::to_string(r.body.size())).append("\r\n");
   for (const auto& [name, value] : r.headers) out.append(name).append(": ").append(value).append("\r\n");
   if (!keep_alive) {
     out.append("Connection: close\r\n");
   } else if (http10) {
     out.append("Connection: keep-alive\r\n");
   }
-  out.append("\r\n").append(r.body);
+  out.append("\r\n");
   return out;
+}
+
+std::string SerializeResponse(const HttpResponse& r, bool keep_alive, bool http10) {
+  return SerializeHead(r, keep_alive, http10).append(r.body);
 }
 
 sockaddr_un MakeAddr(const std::string& path) {
@@ -656,6 +662,11 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
 
     HttpResponse resp = Dispatch(req);
     if (stopping_.load()) keep_alive = false;
+    if (resp.stream) {
+      if (!SendAllBlocking(fd, SerializeHead(resp, false, http10))) return;
+      resp.stream([&](std::string_view data) { return !stopping_.load() && SendAllBlocking(fd, data); });
+      return;  // the end of the stream is the end of the connection
+    }
     if (!SendAllBlocking(fd, SerializeResponse(resp, keep_alive, http10))) return;
   }
 }

@@ -62,6 +62,12 @@ struct HttpResponse {
   // Extra headers. The server writes Content-Type, Content-Length and Connection itself. In a
   // response returned by HttpClient these are all received headers, names lower-cased.
   std::vector<std::pair<std::string, std::string>> headers;
+  // A streamed answer (server-sent events): when set, the server sends the status and headers
+  // without Content-Length, then calls `stream` with a writer that sends its argument at once and
+  // returns false once the client is gone or the server stops (an empty argument sends nothing and
+  // only asks that); the connection closes when `stream` returns. `body` is not sent.
+  using Writer = std::function<bool(std::string_view)>;
+  std::function<void(const Writer& write)> stream;
 
   // Body is j.dump(); invalid UTF-8 in strings is replaced rather than thrown.
   static HttpResponse Json(int status, const nlohmann::json& j);

@@ -63,8 +63,11 @@ Result<std::vector<std::byte>> ControlChannel::Expect(proto::MsgType type,
   return std::move(f.body);
 }
 
-KeepaliveTicker::KeepaliveTicker(ControlChannel* ctl, std::chrono::milliseconds interval) : ctl_(ctl) {
-  if (interval.count() > 0) thread_ = std::thread([this, interval] { Main(interval); });
+KeepaliveTicker::KeepaliveTicker(ControlChannel* ctl, std::chrono::milliseconds interval,
+                                 const std::atomic<uint64_t>* verified)
+    : ctl_(ctl), verified_(verified) {
+  if (interval.count() > 0 || verified_ != nullptr)
+    thread_ = std::thread([this, interval] { Main(interval); });
 }
 
 KeepaliveTicker::~KeepaliveTicker() {
@@ -77,10 +80,24 @@ KeepaliveTicker::~KeepaliveTicker() {
 }
 
 void KeepaliveTicker::Main(std::chrono::milliseconds interval) {
+  const bool keepalive = interval.count() > 0;
+  const auto tick = verified_ == nullptr ? interval
+                    : keepalive          ? std::min(interval, kProgressInterval)
+                                         : kProgressInterval;
+  auto last_sent = std::chrono::steady_clock::now();
+  uint64_t last_verified = 0;
   MutexLock lock(&mu_);
-  while (!cv_.WaitFor(&mu_, interval, [&]() PORO_REQUIRES(mu_) { return stop_; })) {
+  while (!cv_.WaitFor(&mu_, tick, [&]() PORO_REQUIRES(mu_) { return stop_; })) {
+    proto::Keepalive k;
+    if (verified_ != nullptr) {
+      const uint64_t v = verified_->load();
+      if (v != last_verified) k.verified = last_verified = v;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (!k.verified && (!keepalive || now - last_sent < interval)) continue;  // nothing new, not due
+    last_sent = now;
     lock.Unlock();
-    ctl_->Send(proto::MsgType::kKeepalive, proto::EncodeKeepalive({})).IgnoreError();
+    ctl_->Send(proto::MsgType::kKeepalive, proto::EncodeKeepalive(k)).IgnoreError();
     lock.Lock();
   }
 }

@@ -4,6 +4,7 @@
 // thread at a time. The underlying Stream must allow one reader and one writer concurrently.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -66,8 +67,11 @@ class ControlChannel {
 // needs no other control message. Best effort: a failed send is left to the session's reader.
 class KeepaliveTicker {
  public:
-  // interval 0: no thread, nothing sent.
-  KeepaliveTicker(ControlChannel* ctl, std::chrono::milliseconds interval);
+  // interval 0: no keepalives (and no thread unless `verified` is given). With `verified` (the receiver's
+  // side), every kProgressInterval the KEEPALIVE also carries the bytes verified so far, when they changed.
+  static constexpr std::chrono::milliseconds kProgressInterval{500};
+  KeepaliveTicker(ControlChannel* ctl, std::chrono::milliseconds interval,
+                  const std::atomic<uint64_t>* verified = nullptr);
   ~KeepaliveTicker() PORO_EXCLUDES(mu_);
   KeepaliveTicker(const KeepaliveTicker&) = delete;
   KeepaliveTicker& operator=(const KeepaliveTicker&) = delete;
@@ -76,6 +80,7 @@ class KeepaliveTicker {
   void Main(std::chrono::milliseconds interval) PORO_EXCLUDES(mu_);
 
   ControlChannel* ctl_;
+  const std::atomic<uint64_t>* verified_;
   Mutex mu_;
   CondVar cv_;
   bool stop_ PORO_GUARDED_BY(mu_) = false;

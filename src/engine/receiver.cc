@@ -907,7 +907,9 @@ void Receiver::WriteChunk(const std::shared_ptr<RxFile>& f, uint64_t index, uint
     FailFile(f, std::move(s));
     return;
   }
-  if (!skip) ChunkWritten(f, index, d, len);
+  if (skip) return;
+  dp_.stats->bytes_verified += len;
+  ChunkWritten(f, index, d, len);
 }
 
 Result<std::span<std::byte>> Receiver::AcceptPiece(Incoming& in, size_t payload_len) {
@@ -1440,7 +1442,7 @@ Result<nlohmann::json> Receiver::Run() {
     PORO_ASSIGN_OR_RETURN(seals_, ChannelSeal::ForChannels(dp_.protection, dp_.seal_key, n));
   }
   dp_.ctl->set_write_timeout(dp_.idle_timeout);
-  KeepaliveTicker keepalive(dp_.ctl, dp_.idle_timeout / 4);
+  KeepaliveTicker keepalive(dp_.ctl, dp_.idle_timeout / 4, &dp_.stats->bytes_verified);
   std::thread committer([this] { CommitterMain(); });
   std::vector<std::thread> chans;
   for (size_t i = 0; i < n; ++i) chans.emplace_back([this, i] { ChannelMain(i); });
@@ -1484,7 +1486,10 @@ Result<nlohmann::json> Receiver::Run() {
                              st.files_failed,  st.chunks_corrupt, st.bytes_resumed, std::move(link_failures)};
     summary_sent_ = true;
     lock.Unlock();
-    s = dp_.ctl->Send(MsgType::kSummary, proto::EncodeSummary(summary));
+    // The final count first, so that the sender's progress ends exact (the ticker's last one may be
+    // up to half a second old).
+    s = dp_.ctl->Send(MsgType::kKeepalive, proto::EncodeKeepalive({dp_.stats->bytes_verified.load()}));
+    if (s.ok()) s = dp_.ctl->Send(MsgType::kSummary, proto::EncodeSummary(summary));
   }
   if (!s.ok()) {
     if (s.code() != Code::kUnavailable) {

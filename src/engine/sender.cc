@@ -540,8 +540,13 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       return proto::StatusFromErrorBody(f.body);
     case MsgType::kCancel:
       return proto::StatusFromCancelBody(f.body);
-    case MsgType::kKeepalive:
-      return proto::DecodeKeepalive(f.body).status();
+    case MsgType::kKeepalive: {
+      PORO_ASSIGN_OR_RETURN(proto::Keepalive k, proto::DecodeKeepalive(f.body));
+      // The receiver's progress: a count that only grows within a session.
+      if (k.verified && *k.verified > dp_.stats->bytes_verified.load())
+        dp_.stats->bytes_verified = *k.verified;
+      return Status::OK();
+    }
     default:
       return Status::Protocol("unexpected control message " + std::to_string(int(f.type)) + " at the sender");
   }

@@ -3,14 +3,21 @@
 namespace pororoca::engine {
 
 nlohmann::json StatsSnapshot::ToJson() const {
-  return nlohmann::json{
-      {"files_total", files_total},       {"bytes_total", bytes_total},
-      {"files_done", files_done},         {"bytes_done", bytes_done},
-      {"files_skipped", files_skipped},   {"bytes_skipped", bytes_skipped},
-      {"files_failed", files_failed},     {"files_failed_retryable", files_failed_retryable},
-      {"bytes_sent", bytes_sent},         {"bytes_resumed", bytes_resumed},
-      {"chunks_corrupt", chunks_corrupt}, {"bytes_resent", bytes_resent},
-      {"walk_done", walk_done},           {"specials_skipped", specials_skipped}};
+  return nlohmann::json{{"files_total", files_total},
+                        {"bytes_total", bytes_total},
+                        {"files_done", files_done},
+                        {"bytes_done", bytes_done},
+                        {"files_skipped", files_skipped},
+                        {"bytes_skipped", bytes_skipped},
+                        {"files_failed", files_failed},
+                        {"files_failed_retryable", files_failed_retryable},
+                        {"bytes_sent", bytes_sent},
+                        {"bytes_verified", bytes_verified},
+                        {"bytes_resumed", bytes_resumed},
+                        {"chunks_corrupt", chunks_corrupt},
+                        {"bytes_resent", bytes_resent},
+                        {"walk_done", walk_done},
+                        {"specials_skipped", specials_skipped}};
 }
 
 StatsSnapshot StatsSnapshot::FromJson(const nlohmann::json& j) {
@@ -28,6 +35,7 @@ StatsSnapshot StatsSnapshot::FromJson(const nlohmann::json& j) {
   s.files_failed = u("files_failed");
   s.files_failed_retryable = u("files_failed_retryable");
   s.bytes_sent = u("bytes_sent");
+  s.bytes_verified = u("bytes_verified");
   s.bytes_resumed = u("bytes_resumed");
   s.chunks_corrupt = u("chunks_corrupt");
   s.bytes_resent = u("bytes_resent");
@@ -48,6 +56,7 @@ StatsSnapshot TransferStats::Snapshot() const {
   s.files_failed = files_failed.load();
   s.files_failed_retryable = files_failed_retryable.load();
   s.bytes_sent = bytes_sent.load();
+  s.bytes_verified = bytes_verified.load();
   s.bytes_resumed = bytes_resumed.load();
   s.chunks_corrupt = chunks_corrupt.load();
   s.bytes_resent = bytes_resent.load();

@@ -19,6 +19,7 @@ struct StatsSnapshot {
   uint64_t files_failed = 0;
   uint64_t files_failed_retryable = 0;  // of those, failed for a reason worth another attempt (bad path)
   uint64_t bytes_sent = 0;              // payload bytes moved on data channels this attempt
+  uint64_t bytes_verified = 0;          // of them, verified and written at the receiver (live progress)
   uint64_t bytes_resumed = 0;           // found durable at the destination (journal)
   uint64_t chunks_corrupt = 0;          // failed verification at the receiver, re-sent
   uint64_t bytes_resent = 0;            // payload sent again (corruption, earlier attempts)
@@ -36,6 +37,9 @@ class TransferStats {
   std::atomic<uint64_t> files_failed{0};
   std::atomic<uint64_t> files_failed_retryable{0};
   std::atomic<uint64_t> bytes_sent{0};
+  // At the receiver: payload bytes verified and written; at the sender: what the receiver last
+  // reported (KEEPALIVE "verified").
+  std::atomic<uint64_t> bytes_verified{0};
   std::atomic<uint64_t> bytes_resumed{0};
   std::atomic<uint64_t> chunks_corrupt{0};
   std::atomic<uint64_t> bytes_resent{0};

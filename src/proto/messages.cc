@@ -567,11 +567,22 @@ Status StatusFromCancelBody(std::span<const std::byte> body) {
   return Status::Cancelled(what);
 }
 
-std::vector<std::byte> EncodeKeepalive(const Keepalive&) { return {}; }
+std::vector<std::byte> EncodeKeepalive(const Keepalive& m) {
+  if (!m.verified) return {};
+  return Dump(json{{"verified", *m.verified}});
+}
 
 Result<Keepalive> DecodeKeepalive(std::span<const std::byte> body) {
-  if (!body.empty()) PORO_RETURN_IF_ERROR(ParseObject("KEEPALIVE", body).status());
-  return Keepalive{};
+  Keepalive m;
+  if (body.empty()) return m;
+  PORO_ASSIGN_OR_RETURN(json j, ParseObject("KEEPALIVE", body));
+  FieldReader r("KEEPALIVE", j);
+  if (r.Has("verified")) {
+    uint64_t v = 0;
+    PORO_RETURN_IF_ERROR(r.Unsigned("verified", &v));
+    m.verified = v;
+  }
+  return m;
 }
 
 }  // namespace pororoca::proto

@@ -203,10 +203,13 @@ struct Cancel {
 // or the Protocol error that the body is malformed. Never OK.
 Status StatusFromCancelBody(std::span<const std::byte> body);
 
-// KEEPALIVE, either way, during the engine phase (engine::KeepaliveTicker): ignored on receipt; it
-// only keeps the peer's idle timeout from firing. Encoded as an empty body; an empty body or
-// any JSON object decodes.
+// KEEPALIVE, either way, during the engine phase (engine::KeepaliveTicker): keeps the peer's idle
+// timeout from firing. From the receiver it may carry {"verified": N}: the payload bytes it has
+// verified and written in this session so far (the sender's live progress). Encoded as an empty
+// body without it; an empty body or any JSON object decodes, and "verified", when present, must be
+// an unsigned integer.
 struct Keepalive {
+  std::optional<uint64_t> verified;
   bool operator==(const Keepalive&) const = default;
 };
 

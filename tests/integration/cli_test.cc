@@ -159,6 +159,62 @@ TEST_SUITE("integration.cli") {
     CHECK(busy.err.find("[network] listen of " + a.config_path()) != std::string::npos);
   }
 
+  TEST_CASE("progress moves as chunks are verified at the receiver, push and pull, and cp's line shows it") {
+    TestFederation fed;
+    DaemonOptions slow;
+    slow.extra_toml = "[fault_injection]\nsend_delay_us = 60000\n";  // ~3 s for the file below
+    DaemonPair p(fed, slow, slow);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    constexpr uint64_t kSize = 192ull << 20;
+    WriteRandomFile(a.Path("up.bin"), kSize, 41);
+    WriteRandomFile(b.Path("down.bin"), kSize, 42);
+    // One file: nothing is committed until its end, yet the verified bytes grow meanwhile.
+    auto watch = [&](const std::string& id) {
+      bool moving = false;
+      for (int i = 0; i < 1200 && !moving; ++i) {  // bounded: 60 s
+        const json t = a.Transfer(id);
+        const json& pr = t["progress"];
+        const uint64_t verified = pr.value("bytes_verified", uint64_t{0});
+        moving = pr.value("files_done", uint64_t{1}) == 0 && verified > 0 && verified < kSize;
+        if (t.value("state", std::string()) == "succeeded") break;
+        std::this_thread::sleep_for(50ms);
+      }
+      return moving;
+    };
+    json push = a.Post("/v1/transfers", R"({"source": ")" + a.Path("up.bin") +
+                                            R"(", "destination": "b:/up.bin", "chunk_size": "1MiB"})");
+    const std::string push_id = push.value("id", std::string());
+    CHECK_MESSAGE(watch(push_id), a.Transfer(push_id).dump(2));
+    json pushed = a.WaitForTerminal(push_id);
+    CHECK(pushed["state"] == "succeeded");
+    CHECK(pushed["progress"]["bytes_verified"] == kSize);
+    json pull = a.Post("/v1/transfers", R"({"source": "b:/down.bin", "destination": ")" + a.Path("down.bin") +
+                                            R"(", "chunk_size": "1MiB"})");
+    const std::string pull_id = pull.value("id", std::string());
+    CHECK_MESSAGE(watch(pull_id), a.Transfer(pull_id).dump(2));
+    CHECK(a.WaitForTerminal(pull_id)["state"] == "succeeded");
+    CHECK(SameContent(a.Path("up.bin"), b.Path("up.bin")));
+    CHECK(SameContent(b.Path("down.bin"), a.Path("down.bin")));
+
+    // cp's live line: a percentage between 0 and 100 while the file is on its way, and the final
+    // line's average rate.
+    CliResult cp = Cli(a, {"cp", "--progress", "--chunk", "1MiB", a.Path("up.bin"), "b:/again.bin"});
+    INFO(cp.Describe());
+    REQUIRE(cp.exit_code == 0);
+    bool partial = false;
+    size_t at = 0;
+    while ((at = cp.err.find("] ", at)) != std::string::npos) {
+      at += 2;
+      const double pct = std::strtod(cp.err.c_str() + at, nullptr);
+      if (pct > 0 && pct < 100) partial = true;
+    }
+    CHECK(partial);
+    const std::string last = cp.err.substr(cp.err.rfind('\r') + 1);
+    CHECK(last.find("100.0%") != std::string::npos);
+    CHECK(last.find(" 0 B/s") == std::string::npos);
+  }
+
   TEST_CASE(
       "while the peer is down, cp's progress line says which attempt failed, why, and when the next starts") {
     TestFederation fed;
@@ -233,17 +289,16 @@ TEST_SUITE("integration.cli") {
       CHECK(a.WaitForTerminal(id)["state"] == "succeeded");
       return id;
     };
-    auto record = [&](const std::string& id) { return a.state_dir() + "/transfers/" + id + ".json"; };
-    auto exists = [](const std::string& path) { return ::access(path.c_str(), F_OK) == 0; };
+    auto stored = [&](const std::string& id) { return a.StoredRecord(id).is_object(); };
 
     const std::string first = copy("one.txt");
-    CHECK(exists(record(first)));
+    CHECK(stored(first));
     std::this_thread::sleep_for(std::chrono::milliseconds(2500));
     // The next transfer's end forgets the first one, which ended more than 2 s ago.
     const std::string second = copy("two.txt");
-    CHECK_FALSE(exists(record(first)));
+    CHECK_FALSE(stored(first));
     CHECK(Cli(a, {"status", first}).exit_code == 4);  // unknown transfer
-    CHECK(exists(record(second)));
+    CHECK(stored(second));
     CHECK(Cli(a, {"status", second}).exit_code == 0);
     CHECK(a.Log().find("forgot 1 transfer(s) that ended more than 2 s ago") != std::string::npos);
 
@@ -253,10 +308,10 @@ TEST_SUITE("integration.cli") {
     REQUIRE(a.Start());
     // The API answers before the start-up scan of the records has run: give it a moment.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (exists(record(second)) && std::chrono::steady_clock::now() < deadline) {
+    while (stored(second) && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    CHECK_FALSE(exists(record(second)));
+    CHECK_FALSE(stored(second));
     CHECK(Cli(a, {"status", second}).exit_code == 4);
   }
 

@@ -272,11 +272,12 @@ TEST_SUITE("integration.concurrency") {
     constexpr int kPushes = 32;
     constexpr int kRounds = 10;
     TestFederation fed;
-    // The daemon's own defaults (8 streams, a 256 MiB pool), as a new user runs it: 256 data
-    // connections being bound at once.
+    // The daemon's own defaults (8 streams, a 256 MiB pool), as a new user runs it, with a queue
+    // that lets all 32 run at once: 256 data connections being bound at once.
     DaemonOptions opts;
     opts.streams = 8;
     opts.buffer_pool = "256MiB";
+    opts.extra_toml = "[queue]\nmax_running = 32\nmax_running_per_peer = 32\n";
     DaemonPair p(fed, opts, opts);
     DaemonProcess& a = *p.a;
     DaemonProcess& b = *p.b;

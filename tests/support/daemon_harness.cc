@@ -3,10 +3,12 @@
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -290,6 +292,26 @@ DaemonProcess::DaemonProcess(TestFederation& fed, std::string name, DaemonOption
   }
 }
 
+nlohmann::json DaemonProcess::StoredRecord(const std::string& id) const {
+  // Read with SQLite itself, not through the daemon's code: what a restarted daemon will find.
+  sqlite3* db = nullptr;
+  nlohmann::json out;
+  const std::string path = state_ + "/queue.db";
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* q = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT record FROM transfers WHERE id = ?1", -1, &q, nullptr) == SQLITE_OK) {
+      sqlite3_bind_text(q, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(q) == SQLITE_ROW) {
+        out = nlohmann::json::parse(reinterpret_cast<const char*>(sqlite3_column_text(q, 0)), nullptr, false);
+      }
+    }
+    sqlite3_finalize(q);
+  }
+  sqlite3_close_v2(db);
+  return out;
+}
+
 std::vector<nlohmann::json> DaemonProcess::AuditRecords(const std::string& event) const {
   auto all = audit::AuditLog::ReadAll(state_ + "/audit.log");
   std::vector<nlohmann::json> out;
@@ -332,7 +354,7 @@ std::string DaemonProcess::WriteConfig() const {
     << TransportsToml(opts_.transports, opts_)
     << (opts_.idle_timeout_s ? "idle_timeout_s = " + std::to_string(*opts_.idle_timeout_s) + "\n" : "")
     << "\n"
-    << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"0600\"\n\n"
+    << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"" << opts_.socket_mode << "\"\n\n"
     << "[storage]\nexport_root = " << TomlString(export_) << "\nstate_dir = " << TomlString(state_) << "\n"
     << (opts_.keep_finished_s ? "keep_finished_s = " + std::to_string(*opts_.keep_finished_s) + "\n" : "")
     << "\n"
@@ -554,7 +576,7 @@ CliResult CheckConfig(const DaemonProcess& d, std::chrono::milliseconds timeout)
 }
 
 CliResult RunProgram(const std::string& binary, const std::vector<std::string>& args,
-                     const std::string& socket, std::chrono::milliseconds timeout) {
+                     const std::string& socket, std::chrono::milliseconds timeout, int as_uid) {
   CliResult res;
   std::vector<std::string> argv_s{binary};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
@@ -573,6 +595,10 @@ CliResult RunProgram(const std::string& binary, const std::vector<std::string>& 
     ::dup2(out_p[1], 1);
     ::dup2(err_p[1], 2);
     CloseFrom(3);
+    if (as_uid >= 0) {
+      const auto id = static_cast<uid_t>(as_uid);
+      if (::setgroups(0, nullptr) != 0 || ::setgid(id) != 0 || ::setuid(id) != 0) ::_exit(126);
+    }
     ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }

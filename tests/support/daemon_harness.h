@@ -103,6 +103,8 @@ struct DaemonOptions {
   std::optional<unsigned> keep_finished_s;
   // [network] idle_timeout_s (unset: the daemon's default).
   std::optional<unsigned> idle_timeout_s;
+  // [api] socket_mode: "0666" lets another local user in (tests of what users see of each other).
+  std::string socket_mode = "0600";
   // Appended verbatim at the end, e.g. "[fault_injection]\nsend_delay_us = 50000\n".
   std::string extra_toml;
   // Its institution in the manifest (default "inst-<name>").
@@ -162,6 +164,9 @@ class DaemonProcess {
   DaemonOptions& options() { return opts_; }
 
   const std::string& institution() const { return opts_.institution; }
+  // The transfer's record in the daemon's queue (state_dir/queue.db), read with SQLite; null if
+  // there is none.
+  nlohmann::json StoredRecord(const std::string& id) const;
   // The daemon's audit log records (event filter optional).
   std::vector<nlohmann::json> AuditRecords(const std::string& event = "") const;
 
@@ -226,9 +231,9 @@ struct CliResult {
 // after `timeout`.
 CliResult RunCli(const std::vector<std::string>& args, const std::string& socket,
                  std::chrono::milliseconds timeout = 120s);
-// Runs `binary` with `args` as RunCli does.
+// Runs `binary` with `args` as RunCli does; as user `as_uid` (and that group, no others) if >= 0.
 CliResult RunProgram(const std::string& binary, const std::vector<std::string>& args,
-                     const std::string& socket, std::chrono::milliseconds timeout);
+                     const std::string& socket, std::chrono::milliseconds timeout, int as_uid = -1);
 // pororocad with `args` (it must exit by itself within `timeout`).
 CliResult RunDaemon(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 60s);
 // pororocad --config <d's configuration> --check-config.

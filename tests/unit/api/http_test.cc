@@ -149,6 +149,47 @@ TEST_SUITE("api.http") {
     CHECK(Body(*r)["deleted"] == "9");
   }
 
+  TEST_CASE("a streamed answer is sent as it is written, without Content-Length, and ends the connection") {
+    TempDir dir;
+    std::atomic<bool> saw_stop{false};
+    auto srv = StartServer(dir.Sock(), [&](HttpServer& s) {
+      s.Route("GET", "/v1/stream", [&](const HttpRequest&) {
+        HttpResponse r;
+        r.content_type = "text/event-stream";
+        r.stream = [&](const HttpResponse::Writer& write) {
+          for (int i = 0; i < 3; ++i) {
+            if (!write("data: " + std::to_string(i) + "\n\n")) return;
+          }
+        };
+        return r;
+      });
+      s.Route("GET", "/v1/forever", [&](const HttpRequest&) {
+        HttpResponse r;
+        r.content_type = "text/event-stream";
+        r.stream = [&](const HttpResponse::Writer& write) {
+          // Until the server stops: an empty write asks only that.
+          for (int i = 0; i < 1000 && write(""); ++i) std::this_thread::sleep_for(10ms);
+          saw_stop = true;
+        };
+        return r;
+      });
+    });
+    bool closed = false;
+    std::string out = RawExchange(dir.Sock(), "GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n", &closed);
+    CHECK(closed);
+    CHECK(out.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(out.find("Content-Type: text/event-stream\r\n") != std::string::npos);
+    CHECK(out.find("Content-Length") == std::string::npos);
+    CHECK(out.find("Connection: close\r\n") != std::string::npos);
+    CHECK(out.substr(out.find("\r\n\r\n") + 4) == "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    // A stream that never ends by itself ends when the server stops.
+    std::thread client([&] { RawExchange(dir.Sock(), "GET /v1/forever HTTP/1.1\r\nHost: x\r\n\r\n"); });
+    std::this_thread::sleep_for(100ms);
+    srv->Stop();
+    client.join();
+    CHECK(saw_stop.load());
+  }
+
   TEST_CASE("unknown path is 404 and a known path with the wrong method is 405") {
     TempDir dir;
     auto srv = StartServer(dir.Sock());

@@ -26,7 +26,7 @@ struct Fixture {
     REQUIRE(r.ok());
     root = std::make_unique<engine::ExportRoot>(std::move(*r));
     TransferManager::Options o;
-    o.dir = dir / "transfers";
+    o.db_path = dir / "queue.db";
     manager = std::make_unique<TransferManager>(
         o, [](Transfer&) -> Result<json> { return json::object(); }, &workers);
     REQUIRE(manager->Open().ok());
@@ -64,6 +64,11 @@ TEST_CASE_FIXTURE(Fixture, "a submitted field of the wrong type is a 400 naming 
            {R"({"source": "/a", "destination": "peer:/x", "sync": 1})", "sync"},
            {R"({"source": "/a", "destination": "peer:/x", "existing": "replace"})", "existing"},
            {R"({"source": "/a", "destination": "peer:/x", "chunk_size": true})", "chunk_size"},
+           {R"({"source": "/a", "destination": "peer:/x", "priority": 9})", "priority must be 1"},
+           {R"({"source": "/a", "destination": "peer:/x", "priority": 0})", "priority must be 1"},
+           {R"({"source": "/a", "destination": "peer:/x", "priority": "high"})", "priority"},
+           {R"({"source": "/a", "destination": "peer:/x", "submission_id": "a b"})", "submission_id"},
+           {R"({"source": "/a", "destination": "peer:/x", "submission_id": 7})", "submission_id"},
        }) {
     const std::string& body = c.first;
     CAPTURE(body);
@@ -90,7 +95,7 @@ TEST_CASE_FIXTURE(Fixture, "get, cancel and list answer for known transfers and 
   t->id = "0123456789abcdef0123456789abcdef";
   t->local_path = dir / "a";
   t->remote.endpoint = "peer";
-  REQUIRE(manager->Submit(t).ok());
+  REQUIRE(manager->Submit(t).has_value());
   req.params["id"] = t->id;
   req.query["wait"] = "5";
   auto got = routes->Get(req);
@@ -101,6 +106,89 @@ TEST_CASE_FIXTURE(Fixture, "get, cancel and list answer for known transfers and 
   auto list = BodyOf(routes->List(req));
   REQUIRE(list["transfers"].size() == 1);
   CHECK(list["transfers"][0]["id"] == t->id);
+  workers.JoinAll();
+}
+
+TEST_CASE_FIXTURE(Fixture, "a user sees and cancels only their own transfers; an operator all") {
+  config.users.push_back(UserConfig{1002, "ops@lncc", {}, true});
+  config.users.push_back(UserConfig{1003, "carol@lncc", {}, false});
+  auto t = std::make_shared<Transfer>();
+  t->id = "aaaa0000000000000000000000000001";
+  t->uid = 1000;
+  t->local_path = dir / "a";
+  t->remote.endpoint = "peer";
+  REQUIRE(manager->Submit(t).has_value());
+  auto as = [](uid_t uid) {
+    api::HttpRequest r;
+    r.peer.uid = uid;
+    return r;
+  };
+  for (uid_t other : {1001u, 1003u}) {
+    CAPTURE(other);
+    api::HttpRequest req = as(other);
+    CHECK(BodyOf(routes->List(req))["transfers"].empty());
+    req.params["id"] = t->id;
+    CHECK(routes->Get(req).status == 404);
+    req.params["id"] = "aaaa";  // nor by a prefix
+    CHECK(routes->Get(req).status == 404);
+    CHECK(routes->Cancel(req).status == 404);
+  }
+  for (uid_t allowed : {1000u, 1002u, 0u}) {
+    CAPTURE(allowed);
+    api::HttpRequest req = as(allowed);
+    CHECK(BodyOf(routes->List(req))["transfers"].size() == 1);
+    req.params["id"] = "aaaa";
+    CHECK(routes->Get(req).status == 200);
+  }
+  workers.JoinAll();
+}
+
+TEST_CASE_FIXTURE(Fixture,
+                  "the event stream carries the caller's own transfers' changes, from a given number") {
+  auto t = std::make_shared<Transfer>();
+  t->id = "bbbb0000000000000000000000000001";
+  t->uid = 1000;
+  t->local_path = dir / "a";
+  t->remote.endpoint = "peer";
+  REQUIRE(manager->Submit(t).has_value());
+  manager->WaitEnded(*t, std::chrono::seconds(10));
+  // Reads the stream until the transfer's end is in it, or `empty_reads` reads brought nothing.
+  auto collect = [&](uid_t uid, const std::string& since, int empty_reads) {
+    api::HttpRequest req;
+    req.peer.uid = uid;
+    req.query["since"] = since;
+    api::HttpResponse r = routes->Events(req);
+    REQUIRE(r.stream);
+    CHECK(r.content_type == "text/event-stream");
+    std::string out;
+    int empty = 0;
+    r.stream([&](std::string_view s) {
+      if (s.empty()) return ++empty < empty_reads;
+      out += s;
+      return out.find(R"("state":"succeeded")") == std::string::npos;
+    });
+    return out;
+  };
+  const std::string mine = collect(1000, "0", 3);
+  CHECK(mine.find("id: 1\nevent: transfer\ndata: {") != std::string::npos);
+  const size_t queued = mine.find(R"("state":"queued")"), running = mine.find(R"("state":"running")"),
+               done = mine.find(R"("state":"succeeded")");
+  CHECK(queued != std::string::npos);
+  CHECK(running != std::string::npos);
+  CHECK(done != std::string::npos);
+  CHECK(queued < running);
+  CHECK(running < done);
+  CHECK(mine.find(t->id) != std::string::npos);
+  // Another user sees none of it; an operator all of it.
+  CHECK(collect(1001, "0", 2).find("event: transfer") == std::string::npos);
+  CHECK(collect(0, "0", 3).find(R"("state":"succeeded")") != std::string::npos);
+  // From a later number on: not the first event.
+  CHECK(collect(1000, "1", 3).find("id: 1\n") == std::string::npos);
+  api::HttpRequest bad;
+  bad.query["since"] = "soon";
+  CHECK(routes->Events(bad).status == 400);
+  bad.query["since"] = "-1";
+  CHECK(routes->Events(bad).status == 400);
   workers.JoinAll();
 }
 

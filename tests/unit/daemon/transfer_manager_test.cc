@@ -28,6 +28,12 @@ std::shared_ptr<Transfer> NewTransfer(const std::string& id) {
   return t;
 }
 
+// The record in the manager's queue (null if there is none).
+json Stored(const TransferManager& m, const std::string& id) {
+  auto r = m.StoredRecord(id);
+  return r.has_value() ? *r : json();
+}
+
 TransferState StateOf(Transfer& t) {
   MutexLock lock(&t.mu);
   return t.state;
@@ -37,17 +43,13 @@ unsigned AttemptsOf(Transfer& t) {
   return t.attempts;
 }
 
-json ReadRecord(const std::string& path) {
-  std::ifstream in(path);
-  return json::parse(in, nullptr, false);
-}
-
 struct Fixture {
   test::TempDir dir;
   WorkerSet workers;
   TransferManager::Options Opts() {
     TransferManager::Options o;
-    o.dir = dir / "transfers";
+    o.db_path = dir / "queue.db";
+    o.legacy_dir = dir / "transfers";
     o.retry_attempts = 3;
     o.retry_max_backoff_s = 1;
     o.first_backoff = milliseconds(10);
@@ -64,12 +66,12 @@ TEST_CASE_FIXTURE(Fixture, "a transfer whose attempt succeeds is succeeded after
       &workers);
   REQUIRE(m.Open().ok());
   auto t = NewTransfer("t1");
-  REQUIRE(m.Submit(t).ok());
+  REQUIRE(m.Submit(t).has_value());
   m.WaitEnded(*t, std::chrono::seconds(10));
   CHECK(StateOf(*t) == TransferState::kSucceeded);
   CHECK(AttemptsOf(*t) == 1);
   workers.JoinAll();
-  json rec = ReadRecord(dir / "transfers/t1.json");
+  json rec = Stored(m, "t1");
   CHECK(rec["state"] == "succeeded");
   CHECK(rec["summary"]["files_committed"] == 1);
 }
@@ -85,7 +87,7 @@ TEST_CASE_FIXTURE(Fixture, "a retryable failure is retried and the transfer then
       &workers);
   REQUIRE(m.Open().ok());
   auto t = NewTransfer("t2");
-  REQUIRE(m.Submit(t).ok());
+  REQUIRE(m.Submit(t).has_value());
   m.WaitEnded(*t, std::chrono::seconds(10));
   CHECK(StateOf(*t) == TransferState::kSucceeded);
   CHECK(AttemptsOf(*t) == 2);
@@ -105,7 +107,7 @@ TEST_CASE_FIXTURE(Fixture,
         &workers);
     REQUIRE(m.Open().ok());
     auto t = NewTransfer("t3");
-    REQUIRE(m.Submit(t).ok());
+    REQUIRE(m.Submit(t).has_value());
     m.WaitEnded(*t, std::chrono::seconds(10));
     CHECK(StateOf(*t) == TransferState::kSucceeded);
     CHECK(AttemptsOf(*t) == 2);
@@ -116,7 +118,7 @@ TEST_CASE_FIXTURE(Fixture,
         &workers);
     REQUIRE(m.Open().ok());
     auto t = NewTransfer("t4");
-    REQUIRE(m.Submit(t).ok());
+    REQUIRE(m.Submit(t).has_value());
     m.WaitEnded(*t, std::chrono::seconds(10));
     CHECK(StateOf(*t) == TransferState::kFailed);
     CHECK(AttemptsOf(*t) == 1);
@@ -152,7 +154,7 @@ TEST_CASE_FIXTURE(Fixture,
         &workers);
     REQUIRE(m.Open().ok());
     auto t = NewTransfer("c1");
-    REQUIRE(m.Submit(t).ok());
+    REQUIRE(m.Submit(t).has_value());
     m.WaitEnded(*t, std::chrono::seconds(10));
     CHECK(StateOf(*t) == TransferState::kSucceeded);
     CHECK(AttemptsOf(*t) == 2);
@@ -166,7 +168,7 @@ TEST_CASE_FIXTURE(Fixture,
         Opts(), [&](Transfer& t) -> Result<json> { return calls++, EndWithFailures(t, 2, 1, 17); }, &workers);
     REQUIRE(m.Open().ok());
     auto t = NewTransfer("c2");
-    REQUIRE(m.Submit(t).ok());
+    REQUIRE(m.Submit(t).has_value());
     m.WaitEnded(*t, std::chrono::seconds(10));
     CHECK(StateOf(*t) == TransferState::kFailed);
     CHECK(calls.load() == 1);
@@ -177,7 +179,7 @@ TEST_CASE_FIXTURE(Fixture,
         Opts(), [&](Transfer& t) -> Result<json> { return calls++, EndWithFailures(t, 1, 1, 17); }, &workers);
     REQUIRE(m.Open().ok());
     auto t = NewTransfer("c3");
-    REQUIRE(m.Submit(t).ok());
+    REQUIRE(m.Submit(t).has_value());
     m.WaitEnded(*t, std::chrono::seconds(20));
     CHECK(StateOf(*t) == TransferState::kFailed);
     CHECK(calls.load() == 4);  // the first attempt and retry_attempts = 3 more
@@ -200,7 +202,7 @@ TEST_CASE_FIXTURE(Fixture, "the retry budget ends a transfer that keeps failing"
       &workers);
   REQUIRE(m.Open().ok());
   auto t = NewTransfer("t5");
-  REQUIRE(m.Submit(t).ok());
+  REQUIRE(m.Submit(t).has_value());
   m.WaitEnded(*t, std::chrono::seconds(20));
   CHECK(StateOf(*t) == TransferState::kFailed);
   CHECK(calls.load() == 4);  // the first attempt and retry_attempts = 3 more
@@ -219,7 +221,7 @@ TEST_CASE_FIXTURE(Fixture, "a transfer cancelled while it waits to retry ends ca
       &workers);
   REQUIRE(m.Open().ok());
   auto t = NewTransfer("t6");
-  REQUIRE(m.Submit(t).ok());
+  REQUIRE(m.Submit(t).has_value());
   for (int i = 0; i < 500 && StateOf(*t) != TransferState::kRetrying; ++i)
     std::this_thread::sleep_for(milliseconds(10));
   REQUIRE(StateOf(*t) == TransferState::kRetrying);
@@ -229,7 +231,7 @@ TEST_CASE_FIXTURE(Fixture, "a transfer cancelled while it waits to retry ends ca
   CHECK(StateOf(*t) == TransferState::kCancelled);
   workers.JoinAll();
   CHECK(calls.load() == 1);
-  CHECK(ReadRecord(dir / "transfers/t6.json")["state"] == "cancelled");
+  CHECK(Stored(m, "t6")["state"] == "cancelled");
   CHECK(m.Cancel("nope").status().code() == Code::kNotFound);
 }
 
@@ -245,13 +247,13 @@ TEST_CASE_FIXTURE(Fixture, "a transfer the daemon stops in flight is resumed by 
         },
         &workers);
     REQUIRE(m.Open().ok());
-    REQUIRE(m.Submit(NewTransfer("t7")).ok());
+    REQUIRE(m.Submit(NewTransfer("t7")).has_value());
     for (int i = 0; i < 500 && !entered; ++i) std::this_thread::sleep_for(milliseconds(10));
     REQUIRE(entered.load());
     m.Stop();
     workers.JoinAll();
+    CHECK(Stored(m, "t7")["state"] == "running");
   }
-  CHECK(ReadRecord(dir / "transfers/t7.json")["state"] == "running");
   std::atomic<int> resumed{0};
   TransferManager m2(
       Opts(),
@@ -260,6 +262,7 @@ TEST_CASE_FIXTURE(Fixture, "a transfer the daemon stops in flight is resumed by 
         return json::object();
       },
       &workers);
+  REQUIRE(m2.Open().ok());
   m2.LoadPersisted();
   auto found = m2.Find("t7");
   REQUIRE(found.has_value());
@@ -309,6 +312,7 @@ TEST_CASE_FIXTURE(
         return json::object();
       },
       &workers);
+  REQUIRE(m.Open().ok());
   m.LoadPersisted();
   auto found = m.Find("tok1");
   REQUIRE(found.has_value());
@@ -318,7 +322,9 @@ TEST_CASE_FIXTURE(
     CHECK((*found)->error.find("run the same command again with its --token") != std::string::npos);
     CHECK((*found)->error_code == "Unauthenticated");
   }
-  CHECK(ReadRecord(dir / "transfers/tok1.json")["state"] == "failed");
+  CHECK(Stored(m, "tok1")["state"] == "failed");
+  // Migrated into the queue: the JSON files of the earlier version are gone.
+  CHECK(::access((dir / "transfers/tok1.json").c_str(), F_OK) != 0);
   auto t2 = m.Find("tok2");
   REQUIRE(t2.has_value());
   m.WaitEnded(**t2, std::chrono::seconds(10));
@@ -328,8 +334,8 @@ TEST_CASE_FIXTURE(
     std::lock_guard<std::mutex> lock(seen_mu);
     CHECK(seen_token == "old-token-xyz");
   }
-  std::ifstream in(dir / "transfers/tok2.json");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  workers.JoinAll();
+  std::string text = Stored(m, "tok2").dump(1);
   CHECK(text.find("old-token-xyz") == std::string::npos);
   CHECK(text.find("\"token_given\": true") != std::string::npos);
 }
@@ -339,6 +345,7 @@ TEST_CASE_FIXTURE(Fixture, "the start-up scan skips malformed records and delete
   o.keep_finished_s = 60;
   TransferManager m(
       o, [](Transfer&) -> Result<json> { return json::object(); }, &workers);
+  REQUIRE(::mkdir((dir / "transfers").c_str(), 0700) == 0);
   REQUIRE(m.Open().ok());
   {
     std::ofstream(dir / "transfers/bad.json") << R"({"id":"bad","attempts":"x"})";
@@ -362,6 +369,10 @@ TEST_CASE_FIXTURE(Fixture, "the start-up scan skips malformed records and delete
   CHECK(!m.Find("bad").has_value());
   CHECK(!m.Find("old").has_value());
   CHECK(::access((dir / "transfers/old.json").c_str(), F_OK) != 0);
+  CHECK(m.StoredRecord("old").status().code() == Code::kNotFound);
+  // What could not be read stays where it was, for the operator.
+  CHECK(::access((dir / "transfers/bad.json").c_str(), F_OK) == 0);
+  CHECK(::access((dir / "transfers/junk.json").c_str(), F_OK) == 0);
   auto r = m.Find("recent");
   REQUIRE(r.has_value());
   CHECK(StateOf(**r) == TransferState::kFailed);  // a finished transfer is not run again
@@ -372,9 +383,9 @@ TEST_CASE_FIXTURE(Fixture, "a transfer is found by its id or by a prefix that on
   TransferManager m(
       Opts(), [](Transfer&) -> Result<json> { return json::object(); }, &workers);
   REQUIRE(m.Open().ok());
-  REQUIRE(m.Submit(NewTransfer("ab12")).ok());
-  REQUIRE(m.Submit(NewTransfer("ab34")).ok());
-  REQUIRE(m.Submit(NewTransfer("cd56")).ok());
+  REQUIRE(m.Submit(NewTransfer("ab12")).has_value());
+  REQUIRE(m.Submit(NewTransfer("ab34")).has_value());
+  REQUIRE(m.Submit(NewTransfer("cd56")).has_value());
   auto exact = m.Find("ab12");
   REQUIRE(exact.has_value());
   CHECK((*exact)->id == "ab12");
@@ -398,6 +409,206 @@ TEST_CASE_FIXTURE(Fixture, "a transfer is found by its id or by a prefix that on
   REQUIRE(c.has_value());
   CHECK((*c)->id == "cd56");
   workers.JoinAll();
+}
+
+// An attempt function that holds every attempt until released, recording the order they started in.
+struct Gate {
+  std::mutex mu;
+  std::vector<std::string> started;
+  std::atomic<bool> open{false};
+  TransferManager::AttemptFn Fn() {
+    return [this](Transfer& t) -> Result<json> {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        started.push_back(t.id);
+      }
+      while (!open.load() && !t.cancel.load()) std::this_thread::sleep_for(milliseconds(2));
+      if (t.cancel.load()) return Status::Cancelled("cancelled");
+      return json::object();
+    };
+  }
+  size_t count() {
+    std::lock_guard<std::mutex> lock(mu);
+    return started.size();
+  }
+  std::vector<std::string> order() {
+    std::lock_guard<std::mutex> lock(mu);
+    return started;
+  }
+};
+
+bool WaitFor(const std::function<bool()>& cond) {
+  for (int i = 0; i < 1000; ++i) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return cond();
+}
+
+std::shared_ptr<Transfer> OwnedTransfer(const std::string& id, const std::string& user,
+                                        const std::string& peer, unsigned priority = kDefaultPriority) {
+  auto t = NewTransfer(id);
+  t->user = user;
+  t->remote.endpoint = peer;
+  t->priority = priority;
+  return t;
+}
+
+TEST_CASE_FIXTURE(Fixture, "at most max_running transfers run, and max_running_per_peer with one peer") {
+  auto o = Opts();
+  o.max_running = 3;
+  o.max_running_per_peer = 2;
+  Gate gate;
+  TransferManager m(o, gate.Fn(), &workers);
+  REQUIRE(m.Open().ok());
+  std::vector<std::shared_ptr<Transfer>> all;
+  for (int i = 0; i < 4; ++i) all.push_back(OwnedTransfer("p" + std::to_string(i), "alice@lncc", "peer-a"));
+  all.push_back(OwnedTransfer("q0", "alice@lncc", "peer-b"));
+  for (auto& t : all) REQUIRE(m.Submit(t).has_value());
+  REQUIRE(WaitFor([&] { return gate.count() == 3; }));
+  std::this_thread::sleep_for(milliseconds(100));  // nothing more starts while they run
+  CHECK(gate.count() == 3);
+  CHECK(m.running() == 3);
+  CHECK(m.queued() == 2);
+  // Two with peer-a (its limit), and q0 although it was submitted last.
+  auto order = gate.order();
+  CHECK(std::count(order.begin(), order.end(), "q0") == 1);
+  CHECK(StateOf(*all[2]) == TransferState::kQueued);
+  CHECK(Stored(m, "p3")["state"] == "queued");
+  gate.open = true;
+  for (auto& t : all) {
+    m.WaitEnded(*t, std::chrono::seconds(10));
+    CHECK(StateOf(*t) == TransferState::kSucceeded);
+  }
+  CHECK(gate.count() == 5);
+  CHECK(m.queued() == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture,
+                  "a queued transfer of higher priority starts first; a cancelled one never starts") {
+  auto o = Opts();
+  o.max_running = 1;
+  Gate gate;
+  TransferManager m(o, gate.Fn(), &workers);
+  REQUIRE(m.Open().ok());
+  auto blocker = OwnedTransfer("b0", "alice@lncc", "peer");
+  REQUIRE(m.Submit(blocker).has_value());
+  REQUIRE(WaitFor([&] { return gate.count() == 1; }));
+  REQUIRE(m.Submit(OwnedTransfer("low", "alice@lncc", "peer", 1)).has_value());
+  REQUIRE(m.Submit(OwnedTransfer("mid", "alice@lncc", "peer", 3)).has_value());
+  REQUIRE(m.Submit(OwnedTransfer("gone", "alice@lncc", "peer", 5)).has_value());
+  REQUIRE(m.Submit(OwnedTransfer("high", "alice@lncc", "peer", 5)).has_value());
+  auto c = m.Cancel("gone");
+  REQUIRE(c.has_value());
+  CHECK(StateOf(**c) == TransferState::kCancelled);
+  gate.open = true;
+  auto low = m.Find("low");
+  REQUIRE(low.has_value());
+  m.WaitEnded(**low, std::chrono::seconds(10));
+  CHECK(gate.order() == std::vector<std::string>{"b0", "high", "mid", "low"});
+  CHECK(Stored(m, "gone")["state"] == "cancelled");
+}
+
+TEST_CASE("fair share: the next start goes to the institution, then the user, that ran least") {
+  using C = TransferManager::Candidate;
+  std::vector<C> waiting;
+  for (int i = 0; i < 1000; ++i) waiting.push_back(C{3, "lncc", "alice@lncc", "peer", 0, 1000 + i});
+  waiting.push_back(C{3, "lncc", "bob@lncc", "peer", 0, 5000});  // submitted after alice's thousand
+  TransferManager::Shares shares;
+  // Alice started one a moment ago: bob goes next, although his is the newest.
+  shares.last_start_owner["alice@lncc"] = 7;
+  shares.last_start_institution["lncc"] = 7;
+  CHECK(TransferManager::Pick(waiting, shares, 0, 8) == 1000);
+  // With nothing started yet, the oldest goes first.
+  CHECK(TransferManager::Pick(waiting, TransferManager::Shares{}, 0, 8) == 0);
+  // Alice's running transfers count against her: bob goes next even if he started more recently.
+  shares.last_start_owner["bob@lncc"] = 8;
+  shares.running_by_owner["alice@lncc"] = 2;
+  CHECK(TransferManager::Pick(waiting, shares, 0, 8) == 1000);
+  // Another institution that has run nothing goes before both.
+  waiting.push_back(C{3, "sdumont", "carol@sdumont", "peer", 0, 9000});
+  shares.running_by_institution["lncc"] = 2;
+  CHECK(TransferManager::Pick(waiting, shares, 0, 8) == 1001);
+  // Priority comes first; a peer at its limit and a backoff not over yet are skipped.
+  waiting.push_back(C{5, "lncc", "alice@lncc", "busy-peer", 0, 9500});
+  waiting.push_back(C{4, "lncc", "alice@lncc", "peer", 100, 9600});
+  waiting.push_back(C{4, "lncc", "alice@lncc", "peer", 0, 9700});
+  shares.running_by_peer["busy-peer"] = 8;
+  CHECK(TransferManager::Pick(waiting, shares, 50, 8) == 1004);
+  CHECK(TransferManager::Pick(waiting, shares, 150, 8) == 1003);
+  shares.running_by_peer["busy-peer"] = 7;
+  CHECK(TransferManager::Pick(waiting, shares, 150, 8) == 1002);
+  CHECK(TransferManager::Pick({}, shares, 0, 8) == -1);
+}
+
+TEST_CASE_FIXTURE(Fixture,
+                  "a user with a thousand queued transfers does not starve one who submits one after") {
+  auto o = Opts();
+  o.max_running = 1;
+  Gate gate;
+  TransferManager m(o, gate.Fn(), &workers);
+  REQUIRE(m.Open().ok());
+  for (int i = 0; i < 1000; ++i) {
+    REQUIRE(m.Submit(OwnedTransfer("a" + std::to_string(1000 + i), "alice@lncc", "peer")).has_value());
+  }
+  REQUIRE(WaitFor([&] { return gate.count() == 1; }));
+  auto bob = OwnedTransfer("bob", "bob@lncc", "peer");
+  REQUIRE(m.Submit(bob).has_value());
+  gate.open = true;
+  m.WaitEnded(*bob, std::chrono::seconds(20));
+  CHECK(StateOf(*bob) == TransferState::kSucceeded);
+  auto order = gate.order();
+  const auto at = std::find(order.begin(), order.end(), "bob") - order.begin();
+  CHECK(at == 1);  // right after alice's first, not after her thousand
+  m.Stop();
+}
+
+TEST_CASE_FIXTURE(
+    Fixture, "a submission id returns the transfer it made; the same id for another request is refused") {
+  TransferManager m(
+      Opts(), [](Transfer&) -> Result<json> { return json::object(); }, &workers);
+  REQUIRE(m.Open().ok());
+  auto first = OwnedTransfer("s1", "alice@lncc", "peer");
+  first->submission_id = "job-42";
+  bool existing = true;
+  auto r1 = m.Submit(first, &existing);
+  REQUIRE(r1.has_value());
+  CHECK(!existing);
+  auto again = OwnedTransfer("s2", "alice@lncc", "peer");
+  again->submission_id = "job-42";
+  auto r2 = m.Submit(again, &existing);
+  REQUIRE(r2.has_value());
+  CHECK(existing);
+  CHECK((*r2)->id == "s1");
+  CHECK(!m.Find("s2").has_value());
+  auto other = OwnedTransfer("s3", "alice@lncc", "peer");
+  other->submission_id = "job-42";
+  other->remote.path = "/elsewhere";
+  auto r3 = m.Submit(other);
+  REQUIRE(!r3.has_value());
+  CHECK(r3.error().code() == Code::kAlreadyExists);
+  CHECK(std::string(r3.error().message()).find("job-42") != std::string::npos);
+  // Another user's id space is their own.
+  auto bobs = OwnedTransfer("s4", "bob@lncc", "peer");
+  bobs->submission_id = "job-42";
+  auto r4 = m.Submit(bobs, &existing);
+  REQUIRE(r4.has_value());
+  CHECK(!existing);
+  CHECK((*r4)->id == "s4");
+  workers.JoinAll();
+  // After a restart the id still finds the same transfer.
+  m.Stop();
+  workers.JoinAll();
+  TransferManager m2(
+      Opts(), [](Transfer&) -> Result<json> { return json::object(); }, &workers);
+  REQUIRE(m2.Open().ok());
+  m2.LoadPersisted();
+  auto once_more = OwnedTransfer("s5", "alice@lncc", "peer");
+  once_more->submission_id = "job-42";
+  auto r5 = m2.Submit(once_more, &existing);
+  REQUIRE(r5.has_value());
+  CHECK(existing);
+  CHECK((*r5)->id == "s1");
 }
 
 }  // namespace

@@ -212,6 +212,10 @@ TEST_SUITE("proto.messages") {
     CHECK(Text(EncodeStart(Start{Protection::kPrivate})) == R"({"protection":"private"})");
     CHECK(EncodeKeepalive(Keepalive{}).empty());
     CHECK(DecodeKeepalive(EncodeKeepalive(Keepalive{})).ok());
+    CHECK(Text(EncodeKeepalive(Keepalive{uint64_t{123456789}})) == R"({"verified":123456789})");
+    auto kv = DecodeKeepalive(EncodeKeepalive(Keepalive{uint64_t{123456789}}));
+    REQUIRE(kv.ok());
+    CHECK(kv->verified == uint64_t{123456789});
   }
 
   TEST_CASE("the wire bytes the daemon and the engines wrote before the typed messages decode") {
@@ -647,12 +651,14 @@ TEST_SUITE("proto.messages") {
     CHECK(DecodeKeepalive({}).ok());
     CHECK(DecodeKeepalive(Bytes("{}")).ok());
     CHECK(DecodeKeepalive(Bytes(R"({"t": 1})")).ok());
-    for (std::string_view body : {"[]", "0", "{", "\xff"}) {
+    CHECK(!DecodeKeepalive(Bytes(R"({"t": 1})"))->verified.has_value());
+    for (std::string_view body :
+         {"[]", "0", "{", "\xff", R"({"verified": -1})", R"({"verified": "5"})", R"({"verified": 1.5})"}) {
       CAPTURE(body);
       auto k = DecodeKeepalive(Bytes(body));
       REQUIRE_FALSE(k.ok());
       CHECK(k.error().code() == Code::kProtocol);
-      CHECK(std::string(k.error().message()).rfind("KEEPALIVE: ", 0) == 0);
+      CHECK(std::string(k.error().message()).rfind("KEEPALIVE", 0) == 0);
     }
   }
 
