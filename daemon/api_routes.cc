@@ -474,8 +474,7 @@ api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req) const {
                "\n\n";
       }
       for (const Event& e : rr.events) {
-        out += "id: " + std::to_string(e.seq) + "\nevent: " + e.type +
-               "\ndata: " + e.data.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+        out += "id: " + std::to_string(e.seq) + "\nevent: " + e.type + "\ndata: " + e.data + "\n\n";
       }
       after = rr.last;
       const auto now = std::chrono::steady_clock::now();

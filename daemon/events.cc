@@ -12,11 +12,11 @@ void EventLog::Publish(std::string type, std::string transfer_id, int64_t uid, n
     e.type = std::move(type);
     e.transfer_id = std::move(transfer_id);
     e.uid = uid;
-    e.data = std::move(data);
-    e.data["seq"] = e.seq;
-    e.data["time_ms"] = NowMs();
-    e.data["type"] = e.type;
-    e.data["id"] = e.transfer_id;
+    data["seq"] = e.seq;
+    data["time_ms"] = NowMs();
+    data["type"] = e.type;
+    data["id"] = e.transfer_id;
+    e.data = data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     events_.push_back(std::move(e));
     while (events_.size() > capacity_) events_.pop_front();
   }

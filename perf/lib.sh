@@ -25,8 +25,8 @@ bench_federation() {
     return 1
   "$cli" federation add-issuer https://t.ib "${w[@]}" --institution ib --key-out "$dir/issuer-ib.key" >/dev/null ||
     return 1
-  "$cli" federation policy set "${w[@]}" --rules "${BENCH_RULES:-[{\"id\":\"bench\",\"effect\":\"allow\"}]}" \
-    >/dev/null || return 1
+  local allow_all='[{"id":"bench","effect":"allow"}]'
+  "$cli" federation policy set "${w[@]}" --rules "${BENCH_RULES:-$allow_all}" >/dev/null || return 1
   "$cli" federation sign "${w[@]}" --publish "$dir/manifest.json" >/dev/null
 }
 

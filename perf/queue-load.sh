@@ -8,7 +8,7 @@
 # source.
 #   perf/queue-load.sh [BUILD_DIR]   (default build/release)
 #   env: JOBS (1000), RUNNING (32), RATE (200), DURATION (120), FILE_MIB (2), CAP (16MiB/s),
-#        WORK (/dev/shm/poro-queue-load)
+#        POOL (the daemons' [transfer] buffer_pool, default theirs: 256MiB), WORK (/dev/shm/poro-queue-load)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/build/release}
@@ -22,13 +22,15 @@ trap cleanup EXIT
 . "$here/perf/lib.sh"
 export BENCH_RULES="[{\"id\":\"bench\",\"effect\":\"allow\",\"rate_limit\":\"$cap\"}]"
 export BENCH_EXTRA=$'[queue]\nmax_running = '"$running"$'\nmax_running_per_peer = '"$running"
+if [ -n "${POOL:-}" ]; then BENCH_EXTRA+=$'\n[transfer]\nbuffer_pool = "'"$POOL"'"'; fi
 bench_pair "$bin" "$work"
 mkdir -p "$work/b/data/load"
 head -c $((file_mib << 20)) /dev/urandom > "$work/a/data/src.bin"
 
-python3 - "$work" "${BENCH_PIDS[0]}" "$jobs" "$rate" "$duration" <<'PY'
+python3 - "$work" "${BENCH_PIDS[0]}" "$jobs" "$rate" "$duration" "${BENCH_PIDS[1]}" <<'PY'
 import http.client, json, os, random, socket, sys, threading, time, hashlib
 work, pid, jobs, rate, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+pid_b = int(sys.argv[6])
 sock = work + "/a.sock"
 src = work + "/a/data/src.bin"
 
@@ -49,8 +51,8 @@ def submit(conn, n, sid=None):
     if sid: body["submission_id"] = sid
     return call(conn, "POST", "/v1/transfers", body)
 
-def rss_mib():
-    for line in open("/proc/%d/status" % pid):
+def rss_mib(p=None):
+    for line in open("/proc/%d/status" % (p or pid)):
         if line.startswith("VmRSS:"): return int(line.split()[1]) / 1024.0
     return 0.0
 
@@ -67,6 +69,7 @@ first = json.loads(call(conn, "GET", "/v1/healthz")[1])
 lat, errors, lock = [], [], threading.Lock()
 extra = [jobs]  # next destination number for new submissions
 rss = [(0.0, rss_mib())]
+rss_b = [(0.0, rss_mib(pid_b))]
 stop = threading.Event()
 tick_q = []
 cv = threading.Condition()
@@ -114,13 +117,13 @@ while True:
     with cv:
         while sent < due: tick_q.append(sent); sent += 1
         cv.notify_all()
-    if now >= next_rss: rss.append((now, rss_mib())); next_rss += 10
+    if now >= next_rss: rss.append((now, rss_mib())); rss_b.append((now, rss_mib(pid_b))); next_rss += 10
     time.sleep(0.002)
 stop.set()
 with cv: cv.notify_all()
 for t in threads: t.join()
 elapsed = time.monotonic() - start
-rss.append((elapsed, rss_mib()))
+rss.append((elapsed, rss_mib())); rss_b.append((elapsed, rss_mib(pid_b)))
 lat.sort()
 pct = lambda p: lat[min(len(lat) - 1, int(p / 100.0 * len(lat)))] * 1000
 backlog = len(tick_q)
@@ -129,8 +132,10 @@ print("API load: %d requests in %.1f s (%.1f/s, %d not sent: the client fell beh
 for e in errors[:5]: print("  error:", e)
 print("latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f" % (pct(50), pct(90), pct(99), lat[-1] * 1000))
 print("daemon a RSS MiB (s: MiB): " + "  ".join("%d: %.0f" % (t, m) for t, m in rss))
+print("daemon b RSS MiB (the receiver: no queue, no API load): " + "  ".join("%d: %.0f" % (t, m) for t, m in rss_b))
 
 # Every transfer to its end, then every file against the source.
+conn = Conn()  # the first one has been idle longer than the daemon's 60 s
 deadline = time.monotonic() + 900
 while True:
     lst = json.loads(call(conn, "GET", "/v1/transfers")[1])["transfers"]
