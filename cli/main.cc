@@ -100,7 +100,7 @@ struct Client {
 };
 
 bool Terminal(const std::string& state) {
-  return state == "succeeded" || state == "failed" || state == "cancelled";
+  return state == "succeeded" || state == "partial" || state == "failed" || state == "cancelled";
 }
 
 // The exit code for a refusal or failure with this error code (a Status code name).
@@ -188,7 +188,7 @@ void PrintResult(const json& t) {
   double secs = t.value("elapsed_s", 0.0);
   double bytes = p.value("bytes_done", 0.0) - p.value("bytes_skipped", 0.0);
   std::string st = t.value("state", std::string());
-  std::string label = st == "succeeded" ? "OK" : st == "failed" ? "FAILED" : st;
+  std::string label = st == "succeeded" ? "OK" : st == "failed" ? "FAILED" : st == "partial" ? "PARTIAL" : st;
   std::printf("%s %s: %s -> %s\n", label.c_str(), t.value("id", std::string()).c_str(),
               t.value("source", std::string()).c_str(), t.value("destination", std::string()).c_str());
   std::printf("  files %llu committed, %llu skipped, %llu failed; %s in %.2f s (%s/s)\n",
@@ -311,6 +311,20 @@ std::string AbsoluteLocal(const std::string& p) {
   return out;
 }
 
+// Parses a command's `args` against its options `desc` into `vm`; returns the positional words.
+std::vector<std::string> ParseArgs(const po::options_description& desc, const std::vector<std::string>& args,
+                                   po::variables_map* vm) {
+  po::options_description hidden;
+  hidden.add_options()("words", po::value<std::vector<std::string>>(), "");
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("words", -1);
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), *vm);
+  po::notify(*vm);
+  return vm->count("words") ? (*vm)["words"].as<std::vector<std::string>>() : std::vector<std::string>();
+}
+
 constexpr const char* kTokenHelp =
     "bearer token for the remote endpoint: the token, @FILE, or - for stdin (default $PORO_TOKEN; else the "
     "daemon mints one for you if it is configured to)";
@@ -362,20 +376,12 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
       "submission-id", po::value<std::string>(),
       "your id for this request: submitting it again returns the transfer it made instead of a new "
       "one")("help,h", "this help");
-  po::options_description hidden;
-  hidden.add_options()("paths", po::value<std::vector<std::string>>(), "");
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::positional_options_description pos;
-  pos.add("paths", -1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  const std::vector<std::string> paths = ParseArgs(desc, args, &vm);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return kExitOk;
   }
-  auto paths = vm.count("paths") ? vm["paths"].as<std::vector<std::string>>() : std::vector<std::string>();
   if (paths.size() != 2) {
     std::cerr << "pororoca: expected SRC and DST\n" << desc << "\n";
     return kExitUsage;
@@ -472,20 +478,12 @@ int CmdWait(Client& c, const std::vector<std::string>& args) {
                                                                                "no live progress line")(
       "timeout", po::value<double>(),
       "give up waiting after this many seconds (exit 7; the transfer goes on)")("help,h", "this help");
-  po::options_description hidden;
-  hidden.add_options()("id", po::value<std::vector<std::string>>(), "");
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::positional_options_description pos;
-  pos.add("id", -1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  const std::vector<std::string> ids = ParseArgs(desc, args, &vm);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return kExitOk;
   }
-  auto ids = vm.count("id") ? vm["id"].as<std::vector<std::string>>() : std::vector<std::string>();
   if (ids.size() != 1) {
     std::cerr << "pororoca: expected one transfer ID\n" << desc << "\n";
     return kExitUsage;
@@ -532,16 +530,8 @@ int CmdPolicy(Client& c, const std::vector<std::string>& args) {
       "at", po::value<int64_t>(), "evaluate at this Unix time (time windows)")(
       "protection", po::value<std::string>(), "as cp --protection")("json", "print the decision as JSON")(
       "help,h", "this help");
-  po::options_description hidden;
-  hidden.add_options()("words", po::value<std::vector<std::string>>(), "");
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::positional_options_description pos;
-  pos.add("words", -1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
-  auto words = vm.count("words") ? vm["words"].as<std::vector<std::string>>() : std::vector<std::string>();
+  const std::vector<std::string> words = ParseArgs(desc, args, &vm);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return kExitOk;

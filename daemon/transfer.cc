@@ -14,11 +14,12 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::array<std::pair<TransferState, std::string_view>, 6> kStateNames{{
+constexpr std::array<std::pair<TransferState, std::string_view>, 7> kStateNames{{
     {TransferState::kQueued, "queued"},
     {TransferState::kRunning, "running"},
     {TransferState::kRetrying, "retrying"},
     {TransferState::kSucceeded, "succeeded"},
+    {TransferState::kPartial, "partial"},
     {TransferState::kFailed, "failed"},
     {TransferState::kCancelled, "cancelled"},
 }};
@@ -230,7 +231,8 @@ std::optional<TransferState> ParseTransferState(std::string_view name) {
 }
 
 bool IsTerminal(TransferState s) {
-  return s == TransferState::kSucceeded || s == TransferState::kFailed || s == TransferState::kCancelled;
+  return s == TransferState::kSucceeded || s == TransferState::kPartial || s == TransferState::kFailed ||
+         s == TransferState::kCancelled;
 }
 
 Result<Location> Location::Parse(const std::string& s) {

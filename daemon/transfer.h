@@ -23,8 +23,17 @@
 
 namespace pororoca::daemon {
 
-// queued -> running -> (retrying -> running)* -> succeeded | failed | cancelled
-enum class TransferState : uint8_t { kQueued, kRunning, kRetrying, kSucceeded, kFailed, kCancelled };
+// queued -> running -> (retrying -> running)* -> succeeded | partial | failed | cancelled
+// partial: the last session completed, some files failed and the others arrived (or were skipped).
+enum class TransferState : uint8_t {
+  kQueued,
+  kRunning,
+  kRetrying,
+  kSucceeded,
+  kPartial,
+  kFailed,
+  kCancelled
+};
 
 std::string_view TransferStateName(TransferState s);
 std::optional<TransferState> ParseTransferState(std::string_view name);

@@ -359,7 +359,8 @@ TransferManager::Outcome TransferManager::Settle(Transfer& t, const Result<json>
         t.error += " (chunks kept failing verification on the path; " + std::to_string(t.attempts) +
                    " attempts spent)";
       }
-      t.state = TransferState::kFailed;
+      // The others arrived (or were there already): partial, not failed.
+      t.state = t.last.files_done > 0 ? TransferState::kPartial : TransferState::kFailed;
     } else {
       t.state = TransferState::kSucceeded;
       t.error.clear();

@@ -139,7 +139,7 @@ conn = Conn()  # the first one has been idle longer than the daemon's 60 s
 deadline = time.monotonic() + 900
 while True:
     lst = json.loads(call(conn, "GET", "/v1/transfers")[1])["transfers"]
-    left = [t for t in lst if t["state"] not in ("succeeded", "failed", "cancelled")]
+    left = [t for t in lst if t["state"] not in ("succeeded", "partial", "failed", "cancelled")]
     if not left or time.monotonic() > deadline: break
     time.sleep(2)
 states = {}

@@ -851,12 +851,17 @@ TEST_SUITE("integration.federation") {
     uint64_t s = fed.Publish();
     REQUIRE(WaitSerial(a, s));
     REQUIRE(WaitSerial(b, s));
-    WriteRandomFile(a.Path("one.bin"), 24ull << 20, 1);
+    // The first lasts about 2 s (384 chunks, 20 ms each over 4 streams): the second is submitted
+    // while it runs, however slow the machine is to run the CLI.
+    WriteRandomFile(a.Path("one.bin"), 96ull << 20, 1);
     WriteRandomFile(a.Path("two.bin"), 1ull << 20, 2);
     CliResult r1 = Cli(a, {"cp", "--detach", a.Path("one.bin"), "b:/one.bin"});
     REQUIRE(r1.exit_code == 0);
     std::string id1 = r1.out.substr(0, r1.out.find('\n'));
     REQUIRE(a.WaitForState(id1, {"running"}, 30s).value("state", std::string()) == "running");
+    // "running" is set before the session's set-up; the slot is taken during it. Wait until data
+    // moves, so the first holds the slot when the second asks.
+    REQUIRE(WaitUntil([&] { return a.Transfer(id1)["progress"].value("bytes_sent", uint64_t{0}) > 0; }, 30s));
     CliResult r2 = Cli(a, {"cp", "--detach", a.Path("two.bin"), "b:/two.bin"});
     REQUIRE(r2.exit_code == 0);
     std::string id2 = r2.out.substr(0, r2.out.find('\n'));

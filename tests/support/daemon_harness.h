@@ -195,7 +195,7 @@ class DaemonProcess {
   nlohmann::json WaitForState(const std::string& id, const std::set<std::string>& states,
                               std::chrono::milliseconds timeout = 120s) const;
   nlohmann::json WaitForTerminal(const std::string& id, std::chrono::milliseconds timeout = 120s) const {
-    return WaitForState(id, {"succeeded", "failed", "cancelled"}, timeout);
+    return WaitForState(id, {"succeeded", "partial", "failed", "cancelled"}, timeout);
   }
 
  private:

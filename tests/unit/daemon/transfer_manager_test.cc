@@ -130,8 +130,10 @@ TEST_CASE_FIXTURE(Fixture,
 
 // An attempt that ends with `failed` files, `retryable` of them failed by a corrupting path, after
 // `corrupt` corrupt copies.
-Result<json> EndWithFailures(Transfer& t, uint64_t failed, uint64_t retryable, uint64_t corrupt) {
+Result<json> EndWithFailures(Transfer& t, uint64_t failed, uint64_t retryable, uint64_t corrupt,
+                             uint64_t done = 0) {
   auto stats = std::make_shared<engine::TransferStats>();
+  stats->files_done = done;
   stats->files_failed = failed;
   stats->files_failed_retryable = retryable;
   stats->chunks_corrupt = corrupt;
@@ -172,6 +174,22 @@ TEST_CASE_FIXTURE(Fixture,
     m.WaitEnded(*t, std::chrono::seconds(10));
     CHECK(StateOf(*t) == TransferState::kFailed);
     CHECK(calls.load() == 1);
+  }
+  SUBCASE("some files failed and the others arrived: partial, not retried") {
+    std::atomic<int> calls{0};
+    TransferManager m(
+        Opts(), [&](Transfer& t) -> Result<json> { return calls++, EndWithFailures(t, 1, 0, 0, 41); },
+        &workers);
+    REQUIRE(m.Open().ok());
+    auto t = NewTransfer("c4");
+    REQUIRE(m.Submit(t).has_value());
+    m.WaitEnded(*t, std::chrono::seconds(10));
+    CHECK(StateOf(*t) == TransferState::kPartial);
+    CHECK(calls.load() == 1);
+    CHECK(Stored(m, "c4")["state"] == "partial");
+    MutexLock lock(&t->mu);
+    CHECK(t->error_code == "FilesFailed");
+    CHECK(t->error == "1 file(s) could not be transferred");
   }
   SUBCASE("a path that stays bad spends the retry budget, then the transfer fails saying why") {
     std::atomic<int> calls{0};

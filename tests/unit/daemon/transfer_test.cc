@@ -8,8 +8,9 @@ namespace {
 using nlohmann::json;
 
 TEST_CASE("every transfer state has one name that parses back to it") {
-  for (auto s : {TransferState::kQueued, TransferState::kRunning, TransferState::kRetrying,
-                 TransferState::kSucceeded, TransferState::kFailed, TransferState::kCancelled}) {
+  for (auto s :
+       {TransferState::kQueued, TransferState::kRunning, TransferState::kRetrying, TransferState::kSucceeded,
+        TransferState::kPartial, TransferState::kFailed, TransferState::kCancelled}) {
     auto back = ParseTransferState(TransferStateName(s));
     REQUIRE(back.has_value());
     CHECK(*back == s);
@@ -17,6 +18,8 @@ TEST_CASE("every transfer state has one name that parses back to it") {
   CHECK_FALSE(ParseTransferState("done").has_value());
   CHECK(TransferStateName(TransferState::kRetrying) == "retrying");
   CHECK(IsTerminal(TransferState::kCancelled));
+  CHECK(IsTerminal(TransferState::kPartial));
+  CHECK(TransferStateName(TransferState::kPartial) == "partial");
   CHECK_FALSE(IsTerminal(TransferState::kRetrying));
 }
 
