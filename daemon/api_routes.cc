@@ -384,11 +384,17 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
   return api::HttpResponse::Json(200, out);
 }
 
-TransferManager::Visible ApiRoutes::VisibleTo(const api::HttpRequest& req) const {
+std::optional<uid_t> ApiRoutes::OwnerScope(const api::HttpRequest& req) const {
   const uid_t uid = req.peer.uid;
-  if (uid == 0 || uid == ::geteuid()) return nullptr;
-  if (const UserConfig* u = d_.config->FindUser(uid); u != nullptr && u->is_operator) return nullptr;
-  return [uid](const Transfer& t) { return static_cast<uid_t>(t.uid) == uid; };
+  if (uid == 0 || uid == ::geteuid()) return std::nullopt;
+  if (const UserConfig* u = d_.config->FindUser(uid); u != nullptr && u->is_operator) return std::nullopt;
+  return uid;
+}
+
+TransferManager::Visible ApiRoutes::VisibleTo(const api::HttpRequest& req) const {
+  const std::optional<uid_t> scope = OwnerScope(req);
+  if (!scope) return nullptr;
+  return [uid = *scope](const Transfer& t) { return static_cast<uid_t>(t.uid) == uid; };
 }
 
 api::HttpResponse ApiRoutes::List(const api::HttpRequest& req) const {
@@ -445,22 +451,20 @@ api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req) const {
     }
     since = n;
   }
-  TransferManager::Visible visible = VisibleTo(req);
+  const std::optional<uid_t> scope = OwnerScope(req);
   std::string only;
   if (auto q = req.query.find("transfer"); q != req.query.end()) {
-    PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(q->second, visible));
+    PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(q->second, VisibleTo(req)));
     only = t->id;
   }
   const TransferManager* manager = d_.transfers;
   api::HttpResponse r;
   r.content_type = "text/event-stream";
   r.headers.emplace_back("Cache-Control", "no-cache");
-  const bool everyone = !visible;  // an operator
-  const uid_t uid = req.peer.uid;
-  r.stream = [&log, manager, since, everyone, uid, only](const api::HttpResponse::Writer& write) {
+  r.stream = [&log, manager, since, scope, only](const api::HttpResponse::Writer& write) {
     auto keep = [&](const Event& e) {
       if (!only.empty() && e.transfer_id != only) return false;
-      return everyone || static_cast<uid_t>(e.uid) == uid;  // as VisibleTo
+      return !scope || static_cast<uid_t>(e.uid) == *scope;
     };
     if (!write("retry: 2000\n\n")) return;
     uint64_t after = since;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 
 #include "api/http.h"
 #include "daemon/config.h"
@@ -60,8 +61,10 @@ class ApiRoutes {
     Status refusal;
   };
   Prepared PrepareTransfer(const api::HttpRequest& req) const;
-  // Which transfers the caller may see and cancel: all for an operator (root, the daemon's own
-  // user, a [[users]] entry with operator = true), else the ones its uid submitted.
+  // Whose transfers the caller may see and cancel: everyone's for an operator (root, the daemon's
+  // own user, a [[users]] entry with operator = true: nullopt), else its own uid's.
+  std::optional<uid_t> OwnerScope(const api::HttpRequest& req) const;
+  // OwnerScope as a filter for the TransferManager (null: all).
   TransferManager::Visible VisibleTo(const api::HttpRequest& req) const;
 
   Deps d_;

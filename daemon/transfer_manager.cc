@@ -183,30 +183,15 @@ int64_t TransferManager::StartReady() {
     workers_->Spawn([this, t] {
       const Outcome outcome = RunAttempt(t);
       if (outcome == Outcome::kEnded) PruneFinished();
-      bool cancelled = false;  // Cancel came between the attempt's end and here
-      {
-        MutexLock lock(&mu_);
-        Track(*t, -1);
-        running_set_.erase(t->id);
-        if (outcome == Outcome::kRetry && !t->cancel) {
-          MutexLock tl(&t->mu);
-          waiting_.push_back({t, t->next_attempt_ms});
-        }
-        cancelled = outcome == Outcome::kRetry && t->cancel && !stopping_;
-        cv_.NotifyAll();
-      }
-      if (cancelled) {
-        {
-          MutexLock tl(&t->mu);
-          if (!IsTerminal(t->state)) {
-            t->state = TransferState::kCancelled;
-            t->finished_ms = NowMs();
-          }
-        }
-        Persist(*t).IgnoreError();
-        t->ended.NotifyAll();
-      }
       MutexLock lock(&mu_);  // last: the destructor waits for running_ to reach 0
+      Track(*t, -1);
+      running_set_.erase(t->id);
+      // Back in the queue for its backoff. A Cancel that came after Settle finds it `retrying`, not
+      // in the queue, and ends it itself (`cancel` is set under mu_, so one of the two sees it).
+      if (outcome == Outcome::kRetry && !t->cancel) {
+        MutexLock tl(&t->mu);
+        waiting_.push_back({t, t->next_attempt_ms});
+      }
       running_--;
       cv_.NotifyAll();
     });
@@ -220,13 +205,18 @@ int64_t TransferManager::StartReady() {
 
 void TransferManager::Schedule() {
   auto next_renew = std::chrono::steady_clock::now() + std::chrono::milliseconds(kLeaseMs / 3);
+  auto next_progress = std::chrono::steady_clock::now();
   MutexLock lock(&mu_);
   while (!stopping_) {
     const int64_t wake_ms = StartReady();
     auto deadline = next_renew;
     if (!running_set_.empty()) {
-      PublishProgress();
-      deadline = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+      // Once a second, not at every wake (each submission and each attempt's end wakes it).
+      if (std::chrono::steady_clock::now() >= next_progress) {
+        PublishProgress();
+        next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      }
+      deadline = std::min(deadline, next_progress);
     }
     if (wake_ms > 0) {
       deadline = std::min(deadline, std::chrono::steady_clock::now() +
@@ -294,15 +284,19 @@ Result<std::shared_ptr<Transfer>> TransferManager::Cancel(const std::string& id,
     waiting_.remove_if([&](const Waiting& w) { return w.t == t; });
     cv_.NotifyAll();
   }
+  bool ended_here = false;
   {
     MutexLock lock(&t->mu);
     if (t->state == TransferState::kQueued || t->state == TransferState::kRetrying) {
       t->state = TransferState::kCancelled;
       t->finished_ms = NowMs();
+      ended_here = true;
     }
   }
-  Persist(*t).IgnoreError();
-  t->ended.NotifyAll();
+  if (ended_here) {  // a running one is written when its attempt ends
+    Persist(*t).IgnoreError();
+    t->ended.NotifyAll();
+  }
   return t;
 }
 

@@ -189,15 +189,20 @@ class SqliteTransferStore final : public TransferStore {
     PORO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     size_t added = 0;
     for (const auto& r : records) {
+      // The columns as Add writes them, from the record read as the daemon reads it.
+      auto t = Transfer::FromRecord(r);
+      if (!t.has_value()) {
+        Exec("ROLLBACK").IgnoreError();
+        return t.status().Annotate(path_ + ": import transfer " + r.value("id", std::string("?")));
+      }
       Stmt ins(db_,
                "INSERT OR IGNORE INTO transfers (id, owner_key, submission_id, state, priority, created_ms, "
                "finished_ms, record) VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, ?7)");
-      const std::string user = r.value("user", std::string());
-      ins.Bind(1, r.value("id", std::string()))
-          .Bind(2, user.empty() ? "uid:" + std::to_string(r.value("uid", int64_t{-1})) : user)
+      ins.Bind(1, (*t)->id)
+          .Bind(2, (*t)->OwnerKey())
           .Bind(3, r.value("state", std::string("failed")))
-          .Bind(4, r.value("priority", int64_t{3}))
-          .Bind(5, r.value("created_ms", int64_t{0}))
+          .Bind(4, int64_t{(*t)->priority})
+          .Bind(5, (*t)->created_ms)
           .Bind(6, r.value("finished_ms", int64_t{0}))
           .Bind(7, r.dump());
       if (ins.Step() != SQLITE_DONE) {
