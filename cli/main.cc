@@ -1,5 +1,6 @@
 // pororoca: the command-line client. Moves data through the local pororocad (HTTP/JSON on its unix
-// socket) and manages a test federation's certificates. Exit codes are listed in docs/cli.md.
+// socket), or through any DTN's HTTPS API (--api, with a bearer token), and manages a test
+// federation's certificates. Exit codes are listed in docs/cli.md.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,27 +61,69 @@ std::string HumanDuration(double s) {
 int ExitForHttp(int status, const json& body) {
   std::string code = body.contains("error") ? body["error"].value("code", std::string()) : std::string();
   if (status == 404) return kExitNotFound;
-  if (status == 403) return kExitDenied;
+  if (status == 401 || status == 403) return kExitDenied;
   if (status == 503) return kExitNoDaemon;
   if (status >= 400 && status < 500) return kExitUsage;
   return kExitFailed;
 }
 
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+// A token given as itself, @FILE, or - for stdin; false (said on stderr, naming `what`) if the file
+// cannot be read.
+bool ReadTokenArg(const std::string& what, std::string token, std::string* out) {
+  if (token == "-") {
+    std::getline(std::cin, token);
+  } else if (!token.empty() && token[0] == '@') {
+    auto text = ReadSmallFile(token.substr(1), 64 << 10);
+    if (!text.has_value()) {
+      std::cerr << "pororoca: " << what << ": " << text.error().message() << "\n";
+      return false;
+    }
+    token = *text;
+  }
+  while (!token.empty() && (token.back() == '\n' || token.back() == ' ' || token.back() == '\r'))
+    token.pop_back();
+  *out = token;
+  return true;
+}
+
 struct Client {
   std::string socket;
+  // --api: a DTN's HTTPS API instead of the local socket; its server certificate is checked
+  // against `ca` (the federation CA) and `api_token` authenticates the caller.
+  std::string api_url;
+  std::string ca;
+  std::string api_token;
   std::unique_ptr<api::HttpClient> http;
+
+  bool remote() const { return !api_url.empty(); }
 
   // Returns the parsed body, or prints the error and sets *exit_code.
   bool Call(const std::string& method, const std::string& target, const std::string& body, json* out,
             int* exit_code) {
+    if (!http && remote() && api_token.empty()) {
+      std::cerr
+          << "pororoca: --api " << api_url
+          << " needs a bearer token for that endpoint (--api-token TOKEN|@FILE|-, or $PORO_API_TOKEN)\n";
+      *exit_code = kExitUsage;
+      return false;
+    }
     if (!http) {
-      auto c = api::HttpClient::Connect(socket);
+      auto c = remote() ? api::HttpClient::ConnectTls(api_url, ca) : api::HttpClient::Connect(socket);
       if (!c.has_value()) {
         std::cerr << "pororoca: " << c.error().message() << "\n";
-        *exit_code = kExitNoDaemon;
+        const Code code = c.error().code();
+        *exit_code = code == Code::kInvalidArgument   ? kExitUsage
+                     : code == Code::kUnauthenticated ? kExitDenied
+                                                      : kExitNoDaemon;
         return false;
       }
       http = std::move(*c);
+      if (remote()) http->set_bearer(api_token);
     }
     auto r = http->Request(method, target, body);
     if (!r.has_value()) {
@@ -333,24 +377,8 @@ constexpr const char* kTokenHelp =
 // file cannot be read.
 bool ResolveToken(const po::variables_map& vm, std::string* out) {
   std::string token = vm.count("token") ? vm["token"].as<std::string>() : std::string();
-  if (token.empty()) {
-    const char* env = std::getenv("PORO_TOKEN");
-    if (env != nullptr) token = env;
-  }
-  if (token == "-") {
-    std::getline(std::cin, token);
-  } else if (!token.empty() && token[0] == '@') {
-    auto text = ReadSmallFile(token.substr(1), 64 << 10);
-    if (!text.has_value()) {
-      std::cerr << "pororoca: --token: " << text.error().message() << "\n";
-      return false;
-    }
-    token = *text;
-  }
-  while (!token.empty() && (token.back() == '\n' || token.back() == ' ' || token.back() == '\r'))
-    token.pop_back();
-  *out = token;
-  return true;
+  if (token.empty()) token = Env("PORO_TOKEN");
+  return ReadTokenArg("--token", token, out);
 }
 
 int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
@@ -390,8 +418,19 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
     std::cerr << "pororoca: --overwrite and --skip-existing exclude each other\n";
     return kExitUsage;
   }
-  json req{{"source", AbsoluteLocal(paths[0])},
-           {"destination", AbsoluteLocal(paths[1])},
+  if (c.remote()) {
+    // Through a DTN's HTTPS API both ends are endpoints (a third-party transfer when this host runs
+    // no daemon); the DTN at --api is one of them and runs the transfer.
+    for (const auto& p : paths) {
+      if (!p.empty() && p.front() != '/' && p.find(':') != std::string::npos && p.find(':') < p.find('/'))
+        continue;
+      std::cerr << "pororoca: with --api both SRC and DST are ENDPOINT:/path, not '" << p
+                << "' (the daemon at " << c.api_url << " runs the transfer: it is one of the two ends)\n";
+      return kExitUsage;
+    }
+  }
+  json req{{"source", c.remote() ? paths[0] : AbsoluteLocal(paths[0])},
+           {"destination", c.remote() ? paths[1] : AbsoluteLocal(paths[1])},
            {"recursive", vm.count("recursive") > 0 || sync_cmd},
            {"sync", vm.count("sync") > 0 || sync_cmd}};
   if (vm.count("streams")) req["streams"] = vm["streams"].as<unsigned>();
@@ -423,22 +462,83 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   return Follow(c, id, vm.count("json") > 0, display);
 }
 
+// `status ID --files`: every per-file result of the transfer, a page of the API at a time.
+int PrintFiles(Client& c, const std::string& id, const std::string& state, bool as_json) {
+  json all = json::array();
+  json first;
+  uint64_t offset = 0;
+  int ec = 0;
+  for (;;) {
+    json page;
+    std::string target = "/v1/transfers/" + id + "/files?limit=1000&offset=" + std::to_string(offset);
+    if (!state.empty()) target += "&state=" + state;
+    if (!c.Call("GET", target, "", &page, &ec)) return ec;
+    if (first.is_null()) first = page;
+    for (auto& f : page["files"]) {
+      if (as_json) {
+        all.push_back(f);
+        continue;
+      }
+      const std::string st = f.value("state", std::string());
+      const std::string path = f.value("path", std::string());
+      const std::string err = f.value("error", std::string());
+      std::printf("%-9s %3u  %10s  %-32s  %s%s\n", st.c_str(), f.value("attempts", 0u),
+                  HumanBytes(double(f.value("size", uint64_t{0}))).c_str(),
+                  f.value("digest", std::string()).empty() ? "-" : f.value("digest", std::string()).c_str(),
+                  path.empty() ? "(the transferred file)" : path.c_str(),
+                  err.empty() ? "" : ("  " + err).c_str());
+    }
+    if (!page.contains("next_offset")) break;
+    offset = page["next_offset"].get<uint64_t>();
+  }
+  const std::string real_id = first.value("id", id);
+  if (as_json) {
+    std::cout << json{{"id", real_id}, {"by_state", first["by_state"]}, {"files", all}}.dump(2) << "\n";
+    return kExitOk;
+  }
+  uint64_t total = 0;
+  std::string parts;
+  for (const auto& [k, v] : first["by_state"].items()) {
+    total += v.get<uint64_t>();
+    parts += (parts.empty() ? "" : ", ") + std::to_string(v.get<uint64_t>()) + " " + k;
+  }
+  std::printf("%llu file(s) recorded for %s%s%s\n", static_cast<unsigned long long>(total), real_id.c_str(),
+              parts.empty() ? "" : ": ", parts.c_str());
+  return kExitOk;
+}
+
 int CmdStatus(Client& c, const std::vector<std::string>& args) {
-  bool as_json = false;
-  std::string id;
-  for (const auto& a : args) {
-    if (a == "--json")
+  bool as_json = false, files = false;
+  std::string id, state;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--json") {
       as_json = true;
-    else if (a == "--help" || a == "-h") {
-      std::cout << "Usage: pororoca status [ID] [--json]\n  ID may be any unique prefix of a transfer id\n";
+    } else if (a == "--files") {
+      files = true;
+    } else if (a == "--state" && i + 1 < args.size()) {
+      state = args[++i];
+    } else if (a.rfind("--state=", 0) == 0) {
+      state = a.substr(8);
+    } else if (a == "--help" || a == "-h") {
+      std::cout
+          << "Usage: pororoca status [ID [--files [--state succeeded|skipped|failed]]] [--json]\n"
+             "  ID may be any unique prefix of a transfer id; --files lists the transfer's files\n"
+             "  (state, attempts, size, the XXH3-128 file digest verified at the receiver, path, error)\n";
       return kExitOk;
-    } else if (id.empty())
+    } else if (id.empty() && a.rfind("--", 0) != 0) {
       id = a;
-    else {
+    } else {
       std::cerr << "pororoca: unexpected argument " << a << "\n";
       return kExitUsage;
     }
   }
+  if ((files || !state.empty()) && id.empty()) {
+    std::cerr << "pororoca: --files and --state need a transfer ID\n";
+    return kExitUsage;
+  }
+  if (!state.empty() && !files) files = true;
+  if (files) return PrintFiles(c, id, state, as_json);
   json r;
   int ec = 0;
   if (!id.empty()) {
@@ -640,11 +740,12 @@ int CmdAccounting(Client& c, const std::vector<std::string>& args) {
 void Usage() {
   std::cout << "pororoca " << PORO_VERSION
             << ": move datasets between Data Transfer Nodes\n\n"
-               "Usage: pororoca [--socket PATH] COMMAND [ARGS]\n\n"
+               "Usage: pororoca [--socket PATH | --api https://HOST:PORT --ca FILE --api-token TOKEN] "
+               "COMMAND [ARGS]\n\n"
                "Commands:\n"
                "  cp [-r] SRC DST          copy a file or tree (one side is ENDPOINT:/path)\n"
                "  sync SRC DST             recursive copy that skips files already identical\n"
-               "  status [ID]              list transfers, or show one\n"
+               "  status [ID] [--files]    list transfers, or show one (--files: its files' results)\n"
                "  wait ID                  wait until a transfer ends; exits as cp would\n"
                "  cancel ID                cancel a transfer\n"
                "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
@@ -653,23 +754,42 @@ void Usage() {
                "  federation ...           the authority's tools: manifest, endpoints, policy, signing\n"
                "  token issue ...          mint a bearer token (test federations)\n\n"
                "The daemon's socket: --socket, else $PORO_SOCKET, else /run/pororoca/pororocad.sock.\n"
+               "Or a DTN's HTTPS API (from any host): --api (or $PORO_API), its CA --ca (or $PORO_CA), a\n"
+               "token with transfer.* scopes --api-token TOKEN|@FILE|- (or $PORO_API_TOKEN).\n"
                "Run 'pororoca COMMAND --help' for a command's options. Exit codes: docs/cli.md.\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A server that closes a TLS connection must not kill the CLI: OpenSSL writes without MSG_NOSIGNAL.
+  ::signal(SIGPIPE, SIG_IGN);
   try {
     std::vector<std::string> args(argv + 1, argv + argc);
     Client c;
     c.socket = DefaultSocket();
-    while (!args.empty() && args[0].rfind("--", 0) == 0) {
-      if (args[0] == "--socket" && args.size() > 1) {
-        c.socket = args[1];
+    c.api_url = Env("PORO_API");
+    c.ca = Env("PORO_CA");
+    std::string api_token = Env("PORO_API_TOKEN");
+    // --NAME VALUE or --NAME=VALUE, for pororoca's own options.
+    auto take = [&args](const char* name, std::string* out) {
+      const std::string flag = std::string("--") + name;
+      if (args[0] == flag && args.size() > 1) {
+        *out = args[1];
         args.erase(args.begin(), args.begin() + 2);
-      } else if (args[0].rfind("--socket=", 0) == 0) {
-        c.socket = args[0].substr(9);
+        return true;
+      }
+      if (args[0].rfind(flag + "=", 0) == 0) {
+        *out = args[0].substr(flag.size() + 1);
         args.erase(args.begin());
+        return true;
+      }
+      return false;
+    };
+    while (!args.empty() && args[0].rfind("--", 0) == 0) {
+      if (take("socket", &c.socket) || take("api", &c.api_url) || take("ca", &c.ca) ||
+          take("api-token", &api_token)) {
+        continue;
       } else if (args[0] == "--version") {
         std::cout << "pororoca " << PORO_VERSION << "\n";
         return kExitOk;
@@ -685,14 +805,19 @@ int main(int argc, char** argv) {
       Usage();
       return kExitUsage;
     }
+    if (c.remote() && !ReadTokenArg("--api-token", api_token, &c.api_token)) return kExitUsage;
     std::string cmd = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
     for (const auto& a : rest) {
-      if (a == "--socket" || a.rfind("--socket=", 0) == 0) {
-        std::cerr << "pororoca: --socket is an option of pororoca itself and goes before the command: "
-                     "pororoca --socket PATH "
-                  << cmd << " ... (or set $PORO_SOCKET)\n";
-        return kExitUsage;
+      for (auto [own, value] : {std::pair<std::string, const char*>{"--socket", "PATH"},
+                                {"--api", "URL"},
+                                {"--ca", "FILE"},
+                                {"--api-token", "TOKEN"}}) {
+        if (a == own || a.rfind(own + "=", 0) == 0) {
+          std::cerr << "pororoca: " << own << " is an option of pororoca itself and goes before the command: "
+                    << "pororoca " << own << " " << value << " " << cmd << " ...\n";
+          return kExitUsage;
+        }
       }
     }
     if (cmd == "cp" || cmd == "copy") return CmdCopy(c, rest, false);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
@@ -106,18 +107,119 @@ std::string KnownEndpoints(const federation::Manifest& m, const std::string& sel
 }  // namespace
 
 void ApiRoutes::RegisterOn(api::HttpServer& s) {
-  s.Route("GET", "/v1/healthz", [this](const api::HttpRequest&) { return Health(); });
-  s.Route("GET", "/v1/endpoints", [this](const api::HttpRequest&) { return Endpoints(); });
-  s.Route("GET", "/v1/federation", [this](const api::HttpRequest&) { return FederationInfo(); });
-  s.Route("POST", "/v1/federation/refresh", [this](const api::HttpRequest&) { return RefreshFederation(); });
-  s.Route("POST", "/v1/policy/check", [this](const api::HttpRequest& r) { return PolicyCheck(r); });
-  s.Route("GET", "/v1/accounting", [this](const api::HttpRequest& r) { return Accounting(r); });
-  s.Route("POST", "/v1/transfers", [this](const api::HttpRequest& r) { return Submit(r); });
-  s.Route("GET", "/v1/transfers", [this](const api::HttpRequest& r) { return List(r); });
-  s.Route("GET", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return Get(r); });
-  s.Route("POST", "/v1/transfers/{id}/cancel", [this](const api::HttpRequest& r) { return Cancel(r); });
-  s.Route("DELETE", "/v1/transfers/{id}", [this](const api::HttpRequest& r) { return Cancel(r); });
-  s.Route("GET", "/v1/events", [this](const api::HttpRequest& r) { return Events(r); });
+  using Handler = std::function<api::HttpResponse(const api::HttpRequest&, const Caller&)>;
+  auto add = [this, &s](const char* method, const char* path, Need need, Handler h) {
+    s.Route(method, path, [this, need, h = std::move(h)](const api::HttpRequest& r) {
+      api::HttpResponse refusal;
+      std::optional<Caller> c = Identify(r, need, &refusal);
+      if (!c) return refusal;
+      return h(r, *c);
+    });
+  };
+  add("GET", "/v1/healthz", Need::kRead, [this](const auto&, const auto&) { return Health(); });
+  add("GET", "/v1/endpoints", Need::kRead, [this](const auto&, const auto&) { return Endpoints(); });
+  add("GET", "/v1/federation", Need::kRead, [this](const auto&, const auto&) { return FederationInfo(); });
+  add("POST", "/v1/federation/refresh", Need::kOperator,
+      [this](const auto&, const auto&) { return RefreshFederation(); });
+  add("POST", "/v1/policy/check", Need::kRead,
+      [this](const auto& r, const auto& c) { return PolicyCheck(r, c); });
+  add("GET", "/v1/accounting", Need::kOperator, [this](const auto& r, const auto&) { return Accounting(r); });
+  add("POST", "/v1/transfers", Need::kSubmit, [this](const auto& r, const auto& c) { return Submit(r, c); });
+  add("GET", "/v1/transfers", Need::kRead, [this](const auto& r, const auto& c) { return List(r, c); });
+  add("GET", "/v1/transfers/{id}", Need::kRead, [this](const auto& r, const auto& c) { return Get(r, c); });
+  add("GET", "/v1/transfers/{id}/files", Need::kRead,
+      [this](const auto& r, const auto& c) { return Files(r, c); });
+  add("POST", "/v1/transfers/{id}/cancel", Need::kCancel,
+      [this](const auto& r, const auto& c) { return Cancel(r, c); });
+  add("DELETE", "/v1/transfers/{id}", Need::kCancel,
+      [this](const auto& r, const auto& c) { return Cancel(r, c); });
+  add("GET", "/v1/events", Need::kRead, [this](const auto& r, const auto& c) { return Events(r, c); });
+}
+
+bool ApiRoutes::Caller::Sees(int64_t owner_uid, const std::string& owner_user) const {
+  if (sees_all) return true;
+  if (remote) return !identity.empty() && owner_user == identity;
+  return owner_uid >= 0 && static_cast<uid_t>(owner_uid) == uid;
+}
+
+ApiRoutes::Caller ApiRoutes::LocalCaller(const api::HttpRequest& req) const {
+  Caller c;
+  c.uid = req.peer.uid;
+  const UserConfig* u = d_.config->FindUser(c.uid);
+  if (u != nullptr) c.identity = u->identity;
+  c.sees_all = c.uid == 0 || c.uid == ::geteuid() || (u != nullptr && u->is_operator);
+  return c;
+}
+
+void ApiRoutes::AuditRemote(const api::HttpRequest& req, const Caller* c, const char* decision, int status,
+                            std::string_view reason) const {
+  if (d_.fed == nullptr) return;
+  json rec{{"event", "api"},       {"decision", decision}, {"remote", req.remote_address},
+           {"method", req.method}, {"path", req.path},     {"status", status}};
+  if (c != nullptr) {
+    rec["user"] = c->identity;
+    rec["issuer"] = c->claims.issuer;
+  }
+  if (!reason.empty()) rec["reason"] = std::string(reason);
+  d_.fed->Audit(std::move(rec));
+}
+
+std::optional<ApiRoutes::Caller> ApiRoutes::Identify(const api::HttpRequest& req, Need need,
+                                                     api::HttpResponse* refusal) const {
+  if (!req.tls) return LocalCaller(req);
+  const std::string& self = d_.config->endpoint_name;
+  auto unauthenticated = [&](const std::string& why, const char* error) {
+    *refusal = api::HttpResponse::Error(401, "Unauthenticated", why);
+    refusal->headers.emplace_back("WWW-Authenticate", std::string("Bearer realm=\"pororoca\"") +
+                                                          (*error ? ", error=\"" : "") + error +
+                                                          (*error ? "\"" : ""));
+    AuditRemote(req, nullptr, "denied", 401, why);
+    return std::nullopt;
+  };
+  auto h = req.headers.find("authorization");
+  constexpr std::string_view kBearer = "bearer ";
+  if (h == req.headers.end() || h->second.size() <= kBearer.size() ||
+      !std::equal(kBearer.begin(), kBearer.end(), h->second.begin(),
+                  [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+    return unauthenticated("the HTTPS API of endpoint '" + self +
+                               "' needs a bearer token (Authorization: Bearer TOKEN) from an issuer of the "
+                               "federation, audience '" +
+                               self + "'",
+                           "");
+  }
+  if (d_.fed == nullptr) return unauthenticated("no federation to check tokens against", "invalid_token");
+  auto claims = d_.fed->VerifyBearer(std::string_view(h->second).substr(kBearer.size()), self);
+  if (!claims.has_value())
+    return unauthenticated("bearer token refused: " + std::string(claims.error().message()), "invalid_token");
+  if (claims->subject.empty())
+    return unauthenticated("bearer token refused: it has no subject (sub)", "invalid_token");
+  Caller c;
+  c.remote = true;
+  c.identity = claims->subject;
+  c.sees_all = d_.config->IsApiOperator(c.identity);
+  c.claims = std::move(*claims);
+  auto forbidden = [&](const std::string& why) {
+    *refusal = api::HttpResponse::Error(403, "PermissionDenied", why);
+    AuditRemote(req, &c, "denied", 403, why);
+    return std::nullopt;
+  };
+  if (need == Need::kOperator) {
+    if (!c.sees_all) {
+      return forbidden("'" + c.identity + "' is not an operator of endpoint '" + self +
+                       "' ([api] operators of " + d_.config->source_file + ")");
+    }
+    return c;
+  }
+  const char* scope = need == Need::kSubmit   ? "transfer.submit"
+                      : need == Need::kCancel ? "transfer.cancel"
+                                              : "transfer.read";
+  if (std::find(c.claims.scopes.begin(), c.claims.scopes.end(), scope) == c.claims.scopes.end()) {
+    std::string have;
+    for (const auto& sc : c.claims.scopes) have += (have.empty() ? "" : " ") + sc;
+    return forbidden("token grants no " + std::string(scope) + " for " + req.method + " " + req.path +
+                     " (scopes: " + (have.empty() ? "none" : have) + ")");
+  }
+  return c;
 }
 
 api::HttpResponse ApiRoutes::Health() const {
@@ -183,7 +285,7 @@ api::HttpResponse ApiRoutes::Accounting(const api::HttpRequest& r) const {
   return api::HttpResponse::Json(200, d_.fed->accounting().Query(f));
 }
 
-ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) const {
+ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req, const Caller& caller) const {
   const Config& c = *d_.config;
   const engine::ExportRoot& root = *d_.root;
   auto refuse = [](const char* check, Status s) {
@@ -197,6 +299,12 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   if (!src.has_value()) return ErrorResponse(src.error().Annotate("source"));
   auto dst = Location::Parse(dst_text);
   if (!dst.has_value()) return ErrorResponse(dst.error().Annotate("destination"));
+  // A caller of the HTTPS API names both ends as endpoints: it knows nothing of this host's paths.
+  if (caller.remote && (!src->remote || !dst->remote)) {
+    return BadRequest(std::string(!src->remote ? "source" : "destination") +
+                      ": over the HTTPS API both ends are ENDPOINT:/path (this endpoint is '" +
+                      c.endpoint_name + "'), not '" + (!src->remote ? src_text : dst_text) + "'");
+  }
   // "SELF:/path" names this daemon: the path is relative to its export root, like any remote path.
   for (Location* l : {&*src, &*dst}) {
     if (l->remote && l->endpoint == c.endpoint_name) {
@@ -207,6 +315,12 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
     }
   }
   if (src->remote == dst->remote) {
+    if (caller.remote) {
+      // A third-party transfer runs at one of its two ends: that end's daemon pushes or pulls.
+      return BadRequest("endpoint '" + c.endpoint_name + "' runs transfers with one end here: submit " +
+                        src_text + " -> " + dst_text + " to the API of " + src->endpoint + " or " +
+                        dst->endpoint);
+    }
     return BadRequest("exactly one of source and destination must be a remote ENDPOINT:/path");
   }
   auto t = std::make_shared<Transfer>();
@@ -216,7 +330,7 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   t->local_path = t->push ? src->path : dst->path;
   t->local_trailing_slash = !t->push && dst->trailing_slash;
   PORO_API_ASSIGN_OR_400(t->recursive, body.Bool("recursive", false));
-  t->uid = req.peer.uid;
+  t->uid = caller.remote ? -1 : static_cast<int64_t>(req.peer.uid);
   t->created_ms = NowMs();
   json opts = json::object();
   PORO_API_ASSIGN_OR_400(uint64_t streams, body.Unsigned("streams", c.streams));
@@ -277,10 +391,34 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
                                 "' (known: " + KnownEndpoints(*manifest, c.endpoint_name) + ")");
     return Prepared("endpoint", s, api::HttpResponse::Error(404, "UnknownEndpoint", s.message()));
   }
-  // Who asks: the socket's peer credentials, mapped to a federated identity by [[users]].
-  if (const UserConfig* u = c.FindUser(t->uid)) t->user = u->identity;
+  // Who asks: the socket's peer credentials, mapped to a federated identity by [[users]], or the
+  // HTTPS caller's token subject.
+  t->user = caller.identity;
   PORO_API_ASSIGN_OR_400(t->token, body.String("token"));
   t->token_given = !t->token.empty();
+  if (caller.remote) {
+    // The identity goes to both data ends: the token for the peer must be the caller's own. Without
+    // one, this daemon mints it only for an identity it knows ([[users]]), as for a local user.
+    if (t->token_given) {
+      auto peer_claims = d_.fed->VerifyBearer(t->token, t->remote.endpoint);
+      if (!peer_claims.has_value()) {
+        return refuse("token", Status(peer_claims.error().code(),
+                                      "token (for endpoint '" + t->remote.endpoint +
+                                          "'): " + std::string(peer_claims.error().message())));
+      }
+      if (peer_claims->subject != caller.identity) {
+        return refuse("token", Status::PermissionDenied("token (for endpoint '" + t->remote.endpoint +
+                                                        "') is for '" + peer_claims->subject +
+                                                        "', but the request is authenticated as '" +
+                                                        caller.identity + "'"));
+      }
+    } else if (c.token_issuer.empty() || c.FindIdentity(caller.identity) == nullptr) {
+      return refuse("token", Status::Unauthenticated(
+                                 "a transfer submitted over the HTTPS API needs a token for endpoint '" +
+                                 t->remote.endpoint + "' in 'token' (audience " + t->remote.endpoint +
+                                 ", subject " + caller.identity + ")"));
+    }
+  }
   if (t->token.empty() && !c.token_issuer.empty() && t->user.empty()) {
     return refuse("identity",
                   Status::PermissionDenied("local user uid " + std::to_string(t->uid) +
@@ -289,6 +427,17 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   }
   auto rel = root.RelativeFromAbsolute(t->local_path);
   if (!rel.has_value()) return refuse("export_root", rel.error());
+  if (caller.remote) {
+    // This end's path too is what the caller's token grants: the daemon reads or writes here on its
+    // behalf (storage.read to send, storage.create or .modify to receive).
+    const std::string& existing_opt = t->options["existing"].get_ref<const std::string&>();
+    const token::Action act = t->push                       ? token::Action::kRead
+                              : existing_opt == "overwrite" ? token::Action::kModify
+                                                            : token::Action::kCreate;
+    if (Status s = token::CheckScope(caller.claims, act, "/" + *rel); !s.ok()) {
+      return refuse("token", Status(s.code(), "at " + c.endpoint_name + ": " + std::string(s.message())));
+    }
+  }
   if (t->push) {
     auto si = engine::StatSource(root, *rel);
     if (!si.has_value()) return refuse("source", si.error());
@@ -309,11 +458,15 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req) cons
   return Prepared(std::move(t));
 }
 
-api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
-  Prepared p = PrepareTransfer(req);
-  if (!p.transfer) return p.response;
+api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req, const Caller& c) const {
+  Prepared p = PrepareTransfer(req, c);
+  if (!p.transfer) {
+    if (c.remote) AuditRemote(req, &c, "refused", p.response.status, p.refusal.message());
+    return p.response;
+  }
   bool existing = false;
   PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Submit(p.transfer, &existing));
+  if (c.remote) AuditRemote(req, &c, "allowed", existing ? 200 : 201, "transfer " + t->id);
   // A submission id seen before: the transfer it made, as it is now (200, not 201: nothing new).
   return api::HttpResponse::Json(existing ? 200 : 201, t->View());
 }
@@ -323,7 +476,7 @@ api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req) const {
 // checks a submit and the transfer's set-up make at this end, in their order, without moving data:
 // {"allowed", "check" (the one that decided), "reason", "code" (as the transfer would fail),
 // "serial", and once the policy was reached "rule", "request", caps, "explain"}.
-api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
+api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req, const Caller& c) const {
   PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
   SessionRunner::DryRunOverrides o;
   PORO_API_ASSIGN_OR_400(std::string dir, body.String("direction"));
@@ -347,7 +500,7 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
     out["reason"] = std::string(s.message());
     return api::HttpResponse::Json(200, out);
   };
-  Prepared p = PrepareTransfer(req);
+  Prepared p = PrepareTransfer(req, c);
   if (!p.transfer) {
     if (*p.check == '\0') return p.response;  // a malformed request, not a refusal
     return refused(p.check, p.refusal);
@@ -384,28 +537,20 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req) const {
   return api::HttpResponse::Json(200, out);
 }
 
-std::optional<uid_t> ApiRoutes::OwnerScope(const api::HttpRequest& req) const {
-  const uid_t uid = req.peer.uid;
-  if (uid == 0 || uid == ::geteuid()) return std::nullopt;
-  if (const UserConfig* u = d_.config->FindUser(uid); u != nullptr && u->is_operator) return std::nullopt;
-  return uid;
+TransferManager::Visible ApiRoutes::VisibleTo(const Caller& c) {
+  if (c.sees_all) return nullptr;
+  return [c](const Transfer& t) { return c.Sees(t.uid, t.user); };
 }
 
-TransferManager::Visible ApiRoutes::VisibleTo(const api::HttpRequest& req) const {
-  const std::optional<uid_t> scope = OwnerScope(req);
-  if (!scope) return nullptr;
-  return [uid = *scope](const Transfer& t) { return static_cast<uid_t>(t.uid) == uid; };
-}
-
-api::HttpResponse ApiRoutes::List(const api::HttpRequest& req) const {
+api::HttpResponse ApiRoutes::List(const api::HttpRequest&, const Caller& c) const {
   json arr = json::array();
-  for (const auto& t : d_.transfers->List(VisibleTo(req))) arr.push_back(t->View());
+  for (const auto& t : d_.transfers->List(VisibleTo(c))) arr.push_back(t->View());
   return api::HttpResponse::Json(200, json{{"transfers", arr}});
 }
 
-api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req) const {
+api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req, const Caller& c) const {
   const std::string& id = req.params.at("id");
-  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(id, VisibleTo(req)));
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(id, VisibleTo(c)));
   // ?wait=SECONDS: a long poll. Answers as soon as the transfer has ended, else after SECONDS
   // (at most 60) with its progress: a client follows a transfer without polling on a timer.
   auto w = req.query.find("wait");
@@ -421,9 +566,56 @@ api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req) const {
   return api::HttpResponse::Json(200, t->View());
 }
 
-api::HttpResponse ApiRoutes::Cancel(const api::HttpRequest& req) const {
+// ?state=succeeded|skipped|failed, ?offset=N (default 0), ?limit=N (1..1000, default 100): the
+// files by path. {"id", "total" (matching the state filter), "offset", "limit", "by_state" (all
+// files), "files": [{"path", "size", "digest", "state", "attempts", "error", "updated_ms"}],
+// "next_offset" (when more follow)}.
+api::HttpResponse ApiRoutes::Files(const api::HttpRequest& req, const Caller& c) const {
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(req.params.at("id"), VisibleTo(c)));
+  auto number = [&](const char* name, uint64_t def, uint64_t lo, uint64_t hi) -> Result<uint64_t> {
+    auto q = req.query.find(name);
+    if (q == req.query.end()) return def;
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(q->second.c_str(), &end, 10);
+    if (q->second.empty() || *end != '\0' || errno != 0 || q->second.front() == '-' || v < lo || v > hi) {
+      return Status::InvalidArgument(std::string(name) + " must be a whole number from " +
+                                     std::to_string(lo) + " to " + std::to_string(hi) + ", not '" +
+                                     q->second + "'");
+    }
+    return static_cast<uint64_t>(v);
+  };
+  PORO_API_ASSIGN_OR_400(uint64_t offset, number("offset", 0, 0, UINT64_MAX >> 1));
+  PORO_API_ASSIGN_OR_400(uint64_t limit, number("limit", 100, 1, 1000));
+  std::string state;
+  if (auto q = req.query.find("state"); q != req.query.end()) {
+    state = q->second;
+    if (state != "succeeded" && state != "skipped" && state != "failed") {
+      return BadRequest("state must be succeeded, skipped or failed, not '" + state + "'");
+    }
+  }
+  PORO_API_ASSIGN_OR_400(FilePage page,
+                         d_.transfers->Files(t->id, state, offset, static_cast<uint32_t>(limit)));
+  json files = json::array();
+  for (const auto& f : page.files) {
+    files.push_back(json{{"path", f.path},
+                         {"size", f.size},
+                         {"digest", f.digest},
+                         {"state", f.state},
+                         {"attempts", f.attempts},
+                         {"error", f.error},
+                         {"updated_ms", f.updated_ms}});
+  }
+  json out{{"id", t->id},    {"total", page.total},       {"offset", offset},
+           {"limit", limit}, {"by_state", page.by_state}, {"files", std::move(files)}};
+  if (offset + page.files.size() < page.total) out["next_offset"] = offset + page.files.size();
+  return api::HttpResponse::Json(200, out);
+}
+
+api::HttpResponse ApiRoutes::Cancel(const api::HttpRequest& req, const Caller& c) const {
   const std::string& id = req.params.at("id");
-  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Cancel(id, VisibleTo(req)));
+  PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Cancel(id, VisibleTo(c)));
+  if (c.remote) AuditRemote(req, &c, "allowed", 202, "cancel " + t->id);
   return api::HttpResponse::Json(202, t->View());
 }
 
@@ -433,7 +625,7 @@ api::HttpResponse ApiRoutes::Cancel(const api::HttpRequest& req) const {
 // transfers (all for an operator). Without `since` (or a Last-Event-ID header) the stream starts
 // with the events to come; with it, with those after N that are still kept. A comment line every
 // 15 s keeps proxies from closing an idle stream.
-api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req) const {
+api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req, const Caller& c) const {
   EventLog& log = d_.transfers->events();
   uint64_t since = log.last_seq();
   std::string from;
@@ -451,20 +643,19 @@ api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req) const {
     }
     since = n;
   }
-  const std::optional<uid_t> scope = OwnerScope(req);
   std::string only;
   if (auto q = req.query.find("transfer"); q != req.query.end()) {
-    PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(q->second, VisibleTo(req)));
+    PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(q->second, VisibleTo(c)));
     only = t->id;
   }
   const TransferManager* manager = d_.transfers;
   api::HttpResponse r;
   r.content_type = "text/event-stream";
   r.headers.emplace_back("Cache-Control", "no-cache");
-  r.stream = [&log, manager, since, scope, only](const api::HttpResponse::Writer& write) {
+  r.stream = [&log, manager, since, c, only](const api::HttpResponse::Writer& write) {
     auto keep = [&](const Event& e) {
       if (!only.empty() && e.transfer_id != only) return false;
-      return !scope || static_cast<uid_t>(e.uid) == *scope;
+      return c.Sees(e.uid, e.user);
     };
     if (!write("retry: 2000\n\n")) return;
     uint64_t after = since;

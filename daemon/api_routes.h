@@ -1,7 +1,12 @@
 // The daemon's HTTP/JSON API (docs/api.md): health, federation, endpoints, policy dry run,
 // accounting, and the transfers of the TransferManager (submit, list, get with long poll,
-// cancel). Requests are validated here, before anything starts; a bad one gets a 4xx with a JSON
-// error.
+// cancel, events). Requests are validated here, before anything starts; a bad one gets a 4xx with
+// a JSON error.
+//
+// Two doors, one set of routes: the unix socket (the caller is its uid, SO_PEERCRED) and HTTPS
+// ([api] listen: the caller is the subject of a bearer token from one of the manifest's issuers,
+// audience this endpoint, with a transfer.read / transfer.submit / transfer.cancel scope for the
+// route; refusals are 401/403 and audited).
 //
 // Thread-safety: handlers run on the HTTP server's connection threads, concurrently.
 #pragma once
@@ -30,20 +35,42 @@ class ApiRoutes {
   };
   explicit ApiRoutes(Deps d) : d_(d) {}
 
+  // Who asks, and whose transfers it may see and cancel.
+  struct Caller {
+    bool remote = false;                 // HTTPS, authenticated by a bearer token
+    uid_t uid = static_cast<uid_t>(-1);  // unix socket: the peer's uid
+    std::string identity;   // federated identity: the token's subject, or the uid's [[users]] one
+    bool sees_all = false;  // an operator: root, the daemon's user, operator = true, [api] operators
+    token::Claims claims;   // remote: the verified token
+    // Whether a transfer owned by (uid, user) is visible: a local caller's by uid, a remote one's
+    // by identity.
+    bool Sees(int64_t owner_uid, const std::string& owner_user) const;
+  };
+  // What a route needs of an HTTPS caller: a scope, or to be an operator. The unix socket's
+  // callers pass as before (the socket's mode is the door).
+  enum class Need { kRead, kSubmit, kCancel, kOperator };
+
   void RegisterOn(api::HttpServer& server);
+  // The caller of a request; for HTTPS, the token's check for `need` (nullopt and *refusal set:
+  // 401 without a valid token, 403 without the scope; both audited).
+  std::optional<Caller> Identify(const api::HttpRequest& req, Need need, api::HttpResponse* refusal) const;
+  // The caller of a request on the unix socket.
+  Caller LocalCaller(const api::HttpRequest& req) const;
 
   api::HttpResponse Health() const;
   api::HttpResponse Endpoints() const;
   api::HttpResponse FederationInfo() const;
   api::HttpResponse RefreshFederation() const;
   api::HttpResponse Accounting(const api::HttpRequest& req) const;
-  api::HttpResponse PolicyCheck(const api::HttpRequest& req) const;
-  api::HttpResponse Submit(const api::HttpRequest& req) const;
-  api::HttpResponse List(const api::HttpRequest& req) const;
-  api::HttpResponse Get(const api::HttpRequest& req) const;
-  api::HttpResponse Cancel(const api::HttpRequest& req) const;
+  api::HttpResponse PolicyCheck(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse Submit(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse List(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse Get(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse Cancel(const api::HttpRequest& req, const Caller& c) const;
+  // GET /v1/transfers/{id}/files: per-file results, a page at a time.
+  api::HttpResponse Files(const api::HttpRequest& req, const Caller& c) const;
   // GET /v1/events: server-sent events of the transfers the caller may see.
-  api::HttpResponse Events(const api::HttpRequest& req) const;
+  api::HttpResponse Events(const api::HttpRequest& req, const Caller& c) const;
 
  private:
   // A submission's body made into a transfer, after the checks answered at once; the dry run
@@ -60,12 +87,12 @@ class ApiRoutes {
     const char* check = "";
     Status refusal;
   };
-  Prepared PrepareTransfer(const api::HttpRequest& req) const;
-  // Whose transfers the caller may see and cancel: everyone's for an operator (root, the daemon's
-  // own user, a [[users]] entry with operator = true: nullopt), else its own uid's.
-  std::optional<uid_t> OwnerScope(const api::HttpRequest& req) const;
-  // OwnerScope as a filter for the TransferManager (null: all).
-  TransferManager::Visible VisibleTo(const api::HttpRequest& req) const;
+  Prepared PrepareTransfer(const api::HttpRequest& req, const Caller& c) const;
+  // Caller::Sees as a filter for the TransferManager (null: all).
+  static TransferManager::Visible VisibleTo(const Caller& c);
+  // Audits an HTTPS request: a refusal, or an accepted submit or cancel.
+  void AuditRemote(const api::HttpRequest& req, const Caller* c, const char* decision, int status,
+                   std::string_view reason) const;
 
   Deps d_;
 };

@@ -12,6 +12,7 @@
 #include "base/file_util.h"
 #include "base/log.h"
 #include "proto/messages.h"
+#include "transport/tcp.h"
 
 namespace pororoca::daemon {
 
@@ -20,6 +21,18 @@ const UserConfig* Config::FindUser(int64_t uid) const {
     if (u.uid == uid) return &u;
   }
   return nullptr;
+}
+
+const UserConfig* Config::FindIdentity(const std::string& identity) const {
+  for (const auto& u : users) {
+    if (!identity.empty() && u.identity == identity) return &u;
+  }
+  return nullptr;
+}
+
+bool Config::IsApiOperator(const std::string& identity) const {
+  return !identity.empty() &&
+         std::find(api_operators.begin(), api_operators.end(), identity) != api_operators.end();
 }
 
 Result<uint64_t> ParseSize(const std::string& s) {
@@ -95,7 +108,7 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
       {"network",
        {"listen", "sndbuf", "rcvbuf", "congestion", "idle_timeout_s", "transports", "ucx_tls",
         "ucx_net_devices", "fabric_provider"}},
-      {"api", {"socket", "socket_mode"}},
+      {"api", {"socket", "socket_mode", "listen", "operators"}},
       {"storage", {"export_root", "state_dir", "direct_io", "keep_finished_s"}},
       {"tls", {"ca", "cert", "key"}},
       {"federation",
@@ -263,6 +276,21 @@ Result<Config> LoadConfig(const std::string& path) {
     unsigned long m = std::strtoul(mode.c_str(), &end, 8);
     if (*end != '\0' || m > 0777) return KeyError(path, "[api] socket_mode", "must be octal like \"0660\"");
     c.api_socket_mode = static_cast<unsigned>(m);
+  }
+  PORO_RETURN_IF_ERROR(str("api", "listen", &c.api_listen, false));
+  if (!c.api_listen.empty()) {
+    auto hp = transport::ParseHostPort(c.api_listen);
+    if (!hp.has_value())
+      return KeyError(path, "[api] listen", "must be HOST:PORT, not '" + c.api_listen + "'");
+  }
+  if (auto n = t["api"]["operators"]) {
+    const toml::array* arr = n.as_array();
+    if (arr == nullptr) return KeyError(path, "[api] operators", "must be an array of identities");
+    for (const auto& e : *arr) {
+      auto v = e.value<std::string>();
+      if (!v || v->empty()) return KeyError(path, "[api] operators", "must be an array of identities");
+      c.api_operators.push_back(*v);
+    }
   }
   PORO_RETURN_IF_ERROR(str("storage", "export_root", &c.export_root, true));
   PORO_RETURN_IF_ERROR(str("storage", "state_dir", &c.state_dir, true));

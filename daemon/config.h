@@ -49,6 +49,12 @@ struct Config {
   // [api]
   std::string api_socket = "/run/pororoca/pororocad.sock";
   unsigned api_socket_mode = 0666;
+  // The HTTPS API on a TCP port ("host:port"; "" = off): TLS 1.3 with this endpoint's [tls]
+  // certificate, callers authenticated by bearer tokens of the manifest's issuers (docs/api.md).
+  std::string api_listen;
+  // Federated identities (token subjects) that see and cancel every transfer over the HTTPS API
+  // and may read the accounting and refresh the manifest there.
+  std::vector<std::string> api_operators;
   // [storage]
   std::string export_root;
   std::string state_dir;
@@ -101,6 +107,9 @@ struct Config {
   bool fault_forge_bind = false;
 
   const UserConfig* FindUser(int64_t uid) const;
+  // The [[users]] entry with this federated identity (the first), or null.
+  const UserConfig* FindIdentity(const std::string& identity) const;
+  bool IsApiOperator(const std::string& identity) const;
 };
 
 // Reads and validates the file. Errors name the file and the key: "pororocad.toml: [transfer]

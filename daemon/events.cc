@@ -4,7 +4,8 @@
 
 namespace pororoca::daemon {
 
-void EventLog::Publish(std::string type, std::string transfer_id, int64_t uid, nlohmann::json data) {
+void EventLog::Publish(std::string type, std::string transfer_id, int64_t uid, std::string user,
+                       nlohmann::json data) {
   {
     MutexLock lock(&mu_);
     Event e;
@@ -12,6 +13,7 @@ void EventLog::Publish(std::string type, std::string transfer_id, int64_t uid, n
     e.type = std::move(type);
     e.transfer_id = std::move(transfer_id);
     e.uid = uid;
+    e.user = std::move(user);
     data["seq"] = e.seq;
     data["time_ms"] = NowMs();
     data["type"] = e.type;

@@ -24,7 +24,8 @@ struct Event {
   uint64_t seq = 0;
   std::string type;         // "transfer" (a change of state) or "progress"
   std::string transfer_id;  // the transfer it is about
-  int64_t uid = -1;         // the transfer's owner, for who may see it
+  int64_t uid = -1;         // the transfer's owner, for who may see it: its local uid (-1: none)
+  std::string user;         // and its federated identity (a remote caller sees it by this)
   // The event's body as JSON text (has "seq", "time_ms", "type", "id"): kept as text, a quarter
   // of the memory of the parsed object, and what the stream sends.
   std::string data;
@@ -35,7 +36,7 @@ class EventLog {
   explicit EventLog(size_t capacity = 10000) : capacity_(capacity) {}
 
   // Numbers the event (data gets "seq", "time_ms", "type" and "id") and wakes the readers.
-  void Publish(std::string type, std::string transfer_id, int64_t uid, nlohmann::json data)
+  void Publish(std::string type, std::string transfer_id, int64_t uid, std::string user, nlohmann::json data)
       PORO_EXCLUDES(mu_);
 
   struct ReadResult {

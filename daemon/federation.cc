@@ -579,6 +579,10 @@ Status Federation::CheckToken(const TransferAuth& a, const std::string& token) c
   return token::CheckScope(claims, ActionAtPeer(a), a.remote_path);
 }
 
+Result<token::Claims> Federation::VerifyBearer(std::string_view token, std::string_view audience) const {
+  return token::VerifyToken(token, IssuerKeys(manifest()), audience, std::time(nullptr));
+}
+
 Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
   policy::Request r = RequestFor(a);
   Admission adm;

@@ -22,6 +22,7 @@
 #include "engine/stats.h"
 #include "federation/manifest.h"
 #include "policy/policy.h"
+#include "token/token.h"
 #include "transport/tls.h"
 
 namespace pororoca::daemon {
@@ -124,6 +125,10 @@ class Federation {
   // audience = the peer, the scope a minted token would carry), made here for the dry run. OK, or
   // the peer's refusal.
   Status CheckToken(const TransferAuth& a, const std::string& token) const;
+  // A bearer token checked against the manifest's issuers for `audience` (signature, times,
+  // audience): the HTTPS API's callers (audience = this endpoint), and the token a remote caller
+  // gives for the peer of its transfer.
+  Result<token::Claims> VerifyBearer(std::string_view token, std::string_view audience) const;
   // Mints a token for a local user's transfer when [tokens] is configured: audience = the peer,
   // subject = the user's identity, one scope for exactly this transfer, checked against the user's
   // [[users]] scopes. Empty when this daemon mints no tokens.

@@ -188,6 +188,25 @@ Status Daemon::Start() {
   if (!srv.has_value()) return srv.error().Annotate("[api] socket");
   api_ = std::move(*srv);
   routes_->RegisterOn(*api_);
+  if (!config_.api_listen.empty()) {
+    // The HTTPS API presents this endpoint's certificate (issued by the federation CA) and asks
+    // for none: its callers authenticate with bearer tokens.
+    transport::TlsConfig tc;
+    tc.ca_file = config_.tls_ca;
+    tc.cert_file = config_.tls_cert;
+    tc.key_file = config_.tls_key;
+    tc.server = true;
+    tc.require_peer_cert = false;
+    auto ctx = transport::TlsContext::Create(tc);
+    if (!ctx.has_value()) return ctx.error().Annotate("[api] listen");
+    auto hp = transport::ParseHostPort(config_.api_listen);
+    if (!hp.has_value()) return hp.error().Annotate("[api] listen");
+    auto https = api::HttpServer::ListenTls(hp->first, hp->second, std::move(*ctx));
+    if (!https.has_value()) return https.error().Annotate("[api] listen");
+    https_ = std::move(*https);
+    routes_->RegisterOn(*https_);
+    https_->Start();
+  }
   api_->Start();
   peers_->Start();
   // The pool's pages are mapped by a thread at the lowest priority (nice 19, not SCHED_IDLE: it
@@ -210,8 +229,9 @@ Status Daemon::Start() {
   }
   PORO_LOG(INFO) << "pororocad " << PORO_VERSION << " endpoint " << config_.endpoint_name << " exporting "
                  << root_->path() << "; peers on " << peers_->host() << ":" << peers_->port() << ", API on "
-                 << config_.api_socket << "; io " << (io::UringAvailable() ? "io_uring" : "posix")
-                 << ", pool " << pool_->count() << " x " << (pool_->buffer_size() >> 10) << " KiB; sndbuf "
+                 << config_.api_socket << (https_ ? " and " + https_->where() : std::string()) << "; io "
+                 << (io::UringAvailable() ? "io_uring" : "posix") << ", pool " << pool_->count() << " x "
+                 << (pool_->buffer_size() >> 10) << " KiB; sndbuf "
                  << (config_.sndbuf ? std::to_string(config_.sndbuf) : std::string("autotuned"));
   fed_->Start();
   transfers_->LoadPersisted();
@@ -222,6 +242,7 @@ void Daemon::Stop() {
   if (stopping_.exchange(true)) return;
   if (fed_) fed_->CancelAll();
   if (api_) api_->Stop();
+  if (https_) https_->Stop();
   if (peers_) peers_->Stop();
   if (transfers_) transfers_->Stop();
   if (binds_) binds_->WakeAll();

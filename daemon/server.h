@@ -70,6 +70,7 @@ class Daemon {
   std::unique_ptr<ApiRoutes> routes_;
   std::unique_ptr<PeerListener> peers_;
   std::unique_ptr<api::HttpServer> api_;
+  std::unique_ptr<api::HttpServer> https_;  // [api] listen
   std::thread pool_thread_;  // maps the buffer pool's pages in idle time (BufferPool::Populate)
 };
 

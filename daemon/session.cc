@@ -767,7 +767,8 @@ Status SessionRunner::Prepare(Transfer& t, Session& s, const char** check) const
   *check = "token";
   std::string bearer = t.token;
   if (bearer.empty()) {
-    const UserConfig* u = d_.config->FindUser(t.uid);
+    // A local user by uid; a caller of the HTTPS API (no uid) by its identity.
+    const UserConfig* u = t.uid >= 0 ? d_.config->FindUser(t.uid) : d_.config->FindIdentity(t.user);
     PORO_ASSIGN_OR_RETURN(bearer, d_.fed->MintToken(a, u ? u->scopes : std::vector<std::string>{}));
   }
   if (!bearer.empty()) open.token = bearer;
@@ -825,6 +826,7 @@ Result<json> SessionRunner::Initiate(Transfer& t) {
     s.ctl->Close().IgnoreError();
     return setup;
   }
+  s.stats->record_files = true;  // the initiator keeps per-file results (TransferManager stores them)
   {
     MutexLock lock(&t.mu);
     t.stats = s.stats;

@@ -120,7 +120,7 @@ class RecordWriter final : public RecordVisitor {
   bool Skip(std::string_view n) const {
     if (!for_view_) return false;
     for (std::string_view p :
-         {"local_path", "endpoint", "remote_path", "uid", "user", "token_given", "bytes_sent_prev",
+         {"local_path", "endpoint", "remote_path", "uid", "token_given", "bytes_sent_prev",
           "chunks_corrupt_prev", "first_resumed", "progress", "failures"}) {
       if (n == p) return true;
     }

@@ -52,7 +52,7 @@ json EventView(const Transfer& t) {
 }  // namespace
 
 void TransferManager::PublishState(const Transfer& t) const {
-  events_.Publish("transfer", t.id, t.uid, EventView(t));
+  events_.Publish("transfer", t.id, t.uid, t.user, EventView(t));
 }
 
 void TransferManager::PublishProgress() {
@@ -65,12 +65,53 @@ void TransferManager::PublishProgress() {
                {"bytes_total", p.value("bytes_total", uint64_t{0})}};
     if (moved == entry.second) continue;
     entry.second = moved;
-    events_.Publish("progress", id, entry.first->uid,
+    events_.Publish("progress", id, entry.first->uid, entry.first->user,
                     json{{"state", v["state"]}, {"progress", v["progress"]}, {"elapsed_s", v["elapsed_s"]}});
   }
 }
 
 Result<nlohmann::json> TransferManager::StoredRecord(const std::string& id) const { return store_->Get(id); }
+
+Result<FilePage> TransferManager::Files(const std::string& id, const std::string& state, uint64_t offset,
+                                        uint32_t limit) const {
+  return store_->ListFiles(id, state, offset, limit);
+}
+
+std::vector<std::pair<std::shared_ptr<Transfer>, std::vector<engine::FileResult>>>
+TransferManager::TakeRunningFileResults() {
+  std::vector<std::pair<std::shared_ptr<Transfer>, std::vector<engine::FileResult>>> out;
+  for (auto& [id, entry] : running_set_) {
+    std::shared_ptr<engine::TransferStats> stats;
+    {
+      MutexLock tl(&entry.first->mu);
+      stats = entry.first->stats;
+    }
+    if (!stats) continue;
+    auto results = stats->TakeFileResults();
+    if (!results.empty()) out.emplace_back(entry.first, std::move(results));
+  }
+  return out;
+}
+
+void TransferManager::SaveFileResults(const Transfer& t,
+                                      const std::vector<engine::FileResult>& results) const {
+  if (results.empty()) return;
+  if (Status s = store_->AddFileResults(t.id, results, NowMs()); !s.ok()) {
+    PORO_LOG(WARNING) << "transfer " << t.id << ": per-file results not recorded: " << s.message();
+  }
+  // Failed files are events of their own; the others are read with the files route (a tree of a
+  // million files would otherwise push every other event out of the log).
+  for (const auto& r : results) {
+    if (r.state != "failed") continue;
+    events_.Publish("file", t.id, t.uid, t.user,
+                    json{{"file",
+                          {{"path", r.path},
+                           {"size", r.size},
+                           {"state", r.state},
+                           {"error", r.error},
+                           {"retryable", r.retryable}}}});
+  }
+}
 
 namespace {
 // The same request: what a retried submission sends again.
@@ -208,16 +249,21 @@ void TransferManager::Schedule() {
   auto next_progress = std::chrono::steady_clock::now();
   MutexLock lock(&mu_);
   while (!stopping_) {
+    // Once a second, not at every wake (each submission and each attempt's end wakes it).
+    if (!running_set_.empty() && std::chrono::steady_clock::now() >= next_progress) {
+      PublishProgress();
+      next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      auto files = TakeRunningFileResults();
+      if (!files.empty()) {
+        lock.Unlock();  // the store's commit waits for the disk: not under the queue's lock
+        for (const auto& [t, results] : files) SaveFileResults(*t, results);
+        lock.Lock();
+        continue;  // look at the queue again: it may have changed meanwhile
+      }
+    }
     const int64_t wake_ms = StartReady();
     auto deadline = next_renew;
-    if (!running_set_.empty()) {
-      // Once a second, not at every wake (each submission and each attempt's end wakes it).
-      if (std::chrono::steady_clock::now() >= next_progress) {
-        PublishProgress();
-        next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-      }
-      deadline = std::min(deadline, next_progress);
-    }
+    if (!running_set_.empty()) deadline = std::min(deadline, next_progress);
     if (wake_ms > 0) {
       deadline = std::min(deadline, std::chrono::steady_clock::now() +
                                         std::chrono::milliseconds(std::max<int64_t>(1, wake_ms - NowMs())));
@@ -395,6 +441,15 @@ TransferManager::Outcome TransferManager::RunAttempt(const std::shared_ptr<Trans
   }
   Persist(*t).IgnoreError();
   Result<json> r = attempt_(*t);
+  {
+    // The attempt's last per-file results, stored before its outcome is.
+    std::shared_ptr<engine::TransferStats> stats;
+    {
+      MutexLock lock(&t->mu);
+      stats = t->stats;
+    }
+    if (stats) SaveFileResults(*t, stats->TakeFileResults());
+  }
   const Outcome outcome = Settle(*t, r);
   if (outcome == Outcome::kLeft) return outcome;  // the record says "running"; the next start-up resumes it
   std::string state, error;

@@ -81,6 +81,10 @@ class TransferManager {
   void WaitEnded(Transfer& t, std::chrono::steady_clock::duration timeout) const;
   // The record as the store holds it (what a restarted daemon would read).
   Result<nlohmann::json> StoredRecord(const std::string& id) const;
+  // Per-file results of transfer `id` (TransferStore::ListFiles): recorded about once a second
+  // while it runs, and all of an attempt's before its outcome is recorded.
+  Result<FilePage> Files(const std::string& id, const std::string& state, uint64_t offset,
+                         uint32_t limit) const;
   // The transfers' events (GET /v1/events): each change of state, and progress while they run.
   EventLog& events() { return events_; }
   // How many transfers wait for a slot, and how many run.
@@ -134,6 +138,12 @@ class TransferManager {
   void PublishState(const Transfer& t) const;
   // A "progress" event for each running transfer whose counters moved since the last one.
   void PublishProgress() PORO_REQUIRES(mu_);
+  // The per-file results the running transfers' sessions gathered since the last call.
+  std::vector<std::pair<std::shared_ptr<Transfer>, std::vector<engine::FileResult>>> TakeRunningFileResults()
+      PORO_REQUIRES(mu_);
+  // Stores per-file results of `t` (and publishes a "file" event for each failed file).
+  void SaveFileResults(const Transfer& t, const std::vector<engine::FileResult>& results) const
+      PORO_EXCLUDES(mu_);
   void Migrate() PORO_EXCLUDES(mu_);
   int64_t PruneCutoffMs() const;
   std::chrono::milliseconds Backoff(unsigned attempts) const;

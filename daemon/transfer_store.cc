@@ -12,7 +12,7 @@ namespace {
 
 // The schema, by version (PRAGMA user_version). A newer daemon adds a step; an older one refuses a
 // file whose version it does not know rather than misread it.
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr const char* kSchemaV1 = R"sql(
 CREATE TABLE transfers (
   id             TEXT PRIMARY KEY,
@@ -28,6 +28,20 @@ CREATE TABLE transfers (
   UNIQUE (owner_key, submission_id)
 );
 CREATE INDEX transfers_by_state ON transfers (state, priority, created_ms);
+)sql";
+// Version 2: per-file results.
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE files (
+  transfer_id TEXT NOT NULL,
+  path        TEXT NOT NULL,        -- relative to the transfer's root
+  size        INTEGER NOT NULL,
+  digest      TEXT NOT NULL,        -- hex XXH3-128 file digest, when it succeeded
+  state       TEXT NOT NULL,        -- succeeded, skipped, failed
+  attempts    INTEGER NOT NULL,
+  error       TEXT NOT NULL,
+  updated_ms  INTEGER NOT NULL,
+  PRIMARY KEY (transfer_id, path)
+) WITHOUT ROWID;
 )sql";
 
 // One prepared statement; finalised when it goes out of scope.
@@ -50,6 +64,12 @@ class Stmt {
   Stmt& BindNull(int i) {
     if (ok()) rc_ = sqlite3_bind_null(s_, i);
     return *this;
+  }
+  // For another run with new bindings.
+  void Reset() {
+    if (!ok()) return;
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
   }
   // SQLITE_ROW, SQLITE_DONE or an error code.
   int Step() {
@@ -87,10 +107,12 @@ class SqliteTransferStore final : public TransferStore {
                                      " is newer than this pororocad's (" + std::to_string(kSchemaVersion) +
                                      "); run the newer pororocad, or move the file aside");
     }
-    if (version == 0) {
+    // Each step in its own transaction, so a file of any earlier version is brought up to date.
+    for (auto [to, sql] : {std::pair<int, const char*>{1, kSchemaV1}, {2, kSchemaV2}}) {
+      if (version >= to) continue;
       PORO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-      Status s = Exec(kSchemaV1);
-      if (s.ok()) s = Exec("PRAGMA user_version=1");
+      Status s = Exec(sql);
+      if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(to)).c_str());
       if (s.ok()) s = Exec("COMMIT");
       if (!s.ok()) {
         Exec("ROLLBACK").IgnoreError();
@@ -147,7 +169,9 @@ class SqliteTransferStore final : public TransferStore {
     for (const auto& id : ids) {
       Stmt del(db_, "DELETE FROM transfers WHERE id = ?1");
       del.Bind(1, id);
-      if (del.Step() != SQLITE_DONE) {
+      Stmt del_files(db_, "DELETE FROM files WHERE transfer_id = ?1");
+      del_files.Bind(1, id);
+      if (del.Step() != SQLITE_DONE || del_files.Step() != SQLITE_DONE) {
         Status s = Error("remove transfer " + id);
         Exec("ROLLBACK").IgnoreError();
         return s;
@@ -214,6 +238,59 @@ class SqliteTransferStore final : public TransferStore {
     }
     PORO_RETURN_IF_ERROR(Exec("COMMIT"));
     return added;
+  }
+
+  Status AddFileResults(const std::string& id, const std::vector<engine::FileResult>& results,
+                        int64_t now_ms) override PORO_EXCLUDES(mu_) {
+    if (results.empty()) return Status::OK();
+    MutexLock lock(&mu_);
+    PORO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Stmt up(db_,
+            "INSERT INTO files (transfer_id, path, size, digest, state, attempts, error, updated_ms) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7) ON CONFLICT (transfer_id, path) DO UPDATE SET "
+            "size = excluded.size, digest = excluded.digest, state = excluded.state, "
+            "attempts = files.attempts + 1, error = excluded.error, updated_ms = excluded.updated_ms "
+            "WHERE NOT (files.state = 'succeeded' AND excluded.state = 'skipped')");
+    for (const auto& r : results) {
+      up.Reset();
+      up.Bind(1, id)
+          .Bind(2, r.path)
+          .Bind(3, static_cast<int64_t>(r.size))
+          .Bind(4, r.digest)
+          .Bind(5, r.state)
+          .Bind(6, r.error)
+          .Bind(7, now_ms);
+      if (up.Step() != SQLITE_DONE) {
+        Status s = Error("record the files of transfer " + id);
+        Exec("ROLLBACK").IgnoreError();
+        return s;
+      }
+    }
+    return Exec("COMMIT");
+  }
+
+  Result<FilePage> ListFiles(const std::string& id, const std::string& state, uint64_t offset,
+                             uint32_t limit) override PORO_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    FilePage page;
+    Stmt counts(db_, "SELECT state, COUNT(*) FROM files WHERE transfer_id = ?1 GROUP BY state");
+    counts.Bind(1, id);
+    int rc;
+    while ((rc = counts.Step()) == SQLITE_ROW) {
+      page.by_state[counts.Text(0)] = static_cast<uint64_t>(counts.Int(1));
+      if (state.empty() || counts.Text(0) == state) page.total += static_cast<uint64_t>(counts.Int(1));
+    }
+    if (rc != SQLITE_DONE) return Error("count the files of transfer " + id);
+    Stmt q(db_,
+           "SELECT path, size, digest, state, attempts, error, updated_ms FROM files WHERE transfer_id = ?1 "
+           "AND (?2 = '' OR state = ?2) ORDER BY path LIMIT ?3 OFFSET ?4");
+    q.Bind(1, id).Bind(2, state).Bind(3, int64_t{limit}).Bind(4, static_cast<int64_t>(offset));
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      page.files.push_back(FileRecord{q.Text(0), static_cast<uint64_t>(q.Int(1)), q.Text(2), q.Text(3),
+                                      static_cast<unsigned>(q.Int(4)), q.Text(5), q.Int(6)});
+    }
+    if (rc != SQLITE_DONE) return Error("read the files of transfer " + id);
+    return page;
   }
 
   Result<bool> Claim(const std::string& id, const std::string& node, int64_t now_ms,

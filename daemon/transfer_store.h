@@ -13,15 +13,34 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "daemon/transfer.h"
+#include "engine/stats.h"
 #include "pororoca/status.h"
 
 namespace pororoca::daemon {
+
+// One file's result as stored: the last result of any attempt, and how many attempts had one.
+struct FileRecord {
+  std::string path;  // relative to the transfer's root ("" = a transfer of one file)
+  uint64_t size = 0;
+  std::string digest;
+  std::string state;  // succeeded, skipped, failed
+  unsigned attempts = 0;
+  std::string error;
+  int64_t updated_ms = 0;
+};
+
+struct FilePage {
+  uint64_t total = 0;  // files matching the filter
+  std::vector<FileRecord> files;
+  std::map<std::string, uint64_t> by_state;  // every file of the transfer, per state
+};
 
 class TransferStore {
  public:
@@ -40,6 +59,16 @@ class TransferStore {
   // Adds records kept elsewhere before (the JSON files of earlier versions), in one transaction;
   // records whose id is already stored are skipped. Returns how many were added.
   virtual Result<size_t> Import(const std::vector<nlohmann::json>& records) = 0;
+
+  // Records per-file results of an attempt of transfer `id` (one transaction). A file seen before
+  // takes the new result and counts one attempt more; a file that succeeded keeps that when a later
+  // attempt finds it there already ("skipped").
+  virtual Status AddFileResults(const std::string& id, const std::vector<engine::FileResult>& results,
+                                int64_t now_ms) = 0;
+  // The files of transfer `id` by path, `offset` and at most `limit` of them, only those in
+  // `state` unless it is empty.
+  virtual Result<FilePage> ListFiles(const std::string& id, const std::string& state, uint64_t offset,
+                                     uint32_t limit) = 0;
 
   // Takes transfer `id` for `node` until `until_ms`, unless another node holds a lease on it that
   // has not expired at `now_ms`: false then.

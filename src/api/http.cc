@@ -1,6 +1,7 @@
 #include "api/http.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -19,6 +20,8 @@
 #include "base/defer.h"
 #include "base/log.h"
 #include "base/poll.h"
+#include "transport/tcp.h"
+#include "transport/tls.h"
 
 namespace pororoca::api {
 namespace {
@@ -448,6 +451,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Listen(const std::string& socket
 
 HttpServer::HttpServer(std::string socket_path, UniqueFd listen_fd, UniqueFd wake_fd, dev_t dev, ino_t ino)
     : socket_path_(std::move(socket_path)),
+      where_(socket_path_),
       listen_fd_(std::move(listen_fd)),
       wake_fd_(std::move(wake_fd)),
       sock_dev_(dev),
@@ -455,11 +459,39 @@ HttpServer::HttpServer(std::string socket_path, UniqueFd listen_fd, UniqueFd wak
 
 HttpServer::~HttpServer() {
   Stop();
+  if (socket_path_.empty()) return;  // HTTPS: nothing on disk
   // Unlink only our own socket: a successor daemon may already have replaced the file.
   struct stat st {};
   if (::lstat(socket_path_.c_str(), &st) == 0 && st.st_dev == sock_dev_ && st.st_ino == sock_ino_) {
     ::unlink(socket_path_.c_str());
   }
+}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::ListenTls(const std::string& host, uint16_t port,
+                                                          std::shared_ptr<transport::TlsContext> tls) {
+  if (!tls || !tls->server()) return Status::InvalidArgument("HTTPS API needs a TLS server context");
+  const std::string where = "https://" + transport::FormatHostPort(host, port);
+  auto fd = transport::TcpListen(host, port, SOMAXCONN);
+  if (!fd.has_value()) return std::move(fd).error().Annotate("HTTPS API " + where);
+  // Non-blocking like the unix listener: a connection that vanishes between poll and accept must
+  // not block the accept thread.
+  int flags = ::fcntl(fd->get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd->get(), F_SETFL, flags | O_NONBLOCK) < 0)
+    return Status::IoError("fcntl", errno);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd->get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    return Status::IoError("getsockname", errno);
+  }
+  const uint16_t bound = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake.valid()) return Status::IoError("eventfd", errno);
+  std::unique_ptr<HttpServer> s(new HttpServer("", std::move(*fd), std::move(wake), 0, 0));
+  s->tls_ = std::move(tls);
+  s->port_ = bound;
+  s->where_ = "https://" + transport::FormatHostPort(host, bound);
+  return s;
 }
 
 void HttpServer::Route(std::string method, std::string path_pattern, Handler handler) {
@@ -523,7 +555,7 @@ void HttpServer::AcceptLoop() {
     int n = ::poll(p, 2, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
-      PORO_LOG(ERROR) << "poll on " << socket_path_ << ": " << std::strerror(errno);
+      PORO_LOG(ERROR) << "poll on " << where_ << ": " << std::strerror(errno);
       return;
     }
     if (stopping_.load() || p[1].revents != 0) return;
@@ -534,7 +566,7 @@ void HttpServer::AcceptLoop() {
       int err = errno;
       if (err == EINTR || err == EAGAIN || err == ECONNABORTED) continue;
       // Out of fds or memory: back off instead of spinning on a readable listener.
-      PORO_LOG(WARNING) << "accept on " << socket_path_ << ": " << std::strerror(err);
+      PORO_LOG(WARNING) << "accept on " << where_ << ": " << std::strerror(err);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       continue;
     }
@@ -577,22 +609,48 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
     conn->done = true;
   });
 
-  HttpRequest::PeerCred peer;
-  ucred cred{};
-  socklen_t len = sizeof(cred);
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-    peer = {cred.pid, cred.uid, cred.gid};
-  }
   const int idle_ms = static_cast<int>(std::min<long long>(idle_timeout_.count(), 1 << 30));
-  // A client that stops reading its response must not pin this thread forever either.
-  timeval send_timeout{idle_ms / 1000, (idle_ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+  const transport::TransportOptions io{std::chrono::milliseconds(idle_ms)};
+  HttpRequest::PeerCred peer;
+  // HTTPS: the TLS stream owns a duplicate of fd, so Stop()'s shutdown of fd reaches it too.
+  std::unique_ptr<transport::TlsStream> tls;
+  if (tls_) {
+    UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!dup.valid()) return;
+    // An unauthenticated client gets little time to finish its handshake.
+    const transport::TransportOptions hs{std::chrono::milliseconds(std::min(idle_ms, 10000))};
+    auto accepted = transport::TlsStream::Accept(*tls_, std::move(dup), hs);
+    if (!accepted.has_value()) {
+      if (!stopping_.load()) PORO_LOG(INFO) << where_ << ": " << accepted.error().message();
+      return;
+    }
+    tls = std::move(*accepted);
+  } else {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      peer = {cred.pid, cred.uid, cred.gid};
+    }
+    // A client that stops reading its response must not pin this thread forever either.
+    timeval send_timeout{idle_ms / 1000, (idle_ms % 1000) * 1000};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+  }
+  // The TLS session ends with close_notify (bounded: the client may be gone).
+  Defer close_tls([&tls] {
+    if (tls) tls->Close(transport::TransportOptions{std::chrono::milliseconds(1000)}).IgnoreError();
+  });
 
   // Reads more bytes into `buf`; false on EOF, error or idle timeout.
   auto read_more = [&](std::string* buf) {
+    size_t old = buf->size();
+    if (tls) {
+      buf->resize(old + kReadChunk);
+      auto n = tls->ReadSome(std::as_writable_bytes(std::span<char>(buf->data() + old, kReadChunk)), io);
+      buf->resize(old + (n.has_value() ? *n : 0));
+      return n.has_value() && *n > 0;
+    }
     int ready = PollOne(fd, POLLIN, std::chrono::milliseconds(idle_ms));
     if (ready <= 0) return false;
-    size_t old = buf->size();
     buf->resize(old + kReadChunk);
     ssize_t n;
     do {
@@ -601,9 +659,14 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
     buf->resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
     return n > 0;
   };
+  auto send_all = [&](std::string_view data) {
+    if (!tls) return SendAllBlocking(fd, data);
+    return data.empty() ||
+           tls->WriteAll(std::as_bytes(std::span<const char>(data.data(), data.size())), io).ok();
+  };
   auto fail = [&](int status, std::string_view code, std::string_view message) {
     std::string resp = SerializeResponse(HttpResponse::Error(status, code, message), false, false);
-    (void)SendAllBlocking(fd, resp);  // closing anyway; the peer may already be gone
+    (void)send_all(resp);  // closing anyway; the peer may already be gone
   };
 
   std::string buf;
@@ -633,6 +696,10 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
 
     HttpRequest req;
     req.peer = peer;
+    if (tls) {
+      req.tls = true;
+      req.remote_address = tls->peer_address();
+    }
     bool http10 = false;
     size_t content_length = 0;
     RequestError perr =
@@ -643,7 +710,7 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
     if (buf.size() - body_start < content_length) {
       auto expect = req.headers.find("expect");
       if (expect != req.headers.end() && ToLower(expect->second) == "100-continue" && !http10) {
-        if (!SendAllBlocking(fd, "HTTP/1.1 100 Continue\r\n\r\n")) return;
+        if (!send_all("HTTP/1.1 100 Continue\r\n\r\n")) return;
       }
       buf.reserve(body_start + content_length);
       while (buf.size() - body_start < content_length) {
@@ -663,11 +730,11 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
     HttpResponse resp = Dispatch(req);
     if (stopping_.load()) keep_alive = false;
     if (resp.stream) {
-      if (!SendAllBlocking(fd, SerializeHead(resp, false, http10))) return;
-      resp.stream([&](std::string_view data) { return !stopping_.load() && SendAllBlocking(fd, data); });
+      if (!send_all(SerializeHead(resp, false, http10))) return;
+      resp.stream([&](std::string_view data) { return !stopping_.load() && send_all(data); });
       return;  // the end of the stream is the end of the connection
     }
-    if (!SendAllBlocking(fd, SerializeResponse(resp, keep_alive, http10))) return;
+    if (!send_all(SerializeResponse(resp, keep_alive, http10))) return;
   }
 }
 
@@ -732,17 +799,75 @@ HttpResponse HttpServer::Dispatch(HttpRequest& req) const {
 
 Result<std::unique_ptr<HttpClient>> HttpClient::Connect(const std::string& socket_path) {
   PORO_RETURN_IF_ERROR(CheckPathLength(socket_path));
-  UniqueFd fd(ConnectUnix(socket_path, 0));
-  if (!fd.valid()) {
-    return Status::Unavailable("cannot connect to pororocad at " + socket_path + ": " + std::strerror(errno) +
-                               " (is the daemon running?)");
+  std::unique_ptr<HttpClient> c(new HttpClient());
+  c->socket_path_ = socket_path;
+  c->where_ = "pororocad at " + socket_path;
+  PORO_RETURN_IF_ERROR(c->Open(std::chrono::seconds(30)));
+  return c;
+}
+
+Result<std::unique_ptr<HttpClient>> HttpClient::ConnectTls(const std::string& url,
+                                                           const std::string& ca_file) {
+  constexpr std::string_view kScheme = "https://";
+  std::string rest = url.rfind(kScheme, 0) == 0 ? url.substr(kScheme.size()) : std::string();
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.empty() || rest.find('/') != std::string::npos) {
+    return Status::InvalidArgument("API address must be https://HOST:PORT, not '" + url + "'");
   }
-  // Non-blocking from here on: every wait is a poll() bounded by the request's deadline.
-  int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
-    return Status::IoError("fcntl O_NONBLOCK", errno);
+  auto hp = transport::ParseHostPort(rest);
+  if (!hp.has_value()) return std::move(hp).error().Annotate("API address " + url);
+  if (ca_file.empty()) {
+    return Status::InvalidArgument(
+        "HTTPS API " + url + ": the federation CA certificate is needed to trust it (--ca or $PORO_CA)");
   }
-  return std::unique_ptr<HttpClient>(new HttpClient(socket_path, std::move(fd)));
+  transport::TlsConfig tc;
+  tc.ca_file = ca_file;
+  auto ctx = transport::TlsContext::Create(tc);
+  if (!ctx.has_value()) return std::move(ctx).error();
+  std::unique_ptr<HttpClient> c(new HttpClient());
+  c->host_ = hp->first;
+  c->port_ = hp->second;
+  c->where_ = "pororocad at https://" + rest;
+  c->tls_ctx_ = std::move(*ctx);
+  PORO_RETURN_IF_ERROR(c->Open(std::chrono::seconds(30)));
+  return c;
+}
+
+HttpClient::~HttpClient() = default;
+
+void HttpClient::Drop() {
+  tls_.reset();
+  fd_.Reset();
+  reused_ = false;
+}
+
+Status HttpClient::Open(std::chrono::milliseconds timeout) {
+  Drop();
+  if (!tls_ctx_) {
+    UniqueFd fd(ConnectUnix(socket_path_, 0));
+    if (!fd.valid()) {
+      return Status::Unavailable("cannot connect to " + where_ + ": " + std::strerror(errno) +
+                                 " (is the daemon running?)");
+    }
+    // Non-blocking from here on: every wait is a poll() bounded by the request's deadline.
+    int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
+      return Status::IoError("fcntl O_NONBLOCK", errno);
+    }
+    fd_ = std::move(fd);
+    return Status::OK();
+  }
+  auto fd = transport::TcpConnect(host_, port_, timeout);
+  if (!fd.has_value()) {
+    return Status::Unavailable("cannot connect to " + where_ + ": " + std::string(fd.error().message()));
+  }
+  UniqueFd watch(::fcntl(fd->get(), F_DUPFD_CLOEXEC, 0));  // for the idle-connection check
+  if (!watch.valid()) return Status::IoError("dup", errno);
+  auto s = transport::TlsStream::Connect(*tls_ctx_, std::move(*fd), transport::TransportOptions{timeout});
+  if (!s.has_value()) return std::move(s).error();
+  tls_ = std::move(*s);
+  fd_ = std::move(watch);
+  return Status::OK();
 }
 
 Result<HttpResponse> HttpClient::Request(std::string_view method, std::string_view target,
@@ -757,7 +882,9 @@ Result<HttpResponse> HttpClient::Request(std::string_view method, std::string_vi
 
   std::string req;
   req.reserve(128 + body.size());
-  req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: localhost\r\n");
+  req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
+  req.append(tls_ctx_ ? transport::FormatHostPort(host_, port_) : std::string("localhost")).append("\r\n");
+  if (!bearer_.empty()) req.append("Authorization: Bearer ").append(bearer_).append("\r\n");
   req.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
   if (!body.empty()) req.append("Content-Type: application/json\r\n");
   req.append("\r\n").append(body);
@@ -765,18 +892,14 @@ Result<HttpResponse> HttpClient::Request(std::string_view method, std::string_vi
   for (int attempt = 0;; ++attempt) {
     // An idle kept-alive connection the server has closed polls readable (EOF): replace it now
     // rather than find out after writing the request.
-    if (fd_.valid() && reused_ && PollOne(fd_.get(), POLLIN, std::chrono::milliseconds(0)) != 0) fd_.Reset();
-    if (!fd_.valid()) {
-      PORO_ASSIGN_OR_RETURN(std::unique_ptr<HttpClient> fresh, Connect(socket_path_));
-      fd_ = std::move(fresh->fd_);
-      reused_ = false;
-    }
+    if (fd_.valid() && reused_ && PollOne(fd_.get(), POLLIN, std::chrono::milliseconds(0)) != 0) Drop();
+    if (!fd_.valid())
+      PORO_RETURN_IF_ERROR(Open(std::max(RemainingMs(deadline), std::chrono::milliseconds(1))));
     bool was_reused = reused_;
     bool nothing_received = false;
     Result<HttpResponse> r = RoundTrip(req, deadline, &nothing_received);
     if (r.ok()) return r;
-    fd_.Reset();
-    reused_ = false;
+    Drop();
     // The server closed a kept-alive connection before answering (idle timeout race): it did not
     // process the request, so sending it once more on a fresh connection is safe.
     if (attempt == 0 && was_reused && nothing_received && r.error().code() == Code::kUnavailable) {
@@ -791,14 +914,21 @@ Result<HttpResponse> HttpClient::Request(std::string_view method, std::string_vi
 Result<HttpResponse> HttpClient::RoundTrip(const std::string& request, Clock::time_point deadline,
                                            bool* nothing_received) {
   const int fd = fd_.get();
-  auto timed_out = [&] {
-    return Status::DeadlineExceeded("no response from pororocad at " + socket_path_ + " in time");
+  auto timed_out = [&] { return Status::DeadlineExceeded("no response from " + where_ + " in time"); };
+  auto tls_opts = [&] {
+    return transport::TransportOptions{std::max(RemainingMs(deadline), std::chrono::milliseconds(1))};
   };
 
   // Write the request. If the server gives up early (e.g. 413 before reading a large body) the
   // write fails with EPIPE, but its answer may already be waiting: read it before reporting.
   std::string_view out(request);
   int send_errno = 0;
+  if (tls_) {
+    Status st = tls_->WriteAll(std::as_bytes(std::span<const char>(out.data(), out.size())), tls_opts());
+    if (st.code() == Code::kDeadlineExceeded) return timed_out();
+    if (!st.ok()) send_errno = EPIPE;
+    out = {};
+  }
   while (!out.empty()) {
     ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
     if (n >= 0) {
@@ -818,6 +948,23 @@ Result<HttpResponse> HttpClient::RoundTrip(const std::string& request, Clock::ti
   std::string buf;
   bool eof = false;
   auto read_more = [&]() -> Status {
+    if (tls_) {
+      size_t old = buf.size();
+      buf.resize(old + kReadChunk);
+      auto n =
+          tls_->ReadSome(std::as_writable_bytes(std::span<char>(buf.data() + old, kReadChunk)), tls_opts());
+      buf.resize(old + (n.has_value() ? *n : 0));
+      if (n.has_value()) {
+        if (*n == 0) eof = true;
+        return Status::OK();
+      }
+      if (n.error().code() == Code::kDeadlineExceeded) return timed_out();
+      if (n.error().code() == Code::kUnavailable) {
+        eof = true;  // dropped without close_notify: as a closed connection
+        return Status::OK();
+      }
+      return Status::Unavailable("read from " + where_ + ": " + std::string(n.error().message()));
+    }
     while (true) {
       int ready = PollOne(fd, POLLIN, RemainingMs(deadline));
       if (ready == 0) return timed_out();
@@ -832,15 +979,15 @@ Result<HttpResponse> HttpClient::RoundTrip(const std::string& request, Clock::ti
         return Status::OK();
       }
       if (errno == EINTR || errno == EAGAIN) continue;
-      return Status::IoError("recv from pororocad at " + socket_path_, errno);
+      return Status::IoError("recv from " + where_, errno);
     }
   };
   auto lost = [&] {
     *nothing_received = buf.empty();
     if (send_errno != 0 && buf.empty()) {
-      return Status::IoError("send to pororocad at " + socket_path_, send_errno);
+      return Status::IoError("send to " + where_, send_errno);
     }
-    return Status::Unavailable("pororocad at " + socket_path_ + " closed the connection" +
+    return Status::Unavailable(where_ + " closed the connection" +
                                (buf.empty() ? std::string() : " mid-response"));
   };
 
@@ -926,8 +1073,7 @@ Result<HttpResponse> HttpClient::RoundTrip(const std::string& request, Clock::ti
   if (keep) {
     reused_ = true;
   } else {
-    fd_.Reset();
-    reused_ = false;
+    Drop();
   }
   return resp;
 }

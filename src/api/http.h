@@ -1,10 +1,11 @@
-// A small HTTP/1.1 server and client over unix domain sockets: the transport of pororocad's local
-// JSON control API (the CLI and workflow engines are the clients).
+// A small HTTP/1.1 server and client over unix domain sockets, and over TLS 1.3 on TCP (HTTPS):
+// the transport of pororocad's JSON control API (the CLI and workflow engines are the clients).
 //
 // Scope, on purpose: origin-form targets, Content-Length bodies only (a chunked request is refused
 // with 411, any other transfer coding with 501), keep-alive and pipelining, peer credentials via
-// SO_PEERCRED. Limits: request line + headers 64 KiB (431), body 16 MiB (413). A malformed request
-// is answered 400 and the connection is closed.
+// SO_PEERCRED on the unix socket. Over HTTPS the caller is anonymous at this level (the API checks
+// its bearer token): no client certificate is asked for. Limits: request line + headers 64 KiB (431), body 16
+// MiB (413). A malformed request is answered 400 and the connection is closed.
 //
 // Thread-safety:
 //  - HttpServer: Route() and the setters must be called before Start(). Handlers run on the
@@ -33,6 +34,11 @@
 #include "base/unique_fd.h"
 #include "pororoca/status.h"
 
+namespace pororoca::transport {
+class TlsContext;
+class TlsStream;
+}  // namespace pororoca::transport
+
 namespace pororoca::api {
 
 inline constexpr size_t kMaxHeaderBytes = 64 * 1024;
@@ -52,7 +58,9 @@ struct HttpRequest {
   std::map<std::string, std::string> headers;  // names lower-cased; repeated headers joined by ", "
   std::map<std::string, std::string> params;   // values of the route's {name} segments, decoded
   std::string body;
-  PeerCred peer;
+  PeerCred peer;               // unix socket only; over HTTPS uid is -1
+  bool tls = false;            // came over HTTPS (TCP): the API authenticates it by bearer token
+  std::string remote_address;  // HTTPS: "ip:port" of the client
 };
 
 struct HttpResponse {
@@ -89,6 +97,11 @@ class HttpServer {
   // nothing answers on it; if a server answers, fails with kAlreadyExists. A missing parent
   // directory is kNotFound naming it; a non-socket file at the path is kAlreadyExists.
   static Result<std::unique_ptr<HttpServer>> Listen(const std::string& socket_path, mode_t mode);
+  // HTTPS: listens on host:port (port 0 picks a free one, see port()) and runs a TLS handshake
+  // with `tls` (a server context) on each connection's own thread before reading requests. The
+  // process must ignore SIGPIPE: OpenSSL writes to sockets without MSG_NOSIGNAL.
+  static Result<std::unique_ptr<HttpServer>> ListenTls(const std::string& host, uint16_t port,
+                                                       std::shared_ptr<transport::TlsContext> tls);
 
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -104,7 +117,9 @@ class HttpServer {
   // A connection idle (or stalled mid-request) this long is closed (default 60 s). Before Start().
   void set_idle_timeout(std::chrono::milliseconds t) { idle_timeout_ = t; }
 
-  const std::string& socket_path() const { return socket_path_; }
+  const std::string& socket_path() const { return socket_path_; }  // "" for HTTPS
+  uint16_t port() const { return port_; }                          // HTTPS: the bound port
+  const std::string& where() const { return where_; }              // the socket path or https://HOST:PORT
 
   // Starts the accept thread. Call once.
   void Start();
@@ -127,11 +142,15 @@ class HttpServer {
 
   HttpServer(std::string socket_path, UniqueFd listen_fd, UniqueFd wake_fd, dev_t dev, ino_t ino);
   void AcceptLoop();
+  // The HTTPS side of ServeConnection: the handshake, then the same loop over the TLS stream.
   void ServeConnection(Conn* conn, int fd);
   HttpResponse Dispatch(HttpRequest& req) const;
   void ReapFinished();
 
   const std::string socket_path_;
+  std::string where_;                           // the socket path or "https://host:port", for messages
+  std::shared_ptr<transport::TlsContext> tls_;  // HTTPS
+  uint16_t port_ = 0;
   UniqueFd listen_fd_;
   UniqueFd wake_fd_;  // eventfd: wakes the accept thread on Stop()
   const dev_t sock_dev_;
@@ -152,9 +171,18 @@ class HttpClient {
   // Connects to the daemon's socket. Failure is kUnavailable:
   // "cannot connect to pororocad at <path>: <strerror> (is the daemon running?)".
   static Result<std::unique_ptr<HttpClient>> Connect(const std::string& socket_path);
+  // HTTPS to a daemon's API port: `url` is https://HOST:PORT (no path). The server's certificate
+  // must chain to `ca_file` (the federation CA; the system store is not used); no client
+  // certificate is sent. Failure names the URL: kUnavailable when nothing answers,
+  // kUnauthenticated when the server is not trusted. The process must ignore SIGPIPE.
+  static Result<std::unique_ptr<HttpClient>> ConnectTls(const std::string& url, const std::string& ca_file);
 
+  ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
+
+  // Sent as "Authorization: Bearer TOKEN" with every request ("" none).
+  void set_bearer(std::string token) { bearer_ = std::move(token); }
 
   // Sends one request and reads the whole response over the kept-alive connection. If a reused
   // connection turns out to be closed by the server before any response byte arrived, reconnects
@@ -166,14 +194,22 @@ class HttpClient {
                                std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
  private:
-  explicit HttpClient(std::string socket_path, UniqueFd fd)
-      : socket_path_(std::move(socket_path)), fd_(std::move(fd)) {}
+  HttpClient() = default;
+  // (Re)connects fd_ (and tls_ for HTTPS).
+  Status Open(std::chrono::milliseconds timeout);
+  void Drop();
   Result<HttpResponse> RoundTrip(const std::string& request, std::chrono::steady_clock::time_point deadline,
                                  bool* nothing_received);
 
-  std::string socket_path_;
+  std::string socket_path_;  // unix socket, or "" for HTTPS
+  std::string where_;        // "pororocad at PATH" / "pororocad at https://HOST:PORT", for messages
+  std::string host_;         // HTTPS
+  uint16_t port_ = 0;
+  std::shared_ptr<transport::TlsContext> tls_ctx_;
+  std::unique_ptr<transport::TlsStream> tls_;  // HTTPS: owns the socket; fd_ then holds a duplicate
   UniqueFd fd_;
-  bool reused_ = false;  // fd_ has carried a complete exchange already
+  std::string bearer_;
+  bool reused_ = false;  // the connection has carried a complete exchange already
 };
 
 }  // namespace pororoca::api

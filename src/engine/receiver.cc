@@ -580,6 +580,7 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
         PORO_LOG(WARNING) << "refusing " << ExportRoot::Join(target_, e.path) << ": " << p.message;
         dp_.stats->files_failed++;
         dp_.stats->AddFailure(Display(ExportRoot::Join(target_, e.path)), p.message);
+        if (e.type != EntryType::kDir) dp_.stats->AddFileResult({e.path, e.size, "", "failed", p.message});
         terminal_++;
         break;
       case PlanAction::kSkip:
@@ -587,9 +588,13 @@ Status Receiver::HandleFiles(const proto::ControlFrame& fr) {
         dp_.stats->bytes_skipped += e.size;
         dp_.stats->files_done++;
         dp_.stats->bytes_done += e.size;
+        if (e.type == EntryType::kFile) dp_.stats->AddFileResult({e.path, e.size, "", "skipped", ""});
         terminal_++;
         break;
       case PlanAction::kDone:
+        if (e.type == EntryType::kFile) {  // an empty file, made at plan time
+          dp_.stats->AddFileResult({e.path, 0, FileDigester().Finish().ToHex(), "succeeded", ""});
+        }
         terminal_++;
         break;
       default:
@@ -1096,11 +1101,13 @@ void Receiver::FinishFile(RxFile& f, const Status& s) {
     bytes_committed_ += f.entry.size;
     dp_.stats->files_done++;
     dp_.stats->bytes_done += f.entry.size;
+    dp_.stats->AddFileResult({f.entry.path, f.entry.size, f.end.digest.ToHex(), "succeeded", ""});
   } else {
     PORO_LOG(WARNING) << "file " << Display(f.final_rel) << " failed: " << s.ToString();
     dp_.stats->files_failed++;
     if (s.retryable()) dp_.stats->files_failed_retryable++;
     dp_.stats->AddFailure(Display(f.final_rel), std::string(s.message()));
+    dp_.stats->AddFileResult({f.entry.path, f.entry.size, "", "failed", dp_.PeerMessage(s), s.retryable()});
   }
   dones_.push_back(proto::FileDone{f.entry.id, s.code(), dp_.PeerMessage(s), s.retryable()});
   NotifyIfAllDone();
@@ -1304,6 +1311,7 @@ void Receiver::MakeHardLinks(std::vector<std::pair<std::string, std::string>>* f
       PORO_LOG(WARNING) << "hard link " << Display(rel) << " not made: " << s.message();
       dp_.stats->files_failed++;
       dp_.stats->AddFailure(Display(rel), std::string(s.message()));
+      dp_.stats->AddFileResult({e.path, e.size, "", "failed", dp_.PeerMessage(s)});
       if (failures->size() < 100) failures->emplace_back(e.path, dp_.PeerMessage(s));
     };
     auto tdir = dircache_.Parent(target);

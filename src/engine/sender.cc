@@ -43,6 +43,7 @@ struct SrcFile {
   uint64_t completed = 0;  // chunks hashed
   uint64_t sent = 0;       // chunk messages queued this session (not counting BAD_CHUNK re-sends)
   std::vector<Digest128> digests;
+  Digest128 file_digest;         // the FILE_END digest, for the file's result
   std::shared_ptr<UniqueFd> fd;  // shared with queued SendFile items, which keep it open
   bool direct = false;
   bool maybe_sparse = true;  // fewer blocks than bytes: look for holes (SEEK_DATA) before reading
@@ -344,6 +345,7 @@ Status Sender::WalkDir(const std::string& rel, const std::string& entry_path) {
     } else if (!admitted.ok()) {
       dp_.stats->files_failed++;
       dp_.stats->AddFailure(root_.Display(child_rel), std::string(admitted.message()));
+      dp_.stats->AddFileResult({child_path, 0, "", "failed", std::string(admitted.message())});
     } else if (S_ISLNK(st.st_mode)) {
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
       ssize_t n = ::readlinkat(fd, name.c_str(), target.data(), target.size());
@@ -425,6 +427,8 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
             entries_finished_++;
             dp_.stats->files_failed++;
             dp_.stats->AddFailure(e.path.empty() ? root_.Display(sf.rel) : e.path, p.message);
+            if (e.type != EntryType::kDir)
+              dp_.stats->AddFileResult({e.path, e.size, "", "failed", p.message});
             break;
           case PlanAction::kSkip:
             entries_finished_++;
@@ -433,10 +437,14 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
               dp_.stats->bytes_skipped += e.size;
               dp_.stats->files_done++;
               dp_.stats->bytes_done += e.size;
+              dp_.stats->AddFileResult({e.path, e.size, "", "skipped", ""});
             }
             break;
           case PlanAction::kDone:
             entries_finished_++;
+            if (e.type == EntryType::kFile) {  // an empty file, made at plan time
+              dp_.stats->AddFileResult({e.path, 0, FileDigester().Finish().ToHex(), "succeeded", ""});
+            }
             break;
           case PlanAction::kSendAll:
           case PlanAction::kResume:
@@ -465,15 +473,16 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
         }
         it->second->done = true;
         entries_finished_++;
+        const FileEntry& e = it->second->entry;
         if (d.code == Code::kOk) {
           dp_.stats->files_done++;
-          dp_.stats->bytes_done += it->second->entry.size;
+          dp_.stats->bytes_done += e.size;
+          dp_.stats->AddFileResult({e.path, e.size, it->second->file_digest.ToHex(), "succeeded", ""});
         } else {
           dp_.stats->files_failed++;
           if (d.retryable) dp_.stats->files_failed_retryable++;
-          dp_.stats->AddFailure(
-              it->second->entry.path.empty() ? root_.Display(it->second->rel) : it->second->entry.path,
-              d.message);
+          dp_.stats->AddFailure(e.path.empty() ? root_.Display(it->second->rel) : e.path, d.message);
+          dp_.stats->AddFileResult({e.path, e.size, "", "failed", d.message, d.retryable});
         }
         // Forgotten now, or by the reader once it no longer points at it.
         if (Forgettable(*it->second)) {
@@ -529,6 +538,7 @@ Status Sender::HandleControl(const proto::ControlFrame& f) {
       for (const auto& [path, error] : summary.link_failures) {
         dp_.stats->files_failed++;
         dp_.stats->AddFailure(path, error);
+        dp_.stats->AddFileResult({path, 0, "", "failed", error});
       }
       MutexLock lock(&mu_);
       summary_ = true;
@@ -808,7 +818,8 @@ Status Sender::IssueReads(std::unique_ptr<io::IoQueue>& q) {
     }
     if (f->chunks == 0) {  // empty file: the digest of no chunks
       f->ended = true;
-      ends_.push_back(proto::FileEnd{f->entry.id, 0, FileDigester().Finish(), Code::kOk, "", 0});
+      f->file_digest = FileDigester().Finish();
+      ends_.push_back(proto::FileEnd{f->entry.id, 0, f->file_digest, Code::kOk, "", 0});
       continue;
     }
     if (!f->fd) {
@@ -1014,7 +1025,8 @@ void Sender::Hashed(SrcFile& f, uint64_t index, uint32_t len, const Digest128& d
   if (f.completed == f.chunks) {
     FileDigester dg;
     for (const auto& x : f.digests) dg.AddChunk(x);
-    ends_.push_back(proto::FileEnd{f.entry.id, f.chunks, dg.Finish(), Code::kOk, "", f.sent});
+    f.file_digest = dg.Finish();
+    ends_.push_back(proto::FileEnd{f.entry.id, f.chunks, f.file_digest, Code::kOk, "", f.sent});
     f.ended = true;
     f.fd.reset();
   }

@@ -86,4 +86,17 @@ std::vector<std::pair<std::string, std::string>> TransferStats::Specials() const
   return specials_;
 }
 
+void TransferStats::AddFileResult(FileResult r) {
+  if (!record_files.load(std::memory_order_relaxed)) return;
+  MutexLock lock(&mu_);
+  results_.push_back(std::move(r));
+}
+
+std::vector<FileResult> TransferStats::TakeFileResults() {
+  MutexLock lock(&mu_);
+  std::vector<FileResult> out;
+  out.swap(results_);
+  return out;
+}
+
 }  // namespace pororoca::engine

@@ -29,6 +29,17 @@ struct StatsSnapshot {
   static StatsSnapshot FromJson(const nlohmann::json& j);
 };
 
+// What became of one file of a transfer, as the initiating end learned it (per-file results).
+struct FileResult {
+  std::string path;  // relative to the transfer's root, '/'-separated; "" = a transfer of one file
+  uint64_t size = 0;
+  std::string
+      digest;  // succeeded: the file digest verified at the receiver (XXH3-128 over the chunk digests), hex
+  std::string state;  // "succeeded", "skipped" (already there) or "failed"
+  std::string error;  // failed: why
+  bool retryable = false;
+};
+
 class TransferStats {
  public:
   std::atomic<uint64_t> files_total{0}, bytes_total{0};
@@ -55,10 +66,17 @@ class TransferStats {
   void AddSpecial(const std::string& path, const std::string& kind) PORO_EXCLUDES(mu_);
   std::vector<std::pair<std::string, std::string>> Specials() const PORO_EXCLUDES(mu_);
 
+  // Per-file results, kept only when record_files is set (the initiator's daemon sets it and takes
+  // them about once a second, so they never pile up; the responder keeps none).
+  std::atomic<bool> record_files{false};
+  void AddFileResult(FileResult r) PORO_EXCLUDES(mu_);
+  std::vector<FileResult> TakeFileResults() PORO_EXCLUDES(mu_);
+
  private:
   mutable Mutex mu_;
   std::vector<std::pair<std::string, std::string>> failures_ PORO_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, std::string>> specials_ PORO_GUARDED_BY(mu_);
+  std::vector<FileResult> results_ PORO_GUARDED_BY(mu_);
 };
 
 }  // namespace pororoca::engine

@@ -98,7 +98,10 @@ Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsConfig& config) 
                                      config.cert_file + ": " + crypto::OpenSslErrors());
     }
   }
-  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  const bool peer_cert_required = !config.server || config.require_peer_cert;
+  SSL_CTX_set_verify(ctx.get(),
+                     peer_cert_required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_NONE,
+                     nullptr);
   SSL_CTX_set_verify_depth(ctx.get(), 4);
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (config.server) {
@@ -108,7 +111,7 @@ Result<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsConfig& config) 
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx.get(), OnNewSession);
   }
-  return std::unique_ptr<TlsContext>(new TlsContext(std::move(ctx), config.server));
+  return std::unique_ptr<TlsContext>(new TlsContext(std::move(ctx), config.server, peer_cert_required));
 }
 
 TlsStream::TlsStream(UniqueFd fd, SslPtr ssl, std::string peer)
@@ -141,7 +144,7 @@ Result<std::unique_ptr<TlsStream>> TlsStream::Handshake(TlsContext& ctx, UniqueF
   if (!ssl) return Status::Internal("SSL_new: " + crypto::OpenSslErrors());
   if (SSL_set_fd(ssl.get(), fd.get()) != 1) return Status::Internal("SSL_set_fd: " + crypto::OpenSslErrors());
   std::unique_ptr<TlsStream> s(new TlsStream(std::move(fd), std::move(ssl), std::move(peer)));
-  Status st = s->RunHandshake(client, opts);
+  Status st = s->RunHandshake(client, ctx.peer_cert_required(), opts);
   if (!st.ok()) {
     LingerAfterFailure(s->fd_.get());
     return st;
@@ -149,7 +152,7 @@ Result<std::unique_ptr<TlsStream>> TlsStream::Handshake(TlsContext& ctx, UniqueF
   return s;
 }
 
-Status TlsStream::RunHandshake(bool client, const TransportOptions& opts) {
+Status TlsStream::RunHandshake(bool client, bool require_cert, const TransportOptions& opts) {
   SSL* ssl = ssl_.get();
   SSL_set_app_data(ssl, &ticket_seen_);
   const auto budget = opts.idle_timeout.count() > 0 ? opts.idle_timeout : kDefaultHandshakeTimeout;
@@ -198,6 +201,10 @@ Status TlsStream::RunHandshake(bool client, const TransportOptions& opts) {
   }
   SSL_set_app_data(ssl, nullptr);
   X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr && !require_cert) {  // a server that asked for none (the HTTPS API)
+    established_ = true;
+    return Status::OK();
+  }
   if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {
     fatal_ = true;
     return Status::Unauthenticated(what + " failed: peer certificate not verified");

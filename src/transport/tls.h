@@ -37,6 +37,9 @@ struct TlsConfig {
   std::string cert_file;  // PEM certificate (chain) presented to the peer
   std::string key_file;   // PEM private key for cert_file
   bool server = false;
+  // A server that does not ask for a client certificate (the HTTPS API, whose callers present
+  // bearer tokens instead). The client side always verifies the server.
+  bool require_peer_cert = true;
   // A client config may leave cert_file and key_file empty; it then presents no certificate and every
   // server rejects it. That exists for tests; servers always need both.
 };
@@ -50,11 +53,14 @@ class TlsContext {
 
   SSL_CTX* get() const { return ctx_.get(); }
   bool server() const { return server_; }
+  bool peer_cert_required() const { return peer_cert_required_; }
 
  private:
-  TlsContext(SslCtxPtr ctx, bool server) : ctx_(std::move(ctx)), server_(server) {}
+  TlsContext(SslCtxPtr ctx, bool server, bool peer_cert_required)
+      : ctx_(std::move(ctx)), server_(server), peer_cert_required_(peer_cert_required) {}
   SslCtxPtr ctx_;
   bool server_;
+  bool peer_cert_required_;
 };
 
 class TlsStream : public Stream {
@@ -88,7 +94,7 @@ class TlsStream : public Stream {
   void Shutdown() override;
   std::string peer_address() const override { return peer_; }
 
-  // Subject CN of the verified peer certificate.
+  // Subject CN of the verified peer certificate ("" when a server context does not ask for one).
   const std::string& peer_common_name() const { return peer_cn_; }
   // Lowercase hex SHA-256 of the peer certificate's DER SubjectPublicKeyInfo (a public-key pin; equal
   // to pki::PublicKeyPinFromCert of the same certificate).
@@ -102,7 +108,7 @@ class TlsStream : public Stream {
   TlsStream(UniqueFd fd, SslPtr ssl, std::string peer);
   static Result<std::unique_ptr<TlsStream>> Handshake(TlsContext& ctx, UniqueFd fd, bool client,
                                                       const TransportOptions& opts);
-  Status RunHandshake(bool client, const TransportOptions& opts);
+  Status RunHandshake(bool client, bool require_cert, const TransportOptions& opts);
   // Waits for readability/writability as OpenSSL asked; kDeadlineExceeded after `timeout` (0 = forever).
   Status Wait(int ssl_error, std::chrono::milliseconds timeout, std::string_view what);
   Status IoFailure(std::string_view what, int ssl_error);

@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "pororoca/checksum.h"
 #include "support/daemon_harness.h"
 
 namespace pororoca::test {
@@ -272,6 +273,83 @@ TEST_SUITE("integration.queue") {
     CliResult bad = Cli(a, {"cp", "-d", "--priority", "9", a.Path("data.bin"), "b:/x.bin"});
     CHECK(bad.exit_code != 0);
     CHECK(bad.output().find("priority must be 1") != std::string::npos);
+  }
+
+  TEST_CASE("per-file results: which files arrived with which digest, which failed and why, in pages") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("d"));
+    for (int i = 1; i <= 5; ++i) {
+      WriteRandomFile(a.Path("d/" + std::to_string(i) + ".bin"), 2 * kMiB + 512 * i, 100 + i);
+    }
+    MakeDir(b.Path("d"));
+    WriteFile(b.Path("d/3.bin"), "already here");  // existing = fail: this one is refused
+    json r =
+        a.Post("/v1/transfers", R"({"source": ")" + a.Path("d") +
+                                    R"(", "destination": "b:/", "recursive": true, "chunk_size": "1MiB"})");
+    REQUIRE(r.value("http_status", 201) == 201);
+    const std::string id = r["id"];
+    json end = a.WaitForTerminal(id);
+    CHECK(end["state"] == "partial");
+
+    json files = a.Get("/v1/transfers/" + id + "/files");
+    INFO(files.dump());
+    CHECK(files["total"] == 5);
+    CHECK(files["by_state"] == json{{"failed", 1}, {"succeeded", 4}});
+    REQUIRE(files["files"].size() == 5);
+    for (const auto& f : files["files"]) {
+      const std::string path = f["path"];
+      CHECK(f["attempts"] == 1);
+      if (path.ends_with("3.bin")) {
+        CHECK(f["state"] == "failed");
+        CHECK(f["error"].get<std::string>().find("exists") != std::string::npos);
+        CHECK(f["digest"] == "");
+        continue;
+      }
+      CHECK(f["state"] == "succeeded");
+      // The file digest pororoca verified: XXH3-128 over the XXH3-128 digests of its 1 MiB chunks.
+      const std::string data = ReadFile(b.Path("d/" + path.substr(path.rfind('/') + 1)));
+      FileDigester dg;
+      for (size_t off = 0; off < data.size(); off += kMiB) {
+        const std::string_view chunk = std::string_view(data).substr(off, kMiB);
+        dg.AddChunk(Xxh3_128(std::as_bytes(std::span(chunk.data(), chunk.size()))));
+      }
+      CHECK(f["digest"] == dg.Finish().ToHex());
+      CHECK(f["size"] == data.size());
+    }
+    // Pages, and only the failed ones.
+    json page = a.Get("/v1/transfers/" + id + "/files?limit=2&offset=2");
+    CHECK(page["files"].size() == 2);
+    CHECK(page["next_offset"] == 4);
+    CHECK(page["files"][0]["path"] == files["files"][2]["path"]);
+    json last = a.Get("/v1/transfers/" + id + "/files?limit=2&offset=4");
+    CHECK(last["files"].size() == 1);
+    CHECK_FALSE(last.contains("next_offset"));
+    json failed = a.Get("/v1/transfers/" + id + "/files?state=failed");
+    REQUIRE(failed["files"].size() == 1);
+    CHECK(failed["total"] == 1);
+    CHECK(a.Get("/v1/transfers/" + id + "/files?state=lost")["http_status"] == 400);
+    CHECK(a.Get("/v1/transfers/" + id + "/files?limit=0")["http_status"] == 400);
+    // The CLI: one line per file, then the count by state.
+    CliResult cli = Cli(a, {"status", id.substr(0, 8), "--files"});
+    INFO(cli.Describe());
+    CHECK(cli.exit_code == 0);
+    CHECK(cli.out.find("failed") != std::string::npos);
+    CHECK(cli.out.find("5 file(s) recorded for " + id + ": 1 failed, 4 succeeded") != std::string::npos);
+    CliResult only_failed = Cli(a, {"status", id, "--state", "failed", "--json"});
+    CHECK(only_failed.exit_code == 0);
+    CHECK(only_failed.Json()["files"].size() == 1);
+
+    // A pull records its files at the receiving end, this daemon: all five arrive.
+    json pull = a.Post("/v1/transfers", R"({"source": "b:/d", "destination": ")" + a.Path("back") +
+                                            R"(", "recursive": true, "chunk_size": "1MiB"})");
+    REQUIRE(pull.value("http_status", 201) == 201);
+    CHECK(a.WaitForTerminal(pull["id"])["state"] == "succeeded");
+    json pulled = a.Get("/v1/transfers/" + pull["id"].get<std::string>() + "/files");
+    CHECK(pulled["by_state"] == json{{"succeeded", 5}});
+    for (const auto& f : pulled["files"]) CHECK(f["digest"].get<std::string>().size() == 32);
   }
 }
 

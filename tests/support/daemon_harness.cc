@@ -285,6 +285,7 @@ DaemonProcess::DaemonProcess(TestFederation& fed, std::string name, DaemonOption
   REQUIRE_MESSAGE(::mkdir(export_.c_str(), 0755) == 0, Errno("mkdir " + export_));
   tls_ = opts_.tls ? *opts_.tls : fed_.IssueEndpoint(name_);
   port_ = ReservePort(&port_lock_fd_);
+  if (opts_.https_api) api_port_ = ReservePort(&api_port_lock_fd_);
   if (opts_.institution.empty()) opts_.institution = "inst-" + name_;
   if (opts_.enroll) {
     fed_.Enroll(name_, opts_.institution, opts_.manifest_address.empty() ? address() : opts_.manifest_address,
@@ -336,6 +337,7 @@ DaemonProcess::~DaemonProcess() {
     }
   }
   if (port_lock_fd_ >= 0) ::close(port_lock_fd_);
+  if (api_port_lock_fd_ >= 0) ::close(api_port_lock_fd_);
   if (g_test_failed) {
     MESSAGE("---- log of daemon " << name_ << " (" << log_ << "), last lines ----\n" << LogTail());
   }
@@ -354,7 +356,10 @@ std::string DaemonProcess::WriteConfig() const {
     << TransportsToml(opts_.transports, opts_)
     << (opts_.idle_timeout_s ? "idle_timeout_s = " + std::to_string(*opts_.idle_timeout_s) + "\n" : "")
     << "\n"
-    << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"" << opts_.socket_mode << "\"\n\n"
+    << "[api]\nsocket = " << TomlString(socket_) << "\nsocket_mode = \"" << opts_.socket_mode << "\"\n"
+    << (opts_.https_api ? "listen = " + TomlString(opts_.ip + ":" + std::to_string(api_port_)) + "\n" : "")
+    << (opts_.api_operators.empty() ? "" : "operators = " + nlohmann::json(opts_.api_operators).dump() + "\n")
+    << "\n"
     << "[storage]\nexport_root = " << TomlString(export_) << "\nstate_dir = " << TomlString(state_) << "\n"
     << (opts_.keep_finished_s ? "keep_finished_s = " + std::to_string(*opts_.keep_finished_s) + "\n" : "")
     << "\n"

@@ -105,6 +105,10 @@ struct DaemonOptions {
   std::optional<unsigned> idle_timeout_s;
   // [api] socket_mode: "0666" lets another local user in (tests of what users see of each other).
   std::string socket_mode = "0600";
+  // [api] listen on a reserved loopback port (the HTTPS API, see DaemonProcess::api_url) and
+  // [api] operators.
+  bool https_api = false;
+  std::vector<std::string> api_operators;
   // Appended verbatim at the end, e.g. "[fault_injection]\nsend_delay_us = 50000\n".
   std::string extra_toml;
   // Its institution in the manifest (default "inst-<name>").
@@ -159,6 +163,10 @@ class DaemonProcess {
   const std::string& config_path() const { return config_; }
   uint16_t port() const { return port_; }
   std::string address() const { return opts_.ip + ":" + std::to_string(port_); }
+  // https://127.0.0.1:PORT of its HTTPS API (DaemonOptions::https_api), and the CA that issued its
+  // certificate.
+  std::string api_url() const { return "https://" + opts_.ip + ":" + std::to_string(api_port_); }
+  const std::string& ca_file() const { return tls_.ca; }
   // Absolute path of `rel` inside the export root ("" -> the root).
   std::string Path(const std::string& rel) const;
   DaemonOptions& options() { return opts_; }
@@ -208,6 +216,8 @@ class DaemonProcess {
   std::string dir_, export_, state_, socket_, log_, config_;
   uint16_t port_ = 0;
   int port_lock_fd_ = -1;  // flock reserving port_ among test processes
+  uint16_t api_port_ = 0;  // https_api
+  int api_port_lock_fd_ = -1;
   pid_t pid_ = -1;
 };
 

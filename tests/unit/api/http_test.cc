@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +21,9 @@
 #include <vector>
 
 #include "base/log.h"
+#include "pki/pki.h"
+#include "transport/tcp.h"
+#include "transport/tls.h"
 
 namespace pororoca::api {
 namespace {
@@ -500,6 +504,120 @@ TEST_SUITE("api.http") {
     srv.reset();
     CHECK_FALSE(std::filesystem::exists(dir.Sock()));
   }
+}
+
+// HTTPS: a CA, a server certificate it issued, and a server on a free loopback port.
+struct TlsSetup {
+  TempDir dir;
+  std::string ca_dir, crt, key;
+  std::unique_ptr<HttpServer> srv;
+  std::string url;
+
+  TlsSetup() {
+    ::signal(SIGPIPE, SIG_IGN);  // OpenSSL writes without MSG_NOSIGNAL (the daemon and CLI ignore it too)
+    ca_dir = dir.Sock("ca");
+    REQUIRE(pki::CreateAuthority(ca_dir, "test-ca", 2).ok());
+    crt = dir.Sock("srv.crt");
+    key = dir.Sock("srv.key");
+    REQUIRE(pki::IssueEndpoint(ca_dir, "lncc-dtn1", key, crt, 2).ok());
+    transport::TlsConfig tc;
+    tc.ca_file = ca_dir + "/ca.crt";
+    tc.cert_file = crt;
+    tc.key_file = key;
+    tc.server = true;
+    tc.require_peer_cert = false;
+    auto ctx = transport::TlsContext::Create(tc);
+    REQUIRE_MESSAGE(ctx.ok(), ctx.status().ToString());
+    auto s = HttpServer::ListenTls("127.0.0.1", 0, std::move(*ctx));
+    REQUIRE_MESSAGE(s.ok(), s.status().ToString());
+    srv = std::move(*s);
+    srv->Route("GET", "/v1/who", [](const HttpRequest& r) {
+      auto auth = r.headers.find("authorization");
+      return HttpResponse::Json(200, {{"tls", r.tls},
+                                      {"uid", r.peer.uid},
+                                      {"remote", r.remote_address},
+                                      {"auth", auth == r.headers.end() ? "" : auth->second}});
+    });
+    srv->Route("POST", "/v1/echo", [](const HttpRequest& r) {
+      return HttpResponse::Json(200, {{"body", r.body}});
+    });
+    srv->Route("GET", "/v1/stream", [](const HttpRequest&) {
+      HttpResponse r;
+      r.content_type = "text/event-stream";
+      r.stream = [](const HttpResponse::Writer& write) {
+        for (int i = 0; i < 3; ++i) {
+          if (!write("data: " + std::to_string(i) + "\n\n")) return;
+        }
+      };
+      return r;
+    });
+    srv->Start();
+    CHECK(srv->socket_path().empty());
+    url = "https://127.0.0.1:" + std::to_string(srv->port());
+  }
+};
+
+TEST_CASE(
+    "HTTPS: requests over TLS 1.3, the server's certificate checked against the CA, no client certificate") {
+  TlsSetup t;
+  auto c = HttpClient::ConnectTls(t.url, t.ca_dir + "/ca.crt");
+  REQUIRE_MESSAGE(c.ok(), c.status().ToString());
+  (*c)->set_bearer("abc.def.ghi");
+  for (int i = 0; i < 3; ++i) {  // kept alive across requests
+    auto r = (*c)->Request("GET", "/v1/who");
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    json j = json::parse(r->body);
+    CHECK(j["tls"] == true);
+    CHECK(j["uid"] == static_cast<uid_t>(-1));
+    CHECK(j["remote"].get<std::string>().rfind("127.0.0.1:", 0) == 0);
+    CHECK(j["auth"] == "Bearer abc.def.ghi");
+  }
+  std::string big(3 << 20, 'x');  // larger than one TLS record and one read
+  auto e = (*c)->Request("POST", "/v1/echo", json{{"x", big}}.dump());
+  REQUIRE_MESSAGE(e.ok(), e.status().ToString());
+  CHECK(json::parse(json::parse(e->body)["body"].get<std::string>())["x"] == big);
+  auto st = (*c)->Request("GET", "/v1/stream");
+  REQUIRE_MESSAGE(st.ok(), st.status().ToString());
+  CHECK(st->body == "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+}
+
+TEST_CASE("HTTPS: a server whose certificate another CA issued is refused, and so is a bad URL") {
+  TlsSetup t;
+  const std::string other = t.dir.Sock("other");
+  REQUIRE(pki::CreateAuthority(other, "other-ca", 2).ok());
+  auto c = HttpClient::ConnectTls(t.url, other + "/ca.crt");
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.status().code() == Code::kUnauthenticated);
+  CHECK(c.status().message().find("certificate verify failed") != std::string::npos);
+  for (const char* bad : {"http://127.0.0.1:1", "https://127.0.0.1:1/v1", "127.0.0.1:7780", "https://"}) {
+    CAPTURE(bad);
+    auto b = HttpClient::ConnectTls(bad, t.ca_dir + "/ca.crt");
+    REQUIRE_FALSE(b.ok());
+    CHECK(b.status().code() == Code::kInvalidArgument);
+  }
+  auto no_ca = HttpClient::ConnectTls(t.url, "");
+  REQUIRE_FALSE(no_ca.ok());
+  CHECK(no_ca.status().message().find("--ca") != std::string::npos);
+}
+
+TEST_CASE("HTTPS: plain HTTP on the TLS port gets no answer, and the server goes on serving") {
+  TlsSetup t;
+  auto fd = transport::TcpConnect("127.0.0.1", t.srv->port(), 5s);
+  REQUIRE(fd.ok());
+  const std::string req = "GET /v1/who HTTP/1.1\r\nHost: x\r\n\r\n";
+  REQUIRE(::send(fd->get(), req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+  char buf[256];
+  pollfd p{fd->get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 5000) == 1);
+  ssize_t n = ::recv(fd->get(), buf, sizeof buf, 0);
+  // Closed, or a TLS alert (record type 21): never an HTTP answer.
+  CHECK((n <= 0 || buf[0] == 21));
+  auto c = HttpClient::ConnectTls(t.url, t.ca_dir + "/ca.crt");
+  REQUIRE_MESSAGE(c.ok(), c.status().ToString());
+  CHECK((*c)->Request("GET", "/v1/who").ok());
+  auto t0 = std::chrono::steady_clock::now();
+  t.srv->Stop();  // with a kept-alive TLS client connected
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ struct Fixture {
     req.method = "POST";
     req.path = "/v1/transfers";
     req.body = body;
-    return routes->Submit(req);
+    return routes->Submit(req, routes->LocalCaller(req));
   }
 };
 
@@ -88,9 +88,10 @@ TEST_CASE_FIXTURE(Fixture, "a submission needs exactly one remote end") {
 
 TEST_CASE_FIXTURE(Fixture, "get, cancel and list answer for known transfers and 404 for others") {
   api::HttpRequest req;
+  req.peer.uid = ::geteuid();  // the daemon's own user: sees every transfer
   req.params["id"] = "nope";
-  CHECK(routes->Get(req).status == 404);
-  CHECK(routes->Cancel(req).status == 404);
+  CHECK(routes->Get(req, routes->LocalCaller(req)).status == 404);
+  CHECK(routes->Cancel(req, routes->LocalCaller(req)).status == 404);
   auto t = std::make_shared<Transfer>();
   t->id = "0123456789abcdef0123456789abcdef";
   t->local_path = dir / "a";
@@ -98,12 +99,12 @@ TEST_CASE_FIXTURE(Fixture, "get, cancel and list answer for known transfers and 
   REQUIRE(manager->Submit(t).has_value());
   req.params["id"] = t->id;
   req.query["wait"] = "5";
-  auto got = routes->Get(req);
+  auto got = routes->Get(req, routes->LocalCaller(req));
   REQUIRE(got.status == 200);
   CHECK(BodyOf(got)["state"] == "succeeded");  // the long poll answered once it ended
   req.query["wait"] = "soon";
-  CHECK(routes->Get(req).status == 400);
-  auto list = BodyOf(routes->List(req));
+  CHECK(routes->Get(req, routes->LocalCaller(req)).status == 400);
+  auto list = BodyOf(routes->List(req, routes->LocalCaller(req)));
   REQUIRE(list["transfers"].size() == 1);
   CHECK(list["transfers"][0]["id"] == t->id);
   workers.JoinAll();
@@ -126,19 +127,19 @@ TEST_CASE_FIXTURE(Fixture, "a user sees and cancels only their own transfers; an
   for (uid_t other : {1001u, 1003u}) {
     CAPTURE(other);
     api::HttpRequest req = as(other);
-    CHECK(BodyOf(routes->List(req))["transfers"].empty());
+    CHECK(BodyOf(routes->List(req, routes->LocalCaller(req)))["transfers"].empty());
     req.params["id"] = t->id;
-    CHECK(routes->Get(req).status == 404);
+    CHECK(routes->Get(req, routes->LocalCaller(req)).status == 404);
     req.params["id"] = "aaaa";  // nor by a prefix
-    CHECK(routes->Get(req).status == 404);
-    CHECK(routes->Cancel(req).status == 404);
+    CHECK(routes->Get(req, routes->LocalCaller(req)).status == 404);
+    CHECK(routes->Cancel(req, routes->LocalCaller(req)).status == 404);
   }
   for (uid_t allowed : {1000u, 1002u, 0u}) {
     CAPTURE(allowed);
     api::HttpRequest req = as(allowed);
-    CHECK(BodyOf(routes->List(req))["transfers"].size() == 1);
+    CHECK(BodyOf(routes->List(req, routes->LocalCaller(req)))["transfers"].size() == 1);
     req.params["id"] = "aaaa";
-    CHECK(routes->Get(req).status == 200);
+    CHECK(routes->Get(req, routes->LocalCaller(req)).status == 200);
   }
   workers.JoinAll();
 }
@@ -157,7 +158,7 @@ TEST_CASE_FIXTURE(Fixture,
     api::HttpRequest req;
     req.peer.uid = uid;
     req.query["since"] = since;
-    api::HttpResponse r = routes->Events(req);
+    api::HttpResponse r = routes->Events(req, routes->LocalCaller(req));
     REQUIRE(r.stream);
     CHECK(r.content_type == "text/event-stream");
     std::string out;
@@ -186,9 +187,9 @@ TEST_CASE_FIXTURE(Fixture,
   CHECK(collect(1000, "1", 3).find("id: 1\n") == std::string::npos);
   api::HttpRequest bad;
   bad.query["since"] = "soon";
-  CHECK(routes->Events(bad).status == 400);
+  CHECK(routes->Events(bad, routes->LocalCaller(bad)).status == 400);
   bad.query["since"] = "-1";
-  CHECK(routes->Events(bad).status == 400);
+  CHECK(routes->Events(bad, routes->LocalCaller(bad)).status == 400);
   workers.JoinAll();
 }
 
@@ -208,6 +209,81 @@ TEST_CASE("HTTP statuses follow the error codes") {
   auto r = ErrorResponse(Status::NotFound("no such thing"));
   CHECK(r.status == 404);
   CHECK(r.body.find("no such thing") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(Fixture, "an HTTPS request without a bearer token is a 401 that says what to send") {
+  api::HttpRequest req;
+  req.method = "GET";
+  req.path = "/v1/transfers";
+  req.tls = true;
+  req.remote_address = "127.0.0.1:40000";
+  for (const char* auth : {"", "Basic dXNlcjpwdw==", "Bearer "}) {
+    CAPTURE(auth);
+    req.headers.clear();
+    if (*auth) req.headers["authorization"] = auth;
+    api::HttpResponse refusal;
+    CHECK_FALSE(routes->Identify(req, ApiRoutes::Need::kRead, &refusal).has_value());
+    CHECK(refusal.status == 401);
+    CHECK(BodyOf(refusal)["error"]["message"].get<std::string>().find("Authorization: Bearer") !=
+          std::string::npos);
+    bool challenge = false;
+    for (const auto& [k, v] : refusal.headers)
+      challenge |= k == "WWW-Authenticate" && v.rfind("Bearer", 0) == 0;
+    CHECK(challenge);
+  }
+  // The unix socket's callers are who SO_PEERCRED says, without a token.
+  req.tls = false;
+  req.headers.clear();
+  req.peer.uid = 1000;
+  api::HttpResponse refusal;
+  auto local = routes->Identify(req, ApiRoutes::Need::kSubmit, &refusal);
+  REQUIRE(local.has_value());
+  CHECK_FALSE(local->remote);
+  CHECK(local->uid == 1000);
+}
+
+TEST_CASE_FIXTURE(Fixture, "an HTTPS caller names both ends as endpoints, and one of them is this daemon") {
+  ApiRoutes::Caller c;
+  c.remote = true;
+  c.identity = "alice@lncc";
+  c.claims.subject = "alice@lncc";
+  c.claims.scopes = {"transfer.submit", "storage.read:/"};
+  api::HttpRequest req;
+  req.method = "POST";
+  req.path = "/v1/transfers";
+  req.tls = true;
+  req.body = R"({"source": ")" + (dir / "a") + R"(", "destination": "peer:/x"})";
+  auto r = routes->Submit(req, c);
+  CHECK(r.status == 400);
+  CHECK(r.body.find("both ends are ENDPOINT:/path") != std::string::npos);
+  req.body = R"({"source": "cenapad-dtn1:/a", "destination": "ufrj-dtn1:/b"})";
+  r = routes->Submit(req, c);
+  CHECK(r.status == 400);
+  CHECK(r.body.find("the API of cenapad-dtn1 or ufrj-dtn1") != std::string::npos);
+  CHECK(manager->List().empty());
+}
+
+TEST_CASE("a remote caller sees transfers by identity, a local one by uid, an operator all") {
+  ApiRoutes::Caller remote;
+  remote.remote = true;
+  remote.identity = "alice@lncc";
+  CHECK(remote.Sees(-1, "alice@lncc"));
+  CHECK(remote.Sees(1000, "alice@lncc"));
+  CHECK_FALSE(remote.Sees(-1, "bob@lncc"));
+  CHECK_FALSE(remote.Sees(1000, ""));
+  ApiRoutes::Caller nobody;
+  nobody.remote = true;  // an empty identity sees nothing, not the transfers without one
+  CHECK_FALSE(nobody.Sees(-1, ""));
+  ApiRoutes::Caller local;
+  local.uid = 1000;
+  local.identity = "alice@lncc";
+  CHECK(local.Sees(1000, ""));
+  CHECK_FALSE(local.Sees(-1, "alice@lncc"));
+  CHECK_FALSE(local.Sees(1001, "alice@lncc"));
+  ApiRoutes::Caller op;
+  op.remote = true;
+  op.sees_all = true;
+  CHECK(op.Sees(-1, "bob@lncc"));
 }
 
 }  // namespace

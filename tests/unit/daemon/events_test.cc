@@ -13,9 +13,9 @@ using std::chrono::milliseconds;
 TEST_CASE("events are numbered in order, read after a number, filtered, and waited for") {
   EventLog log;
   CHECK(log.last_seq() == 0);
-  log.Publish("transfer", "t1", 1000, json{{"state", "queued"}});
-  log.Publish("transfer", "t2", 1001, json{{"state", "queued"}});
-  log.Publish("progress", "t1", 1000, json{{"progress", {{"bytes_verified", 5}}}});
+  log.Publish("transfer", "t1", 1000, "", json{{"state", "queued"}});
+  log.Publish("transfer", "t2", 1001, "", json{{"state", "queued"}});
+  log.Publish("progress", "t1", 1000, "", json{{"progress", {{"bytes_verified", 5}}}});
   CHECK(log.last_seq() == 3);
   auto all = log.Read(0, nullptr, 100, milliseconds(0));
   REQUIRE(all.events.size() == 3);
@@ -42,7 +42,7 @@ TEST_CASE("events are numbered in order, read after a number, filtered, and wait
   // Nothing new: waits, and returns what is published meanwhile.
   std::thread later([&] {
     std::this_thread::sleep_for(milliseconds(50));
-    log.Publish("transfer", "t1", 1000, json{{"state", "running"}});
+    log.Publish("transfer", "t1", 1000, "", json{{"state", "running"}});
   });
   auto next = log.Read(3, nullptr, 100, milliseconds(5000));
   later.join();
@@ -58,7 +58,7 @@ TEST_CASE("events are numbered in order, read after a number, filtered, and wait
 
 TEST_CASE("a reader that fell behind the kept events is told so") {
   EventLog log(2);
-  for (int i = 0; i < 5; ++i) log.Publish("transfer", "t", 1, json::object());
+  for (int i = 0; i < 5; ++i) log.Publish("transfer", "t", 1, "", json::object());
   auto r = log.Read(1, nullptr, 100, milliseconds(0));
   CHECK(r.missed);
   REQUIRE(r.events.size() == 2);

@@ -137,5 +137,83 @@ TEST_CASE("a queue file that is not a database, or is from a newer version, is r
   CHECK(std::string(nowhere.error().message()).find("no/such/dir/queue.db") != std::string::npos);
 }
 
+TEST_CASE("per-file results: the last one per file, attempts counted, a success kept, pages by path") {
+  test::TempDir dir;
+  auto store = OpenSqliteTransferStore(dir / "queue.db");
+  REQUIRE(store.has_value());
+  TransferStore& st = **store;
+  auto t = Make("t1", "alice@lncc", 1);
+  REQUIRE(st.Add(*t).has_value());
+  // Attempt 1: a and c arrive, b fails for a reason worth retrying.
+  REQUIRE(st.AddFileResults("t1",
+                            {{"d/a", 10, "aa", "succeeded", ""},
+                             {"d/b", 20, "", "failed", "connection lost", true},
+                             {"d/c", 30, "cc", "succeeded", ""}},
+                            100)
+              .ok());
+  // Attempt 2: a and c are found there already (skipped), b arrives.
+  REQUIRE(st.AddFileResults("t1",
+                            {{"d/a", 10, "", "skipped", ""},
+                             {"d/b", 20, "bb", "succeeded", ""},
+                             {"d/c", 30, "", "skipped", ""}},
+                            200)
+              .ok());
+  auto page = st.ListFiles("t1", "", 0, 100);
+  REQUIRE(page.has_value());
+  REQUIRE(page->files.size() == 3);
+  CHECK(page->total == 3);
+  CHECK(page->by_state == std::map<std::string, uint64_t>{{"succeeded", 3}});
+  CHECK(page->files[0].path == "d/a");
+  CHECK(page->files[0].digest == "aa");  // the success is kept, not the later "skipped"
+  CHECK(page->files[0].attempts == 1);
+  CHECK(page->files[1].path == "d/b");
+  CHECK(page->files[1].digest == "bb");
+  CHECK(page->files[1].attempts == 2);
+  CHECK(page->files[1].error.empty());
+  CHECK(page->files[1].updated_ms == 200);
+  // Pages and the state filter.
+  auto second = st.ListFiles("t1", "", 1, 1);
+  REQUIRE(second.has_value());
+  REQUIRE(second->files.size() == 1);
+  CHECK(second->files[0].path == "d/b");
+  REQUIRE(st.AddFileResults("t1", {{"d/e", 5, "", "failed", "destination exists", false}}, 300).ok());
+  auto failed = st.ListFiles("t1", "failed", 0, 10);
+  REQUIRE(failed.has_value());
+  CHECK(failed->total == 1);
+  REQUIRE(failed->files.size() == 1);
+  CHECK(failed->files[0].error == "destination exists");
+  CHECK(failed->by_state.at("succeeded") == 3);
+  // Forgetting the transfer forgets its files.
+  REQUIRE(st.Remove({"t1"}).ok());
+  auto gone = st.ListFiles("t1", "", 0, 10);
+  REQUIRE(gone.has_value());
+  CHECK(gone->total == 0);
+  CHECK(gone->files.empty());
+}
+
+TEST_CASE("a queue of the first schema version gains the files table when opened") {
+  test::TempDir dir;
+  const std::string path = dir / "v1.db";
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    const char* v1 =
+        "CREATE TABLE transfers (id TEXT PRIMARY KEY, owner_key TEXT NOT NULL, submission_id TEXT, state "
+        "TEXT "
+        "NOT NULL, priority INTEGER NOT NULL, created_ms INTEGER NOT NULL, finished_ms INTEGER NOT NULL "
+        "DEFAULT "
+        "0, node TEXT, lease_until_ms INTEGER NOT NULL DEFAULT 0, record TEXT NOT NULL, UNIQUE (owner_key, "
+        "submission_id)); PRAGMA user_version=1;";
+    REQUIRE(sqlite3_exec(db, v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = OpenSqliteTransferStore(path);
+  REQUIRE_MESSAGE(store.has_value(), store.status().ToString());
+  auto t = Make("t", "alice@lncc", 1);
+  REQUIRE((*store)->Add(*t).has_value());
+  CHECK((*store)->AddFileResults("t", {{"x", 1, "ab", "succeeded", ""}}, 1).ok());
+  CHECK(Or((*store)->ListFiles("t", "", 0, 10), FilePage{}).total == 1);
+}
+
 }  // namespace
 }  // namespace pororoca::daemon
