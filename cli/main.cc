@@ -103,8 +103,10 @@ struct Client {
   bool remote() const { return !api_url.empty(); }
 
   // Returns the parsed body, or prints the error and sets *exit_code.
+  // `not_found` (if given): a 404 sets it and returns false without a word, for a caller that
+  // tries another kind of id next (a transfer, then a job).
   bool Call(const std::string& method, const std::string& target, const std::string& body, json* out,
-            int* exit_code) {
+            int* exit_code, bool* not_found = nullptr) {
     if (!http && remote() && api_token.empty()) {
       std::cerr
           << "pororoca: --api " << api_url
@@ -133,6 +135,11 @@ struct Client {
     }
     *out = json::parse(r->body, nullptr, false);
     if (out->is_discarded()) *out = json::object();
+    if (r->status == 404 && not_found != nullptr) {
+      *not_found = true;
+      *exit_code = kExitNotFound;
+      return false;
+    }
     if (r->status >= 300) {
       std::string msg = out->contains("error") ? (*out)["error"].value("message", r->body) : r->body;
       std::cerr << "pororoca: " << msg << "\n";
@@ -381,6 +388,168 @@ bool ResolveToken(const po::variables_map& vm, std::string* out) {
   return ReadTokenArg("--token", token, out);
 }
 
+// A job's summary: its state and counts, then each entry that did not succeed.
+void PrintJob(const json& j) {
+  const json& p = j["progress"];
+  std::string counts;
+  for (const auto& [k, v] : j["by_state"].items()) {
+    counts += (counts.empty() ? "" : ", ") + std::to_string(v.get<uint64_t>()) + " " + k;
+  }
+  const std::string st = j.value("state", std::string());
+  const std::string label = st == "succeeded" ? "OK"
+                            : st == "failed"  ? "FAILED"
+                            : st == "partial" ? "PARTIAL"
+                                              : st;
+  std::printf("%s job %s: %llu entries (%s)\n", label.c_str(), j.value("id", std::string()).c_str(),
+              static_cast<unsigned long long>(j.value("entries", uint64_t{0})), counts.c_str());
+  std::printf("  files %llu done, %llu failed; %s of %s\n",
+              static_cast<unsigned long long>(p.value("files_done", uint64_t{0})),
+              static_cast<unsigned long long>(p.value("files_failed", uint64_t{0})),
+              HumanBytes(p.value("bytes_done", 0.0)).c_str(),
+              HumanBytes(p.value("bytes_total", 0.0)).c_str());
+  size_t shown = 0;
+  for (const auto& e : j.value("transfers", json::array())) {
+    if (e.value("state", std::string()) == "succeeded") continue;
+    if (++shown > 20) {
+      std::printf("  ... (pororoca status %s --json lists every entry)\n",
+                  j.value("id", std::string()).c_str());
+      break;
+    }
+    const std::string err = e.value("error", std::string());
+    std::printf("  [%u] %s %s: %s -> %s%s\n", e.value("index", 0u), e.value("state", std::string()).c_str(),
+                e.value("transfer", std::string()).c_str(), e.value("source", std::string()).c_str(),
+                e.value("destination", std::string()).c_str(), err.empty() ? "" : (": " + err).c_str());
+  }
+}
+
+int ExitForJob(const json& j) {
+  const std::string st = j.value("state", std::string());
+  if (st == "succeeded") return kExitOk;
+  if (st == "cancelled") return kExitCancelled;
+  return kExitFailed;
+}
+
+// Follows a job until every entry has ended (or `timeout`, if not zero, passes: kExitTimeout).
+int FollowJob(Client& c, const std::string& id, bool as_json, bool progress,
+              std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  json j;
+  int ec = 0;
+  for (;;) {
+    const bool final_wait = timeout.count() > 0 && std::chrono::steady_clock::now() >= deadline;
+    if (!c.Call("GET", "/v1/jobs/" + id + (progress ? "?wait=1" : "?wait=20"), "", &j, &ec)) return ec;
+    const std::string st = j.value("state", std::string());
+    const bool ended = st == "succeeded" || st == "partial" || st == "failed" || st == "cancelled";
+    if (progress) {
+      const json& p = j["progress"];
+      uint64_t done = 0;
+      for (const char* s : {"succeeded", "partial", "failed", "cancelled"})
+        done += j["by_state"].value(s, uint64_t{0});
+      std::fprintf(stderr, "\r\x1b[Kjob %.8s: %llu/%llu entries ended  files %llu/%llu  %s / %s", id.c_str(),
+                   static_cast<unsigned long long>(done),
+                   static_cast<unsigned long long>(j.value("entries", uint64_t{0})),
+                   static_cast<unsigned long long>(p.value("files_done", uint64_t{0})),
+                   static_cast<unsigned long long>(p.value("files_total", uint64_t{0})),
+                   HumanBytes(p.value("bytes_done", 0.0)).c_str(),
+                   HumanBytes(p.value("bytes_total", 0.0)).c_str());
+      if (ended) std::fputs("\n", stderr);
+      std::fflush(stderr);
+    }
+    if (ended) break;
+    if (final_wait) {
+      std::cerr << "pororoca: job " << id << " is still " << st << " after " << timeout.count() / 1000.0
+                << " s; it goes on (pororoca wait " << id << ")\n";
+      return kExitTimeout;
+    }
+  }
+  if (as_json) {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    PrintJob(j);
+  }
+  return ExitForJob(j);
+}
+
+// `pororoca submit FILE.json`: a bulk job. The file is the body of POST /v1/jobs (an object with
+// "entries"), or just the array of entries.
+int CmdSubmit(Client& c, const std::vector<std::string>& args) {
+  po::options_description desc(
+      "Usage: pororoca submit [options] FILE.json\n  Submits a bulk job: FILE.json is {\"entries\": "
+      "[{\"source\": ..., \"destination\": ...}, ...], options for every entry} or the array of entries "
+      "(- reads stdin). Prints the job id, or with --wait follows it and exits by its outcome\nOptions");
+  desc.add_options()("wait,w",
+                     "wait until every entry has ended; exit 0 succeeded, 1 partial or failed, 6 cancelled")(
+      "timeout", po::value<double>(),
+      "with --wait: give up after this many seconds (exit 7; the job goes on)")(
+      "json", "print the job as JSON")("no-progress", "no live progress line")(
+      "priority", po::value<unsigned>(), "1 (lowest) to 5 (highest), for entries that set none")(
+      "submission-id", po::value<std::string>(),
+      "your id for this job: submitting it again returns the job it made")("token", po::value<std::string>(),
+                                                                           kTokenHelp)("help,h", "this help");
+  po::variables_map vm;
+  const std::vector<std::string> files = ParseArgs(desc, args, &vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  if (files.size() != 1) {
+    std::cerr << "pororoca: expected one FILE.json\n" << desc << "\n";
+    return kExitUsage;
+  }
+  std::string text;
+  if (files[0] == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    auto r = ReadSmallFile(files[0], 16 << 20);
+    if (!r.has_value()) {
+      std::cerr << "pororoca: " << r.error().message() << "\n";
+      return kExitUsage;
+    }
+    text = std::move(*r);
+  }
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::parse_error& e) {
+    std::cerr << "pororoca: " << files[0] << ": not valid JSON: " << e.what() << "\n";
+    return kExitUsage;
+  }
+  if (body.is_array()) body = json{{"entries", body}};
+  if (!body.is_object() || !body.contains("entries")) {
+    std::cerr << "pororoca: " << files[0] << ": expected {\"entries\": [...]} or an array of entries\n";
+    return kExitUsage;
+  }
+  // Local paths are made absolute, as cp does (not through --api: both ends are endpoints there).
+  if (!c.remote() && body["entries"].is_array()) {
+    for (auto& e : body["entries"]) {
+      if (!e.is_object()) continue;
+      for (const char* k : {"source", "destination"}) {
+        if (e.contains(k) && e[k].is_string()) e[k] = AbsoluteLocal(e[k].get<std::string>());
+      }
+    }
+  }
+  if (vm.count("priority") && !body.contains("priority")) body["priority"] = vm["priority"].as<unsigned>();
+  if (vm.count("submission-id")) body["submission_id"] = vm["submission-id"].as<std::string>();
+  std::string token;
+  if (!ResolveToken(vm, &token)) return kExitUsage;
+  if (!token.empty() && !body.contains("token")) body["token"] = token;
+  json j;
+  int ec = 0;
+  if (!c.Call("POST", "/v1/jobs", body.dump(), &j, &ec)) return ec;
+  const std::string id = j.value("id", std::string());
+  if (!vm.count("wait")) {
+    if (vm.count("json"))
+      std::cout << j.dump(2) << "\n";
+    else
+      std::cout << id << "\n";
+    return kExitOk;
+  }
+  const double timeout_s = vm.count("timeout") ? vm["timeout"].as<double>() : 0;
+  const bool progress = !vm.count("no-progress") && ::isatty(STDERR_FILENO);
+  return FollowJob(c, id, vm.count("json") > 0, progress,
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+}
+
 int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   po::options_description desc(
       std::string("Usage: pororoca ") + (sync_cmd ? "sync" : "cp") +
@@ -464,15 +633,24 @@ int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
 
 // `status ID --files`: every per-file result of the transfer, a page of the API at a time.
 int PrintFiles(Client& c, const std::string& id, const std::string& state, bool as_json) {
+  std::string kind = "transfers";
   json all = json::array();
   json first;
   uint64_t offset = 0;
   int ec = 0;
   for (;;) {
     json page;
-    std::string target = "/v1/transfers/" + id + "/files?limit=1000&offset=" + std::to_string(offset);
+    std::string target = "/v1/" + kind + "/" + id + "/files?limit=1000&offset=" + std::to_string(offset);
     if (!state.empty()) target += "&state=" + state;
-    if (!c.Call("GET", target, "", &page, &ec)) return ec;
+    bool not_found = false;
+    if (first.is_null() && !c.Call("GET", target, "", &page, &ec, &not_found)) {
+      if (!not_found) return ec;
+      kind = "jobs";  // not a transfer: a job's id
+      target.replace(0, std::strlen("/v1/transfers/"), "/v1/jobs/");
+      if (!c.Call("GET", target, "", &page, &ec)) return ec;
+    } else if (!first.is_null() && !c.Call("GET", target, "", &page, &ec)) {
+      return ec;
+    }
     if (first.is_null()) first = page;
     for (auto& f : page["files"]) {
       if (as_json) {
@@ -542,7 +720,16 @@ int CmdStatus(Client& c, const std::vector<std::string>& args) {
   json r;
   int ec = 0;
   if (!id.empty()) {
-    if (!c.Call("GET", "/v1/transfers/" + id, "", &r, &ec)) return ec;
+    bool not_found = false;
+    if (!c.Call("GET", "/v1/transfers/" + id, "", &r, &ec, &not_found)) {
+      if (!not_found) return ec;
+      if (!c.Call("GET", "/v1/jobs/" + id, "", &r, &ec)) return ec;  // a job's id, then
+      if (as_json)
+        std::cout << r.dump(2) << "\n";
+      else
+        PrintJob(r);
+      return kExitOk;
+    }
     if (as_json)
       std::cout << r.dump(2) << "\n";
     else
@@ -596,7 +783,14 @@ int CmdWait(Client& c, const std::vector<std::string>& args) {
   // The full id, so that the long polls name one transfer (and an unknown one fails at once).
   json t;
   int ec = 0;
-  if (!c.Call("GET", "/v1/transfers/" + ids[0], "", &t, &ec)) return ec;
+  bool not_found = false;
+  if (!c.Call("GET", "/v1/transfers/" + ids[0], "", &t, &ec, &not_found)) {
+    if (!not_found) return ec;
+    if (!c.Call("GET", "/v1/jobs/" + ids[0], "", &t, &ec)) return ec;  // a job's id, then
+    const bool progress = vm.count("progress") || (!vm.count("no-progress") && ::isatty(STDERR_FILENO));
+    return FollowJob(c, t.value("id", ids[0]), vm.count("json") > 0, progress,
+                     std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  }
   const Display display = vm.count("no-progress") ? Display::kNone
                           : vm.count("progress")  ? Display::kAlways
                                                   : Display::kTerminal;
@@ -611,7 +805,14 @@ int CmdCancel(Client& c, const std::vector<std::string>& args) {
   }
   json r;
   int ec = 0;
-  if (!c.Call("POST", "/v1/transfers/" + args[0] + "/cancel", "", &r, &ec)) return ec;
+  bool not_found = false;
+  if (!c.Call("POST", "/v1/transfers/" + args[0] + "/cancel", "", &r, &ec, &not_found)) {
+    if (!not_found) return ec;
+    if (!c.Call("POST", "/v1/jobs/" + args[0] + "/cancel", "", &r, &ec)) return ec;  // a job's id
+    std::cout << "cancel requested for job " << r.value("id", args[0]) << " (" << r.value("entries", 0)
+              << " entries)\n";
+    return kExitOk;
+  }
   std::cout << "cancel requested for " << r.value("id", args[0]) << " (state "
             << r.value("state", std::string()) << ")\n";
   return kExitOk;
@@ -746,7 +947,8 @@ void Usage() {
                "  cp [-r] SRC DST          copy a file or tree (one side is ENDPOINT:/path)\n"
                "  sync SRC DST             recursive copy that skips files already identical\n"
                "  status [ID] [--files]    list transfers, or show one (--files: its files' results)\n"
-               "  wait ID                  wait until a transfer ends; exits as cp would\n"
+               "  submit FILE.json         submit a bulk job (many entries); --wait follows it\n"
+               "  wait ID                  wait until a transfer (or job) ends; exits as cp would\n"
                "  cancel ID                cancel a transfer\n"
                "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
                "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
@@ -825,6 +1027,7 @@ int main(int argc, char** argv) {
     if (cmd == "status") return CmdStatus(c, rest);
     if (cmd == "cancel") return CmdCancel(c, rest);
     if (cmd == "wait") return CmdWait(c, rest);
+    if (cmd == "submit") return CmdSubmit(c, rest);
     if (cmd == "federation") return CmdFederation(rest);
     if (cmd == "token") return CmdToken(rest);
     if (cmd == "policy") return CmdPolicy(c, rest);

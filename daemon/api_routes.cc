@@ -58,6 +58,9 @@ class Body {
     if (!j.is_object()) return Status::InvalidArgument("body must be a JSON object");
     return Body(std::move(j));
   }
+  // An object already parsed (an entry of a job).
+  explicit Body(json j) : j_(std::move(j)) {}
+  const json& json_value() const { return j_; }
   bool Has(const char* name) const { return j_.contains(name) && !j_[name].is_null(); }
   const json& Raw(const char* name) const { return j_[name]; }
   Result<std::string> String(const char* name, std::string def = {}) const {
@@ -85,7 +88,6 @@ class Body {
   }
 
  private:
-  explicit Body(json j) : j_(std::move(j)) {}
   json j_;
 };
 
@@ -134,6 +136,15 @@ void ApiRoutes::RegisterOn(api::HttpServer& s) {
   add("DELETE", "/v1/transfers/{id}", Need::kCancel,
       [this](const auto& r, const auto& c) { return Cancel(r, c); });
   add("GET", "/v1/events", Need::kRead, [this](const auto& r, const auto& c) { return Events(r, c); });
+  add("POST", "/v1/jobs", Need::kSubmit, [this](const auto& r, const auto& c) { return SubmitJob(r, c); });
+  add("GET", "/v1/jobs", Need::kRead, [this](const auto& r, const auto& c) { return ListJobs(r, c); });
+  add("GET", "/v1/jobs/{id}", Need::kRead, [this](const auto& r, const auto& c) { return GetJob(r, c); });
+  add("GET", "/v1/jobs/{id}/files", Need::kRead,
+      [this](const auto& r, const auto& c) { return JobFiles(r, c); });
+  add("POST", "/v1/jobs/{id}/cancel", Need::kCancel,
+      [this](const auto& r, const auto& c) { return CancelJob(r, c); });
+  add("DELETE", "/v1/jobs/{id}", Need::kCancel,
+      [this](const auto& r, const auto& c) { return CancelJob(r, c); });
 }
 
 bool ApiRoutes::Caller::Sees(int64_t owner_uid, const std::string& owner_user) const {
@@ -285,14 +296,14 @@ api::HttpResponse ApiRoutes::Accounting(const api::HttpRequest& r) const {
   return api::HttpResponse::Json(200, d_.fed->accounting().Query(f));
 }
 
-ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req, const Caller& caller) const {
+ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, const Caller& caller) const {
   const Config& c = *d_.config;
   const engine::ExportRoot& root = *d_.root;
   auto refuse = [](const char* check, Status s) {
     api::HttpResponse r = ErrorResponse(s);
     return Prepared(check, std::move(s), std::move(r));
   };
-  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  const Body body(request);
   PORO_API_ASSIGN_OR_400(std::string src_text, body.String("source"));
   PORO_API_ASSIGN_OR_400(std::string dst_text, body.String("destination"));
   auto src = Location::Parse(src_text);
@@ -330,7 +341,7 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req, cons
   t->local_path = t->push ? src->path : dst->path;
   t->local_trailing_slash = !t->push && dst->trailing_slash;
   PORO_API_ASSIGN_OR_400(t->recursive, body.Bool("recursive", false));
-  t->uid = caller.remote ? -1 : static_cast<int64_t>(req.peer.uid);
+  t->uid = caller.remote ? -1 : static_cast<int64_t>(caller.uid);
   t->created_ms = NowMs();
   json opts = json::object();
   PORO_API_ASSIGN_OR_400(uint64_t streams, body.Unsigned("streams", c.streams));
@@ -459,7 +470,8 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const api::HttpRequest& req, cons
 }
 
 api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req, const Caller& c) const {
-  Prepared p = PrepareTransfer(req, c);
+  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  Prepared p = PrepareTransfer(body.json_value(), c);
   if (!p.transfer) {
     if (c.remote) AuditRemote(req, &c, "refused", p.response.status, p.refusal.message());
     return p.response;
@@ -500,7 +512,7 @@ api::HttpResponse ApiRoutes::PolicyCheck(const api::HttpRequest& req, const Call
     out["reason"] = std::string(s.message());
     return api::HttpResponse::Json(200, out);
   };
-  Prepared p = PrepareTransfer(req, c);
+  Prepared p = PrepareTransfer(body.json_value(), c);
   if (!p.transfer) {
     if (*p.check == '\0') return p.response;  // a malformed request, not a refusal
     return refused(p.check, p.refusal);
@@ -572,6 +584,11 @@ api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req, const Caller& c) c
 // "next_offset" (when more follow)}.
 api::HttpResponse ApiRoutes::Files(const api::HttpRequest& req, const Caller& c) const {
   PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(req.params.at("id"), VisibleTo(c)));
+  return FilesPage(req, t->id, {t->id});
+}
+
+api::HttpResponse ApiRoutes::FilesPage(const api::HttpRequest& req, const std::string& id,
+                                       const std::vector<std::string>& transfer_ids) const {
   auto number = [&](const char* name, uint64_t def, uint64_t lo, uint64_t hi) -> Result<uint64_t> {
     auto q = req.query.find(name);
     if (q == req.query.end()) return def;
@@ -595,18 +612,16 @@ api::HttpResponse ApiRoutes::Files(const api::HttpRequest& req, const Caller& c)
     }
   }
   PORO_API_ASSIGN_OR_400(FilePage page,
-                         d_.transfers->Files(t->id, state, offset, static_cast<uint32_t>(limit)));
+                         d_.transfers->Files(transfer_ids, state, offset, static_cast<uint32_t>(limit)));
+  const bool job = transfer_ids.size() != 1 || transfer_ids.front() != id;
   json files = json::array();
   for (const auto& f : page.files) {
-    files.push_back(json{{"path", f.path},
-                         {"size", f.size},
-                         {"digest", f.digest},
-                         {"state", f.state},
-                         {"attempts", f.attempts},
-                         {"error", f.error},
-                         {"updated_ms", f.updated_ms}});
+    json row{{"path", f.path},         {"size", f.size},   {"digest", f.digest},        {"state", f.state},
+             {"attempts", f.attempts}, {"error", f.error}, {"updated_ms", f.updated_ms}};
+    if (job) row["transfer"] = f.transfer_id;
+    files.push_back(std::move(row));
   }
-  json out{{"id", t->id},    {"total", page.total},       {"offset", offset},
+  json out{{"id", id},       {"total", page.total},       {"offset", offset},
            {"limit", limit}, {"by_state", page.by_state}, {"files", std::move(files)}};
   if (offset + page.files.size() < page.total) out["next_offset"] = offset + page.files.size();
   return api::HttpResponse::Json(200, out);
@@ -680,6 +695,181 @@ api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req, const Caller& c
     }
   };
   return r;
+}
+
+constexpr size_t kMaxJobEntries = 10000;
+
+// {"entries": [{"source", "destination", ...}, ...], and fields every entry takes unless it sets
+// its own (recursive, streams, chunk_size, existing, sync, hard_links, protection, transport,
+// token, priority), "submission_id"}. All entries are checked as POST /v1/transfers checks one;
+// the first refused one is the answer (its message prefixed "entries[i]: ") and nothing is queued.
+api::HttpResponse ApiRoutes::SubmitJob(const api::HttpRequest& req, const Caller& c) const {
+  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  const json& all = body.json_value();
+  if (!body.Has("entries") || !all["entries"].is_array() || all["entries"].empty()) {
+    return BadRequest("entries must be a non-empty array of {\"source\", \"destination\", ...} objects");
+  }
+  const json& entries = all["entries"];
+  if (entries.size() > kMaxJobEntries) {
+    return BadRequest("entries: " + std::to_string(entries.size()) + " entries, at most " +
+                      std::to_string(kMaxJobEntries) + " in one job (a tree is one entry: use recursive)");
+  }
+  PORO_API_ASSIGN_OR_400(std::string sid, body.String("submission_id"));
+  if (sid.size() > 120 ||
+      sid.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") !=
+          std::string::npos) {
+    return BadRequest("submission_id must be at most 120 letters, digits, '.', '_', ':' or '-'");
+  }
+  json defaults = all;
+  defaults.erase("entries");
+  defaults.erase("submission_id");
+  PORO_API_ASSIGN_OR_400(std::string job_id, NewId());
+  TransferManager::Job job;
+  job.reserve(entries.size());
+  const int64_t now = NowMs();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string where = "entries[" + std::to_string(i) + "]";
+    if (!entries[i].is_object()) return BadRequest(where + " must be an object with source and destination");
+    if (entries[i].contains("submission_id")) {
+      return BadRequest(where + ": submission_id belongs to the job, not to an entry");
+    }
+    json merged = defaults;
+    for (const auto& [k, v] : entries[i].items()) merged[k] = v;
+    Prepared p = PrepareTransfer(merged, c);
+    if (!p.transfer) {
+      json e = json::parse(p.response.body, nullptr, false);
+      const std::string code = e.is_object() ? e["error"].value("code", std::string("InvalidArgument")) : "";
+      const std::string msg = e.is_object() ? e["error"].value("message", p.response.body) : p.response.body;
+      if (c.remote) AuditRemote(req, &c, "refused", p.response.status, where + ": " + msg);
+      return api::HttpResponse::Error(p.response.status, code, where + ": " + msg);
+    }
+    p.transfer->job_id = job_id;
+    p.transfer->job_index = static_cast<unsigned>(i);
+    p.transfer->created_ms = now;
+    if (!sid.empty()) p.transfer->submission_id = sid + "#" + std::to_string(i);
+    job.push_back(std::move(p.transfer));
+  }
+  bool existing = false;
+  PORO_API_ASSIGN_OR_400(TransferManager::Job made, d_.transfers->SubmitJob(job, &existing));
+  if (c.remote) {
+    AuditRemote(req, &c, "allowed", existing ? 200 : 201,
+                "job " + made.front()->job_id + " (" + std::to_string(made.size()) + " entries)");
+  }
+  return api::HttpResponse::Json(existing ? 200 : 201, JobView(made, true));
+}
+
+json ApiRoutes::JobView(const TransferManager::Job& job, bool with_entries) {
+  json entries = json::array();
+  std::map<std::string, uint64_t> by_state;
+  uint64_t files_total = 0, files_done = 0, files_failed = 0, bytes_total = 0, bytes_done = 0,
+           bytes_verified = 0;
+  int64_t finished_ms = 0;
+  bool all_ended = true;
+  for (const auto& t : job) {
+    json v = t->View();
+    const std::string state = v.value("state", std::string());
+    by_state[state]++;
+    const json& pr = v["progress"];
+    files_total += pr.value("files_total", uint64_t{0});
+    files_done += pr.value("files_done", uint64_t{0});
+    files_failed += pr.value("files_failed", uint64_t{0});
+    bytes_total += pr.value("bytes_total", uint64_t{0});
+    bytes_done += pr.value("bytes_done", uint64_t{0});
+    bytes_verified += pr.value("bytes_verified", uint64_t{0});
+    if (auto st = ParseTransferState(state); !st || !IsTerminal(*st)) all_ended = false;
+    finished_ms = std::max(finished_ms, v.value("finished_ms", int64_t{0}));
+    if (with_entries) {
+      entries.push_back(json{{"index", t->job_index},
+                             {"transfer", t->id},
+                             {"state", state},
+                             {"source", v["source"]},
+                             {"destination", v["destination"]},
+                             {"attempts", v["attempts"]},
+                             {"error", v["error"]},
+                             {"error_code", v["error_code"]},
+                             {"files_done", pr.value("files_done", uint64_t{0})},
+                             {"files_failed", pr.value("files_failed", uint64_t{0})},
+                             {"bytes_done", pr.value("bytes_done", uint64_t{0})}});
+    }
+  }
+  auto count = [&](const char* s) {
+    auto it = by_state.find(s);
+    return it == by_state.end() ? uint64_t{0} : it->second;
+  };
+  // queued: nothing started yet; running: not every entry has ended; then by what ended how.
+  std::string state;
+  const uint64_t n = job.size();
+  if (!all_ended) {
+    state = count("queued") == n ? "queued" : "running";
+  } else if (count("succeeded") == n) {
+    state = "succeeded";
+  } else if (count("cancelled") == n) {
+    state = "cancelled";
+  } else if (count("succeeded") + count("partial") == 0) {
+    state = "failed";
+  } else {
+    state = "partial";
+  }
+  const Transfer& first = *job.front();
+  json out{{"id", first.job_id},
+           {"state", state},
+           {"user", first.user},
+           {"priority", first.priority},
+           {"created_ms", first.created_ms},
+           {"finished_ms", all_ended ? finished_ms : 0},
+           {"entries", n},
+           {"by_state", by_state},
+           {"progress",
+            {{"files_total", files_total},
+             {"files_done", files_done},
+             {"files_failed", files_failed},
+             {"bytes_total", bytes_total},
+             {"bytes_done", bytes_done},
+             {"bytes_verified", bytes_verified}}}};
+  if (!first.submission_id.empty()) {
+    out["submission_id"] = first.submission_id.substr(0, first.submission_id.rfind('#'));
+  }
+  if (with_entries) out["transfers"] = std::move(entries);
+  return out;
+}
+
+api::HttpResponse ApiRoutes::ListJobs(const api::HttpRequest&, const Caller& c) const {
+  json arr = json::array();
+  for (const auto& job : d_.transfers->ListJobs(VisibleTo(c))) arr.push_back(JobView(job, false));
+  return api::HttpResponse::Json(200, json{{"jobs", arr}});
+}
+
+api::HttpResponse ApiRoutes::GetJob(const api::HttpRequest& req, const Caller& c) const {
+  PORO_API_ASSIGN_OR_400(TransferManager::Job job, d_.transfers->FindJob(req.params.at("id"), VisibleTo(c)));
+  auto w = req.query.find("wait");
+  if (w != req.query.end()) {
+    char* end = nullptr;
+    double secs = std::strtod(w->second.c_str(), &end);
+    if (w->second.empty() || end == nullptr || *end != '\0' || !(secs >= 0)) {
+      return BadRequest("wait must be a number of seconds, got '" + w->second + "'");
+    }
+    d_.transfers->WaitJobEnded(job, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                        std::chrono::duration<double>(std::min(secs, 60.0))));
+  }
+  return api::HttpResponse::Json(200, JobView(job, true));
+}
+
+api::HttpResponse ApiRoutes::JobFiles(const api::HttpRequest& req, const Caller& c) const {
+  PORO_API_ASSIGN_OR_400(TransferManager::Job job, d_.transfers->FindJob(req.params.at("id"), VisibleTo(c)));
+  std::vector<std::string> ids;
+  ids.reserve(job.size());
+  for (const auto& t : job) ids.push_back(t->id);
+  return FilesPage(req, job.front()->job_id, ids);
+}
+
+api::HttpResponse ApiRoutes::CancelJob(const api::HttpRequest& req, const Caller& c) const {
+  PORO_API_ASSIGN_OR_400(TransferManager::Job job, d_.transfers->FindJob(req.params.at("id"), VisibleTo(c)));
+  for (const auto& t : job) {
+    auto r = d_.transfers->Cancel(t->id, VisibleTo(c));
+    if (!r.has_value() && r.error().code() != Code::kNotFound) return ErrorResponse(r.error());
+  }
+  if (c.remote) AuditRemote(req, &c, "allowed", 202, "cancel job " + job.front()->job_id);
+  return api::HttpResponse::Json(202, JobView(job, true));
 }
 
 }  // namespace pororoca::daemon

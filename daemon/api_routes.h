@@ -69,6 +69,14 @@ class ApiRoutes {
   api::HttpResponse Cancel(const api::HttpRequest& req, const Caller& c) const;
   // GET /v1/transfers/{id}/files: per-file results, a page at a time.
   api::HttpResponse Files(const api::HttpRequest& req, const Caller& c) const;
+  // Bulk jobs: POST /v1/jobs, GET /v1/jobs[/{id}[/files]], POST /v1/jobs/{id}/cancel.
+  api::HttpResponse SubmitJob(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse ListJobs(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse GetJob(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse CancelJob(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse JobFiles(const api::HttpRequest& req, const Caller& c) const;
+  // A job as the API shows it: state, counts, summed progress, and (with_entries) each entry.
+  static nlohmann::json JobView(const TransferManager::Job& job, bool with_entries);
   // GET /v1/events: server-sent events of the transfers the caller may see.
   api::HttpResponse Events(const api::HttpRequest& req, const Caller& c) const;
 
@@ -87,9 +95,12 @@ class ApiRoutes {
     const char* check = "";
     Status refusal;
   };
-  Prepared PrepareTransfer(const api::HttpRequest& req, const Caller& c) const;
+  Prepared PrepareTransfer(const nlohmann::json& request, const Caller& c) const;
   // Caller::Sees as a filter for the TransferManager (null: all).
   static TransferManager::Visible VisibleTo(const Caller& c);
+  // One page of per-file results of `transfer_ids` (a transfer's, or a job's), answered as `id`'s.
+  api::HttpResponse FilesPage(const api::HttpRequest& req, const std::string& id,
+                              const std::vector<std::string>& transfer_ids) const;
   // Audits an HTTPS request: a refusal, or an accepted submit or cancel.
   void AuditRemote(const api::HttpRequest& req, const Caller* c, const char* decision, int status,
                    std::string_view reason) const;

@@ -58,6 +58,8 @@ void VisitRecord(RecordVisitor& v, Transfer& t) PORO_NO_THREAD_SAFETY_ANALYSIS {
   v.Field("created_ms", t.created_ms);
   v.Field("priority", t.priority);
   v.Field("submission_id", t.submission_id);
+  v.Field("job_id", t.job_id);
+  v.Field("job_index", t.job_index);
   v.Field("state", t.state);
   v.Field("attempts", t.attempts);
   v.Field("error", t.error);

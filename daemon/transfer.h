@@ -79,6 +79,9 @@ struct Transfer {
   unsigned priority = kDefaultPriority;
   // Chosen by the client so that a retried submission returns the transfer it already made ("" none).
   std::string submission_id;
+  // A bulk job's entry: the job's id and this entry's place in it ("" for a transfer of its own).
+  std::string job_id;
+  unsigned job_index = 0;
 
   mutable Mutex mu;
   mutable CondVar ended;  // notified when `state` becomes terminal

@@ -72,9 +72,9 @@ void TransferManager::PublishProgress() {
 
 Result<nlohmann::json> TransferManager::StoredRecord(const std::string& id) const { return store_->Get(id); }
 
-Result<FilePage> TransferManager::Files(const std::string& id, const std::string& state, uint64_t offset,
-                                        uint32_t limit) const {
-  return store_->ListFiles(id, state, offset, limit);
+Result<FilePage> TransferManager::Files(const std::vector<std::string>& ids, const std::string& state,
+                                        uint64_t offset, uint32_t limit) const {
+  return store_->ListFiles(ids, state, offset, limit);
 }
 
 std::vector<std::pair<std::shared_ptr<Transfer>, std::vector<engine::FileResult>>>
@@ -157,6 +157,94 @@ Result<std::shared_ptr<Transfer>> TransferManager::Submit(const std::shared_ptr<
   waiting_.push_back({t, 0});
   cv_.NotifyAll();
   return t;
+}
+
+Result<TransferManager::Job> TransferManager::SubmitJob(const Job& entries, bool* existing) {
+  if (!store_) return Status::Internal("the transfer queue is not open");
+  if (entries.empty()) return Status::InvalidArgument("a job needs at least one entry");
+  if (existing != nullptr) *existing = false;
+  MutexLock submitting(&submit_mu_);
+  const Transfer& first = *entries.front();
+  if (!first.submission_id.empty()) {
+    Job prior;
+    {
+      MutexLock lock(&mu_);
+      for (const auto& [id, x] : transfers_) {
+        if (x->submission_id == first.submission_id && x->OwnerKey() == first.OwnerKey()) {
+          auto j = jobs_.find(x->job_id);
+          if (j != jobs_.end()) prior = j->second;
+        }
+      }
+    }
+    if (!prior.empty()) {
+      bool same = prior.size() == entries.size();
+      for (size_t i = 0; same && i < entries.size(); ++i) same = SameRequest(*prior[i], *entries[i]);
+      if (!same) {
+        return Status::AlreadyExists("submission_id was used for job " + prior.front()->job_id + " (" +
+                                     std::to_string(prior.size()) + " entries), a different request");
+      }
+      if (existing != nullptr) *existing = true;
+      return prior;
+    }
+  }
+  PORO_RETURN_IF_ERROR(store_->AddMany(entries));
+  for (const auto& t : entries) PublishState(*t);
+  MutexLock lock(&mu_);
+  for (const auto& t : entries) {
+    transfers_[t->id] = t;
+    AddToJob(t);
+    waiting_.push_back({t, 0});
+  }
+  cv_.NotifyAll();
+  return entries;
+}
+
+void TransferManager::AddToJob(const std::shared_ptr<Transfer>& t) {
+  if (t->job_id.empty()) return;
+  Job& job = jobs_[t->job_id];
+  auto at = std::lower_bound(job.begin(), job.end(), t->job_index,
+                             [](const std::shared_ptr<Transfer>& x, unsigned i) { return x->job_index < i; });
+  job.insert(at, t);
+}
+
+Result<TransferManager::Job> TransferManager::FindJob(const std::string& id, const Visible& visible) const {
+  MutexLock lock(&mu_);
+  std::vector<const Job*> matches;
+  for (auto it = jobs_.lower_bound(id); it != jobs_.end() && it->first.compare(0, id.size(), id) == 0; ++it) {
+    if (!it->second.empty() && (!visible || visible(*it->second.front()))) {
+      if (it->first == id) return it->second;
+      matches.push_back(&it->second);
+    }
+  }
+  if (matches.size() == 1 && !id.empty()) return *matches.front();
+  if (matches.empty() || id.empty())
+    return Status::NotFound("no job " + (id.empty() ? std::string("''") : id));
+  return Status::InvalidArgument("job id prefix '" + id + "' matches " + std::to_string(matches.size()) +
+                                 " jobs; give more digits");
+}
+
+std::vector<TransferManager::Job> TransferManager::ListJobs(const Visible& visible) const {
+  std::vector<Job> out;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [id, job] : jobs_) {
+      if (!job.empty() && (!visible || visible(*job.front()))) out.push_back(job);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Job& a, const Job& b) {
+    return a.front()->created_ms != b.front()->created_ms ? a.front()->created_ms < b.front()->created_ms
+                                                          : a.front()->job_id < b.front()->job_id;
+  });
+  return out;
+}
+
+void TransferManager::WaitJobEnded(const Job& job, std::chrono::steady_clock::duration timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (const auto& t : job) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return;
+    WaitEnded(*t, deadline - now);
+  }
 }
 
 void TransferManager::Track(const Transfer& t, int delta) {
@@ -491,6 +579,10 @@ void TransferManager::PruneFinished(bool force) {
     for (auto it = transfers_.begin(); it != transfers_.end();) {
       if (it->second->ExpiredBefore(cutoff)) {  // takes and releases the transfer's mu before the erase
         gone.push_back(it->first);
+        if (auto j = jobs_.find(it->second->job_id); j != jobs_.end()) {
+          std::erase(j->second, it->second);
+          if (j->second.empty()) jobs_.erase(j);
+        }
         it = transfers_.erase(it);
       } else {
         ++it;
@@ -610,6 +702,7 @@ void TransferManager::LoadPersisted() {
     MutexLock lock(&mu_);
     if (transfers_.count((*t)->id) != 0) continue;
     transfers_[(*t)->id] = *t;
+    AddToJob(*t);
     if (unfinished) {
       PORO_LOG(INFO) << "queued again after the restart: transfer " << (*t)->id << " (" << (*t)->SourceText()
                      << " -> " << (*t)->DestText() << ")";

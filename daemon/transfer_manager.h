@@ -74,16 +74,31 @@ class TransferManager {
                                          const Visible& visible = nullptr) const PORO_EXCLUDES(mu_);
   // Oldest first; only those `visible` (if given) accepts.
   std::vector<std::shared_ptr<Transfer>> List(const Visible& visible = nullptr) const PORO_EXCLUDES(mu_);
+
+  // A bulk job: `entries` (transfers with the same job_id and job_index 0..n-1) are stored in one
+  // transaction, then queued; each runs, retries and is scheduled as a transfer of its own. With
+  // submission ids (the API gives entry i "SID#i"), a job whose first entry exists already is
+  // returned instead (`*existing` = true), or kAlreadyExists if that job asked for something else.
+  using Job = std::vector<std::shared_ptr<Transfer>>;  // the entries, in order
+  Result<Job> SubmitJob(const Job& entries, bool* existing = nullptr) PORO_EXCLUDES(mu_);
+  // Job `id`, or the only one whose id starts with it; `visible` as for Find (a job is its first
+  // entry's owner's).
+  Result<Job> FindJob(const std::string& id_or_prefix, const Visible& visible = nullptr) const
+      PORO_EXCLUDES(mu_);
+  // Every job `visible` accepts, oldest first.
+  std::vector<Job> ListJobs(const Visible& visible = nullptr) const PORO_EXCLUDES(mu_);
   // Cancels a transfer (a queued or retrying one ends at once); `id` as for Find().
   Result<std::shared_ptr<Transfer>> Cancel(const std::string& id, const Visible& visible = nullptr)
       PORO_EXCLUDES(mu_);
   // Blocks until `t` ends, `timeout` passes or the manager stops.
   void WaitEnded(Transfer& t, std::chrono::steady_clock::duration timeout) const;
+  // The same for every entry of a job.
+  void WaitJobEnded(const Job& job, std::chrono::steady_clock::duration timeout) const;
   // The record as the store holds it (what a restarted daemon would read).
   Result<nlohmann::json> StoredRecord(const std::string& id) const;
   // Per-file results of transfer `id` (TransferStore::ListFiles): recorded about once a second
   // while it runs, and all of an attempt's before its outcome is recorded.
-  Result<FilePage> Files(const std::string& id, const std::string& state, uint64_t offset,
+  Result<FilePage> Files(const std::vector<std::string>& ids, const std::string& state, uint64_t offset,
                          uint32_t limit) const;
   // The transfers' events (GET /v1/events): each change of state, and progress while they run.
   EventLog& events() { return events_; }
@@ -126,7 +141,8 @@ class TransferManager {
   void Schedule() PORO_EXCLUDES(mu_);  // the scheduler thread
   // Starts what the limits allow; returns when the earliest waiting transfer's backoff ends (or 0).
   int64_t StartReady() PORO_REQUIRES(mu_);
-  void Track(const Transfer& t, int delta) PORO_REQUIRES(mu_);  // running counts
+  void Track(const Transfer& t, int delta) PORO_REQUIRES(mu_);           // running counts
+  void AddToJob(const std::shared_ptr<Transfer>& t) PORO_REQUIRES(mu_);  // jobs_, in entry order
   enum class Outcome { kEnded, kRetry, kLeft /* daemon stopping: resumed at the next start-up */ };
   // One attempt: running, the attempt function, the outcome in the record.
   Outcome RunAttempt(const std::shared_ptr<Transfer>& t) PORO_EXCLUDES(mu_);
@@ -160,7 +176,8 @@ class TransferManager {
   mutable Mutex mu_;  // before any Transfer::mu
   CondVar cv_;        // wakes the scheduler (submission, end of an attempt, cancel, stop)
   std::map<std::string, std::shared_ptr<Transfer>> transfers_ PORO_GUARDED_BY(mu_);
-  std::list<Waiting> waiting_ PORO_GUARDED_BY(mu_);  // queued and retrying, in submission order
+  std::map<std::string, Job> jobs_ PORO_GUARDED_BY(mu_);  // by job id: the entries still on record
+  std::list<Waiting> waiting_ PORO_GUARDED_BY(mu_);       // queued and retrying, in submission order
   // Running transfers, with the counters of the last progress event published for each.
   std::map<std::string, std::pair<std::shared_ptr<Transfer>, nlohmann::json>> running_set_
       PORO_GUARDED_BY(mu_);

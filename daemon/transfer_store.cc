@@ -148,6 +148,44 @@ class SqliteTransferStore final : public TransferStore {
     return q.Text(0);
   }
 
+  Status AddMany(const std::vector<std::shared_ptr<Transfer>>& entries) override PORO_EXCLUDES(mu_) {
+    std::vector<json> records;
+    records.reserve(entries.size());
+    for (const auto& t : entries) records.push_back(t->Record());
+    MutexLock lock(&mu_);
+    PORO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Stmt ins(
+        db_,
+        "INSERT INTO transfers (id, owner_key, submission_id, state, priority, created_ms, finished_ms, "
+        "record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (owner_key, submission_id) DO NOTHING");
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const Transfer& t = *entries[i];
+      ins.Reset();
+      ins.Bind(1, t.id).Bind(2, t.OwnerKey());
+      if (t.submission_id.empty()) {
+        ins.BindNull(3);
+      } else {
+        ins.Bind(3, t.submission_id);
+      }
+      ins.Bind(4, records[i].value("state", std::string()))
+          .Bind(5, int64_t{t.priority})
+          .Bind(6, t.created_ms)
+          .Bind(7, records[i].value("finished_ms", int64_t{0}))
+          .Bind(8, records[i].dump());
+      Status s;
+      if (ins.Step() != SQLITE_DONE) {
+        s = Error("add transfer " + t.id);
+      } else if (sqlite3_changes(db_) != 1) {
+        s = Status::AlreadyExists(path_ + ": submission id '" + t.submission_id + "' was used before");
+      }
+      if (!s.ok()) {
+        Exec("ROLLBACK").IgnoreError();
+        return s;
+      }
+    }
+    return Exec("COMMIT");
+  }
+
   Status Update(const Transfer& t) override PORO_EXCLUDES(mu_) {
     const json record = t.Record();
     const std::string state = record.value("state", std::string());
@@ -269,27 +307,32 @@ class SqliteTransferStore final : public TransferStore {
     return Exec("COMMIT");
   }
 
-  Result<FilePage> ListFiles(const std::string& id, const std::string& state, uint64_t offset,
+  Result<FilePage> ListFiles(const std::vector<std::string>& ids, const std::string& state, uint64_t offset,
                              uint32_t limit) override PORO_EXCLUDES(mu_) {
     MutexLock lock(&mu_);
     FilePage page;
-    Stmt counts(db_, "SELECT state, COUNT(*) FROM files WHERE transfer_id = ?1 GROUP BY state");
-    counts.Bind(1, id);
+    // The ids as a JSON array: one statement for one transfer or a job's thousands.
+    const std::string id_list = json(ids).dump();
+    Stmt counts(db_,
+                "SELECT state, COUNT(*) FROM files WHERE transfer_id IN (SELECT value FROM json_each(?1)) "
+                "GROUP BY state");
+    counts.Bind(1, id_list);
     int rc;
     while ((rc = counts.Step()) == SQLITE_ROW) {
       page.by_state[counts.Text(0)] = static_cast<uint64_t>(counts.Int(1));
       if (state.empty() || counts.Text(0) == state) page.total += static_cast<uint64_t>(counts.Int(1));
     }
-    if (rc != SQLITE_DONE) return Error("count the files of transfer " + id);
+    if (rc != SQLITE_DONE) return Error("count the files of transfer " + (ids.empty() ? "" : ids[0]));
     Stmt q(db_,
-           "SELECT path, size, digest, state, attempts, error, updated_ms FROM files WHERE transfer_id = ?1 "
-           "AND (?2 = '' OR state = ?2) ORDER BY path LIMIT ?3 OFFSET ?4");
-    q.Bind(1, id).Bind(2, state).Bind(3, int64_t{limit}).Bind(4, static_cast<int64_t>(offset));
+           "SELECT f.transfer_id, f.path, f.size, f.digest, f.state, f.attempts, f.error, f.updated_ms "
+           "FROM json_each(?1) AS t JOIN files AS f ON f.transfer_id = t.value "
+           "WHERE (?2 = '' OR f.state = ?2) ORDER BY t.key, f.path LIMIT ?3 OFFSET ?4");
+    q.Bind(1, id_list).Bind(2, state).Bind(3, int64_t{limit}).Bind(4, static_cast<int64_t>(offset));
     while ((rc = q.Step()) == SQLITE_ROW) {
-      page.files.push_back(FileRecord{q.Text(0), static_cast<uint64_t>(q.Int(1)), q.Text(2), q.Text(3),
-                                      static_cast<unsigned>(q.Int(4)), q.Text(5), q.Int(6)});
+      page.files.push_back(FileRecord{q.Text(0), q.Text(1), static_cast<uint64_t>(q.Int(2)), q.Text(3),
+                                      q.Text(4), static_cast<unsigned>(q.Int(5)), q.Text(6), q.Int(7)});
     }
-    if (rc != SQLITE_DONE) return Error("read the files of transfer " + id);
+    if (rc != SQLITE_DONE) return Error("read the files of transfer " + (ids.empty() ? "" : ids[0]));
     return page;
   }
 

@@ -27,6 +27,7 @@ namespace pororoca::daemon {
 
 // One file's result as stored: the last result of any attempt, and how many attempts had one.
 struct FileRecord {
+  std::string transfer_id;
   std::string path;  // relative to the transfer's root ("" = a transfer of one file)
   uint64_t size = 0;
   std::string digest;
@@ -49,6 +50,9 @@ class TransferStore {
   // Adds a new transfer and returns its id. If its owner (Transfer::OwnerKey) already submitted a
   // transfer with the same non-empty submission_id, adds nothing and returns that transfer's id.
   virtual Result<std::string> Add(const Transfer& t) = 0;
+  // Adds the entries of a bulk job in one transaction: all of them or none (an entry whose
+  // submission id its owner used already is kAlreadyExists, naming it).
+  virtual Status AddMany(const std::vector<std::shared_ptr<Transfer>>& entries) = 0;
   // Writes the transfer's current record. A transfer that is not running gives up its claim.
   virtual Status Update(const Transfer& t) = 0;
   virtual Status Remove(const std::vector<std::string>& ids) = 0;
@@ -65,10 +69,10 @@ class TransferStore {
   // attempt finds it there already ("skipped").
   virtual Status AddFileResults(const std::string& id, const std::vector<engine::FileResult>& results,
                                 int64_t now_ms) = 0;
-  // The files of transfer `id` by path, `offset` and at most `limit` of them, only those in
-  // `state` unless it is empty.
-  virtual Result<FilePage> ListFiles(const std::string& id, const std::string& state, uint64_t offset,
-                                     uint32_t limit) = 0;
+  // The files of the transfers `ids` (one, or a job's), by transfer in the order given and then by
+  // path: `offset` and at most `limit` of them, only those in `state` unless it is empty.
+  virtual Result<FilePage> ListFiles(const std::vector<std::string>& ids, const std::string& state,
+                                     uint64_t offset, uint32_t limit) = 0;
 
   // Takes transfer `id` for `node` until `until_ms`, unless another node holds a lease on it that
   // has not expired at `now_ms`: false then.

@@ -351,6 +351,90 @@ TEST_SUITE("integration.queue") {
     CHECK(pulled["by_state"] == json{{"succeeded", 5}});
     for (const auto& f : pulled["files"]) CHECK(f["digest"].get<std::string>().size() == 32);
   }
+
+  TEST_CASE(
+      "a bulk job: entries queued in one request, its state from theirs, its files in pages, once per id") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(a.Path("j"));
+    json entries = json::array();
+    for (int i = 1; i <= 6; ++i) {
+      const std::string name = "j/" + std::to_string(i) + ".bin";
+      WriteRandomFile(a.Path(name), 256 * 1024 + i, 200 + i);
+      entries.push_back({{"source", a.Path(name)}, {"destination", "b:/" + std::to_string(i) + ".bin"}});
+    }
+    MakeDir(a.Path("tree"));
+    for (int i = 1; i <= 3; ++i) WriteRandomFile(a.Path("tree/t" + std::to_string(i)), 4096 * i, 300 + i);
+    entries.push_back({{"source", a.Path("tree")}, {"destination", "b:/tree"}, {"recursive", true}});
+    // One entry that cannot succeed: its destination directory does not exist at b.
+    entries.push_back({{"source", a.Path("j/1.bin")}, {"destination", "b:/no/such/dir/x.bin"}});
+    const std::string job_file = a.dir() + "/job.json";
+    WriteFile(job_file, json{{"entries", entries}, {"chunk_size", "1MiB"}, {"priority", 4}}.dump());
+
+    CliResult r = Cli(a, {"submit", "--wait", "--json", "--submission-id", "run-1", job_file}, 180s);
+    INFO(r.Describe());
+    CHECK(r.exit_code == 1);  // partial
+    json job = r.Json();
+    const std::string id = job.value("id", std::string());
+    REQUIRE(id.size() == 32);
+    CHECK(job["state"] == "partial");
+    CHECK(job["entries"] == 8);
+    CHECK(job["priority"] == 4);
+    CHECK(job["submission_id"] == "run-1");
+    CHECK(job["by_state"] == json{{"failed", 1}, {"succeeded", 7}});
+    REQUIRE(job["transfers"].size() == 8);
+    CHECK(job["transfers"][7]["state"] == "failed");
+    CHECK(job["transfers"][7]["index"] == 7);
+    CHECK(job["transfers"][7]["error"].get<std::string>().find("no/such/dir") != std::string::npos);
+    for (int i = 1; i <= 6; ++i) {
+      const std::string name = std::to_string(i) + ".bin";
+      CHECK(SameContent(a.Path("j/" + name), b.Path(name)));
+    }
+    CHECK(SameContent(a.Path("tree/t3"), b.Path("tree/t3")));
+    // Each entry is a transfer of its own, tagged with the job.
+    json entry = a.Transfer(job["transfers"][6]["transfer"]);
+    CHECK(entry["job_id"] == id);
+    CHECK(entry["job_index"] == 6);
+
+    // The job's files: nine arrived (six files and the tree's three), a page at a time.
+    json files = a.Get("/v1/jobs/" + id + "/files?limit=4");
+    INFO(files.dump());
+    CHECK(files["total"] == 9);
+    CHECK(files["by_state"] == json{{"succeeded", 9}});
+    CHECK(files["files"].size() == 4);
+    CHECK(files["next_offset"] == 4);
+    CHECK(files["files"][0]["transfer"] == job["transfers"][0]["transfer"]);  // entry order, then path
+    CHECK(files["files"][0]["digest"].get<std::string>().size() == 32);
+    CHECK(a.Get("/v1/jobs/" + id + "/files?offset=8")["files"].size() == 1);
+
+    // The same submission id returns the same job, and queues nothing new.
+    CliResult again = Cli(a, {"submit", "--submission-id", "run-1", job_file});
+    CHECK(again.exit_code == 0);
+    CHECK(Trim(again.out) == id);
+    CHECK(a.Get("/v1/jobs")["jobs"].size() == 1);
+    CHECK(a.Get("/v1/transfers")["transfers"].size() == 8);
+    // status and wait know a job's id (a prefix too).
+    CliResult st = Cli(a, {"status", id.substr(0, 10)});
+    CHECK(st.exit_code == 0);
+    CHECK(st.out.find("PARTIAL job " + id + ": 8 entries (1 failed, 7 succeeded)") != std::string::npos);
+    CHECK(Cli(a, {"wait", id}).exit_code == 1);
+
+    // A bad entry refuses the whole job, naming the entry; nothing is queued.
+    json bad = entries;
+    bad[2]["streams"] = "many";
+    json refused = a.Post("/v1/jobs", json{{"entries", bad}}.dump());
+    CHECK(refused["http_status"] == 400);
+    CHECK(ErrorMessage(refused).find("entries[2]: streams") != std::string::npos);
+    json missing = a.Post(
+        "/v1/jobs",
+        json{{"entries", json::array({{{"source", a.Path("nope")}, {"destination", "b:/x"}}})}}.dump());
+    CHECK(missing["http_status"] == 404);
+    CHECK(ErrorMessage(missing).find("entries[0]: ") == 0);
+    CHECK(a.Post("/v1/jobs", R"({"entries": []})")["http_status"] == 400);
+    CHECK(a.Get("/v1/transfers")["transfers"].size() == 8);
+  }
 }
 
 }  // namespace

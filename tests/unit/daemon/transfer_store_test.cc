@@ -158,7 +158,7 @@ TEST_CASE("per-file results: the last one per file, attempts counted, a success 
                              {"d/c", 30, "", "skipped", ""}},
                             200)
               .ok());
-  auto page = st.ListFiles("t1", "", 0, 100);
+  auto page = st.ListFiles({"t1"}, "", 0, 100);
   REQUIRE(page.has_value());
   REQUIRE(page->files.size() == 3);
   CHECK(page->total == 3);
@@ -172,12 +172,12 @@ TEST_CASE("per-file results: the last one per file, attempts counted, a success 
   CHECK(page->files[1].error.empty());
   CHECK(page->files[1].updated_ms == 200);
   // Pages and the state filter.
-  auto second = st.ListFiles("t1", "", 1, 1);
+  auto second = st.ListFiles({"t1"}, "", 1, 1);
   REQUIRE(second.has_value());
   REQUIRE(second->files.size() == 1);
   CHECK(second->files[0].path == "d/b");
   REQUIRE(st.AddFileResults("t1", {{"d/e", 5, "", "failed", "destination exists", false}}, 300).ok());
-  auto failed = st.ListFiles("t1", "failed", 0, 10);
+  auto failed = st.ListFiles({"t1"}, "failed", 0, 10);
   REQUIRE(failed.has_value());
   CHECK(failed->total == 1);
   REQUIRE(failed->files.size() == 1);
@@ -185,7 +185,7 @@ TEST_CASE("per-file results: the last one per file, attempts counted, a success 
   CHECK(failed->by_state.at("succeeded") == 3);
   // Forgetting the transfer forgets its files.
   REQUIRE(st.Remove({"t1"}).ok());
-  auto gone = st.ListFiles("t1", "", 0, 10);
+  auto gone = st.ListFiles({"t1"}, "", 0, 10);
   REQUIRE(gone.has_value());
   CHECK(gone->total == 0);
   CHECK(gone->files.empty());
@@ -212,7 +212,7 @@ TEST_CASE("a queue of the first schema version gains the files table when opened
   auto t = Make("t", "alice@lncc", 1);
   REQUIRE((*store)->Add(*t).has_value());
   CHECK((*store)->AddFileResults("t", {{"x", 1, "ab", "succeeded", ""}}, 1).ok());
-  CHECK(Or((*store)->ListFiles("t", "", 0, 10), FilePage{}).total == 1);
+  CHECK(Or((*store)->ListFiles({"t"}, "", 0, 10), FilePage{}).total == 1);
 }
 
 }  // namespace
