@@ -150,6 +150,16 @@ struct Client {
   }
 };
 
+// GET/POST `target` for a job, after the same for a transfer said 404: a 404 here too says that
+// neither exists (exit 4).
+bool CallJob(Client& c, const std::string& method, const std::string& target, const std::string& id,
+             json* out, int* exit_code) {
+  bool not_found = false;
+  if (c.Call(method, target, "", out, exit_code, &not_found)) return true;
+  if (not_found) std::cerr << "pororoca: no transfer " << id << " (and no job)\n";
+  return false;
+}
+
 bool Terminal(const std::string& state) {
   return state == "succeeded" || state == "partial" || state == "failed" || state == "cancelled";
 }
@@ -647,7 +657,7 @@ int PrintFiles(Client& c, const std::string& id, const std::string& state, bool 
       if (!not_found) return ec;
       kind = "jobs";  // not a transfer: a job's id
       target.replace(0, std::strlen("/v1/transfers/"), "/v1/jobs/");
-      if (!c.Call("GET", target, "", &page, &ec)) return ec;
+      if (!CallJob(c, "GET", target, id, &page, &ec)) return ec;
     } else if (!first.is_null() && !c.Call("GET", target, "", &page, &ec)) {
       return ec;
     }
@@ -723,7 +733,7 @@ int CmdStatus(Client& c, const std::vector<std::string>& args) {
     bool not_found = false;
     if (!c.Call("GET", "/v1/transfers/" + id, "", &r, &ec, &not_found)) {
       if (!not_found) return ec;
-      if (!c.Call("GET", "/v1/jobs/" + id, "", &r, &ec)) return ec;  // a job's id, then
+      if (!CallJob(c, "GET", "/v1/jobs/" + id, id, &r, &ec)) return ec;  // a job's id, then
       if (as_json)
         std::cout << r.dump(2) << "\n";
       else
@@ -786,7 +796,7 @@ int CmdWait(Client& c, const std::vector<std::string>& args) {
   bool not_found = false;
   if (!c.Call("GET", "/v1/transfers/" + ids[0], "", &t, &ec, &not_found)) {
     if (!not_found) return ec;
-    if (!c.Call("GET", "/v1/jobs/" + ids[0], "", &t, &ec)) return ec;  // a job's id, then
+    if (!CallJob(c, "GET", "/v1/jobs/" + ids[0], ids[0], &t, &ec)) return ec;  // a job's id, then
     const bool progress = vm.count("progress") || (!vm.count("no-progress") && ::isatty(STDERR_FILENO));
     return FollowJob(c, t.value("id", ids[0]), vm.count("json") > 0, progress,
                      std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
@@ -808,7 +818,7 @@ int CmdCancel(Client& c, const std::vector<std::string>& args) {
   bool not_found = false;
   if (!c.Call("POST", "/v1/transfers/" + args[0] + "/cancel", "", &r, &ec, &not_found)) {
     if (!not_found) return ec;
-    if (!c.Call("POST", "/v1/jobs/" + args[0] + "/cancel", "", &r, &ec)) return ec;  // a job's id
+    if (!CallJob(c, "POST", "/v1/jobs/" + args[0] + "/cancel", args[0], &r, &ec)) return ec;  // a job's id
     std::cout << "cancel requested for job " << r.value("id", args[0]) << " (" << r.value("entries", 0)
               << " entries)\n";
     return kExitOk;

@@ -507,6 +507,16 @@ void HttpServer::Route(std::string method, std::string path_pattern, Handler han
   routes_.push_back(std::move(r));
 }
 
+std::vector<std::pair<std::string, std::string>> HttpServer::routes() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const RouteEntry& r : routes_) {
+    std::string path;
+    for (const auto& seg : r.segments) path += "/" + seg;
+    out.emplace_back(r.method, path.empty() ? "/" : path);
+  }
+  return out;
+}
+
 void HttpServer::Start() {
   PORO_CHECK(!accept_thread_.joinable());
   accept_thread_ = std::thread([this] { AcceptLoop(); });

@@ -118,8 +118,10 @@ class HttpServer {
   void set_idle_timeout(std::chrono::milliseconds t) { idle_timeout_ = t; }
 
   const std::string& socket_path() const { return socket_path_; }  // "" for HTTPS
-  uint16_t port() const { return port_; }                          // HTTPS: the bound port
-  const std::string& where() const { return where_; }              // the socket path or https://HOST:PORT
+  // Every registered route as (method, path pattern), in registration order.
+  std::vector<std::pair<std::string, std::string>> routes() const;
+  uint16_t port() const { return port_; }              // HTTPS: the bound port
+  const std::string& where() const { return where_; }  // the socket path or https://HOST:PORT
 
   // Starts the accept thread. Call once.
   void Start();

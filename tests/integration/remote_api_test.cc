@@ -18,21 +18,9 @@ using nlohmann::json;
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr const char* kNoDaemon = "/nonexistent.sock";  // the CLI's host runs no daemon
 
-// A token from `inst`'s issuer for `subject`, audience `aud`.
 std::string Token(TestFederation& fed, const std::string& inst, const std::string& subject,
                   const std::string& aud, const std::vector<std::string>& scopes) {
-  std::vector<std::string> args{
-      "token", "issue",      "--key", fed.IssuerKey(inst), "--issuer", fed.IssuerId(inst), "--subject",
-      subject, "--audience", aud};
-  for (const auto& s : scopes) {
-    args.push_back("--scope");
-    args.push_back(s);
-  }
-  CliResult r = RunCli(args, kNoDaemon, 30s);
-  REQUIRE_MESSAGE(r.exit_code == 0, r.Describe());
-  std::string t = r.out;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  return t;
+  return IssueTestToken(fed, inst, subject, aud, scopes);
 }
 
 // `pororoca --api URL --ca CA --api-token TOKEN args...` from a host without a daemon.

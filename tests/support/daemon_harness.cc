@@ -572,6 +572,22 @@ CliResult RunCli(const std::vector<std::string>& args, const std::string& socket
   return RunProgram(PORO_CLI_BIN, args, socket, timeout);
 }
 
+std::string IssueTestToken(TestFederation& fed, const std::string& institution, const std::string& subject,
+                           const std::string& audience, const std::vector<std::string>& scopes) {
+  std::vector<std::string> args{"token",      "issue",
+                                "--key",      fed.IssuerKey(institution),
+                                "--issuer",   fed.IssuerId(institution),
+                                "--subject",  subject,
+                                "--audience", audience};
+  for (const auto& sc : scopes) {
+    args.push_back("--scope");
+    args.push_back(sc);
+  }
+  CliResult r = RunCli(args, "/nonexistent.sock", 30s);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.Describe());
+  return Trim(r.out);
+}
+
 CliResult RunDaemon(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
   return RunProgram(PORO_DAEMON_BIN, args, "/nonexistent.sock", timeout);
 }

@@ -246,6 +246,10 @@ CliResult RunProgram(const std::string& binary, const std::vector<std::string>& 
                      const std::string& socket, std::chrono::milliseconds timeout, int as_uid = -1);
 // pororocad with `args` (it must exit by itself within `timeout`).
 CliResult RunDaemon(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 60s);
+// A bearer token from `institution`'s issuer (pororoca token issue) for `subject`, audience
+// `audience`, with `scopes`.
+std::string IssueTestToken(TestFederation& fed, const std::string& institution, const std::string& subject,
+                           const std::string& audience, const std::vector<std::string>& scopes);
 // pororocad --config <d's configuration> --check-config.
 CliResult CheckConfig(const DaemonProcess& d, std::chrono::milliseconds timeout = 60s);
 // RunCli with the daemon's socket.

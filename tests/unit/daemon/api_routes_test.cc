@@ -2,6 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <cctype>
+#include <fstream>
+#include <set>
+
 #include "support/temp_dir.h"
 
 namespace pororoca::daemon {
@@ -284,6 +288,45 @@ TEST_CASE("a remote caller sees transfers by identity, a local one by uid, an op
   op.remote = true;
   op.sees_all = true;
   CHECK(op.Sees(-1, "bob@lncc"));
+}
+
+TEST_CASE_FIXTURE(Fixture,
+                  "every route the server has is in docs/api/openapi.yaml, and every route there exists") {
+  auto server = api::HttpServer::Listen(dir / "api.sock", 0600);
+  REQUIRE(server.has_value());
+  routes->RegisterOn(**server);
+  std::set<std::string> served;
+  for (const auto& [method, path] : (*server)->routes()) served.insert(method + " " + path);
+  // The description's operations: "  /v1/...:" opens a path under "paths:", "    get:" (etc.)
+  // names an operation of it; the file keeps that layout (yaml.safe_load reads it in the
+  // integration test that sends every operation to a daemon).
+  std::ifstream in(std::string(PORO_SOURCE_DIR) + "/docs/api/openapi.yaml");
+  REQUIRE(in.good());
+  std::set<std::string> described;
+  std::string line, path;
+  bool in_paths = false;
+  while (std::getline(in, line)) {
+    if (line == "paths:") {
+      in_paths = true;
+      continue;
+    }
+    if (!in_paths) continue;
+    if (!line.empty() && line[0] != ' ') break;  // the next top-level key
+    if (line.rfind("  /", 0) == 0 && line.back() == ':') {
+      path = line.substr(2, line.size() - 3);
+      continue;
+    }
+    for (const char* m : {"get", "post", "put", "delete", "patch"}) {
+      if (line == std::string("    ") + m + ":") {
+        std::string upper = m;
+        for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        described.insert(upper + " " + path);
+      }
+    }
+  }
+  CHECK(described.size() >= 19);
+  for (const auto& r : served) CHECK_MESSAGE(described.count(r) == 1, "not described: " << r);
+  for (const auto& r : described) CHECK_MESSAGE(served.count(r) == 1, "described but not served: " << r);
 }
 
 }  // namespace
