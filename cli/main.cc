@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -560,6 +561,73 @@ int CmdSubmit(Client& c, const std::vector<std::string>& args) {
                    std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
 }
 
+// `pororoca ls` and `pororoca checksum`: a path's entries, a file's digest, here or at a peer.
+int CmdPathQuery(Client& c, const std::vector<std::string>& args, bool list) {
+  po::options_description desc(
+      list ? "Usage: pororoca ls [options] ENDPOINT:/path | PATH\n  The entries of a directory (or the file "
+             "itself) at an endpoint, asked of it as a pull would be (your token, its policy)\nOptions"
+           : "Usage: pororoca checksum [options] ENDPOINT:/path | PATH\n  The file digest pororoca verifies: "
+             "XXH3-128 over the XXH3-128 digests of the file's chunks\nOptions");
+  if (list) {
+    desc.add_options()("long,l", "type, mode, size and time of each entry")(
+        "limit", po::value<unsigned>(), "at most this many entries (default 10000)");
+  } else {
+    desc.add_options()("chunk-size", po::value<std::string>(),
+                       "the chunk size the digest is over, e.g. 4MiB (default: the daemon's [transfer] "
+                       "chunk_size, what its transfers use)");
+  }
+  desc.add_options()("json", "print the answer as JSON")("token", po::value<std::string>(), kTokenHelp)(
+      "help,h", "this help");
+  po::variables_map vm;
+  const std::vector<std::string> paths = ParseArgs(desc, args, &vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  if (paths.size() != 1) {
+    std::cerr << "pororoca: expected one ENDPOINT:/path or PATH\n" << desc << "\n";
+    return kExitUsage;
+  }
+  json req{{"path", c.remote() ? paths[0] : AbsoluteLocal(paths[0])}};
+  if (vm.count("limit")) req["limit"] = vm["limit"].as<unsigned>();
+  if (vm.count("chunk-size")) req["chunk_size"] = vm["chunk-size"].as<std::string>();
+  std::string token;
+  if (!ResolveToken(vm, &token)) return kExitUsage;
+  if (!token.empty()) req["token"] = token;
+  json r;
+  int ec = 0;
+  if (!c.Call("POST", list ? "/v1/ls" : "/v1/checksum", req.dump(), &r, &ec)) return ec;
+  if (vm.count("json")) {
+    std::cout << r.dump(2) << "\n";
+    return kExitOk;
+  }
+  const std::string where = r.value("endpoint", std::string()) + ":" + r.value("path", std::string());
+  if (!list) {
+    // As sha256sum prints: digest, two spaces, name; the chunk size on its own line of stderr.
+    std::cout << r.value("digest", std::string()) << "  " << where << "\n";
+    std::cerr << "xxh3-128 over " << HumanBytes(r.value("chunk_size", 0.0)) << " chunks, "
+              << HumanBytes(r.value("size", 0.0)) << "\n";
+    return kExitOk;
+  }
+  for (const auto& e : r["entries"]) {
+    const std::string type = e.value("type", std::string());
+    const std::string name = e.value("name", std::string()) + (type == "dir" ? "/" : "");
+    if (!vm.count("long")) {
+      std::cout << name << "\n";
+      continue;
+    }
+    const time_t secs = static_cast<time_t>(e.value("mtime_ns", int64_t{0}) / 1000000000);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::gmtime(&secs));
+    std::printf("%-5s %04o %12llu  %s  %s\n", type.c_str(), e.value("mode", 0u),
+                static_cast<unsigned long long>(e.value("size", uint64_t{0})), when, name.c_str());
+  }
+  if (r.value("truncated", false)) {
+    std::cerr << "pororoca: more entries than shown (--limit)\n";
+  }
+  return kExitOk;
+}
+
 int CmdCopy(Client& c, const std::vector<std::string>& args, bool sync_cmd) {
   po::options_description desc(
       std::string("Usage: pororoca ") + (sync_cmd ? "sync" : "cp") +
@@ -960,6 +1028,8 @@ void Usage() {
                "  submit FILE.json         submit a bulk job (many entries); --wait follows it\n"
                "  wait ID                  wait until a transfer (or job) ends; exits as cp would\n"
                "  cancel ID                cancel a transfer\n"
+               "  ls ENDPOINT:/path        list a directory at an endpoint (or here)\n"
+               "  checksum ENDPOINT:/path  the XXH3-128 file digest pororoca verifies, of a file there\n"
                "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
                "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
                "  accounting               bytes and files moved per institution pair, user and day\n"
@@ -1038,6 +1108,8 @@ int main(int argc, char** argv) {
     if (cmd == "cancel") return CmdCancel(c, rest);
     if (cmd == "wait") return CmdWait(c, rest);
     if (cmd == "submit") return CmdSubmit(c, rest);
+    if (cmd == "ls") return CmdPathQuery(c, rest, true);
+    if (cmd == "checksum") return CmdPathQuery(c, rest, false);
     if (cmd == "federation") return CmdFederation(rest);
     if (cmd == "token") return CmdToken(rest);
     if (cmd == "policy") return CmdPolicy(c, rest);

@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "audit/accounting.h"
+#include "daemon/export_query.h"
 #include "engine/session.h"
 #include "pororoca/config.h"
 #include "pororoca/storage.h"
@@ -80,6 +81,18 @@ class Body {
     }
     return j_[name].get<uint64_t>();
   }
+  // A number of bytes, or a size such as "4MiB".
+  Result<uint64_t> Size(const char* name, uint64_t def) const {
+    if (!Has(name)) return def;
+    if (j_[name].is_number_unsigned()) return j_[name].get<uint64_t>();
+    if (!j_[name].is_string()) {
+      return Status::InvalidArgument(std::string(name) +
+                                     " must be a number of bytes or a size such as \"4M\"");
+    }
+    auto parsed = ParseSize(j_[name].get<std::string>());
+    if (!parsed.has_value()) return std::move(parsed).error().Annotate(name);
+    return *parsed;
+  }
   Result<int64_t> Integer(const char* name, int64_t def) const {
     if (!Has(name)) return def;
     if (!j_[name].is_number_integer())
@@ -135,6 +148,10 @@ void ApiRoutes::RegisterOn(api::HttpServer& s) {
       [this](const auto& r, const auto& c) { return Cancel(r, c); });
   add("DELETE", "/v1/transfers/{id}", Need::kCancel,
       [this](const auto& r, const auto& c) { return Cancel(r, c); });
+  add("POST", "/v1/ls", Need::kRead,
+      [this](const auto& r, const auto& c) { return PathQuery(r, c, "list"); });
+  add("POST", "/v1/checksum", Need::kRead,
+      [this](const auto& r, const auto& c) { return PathQuery(r, c, "checksum"); });
   add("GET", "/v1/events", Need::kRead, [this](const auto& r, const auto& c) { return Events(r, c); });
   add("POST", "/v1/jobs", Need::kSubmit, [this](const auto& r, const auto& c) { return SubmitJob(r, c); });
   add("GET", "/v1/jobs", Need::kRead, [this](const auto& r, const auto& c) { return ListJobs(r, c); });
@@ -345,18 +362,7 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, co
   t->created_ms = NowMs();
   json opts = json::object();
   PORO_API_ASSIGN_OR_400(uint64_t streams, body.Unsigned("streams", c.streams));
-  uint64_t chunk = c.chunk_size;
-  if (body.Has("chunk_size")) {
-    if (body.Raw("chunk_size").is_number_unsigned()) {
-      chunk = body.Raw("chunk_size").get<uint64_t>();
-    } else if (body.Raw("chunk_size").is_string()) {
-      auto parsed = ParseSize(body.Raw("chunk_size").get<std::string>());
-      if (!parsed.has_value()) return ErrorResponse(parsed.error().Annotate("chunk_size"));
-      chunk = *parsed;
-    } else {
-      return BadRequest("chunk_size must be a number of bytes or a size such as \"4M\"");
-    }
-  }
+  PORO_API_ASSIGN_OR_400(uint64_t chunk, body.Size("chunk_size", c.chunk_size));
   if (Status s = ValidateTransferLimits(c, d_.buffer_size, streams, chunk); !s.ok()) return ErrorResponse(s);
   opts["streams"] = streams;
   opts["chunk_size"] = chunk;
@@ -411,18 +417,7 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, co
     // The identity goes to both data ends: the token for the peer must be the caller's own. Without
     // one, this daemon mints it only for an identity it knows ([[users]]), as for a local user.
     if (t->token_given) {
-      auto peer_claims = d_.fed->VerifyBearer(t->token, t->remote.endpoint);
-      if (!peer_claims.has_value()) {
-        return refuse("token", Status(peer_claims.error().code(),
-                                      "token (for endpoint '" + t->remote.endpoint +
-                                          "'): " + std::string(peer_claims.error().message())));
-      }
-      if (peer_claims->subject != caller.identity) {
-        return refuse("token", Status::PermissionDenied("token (for endpoint '" + t->remote.endpoint +
-                                                        "') is for '" + peer_claims->subject +
-                                                        "', but the request is authenticated as '" +
-                                                        caller.identity + "'"));
-      }
+      if (Status s = CheckPeerToken(caller, t->token, t->remote.endpoint); !s.ok()) return refuse("token", s);
     } else if (c.token_issuer.empty() || c.FindIdentity(caller.identity) == nullptr) {
       return refuse("token", Status::Unauthenticated(
                                  "a transfer submitted over the HTTPS API needs a token for endpoint '" +
@@ -467,6 +462,91 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, co
     }
   }
   return Prepared(std::move(t));
+}
+
+Status ApiRoutes::CheckPeerToken(const Caller& c, const std::string& token,
+                                 const std::string& endpoint) const {
+  auto claims = d_.fed->VerifyBearer(token, endpoint);
+  if (!claims.has_value()) {
+    return Status(claims.error().code(),
+                  "token (for endpoint '" + endpoint + "'): " + std::string(claims.error().message()));
+  }
+  if (claims->subject != c.identity) {
+    return Status::PermissionDenied("token (for endpoint '" + endpoint + "') is for '" + claims->subject +
+                                    "', but the request is authenticated as '" + c.identity + "'");
+  }
+  return Status::OK();
+}
+
+// {"path": "ENDPOINT:/path" (or, on the socket, a local path), "token", and "limit" (ls) or
+// "chunk_size" (checksum)}. This daemon's own paths are answered here; a peer's through a query
+// session, which the peer admits as a pull of the path (token storage.read, its policy).
+api::HttpResponse ApiRoutes::PathQuery(const api::HttpRequest& req, const Caller& c, const char* op) const {
+  const Config& cfg = *d_.config;
+  const bool list = std::string_view(op) == "list";
+  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  PORO_API_ASSIGN_OR_400(std::string path, body.String("path"));
+  if (path.empty()) return BadRequest("path is required: ENDPOINT:/path or a local path");
+  auto loc = Location::Parse(path);
+  if (!loc.has_value()) return ErrorResponse(loc.error().Annotate("path"));
+  proto::Query q;
+  q.op = op;
+  if (list) {
+    PORO_API_ASSIGN_OR_400(uint64_t limit, body.Unsigned("limit", kDefaultListLimit));
+    if (limit < 1 || limit > kMaxListLimit) {
+      return BadRequest("limit must be 1 to " + std::to_string(kMaxListLimit) + ", not " +
+                        std::to_string(limit));
+    }
+    q.limit = static_cast<uint32_t>(limit);
+  } else {
+    PORO_API_ASSIGN_OR_400(uint64_t chunk, body.Size("chunk_size", cfg.chunk_size));
+    if (chunk < (64u << 10) || chunk > proto::kMaxChunkSize || chunk % 4096 != 0) {
+      return BadRequest("chunk_size must be a multiple of 4 KiB from 64 KiB to 64 MiB, not " +
+                        std::to_string(chunk));
+    }
+    q.chunk_size = static_cast<uint32_t>(chunk);
+  }
+  PORO_API_ASSIGN_OR_400(std::string token, body.String("token"));
+  const bool here = !loc->remote || loc->endpoint == cfg.endpoint_name;
+  if (!here) {
+    SessionRunner::QueryRequest qr{loc->endpoint, loc->path,  q,
+                                   token,         c.identity, c.remote ? -1 : int64_t{c.uid}};
+    if (c.remote && !token.empty()) {
+      if (Status s = CheckPeerToken(c, token, loc->endpoint); !s.ok()) return ErrorResponse(s);
+    }
+    if (token.empty() && !cfg.token_issuer.empty() && c.identity.empty()) {
+      return ErrorResponse(Status::PermissionDenied("local user uid " + std::to_string(c.uid) +
+                                                    " has no federated identity (add it under [[users]] in " +
+                                                    cfg.source_file + ") and gave no token"));
+    }
+    if (c.remote && token.empty() && (cfg.token_issuer.empty() || cfg.FindIdentity(c.identity) == nullptr)) {
+      return ErrorResponse(Status::Unauthenticated("over the HTTPS API, " + std::string(op) +
+                                                   " of a path of endpoint '" + loc->endpoint +
+                                                   "' needs a token for it in 'token'"));
+    }
+    PORO_API_ASSIGN_OR_400(json r, d_.sessions->Query(qr));
+    return api::HttpResponse::Json(200, r);
+  }
+  // This daemon's own export.
+  const engine::ExportRoot& root = *d_.root;
+  if (c.remote && !loc->remote) {
+    return BadRequest("path: over the HTTPS API a path is ENDPOINT:/path (this endpoint is '" +
+                      cfg.endpoint_name + "')");
+  }
+  auto rel = loc->remote ? root.Normalize(loc->path) : root.RelativeFromAbsolute(loc->path);
+  if (!rel.has_value()) return ErrorResponse(rel.error());
+  if (c.remote) {
+    if (Status s = token::CheckScope(c.claims, token::Action::kRead, "/" + *rel); !s.ok()) {
+      return ErrorResponse(Status(s.code(), "at " + cfg.endpoint_name + ": " + std::string(s.message())));
+    }
+  }
+  // A named link is followed as a transfer's source is (inside the export root only).
+  PORO_API_ASSIGN_OR_400(engine::SourceInfo si, engine::StatSource(root, *rel));
+  PORO_API_ASSIGN_OR_400(
+      json r, list ? ListExport(root, si.rel, q.limit) : ChecksumExport(root, si.rel, q.chunk_size));
+  r["path"] = "/" + *rel;
+  r["endpoint"] = cfg.endpoint_name;
+  return api::HttpResponse::Json(200, r);
 }
 
 api::HttpResponse ApiRoutes::Submit(const api::HttpRequest& req, const Caller& c) const {

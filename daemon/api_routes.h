@@ -31,7 +31,7 @@ class ApiRoutes {
     size_t buffer_size = 0;  // the pool's buffers: the largest chunk this daemon takes
     Federation* fed = nullptr;
     TransferManager* transfers = nullptr;
-    const SessionRunner* sessions = nullptr;  // for the dry run of a transfer (policy check)
+    SessionRunner* sessions = nullptr;  // the dry run of a transfer (policy check); queries (ls, checksum)
   };
   explicit ApiRoutes(Deps d) : d_(d) {}
 
@@ -67,6 +67,9 @@ class ApiRoutes {
   api::HttpResponse List(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse Get(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse Cancel(const api::HttpRequest& req, const Caller& c) const;
+  // POST /v1/ls and POST /v1/checksum: a path's entries, a file's digest (this daemon's export, or
+  // a peer's through a query session).
+  api::HttpResponse PathQuery(const api::HttpRequest& req, const Caller& c, const char* op) const;
   // GET /v1/transfers/{id}/files: per-file results, a page at a time.
   api::HttpResponse Files(const api::HttpRequest& req, const Caller& c) const;
   // Bulk jobs: POST /v1/jobs, GET /v1/jobs[/{id}[/files]], POST /v1/jobs/{id}/cancel.
@@ -98,6 +101,9 @@ class ApiRoutes {
   Prepared PrepareTransfer(const nlohmann::json& request, const Caller& c) const;
   // Caller::Sees as a filter for the TransferManager (null: all).
   static TransferManager::Visible VisibleTo(const Caller& c);
+  // A token an HTTPS caller gives for a peer: valid there (audience `endpoint`) and its own
+  // (the same subject), so the identity at both ends is the caller's.
+  Status CheckPeerToken(const Caller& c, const std::string& token, const std::string& endpoint) const;
   // One page of per-file results of `transfer_ids` (a transfer's, or a job's), answered as `id`'s.
   api::HttpResponse FilesPage(const api::HttpRequest& req, const std::string& id,
                               const std::vector<std::string>& transfer_ids) const;

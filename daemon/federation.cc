@@ -480,10 +480,12 @@ auto IssuerKeys(const std::shared_ptr<const federation::Manifest>& m) {
 }
 
 json TransferRecord(const TransferAuth& a) {
-  return json{{"transfer_id", a.transfer_id},
-              {"peer", a.peer.id},
-              {"user", a.user},
-              {"role", a.initiator ? "initiator" : "responder"}};
+  json rec{{"transfer_id", a.transfer_id},
+           {"peer", a.peer.id},
+           {"user", a.user},
+           {"role", a.initiator ? "initiator" : "responder"}};
+  if (!a.query.empty()) rec["query"] = a.query;
+  return rec;
 }
 
 }  // namespace

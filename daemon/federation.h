@@ -59,6 +59,7 @@ struct TransferAuth {
   Protection protection = Protection::kClear;  // in force, once the session has agreed on it
   std::string transport = "tcp";               // the data transport the session runs on
   std::string transport_note;                  // why not this end's first choice ("" if it is)
+  std::string query;  // not a transfer: the question ("list", "checksum") asked about the path
 };
 
 // What an allowed transfer holds while it runs: the concurrency slot and the pair's rate bucket.

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/poll.h"
 #include "crypto/chunk_seal.h"
+#include "daemon/export_query.h"
 #include "pororoca/config.h"
 #include "transport/tcp.h"
 #if PORO_WITH_FABRIC
@@ -135,6 +136,7 @@ struct SessionRunner::Session {
   std::string transport_note;      // why not this end's first choice
   std::atomic<bool>* cancel = nullptr;
   std::atomic<bool> own_cancel{false};  // the responder's (no transfer record)
+  bool queried = false;                 // responder: OPEN was a query, answered; no data follows
   std::shared_ptr<engine::TransferStats> stats = std::make_shared<engine::TransferStats>();
 };
 
@@ -360,7 +362,9 @@ Status SessionRunner::AnswerOpen(Session& s) {
   a.token = open.token.value_or("");
   a.overwrite = s.eo.existing == engine::ExistingMode::kOverwrite;
   a.protection_requested = open.protection;
+  if (open.query) a.query = open.query->op;
   PORO_ASSIGN_OR_RETURN(Admission adm, d_.fed->AdmitResponder(a));
+  if (open.query) return AnswerQuery(s);
   if (!push) ok.classification = a.classification;
   ok.rule = adm.decision.rule_id;
   ok.protection = Stricter(open.protection.value_or(Protection::kClear), adm.decision.protection);
@@ -369,6 +373,91 @@ Status SessionRunner::AnswerOpen(Session& s) {
   // Registered before OPEN_OK: the initiator connects as soon as it reads it.
   if (s.transport == "tcp") s.bind = d_.binds->Open(s.sid, s.key, open.streams);
   return s.ctl->Send(proto::MsgType::kOpenOk, proto::EncodeOpenOk(ok));
+}
+
+Status SessionRunner::AnswerQuery(Session& s) {
+  const proto::Query& q = *s.open.query;
+  Result<json> r = Status::InvalidArgument("unknown query " + q.op);
+  if (q.op == "list") {
+    r = ListExport(*d_.root, s.engine_rel, q.limit);
+  } else if (q.op == "checksum") {
+    if (q.chunk_size < (64u << 10) || q.chunk_size % 4096 != 0) {
+      return Status::InvalidArgument("checksum chunk size " + std::to_string(q.chunk_size) +
+                                     " is not a multiple of 4 KiB of at least 64 KiB");
+    }
+    r = ChecksumExport(*d_.root, s.engine_rel, q.chunk_size);
+  }
+  if (!r.has_value()) return r.error();
+  (*r)["path"] = s.open.path;
+  (*r)["endpoint"] = d_.config->endpoint_name;
+  s.queried = true;
+  PORO_LOG(INFO) << "answered " << q.op << " of " << d_.root->Display(s.engine_rel) << " for " << PeerLabel(s)
+                 << (s.auth.user.empty() ? "" : " (" + s.auth.user + ")");
+  const std::string text = r->dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.ctl->Send(proto::MsgType::kQueryResult,
+                     std::as_bytes(std::span<const char>(text.data(), text.size())));
+}
+
+Result<json> SessionRunner::Query(const QueryRequest& q) {
+  Session s;
+  s.initiator = true;
+  s.cancel = &s.own_cancel;
+  auto manifest = d_.fed->manifest();
+  const federation::Endpoint* peer = manifest->FindEndpoint(q.endpoint);
+  if (peer == nullptr) {
+    return Status::NotFound("unknown endpoint '" + q.endpoint + "': not in federation '" +
+                            manifest->federation() + "'");
+  }
+  s.peer = *peer;
+  PORO_ASSIGN_OR_RETURN(std::string id, NewId());
+  proto::Open& open = s.open;
+  open.transfer_id = id;
+  open.direction = proto::Direction::kPull;
+  open.path = q.path;
+  open.recursive = true;  // a directory is what `ls` asks about
+  open.streams = 1;
+  open.options.chunk_size = d_.config->chunk_size;
+  open.local_path = "/";
+  open.query = q.query;
+  s.offer = {"tcp"};  // nothing is sent on data channels: any transport the peer has
+  TransferAuth& a = s.auth;
+  a.transfer_id = id;
+  a.peer = s.peer;
+  a.sending = false;
+  a.initiator = true;
+  a.local_path = "/";
+  a.remote_path = q.path;
+  a.user = q.user;
+  a.query = q.query.op;
+  std::string bearer = q.token;
+  if (bearer.empty()) {
+    const UserConfig* u = q.uid >= 0 ? d_.config->FindUser(q.uid) : d_.config->FindIdentity(q.user);
+    PORO_ASSIGN_OR_RETURN(bearer, d_.fed->MintToken(a, u ? u->scopes : std::vector<std::string>{}));
+  }
+  if (!bearer.empty()) open.token = bearer;
+  PORO_RETURN_IF_ERROR(Connect(s));
+  Status st = ExchangeHello(s);
+  Result<json> out = st;
+  if (st.ok()) {
+    // A checksum reads the whole file at the peer before it answers.
+    auto f = s.ctl->Receive(Timeout(3600 * 1000));
+    if (!f.has_value()) {
+      out = f.error();
+    } else if (f->type == proto::MsgType::kError) {
+      out = proto::StatusFromErrorBody(f->body);
+    } else if (f->type == proto::MsgType::kQueryResult) {
+      out = proto::DecodeJsonBody(*f);
+    } else {
+      // An older pororocad took the query for a pull and accepted it: say so, and end the session.
+      s.ctl->SendError(Status::Cancelled("a query, not a transfer"));
+      out =
+          Status::NotSupported("endpoint '" + q.endpoint + "' runs an older pororocad that does not answer " +
+                               q.query.op + " (it answered " + proto::MsgTypeName(f->type) + ")");
+    }
+  }
+  s.ctl->Close().IgnoreError();
+  if (!out.has_value()) return std::move(out).error().Annotate("endpoint " + q.endpoint);
+  return out;
 }
 
 Status SessionRunner::ReadOpenOk(Session& s) {
@@ -864,10 +953,11 @@ void SessionRunner::Respond(UniqueFd fd) {
     s.peer = std::move(*peer);
     st = ExchangeHello(s);
     if (st.ok()) st = AnswerOpen(s);
-    if (st.ok()) st = ReadStart(s);
-    if (st.ok()) st = AwaitDataChannels(s);
+    const bool transfer = !s.queried;  // a query ends with its answer
+    if (st.ok() && transfer) st = ReadStart(s);
+    if (st.ok() && transfer) st = AwaitDataChannels(s);
     s.bind.reset();
-    if (st.ok()) {
+    if (st.ok() && transfer) {
       auto t0 = std::chrono::steady_clock::now();
       auto r = RunEngine(s);
       if (r.has_value()) {

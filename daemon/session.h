@@ -82,6 +82,20 @@ class SessionRunner {
   // The responder's side of a control connection a peer opened (its first bytes were not a bind).
   void Respond(UniqueFd fd);
 
+  // A question about a path of a peer's export (`pororoca ls`, `pororoca checksum`): an OPEN with a
+  // query, admitted by the peer as a pull of the path would be (bearer token with storage.read, its
+  // policy and classification) and answered with QUERY_RESULT; no data connection is made. The
+  // token is `token`, else one minted for `user` as for a transfer ([tokens]).
+  struct QueryRequest {
+    std::string endpoint;  // the peer
+    std::string path;      // in its export root
+    proto::Query query;
+    std::string token;
+    std::string user;  // federated identity
+    int64_t uid = -1;  // the local user, if any ([[users]] scopes bound a minted token)
+  };
+  Result<nlohmann::json> Query(const QueryRequest& q);
+
   // The dry run of Initiate(t) (pororoca policy check): every check this end makes before and
   // during set-up, in the same order and with the same refusals, without connecting, auditing or
   // taking a concurrency slot. The peer's own checks (its export root, its policy) are not known here.
@@ -113,9 +127,10 @@ class SessionRunner {
   Status Prepare(Transfer& t, Session& s, const char** check) const;
   Status Connect(Session& s);
   Status ExchangeHello(Session& s);
-  Status AnswerOpen(Session& s);  // responder: OPEN -> resolve, authorise -> OPEN_OK
-  Status ReadOpenOk(Session& s);  // initiator: OPEN_OK -> resolve, authorise -> START
-  Status ReadStart(Session& s);   // responder: START, the protection level in force
+  Status AnswerOpen(Session& s);   // responder: OPEN -> resolve, authorise -> OPEN_OK
+  Status AnswerQuery(Session& s);  // responder: an admitted OPEN with a query -> QUERY_RESULT
+  Status ReadOpenOk(Session& s);   // initiator: OPEN_OK -> resolve, authorise -> START
+  Status ReadStart(Session& s);    // responder: START, the protection level in force
   Status ExportSealKey(Session& s);
   Status OpenDataChannels(Session& s);
   Status AwaitDataChannels(Session& s);

@@ -226,6 +226,8 @@ std::string MsgTypeName(MsgType t) {
       return "START";
     case MsgType::kChannels:
       return "CHANNELS";
+    case MsgType::kQueryResult:
+      return "QUERY_RESULT";
     case MsgType::kUnknown:
       break;
   }
@@ -313,6 +315,9 @@ std::vector<std::byte> EncodeOpen(const Open& m) {
   if (m.src) j["src"] = SourceJson(*m.src);
   if (m.classification) j["classification"] = *m.classification;
   if (m.options.hard_links) j["options"]["hard_links"] = true;  // absent means false (older peers)
+  if (m.query) {
+    j["query"] = json{{"op", m.query->op}, {"chunk_size", m.query->chunk_size}, {"limit", m.query->limit}};
+  }
   return Dump(j);
 }
 
@@ -348,6 +353,16 @@ Result<Open> DecodeOpen(std::span<const std::byte> body) {
     PORO_ASSIGN_OR_RETURN(m.src, ReadSource(r));
     m.classification.emplace();
     PORO_RETURN_IF_ERROR(r.String("classification", &*m.classification));
+  }
+  if (r.Has("query")) {
+    if (m.direction != Direction::kPull) return r.Error("query", "only with direction pull");
+    PORO_ASSIGN_OR_RETURN(FieldReader q, r.Object("query"));
+    Query query;
+    PORO_RETURN_IF_ERROR(q.String("op", &query.op, 16));
+    if (query.op != "list" && query.op != "checksum") return q.Error("op", "must be list or checksum");
+    PORO_RETURN_IF_ERROR(q.Unsigned("chunk_size", &query.chunk_size, 0, kMaxChunkSize));
+    PORO_RETURN_IF_ERROR(q.Unsigned("limit", &query.limit));
+    m.query = std::move(query);
   }
   return m;
 }

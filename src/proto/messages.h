@@ -87,6 +87,18 @@ struct OpenOptions {
   bool operator==(const OpenOptions&) const = default;
 };
 
+// OPEN.query: not a transfer but a question about the responder's path, admitted as a pull of
+// it would be (token storage.read, the responder's policy) and answered with QUERY_RESULT instead
+// of OPEN_OK; no data connection follows. "list": the entries of a directory (or the file
+// itself), at most `limit`; "checksum": the file digest pororoca verifies (XXH3-128 over the
+// XXH3-128 digests of its `chunk_size` chunks). An older responder ignores it and answers OPEN_OK.
+struct Query {
+  std::string op;           // "list" or "checksum"
+  uint32_t chunk_size = 0;  // checksum
+  uint32_t limit = 0;       // list
+  bool operator==(const Query&) const = default;
+};
+
 // OPEN, initiator -> responder: the transfer request.
 struct Open {
   std::string transfer_id;  // 32 hex digits
@@ -103,6 +115,7 @@ struct Open {
   // Push only, and then always present after a successful decode (a pull's are not read).
   std::optional<Source> src;
   std::optional<std::string> classification;
+  std::optional<Query> query;  // pull only
   bool operator==(const Open&) const = default;
 };
 

@@ -38,8 +38,9 @@ enum class MsgType : uint8_t {
   kSummary = 11,  // json: receiver's final account (receiver -> sender)
   kCancel = 12,   // json {reason}
   kKeepalive = 13,
-  kStart = 14,     // json {protection}: the level in force (initiator -> responder), before the binds
-  kChannels = 15,  // json {transport, addresses}: the receiving end's data channels (not on tcp)
+  kStart = 14,        // json {protection}: the level in force (initiator -> responder), before the binds
+  kChannels = 15,     // json {transport, addresses}: the receiving end's data channels (not on tcp)
+  kQueryResult = 16,  // json: the answer to an OPEN with a query (responder -> initiator); the session ends
   kUnknown = 255,
 };
 

@@ -196,7 +196,16 @@ def main():
         return resp.status, ctype, data
 
     ids = {}
-    ordered = sorted(operations(doc), key=lambda o: (o[1] != "post" or "{id}" in o[0], "cancel" in o[0] or o[1] == "delete"))
+    # Submissions first, then what reads their results (GET, ls, checksum), cancels last.
+    def order(o):
+        path, method = o[0], o[1]
+        if method == "post" and path in ("/v1/transfers", "/v1/jobs"):
+            return 0
+        if "cancel" in path or method == "delete":
+            return 3
+        return 1 if method == "get" else 2
+
+    ordered = sorted(operations(doc), key=order)
     sent = 0
     for path, method, op in ordered:
         where = f"{method.upper()} {path}"

@@ -60,6 +60,9 @@ TEST_SUITE("integration.api_docs") {
     CHECK(r.exit_code == 0);
     CHECK(r.out.find(" 0 problem(s)") != std::string::npos);
     CHECK(r.out.find("ok  POST /v1/jobs -> 201") != std::string::npos);
+    // ls and checksum of b's paths went through a query session to b.
+    CHECK(r.out.find("ok  POST /v1/ls -> 200") != std::string::npos);
+    CHECK(r.out.find("ok  POST /v1/checksum -> 200") != std::string::npos);
   }
 
   TEST_CASE("the workflow-engine examples of docs/api.md run as written: Python and curl over HTTPS") {

@@ -183,6 +183,26 @@ TEST_SUITE("proto.messages") {
       CHECK(std::string(reinterpret_cast<const char*>(EncodeOpen(o).data()), EncodeOpen(o).size())
                 .find("hard_links") == std::string::npos);
 
+      // A query rides on a pull's OPEN; on a push it is refused, and an unknown op too.
+      o.query = Query{"checksum", 1u << 20, 0};
+      d = DecodeOpen(EncodeOpen(o));
+      if (dir == Direction::kPull) {
+        REQUIRE_MESSAGE(d.ok(), d.error().ToString());
+        CHECK(*d == o);
+        o.query = Query{"list", 0, 500};
+        d = DecodeOpen(EncodeOpen(o));
+        REQUIRE(d.ok());
+        CHECK(d->query->limit == 500);
+        o.query->op = "delete";
+        d = DecodeOpen(EncodeOpen(o));
+        REQUIRE_FALSE(d.ok());
+        CHECK(d.error().message().find("OPEN.query.op") != std::string::npos);
+      } else {
+        REQUIRE_FALSE(d.ok());
+        CHECK(d.error().message().find("only with direction pull") != std::string::npos);
+      }
+      o.query.reset();
+
       OpenOk ok = SampleOpenOk(dir);
       auto dk = DecodeOpenOk(EncodeOpenOk(ok), dir);
       REQUIRE_MESSAGE(dk.ok(), dk.error().ToString());
