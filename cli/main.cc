@@ -99,6 +99,8 @@ struct Client {
   std::string api_url;
   std::string ca;
   std::string api_token;
+  std::string api_endpoint;  // the name its certificate must carry ("" the URL's host, if a name)
+  std::chrono::milliseconds timeout{30000};  // per request
   std::unique_ptr<api::HttpClient> http;
 
   bool remote() const { return !api_url.empty(); }
@@ -116,7 +118,8 @@ struct Client {
       return false;
     }
     if (!http) {
-      auto c = remote() ? api::HttpClient::ConnectTls(api_url, ca) : api::HttpClient::Connect(socket);
+      auto c = remote() ? api::HttpClient::ConnectTls(api_url, ca, api_endpoint)
+                        : api::HttpClient::Connect(socket);
       if (!c.has_value()) {
         std::cerr << "pororoca: " << c.error().message() << "\n";
         const Code code = c.error().code();
@@ -128,7 +131,7 @@ struct Client {
       http = std::move(*c);
       if (remote()) http->set_bearer(api_token);
     }
-    auto r = http->Request(method, target, body);
+    auto r = http->Request(method, target, body, timeout);
     if (!r.has_value()) {
       std::cerr << "pororoca: " << r.error().message() << "\n";
       *exit_code = kExitNoDaemon;
@@ -596,6 +599,7 @@ int CmdPathQuery(Client& c, const std::vector<std::string>& args, bool list) {
   if (!token.empty()) req["token"] = token;
   json r;
   int ec = 0;
+  if (!list) c.timeout = std::chrono::hours(1);  // the endpoint reads the whole file first
   if (!c.Call("POST", list ? "/v1/ls" : "/v1/checksum", req.dump(), &r, &ec)) return ec;
   if (vm.count("json")) {
     std::cout << r.dump(2) << "\n";
@@ -1017,28 +1021,30 @@ int CmdAccounting(Client& c, const std::vector<std::string>& args) {
 }
 
 void Usage() {
-  std::cout << "pororoca " << PORO_VERSION
-            << ": move datasets between Data Transfer Nodes\n\n"
-               "Usage: pororoca [--socket PATH | --api https://HOST:PORT --ca FILE --api-token TOKEN] "
-               "COMMAND [ARGS]\n\n"
-               "Commands:\n"
-               "  cp [-r] SRC DST          copy a file or tree (one side is ENDPOINT:/path)\n"
-               "  sync SRC DST             recursive copy that skips files already identical\n"
-               "  status [ID] [--files]    list transfers, or show one (--files: its files' results)\n"
-               "  submit FILE.json         submit a bulk job (many entries); --wait follows it\n"
-               "  wait ID                  wait until a transfer (or job) ends; exits as cp would\n"
-               "  cancel ID                cancel a transfer\n"
-               "  ls ENDPOINT:/path        list a directory at an endpoint (or here)\n"
-               "  checksum ENDPOINT:/path  the XXH3-128 file digest pororoca verifies, of a file there\n"
-               "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
-               "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
-               "  accounting               bytes and files moved per institution pair, user and day\n"
-               "  federation ...           the authority's tools: manifest, endpoints, policy, signing\n"
-               "  token issue ...          mint a bearer token (test federations)\n\n"
-               "The daemon's socket: --socket, else $PORO_SOCKET, else /run/pororoca/pororocad.sock.\n"
-               "Or a DTN's HTTPS API (from any host): --api (or $PORO_API), its CA --ca (or $PORO_CA), a\n"
-               "token with transfer.* scopes --api-token TOKEN|@FILE|- (or $PORO_API_TOKEN).\n"
-               "Run 'pororoca COMMAND --help' for a command's options. Exit codes: docs/cli.md.\n";
+  std::cout
+      << "pororoca " << PORO_VERSION
+      << ": move datasets between Data Transfer Nodes\n\n"
+         "Usage: pororoca [--socket PATH | --api https://HOST:PORT --ca FILE --api-token TOKEN] "
+         "COMMAND [ARGS]\n\n"
+         "Commands:\n"
+         "  cp [-r] SRC DST          copy a file or tree (one side is ENDPOINT:/path)\n"
+         "  sync SRC DST             recursive copy that skips files already identical\n"
+         "  status [ID] [--files]    list transfers, or show one (--files: its files' results)\n"
+         "  submit FILE.json         submit a bulk job (many entries); --wait follows it\n"
+         "  wait ID                  wait until a transfer (or job) ends; exits as cp would\n"
+         "  cancel ID                cancel a transfer\n"
+         "  ls ENDPOINT:/path        list a directory at an endpoint (or here)\n"
+         "  checksum ENDPOINT:/path  the XXH3-128 file digest pororoca verifies, of a file there\n"
+         "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
+         "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
+         "  accounting               bytes and files moved per institution pair, user and day\n"
+         "  federation ...           the authority's tools: manifest, endpoints, policy, signing\n"
+         "  token issue ...          mint a bearer token (test federations)\n\n"
+         "The daemon's socket: --socket, else $PORO_SOCKET, else /run/pororoca/pororocad.sock.\n"
+         "Or a DTN's HTTPS API (from any host): --api (or $PORO_API), its CA --ca (or $PORO_CA), a\n"
+         "token with transfer.* scopes --api-token TOKEN|@FILE|- (or $PORO_API_TOKEN), and the\n"
+         "endpoint it must be --api-endpoint NAME (or $PORO_API_ENDPOINT; default the URL's host name).\n"
+         "Run 'pororoca COMMAND --help' for a command's options. Exit codes: docs/cli.md.\n";
 }
 
 }  // namespace
@@ -1052,6 +1058,7 @@ int main(int argc, char** argv) {
     c.socket = DefaultSocket();
     c.api_url = Env("PORO_API");
     c.ca = Env("PORO_CA");
+    c.api_endpoint = Env("PORO_API_ENDPOINT");
     std::string api_token = Env("PORO_API_TOKEN");
     // --NAME VALUE or --NAME=VALUE, for pororoca's own options.
     auto take = [&args](const char* name, std::string* out) {
@@ -1070,7 +1077,7 @@ int main(int argc, char** argv) {
     };
     while (!args.empty() && args[0].rfind("--", 0) == 0) {
       if (take("socket", &c.socket) || take("api", &c.api_url) || take("ca", &c.ca) ||
-          take("api-token", &api_token)) {
+          take("api-token", &api_token) || take("api-endpoint", &c.api_endpoint)) {
         continue;
       } else if (args[0] == "--version") {
         std::cout << "pororoca " << PORO_VERSION << "\n";
@@ -1094,7 +1101,8 @@ int main(int argc, char** argv) {
       for (auto [own, value] : {std::pair<std::string, const char*>{"--socket", "PATH"},
                                 {"--api", "URL"},
                                 {"--ca", "FILE"},
-                                {"--api-token", "TOKEN"}}) {
+                                {"--api-token", "TOKEN"},
+                                {"--api-endpoint", "NAME"}}) {
         if (a == own || a.rfind(own + "=", 0) == 0) {
           std::cerr << "pororoca: " << own << " is an option of pororoca itself and goes before the command: "
                     << "pororoca " << own << " " << value << " " << cmd << " ...\n";

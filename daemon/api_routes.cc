@@ -34,6 +34,10 @@ int HttpStatusFor(Code c) {
       return 409;
     case Code::kUnavailable:
       return 503;
+    case Code::kNotSupported:
+      return 501;
+    case Code::kDeadlineExceeded:
+      return 504;
     default:
       return 500;
   }
@@ -221,6 +225,21 @@ std::optional<ApiRoutes::Caller> ApiRoutes::Identify(const api::HttpRequest& req
     return unauthenticated("bearer token refused: " + std::string(claims.error().message()), "invalid_token");
   if (claims->subject.empty())
     return unauthenticated("bearer token refused: it has no subject (sub)", "invalid_token");
+  // An issuer speaks for its own institution's people only: "alice@lncc" from an lncc issuer. The
+  // identity decides whose transfers the caller sees, whether it is an operator, and what this
+  // daemon mints in its name, so another institution's issuer must not be able to claim it.
+  {
+    const federation::TokenIssuer* iss = d_.fed->manifest()->FindIssuer(claims->issuer);
+    const size_t at = claims->subject.rfind('@');
+    const std::string inst = at == std::string::npos ? std::string() : claims->subject.substr(at + 1);
+    if (iss == nullptr || inst != iss->institution) {
+      return unauthenticated("bearer token refused: issuer '" + claims->issuer + "' (institution '" +
+                                 (iss ? iss->institution : std::string("?")) + "') does not speak for '" +
+                                 claims->subject +
+                                 "' (identities are USER@INSTITUTION of the issuer's institution)",
+                             "invalid_token");
+    }
+  }
   Caller c;
   c.remote = true;
   c.identity = claims->subject;
@@ -436,10 +455,11 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, co
   if (caller.remote) {
     // This end's path too is what the caller's token grants: the daemon reads or writes here on its
     // behalf (storage.read to send, storage.create or .modify to receive).
-    const std::string& existing_opt = t->options["existing"].get_ref<const std::string&>();
-    const token::Action act = t->push                       ? token::Action::kRead
-                              : existing_opt == "overwrite" ? token::Action::kModify
-                                                            : token::Action::kCreate;
+    // sync replaces files that differ, as overwrite does: both need storage.modify.
+    const bool replaces = t->options["existing"] == "overwrite" || t->options["sync"] == true;
+    const token::Action act = t->push    ? token::Action::kRead
+                              : replaces ? token::Action::kModify
+                                         : token::Action::kCreate;
     if (Status s = token::CheckScope(caller.claims, act, "/" + *rel); !s.ok()) {
       return refuse("token", Status(s.code(), "at " + c.endpoint_name + ": " + std::string(s.message())));
     }
@@ -542,8 +562,8 @@ api::HttpResponse ApiRoutes::PathQuery(const api::HttpRequest& req, const Caller
   }
   // A named link is followed as a transfer's source is (inside the export root only).
   PORO_API_ASSIGN_OR_400(engine::SourceInfo si, engine::StatSource(root, *rel));
-  PORO_API_ASSIGN_OR_400(
-      json r, list ? ListExport(root, si.rel, q.limit) : ChecksumExport(root, si.rel, q.chunk_size));
+  PORO_API_ASSIGN_OR_400(json r, list ? ListExport(root, si.rel, q.limit)
+                                      : ChecksumExport(root, si.rel, q.chunk_size, d_.stopping));
   r["path"] = "/" + *rel;
   r["endpoint"] = cfg.endpoint_name;
   return api::HttpResponse::Json(200, r);
@@ -756,6 +776,14 @@ api::HttpResponse ApiRoutes::Events(const api::HttpRequest& req, const Caller& c
     uint64_t after = since;
     auto quiet_since = std::chrono::steady_clock::now();
     while (!manager->stopping()) {
+      // Over HTTPS the stream lasts as long as the token that opened it: the client reconnects
+      // with a fresh one (and Last-Event-ID).
+      if (c.remote && c.claims.expires > 0 && std::time(nullptr) >= c.claims.expires) {
+        write(
+            "event: expired\ndata: {\"message\": \"the bearer token expired; reconnect with a new "
+            "one\"}\n\n");
+        return;
+      }
       EventLog::ReadResult rr = log.Read(after, keep, 256, std::chrono::milliseconds(1000));
       std::string out;
       if (rr.missed) {

@@ -32,6 +32,7 @@ class ApiRoutes {
     Federation* fed = nullptr;
     TransferManager* transfers = nullptr;
     SessionRunner* sessions = nullptr;  // the dry run of a transfer (policy check); queries (ls, checksum)
+    const std::atomic<bool>* stopping = nullptr;  // the daemon stops: a long checksum here ends
   };
   explicit ApiRoutes(Deps d) : d_(d) {}
 

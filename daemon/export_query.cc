@@ -47,17 +47,30 @@ Result<json> ListExport(const engine::ExportRoot& root, const std::string& rel, 
   DIR* d = ::fdopendir(fd.get());
   if (d == nullptr) return Status::IoError("list " + root.Display(rel), errno);
   fd.Release();  // the DIR owns it now
+  // The `limit` first names in order, kept in a max-heap: a huge directory costs no more memory.
   std::vector<std::string> names;
+  bool truncated = false;
   errno = 0;
   while (struct dirent* de = ::readdir(d)) {
-    const std::string n = de->d_name;
-    if (n != "." && n != "..") names.push_back(n);
+    std::string n = de->d_name;
+    if (n == "." || n == "..") continue;
+    if (names.size() < limit) {
+      names.push_back(std::move(n));
+      std::push_heap(names.begin(), names.end());
+    } else {
+      truncated = true;
+      if (n < names.front()) {
+        std::pop_heap(names.begin(), names.end());
+        names.back() = std::move(n);
+        std::push_heap(names.begin(), names.end());
+      }
+    }
+    errno = 0;
   }
   const int read_errno = errno;
-  std::sort(names.begin(), names.end());
+  std::sort_heap(names.begin(), names.end());
   json entries = json::array();
-  const bool truncated = names.size() > limit;
-  for (size_t i = 0; i < names.size() && i < limit; ++i) {
+  for (size_t i = 0; i < names.size(); ++i) {
     struct stat es {};
     if (::fstatat(::dirfd(d), names[i].c_str(), &es, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
     entries.push_back(Entry(names[i], es));
@@ -67,7 +80,8 @@ Result<json> ListExport(const engine::ExportRoot& root, const std::string& rel, 
   return json{{"type", "dir"}, {"entries", std::move(entries)}, {"truncated", truncated}};
 }
 
-Result<json> ChecksumExport(const engine::ExportRoot& root, const std::string& rel, uint32_t chunk_size) {
+Result<json> ChecksumExport(const engine::ExportRoot& root, const std::string& rel, uint32_t chunk_size,
+                            const std::atomic<bool>* stop) {
   if (chunk_size == 0) return Status::InvalidArgument("checksum: chunk size 0");
   PORO_ASSIGN_OR_RETURN(struct stat st, root.Lstat(rel));
   if (!S_ISREG(st.st_mode)) {
@@ -75,12 +89,20 @@ Result<json> ChecksumExport(const engine::ExportRoot& root, const std::string& r
                                    (S_ISDIR(st.st_mode) ? "directory" : "special file") +
                                    ": a checksum is of a regular file");
   }
-  PORO_ASSIGN_OR_RETURN(UniqueFd fd, root.Open(rel, O_RDONLY | O_NOFOLLOW));
+  // Non-blocking, then checked again on the descriptor: a FIFO put in its place meanwhile must not
+  // hold this thread in open() or read().
+  PORO_ASSIGN_OR_RETURN(UniqueFd fd, root.Open(rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK));
+  struct stat fst {};
+  if (::fstat(fd.get(), &fst) != 0) return Status::IoError("stat " + root.Display(rel), errno);
+  if (!S_ISREG(fst.st_mode))
+    return Status::InvalidArgument(root.Display(rel) + " is no longer a regular file");
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   std::vector<std::byte> buf(chunk_size);
   FileDigester file;
   uint64_t off = 0, size = 0;
   for (;;) {
+    if (stop != nullptr && stop->load())
+      return Status::Cancelled("checksum of " + root.Display(rel) + ": stopping");
     // One chunk, read whole (a short read is not the end of it).
     size_t have = 0;
     while (have < buf.size()) {

@@ -70,9 +70,9 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   d->transfers_ = std::make_unique<TransferManager>(
       to, [self](Transfer& t) { return self->sessions_->Initiate(t); }, &d->workers_);
   PORO_RETURN_IF_ERROR(d->transfers_->Open());
-  d->routes_ =
-      std::make_unique<ApiRoutes>(ApiRoutes::Deps{&d->config_, d->root_.get(), d->pool_->buffer_size(),
-                                                  d->fed_.get(), d->transfers_.get(), d->sessions_.get()});
+  d->routes_ = std::make_unique<ApiRoutes>(
+      ApiRoutes::Deps{&d->config_, d->root_.get(), d->pool_->buffer_size(), d->fed_.get(),
+                      d->transfers_.get(), d->sessions_.get(), &d->stopping_});
   d->peers_ = std::make_unique<PeerListener>(
       d->binds_.get(), [self](UniqueFd fd) { self->sessions_->Respond(std::move(fd)); }, &d->workers_);
   return d;

@@ -360,7 +360,8 @@ Status SessionRunner::AnswerOpen(Session& s) {
   a.remote_path = open.local_path;
   a.classification = push ? open.classification.value_or("") : d_.fed->LabelFor(a.local_path);
   a.token = open.token.value_or("");
-  a.overwrite = s.eo.existing == engine::ExistingMode::kOverwrite;
+  // sync replaces destination files that differ, as overwrite does: both need storage.modify.
+  a.overwrite = s.eo.existing == engine::ExistingMode::kOverwrite || s.eo.sync;
   a.protection_requested = open.protection;
   if (open.query) a.query = open.query->op;
   PORO_ASSIGN_OR_RETURN(Admission adm, d_.fed->AdmitResponder(a));
@@ -385,7 +386,7 @@ Status SessionRunner::AnswerQuery(Session& s) {
       return Status::InvalidArgument("checksum chunk size " + std::to_string(q.chunk_size) +
                                      " is not a multiple of 4 KiB of at least 64 KiB");
     }
-    r = ChecksumExport(*d_.root, s.engine_rel, q.chunk_size);
+    r = ChecksumExport(*d_.root, s.engine_rel, q.chunk_size, d_.stopping);
   }
   if (!r.has_value()) return r.error();
   (*r)["path"] = s.open.path;
@@ -419,7 +420,7 @@ Result<json> SessionRunner::Query(const QueryRequest& q) {
   open.options.chunk_size = d_.config->chunk_size;
   open.local_path = "/";
   open.query = q.query;
-  s.offer = {"tcp"};  // nothing is sent on data channels: any transport the peer has
+  s.offer = d_.transports->offered;  // no data channel follows: whichever both ends have
   TransferAuth& a = s.auth;
   a.transfer_id = id;
   a.peer = s.peer;
@@ -439,8 +440,21 @@ Result<json> SessionRunner::Query(const QueryRequest& q) {
   Status st = ExchangeHello(s);
   Result<json> out = st;
   if (st.ok()) {
-    // A checksum reads the whole file at the peer before it answers.
-    auto f = s.ctl->Receive(Timeout(3600 * 1000));
+    // A checksum reads the whole file at the peer before it answers: wait for the answer in
+    // slices (at most an hour), so that a daemon that stops does not wait with it.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(1);
+    bool ready = false;
+    while (!ready && !(d_.stopping != nullptr && d_.stopping->load()) &&
+           std::chrono::steady_clock::now() < deadline) {
+      ready = s.tls->HasBuffered() || PollOne(s.tls->fd(), POLLIN, std::chrono::milliseconds(500)) != 0;
+    }
+    Result<proto::ControlFrame> f =
+        Status::DeadlineExceeded("no answer to " + q.query.op + " within an hour");
+    if (ready) {
+      f = s.ctl->Receive(Timeout(60000));
+    } else if (d_.stopping != nullptr && d_.stopping->load()) {
+      f = Status::Cancelled("the daemon is stopping");
+    }
     if (!f.has_value()) {
       out = f.error();
     } else if (f->type == proto::MsgType::kError) {
@@ -837,7 +851,7 @@ Status SessionRunner::Prepare(Transfer& t, Session& s, const char** check) const
   a.initiator = true;
   a.local_path = open.local_path;
   a.remote_path = t.remote.path;
-  a.overwrite = open.options.existing == proto::Existing::kOverwrite;
+  a.overwrite = open.options.existing == proto::Existing::kOverwrite || open.options.sync;
   a.protection_requested = open.protection;
   a.user = t.user;
   if (t.push) {

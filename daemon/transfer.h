@@ -109,6 +109,9 @@ struct Transfer {
   std::string transport PORO_GUARDED_BY(mu);
   std::string transport_note PORO_GUARDED_BY(mu);
   std::atomic<bool> cancel{false};
+  // Held while per-file results are taken from `stats` and stored (TransferManager): one batch at
+  // a time, so none lands after a later one or after the attempt's outcome. After `mu` if both.
+  mutable Mutex files_mu;
 
   // Who the transfer belongs to, for fair share and idempotent submission: the federated identity,
   // else "uid:N".

@@ -77,24 +77,15 @@ Result<FilePage> TransferManager::Files(const std::vector<std::string>& ids, con
   return store_->ListFiles(ids, state, offset, limit);
 }
 
-std::vector<std::pair<std::shared_ptr<Transfer>, std::vector<engine::FileResult>>>
-TransferManager::TakeRunningFileResults() {
-  std::vector<std::pair<std::shared_ptr<Transfer>, std::vector<engine::FileResult>>> out;
-  for (auto& [id, entry] : running_set_) {
-    std::shared_ptr<engine::TransferStats> stats;
-    {
-      MutexLock tl(&entry.first->mu);
-      stats = entry.first->stats;
-    }
-    if (!stats) continue;
-    auto results = stats->TakeFileResults();
-    if (!results.empty()) out.emplace_back(entry.first, std::move(results));
+void TransferManager::DrainFileResults(const Transfer& t) const {
+  std::shared_ptr<engine::TransferStats> stats;
+  {
+    MutexLock lock(&t.mu);
+    stats = t.stats;
   }
-  return out;
-}
-
-void TransferManager::SaveFileResults(const Transfer& t,
-                                      const std::vector<engine::FileResult>& results) const {
+  if (!stats) return;
+  MutexLock saving(&t.files_mu);
+  const std::vector<engine::FileResult> results = stats->TakeFileResults();
   if (results.empty()) return;
   if (Status s = store_->AddFileResults(t.id, results, NowMs()); !s.ok()) {
     PORO_LOG(WARNING) << "transfer " << t.id << ": per-file results not recorded: " << s.message();
@@ -341,13 +332,12 @@ void TransferManager::Schedule() {
     if (!running_set_.empty() && std::chrono::steady_clock::now() >= next_progress) {
       PublishProgress();
       next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-      auto files = TakeRunningFileResults();
-      if (!files.empty()) {
-        lock.Unlock();  // the store's commit waits for the disk: not under the queue's lock
-        for (const auto& [t, results] : files) SaveFileResults(*t, results);
-        lock.Lock();
-        continue;  // look at the queue again: it may have changed meanwhile
-      }
+      std::vector<std::shared_ptr<Transfer>> running;
+      for (const auto& [id, entry] : running_set_) running.push_back(entry.first);
+      lock.Unlock();  // the store's commit waits for the disk: not under the queue's lock
+      for (const auto& t : running) DrainFileResults(*t);
+      lock.Lock();
+      continue;  // look at the queue again: it may have changed meanwhile
     }
     const int64_t wake_ms = StartReady();
     auto deadline = next_renew;
@@ -529,15 +519,9 @@ TransferManager::Outcome TransferManager::RunAttempt(const std::shared_ptr<Trans
   }
   Persist(*t).IgnoreError();
   Result<json> r = attempt_(*t);
-  {
-    // The attempt's last per-file results, stored before its outcome is.
-    std::shared_ptr<engine::TransferStats> stats;
-    {
-      MutexLock lock(&t->mu);
-      stats = t->stats;
-    }
-    if (stats) SaveFileResults(*t, stats->TakeFileResults());
-  }
+  // The attempt's last per-file results, stored before its outcome is (after any batch the
+  // scheduler thread is storing: files_mu).
+  DrainFileResults(*t);
   const Outcome outcome = Settle(*t, r);
   if (outcome == Outcome::kLeft) return outcome;  // the record says "running"; the next start-up resumes it
   std::string state, error;

@@ -154,12 +154,9 @@ class TransferManager {
   void PublishState(const Transfer& t) const;
   // A "progress" event for each running transfer whose counters moved since the last one.
   void PublishProgress() PORO_REQUIRES(mu_);
-  // The per-file results the running transfers' sessions gathered since the last call.
-  std::vector<std::pair<std::shared_ptr<Transfer>, std::vector<engine::FileResult>>> TakeRunningFileResults()
-      PORO_REQUIRES(mu_);
-  // Stores per-file results of `t` (and publishes a "file" event for each failed file).
-  void SaveFileResults(const Transfer& t, const std::vector<engine::FileResult>& results) const
-      PORO_EXCLUDES(mu_);
+  // Takes the per-file results `t`'s session gathered since the last call and stores them (and
+  // publishes a "file" event for each failed file), under t.files_mu.
+  void DrainFileResults(const Transfer& t) const PORO_EXCLUDES(mu_);
   void Migrate() PORO_EXCLUDES(mu_);
   int64_t PruneCutoffMs() const;
   std::chrono::milliseconds Backoff(unsigned attempts) const;

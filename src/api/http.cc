@@ -1,5 +1,6 @@
 #include "api/http.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -816,8 +817,8 @@ Result<std::unique_ptr<HttpClient>> HttpClient::Connect(const std::string& socke
   return c;
 }
 
-Result<std::unique_ptr<HttpClient>> HttpClient::ConnectTls(const std::string& url,
-                                                           const std::string& ca_file) {
+Result<std::unique_ptr<HttpClient>> HttpClient::ConnectTls(const std::string& url, const std::string& ca_file,
+                                                           const std::string& endpoint) {
   constexpr std::string_view kScheme = "https://";
   std::string rest = url.rfind(kScheme, 0) == 0 ? url.substr(kScheme.size()) : std::string();
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
@@ -839,6 +840,17 @@ Result<std::unique_ptr<HttpClient>> HttpClient::ConnectTls(const std::string& ur
   c->port_ = hp->second;
   c->where_ = "pororocad at https://" + rest;
   c->tls_ctx_ = std::move(*ctx);
+  // Which endpoint the server must be: the CA vouches for every endpoint of the federation, so
+  // the name is what stops another endpoint from answering (and reading the caller's tokens).
+  c->endpoint_ = endpoint;
+  if (c->endpoint_.empty()) {
+    in6_addr a6{};
+    in_addr a4{};
+    if (::inet_pton(AF_INET, c->host_.c_str(), &a4) != 1 &&
+        ::inet_pton(AF_INET6, c->host_.c_str(), &a6) != 1) {
+      c->endpoint_ = c->host_;
+    }
+  }
   PORO_RETURN_IF_ERROR(c->Open(std::chrono::seconds(30)));
   return c;
 }
@@ -875,6 +887,10 @@ Status HttpClient::Open(std::chrono::milliseconds timeout) {
   if (!watch.valid()) return Status::IoError("dup", errno);
   auto s = transport::TlsStream::Connect(*tls_ctx_, std::move(*fd), transport::TransportOptions{timeout});
   if (!s.has_value()) return std::move(s).error();
+  if (!endpoint_.empty() && (*s)->peer_common_name() != endpoint_) {
+    return Status::Unauthenticated(where_ + " presented the certificate of endpoint '" +
+                                   (*s)->peer_common_name() + "', not of '" + endpoint_ + "'");
+  }
   tls_ = std::move(*s);
   fd_ = std::move(watch);
   return Status::OK();

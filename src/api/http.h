@@ -177,7 +177,10 @@ class HttpClient {
   // must chain to `ca_file` (the federation CA; the system store is not used); no client
   // certificate is sent. Failure names the URL: kUnavailable when nothing answers,
   // kUnauthenticated when the server is not trusted. The process must ignore SIGPIPE.
-  static Result<std::unique_ptr<HttpClient>> ConnectTls(const std::string& url, const std::string& ca_file);
+  // `endpoint`: the name the server's certificate must carry (CN); "" takes the URL's host when it
+  // is a name, and accepts any certificate of the CA when it is an IP address.
+  static Result<std::unique_ptr<HttpClient>> ConnectTls(const std::string& url, const std::string& ca_file,
+                                                        const std::string& endpoint = "");
 
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
@@ -207,6 +210,7 @@ class HttpClient {
   std::string where_;        // "pororocad at PATH" / "pororocad at https://HOST:PORT", for messages
   std::string host_;         // HTTPS
   uint16_t port_ = 0;
+  std::string endpoint_;  // HTTPS: the certificate name required ("" any of the CA's)
   std::shared_ptr<transport::TlsContext> tls_ctx_;
   std::unique_ptr<transport::TlsStream> tls_;  // HTTPS: owns the socket; fd_ then holds a duplicate
   UniqueFd fd_;

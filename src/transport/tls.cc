@@ -215,6 +215,11 @@ Status TlsStream::RunHandshake(bool client, bool require_cert, const TransportOp
   return Status::OK();
 }
 
+bool TlsStream::HasBuffered() {
+  std::lock_guard<std::mutex> lock(ssl_mu_);
+  return SSL_pending(ssl_.get()) > 0;
+}
+
 Status TlsStream::Wait(int ssl_error, std::chrono::milliseconds timeout, std::string_view what) {
   short events = ssl_error == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
   const bool forever = timeout.count() <= 0;

@@ -103,6 +103,9 @@ class TlsStream : public Stream {
   // different across sessions. Used to bind application-level auth to this TLS session.
   Result<std::vector<std::byte>> ExportKey(std::string_view label, size_t len) const;
   int fd() const { return fd_.get(); }
+  // Decrypted bytes already read from the socket and not yet returned (poll() on fd() cannot see
+  // them): a caller that polls before reading checks this too.
+  bool HasBuffered();
 
  private:
   TlsStream(UniqueFd fd, SslPtr ssl, std::string peer);

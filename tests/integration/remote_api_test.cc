@@ -95,6 +95,22 @@ TEST_SUITE("integration.remote_api") {
     CHECK_MESSAGE(audited, json(denied).dump());
     CHECK(denied.size() >= 3);  // the two 401s as well
     CHECK_FALSE(std::filesystem::exists(p.b->Path("f.bin")));
+    // An issuer speaks only for its own institution's people: inst-b's issuer cannot claim ops@inst-a.
+    const std::string forged = Token(fed, "inst-b", "ops@inst-a", "a", {"transfer.read"});
+    std::tie(st, body) = Https(a, forged, "GET", "/v1/accounting");
+    CHECK(st == 401);
+    CHECK(body["error"]["message"].get<std::string>().find("does not speak for 'ops@inst-a'") !=
+          std::string::npos);
+    // The CLI checks which endpoint answered: a's certificate is not b's.
+    CliResult wrong = RunCli({"--api", a.api_url(), "--ca", a.ca_file(), "--api-token", read_only,
+                              "--api-endpoint", "b", "status"},
+                             kNoDaemon, 60s);
+    CHECK_MESSAGE(wrong.exit_code == 5, wrong.Describe());
+    CHECK(wrong.err.find("presented the certificate of endpoint 'a', not of 'b'") != std::string::npos);
+    CliResult right = RunCli({"--api", a.api_url(), "--ca", a.ca_file(), "--api-token", read_only,
+                              "--api-endpoint", "a", "status"},
+                             kNoDaemon, 60s);
+    CHECK_MESSAGE(right.exit_code == 0, right.Describe());
     // Accounting and the manifest refresh are for operators.
     std::tie(st, body) = Https(a, read_only, "GET", "/v1/accounting");
     CHECK(st == 403);
