@@ -863,87 +863,13 @@ api::HttpResponse ApiRoutes::SubmitJob(const api::HttpRequest& req, const Caller
     AuditRemote(req, &c, "allowed", existing ? 200 : 201,
                 "job " + made.front()->job_id + " (" + std::to_string(made.size()) + " entries)");
   }
-  return api::HttpResponse::Json(existing ? 200 : 201, JobView(made, true));
-}
-
-json ApiRoutes::JobView(const TransferManager::Job& job, bool with_entries) {
-  json entries = json::array();
-  std::map<std::string, uint64_t> by_state;
-  uint64_t files_total = 0, files_done = 0, files_failed = 0, bytes_total = 0, bytes_done = 0,
-           bytes_verified = 0;
-  int64_t finished_ms = 0;
-  bool all_ended = true;
-  for (const auto& t : job) {
-    json v = t->View();
-    const std::string state = v.value("state", std::string());
-    by_state[state]++;
-    const json& pr = v["progress"];
-    files_total += pr.value("files_total", uint64_t{0});
-    files_done += pr.value("files_done", uint64_t{0});
-    files_failed += pr.value("files_failed", uint64_t{0});
-    bytes_total += pr.value("bytes_total", uint64_t{0});
-    bytes_done += pr.value("bytes_done", uint64_t{0});
-    bytes_verified += pr.value("bytes_verified", uint64_t{0});
-    if (auto st = ParseTransferState(state); !st || !IsTerminal(*st)) all_ended = false;
-    finished_ms = std::max(finished_ms, v.value("finished_ms", int64_t{0}));
-    if (with_entries) {
-      entries.push_back(json{{"index", t->job_index},
-                             {"transfer", t->id},
-                             {"state", state},
-                             {"source", v["source"]},
-                             {"destination", v["destination"]},
-                             {"attempts", v["attempts"]},
-                             {"error", v["error"]},
-                             {"error_code", v["error_code"]},
-                             {"files_done", pr.value("files_done", uint64_t{0})},
-                             {"files_failed", pr.value("files_failed", uint64_t{0})},
-                             {"bytes_done", pr.value("bytes_done", uint64_t{0})}});
-    }
-  }
-  auto count = [&](const char* s) {
-    auto it = by_state.find(s);
-    return it == by_state.end() ? uint64_t{0} : it->second;
-  };
-  // queued: nothing started yet; running: not every entry has ended; then by what ended how.
-  std::string state;
-  const uint64_t n = job.size();
-  if (!all_ended) {
-    state = count("queued") == n ? "queued" : "running";
-  } else if (count("succeeded") == n) {
-    state = "succeeded";
-  } else if (count("cancelled") == n) {
-    state = "cancelled";
-  } else if (count("succeeded") + count("partial") == 0) {
-    state = "failed";
-  } else {
-    state = "partial";
-  }
-  const Transfer& first = *job.front();
-  json out{{"id", first.job_id},
-           {"state", state},
-           {"user", first.user},
-           {"priority", first.priority},
-           {"created_ms", first.created_ms},
-           {"finished_ms", all_ended ? finished_ms : 0},
-           {"entries", n},
-           {"by_state", by_state},
-           {"progress",
-            {{"files_total", files_total},
-             {"files_done", files_done},
-             {"files_failed", files_failed},
-             {"bytes_total", bytes_total},
-             {"bytes_done", bytes_done},
-             {"bytes_verified", bytes_verified}}}};
-  if (!first.submission_id.empty()) {
-    out["submission_id"] = first.submission_id.substr(0, first.submission_id.rfind('#'));
-  }
-  if (with_entries) out["transfers"] = std::move(entries);
-  return out;
+  return api::HttpResponse::Json(existing ? 200 : 201, TransferManager::JobView(made, true));
 }
 
 api::HttpResponse ApiRoutes::ListJobs(const api::HttpRequest&, const Caller& c) const {
   json arr = json::array();
-  for (const auto& job : d_.transfers->ListJobs(VisibleTo(c))) arr.push_back(JobView(job, false));
+  for (const auto& job : d_.transfers->ListJobs(VisibleTo(c)))
+    arr.push_back(TransferManager::JobView(job, false));
   return api::HttpResponse::Json(200, json{{"jobs", arr}});
 }
 
@@ -959,7 +885,7 @@ api::HttpResponse ApiRoutes::GetJob(const api::HttpRequest& req, const Caller& c
     d_.transfers->WaitJobEnded(job, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                         std::chrono::duration<double>(std::min(secs, 60.0))));
   }
-  return api::HttpResponse::Json(200, JobView(job, true));
+  return api::HttpResponse::Json(200, TransferManager::JobView(job, true));
 }
 
 api::HttpResponse ApiRoutes::JobFiles(const api::HttpRequest& req, const Caller& c) const {
@@ -977,7 +903,7 @@ api::HttpResponse ApiRoutes::CancelJob(const api::HttpRequest& req, const Caller
     if (!r.has_value() && r.error().code() != Code::kNotFound) return ErrorResponse(r.error());
   }
   if (c.remote) AuditRemote(req, &c, "allowed", 202, "cancel job " + job.front()->job_id);
-  return api::HttpResponse::Json(202, JobView(job, true));
+  return api::HttpResponse::Json(202, TransferManager::JobView(job, true));
 }
 
 }  // namespace pororoca::daemon

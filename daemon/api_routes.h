@@ -79,8 +79,7 @@ class ApiRoutes {
   api::HttpResponse GetJob(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse CancelJob(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse JobFiles(const api::HttpRequest& req, const Caller& c) const;
-  // A job as the API shows it: state, counts, summed progress, and (with_entries) each entry.
-  static nlohmann::json JobView(const TransferManager::Job& job, bool with_entries);
+
   // GET /v1/events: server-sent events of the transfers the caller may see.
   api::HttpResponse Events(const api::HttpRequest& req, const Caller& c) const;
 

@@ -53,6 +53,37 @@ json EventView(const Transfer& t) {
 
 void TransferManager::PublishState(const Transfer& t) const {
   events_.Publish("transfer", t.id, t.uid, t.user, EventView(t));
+  if (t.job_id.empty()) return;
+  // A job's own events: when its first entry starts running, and once its last entry has ended.
+  TransferState st;
+  {
+    MutexLock lock(&t.mu);
+    st = t.state;
+  }
+  Job job;
+  {
+    MutexLock lock(&mu_);
+    auto j = jobs_.find(t.job_id);
+    if (j == jobs_.end()) return;  // still being submitted: SubmitJob publishes the job itself
+    JobTrack& track = job_track_[t.job_id];
+    if (st == TransferState::kRunning && !track.started) {
+      track.started = true;
+      job = j->second;
+    }
+    if (IsTerminal(st)) {
+      track.ended.insert(t.id);
+      if (track.ended.size() == j->second.size() && !track.done) {
+        track.done = true;
+        job = j->second;
+      }
+    }
+  }
+  if (!job.empty()) PublishJob(job);
+}
+
+void TransferManager::PublishJob(const Job& job) const {
+  json v = JobView(job, false);
+  events_.Publish("job", job.front()->job_id, job.front()->uid, job.front()->user, std::move(v));
 }
 
 void TransferManager::PublishProgress() {
@@ -180,13 +211,16 @@ Result<TransferManager::Job> TransferManager::SubmitJob(const Job& entries, bool
   }
   PORO_RETURN_IF_ERROR(store_->AddMany(entries));
   for (const auto& t : entries) PublishState(*t);
-  MutexLock lock(&mu_);
-  for (const auto& t : entries) {
-    transfers_[t->id] = t;
-    AddToJob(t);
-    waiting_.push_back({t, 0});
+  {
+    MutexLock lock(&mu_);
+    for (const auto& t : entries) {
+      transfers_[t->id] = t;
+      AddToJob(t);
+      waiting_.push_back({t, 0});
+    }
+    cv_.NotifyAll();
   }
-  cv_.NotifyAll();
+  PublishJob(entries);
   return entries;
 }
 
@@ -196,6 +230,81 @@ void TransferManager::AddToJob(const std::shared_ptr<Transfer>& t) {
   auto at = std::lower_bound(job.begin(), job.end(), t->job_index,
                              [](const std::shared_ptr<Transfer>& x, unsigned i) { return x->job_index < i; });
   job.insert(at, t);
+}
+
+json TransferManager::JobView(const Job& job, bool with_entries) {
+  json entries = json::array();
+  std::map<std::string, uint64_t> by_state;
+  uint64_t files_total = 0, files_done = 0, files_failed = 0, bytes_total = 0, bytes_done = 0,
+           bytes_verified = 0;
+  int64_t finished_ms = 0;
+  bool all_ended = true;
+  for (const auto& t : job) {
+    json v = t->View();
+    const std::string state = v.value("state", std::string());
+    by_state[state]++;
+    const json& pr = v["progress"];
+    files_total += pr.value("files_total", uint64_t{0});
+    files_done += pr.value("files_done", uint64_t{0});
+    files_failed += pr.value("files_failed", uint64_t{0});
+    bytes_total += pr.value("bytes_total", uint64_t{0});
+    bytes_done += pr.value("bytes_done", uint64_t{0});
+    bytes_verified += pr.value("bytes_verified", uint64_t{0});
+    if (auto st = ParseTransferState(state); !st || !IsTerminal(*st)) all_ended = false;
+    finished_ms = std::max(finished_ms, v.value("finished_ms", int64_t{0}));
+    if (with_entries) {
+      entries.push_back(json{{"index", t->job_index},
+                             {"transfer", t->id},
+                             {"state", state},
+                             {"source", v["source"]},
+                             {"destination", v["destination"]},
+                             {"attempts", v["attempts"]},
+                             {"error", v["error"]},
+                             {"error_code", v["error_code"]},
+                             {"files_done", pr.value("files_done", uint64_t{0})},
+                             {"files_failed", pr.value("files_failed", uint64_t{0})},
+                             {"bytes_done", pr.value("bytes_done", uint64_t{0})}});
+    }
+  }
+  auto count = [&](const char* s) {
+    auto it = by_state.find(s);
+    return it == by_state.end() ? uint64_t{0} : it->second;
+  };
+  // queued: nothing started yet; running: not every entry has ended; then by what ended how.
+  std::string state;
+  const uint64_t n = job.size();
+  if (!all_ended) {
+    state = count("queued") == n ? "queued" : "running";
+  } else if (count("succeeded") == n) {
+    state = "succeeded";
+  } else if (count("cancelled") == n) {
+    state = "cancelled";
+  } else if (count("succeeded") + count("partial") == 0) {
+    state = "failed";
+  } else {
+    state = "partial";
+  }
+  const Transfer& first = *job.front();
+  json out{{"id", first.job_id},
+           {"state", state},
+           {"user", first.user},
+           {"priority", first.priority},
+           {"created_ms", first.created_ms},
+           {"finished_ms", all_ended ? finished_ms : 0},
+           {"entries", n},
+           {"by_state", by_state},
+           {"progress",
+            {{"files_total", files_total},
+             {"files_done", files_done},
+             {"files_failed", files_failed},
+             {"bytes_total", bytes_total},
+             {"bytes_done", bytes_done},
+             {"bytes_verified", bytes_verified}}}};
+  if (!first.submission_id.empty()) {
+    out["submission_id"] = first.submission_id.substr(0, first.submission_id.rfind('#'));
+  }
+  if (with_entries) out["transfers"] = std::move(entries);
+  return out;
 }
 
 Result<TransferManager::Job> TransferManager::FindJob(const std::string& id, const Visible& visible) const {
@@ -565,7 +674,10 @@ void TransferManager::PruneFinished(bool force) {
         gone.push_back(it->first);
         if (auto j = jobs_.find(it->second->job_id); j != jobs_.end()) {
           std::erase(j->second, it->second);
-          if (j->second.empty()) jobs_.erase(j);
+          if (j->second.empty()) {
+            jobs_.erase(j);
+            job_track_.erase(it->second->job_id);
+          }
         }
         it = transfers_.erase(it);
       } else {
@@ -687,6 +799,12 @@ void TransferManager::LoadPersisted() {
     if (transfers_.count((*t)->id) != 0) continue;
     transfers_[(*t)->id] = *t;
     AddToJob(*t);
+    if (!(*t)->job_id.empty() && !unfinished) {
+      // Ended before the restart: counted, so the job's end is published once its last entry ends.
+      JobTrack& track = job_track_[(*t)->job_id];
+      track.ended.insert((*t)->id);
+      track.started = true;
+    }
     if (unfinished) {
       PORO_LOG(INFO) << "queued again after the restart: transfer " << (*t)->id << " (" << (*t)->SourceText()
                      << " -> " << (*t)->DestText() << ")";

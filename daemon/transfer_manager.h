@@ -17,6 +17,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -87,6 +88,10 @@ class TransferManager {
       PORO_EXCLUDES(mu_);
   // Every job `visible` accepts, oldest first.
   std::vector<Job> ListJobs(const Visible& visible = nullptr) const PORO_EXCLUDES(mu_);
+  // A job as the API and its events show it: state (queued while no entry has started, running
+  // until every entry has ended, then succeeded, cancelled, failed when none succeeded even in
+  // part, else partial), counts by state, summed progress, and (with_entries) each entry.
+  static nlohmann::json JobView(const Job& job, bool with_entries);
   // Cancels a transfer (a queued or retrying one ends at once); `id` as for Find().
   Result<std::shared_ptr<Transfer>> Cancel(const std::string& id, const Visible& visible = nullptr)
       PORO_EXCLUDES(mu_);
@@ -152,6 +157,8 @@ class TransferManager {
   Status Persist(const Transfer& t) const;
   // A "transfer" event with the transfer as the API shows it.
   void PublishState(const Transfer& t) const;
+  // A "job" event: the job as JobView shows it, without its entries.
+  void PublishJob(const Job& job) const;
   // A "progress" event for each running transfer whose counters moved since the last one.
   void PublishProgress() PORO_REQUIRES(mu_);
   // Takes the per-file results `t`'s session gathered since the last call and stores them (and
@@ -174,7 +181,13 @@ class TransferManager {
   CondVar cv_;        // wakes the scheduler (submission, end of an attempt, cancel, stop)
   std::map<std::string, std::shared_ptr<Transfer>> transfers_ PORO_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ PORO_GUARDED_BY(mu_);  // by job id: the entries still on record
-  std::list<Waiting> waiting_ PORO_GUARDED_BY(mu_);       // queued and retrying, in submission order
+  // What the job events have said: started, and which entries have ended (the end is published once).
+  struct JobTrack {
+    std::set<std::string> ended;
+    bool started = false, done = false;
+  };
+  mutable std::map<std::string, JobTrack> job_track_ PORO_GUARDED_BY(mu_);
+  std::list<Waiting> waiting_ PORO_GUARDED_BY(mu_);  // queued and retrying, in submission order
   // Running transfers, with the counters of the last progress event published for each.
   std::map<std::string, std::pair<std::shared_ptr<Transfer>, nlohmann::json>> running_set_
       PORO_GUARDED_BY(mu_);

@@ -629,5 +629,43 @@ TEST_CASE_FIXTURE(
   CHECK((*r5)->id == "s1");
 }
 
+TEST_CASE_FIXTURE(Fixture, "a job is queued whole; its events say when it was queued, started and ended") {
+  TransferManager m(
+      Opts(),
+      [](Transfer& t) -> Result<json> {
+        if (t.job_index == 1) return Status::NotFound("no such source");  // one entry fails
+        return json{{"files_committed", 1}};
+      },
+      &workers);
+  REQUIRE(m.Open().ok());
+  TransferManager::Job job;
+  for (unsigned i = 0; i < 3; ++i) {
+    auto t = NewTransfer("j" + std::to_string(i));
+    t->job_id = "job1";
+    t->job_index = i;
+    job.push_back(t);
+  }
+  REQUIRE(m.SubmitJob(job).has_value());
+  auto found = m.FindJob("jo");
+  REQUIRE(found.has_value());
+  REQUIRE(found->size() == 3);
+  m.WaitJobEnded(*found, std::chrono::seconds(10));
+  workers.JoinAll();
+  CHECK(TransferManager::JobView(*found, false)["state"] == "partial");
+  auto r = m.events().Read(
+      0, [](const Event& e) { return e.type == "job"; }, 100, std::chrono::milliseconds(0));
+  std::vector<std::string> states;
+  for (const auto& e : r.events) {
+    CHECK(e.transfer_id == "job1");
+    states.push_back(json::parse(e.data)["state"]);
+  }
+  CHECK(states == std::vector<std::string>{"queued", "running", "partial"});
+  // Its entries' own events carry the job.
+  auto entries = m.events().Read(
+      0, [](const Event& e) { return e.type == "transfer"; }, 100, std::chrono::milliseconds(0));
+  REQUIRE_FALSE(entries.events.empty());
+  CHECK(json::parse(entries.events.front().data)["job_id"] == "job1");
+}
+
 }  // namespace
 }  // namespace pororoca::daemon
