@@ -108,6 +108,19 @@ class Body {
   json j_;
 };
 
+// ?wait=SECONDS of a long poll (at most 60): nullopt without it.
+Result<std::optional<std::chrono::steady_clock::duration>> LongPoll(const api::HttpRequest& req) {
+  auto w = req.query.find("wait");
+  if (w == req.query.end()) return std::optional<std::chrono::steady_clock::duration>();
+  char* end = nullptr;
+  const double secs = std::strtod(w->second.c_str(), &end);
+  if (w->second.empty() || end == nullptr || *end != '\0' || !(secs >= 0)) {
+    return Status::InvalidArgument("wait must be a number of seconds, got '" + w->second + "'");
+  }
+  return std::optional(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(std::min(secs, 60.0))));
+}
+
 #define PORO_API_ASSIGN_OR_400(lhs, expr)                      \
   auto PORO_CONCAT_(_r_, __LINE__) = (expr);                   \
   if (!PORO_CONCAT_(_r_, __LINE__).has_value()) {              \
@@ -665,16 +678,8 @@ api::HttpResponse ApiRoutes::Get(const api::HttpRequest& req, const Caller& c) c
   PORO_API_ASSIGN_OR_400(std::shared_ptr<Transfer> t, d_.transfers->Find(id, VisibleTo(c)));
   // ?wait=SECONDS: a long poll. Answers as soon as the transfer has ended, else after SECONDS
   // (at most 60) with its progress: a client follows a transfer without polling on a timer.
-  auto w = req.query.find("wait");
-  if (w != req.query.end()) {
-    char* end = nullptr;
-    double secs = std::strtod(w->second.c_str(), &end);
-    if (w->second.empty() || end == nullptr || *end != '\0' || !(secs >= 0)) {
-      return BadRequest("wait must be a number of seconds, got '" + w->second + "'");
-    }
-    d_.transfers->WaitEnded(*t, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                    std::chrono::duration<double>(std::min(secs, 60.0))));
-  }
+  PORO_API_ASSIGN_OR_400(auto wait, LongPoll(req));
+  if (wait) d_.transfers->WaitEnded(*t, *wait);
   return api::HttpResponse::Json(200, t->View());
 }
 
@@ -875,16 +880,8 @@ api::HttpResponse ApiRoutes::ListJobs(const api::HttpRequest&, const Caller& c) 
 
 api::HttpResponse ApiRoutes::GetJob(const api::HttpRequest& req, const Caller& c) const {
   PORO_API_ASSIGN_OR_400(TransferManager::Job job, d_.transfers->FindJob(req.params.at("id"), VisibleTo(c)));
-  auto w = req.query.find("wait");
-  if (w != req.query.end()) {
-    char* end = nullptr;
-    double secs = std::strtod(w->second.c_str(), &end);
-    if (w->second.empty() || end == nullptr || *end != '\0' || !(secs >= 0)) {
-      return BadRequest("wait must be a number of seconds, got '" + w->second + "'");
-    }
-    d_.transfers->WaitJobEnded(job, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                        std::chrono::duration<double>(std::min(secs, 60.0))));
-  }
+  PORO_API_ASSIGN_OR_400(auto wait, LongPoll(req));
+  if (wait) d_.transfers->WaitJobEnded(job, *wait);
   return api::HttpResponse::Json(200, TransferManager::JobView(job, true));
 }
 
