@@ -20,6 +20,7 @@
 #include "daemon/session.h"
 #include "daemon/transfer_manager.h"
 #include "engine/export_root.h"
+#include "metrics/metrics.h"
 
 namespace pororoca::daemon {
 
@@ -33,6 +34,7 @@ class ApiRoutes {
     TransferManager* transfers = nullptr;
     SessionRunner* sessions = nullptr;  // the dry run of a transfer (policy check); queries (ls, checksum)
     const std::atomic<bool>* stopping = nullptr;  // the daemon stops: a long checksum here ends
+    const metrics::Registry* metrics = nullptr;   // GET /metrics (null: 404)
   };
   explicit ApiRoutes(Deps d) : d_(d) {}
 
@@ -79,6 +81,9 @@ class ApiRoutes {
   api::HttpResponse GetJob(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse CancelJob(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse JobFiles(const api::HttpRequest& req, const Caller& c) const;
+
+  // GET /metrics: the Prometheus exposition (text format 0.0.4).
+  api::HttpResponse Metrics() const;
 
   // GET /v1/events: server-sent events of the transfers the caller may see.
   api::HttpResponse Events(const api::HttpRequest& req, const Caller& c) const;

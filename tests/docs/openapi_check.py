@@ -6,8 +6,8 @@
    with the endpoint names of the examples mapped to the test's daemons and the source files they
    name created first; path ids are those of the transfer and the job the examples submitted.
    Each answer must have a status the description documents for that operation (never the
-   server's "no such API route" or 405), and a JSON answer must validate against that status's
-   schema.
+   server's "no such API route" or 405), a JSON answer must validate against that status's
+   schema, and a text/plain one (GET /metrics) must read as Prometheus's text format 0.0.4.
 
   openapi_check.py SPEC --socket PATH --map NAME=ENDPOINT... --export ENDPOINT=DIR...
 """
@@ -115,6 +115,31 @@ def operations(doc):
 def json_content(spec, holder):
     holder = spec.resolve(holder)
     return holder.get("content", {}).get("application/json")
+
+
+EXPOSITION_SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"'
+    r'(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)?\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$')
+
+
+def exposition_problems(text):
+    """What in `text` is not Prometheus's text format 0.0.4: sample lines, # HELP/# TYPE once per family."""
+    problems, typed = [], set()
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("# TYPE "):
+            parts = line.split(" ")
+            if len(parts) != 4 or parts[3] not in ("counter", "gauge", "histogram", "summary", "untyped"):
+                problems.append(f"line {n}: bad TYPE line: {line}")
+            elif parts[2] in typed:
+                problems.append(f"line {n}: second TYPE for {parts[2]}")
+            typed.add(parts[2] if len(parts) > 2 else "")
+        elif line.startswith("#") or not line:
+            continue
+        elif not EXPOSITION_SAMPLE.match(line):
+            problems.append(f"line {n}: not a sample: {line[:120]}")
+    if not typed:
+        problems.append("no metric family")
+    return problems
 
 
 def main():
@@ -234,6 +259,17 @@ def main():
         if ctype.startswith("text/event-stream"):
             if "text/event-stream" not in spec.resolve(op["responses"][str(status)]).get("content", {}):
                 errors.append(f"{where}: answered an event stream, documented otherwise")
+            continue
+        if ctype.startswith("text/plain"):
+            # The Prometheus exposition (GET /metrics): documented as text/plain, and it reads as one.
+            if "text/plain" not in spec.resolve(op["responses"][str(status)]).get("content", {}):
+                errors.append(f"{where}: answered text/plain, documented otherwise")
+                continue
+            problems = exposition_problems(data)
+            if problems:
+                errors.append(f"{where}: not the text exposition format: {'; '.join(problems[:5])}")
+                continue
+            print(f"ok  {where} -> {status}")
             continue
         try:
             answer = json.loads(data)
