@@ -182,6 +182,34 @@ TEST_SUITE("integration.metrics") {
     CHECK(check.out.find("\n0 problem(s)\n") != std::string::npos);
   }
 
+  TEST_CASE(
+      "corrupt chunks and re-sent bytes are counted at both ends as the transfer's record counts them") {
+    TestFederation fed;
+    DaemonOptions corrupting;
+    corrupting.extra_toml = "[fault_injection]\ncorrupt_every = 3\n";  // a's every third payload message
+    DaemonPair p(fed, corrupting);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    const uint64_t size = 4 * kMiB + kMiB / 2;
+    WriteRandomFile(a.Path("pushed.bin"), size, 5);
+    CliResult r = Cli(a, {"cp", "--chunk", "1MiB", "--json", a.Path("pushed.bin"), "b:/pushed.bin"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    const json rec = r.Json();
+    const std::string transport = rec.value("transport", std::string());
+    const uint64_t corrupt = rec["progress"]["chunks_corrupt"].get<uint64_t>();
+    const uint64_t resent = rec["progress"]["bytes_resent"].get<uint64_t>();
+    REQUIRE(corrupt >= 1);
+    const auto am = Parse(Scrape(a));
+    const auto bm = Parse(Scrape(b));
+    CHECK(Value(am, Traffic("pororoca_chunks_corrupt_total", "sent", "inst-b", transport)) == corrupt);
+    CHECK(Value(bm, Traffic("pororoca_chunks_corrupt_total", "received", "inst-a", transport)) == corrupt);
+    CHECK(Value(am, Traffic("pororoca_bytes_resent_total", "sent", "inst-b", transport)) == resent);
+    // The bytes moved count every copy: the file once, and what was sent again.
+    CHECK(Value(am, Traffic("pororoca_bytes_total", "sent", "inst-b", transport)) == size + resent);
+    CHECK(Value(am, Traffic("pororoca_files_total", "sent", "inst-b", transport)) == 1);
+  }
+
   TEST_CASE("a Prometheus server scrapes a daemon over HTTPS during a transfer and answers its size") {
     REQUIRE_MESSAGE(::access(kPrometheus, X_OK) == 0,
                     kPrometheus << " is missing: install Debian's prometheus package (./setup.sh deps)");
