@@ -199,7 +199,7 @@ def main():
     # Submissions first, then what reads their results (GET, ls, checksum), cancels last.
     def order(o):
         path, method = o[0], o[1]
-        if method == "post" and path in ("/v1/transfers", "/v1/jobs"):
+        if method == "post" and path in ("/v1/transfers", "/v1/jobs", "/v1/stage"):
             return 0
         if "cancel" in path or method == "delete":
             return 3
@@ -211,7 +211,8 @@ def main():
         where = f"{method.upper()} {path}"
         target = path
         if "{id}" in path:
-            kind = "job" if path.startswith("/v1/jobs") else "transfer"
+            kind = ("job" if path.startswith("/v1/jobs") else
+                    "dataset" if path.startswith("/v1/stage/") else "transfer")
             if kind not in ids:
                 errors.append(f"{where}: no {kind} id (the POST example did not make one)")
                 continue
@@ -249,6 +250,8 @@ def main():
             ids["transfer"] = answer["id"]
         if method == "post" and path == "/v1/jobs" and status in (200, 201):
             ids["job"] = answer["id"]
+        if method == "post" and path == "/v1/stage" and status in (200, 202):
+            ids["dataset"] = answer["id"]
         print(f"ok  {where} -> {status}")
 
     print(f"{examples} examples checked, {sent} requests sent, {len(errors)} problem(s)")
