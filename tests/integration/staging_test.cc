@@ -267,6 +267,29 @@ TEST_SUITE("integration.staging") {
     CHECK(Leases(d) == std::set<std::string>{"job7"});
   }
 
+  TEST_CASE("the Kubernetes example of docs/staging.md stages as written") {
+    const std::string src = PORO_SOURCE_DIR;
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDataset(b, "era5", 3, 300000, 21);
+    a.Stop();
+    a.options().extra_toml = StagingToml(a.Path("cache"), "1GiB");
+    REQUIRE(a.Start());
+    const std::string work = fed.dir() + "/k8s";
+    MakeDir(work);
+    CliResult r = RunProgram(
+        "/usr/bin/python3",
+        {src + "/tests/docs/k8s_check.py", src + "/docs/staging.md", "--socket", a.socket(), "--cli",
+         PORO_CLI_BIN, "--work", work, "--map", "cenapad-dtn1=b", "--pod-uid", "pod-1234"},
+        a.socket(), 300s);
+    INFO(r.Describe());
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("train.py: 4 files under " + a.Path("cache/b/datasets/era5")) != std::string::npos);
+    CHECK(Leases(FindDataset(Staging(a), "b:/datasets/era5")) == std::set<std::string>{"k8s-pod-1234"});
+  }
+
   TEST_CASE("a copy served from the cache is still the source's to allow: a denied caller is refused") {
     TestFederation fed;
     DaemonPair p(fed);
