@@ -192,10 +192,12 @@ void ApiRoutes::RegisterOn(api::HttpServer& s) {
   add("DELETE", "/v1/jobs/{id}", Need::kCancel,
       [this](const auto& r, const auto& c) { return CancelJob(r, c); });
   add("POST", "/v1/stage", Need::kSubmit, [this](const auto& r, const auto& c) { return Stage(r, c); });
-  add("GET", "/v1/stage/{id}", Need::kRead, [this](const auto& r, const auto& c) { return GetStaged(r, c); });
+  // The cache is the node's: over HTTPS only its operators read it (who holds which dataset).
+  add("GET", "/v1/stage/{id}", Need::kOperator,
+      [this](const auto& r, const auto& c) { return GetStaged(r, c); });
   add("POST", "/v1/stage/release", Need::kCancel,
       [this](const auto& r, const auto& c) { return Release(r, c); });
-  add("GET", "/v1/staging", Need::kRead, [this](const auto& r, const auto& c) { return Staging(r, c); });
+  add("GET", "/v1/staging", Need::kOperator, [this](const auto& r, const auto& c) { return Staging(r, c); });
 }
 
 bool ApiRoutes::Caller::Sees(int64_t owner_uid, const std::string& owner_user) const {
