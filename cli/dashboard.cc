@@ -162,7 +162,8 @@ int CmdDashboard(const Upstream& upstream, const std::vector<std::string>& args)
   desc.add_options()("listen", po::value<std::string>()->default_value("127.0.0.1:8780"),
                      "loopback HOST:PORT to listen on (port 0: any free port)")("help,h", "this help");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  po::positional_options_description none;  // no arguments: a word is a usage error
+  po::store(po::command_line_parser(args).options(desc).positional(none).run(), vm);
   po::notify(vm);
   if (vm.count("help")) {
     std::cout << desc << "\n";

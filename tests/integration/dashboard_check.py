@@ -295,6 +295,9 @@ def main():
         bad = subprocess.run([args.cli, "--socket", args.socket, "dashboard", "--listen", "0.0.0.0:0"],
                              capture_output=True, text=True, timeout=30)
         check(bad.returncode == 2 and "loopback" in bad.stderr, "a non-loopback --listen is refused (exit 2)")
+        bad = subprocess.run([args.cli, "--socket", args.socket, "dashboard", "now"], capture_output=True, text=True,
+                             timeout=30)
+        check(bad.returncode == 2, f"an argument is a usage error (exit {bad.returncode})")
 
         if args.api_url:
             remote, rbase, rkey = start_helper([args.cli, "--api", args.api_url, "--ca", args.ca, "--api-token",
