@@ -63,7 +63,7 @@ function when(ms) {
 // A long path shows its end (the file's name), the whole in its tooltip.
 function pathCell(p) {
   const s = String(p ?? '');
-  return td(s.length > 30 ? '\u2026' + s.slice(-29) : s, 'path', s);
+  return td(s.length > 26 ? '\u2026' + s.slice(-25) : s, 'path', s);
 }
 
 function shortId(id) { return String(id || '').slice(0, 12); }
@@ -201,7 +201,8 @@ function renderInflight(transfers, total) {
 
 function renderQueue(transfers, jobs) {
   const queued = transfers.filter((t) => t.state === 'queued');
-  queued.sort((a, b) => (a.priority ?? 4) - (b.priority ?? 4) || a.created_ms - b.created_ms);
+  // Highest priority (5) first, then the oldest: the order the queue takes them in, fair share aside.
+  queued.sort((a, b) => (b.priority ?? 3) - (a.priority ?? 3) || a.created_ms - b.created_ms);
   const now = Date.now();
   fill('queue-rows', queued.map((t) => el('tr', {'data-id': t.id}, idCell(t.id), td(t.priority ?? '-', 'num'),
                                           pathCell(t.source), pathCell(t.destination),

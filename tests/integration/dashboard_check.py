@@ -15,7 +15,7 @@ tests/integration/dashboard_test.cc, which started the daemons and the transfers
 4. Saves a screenshot of the whole page.
 
   dashboard_check.py --cli PORORO --socket SOCK --chromium BIN --running ID --queued ID
-                     --failed ID --screenshot OUT.png [--api-url URL --ca FILE --api-token TOKEN]
+                     --queued-first ID --failed ID --screenshot OUT.png [--api-url URL --ca FILE --api-token TOKEN]
 """
 import argparse
 import base64
@@ -231,7 +231,8 @@ PAGE_STATE = r"""
                accounting: document.getElementById('accounting-note').textContent,
                queued: row('queue-rows', QUEUED) ? row('queue-rows', QUEUED).textContent : null,
                failed: row('failures-rows', FAILED) ? row('failures-rows', FAILED).textContent : null,
-               peers: document.getElementById('peers-rows').textContent};
+               peers: document.getElementById('peers-rows').textContent,
+               queue_order: [...document.querySelectorAll('#queue-rows tr')].map((tr) => tr.dataset.id)};
   if (r) {
     out.row = r.textContent;
     out.rate = r.querySelector('td.rate').textContent;
@@ -277,7 +278,8 @@ def main():
     ap.add_argument("--socket", required=True)
     ap.add_argument("--chromium", required=True)
     ap.add_argument("--running", required=True)
-    ap.add_argument("--queued", required=True)
+    ap.add_argument("--queued", required=True, help="a queued transfer of priority 2")
+    ap.add_argument("--queued-first", required=True, help="a queued transfer of priority 5, submitted after it")
     ap.add_argument("--failed", required=True)
     ap.add_argument("--screenshot", required=True)
     ap.add_argument("--api-url")
@@ -340,6 +342,8 @@ def main():
         check(bool(rate_re.match(state.get("total", ""))) and state.get("total") != "0 B/s",
               f"the total rate is shown: {state.get('total')!r}")
         check(state.get("queued") is not None and args.queued[:12] in state["queued"], "the queued transfer is in the queue")
+        check(state.get("queue_order") == [args.queued_first, args.queued],
+              f"the queue is shown in priority order, 5 before 2: {state.get('queue_order')}")
         check(state.get("failed") is not None and "NotFound" in state["failed"],
               f"the failed transfer is listed with its reason: {state.get('failed')!r}")
         check(state.get("staging") == "staging not configured", f"staging: {state.get('staging')!r}")

@@ -58,6 +58,11 @@ TEST_SUITE("integration.dashboard") {
     const std::string queued_id = queued.value("id", std::string());
     REQUIRE_MESSAGE(!queued_id.empty(), queued.dump());
     CHECK(a.Transfer(queued_id)["state"] == "queued");
+    // Submitted after it, but of a higher priority: first in the queue.
+    json first = a.Post("/v1/transfers", R"({"source": ")" + a.Path("small.bin") +
+                                             R"(", "destination": "b:/small2.bin", "priority": 5})");
+    const std::string first_id = first.value("id", std::string());
+    REQUIRE_MESSAGE(!first_id.empty(), first.dump());
 
     // On the HTTPS port the page's files need no token, the data does.
     {
@@ -90,6 +95,8 @@ TEST_SUITE("integration.dashboard") {
                               running_id,
                               "--queued",
                               queued_id,
+                              "--queued-first",
+                              first_id,
                               "--failed",
                               failed_id,
                               "--screenshot",
@@ -106,7 +113,7 @@ TEST_SUITE("integration.dashboard") {
     // Nothing the page or the helpers did changed a transfer: the running one still runs (its
     // cancel through the helper was refused), no transfer was added.
     CHECK(a.Transfer(running_id)["state"] == "running");
-    CHECK(a.Get("/v1/transfers")["transfers"].size() == 3);
+    CHECK(a.Get("/v1/transfers")["transfers"].size() == 4);
     a.Post("/v1/transfers/" + running_id + "/cancel", "");
     CHECK(a.WaitForTerminal(running_id, 60s)["state"] == "cancelled");
   }
