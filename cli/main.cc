@@ -1217,6 +1217,7 @@ void Usage() {
          "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
          "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
          "  accounting               bytes and files moved per institution pair, user and day\n"
+         "  dashboard [--listen A]   the daemon's dashboard for a browser on this host (loopback)\n"
          "  federation ...           the authority's tools: manifest, endpoints, policy, signing\n"
          "  token issue ...          mint a bearer token (test federations)\n\n"
          "The daemon's socket: --socket, else $PORO_SOCKET, else /run/pororoca/pororocad.sock.\n"
@@ -1304,6 +1305,8 @@ int main(int argc, char** argv) {
     if (cmd == "token") return CmdToken(rest);
     if (cmd == "policy") return CmdPolicy(c, rest);
     if (cmd == "accounting") return CmdAccounting(c, rest);
+    if (cmd == "dashboard")
+      return CmdDashboard({c.socket, c.api_url, c.ca, c.api_token, c.api_endpoint}, rest);
     if (cmd == "endpoints") {
       json r;
       int ec = 0;

@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "audit/accounting.h"
+#include "daemon/dashboard.h"
 #include "daemon/export_query.h"
 #include "engine/session.h"
 #include "pororoca/config.h"
@@ -198,6 +199,7 @@ void ApiRoutes::RegisterOn(api::HttpServer& s) {
   add("POST", "/v1/stage/release", Need::kCancel,
       [this](const auto& r, const auto& c) { return Release(r, c); });
   add("GET", "/v1/staging", Need::kOperator, [this](const auto& r, const auto& c) { return Staging(r, c); });
+  RegisterDashboard(s);  // the read-only page (dashboard.h): its files carry no data, no token asked
 }
 
 bool ApiRoutes::Caller::Sees(int64_t owner_uid, const std::string& owner_user) const {
