@@ -5,6 +5,7 @@
 
 #include "daemon/config.h"
 #include "daemon/federation.h"
+#include "daemon/staging.h"
 #include "daemon/transfer_manager.h"
 #include "pororoca/config.h"
 
@@ -236,6 +237,27 @@ void AddStateCollectors(metrics::Registry& r, const TransferManager& transfers, 
     w.Family("pororoca_build_info", Type::kGauge,
              "Always 1: the version of this daemon and its endpoint name.");
     w.Sample({{"version", PORO_VERSION}, {"endpoint", config.endpoint_name}}, 1);
+  });
+}
+
+void AddStagingCollector(metrics::Registry& r, const StagingCache& staging) {
+  r.AddCollector([&staging](Writer& w) {
+    const StagingCache::Totals t = staging.GetTotals();
+    w.Family("pororoca_staging_used_bytes", Type::kGauge,
+             "Bytes the staging cache's datasets take (ready, and what pulls have written so far).");
+    w.Sample({}, static_cast<double>(t.used));
+    w.Family("pororoca_staging_quota_bytes", Type::kGauge, "[staging] quota: the cache's size.");
+    w.Sample({}, static_cast<double>(t.quota));
+    w.Family("pororoca_staging_datasets", Type::kGauge, "Datasets in the staging cache by state.");
+    const char* states[] = {"ready", "staging", "failed"};
+    for (size_t i = 0; i < 3; ++i) w.Sample({{"state", states[i]}}, static_cast<double>(t.datasets[i]));
+    w.Family("pororoca_staging_leases", Type::kGauge, "Leases held by jobs on staged datasets.");
+    w.Sample({}, static_cast<double>(t.leases));
+    w.Family("pororoca_staging_evictions_total", Type::kCounter,
+             "Datasets evicted from the staging cache (least recently used, above the high watermark).");
+    w.Sample({}, static_cast<double>(t.evictions));
+    w.Family("pororoca_staging_evicted_bytes_total", Type::kCounter, "Bytes evicted from the staging cache.");
+    w.Sample({}, static_cast<double>(t.evicted_bytes));
   });
 }
 

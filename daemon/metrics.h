@@ -26,6 +26,7 @@ namespace pororoca::daemon {
 
 class TransferManager;
 class Federation;
+class StagingCache;
 struct Config;
 
 class DaemonMetrics {
@@ -93,5 +94,9 @@ class DaemonMetrics {
 // `transfers`), the manifest in force (from `fed`), the build. All must outlive `r`'s expositions.
 void AddStateCollectors(metrics::Registry& r, const TransferManager& transfers, const Federation& fed,
                         const Config& config);
+
+// The staging cache's figures ([staging]; docs/staging.md): bytes used and allowed, datasets by
+// state, leases, evictions. `staging` must outlive `r`'s expositions.
+void AddStagingCollector(metrics::Registry& r, const StagingCache& staging);
 
 }  // namespace pororoca::daemon

@@ -4,8 +4,9 @@
 # Prints per run: the wall time of `pororoca cp`, and the CPU seconds (user+system, from
 # /proc/PID/stat) that the sending and the receiving daemon spent on it; then the medians.
 #   perf/ab-w1.sh BUILD_A BUILD_B      env: GIB (2), RUNS (3 per build), DIR (/dev/shm/poro-ab)
-# SCRAPE=A or SCRAPE=B reads GET /metrics of both daemons every second during that build's runs
-# (the cost of being scraped: `SCRAPE=B perf/ab-w1.sh build/ci build/ci`, one build both times).
+# SCRAPE=A or SCRAPE=B reads GET /metrics of both daemons every SCRAPE_EVERY seconds (default 1)
+# during that build's runs (the cost of being scraped: `SCRAPE=B perf/ab-w1.sh build/ci build/ci`,
+# one build both times).
 # Both builds must have been made from trees whose CLI and daemon share the same federation format.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +37,7 @@ for ((i = 1; i <= RUNS; i++)); do
     if [ "${SCRAPE:-}" = "$label" ]; then
       (while :; do
         for s in "$w/a.sock" "$w/b.sock"; do curl -sf --unix-socket "$s" http://localhost/metrics >/dev/null; done
-        sleep 1
+        sleep "${SCRAPE_EVERY:-1}"
       done) &
       scraper=$!
     fi

@@ -6,8 +6,10 @@
    with the endpoint names of the examples mapped to the test's daemons and the source files they
    name created first; path ids are those of the transfer and the job the examples submitted.
    Each answer must have a status the description documents for that operation (never the
-   server's "no such API route" or 405), a JSON answer must validate against that status's
-   schema, and a text/plain one (GET /metrics) must read as Prometheus's text format 0.0.4.
+   server's "no such API route" or 405), and a JSON answer must validate against that status's
+   schema; any other answer (GET /metrics, the dashboard's page and files) must be of a media type
+   documented for that status, and not empty, and GET /metrics's must read as Prometheus's text
+   format 0.0.4. A path's {file} is its parameter's example.
 
   openapi_check.py SPEC --socket PATH --map NAME=ENDPOINT... --export ENDPOINT=DIR...
 """
@@ -110,6 +112,11 @@ def operations(doc):
         for method in ("post", "get", "delete"):
             if method in item:
                 yield path, method, item[method]
+
+
+def item_parameters(doc, path, op):
+    """The parameters of an operation: its path item's and its own."""
+    return doc["paths"][path].get("parameters", []) + op.get("parameters", [])
 
 
 def json_content(spec, holder):
@@ -224,7 +231,7 @@ def main():
     # Submissions first, then what reads their results (GET, ls, checksum), cancels last.
     def order(o):
         path, method = o[0], o[1]
-        if method == "post" and path in ("/v1/transfers", "/v1/jobs"):
+        if method == "post" and path in ("/v1/transfers", "/v1/jobs", "/v1/stage"):
             return 0
         if "cancel" in path or method == "delete":
             return 3
@@ -236,7 +243,8 @@ def main():
         where = f"{method.upper()} {path}"
         target = path
         if "{id}" in path:
-            kind = "job" if path.startswith("/v1/jobs") else "transfer"
+            kind = ("job" if path.startswith("/v1/jobs") else
+                    "dataset" if path.startswith("/v1/stage/") else "transfer")
             if kind not in ids:
                 errors.append(f"{where}: no {kind} id (the POST example did not make one)")
                 continue
@@ -248,6 +256,9 @@ def main():
             body = localize(body)
             for e in body.get("entries", [body]):
                 prepare(e)
+        if "{file}" in path:  # the dashboard's files: the parameter's example
+            param = next(p for p in item_parameters(doc, path, op) if p["name"] == "file")
+            target = path.replace("{file}", str(param["example"]))
         if path == "/v1/events":
             target += "?since=0"
         status, ctype, data = request(method.upper(), target, body)
@@ -260,16 +271,17 @@ def main():
             if "text/event-stream" not in spec.resolve(op["responses"][str(status)]).get("content", {}):
                 errors.append(f"{where}: answered an event stream, documented otherwise")
             continue
-        if ctype.startswith("text/plain"):
-            # The Prometheus exposition (GET /metrics): documented as text/plain, and it reads as one.
-            if "text/plain" not in spec.resolve(op["responses"][str(status)]).get("content", {}):
-                errors.append(f"{where}: answered text/plain, documented otherwise")
-                continue
-            problems = exposition_problems(data)
-            if problems:
+        media = ctype.split(";")[0].strip()
+        if media != "application/json":  # the Prometheus exposition, the dashboard's page and files
+            if media not in spec.resolve(op["responses"][str(status)]).get("content", {}):
+                errors.append(f"{where}: answered {media}, documented otherwise")
+            elif not data:
+                errors.append(f"{where}: answered an empty {media}")
+            elif path == "/metrics" and exposition_problems(data):
+                problems = exposition_problems(data)
                 errors.append(f"{where}: not the text exposition format: {'; '.join(problems[:5])}")
-                continue
-            print(f"ok  {where} -> {status}")
+            else:
+                print(f"ok  {where} -> {status} ({media})")
             continue
         try:
             answer = json.loads(data)
@@ -285,6 +297,8 @@ def main():
             ids["transfer"] = answer["id"]
         if method == "post" and path == "/v1/jobs" and status in (200, 201):
             ids["job"] = answer["id"]
+        if method == "post" and path == "/v1/stage" and status in (200, 202):
+            ids["dataset"] = answer["id"]
         print(f"ok  {where} -> {status}")
 
     print(f"{examples} examples checked, {sent} requests sent, {len(errors)} problem(s)")

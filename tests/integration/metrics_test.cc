@@ -14,6 +14,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api/http.h"
@@ -74,6 +75,21 @@ std::string Traffic(const std::string& name, const char* direction, const std::s
 void Write(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
   REQUIRE(Exists(path));
+}
+
+// tests/docs/dashboard_check.py on `exposition` (written to `file`): every metric and label
+// docs/grafana/pororoca.json queries is in it. Returns the check's output.
+std::string CheckGrafanaNames(const std::string& file, const std::string& exposition,
+                              const DaemonProcess& d) {
+  Write(file, exposition);
+  CliResult check =
+      RunProgram("/usr/bin/python3",
+                 {kSource + "/tests/docs/dashboard_check.py", kSource + "/docs/grafana/pororoca.json", file},
+                 d.socket(), 60s);
+  INFO(check.Describe());
+  CHECK(check.exit_code == 0);
+  CHECK(check.out.find("\n0 problem(s)\n") != std::string::npos);
+  return check.out;
 }
 
 TEST_SUITE("integration.metrics") {
@@ -171,15 +187,7 @@ TEST_SUITE("integration.metrics") {
           std::string::npos);
 
     // Every metric name the Grafana dashboard queries is in the exposition.
-    const std::string metrics_file = fed.dir() + "/metrics.txt";
-    Write(metrics_file, ops.body);
-    CliResult check = RunProgram(
-        "/usr/bin/python3",
-        {kSource + "/tests/docs/dashboard_check.py", kSource + "/docs/grafana/pororoca.json", metrics_file},
-        a.socket(), 60s);
-    INFO(check.Describe());
-    CHECK(check.exit_code == 0);
-    CHECK(check.out.find("\n0 problem(s)\n") != std::string::npos);
+    CheckGrafanaNames(fed.dir() + "/metrics.txt", ops.body, a);
   }
 
   TEST_CASE(
@@ -208,6 +216,67 @@ TEST_SUITE("integration.metrics") {
     // The bytes moved count every copy: the file once, and what was sent again.
     CHECK(Value(am, Traffic("pororoca_bytes_total", "sent", "inst-b", transport)) == size + resent);
     CHECK(Value(am, Traffic("pororoca_files_total", "sent", "inst-b", transport)) == 1);
+  }
+
+  TEST_CASE("the staging cache's bytes, datasets, leases and evictions are those GET /v1/staging shows") {
+    TestFederation fed;
+    DaemonPair p(fed);
+    DaemonProcess& a = *p.a;
+    DaemonProcess& b = *p.b;
+    MakeDir(b.Path("datasets"));
+    for (int d = 1; d <= 4; ++d) {  // four datasets of 3,000,000 bytes
+      MakeDir(b.Path("datasets/d" + std::to_string(d)));
+      for (int f = 0; f < 3; ++f) {
+        WriteRandomFile(b.Path("datasets/d" + std::to_string(d) + "/part-" + std::to_string(f) + ".bin"),
+                        1000000, 10 * d + f);
+      }
+    }
+    const std::string before = Scrape(a);
+    CHECK(before.find("pororoca_staging_") == std::string::npos);  // no [staging]: no staging families
+    a.Stop();
+    // 10 MiB: a fourth dataset passes the high watermark (9 MiB); eviction down to 6.5 MiB.
+    a.options().extra_toml = "[staging]\ndir = \"" + a.Path("cache") +
+                             "\"\nquota = \"10MiB\"\nhigh_watermark = 0.9\nlow_watermark = 0.65\n";
+    REQUIRE(a.Start());
+    auto stage = [&](const std::string& name, const std::string& lease) {
+      std::vector<std::string> args{"stage", "b:/datasets/" + name, "--wait"};
+      if (!lease.empty()) args.insert(args.end(), {"--lease", lease});
+      CliResult r = Cli(a, args);
+      INFO(r.Describe());
+      REQUIRE(r.exit_code == 0);
+      std::this_thread::sleep_for(20ms);  // distinct last-use times
+    };
+    stage("d1", "job1");
+    stage("d2", "");
+    stage("d3", "");
+    auto m = Parse(Scrape(a));
+    json s = a.Get("/v1/staging");
+    CHECK(Value(m, "pororoca_staging_quota_bytes") == 10 * kMiB);
+    CHECK(Value(m, "pororoca_staging_used_bytes") == s["used_bytes"].get<double>());
+    CHECK(Value(m, "pororoca_staging_used_bytes") >= 9000000);
+    CHECK(Value(m, "pororoca_staging_datasets{state=\"ready\"}") == 3);
+    CHECK(Value(m, "pororoca_staging_datasets{state=\"staging\"}") == 0);
+    CHECK(Value(m, "pororoca_staging_leases") == 1);
+    CHECK(Value(m, "pororoca_staging_evictions_total") == 0);
+
+    stage("d4", "job4");  // 12 MB > 9 MiB: d2 and d3 go (not leased, least recently used), 6 MB left
+    REQUIRE(WaitUntil([&] { return a.Get("/v1/staging").value("evictions", 0) == 2; }, 10s));
+    const std::string text = Scrape(a);
+    INFO(text);
+    m = Parse(text);
+    s = a.Get("/v1/staging");
+    CHECK(Value(m, "pororoca_staging_evictions_total") == s["evictions"].get<double>());
+    CHECK(Value(m, "pororoca_staging_evicted_bytes_total") == s["evicted_bytes"].get<double>());
+    CHECK(Value(m, "pororoca_staging_evictions_total") == 2);
+    CHECK(Value(m, "pororoca_staging_evicted_bytes_total") >= 6000000);
+    CHECK(Value(m, "pororoca_staging_used_bytes") == s["used_bytes"].get<double>());
+    CHECK(Value(m, "pororoca_staging_datasets{state=\"ready\"}") == 2);
+    CHECK(s["datasets"].size() == 2);
+    CHECK(Value(m, "pororoca_staging_leases") == 2);
+
+    // With [staging] on, every staging metric the Grafana dashboard queries must be exposed.
+    CHECK(CheckGrafanaNames(fed.dir() + "/metrics-staging.txt", text, a).find("not checked") ==
+          std::string::npos);
   }
 
   TEST_CASE("a Prometheus server scrapes a daemon over HTTPS during a transfer and answers its size") {
