@@ -192,6 +192,8 @@ void ApiRoutes::RegisterOn(api::HttpServer& s) {
       [this](const auto& r, const auto& c) { return CancelJob(r, c); });
   add("DELETE", "/v1/jobs/{id}", Need::kCancel,
       [this](const auto& r, const auto& c) { return CancelJob(r, c); });
+  // Per-institution totals: operators only over HTTPS (docs/operations.md, "Metrics").
+  add("GET", "/metrics", Need::kOperator, [this](const auto&, const auto&) { return Metrics(); });
   add("POST", "/v1/stage", Need::kSubmit, [this](const auto& r, const auto& c) { return Stage(r, c); });
   // The cache is the node's: over HTTPS only its operators read it (who holds which dataset).
   add("GET", "/v1/stage/{id}", Need::kOperator,
@@ -228,6 +230,8 @@ void ApiRoutes::AuditRemote(const api::HttpRequest& req, const Caller* c, const 
   }
   if (!reason.empty()) rec["reason"] = std::string(reason);
   d_.fed->Audit(std::move(rec));
+  if (std::string_view(decision) == "denied")
+    d_.fed->CountDecision(DaemonMetrics::Outcome::kDenied, DaemonMetrics::Check::kApi);
 }
 
 std::optional<ApiRoutes::Caller> ApiRoutes::Identify(const api::HttpRequest& req, Need need,
@@ -309,6 +313,14 @@ api::HttpResponse ApiRoutes::Health() const {
                                            {"version", PORO_VERSION},
                                            {"export_root", d_.root->path()},
                                            {"io", io::UringAvailable() ? "io_uring" : "posix"}});
+}
+
+api::HttpResponse ApiRoutes::Metrics() const {
+  if (d_.metrics == nullptr) return api::HttpResponse::Error(404, "NotFound", "this daemon keeps no metrics");
+  api::HttpResponse r;
+  r.content_type = metrics::Registry::kContentType;
+  r.body = d_.metrics->Expose();
+  return r;
 }
 
 api::HttpResponse ApiRoutes::Endpoints() const {

@@ -21,6 +21,7 @@
 #include "daemon/staging.h"
 #include "daemon/transfer_manager.h"
 #include "engine/export_root.h"
+#include "metrics/metrics.h"
 
 namespace pororoca::daemon {
 
@@ -34,6 +35,7 @@ class ApiRoutes {
     TransferManager* transfers = nullptr;
     SessionRunner* sessions = nullptr;  // the dry run of a transfer (policy check); queries (ls, checksum)
     const std::atomic<bool>* stopping = nullptr;  // the daemon stops: a long checksum here ends
+    const metrics::Registry* metrics = nullptr;   // GET /metrics (null: 404)
     StagingCache* staging = nullptr;              // [staging] (null: not configured)
   };
   explicit ApiRoutes(Deps d) : d_(d) {}
@@ -82,6 +84,8 @@ class ApiRoutes {
   api::HttpResponse CancelJob(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse JobFiles(const api::HttpRequest& req, const Caller& c) const;
 
+  // GET /metrics: the Prometheus exposition (text format 0.0.4).
+  api::HttpResponse Metrics() const;
   // The staging cache: POST /v1/stage, GET /v1/stage/{id}, POST /v1/stage/release, GET /v1/staging.
   api::HttpResponse Stage(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse GetStaged(const api::HttpRequest& req, const Caller& c) const;

@@ -363,8 +363,10 @@ Result<federation::Endpoint> Federation::AdmitPeer(const transport::TlsStream& t
     rec["decision"] = "refused";
     rec["reason"] = refused.message();
     Audit(std::move(rec));
+    CountDecision(DaemonMetrics::Outcome::kDenied, DaemonMetrics::Check::kEndpoint);
     return refused;
   }
+  CountDecision(DaemonMetrics::Outcome::kAllowed, DaemonMetrics::Check::kEndpoint);
   rec["decision"] = "accepted";
   rec["institution"] = (*ep)->institution;
   Audit(std::move(rec));
@@ -516,8 +518,10 @@ Result<Admission> Federation::AdmitResponder(TransferAuth& a) {
     rec["reason"] = refused.message();
     rec["local_path"] = a.local_path;
     Audit(std::move(rec));
+    CountDecision(DaemonMetrics::Outcome::kDenied, DaemonMetrics::Check::kToken);
     return refused;
   }
+  if (!a.token.empty()) CountDecision(DaemonMetrics::Outcome::kAllowed, DaemonMetrics::Check::kToken);
   return AdmitInitiator(a);
 }
 
@@ -526,8 +530,13 @@ Status Federation::CheckPolicy(const TransferAuth& a, const policy::Request& r, 
   auto decide = [&](const policy::Request& q) {
     return audit ? Decide(q, TransferRecord(a)) : manifest()->policy().Evaluate(q);
   };
+  // Only the decisions of real sessions are counted (the dry run's are not).
+  auto count = [&](DaemonMetrics::Outcome o, DaemonMetrics::Check c) {
+    if (audit) CountDecision(o, c);
+  };
   *root = decide(r);
   if (!root->allowed) {
+    count(DaemonMetrics::Outcome::kDenied, DaemonMetrics::Check::kPolicy);
     return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " + self() +
                                     ": " + root->reason);
   }
@@ -543,6 +552,7 @@ Status Federation::CheckPolicy(const TransferAuth& a, const policy::Request& r, 
       sub.classification = LabelFor(cl.path);
       policy::Decision d = decide(sub);
       if (!d.allowed) {
+        count(DaemonMetrics::Outcome::kDenied, DaemonMetrics::Check::kPolicy);
         return Status::PermissionDenied("policy of federation '" + manifest()->federation() + "' at " +
                                         self() + ": " + cl.path + " inside the tree is classified '" +
                                         sub.classification + "': " + d.reason);
@@ -570,8 +580,10 @@ Status Federation::CheckPolicy(const TransferAuth& a, const policy::Request& r, 
       rec["protection_required"] = std::string(ProtectionName(root->protection));
       Audit(std::move(rec));
     }
+    count(DaemonMetrics::Outcome::kDenied, DaemonMetrics::Check::kProtection);
     return refused;
   }
+  count(DaemonMetrics::Outcome::kAllowed, DaemonMetrics::Check::kPolicy);
   return Status::OK();
 }
 
@@ -602,6 +614,7 @@ Result<Admission> Federation::AdmitInitiator(const TransferAuth& a) {
       rec["rule"] = adm.decision.rule_id;
       rec["reason"] = slot.error().message();
       Audit(std::move(rec));
+      CountDecision(DaemonMetrics::Outcome::kDeferred, DaemonMetrics::Check::kConcurrency);
       // Retryable: the initiator waits (with backoff) for a slot instead of failing the transfer.
       return Status::ResourceExhausted(std::string(slot.error().message()) + " at " + self())
           .WithRetryable(true);
@@ -666,6 +679,7 @@ Status Federation::AdmitEntry(const TransferAuth& a, const policy::Request& r, c
   if (manifest()->policy().Evaluate(r).allowed) return Status::OK();
   policy::Decision d = Decide(r, TransferRecord(a), /*audit_allowed=*/false);
   if (d.allowed) return Status::OK();  // a newer manifest in between
+  CountDecision(DaemonMetrics::Outcome::kDenied, DaemonMetrics::Check::kPath);
   return Status::PermissionDenied(std::string(what) + ": policy of federation '" + manifest()->federation() +
                                   "': " + d.reason);
 }

@@ -19,6 +19,7 @@
 #include "base/mutex.h"
 #include "crypto/keys.h"
 #include "daemon/config.h"
+#include "daemon/metrics.h"
 #include "engine/stats.h"
 #include "federation/manifest.h"
 #include "policy/policy.h"
@@ -157,6 +158,14 @@ class Federation {
   // Checks the manifest source now; installs a newer valid manifest. Returns the serial in force.
   Result<uint64_t> Refresh();
 
+  // The daemon's metrics: decisions are counted there from now on (null: none counted). Set before
+  // sessions start.
+  void set_metrics(DaemonMetrics* m) { metrics_ = m; }
+  // Counts an admission decision (the HTTPS API's refusals are counted by the API).
+  void CountDecision(DaemonMetrics::Outcome o, DaemonMetrics::Check c) const {
+    if (metrics_ != nullptr) metrics_->Decision(o, c);
+  }
+
   audit::AuditLog& audit() { return *audit_; }
   audit::Accounting& accounting() { return *accounting_; }
   void Audit(nlohmann::json record);
@@ -183,6 +192,7 @@ class Federation {
   std::unique_ptr<audit::Accounting> received_;
   std::unique_ptr<policy::Classifier> classifier_;
   policy::PairLimits limits_;
+  DaemonMetrics* metrics_ = nullptr;
 
   Mutex refresh_mu_ PORO_ACQUIRED_BEFORE(mu_);  // serialises Refresh(); taken before mu_
   mutable Mutex mu_;

@@ -37,6 +37,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
     return Status::IoError("[storage] state_dir " + c.state_dir, errno);
   }
   PORO_ASSIGN_OR_RETURN(d->fed_, Federation::Open(c));
+  d->metrics_ = std::make_unique<DaemonMetrics>(&d->metrics_registry_);
+  d->fed_->set_metrics(d->metrics_.get());
   c.sndbuf = ResolveSndbuf(c.sndbuf);
   size_t count = std::max<size_t>(8, c.buffer_pool_bytes / c.chunk_size);
   PORO_ASSIGN_OR_RETURN(d->pool_, io::BufferPool::Create(c.chunk_size, count));
@@ -57,6 +59,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   deps.transports = &d->transports_;
   deps.moving = &d->moving_;
   deps.stopping = &d->stopping_;
+  deps.metrics = d->metrics_.get();
   d->sessions_ = std::make_unique<SessionRunner>(std::move(deps));
   TransferManager::Options to;
   to.db_path = c.state_dir + "/queue.db";
@@ -85,9 +88,11 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
     d->staging_ = std::make_unique<StagingCache>(std::move(so), d->transfers_.get());
     if (Status s = d->staging_->Open(); !s.ok()) return s.Annotate("[staging]");
   }
-  d->routes_ = std::make_unique<ApiRoutes>(
-      ApiRoutes::Deps{&d->config_, d->root_.get(), d->pool_->buffer_size(), d->fed_.get(),
-                      d->transfers_.get(), d->sessions_.get(), &d->stopping_, d->staging_.get()});
+  d->routes_ = std::make_unique<ApiRoutes>(ApiRoutes::Deps{
+      &d->config_, d->root_.get(), d->pool_->buffer_size(), d->fed_.get(), d->transfers_.get(),
+      d->sessions_.get(), &d->stopping_, &d->metrics_registry_, d->staging_.get()});
+  AddStateCollectors(d->metrics_registry_, *d->transfers_, *d->fed_, d->config_);
+  if (d->staging_) AddStagingCollector(d->metrics_registry_, *d->staging_);
   d->peers_ = std::make_unique<PeerListener>(
       d->binds_.get(), [self](UniqueFd fd) { self->sessions_->Respond(std::move(fd)); }, &d->workers_);
   return d;

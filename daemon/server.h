@@ -18,6 +18,7 @@
 #include "daemon/bind_table.h"
 #include "daemon/config.h"
 #include "daemon/federation.h"
+#include "daemon/metrics.h"
 #include "daemon/peer_listener.h"
 #include "daemon/session.h"
 #include "daemon/staging.h"
@@ -44,6 +45,8 @@ class Daemon {
   Status ReopenLogs() { return fed_->audit().Reopen(); }
   uint16_t peer_port() const { return peers_ ? peers_->port() : 0; }
   TransferManager& transfers() { return *transfers_; }
+  // GET /metrics: a component adds its own families with AddCollector (before Start()).
+  metrics::Registry& metrics() { return metrics_registry_; }
 
  private:
   explicit Daemon(Config config) : config_(std::move(config)) {}
@@ -64,6 +67,8 @@ class Daemon {
   std::shared_ptr<transport::UcxContext> ucx_;  // shared_ptr: the type is incomplete here
   std::shared_ptr<transport::FabricContext> fabric_;
   TransportSet transports_;
+  metrics::Registry metrics_registry_;
+  std::unique_ptr<DaemonMetrics> metrics_;  // counts into metrics_registry_; before fed_, which uses it
   std::unique_ptr<Federation> fed_;
   WorkerSet workers_;
   std::unique_ptr<BindTable> binds_;

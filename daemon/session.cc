@@ -809,11 +809,27 @@ Result<json> SessionRunner::RunEngine(Session& s) {
                  << (s.transport_note.empty() ? "" : " (" + s.transport_note + ")") << ", protection "
                  << ProtectionName(a.protection)
                  << (adm.decision.rule_id.empty() ? "" : " (rule '" + adm.decision.rule_id + "')");
+  // Metrics: the session's counters are read live while it runs, and each stream's bytes after.
+  std::vector<engine::DataPath::StreamBytes> stream_bytes(s.channels.size());
+  dp.stream_bytes = stream_bytes.data();
+  const DaemonMetrics::SessionKey key{a.sending, s.peer.institution, s.transport};
+  const uint64_t metered = d_.metrics ? d_.metrics->BeginSession(key, s.stats) : 0;
+  const auto t0 = std::chrono::steady_clock::now();
   Result<json> r = Status::Internal("not run");
   {
     BusyScope busy(d_.moving);
     r = a.sending ? engine::RunSender(*d_.root, s.engine_rel, s.eo, dp)
                   : engine::RunReceiver(*d_.root, s.engine_rel, s.eo, dp);
+  }
+  if (d_.metrics != nullptr) {
+    std::vector<DaemonMetrics::StreamFigures> streams(s.channels.size());
+    for (size_t i = 0; i < s.channels.size(); ++i) {
+      if (auto rtt = s.channels[i]->rtt()) streams[i].rtt_s = std::chrono::duration<double>(*rtt).count();
+      streams[i].bytes = stream_bytes[i].bytes.load();
+    }
+    d_.metrics->ObserveStreams(key, streams,
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    d_.metrics->EndSession(metered, s.stats->Snapshot());
   }
   d_.fed->Unregister(live);
   if (Status cut = live->CutStatus(); !cut.ok() && s.transfer != nullptr) {
@@ -917,6 +933,12 @@ SessionRunner::Verdict SessionRunner::DryRun(Transfer& t, const DryRunOverrides&
 }
 
 Result<json> SessionRunner::Initiate(Transfer& t) {
+  Result<json> r = InitiateSession(t);
+  if (!r.has_value() && d_.metrics != nullptr) d_.metrics->SessionError(true, r.error().code());
+  return r;
+}
+
+Result<json> SessionRunner::InitiateSession(Transfer& t) {
   Session s;
   s.initiator = true;
   s.transfer = &t;
@@ -991,6 +1013,7 @@ void SessionRunner::Respond(UniqueFd fd) {
     st = peer.error();
   }
   if (!st.ok()) {
+    if (d_.metrics != nullptr) d_.metrics->SessionError(false, st.code());
     PORO_LOG(WARNING) << "session with " << s.tls->peer_common_name() << " (" << s.address
                       << ") ended: " << st.ToString();
     if (st.code() != Code::kUnavailable) {

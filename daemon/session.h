@@ -71,6 +71,7 @@ struct SessionDeps {
   const TransportSet* transports = nullptr;
   std::atomic<int>* moving = nullptr;  // sessions inside the engine (the pool's mapping waits)
   const std::atomic<bool>* stopping = nullptr;
+  DaemonMetrics* metrics = nullptr;  // sessions' traffic, errors and streams (null: not counted)
 };
 
 class SessionRunner {
@@ -155,6 +156,8 @@ class SessionRunner {
   // Initiator: the responder's choice, which must be one it was offered.
   Status TakeTransport(Session& s, const proto::Hello& theirs) const;
   Result<nlohmann::json> RunEngine(Session& s);
+  // Initiate's session; Initiate counts its error.
+  Result<nlohmann::json> InitiateSession(Transfer& t);
   Status CheckPeerHello(const Session& s, const proto::Hello& h) const;
   // `s` as the peer is told it: this daemon's paths as ENDPOINT:/path inside the export (what the
   // peer's user typed), not where the export root lives on this host.

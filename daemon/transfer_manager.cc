@@ -232,6 +232,44 @@ void TransferManager::AddToJob(const std::shared_ptr<Transfer>& t) {
   job.insert(at, t);
 }
 
+std::string TransferManager::JobState(const std::map<std::string, uint64_t>& by_state, uint64_t n,
+                                      bool all_ended) {
+  auto count = [&](const char* s) {
+    auto it = by_state.find(s);
+    return it == by_state.end() ? uint64_t{0} : it->second;
+  };
+  // queued: nothing started yet; running: not every entry has ended; then by what ended how.
+  if (!all_ended) return count("queued") == n ? "queued" : "running";
+  if (count("succeeded") == n) return "succeeded";
+  if (count("cancelled") == n) return "cancelled";
+  if (count("succeeded") + count("partial") == 0) return "failed";
+  return "partial";
+}
+
+TransferManager::StateCounts TransferManager::CountStates() const {
+  StateCounts c;
+  static_assert(static_cast<size_t>(TransferState::kCancelled) + 1 ==
+                std::tuple_size_v<decltype(c.transfers)>);
+  MutexLock lock(&mu_);
+  c.waiting = waiting_.size();
+  c.running = running_;
+  for (const auto& [id, t] : transfers_) {
+    MutexLock tl(&t->mu);
+    c.transfers[static_cast<size_t>(t->state)]++;
+  }
+  for (const auto& [id, job] : jobs_) {
+    std::map<std::string, uint64_t> by_state;
+    bool all_ended = true;
+    for (const auto& t : job) {
+      MutexLock tl(&t->mu);
+      by_state[std::string(TransferStateName(t->state))]++;
+      if (!IsTerminal(t->state)) all_ended = false;
+    }
+    if (!job.empty()) c.jobs[JobState(by_state, job.size(), all_ended)]++;
+  }
+  return c;
+}
+
 json TransferManager::JobView(const Job& job, bool with_entries) {
   json entries = json::array();
   std::map<std::string, uint64_t> by_state;
@@ -266,24 +304,8 @@ json TransferManager::JobView(const Job& job, bool with_entries) {
                              {"bytes_done", pr.value("bytes_done", uint64_t{0})}});
     }
   }
-  auto count = [&](const char* s) {
-    auto it = by_state.find(s);
-    return it == by_state.end() ? uint64_t{0} : it->second;
-  };
-  // queued: nothing started yet; running: not every entry has ended; then by what ended how.
-  std::string state;
   const uint64_t n = job.size();
-  if (!all_ended) {
-    state = count("queued") == n ? "queued" : "running";
-  } else if (count("succeeded") == n) {
-    state = "succeeded";
-  } else if (count("cancelled") == n) {
-    state = "cancelled";
-  } else if (count("succeeded") + count("partial") == 0) {
-    state = "failed";
-  } else {
-    state = "partial";
-  }
+  const std::string state = JobState(by_state, n, all_ended);
   const Transfer& first = *job.front();
   json out{{"id", first.job_id},
            {"state", state},

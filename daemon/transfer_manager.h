@@ -11,6 +11,7 @@
 // mu, and both before the store's own lock.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -110,6 +111,17 @@ class TransferManager {
   // How many transfers wait for a slot, and how many run.
   size_t queued() const PORO_EXCLUDES(mu_);
   size_t running() const PORO_EXCLUDES(mu_);
+  // The transfers on record by state (indexed by TransferState), the jobs by state (JobView's
+  // rule), and queued() and running(), in one pass (the metrics' scrape).
+  struct StateCounts {
+    std::array<uint64_t, 7> transfers{};
+    std::map<std::string, uint64_t> jobs;
+    size_t waiting = 0;
+    unsigned running = 0;
+  };
+  StateCounts CountStates() const PORO_EXCLUDES(mu_);
+  // A job's state from its entries' states (counts by state name), n entries, whether all ended.
+  static std::string JobState(const std::map<std::string, uint64_t>& by_state, uint64_t n, bool all_ended);
 
   // Stops every transfer where it is: their records keep saying "running" or "retrying", so the
   // next start-up resumes them. Their threads end through the WorkerSet.

@@ -9,7 +9,10 @@
 #                            peers harness's row does; its start-up is not timed, its CPU is counted;
 #                            FRESH=row: time what the row times, from the daemon's start to its exit),
 #                            SENDER_BUILD (with FRESH: the build directory of the sending daemon, to
-#                            compare two builds against the same receiver)
+#                            compare two builds against the same receiver),
+#                            SCRAPE (set: every second run reads GET /metrics of both daemons every
+#                            SCRAPE_EVERY seconds, default 0.1, during the copy; the medians of the
+#                            runs with and without are printed at the end: the cost of metrics)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/build/release}
@@ -56,6 +59,15 @@ for r in $(seq "$runs"); do
     BENCH_PIDS[0]=$!
     bench_wait_socket "$work/a.sock" || { cat "$work/a.log" >&2; exit 1; }
   fi
+  mode=plain scraper=""
+  if [ -n "${SCRAPE:-}" ] && ((r % 2 == 0)); then
+    mode=scraped
+    (while :; do
+      for sock in "$work/a.sock" "$work/b.sock"; do curl -sf --unix-socket "$sock" http://localhost/metrics >/dev/null; done
+      sleep "${SCRAPE_EVERY:-0.1}"
+    done) &
+    scraper=$!
+  fi
   ca=$(cpu "${BENCH_PIDS[0]}"); cb=$(cpu "${BENCH_PIDS[1]}")
   [ "${FRESH:-}" = row ] && ca=0 || s=$(date +%s.%N)
   PORO_SOCKET="$work/a.sock" "$cli" cp -r --no-progress ${CP_ARGS:-} "$work/a/data/tree" b:/ >"$work/cp.out" || { cat "$work/cp.out" "$work"/*.log >&2; exit 1; }
@@ -64,8 +76,18 @@ for r in $(seq "$runs"); do
     kill "${BENCH_PIDS[0]}"; wait "${BENCH_PIDS[0]}" || true
   fi
   e=$(date +%s.%N)
+  if [ -n "$scraper" ]; then kill "$scraper"; wait "$scraper" 2>/dev/null || true; fi
   got=$(find "$work/b/data/tree" -type f | wc -l)
   [ "$got" -eq "$nfiles" ] || { echo "run $r: $got of $nfiles files arrived" >&2; exit 1; }
   awk -v s="$s" -v e="$e" -v n="$nfiles" -v a=$((na - ca)) -v b=$((nb - cb)) -v t="$tck" -v r="$r" \
-    'BEGIN { printf "run %d: %.3f s, %.0f files/s, sender %.2f CPU s, receiver %.2f CPU s\n", r, e - s, n / (e - s), a / t, b / t }'
+    -v m="$mode" 'BEGIN { printf "run %d %s: %.3f s, %.0f files/s, sender %.2f CPU s, receiver %.2f CPU s\n", r, m, e - s, n / (e - s), a / t, b / t }' |
+    tee -a "$work/runs.txt"
 done
+if [ -n "${SCRAPE:-}" ]; then
+  for mode in plain scraped; do
+    for col in 4 9 13; do
+      awk -v m="$mode" -v c="$col" '$3 == m":" { print $c }' "$work/runs.txt" | sort -n |
+        awk '{ v[NR] = $1 } END { printf "%s ", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    done | awk -v m="$mode" '{ printf "median %s: %.3f s, sender %.2f CPU s, receiver %.2f CPU s\n", m, $1, $2, $3 }'
+  done
+fi

@@ -762,6 +762,7 @@ Status Receiver::ChannelLoop(size_t i) {
     };
     auto r = ch.Receive(hdr_buf, sink, opts_.chunk_size, {});
     if (!r.has_value()) return r.error();
+    if (dp_.stream_bytes) dp_.stream_bytes[i].bytes.fetch_add(r->payload_len, std::memory_order_relaxed);
     Status authentic;
     if (seal != nullptr) {
       // The payload is hashed piece by piece as the seal opens it, while each piece is in the cache.

@@ -696,7 +696,10 @@ Status Sender::SendOn(size_t i, SendItem& item) {
     s = PeerStoppedAnswering("took no data", send_opts_.idle_timeout);
   }
   if (!s.ok()) return s.WithSide(Side::kNetwork).Annotate("data channel " + std::to_string(i));
-  if (HasPayload(item.header.kind)) dp_.stats->bytes_sent += item.header.length;
+  if (HasPayload(item.header.kind)) {
+    dp_.stats->bytes_sent += item.header.length;
+    if (dp_.stream_bytes) dp_.stream_bytes[i].bytes.fetch_add(item.header.length, std::memory_order_relaxed);
+  }
   return Status::OK();
 }
 

@@ -86,6 +86,13 @@ struct DataPath {
   // names this end's paths as ENDPOINT:/path inside its export, never where the export root lives
   // on this host. The local log and the local record keep the absolute paths.
   std::function<Status(const Status&)> for_peer;
+  // When set, one counter per data channel (channels->size() of them): the payload bytes that
+  // channel carried (sender: sent; receiver: received), added by the channel's own thread. The
+  // daemon's per-stream throughput metric reads them once the session has ended.
+  struct alignas(64) StreamBytes {
+    std::atomic<uint64_t> bytes{0};
+  };
+  StreamBytes* stream_bytes = nullptr;
 
   // `s`'s message as the peer is told it (for_peer applied when set).
   std::string PeerMessage(const Status& s) const {

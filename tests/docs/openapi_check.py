@@ -7,8 +7,9 @@
    name created first; path ids are those of the transfer and the job the examples submitted.
    Each answer must have a status the description documents for that operation (never the
    server's "no such API route" or 405), and a JSON answer must validate against that status's
-   schema; any other answer (the dashboard's page and files) must be of a media type documented
-   for that status, and not empty. A path's {file} is its parameter's example.
+   schema; any other answer (GET /metrics, the dashboard's page and files) must be of a media type
+   documented for that status, and not empty, and GET /metrics's must read as Prometheus's text
+   format 0.0.4. A path's {file} is its parameter's example.
 
   openapi_check.py SPEC --socket PATH --map NAME=ENDPOINT... --export ENDPOINT=DIR...
 """
@@ -121,6 +122,31 @@ def item_parameters(doc, path, op):
 def json_content(spec, holder):
     holder = spec.resolve(holder)
     return holder.get("content", {}).get("application/json")
+
+
+EXPOSITION_SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"'
+    r'(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)?\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$')
+
+
+def exposition_problems(text):
+    """What in `text` is not Prometheus's text format 0.0.4: sample lines, # HELP/# TYPE once per family."""
+    problems, typed = [], set()
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("# TYPE "):
+            parts = line.split(" ")
+            if len(parts) != 4 or parts[3] not in ("counter", "gauge", "histogram", "summary", "untyped"):
+                problems.append(f"line {n}: bad TYPE line: {line}")
+            elif parts[2] in typed:
+                problems.append(f"line {n}: second TYPE for {parts[2]}")
+            typed.add(parts[2] if len(parts) > 2 else "")
+        elif line.startswith("#") or not line:
+            continue
+        elif not EXPOSITION_SAMPLE.match(line):
+            problems.append(f"line {n}: not a sample: {line[:120]}")
+    if not typed:
+        problems.append("no metric family")
+    return problems
 
 
 def main():
@@ -246,11 +272,14 @@ def main():
                 errors.append(f"{where}: answered an event stream, documented otherwise")
             continue
         media = ctype.split(";")[0].strip()
-        if media != "application/json":  # the dashboard's page and files
+        if media != "application/json":  # the Prometheus exposition, the dashboard's page and files
             if media not in spec.resolve(op["responses"][str(status)]).get("content", {}):
                 errors.append(f"{where}: answered {media}, documented otherwise")
             elif not data:
                 errors.append(f"{where}: answered an empty {media}")
+            elif path == "/metrics" and exposition_problems(data):
+                problems = exposition_problems(data)
+                errors.append(f"{where}: not the text exposition format: {'; '.join(problems[:5])}")
             else:
                 print(f"ok  {where} -> {status} ({media})")
             continue

@@ -65,6 +65,8 @@ TEST_SUITE("integration.api_docs") {
     // ls and checksum of b's paths went through a query session to b.
     CHECK(r.out.find("ok  POST /v1/ls -> 200") != std::string::npos);
     CHECK(r.out.find("ok  POST /v1/checksum -> 200") != std::string::npos);
+    // GET /metrics answers text/plain that reads as the Prometheus text format.
+    CHECK(r.out.find("ok  GET /metrics -> 200") != std::string::npos);
     // A dataset staged from b, followed until ready, then its lease released.
     CHECK(r.out.find("ok  POST /v1/stage -> 202") != std::string::npos);
     CHECK(r.out.find("ok  GET /v1/stage/{id} -> 200") != std::string::npos);

@@ -87,6 +87,8 @@ bool CanBind(uint16_t port) {
   return ok;
 }
 
+}  // namespace
+
 // A loopback port for a test daemon, kept for the daemon object's life (it may be restarted on it).
 // Drawn from 10000-19999, below the kernel's ephemeral range: every outgoing connection and every
 // data listener (port 0) of the daemons running in parallel tests takes its port from that range, so
@@ -117,6 +119,8 @@ uint16_t ReservePort(int* lock_fd) {
   FAIL("no free loopback port in 10000-19999 after 500 tries");
   return 0;
 }
+
+namespace {
 
 // Everything in `environ` except `drop`, plus `add` ("NAME=value").
 std::vector<std::string> Environment(const std::string& drop, const std::string& add) {

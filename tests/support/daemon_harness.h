@@ -256,6 +256,10 @@ CliResult CheckConfig(const DaemonProcess& d, std::chrono::milliseconds timeout 
 CliResult Cli(const DaemonProcess& d, const std::vector<std::string>& args,
               std::chrono::milliseconds timeout = 120s);
 
+// A free 127.0.0.1 port in 10000-19999, reserved among test processes (an flock) while *lock_fd
+// stays open: for a daemon, or another server a test starts (close *lock_fd when done).
+uint16_t ReservePort(int* lock_fd);
+
 // Deterministic pseudo-random bytes (splitmix64 from `seed`).
 std::string RandomBytes(size_t n, uint64_t seed);
 // Creates (truncating) a file of `size` pseudo-random bytes, then chmods it to `mode`.

@@ -667,5 +667,49 @@ TEST_CASE_FIXTURE(Fixture, "a job is queued whole; its events say when it was qu
   CHECK(json::parse(entries.events.front().data)["job_id"] == "job1");
 }
 
+TEST_CASE_FIXTURE(Fixture, "CountStates counts transfers and jobs by state, and the queue, in one pass") {
+  std::atomic<bool> release{false};
+  TransferManager::Options o = Opts();
+  o.max_running = 1;
+  TransferManager m(
+      o,
+      [&](Transfer& t) -> Result<json> {
+        if (t.id == "hold") {  // runs until released: the others wait for the one slot
+          while (!release.load()) std::this_thread::sleep_for(milliseconds(5));
+        }
+        if (t.job_index == 1) return Status::NotFound("no such source");
+        return json{{"files_committed", 1}};
+      },
+      &workers);
+  REQUIRE(m.Open().ok());
+  auto hold = NewTransfer("hold");
+  REQUIRE(m.Submit(hold).has_value());
+  REQUIRE(WaitFor([&] { return StateOf(*hold) == TransferState::kRunning; }));
+  TransferManager::Job job;
+  for (unsigned i = 0; i < 2; ++i) {
+    auto t = NewTransfer("e" + std::to_string(i));
+    t->job_id = "job2";
+    t->job_index = i;
+    job.push_back(t);
+  }
+  REQUIRE(m.SubmitJob(job).has_value());
+  auto c = m.CountStates();
+  CHECK(c.transfers[static_cast<size_t>(TransferState::kRunning)] == 1);
+  CHECK(c.transfers[static_cast<size_t>(TransferState::kQueued)] == 2);
+  CHECK(c.waiting == 2);
+  CHECK(c.running == 1);
+  CHECK(c.jobs == std::map<std::string, uint64_t>{{"queued", 1}});
+  release = true;
+  m.WaitJobEnded(job, std::chrono::seconds(10));
+  m.WaitEnded(*hold, std::chrono::seconds(10));
+  workers.JoinAll();
+  c = m.CountStates();
+  CHECK(c.transfers[static_cast<size_t>(TransferState::kSucceeded)] == 2);
+  CHECK(c.transfers[static_cast<size_t>(TransferState::kFailed)] == 1);
+  CHECK(c.waiting == 0);
+  CHECK(c.running == 0);
+  CHECK(c.jobs == std::map<std::string, uint64_t>{{"partial", 1}});
+}
+
 }  // namespace
 }  // namespace pororoca::daemon
