@@ -8,6 +8,9 @@
 #                                                    SLURM_CONF=DIR/etc/slurm.conf on stdout
 #   cluster.sh stop DIR                             cancel every job, stop what start started
 #
+# With SLURM_TEST_OWNER_PID set, start also leaves a watcher that runs stop once that process is
+# gone: a test killed by its timeout does not leave Slurm running.
+#
 # PROLOG, EPILOG and TASKPROLOG (optional, absolute paths) become Prolog=, Epilog= and
 # TaskProlog= with PrologFlags=Alloc. Clients then need SLURM_CONF=DIR/etc/slurm.conf (the munge
 # socket is named in it by AuthInfo). Environment: SLURM_TEST_START_TIMEOUT (seconds, default 60).
@@ -132,7 +135,14 @@ start() {
     live_pid "$DIR/run/slurmctld.launch.pid" >/dev/null || { dump_logs; die "slurmctld exited"; }
     live_pid "$DIR/run/slurmd.launch.pid" >/dev/null || { dump_logs; die "slurmd exited"; }
     state=$(sinfo -h -n "$NODE" -o '%T' 2>/dev/null || true)
-    [ "$state" = "idle" ] && { echo "SLURM_CONF=$CONF"; return 0; }
+    if [ "$state" = "idle" ]; then
+      if [ -n "${SLURM_TEST_OWNER_PID:-}" ]; then
+        setsid bash "${BASH_SOURCE[0]}" watch "$DIR" "$SLURM_TEST_OWNER_PID" >>"$DIR/log/watch.log" 2>&1 </dev/null &
+        echo $! >"$DIR/run/watch.pid"
+      fi
+      echo "SLURM_CONF=$CONF"
+      return 0
+    fi
     sleep 0.5
   done
   dump_logs
@@ -148,8 +158,23 @@ end_pid() {
   for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
 }
 
+# Runs stop once process `owner` is gone (or stop ran: the pid file is removed).
+watch() {
+  local owner=$1
+  while kill -0 "$owner" 2>/dev/null; do
+    [ -f "$DIR/run/watch.pid" ] || return 0
+    sleep 1
+  done
+  [ -f "$DIR/run/watch.pid" ] || return 0
+  rm -f "$DIR/run/watch.pid"
+  stop
+}
+
 stop() {
   [ -d "$DIR" ] || return 0
+  # The watcher (if any) is not needed any more: it ends when its pid file goes.
+  local w
+  if w=$(live_pid "$DIR/run/watch.pid") && [ "$w" != "$$" ]; then rm -f "$DIR/run/watch.pid"; fi
   export SLURM_CONF=$CONF
   # Jobs first, so slurmd kills their processes and runs their epilogs (bounded).
   if live_pid "$DIR/run/slurmctld.launch.pid" >/dev/null && live_pid "$DIR/run/slurmd.launch.pid" >/dev/null; then
@@ -182,5 +207,6 @@ stop() {
 case $cmd in
   start) start "${@:3}" ;;
   stop) stop ;;
+  watch) watch "${3:?owner pid}" ;;
   *) die "unknown command '$cmd' (start|stop)" ;;
 esac
