@@ -20,4 +20,12 @@ int CmdFederation(const std::vector<std::string>& args);
 // `pororoca token issue ...`: bearer tokens for test federations (authority.cc).
 int CmdToken(const std::vector<std::string>& args);
 
+// Where `pororoca dashboard` forwards: the daemon's socket, or a DTN's HTTPS API (api_url set).
+struct Upstream {
+  std::string socket;
+  std::string api_url, ca, api_token, api_endpoint;
+};
+// `pororoca dashboard`: the dashboard on a loopback port for a browser (dashboard.cc).
+int CmdDashboard(const Upstream& upstream, const std::vector<std::string>& args);
+
 }  // namespace pororoca::cli

@@ -1020,6 +1020,182 @@ int CmdAccounting(Client& c, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// "90s", "30m", "12h", "7d", or a number of seconds; -1 if it is none of those.
+int64_t ParseDurationS(const std::string& s) {
+  size_t used = 0;
+  long long v = -1;
+  try {
+    v = std::stoll(s, &used);
+  } catch (const std::exception&) {
+    return -1;
+  }
+  if (v < 0 || s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return -1;
+  const std::string unit = s.substr(used);
+  const int64_t mult = unit.empty() || unit == "s" ? 1
+                       : unit == "m"               ? 60
+                       : unit == "h"               ? 3600
+                       : unit == "d"               ? 86400
+                                                   : 0;
+  if (mult == 0 || v > INT64_MAX / mult) return -1;
+  return v * mult;
+}
+
+// `pororoca stage`: a dataset brought into this node's staging cache (docs/staging.md).
+int CmdStage(Client& c, const std::vector<std::string>& args) {
+  po::options_description desc(
+      "Usage: pororoca stage ENDPOINT:/path [options]\n  Brings a dataset into this node's staging cache "
+      "(unless a current copy is there) and prints its local path once it is ready\nOptions");
+  desc.add_options()("lease", po::value<std::string>(),
+                     "hold the copy for this job (never evicted until released)")(
+      "ttl", po::value<std::string>(),
+      "the lease's lifetime, e.g. 12h, 7d (default: the daemon's [staging] default_ttl_s)")(
+      "wait", "wait until the copy is ready (exit 0), or staging failed (exit 1)")(
+      "timeout", po::value<std::string>(), "with --wait: give up after this long (exit 7; staging goes on)")(
+      "env-file", po::value<std::string>(), "once ready, append  export NAME='PATH'  to this file")(
+      "env-name", po::value<std::string>()->default_value("PORORO_DATASET"), "the variable --env-file sets")(
+      "json", "print the dataset as JSON")("token", po::value<std::string>(), kTokenHelp)("help,h",
+                                                                                          "this help");
+  po::variables_map vm;
+  const std::vector<std::string> paths = ParseArgs(desc, args, &vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  if (paths.size() != 1) {
+    std::cerr << "pororoca: expected one ENDPOINT:/path\n" << desc << "\n";
+    return kExitUsage;
+  }
+  json req{{"source", paths[0]}};
+  if (vm.count("lease")) req["lease"] = vm["lease"].as<std::string>();
+  if (vm.count("ttl")) {
+    const int64_t ttl = ParseDurationS(vm["ttl"].as<std::string>());
+    if (ttl < 0) {
+      std::cerr << "pororoca: --ttl must be a duration like 90s, 30m, 12h or 7d\n";
+      return kExitUsage;
+    }
+    req["ttl_s"] = ttl;
+  }
+  int64_t timeout_s = 0;
+  if (vm.count("timeout") && (timeout_s = ParseDurationS(vm["timeout"].as<std::string>())) < 0) {
+    std::cerr << "pororoca: --timeout must be a duration like 90s, 30m or 12h\n";
+    return kExitUsage;
+  }
+  const std::string env_name = vm["env-name"].as<std::string>();
+  if (env_name.empty() || std::isdigit(static_cast<unsigned char>(env_name[0])) ||
+      env_name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+          std::string::npos) {
+    std::cerr << "pororoca: --env-name must be a shell variable name, not '" << env_name << "'\n";
+    return kExitUsage;
+  }
+  std::string token;
+  if (!ResolveToken(vm, &token)) return kExitUsage;
+  if (!token.empty()) req["token"] = token;
+  json d;
+  int ec = 0;
+  // The first stage of a dataset asks its source (a query) before answering.
+  c.timeout = std::chrono::minutes(2);
+  if (!c.Call("POST", "/v1/stage", req.dump(), &d, &ec)) return ec;
+  const std::string id = d.value("id", std::string());
+  if (vm.count("wait")) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    const bool progress = ::isatty(STDERR_FILENO);
+    while (d.value("state", std::string()) == "staging") {
+      auto left =
+          std::chrono::duration_cast<std::chrono::seconds>(deadline - std::chrono::steady_clock::now());
+      if (timeout_s > 0 && left.count() <= 0) {
+        std::cerr << "pororoca: " << d.value("source", paths[0])
+                  << " is still staging after --timeout; dataset " << id << " (pororoca staging)\n";
+        return kExitTimeout;
+      }
+      const int64_t slice = timeout_s > 0 ? std::clamp<int64_t>(left.count(), 1, 30) : 30;
+      if (!c.Call("GET", "/v1/stage/" + id + "?wait=" + std::to_string(slice), "", &d, &ec)) return ec;
+      if (progress && d.contains("transfer")) {
+        const json& p = d["transfer"]["progress"];
+        std::fprintf(stderr, "\rstaging %s: %s of %s   ", d.value("source", std::string()).c_str(),
+                     HumanBytes(p.value("bytes_done", 0.0)).c_str(),
+                     HumanBytes(p.value("bytes_total", 0.0)).c_str());
+      }
+    }
+    if (progress) std::fputs("\r\033[K", stderr);
+  }
+  const std::string state = d.value("state", std::string());
+  if (vm.count("json")) std::cout << d.dump(2) << "\n";
+  if (state == "failed") {
+    std::cerr << "pororoca: staging " << d.value("source", paths[0])
+              << " failed: " << d.value("error", std::string()) << "\n";
+    return kExitFailed;
+  }
+  if (state != "ready") {
+    if (!vm.count("json")) std::cout << id << " " << state << "\n";
+    return kExitOk;
+  }
+  const std::string path = d.value("path", std::string());
+  if (!vm.count("json")) std::cout << path << "\n";
+  if (vm.count("env-file")) {
+    const std::string file = vm["env-file"].as<std::string>();
+    std::string quoted;
+    for (char ch : path) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    FILE* f = std::fopen(file.c_str(), "a");
+    if (f == nullptr || std::fprintf(f, "export %s='%s'\n", env_name.c_str(), quoted.c_str()) < 0 ||
+        std::fclose(f) != 0) {
+      std::cerr << "pororoca: --env-file " << file << ": " << std::strerror(errno) << "\n";
+      return kExitFailed;
+    }
+  }
+  return kExitOk;
+}
+
+// `pororoca release JOB`: drops the job's leases; the copies stay until evicted.
+int CmdRelease(Client& c, const std::vector<std::string>& args) {
+  if (args.size() != 1 || args[0].rfind("-", 0) == 0) {
+    std::cerr << "Usage: pororoca release JOB   (drops every lease of JOB in this node's staging cache)\n";
+    return args.size() == 1 && (args[0] == "--help" || args[0] == "-h") ? kExitOk : kExitUsage;
+  }
+  json r;
+  int ec = 0;
+  if (!c.Call("POST", "/v1/stage/release", json{{"lease", args[0]}}.dump(), &r, &ec)) return ec;
+  std::cout << "released " << r.value("released", 0) << " lease(s) of " << args[0] << "\n";
+  return kExitOk;
+}
+
+// `pororoca staging`: what the cache holds.
+int CmdStaging(Client& c, const std::vector<std::string>& args) {
+  const bool as_json = args.size() == 1 && args[0] == "--json";
+  if (!args.empty() && !as_json) {
+    std::cerr << "Usage: pororoca staging [--json]   (the datasets of this node's staging cache)\n";
+    return args[0] == "--help" || args[0] == "-h" ? kExitOk : kExitUsage;
+  }
+  json r;
+  int ec = 0;
+  if (!c.Call("GET", "/v1/staging", "", &r, &ec)) return ec;
+  if (as_json) {
+    std::cout << r.dump(2) << "\n";
+    return kExitOk;
+  }
+  const double quota = r.value("quota_bytes", 0.0);
+  std::printf("%s: %s of %s used (evicts above %.0f%%, down to %.0f%%), %llu eviction(s)\n",
+              r.value("dir", std::string()).c_str(), HumanBytes(r.value("used_bytes", 0.0)).c_str(),
+              HumanBytes(quota).c_str(), 100 * r.value("high_watermark", 0.0),
+              100 * r.value("low_watermark", 0.0),
+              static_cast<unsigned long long>(r.value("evictions", uint64_t{0})));
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  for (const auto& d : r["datasets"]) {
+    std::string leases;
+    for (const auto& l : d["leases"]) leases += (leases.empty() ? "" : ",") + l.value("lease", std::string());
+    std::printf("%s  %-7s %10s %7llu files  used %s ago  %s  leases: %s\n",
+                d.value("id", std::string()).c_str(), d.value("state", std::string()).c_str(),
+                HumanBytes(d.value("bytes", 0.0)).c_str(),
+                static_cast<unsigned long long>(d.value("files", uint64_t{0})),
+                HumanDuration((now - d.value("last_used_ms", now)) / 1000.0).c_str(),
+                d.value("source", std::string()).c_str(), leases.empty() ? "none" : leases.c_str());
+    if (d.value("state", std::string()) == "failed")
+      std::printf("    error: %s\n", d.value("error", std::string()).c_str());
+  }
+  return kExitOk;
+}
+
 void Usage() {
   std::cout
       << "pororoca " << PORO_VERSION
@@ -1035,9 +1211,13 @@ void Usage() {
          "  cancel ID                cancel a transfer\n"
          "  ls ENDPOINT:/path        list a directory at an endpoint (or here)\n"
          "  checksum ENDPOINT:/path  the XXH3-128 file digest pororoca verifies, of a file there\n"
+         "  stage ENDPOINT:/path     bring a dataset into this node's staging cache (--lease JOB --wait)\n"
+         "  release JOB              drop a job's leases on staged datasets\n"
+         "  staging                  list the staging cache: datasets, sizes, leases\n"
          "  endpoints                list the federation's endpoints (from the daemon's manifest)\n"
          "  policy check SRC DST     would this transfer be allowed, and by which rule?\n"
          "  accounting               bytes and files moved per institution pair, user and day\n"
+         "  dashboard [--listen A]   the daemon's dashboard for a browser on this host (loopback)\n"
          "  federation ...           the authority's tools: manifest, endpoints, policy, signing\n"
          "  token issue ...          mint a bearer token (test federations)\n\n"
          "The daemon's socket: --socket, else $PORO_SOCKET, else /run/pororoca/pororocad.sock.\n"
@@ -1118,10 +1298,15 @@ int main(int argc, char** argv) {
     if (cmd == "submit") return CmdSubmit(c, rest);
     if (cmd == "ls") return CmdPathQuery(c, rest, true);
     if (cmd == "checksum") return CmdPathQuery(c, rest, false);
+    if (cmd == "stage") return CmdStage(c, rest);
+    if (cmd == "release") return CmdRelease(c, rest);
+    if (cmd == "staging") return CmdStaging(c, rest);
     if (cmd == "federation") return CmdFederation(rest);
     if (cmd == "token") return CmdToken(rest);
     if (cmd == "policy") return CmdPolicy(c, rest);
     if (cmd == "accounting") return CmdAccounting(c, rest);
+    if (cmd == "dashboard")
+      return CmdDashboard({c.socket, c.api_url, c.ca, c.api_token, c.api_endpoint}, rest);
     if (cmd == "endpoints") {
       json r;
       int ec = 0;

@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "audit/accounting.h"
+#include "daemon/dashboard.h"
 #include "daemon/export_query.h"
 #include "engine/session.h"
 #include "pororoca/config.h"
@@ -128,6 +129,18 @@ Result<std::optional<std::chrono::steady_clock::duration>> LongPoll(const api::H
   }                                                            \
   lhs = std::move(*PORO_CONCAT_(_r_, __LINE__))
 
+// A client's name for something (a submission id, a lease): 1..max letters, digits, '.', '_', ':'
+// or '-'; "" passes (none given). Otherwise the 400 saying so.
+std::optional<api::HttpResponse> CheckName(const char* what, const std::string& v, size_t max) {
+  if (v.size() <= max &&
+      v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") ==
+          std::string::npos) {
+    return std::nullopt;
+  }
+  return BadRequest(std::string(what) + " must be at most " + std::to_string(max) +
+                    " letters, digits, '.', '_', ':' or '-'");
+}
+
 std::string KnownEndpoints(const federation::Manifest& m, const std::string& self) {
   std::string known;
   for (const auto& e : m.endpoints()) {
@@ -179,6 +192,14 @@ void ApiRoutes::RegisterOn(api::HttpServer& s) {
       [this](const auto& r, const auto& c) { return CancelJob(r, c); });
   add("DELETE", "/v1/jobs/{id}", Need::kCancel,
       [this](const auto& r, const auto& c) { return CancelJob(r, c); });
+  add("POST", "/v1/stage", Need::kSubmit, [this](const auto& r, const auto& c) { return Stage(r, c); });
+  // The cache is the node's: over HTTPS only its operators read it (who holds which dataset).
+  add("GET", "/v1/stage/{id}", Need::kOperator,
+      [this](const auto& r, const auto& c) { return GetStaged(r, c); });
+  add("POST", "/v1/stage/release", Need::kCancel,
+      [this](const auto& r, const auto& c) { return Release(r, c); });
+  add("GET", "/v1/staging", Need::kOperator, [this](const auto& r, const auto& c) { return Staging(r, c); });
+  RegisterDashboard(s);  // the read-only page (dashboard.h): its files carry no data, no token asked
 }
 
 bool ApiRoutes::Caller::Sees(int64_t owner_uid, const std::string& owner_user) const {
@@ -345,7 +366,8 @@ api::HttpResponse ApiRoutes::Accounting(const api::HttpRequest& r) const {
   return api::HttpResponse::Json(200, d_.fed->accounting().Query(f));
 }
 
-ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, const Caller& caller) const {
+ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, const Caller& caller,
+                                               bool into_cache) const {
   const Config& c = *d_.config;
   const engine::ExportRoot& root = *d_.root;
   auto refuse = [](const char* check, Status s) {
@@ -427,11 +449,7 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, co
   }
   t->priority = static_cast<unsigned>(priority);
   PORO_API_ASSIGN_OR_400(t->submission_id, body.String("submission_id"));
-  if (t->submission_id.size() > 128 ||
-      t->submission_id.find_first_not_of(
-          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") != std::string::npos) {
-    return BadRequest("submission_id must be at most 128 letters, digits, '.', '_', ':' or '-'");
-  }
+  if (auto bad = CheckName("submission_id", t->submission_id, 128)) return *bad;
   // Check what can be checked locally now, so the user gets the error at once.
   auto manifest = d_.fed->manifest();
   if (manifest->FindEndpoint(t->remote.endpoint) == nullptr) {
@@ -465,6 +483,11 @@ ApiRoutes::Prepared ApiRoutes::PrepareTransfer(const nlohmann::json& request, co
   }
   auto rel = root.RelativeFromAbsolute(t->local_path);
   if (!rel.has_value()) return refuse("export_root", rel.error());
+  if (!t->push && !into_cache && c.InStagingDir(*rel)) {
+    return refuse("destination",
+                  Status::PermissionDenied(t->local_path + " is in the staging cache ([staging] dir), "
+                                                           "which only its own pulls write: pororoca stage"));
+  }
   if (caller.remote) {
     // This end's path too is what the caller's token grants: the daemon reads or writes here on its
     // behalf (storage.read to send, storage.create or .modify to receive).
@@ -828,11 +851,7 @@ api::HttpResponse ApiRoutes::SubmitJob(const api::HttpRequest& req, const Caller
                       std::to_string(kMaxJobEntries) + " in one job (a tree is one entry: use recursive)");
   }
   PORO_API_ASSIGN_OR_400(std::string sid, body.String("submission_id"));
-  if (sid.size() > 120 ||
-      sid.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") !=
-          std::string::npos) {
-    return BadRequest("submission_id must be at most 120 letters, digits, '.', '_', ':' or '-'");
-  }
+  if (auto bad = CheckName("submission_id", sid, 120)) return *bad;  // room for "#i" of each entry
   json defaults = all;
   defaults.erase("entries");
   defaults.erase("submission_id");
@@ -901,6 +920,121 @@ api::HttpResponse ApiRoutes::CancelJob(const api::HttpRequest& req, const Caller
   }
   if (c.remote) AuditRemote(req, &c, "allowed", 202, "cancel job " + job.front()->job_id);
   return api::HttpResponse::Json(202, TransferManager::JobView(job, true));
+}
+
+// The staging cache (docs/staging.md). Staging is asked on the node, through the daemon's socket
+// (a job's prolog, an init container); over HTTPS the cache can be read, not filled.
+namespace {
+api::HttpResponse NoStaging(const Config& c) {
+  return api::HttpResponse::Error(404, "NotFound",
+                                  "staging is not configured on endpoint '" + c.endpoint_name +
+                                      "' ([staging] dir in " + c.source_file + ")");
+}
+}  // namespace
+
+api::HttpResponse ApiRoutes::Stage(const api::HttpRequest& req, const Caller& c) const {
+  const Config& cfg = *d_.config;
+  if (d_.staging == nullptr) return NoStaging(cfg);
+  if (c.remote) {
+    return api::HttpResponse::Error(403, "PermissionDenied",
+                                    "datasets are staged on the node, through the daemon's API socket "
+                                    "(pororoca stage); over HTTPS the cache is read-only");
+  }
+  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  PORO_API_ASSIGN_OR_400(std::string source, body.String("source"));
+  auto loc = Location::Parse(source);
+  if (!loc.has_value()) return ErrorResponse(loc.error().Annotate("source"));
+  if (!loc->remote)
+    return BadRequest("source must be ENDPOINT:/path (a dataset of another endpoint), not '" + source + "'");
+  if (loc->endpoint == cfg.endpoint_name) {
+    return BadRequest("source " + source + " is on this endpoint: read it in place, under " +
+                      d_.root->path());
+  }
+  // The dataset's name: the path made absolute and clean, as a peer's export root takes it.
+  std::string path = "/" + loc->path;
+  {
+    std::string clean;
+    size_t i = 0;
+    while (i < path.size()) {
+      const size_t j = std::min(path.find('/', i), path.size());
+      const std::string part = path.substr(i, j - i);
+      if (part == "..") return BadRequest("source: '..' is not allowed in " + source);
+      if (!part.empty() && part != ".") clean += "/" + part;
+      i = j + 1;
+    }
+    path = clean;
+  }
+  if (path.empty()) {
+    return BadRequest("source: the export root of " + loc->endpoint +
+                      " is not a dataset; name a directory or file in it");
+  }
+  StagingCache::Request sr;
+  sr.endpoint = loc->endpoint;
+  sr.path = path;
+  sr.uid = static_cast<int64_t>(c.uid);
+  sr.identity = c.identity;
+  PORO_API_ASSIGN_OR_400(sr.lease, body.String("lease"));
+  if (auto bad = CheckName("lease", sr.lease, 128)) return *bad;
+  PORO_API_ASSIGN_OR_400(uint64_t ttl, body.Unsigned("ttl_s", 0));
+  if (ttl != 0 && (ttl < 60 || ttl > 365ull * 86400)) return BadRequest("ttl_s must be 60 s to 365 days");
+  sr.ttl_s = static_cast<int64_t>(ttl);
+  PORO_API_ASSIGN_OR_400(std::string token, body.String("token"));
+  if (d_.fed->manifest()->FindEndpoint(loc->endpoint) == nullptr) {
+    return api::HttpResponse::Error(404, "UnknownEndpoint",
+                                    "unknown endpoint '" + loc->endpoint + "': not in federation '" +
+                                        d_.fed->manifest()->federation() + "'");
+  }
+  // The pull it would take, checked as the caller's own submission (endpoint, identity, token).
+  const std::string dataset = loc->endpoint + ":" + path;
+  PORO_API_ASSIGN_OR_400(std::string dest, d_.staging->PrepareDir(loc->endpoint, path));
+  json pull{
+      {"source", dataset}, {"destination", dest}, {"recursive", true}, {"sync", true}, {"priority", 4u}};
+  if (!token.empty()) pull["token"] = token;
+  Prepared p = PrepareTransfer(pull, c, /*into_cache=*/true);
+  if (!p.transfer) return p.response;
+  auto staged = d_.staging->Stage(sr, p.transfer);
+  if (staged.has_value() && staged->needs_access_check) {
+    // Served from the cache: the source answers whether this caller may read it (the query a
+    // `pororoca ls` sends, admitted as a pull of it would be).
+    proto::Query q;
+    q.op = "list";
+    q.limit = 1;
+    SessionRunner::QueryRequest qr{loc->endpoint, path, q, p.transfer->token, c.identity, int64_t{c.uid}};
+    auto answer = d_.sessions->Query(qr);
+    if (!answer.has_value()) return ErrorResponse(answer.error().Annotate("staging " + dataset));
+    sr.access_checked = true;
+    staged = d_.staging->Stage(sr, p.transfer);
+  }
+  if (!staged.has_value()) return ErrorResponse(staged.error().Annotate("staging " + dataset));
+  return api::HttpResponse::Json(staged->ready ? 200 : 202, staged->view);
+}
+
+api::HttpResponse ApiRoutes::GetStaged(const api::HttpRequest& req, const Caller&) const {
+  if (d_.staging == nullptr) return NoStaging(*d_.config);
+  PORO_API_ASSIGN_OR_400(auto wait, LongPoll(req));
+  PORO_API_ASSIGN_OR_400(json v,
+                         d_.staging->Get(req.params.at("id"), wait.value_or(std::chrono::seconds(0))));
+  return api::HttpResponse::Json(200, v);
+}
+
+api::HttpResponse ApiRoutes::Release(const api::HttpRequest& req, const Caller& c) const {
+  if (d_.staging == nullptr) return NoStaging(*d_.config);
+  if (c.remote) {
+    return api::HttpResponse::Error(403, "PermissionDenied",
+                                    "leases are released on the node, through the daemon's API socket "
+                                    "(pororoca release)");
+  }
+  PORO_API_ASSIGN_OR_400(Body body, Body::Parse(req.body));
+  PORO_API_ASSIGN_OR_400(std::string lease, body.String("lease"));
+  if (lease.empty()) return BadRequest("lease is required");
+  if (auto bad = CheckName("lease", lease, 128)) return *bad;
+  PORO_API_ASSIGN_OR_400(size_t n, d_.staging->Release(lease, int64_t{c.uid}, c.identity, c.sees_all));
+  return api::HttpResponse::Json(200, json{{"lease", lease}, {"released", n}});
+}
+
+api::HttpResponse ApiRoutes::Staging(const api::HttpRequest&, const Caller&) const {
+  if (d_.staging == nullptr) return NoStaging(*d_.config);
+  return api::HttpResponse::Json(200, d_.staging->List());
 }
 
 }  // namespace pororoca::daemon

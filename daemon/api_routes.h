@@ -18,6 +18,7 @@
 #include "daemon/config.h"
 #include "daemon/federation.h"
 #include "daemon/session.h"
+#include "daemon/staging.h"
 #include "daemon/transfer_manager.h"
 #include "engine/export_root.h"
 
@@ -33,6 +34,7 @@ class ApiRoutes {
     TransferManager* transfers = nullptr;
     SessionRunner* sessions = nullptr;  // the dry run of a transfer (policy check); queries (ls, checksum)
     const std::atomic<bool>* stopping = nullptr;  // the daemon stops: a long checksum here ends
+    StagingCache* staging = nullptr;              // [staging] (null: not configured)
   };
   explicit ApiRoutes(Deps d) : d_(d) {}
 
@@ -80,6 +82,12 @@ class ApiRoutes {
   api::HttpResponse CancelJob(const api::HttpRequest& req, const Caller& c) const;
   api::HttpResponse JobFiles(const api::HttpRequest& req, const Caller& c) const;
 
+  // The staging cache: POST /v1/stage, GET /v1/stage/{id}, POST /v1/stage/release, GET /v1/staging.
+  api::HttpResponse Stage(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse GetStaged(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse Release(const api::HttpRequest& req, const Caller& c) const;
+  api::HttpResponse Staging(const api::HttpRequest& req, const Caller& c) const;
+
   // GET /v1/events: server-sent events of the transfers the caller may see.
   api::HttpResponse Events(const api::HttpRequest& req, const Caller& c) const;
 
@@ -98,7 +106,8 @@ class ApiRoutes {
     const char* check = "";
     Status refusal;
   };
-  Prepared PrepareTransfer(const nlohmann::json& request, const Caller& c) const;
+  // `into_cache`: the staging cache's own pull, the only transfer that may write in [staging] dir.
+  Prepared PrepareTransfer(const nlohmann::json& request, const Caller& c, bool into_cache = false) const;
   // Caller::Sees as a filter for the TransferManager (null: all).
   static TransferManager::Visible VisibleTo(const Caller& c);
   // A token an HTTPS caller gives for a peer: valid there (audience `endpoint`) and its own

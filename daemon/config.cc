@@ -35,6 +35,14 @@ bool Config::IsApiOperator(const std::string& identity) const {
          std::find(api_operators.begin(), api_operators.end(), identity) != api_operators.end();
 }
 
+bool Config::InStagingDir(const std::string& rel) const {
+  if (staging_dir.empty()) return false;
+  size_t root_len = export_root.size();
+  while (root_len > 1 && export_root[root_len - 1] == '/') --root_len;
+  const std::string cache = staging_dir.substr(root_len + 1);  // validated: inside the root
+  return rel.compare(0, cache.size(), cache) == 0 && (rel.size() == cache.size() || rel[cache.size()] == '/');
+}
+
 Result<uint64_t> ParseSize(const std::string& s) {
   size_t i = 0;
   uint64_t v = 0;
@@ -119,6 +127,7 @@ const std::map<std::string, std::set<std::string>>& KnownKeys() {
        {"streams", "max_streams", "chunk_size", "buffer_pool", "read_ahead", "retry_attempts",
         "retry_max_backoff_s"}},
       {"queue", {"max_running", "max_running_per_peer"}},
+      {"staging", {"dir", "quota", "high_watermark", "low_watermark", "revalidate_s", "default_ttl_s"}},
       {"log", {"level", "file"}},
       {"fault_injection", {"corrupt_every", "send_delay_us", "forge_digest", "forge_bind"}},
       {"classification", {"path", "label"}},
@@ -322,6 +331,38 @@ Result<Config> LoadConfig(const std::string& path) {
   PORO_RETURN_IF_ERROR(uint("transfer", "retry_max_backoff_s", 1, 3600, &c.retry_max_backoff_s));
   PORO_RETURN_IF_ERROR(uint("queue", "max_running", 1, 4096, &c.max_running));
   PORO_RETURN_IF_ERROR(uint("queue", "max_running_per_peer", 1, 4096, &c.max_running_per_peer));
+  PORO_RETURN_IF_ERROR(str("staging", "dir", &c.staging_dir, false));
+  PORO_RETURN_IF_ERROR(size("staging", "quota", &c.staging_quota));
+  PORO_RETURN_IF_ERROR(uint("staging", "revalidate_s", 0, 365u * 86400, &c.staging_revalidate_s));
+  PORO_RETURN_IF_ERROR(uint("staging", "default_ttl_s", 60, 365u * 86400, &c.staging_default_ttl_s));
+  for (auto [key, out] : {std::pair<const char*, double*>{"high_watermark", &c.staging_high_watermark},
+                          {"low_watermark", &c.staging_low_watermark}}) {
+    if (auto n = t["staging"][key]) {
+      auto v = n.value<double>();
+      if (!v || !(*v > 0.0 && *v <= 1.0))
+        return KeyError(path, std::string("[staging] ") + key,
+                        "must be a fraction of the quota above 0, up to 1");
+      *out = *v;
+    }
+  }
+  if (!c.staging_dir.empty()) {
+    const std::string root = c.export_root.size() > 1 && c.export_root.back() == '/'
+                                 ? c.export_root.substr(0, c.export_root.size() - 1)
+                                 : c.export_root;
+    if (!CleanAbsolutePath(c.staging_dir) || c.staging_dir.size() <= root.size() + 1 ||
+        c.staging_dir.compare(0, root.size(), root) != 0 || c.staging_dir[root.size()] != '/') {
+      return KeyError(path, "[staging] dir",
+                      "must be an absolute path inside [storage] export_root (" + c.export_root + "), not '" +
+                          c.staging_dir + "'");
+    }
+    if (c.staging_quota == 0)
+      return KeyError(path, "[staging] quota", "required with dir (a size like \"500GiB\")");
+    if (c.staging_low_watermark >= c.staging_high_watermark) {
+      return KeyError(path, "[staging] low_watermark", "must be below high_watermark");
+    }
+  } else if (t["staging"]) {
+    return KeyError(path, "[staging] dir", "missing (required to turn staging on)");
+  }
   PORO_RETURN_IF_ERROR(str("log", "level", &c.log_level, false));
   log::Level lvl;
   if (!log::ParseLevel(c.log_level, &lvl))

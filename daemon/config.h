@@ -94,6 +94,17 @@ struct Config {
   // [queue]: transfers running at once, in all and with one peer; the rest wait in the queue.
   unsigned max_running = 16;
   unsigned max_running_per_peer = 8;
+  // [staging]: the cache that `pororoca stage` brings datasets into (docs/staging.md). Off when
+  // dir is empty. dir is absolute and inside export_root (the daemon writes only there); quota is
+  // what the cache may hold; above high_watermark x quota, datasets without a lease are evicted
+  // least recently used first until it holds low_watermark x quota. A copy checked against its
+  // source less than revalidate_s ago is served without asking the source again.
+  std::string staging_dir;
+  uint64_t staging_quota = 0;
+  double staging_high_watermark = 0.90;
+  double staging_low_watermark = 0.75;
+  unsigned staging_revalidate_s = 600;
+  unsigned staging_default_ttl_s = 86400;  // a lease's lifetime when the stage names none
   // [log]
   std::string log_level = "info";
   std::string log_file;
@@ -110,6 +121,9 @@ struct Config {
   // The [[users]] entry with this federated identity (the first), or null.
   const UserConfig* FindIdentity(const std::string& identity) const;
   bool IsApiOperator(const std::string& identity) const;
+  // Whether `rel` (a path relative to the export root, "a/b") is [staging] dir or inside it: only
+  // the staging cache's own pulls write there.
+  bool InStagingDir(const std::string& rel) const;
 };
 
 // Reads and validates the file. Errors name the file and the key: "pororocad.toml: [transfer]

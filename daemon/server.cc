@@ -70,9 +70,24 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(Config config) {
   d->transfers_ = std::make_unique<TransferManager>(
       to, [self](Transfer& t) { return self->sessions_->Initiate(t); }, &d->workers_);
   PORO_RETURN_IF_ERROR(d->transfers_->Open());
+  if (!c.staging_dir.empty()) {
+    StagingCache::Options so;
+    // Under the export root as the daemon resolved it, so the pulls' destinations are inside it.
+    size_t root_len = c.export_root.size();
+    while (root_len > 1 && c.export_root[root_len - 1] == '/') --root_len;
+    so.dir = d->root_->path() + c.staging_dir.substr(root_len);
+    so.state_file = c.state_dir + "/staging.json";
+    so.quota = c.staging_quota;
+    so.high_watermark = c.staging_high_watermark;
+    so.low_watermark = c.staging_low_watermark;
+    so.revalidate_s = c.staging_revalidate_s;
+    so.default_ttl_s = c.staging_default_ttl_s;
+    d->staging_ = std::make_unique<StagingCache>(std::move(so), d->transfers_.get());
+    if (Status s = d->staging_->Open(); !s.ok()) return s.Annotate("[staging]");
+  }
   d->routes_ = std::make_unique<ApiRoutes>(
       ApiRoutes::Deps{&d->config_, d->root_.get(), d->pool_->buffer_size(), d->fed_.get(),
-                      d->transfers_.get(), d->sessions_.get(), &d->stopping_});
+                      d->transfers_.get(), d->sessions_.get(), &d->stopping_, d->staging_.get()});
   d->peers_ = std::make_unique<PeerListener>(
       d->binds_.get(), [self](UniqueFd fd) { self->sessions_->Respond(std::move(fd)); }, &d->workers_);
   return d;
@@ -235,6 +250,8 @@ Status Daemon::Start() {
                  << (config_.sndbuf ? std::to_string(config_.sndbuf) : std::string("autotuned"));
   fed_->Start();
   transfers_->LoadPersisted();
+  // After the queue: a pull that was staging a dataset when the daemon stopped is found there.
+  if (staging_) staging_->Start();
   return Status::OK();
 }
 
@@ -244,6 +261,7 @@ void Daemon::Stop() {
   if (api_) api_->Stop();
   if (https_) https_->Stop();
   if (peers_) peers_->Stop();
+  if (staging_) staging_->Stop();
   if (transfers_) transfers_->Stop();
   if (binds_) binds_->WakeAll();
   if (pool_) pool_->StopPopulate();

@@ -4,6 +4,7 @@
 //                 SessionRunner's responder
 //   SessionRunner one session with a peer, either end (session.h)
 //   TransferManager  the transfers local users submitted: records, attempts, retries (transfer_manager.h)
+//   StagingCache  datasets pulled into [staging] dir for the node's jobs, leases, eviction (staging.h)
 //   ApiRoutes     the HTTP/JSON API on the unix socket (api_routes.h)
 //   Federation    what the daemon knows and enforces of the federation (federation.h)
 #pragma once
@@ -19,6 +20,7 @@
 #include "daemon/federation.h"
 #include "daemon/peer_listener.h"
 #include "daemon/session.h"
+#include "daemon/staging.h"
 #include "daemon/transfer_manager.h"
 #include "daemon/workers.h"
 #include "engine/export_root.h"
@@ -67,6 +69,7 @@ class Daemon {
   std::unique_ptr<BindTable> binds_;
   std::unique_ptr<SessionRunner> sessions_;
   std::unique_ptr<TransferManager> transfers_;
+  std::unique_ptr<StagingCache> staging_;  // [staging]: null when off; opened in Start()
   std::unique_ptr<ApiRoutes> routes_;
   std::unique_ptr<PeerListener> peers_;
   std::unique_ptr<api::HttpServer> api_;

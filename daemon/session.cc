@@ -341,6 +341,11 @@ Status SessionRunner::AnswerOpen(Session& s) {
   ok.transfer_id = open.transfer_id;
   if (push) {
     PORO_ASSIGN_OR_RETURN(s.engine_rel, ReceiveTarget(rel, open.trailing_slash, *open.src));
+    if (c.InStagingDir(s.engine_rel)) {
+      return Status::PermissionDenied(d_.root->Display(s.engine_rel) +
+                                      " is in the staging cache of endpoint '" + c.endpoint_name +
+                                      "', which only its own pulls write");
+    }
     ok.target = c.endpoint_name + ":/" + s.engine_rel;
   } else {
     PORO_ASSIGN_OR_RETURN(engine::SourceInfo si, engine::StatSource(*d_.root, rel));

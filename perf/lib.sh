@@ -5,7 +5,7 @@
 #   bench_federation CLI DIR NAME_A ADDR_A NAME_B ADDR_B   -> DIR/fed (workspace), DIR/manifest.json
 #   bench_config DIR NAME LISTEN EXPORT_ROOT STATE_DIR SOCKET INSTITUTION > NAME.toml
 #                       ($BENCH_NETWORK_EXTRA, if set, is added to its [network] section, and
-#                       $BENCH_EXTRA, if set, at its end)
+#                       $BENCH_EXTRA, if set, at its end, then $BENCH_EXTRA_<NAME> for endpoint NAME only)
 #   $BENCH_RULES, if set, replaces the allow-all policy rules (a JSON array)
 #   bench_pair BIN DIR: both of the above for daemons a (ia) and b (ib) on 127.0.0.1, export roots
 #                       DIR/a/data and DIR/b/data; starts them (pids appended to BENCH_PIDS, logs in
@@ -31,7 +31,7 @@ bench_federation() {
 }
 
 bench_config() {
-  local dir=$1 name=$2 listen=$3 root=$4 state=$5 sock=$6 inst=$7
+  local dir=$1 name=$2 listen=$3 root=$4 state=$5 sock=$6 inst=$7 own="BENCH_EXTRA_$2"
   cat <<TOML
 [endpoint]
 name = "$name"
@@ -57,6 +57,7 @@ key = "$dir/issuer-$inst.key"
 uid = $(id -u)
 identity = "$(id -un)@$inst"
 ${BENCH_EXTRA:-}
+${!own:-}
 TOML
 }
 

@@ -336,6 +336,8 @@ std::string_view StatusReason(int status) {
       return "Accepted";
     case 204:
       return "No Content";
+    case 304:
+      return "Not Modified";
     case 400:
       return "Bad Request";
     case 401:
@@ -360,6 +362,8 @@ std::string_view StatusReason(int status) {
       return "Content Too Large";
     case 415:
       return "Unsupported Media Type";
+    case 421:
+      return "Misdirected Request";
     case 422:
       return "Unprocessable Content";
     case 429:
@@ -471,9 +475,18 @@ HttpServer::~HttpServer() {
 Result<std::unique_ptr<HttpServer>> HttpServer::ListenTls(const std::string& host, uint16_t port,
                                                           std::shared_ptr<transport::TlsContext> tls) {
   if (!tls || !tls->server()) return Status::InvalidArgument("HTTPS API needs a TLS server context");
-  const std::string where = "https://" + transport::FormatHostPort(host, port);
+  auto s = ListenTcp(host, port, "HTTPS API");
+  if (!s.has_value()) return s;
+  (*s)->tls_ = std::move(tls);
+  (*s)->where_ = "https://" + transport::FormatHostPort(host, (*s)->port_);
+  return s;
+}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::ListenTcp(const std::string& host, uint16_t port,
+                                                          const std::string& what) {
+  const std::string where = "http://" + transport::FormatHostPort(host, port);
   auto fd = transport::TcpListen(host, port, SOMAXCONN);
-  if (!fd.has_value()) return std::move(fd).error().Annotate("HTTPS API " + where);
+  if (!fd.has_value()) return std::move(fd).error().Annotate(what + " " + where);
   // Non-blocking like the unix listener: a connection that vanishes between poll and accept must
   // not block the accept thread.
   int flags = ::fcntl(fd->get(), F_GETFL);
@@ -489,9 +502,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::ListenTls(const std::string& hos
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return Status::IoError("eventfd", errno);
   std::unique_ptr<HttpServer> s(new HttpServer("", std::move(*fd), std::move(wake), 0, 0));
-  s->tls_ = std::move(tls);
   s->port_ = bound;
-  s->where_ = "https://" + transport::FormatHostPort(host, bound);
+  s->where_ = "http://" + transport::FormatHostPort(host, bound);
   return s;
 }
 
@@ -639,7 +651,7 @@ void HttpServer::ServeConnection(Conn* conn, int fd) {
   } else {
     ucred cred{};
     socklen_t len = sizeof(cred);
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    if (!socket_path_.empty() && ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
       peer = {cred.pid, cred.uid, cred.gid};
     }
     // A client that stops reading its response must not pin this thread forever either.

@@ -102,6 +102,11 @@ class HttpServer {
   // process must ignore SIGPIPE: OpenSSL writes to sockets without MSG_NOSIGNAL.
   static Result<std::unique_ptr<HttpServer>> ListenTls(const std::string& host, uint16_t port,
                                                        std::shared_ptr<transport::TlsContext> tls);
+  // Plain HTTP on host:port (port 0 picks a free one): no TLS and no peer credentials (uid -1),
+  // for a local helper that a browser reaches on loopback (`pororoca dashboard`); never the API.
+  // `what` names the listener in errors.
+  static Result<std::unique_ptr<HttpServer>> ListenTcp(const std::string& host, uint16_t port,
+                                                       const std::string& what);
 
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -121,7 +126,7 @@ class HttpServer {
   // Every registered route as (method, path pattern), in registration order.
   std::vector<std::pair<std::string, std::string>> routes() const;
   uint16_t port() const { return port_; }              // HTTPS: the bound port
-  const std::string& where() const { return where_; }  // the socket path or https://HOST:PORT
+  const std::string& where() const { return where_; }  // the socket path, https:// or http://HOST:PORT
 
   // Starts the accept thread. Call once.
   void Start();

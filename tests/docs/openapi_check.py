@@ -7,7 +7,8 @@
    name created first; path ids are those of the transfer and the job the examples submitted.
    Each answer must have a status the description documents for that operation (never the
    server's "no such API route" or 405), and a JSON answer must validate against that status's
-   schema.
+   schema; any other answer (the dashboard's page and files) must be of a media type documented
+   for that status, and not empty. A path's {file} is its parameter's example.
 
   openapi_check.py SPEC --socket PATH --map NAME=ENDPOINT... --export ENDPOINT=DIR...
 """
@@ -112,6 +113,11 @@ def operations(doc):
                 yield path, method, item[method]
 
 
+def item_parameters(doc, path, op):
+    """The parameters of an operation: its path item's and its own."""
+    return doc["paths"][path].get("parameters", []) + op.get("parameters", [])
+
+
 def json_content(spec, holder):
     holder = spec.resolve(holder)
     return holder.get("content", {}).get("application/json")
@@ -199,7 +205,7 @@ def main():
     # Submissions first, then what reads their results (GET, ls, checksum), cancels last.
     def order(o):
         path, method = o[0], o[1]
-        if method == "post" and path in ("/v1/transfers", "/v1/jobs"):
+        if method == "post" and path in ("/v1/transfers", "/v1/jobs", "/v1/stage"):
             return 0
         if "cancel" in path or method == "delete":
             return 3
@@ -211,7 +217,8 @@ def main():
         where = f"{method.upper()} {path}"
         target = path
         if "{id}" in path:
-            kind = "job" if path.startswith("/v1/jobs") else "transfer"
+            kind = ("job" if path.startswith("/v1/jobs") else
+                    "dataset" if path.startswith("/v1/stage/") else "transfer")
             if kind not in ids:
                 errors.append(f"{where}: no {kind} id (the POST example did not make one)")
                 continue
@@ -223,6 +230,9 @@ def main():
             body = localize(body)
             for e in body.get("entries", [body]):
                 prepare(e)
+        if "{file}" in path:  # the dashboard's files: the parameter's example
+            param = next(p for p in item_parameters(doc, path, op) if p["name"] == "file")
+            target = path.replace("{file}", str(param["example"]))
         if path == "/v1/events":
             target += "?since=0"
         status, ctype, data = request(method.upper(), target, body)
@@ -234,6 +244,15 @@ def main():
         if ctype.startswith("text/event-stream"):
             if "text/event-stream" not in spec.resolve(op["responses"][str(status)]).get("content", {}):
                 errors.append(f"{where}: answered an event stream, documented otherwise")
+            continue
+        media = ctype.split(";")[0].strip()
+        if media != "application/json":  # the dashboard's page and files
+            if media not in spec.resolve(op["responses"][str(status)]).get("content", {}):
+                errors.append(f"{where}: answered {media}, documented otherwise")
+            elif not data:
+                errors.append(f"{where}: answered an empty {media}")
+            else:
+                print(f"ok  {where} -> {status} ({media})")
             continue
         try:
             answer = json.loads(data)
@@ -249,6 +268,8 @@ def main():
             ids["transfer"] = answer["id"]
         if method == "post" and path == "/v1/jobs" and status in (200, 201):
             ids["job"] = answer["id"]
+        if method == "post" and path == "/v1/stage" and status in (200, 202):
+            ids["dataset"] = answer["id"]
         print(f"ok  {where} -> {status}")
 
     print(f"{examples} examples checked, {sent} requests sent, {len(errors)} problem(s)")

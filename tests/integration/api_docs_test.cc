@@ -50,7 +50,9 @@ std::vector<std::string> Blocks(const std::string& file, const std::string& head
 TEST_SUITE("integration.api_docs") {
   TEST_CASE("docs/api/openapi.yaml: its examples validate, and every operation is answered as described") {
     TestFederation fed;
-    DaemonPair p(fed);
+    DaemonOptions with_staging;  // the staging routes answer as documented, not "not configured"
+    with_staging.extra_toml = "[staging]\ndir = \"" + fed.dir() + "/a/export/cache\"\nquota = \"1GiB\"\n";
+    DaemonPair p(fed, with_staging);
     CliResult r = RunProgram("/usr/bin/python3",
                              {kSource + "/tests/docs/openapi_check.py", kSource + "/docs/api/openapi.yaml",
                               "--socket", p.a->socket(), "--map", "lncc-dtn1=a", "--map", "cenapad-dtn1=b",
@@ -63,6 +65,10 @@ TEST_SUITE("integration.api_docs") {
     // ls and checksum of b's paths went through a query session to b.
     CHECK(r.out.find("ok  POST /v1/ls -> 200") != std::string::npos);
     CHECK(r.out.find("ok  POST /v1/checksum -> 200") != std::string::npos);
+    // A dataset staged from b, followed until ready, then its lease released.
+    CHECK(r.out.find("ok  POST /v1/stage -> 202") != std::string::npos);
+    CHECK(r.out.find("ok  GET /v1/stage/{id} -> 200") != std::string::npos);
+    CHECK(r.out.find("ok  POST /v1/stage/release -> 200") != std::string::npos);
   }
 
   TEST_CASE("the workflow-engine examples of docs/api.md run as written: Python and curl over HTTPS") {
