@@ -155,7 +155,7 @@ int CmdDashboard(const Upstream& upstream, const std::vector<std::string>& args)
   po::options_description desc(
       "Usage: pororoca dashboard [--listen 127.0.0.1:8780]\n"
       "  Serves the daemon's dashboard to a browser on this host: a loopback HTTP server that forwards\n"
-      "  the page and the read-only GET routes it reads to the daemon's socket (or to --api), and\n"
+      "  the page and the read-only GET routes it reads to the daemon's socket (or to the HTTPS API), and\n"
       "  nothing else. Prints the page's address and an access key to paste into the page; runs until\n"
       "  interrupted. From another host: ssh -L 8780:127.0.0.1:8780 DTN, then open the same address.\n"
       "Options");

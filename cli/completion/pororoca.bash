@@ -7,7 +7,7 @@
 
 _pororoca_global_opts="--socket --api --ca --api-token --api-endpoint --version --help"
 _pororoca_commands="cp copy sync status submit wait cancel ls checksum endpoints policy accounting
-  federation token stage release staging"
+  federation token stage release staging dashboard"
 _pororoca_federation_commands="init add-institution add-endpoint add-service suspend revoke activate
   add-issuer policy show sign verify csr"
 
@@ -23,6 +23,7 @@ _pororoca_options() {
     wait) echo "--json --progress --no-progress --timeout --help" ;;
     cancel | release) echo "--help" ;;
     staging) echo "--json --help" ;;
+    dashboard) echo "--listen --help" ;;
     ls) echo "--long --limit --json --token --help" ;;
     checksum) echo "--chunk-size --json --token --help" ;;
     policy)
@@ -57,7 +58,7 @@ _pororoca_takes_value() {
       --protection | --transport | --priority | --submission-id | --state | --timeout | --limit | \
       --chunk-size | --direction | --classification | --at | --since | --until | --user | \
       --institution | --key | --issuer | --subject | --audience | --scope | --lifetime | --id | \
-      --lease | --ttl | --env-file | --env-name | --dir | --name | --days | --address | --csr | \
+      --lease | --ttl | --env-file | --env-name | --listen | --dir | --name | --days | --address | --csr | \
       --out | --not-before-offset | --not-after-offset | --public-key | --key-out | --rule | \
       --rules | --before | --publish | --authority-key)
       return 0 ;;

@@ -1,6 +1,6 @@
 // The operator dashboard (daemon/dashboard.{h,cc}, cli/dashboard.cc) in a real browser: two daemons,
-// a slow transfer running, one queued behind it and one failed; headless Chromium opens the page
-// through `pororoca dashboard` (tests/integration/dashboard_check.py drives it over the DevTools
+// a slow transfer running, one queued behind it, one failed and a dataset staged; headless Chromium opens the
+// page through `pororoca dashboard` (tests/integration/dashboard_check.py drives it over the DevTools
 // protocol) and must show them without a console error. The screenshot stays in the build
 // directory (tests/integration/dashboard.png), for docs/dashboard.png.
 #include <doctest/doctest.h>
@@ -27,7 +27,9 @@ TEST_SUITE("integration.dashboard") {
     TestFederation fed;
     DaemonOptions ao;
     // One transfer at a time, each chunk of 1 MiB sent 0.4 s late: ~2.5 MiB/s on one stream.
-    ao.extra_toml = "[queue]\nmax_running = 1\n\n[fault_injection]\nsend_delay_us = 400000\n";
+    ao.extra_toml =
+        "[queue]\nmax_running = 1\n\n[fault_injection]\nsend_delay_us = 400000\n\n[staging]\ndir = \"" +
+        fed.dir() + "/a/export/cache\"\nquota = \"1GiB\"\n";
     ao.https_api = true;
     ao.api_operators = {"ops@inst-a"};
     DaemonPair p(fed, ao);
@@ -39,6 +41,16 @@ TEST_SUITE("integration.dashboard") {
     const std::string failed_id = failed.value("id", std::string());
     REQUIRE_MESSAGE(!failed_id.empty(), failed.dump());
     CHECK(a.WaitForTerminal(failed_id, 60s)["state"] == "failed");
+
+    // A dataset in the staging cache, leased for a job (staged before the slow push takes the
+    // daemon's one transfer slot).
+    DaemonProcess& b = *p.b;
+    MakeDir(b.Path("datasets"));
+    MakeDir(b.Path("datasets/demo"));
+    WriteRandomFile(b.Path("datasets/demo/part-0.bin"), 3 * kMiB, 7);
+    json staged = a.Post("/v1/stage", R"({"source": "b:/datasets/demo", "lease": "slurm-4242"})");
+    REQUIRE_MESSAGE(staged.contains("id"), staged.dump());
+    CHECK(a.Get("/v1/stage/" + staged["id"].get<std::string>() + "?wait=60")["state"] == "ready");
 
     WriteRandomFile(a.Path("big.bin"), 256 * kMiB, 5);
     json running =
@@ -101,6 +113,10 @@ TEST_SUITE("integration.dashboard") {
                               failed_id,
                               "--screenshot",
                               shot,
+                              "--staged",
+                              "b:/datasets/demo",
+                              "--lease",
+                              "slurm-4242",
                               "--api-url",
                               a.api_url(),
                               "--ca",
@@ -113,7 +129,7 @@ TEST_SUITE("integration.dashboard") {
     // Nothing the page or the helpers did changed a transfer: the running one still runs (its
     // cancel through the helper was refused), no transfer was added.
     CHECK(a.Transfer(running_id)["state"] == "running");
-    CHECK(a.Get("/v1/transfers")["transfers"].size() == 4);
+    CHECK(a.Get("/v1/transfers")["transfers"].size() == 5);  // with the staging pull
     a.Post("/v1/transfers/" + running_id + "/cancel", "");
     CHECK(a.WaitForTerminal(running_id, 60s)["state"] == "cancelled");
   }
