@@ -1,5 +1,6 @@
+# shellcheck shell=bash
 # Shared by pororoca's Slurm scripts (prolog, epilog, task-prolog in this directory); sourced, not run.
-# docs/staging.md (section "Slurm") describes the set-up.
+# docs/staging-slurm.md describes the set-up.
 #
 # Configuration: $PORORO_SLURM_CONF, else /etc/pororoca/slurm.conf (optional; KEY=VALUE lines,
 # '#' comments, values optionally in quotes; the file is read, never executed):

@@ -16,7 +16,10 @@
 # socket is named in it by AuthInfo). Environment: SLURM_TEST_START_TIMEOUT (seconds, default 60).
 #
 # Made for containers: no systemd, no cgroups (proctrack/linuxproc, task/none), non-default ports
-# picked free at start, controller and node on 127.0.0.1. DIR must be reachable by the job users
+# picked free at start, controller and node on 127.0.0.1. The node has 2 CPUs whatever the machine
+# has (SlurmdParameters=config_overrides), so two one-CPU jobs run at once; a requeued job may
+# start again 30 s after its requeue (AuthInfo cred_expire=30; Slurm's default is 120 s), and the
+# scheduler looks at pending jobs every 5 s (sched_interval; default 60 s). DIR must be reachable by the job users
 # only for what a test puts there; the daemons' own files stay root's.
 set -euo pipefail
 
@@ -90,7 +93,8 @@ start() {
     echo "SlurmdUser=root"
     echo "AuthType=auth/munge"
     echo "CredType=cred/munge"
-    echo "AuthInfo=socket=$DIR/munge/sock/munged.socket"
+    # cred_expire: also how long a requeued job waits before it may start again (default 120 s).
+    echo "AuthInfo=socket=$DIR/munge/sock/munged.socket,cred_expire=30"
     echo "StateSaveLocation=$DIR/state"
     echo "SlurmdSpoolDir=$DIR/spool"
     echo "SlurmctldPidFile=$DIR/run/slurmctld.pid"
@@ -108,9 +112,14 @@ start() {
     echo "SwitchType=switch/none"
     echo "MpiDefault=none"
     echo "SchedulerType=sched/builtin"
+    # The main scheduling loop every 5 s (default 60 s): a released job starts soon after it is
+    # eligible again.
+    echo "SchedulerParameters=sched_interval=5"
     echo "SelectType=select/cons_tres"
     echo "SelectTypeParameters=CR_CPU"
     echo "ReturnToService=2"
+    # Two CPUs on any machine: two one-CPU jobs run (and stage) at once.
+    echo "SlurmdParameters=config_overrides"
     echo "SlurmdTimeout=60"
     echo "InactiveLimit=0"
     echo "KillWait=5"
@@ -118,7 +127,7 @@ start() {
     if [ -n "$prolog" ]; then echo "Prolog=$prolog"; echo "PrologFlags=Alloc"; fi
     [ -z "$epilog" ] || echo "Epilog=$epilog"
     [ -z "$taskprolog" ] || echo "TaskProlog=$taskprolog"
-    echo "NodeName=$NODE NodeHostname=$host NodeAddr=127.0.0.1 CPUs=1 RealMemory=64 State=UNKNOWN"
+    echo "NodeName=$NODE NodeHostname=$host NodeAddr=127.0.0.1 CPUs=2 RealMemory=64 State=UNKNOWN"
     echo "PartitionName=test Nodes=$NODE Default=YES MaxTime=INFINITE State=UP"
   } >"$CONF"
   chmod 0644 "$CONF"
