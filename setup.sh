@@ -16,7 +16,8 @@ PACKAGES=(cmake make g++ pkg-config liburing-dev libfabric-dev libucx-dev libxxh
           libboost-program-options-dev doctest-dev nlohmann-json3-dev libtomlplusplus-dev libsqlite3-dev sqlite3
           libbenchmark-dev openssl xxhash procps iproute2 util-linux libcpp-httplib-dev
           clang clang-format libtsan2 git python3 python3-yaml curl jq
-          dpkg-dev file systemd adduser bash-completion chromium prometheus)
+          dpkg-dev file systemd adduser bash-completion chromium prometheus
+          slurmctld slurmd slurm-client munge)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -41,7 +41,7 @@ flock -w 240 9 || fail "another deb_test.sh holds /run/lock/pororoca-deb-test.lo
 PATHS=(/usr/bin/pororoca /usr/bin/pororocad /usr/bin/pororoca-fedd /usr/share/doc/pororoca
   /usr/lib/systemd/system/pororocad.service /usr/lib/systemd/system/pororoca-fedd.service
   /usr/share/bash-completion/completions/pororoca /etc/pororoca /var/lib/pororoca
-  /var/lib/pororoca-fedd /run/pororoca)
+  /var/lib/pororoca-fedd /run/pororoca /usr/libexec/pororoca)
 status=$(dpkg-query -W -f='${db:Status-Status}' pororoca 2>/dev/null || true)
 [ -z "$status" ] || [ "$status" = not-installed ] ||
   fail "the package pororoca is on this machine (dpkg status '$status'): installing would replace it" \
@@ -133,6 +133,16 @@ for u in pororocad pororoca-fedd; do
     fail "$unit: ExecStart does not run /usr/bin/$u: $(grep ExecStart= "$unit")"
 done
 [ -s /usr/share/bash-completion/completions/pororoca ] || fail "the bash completion is missing"
+# The Slurm scripts (docs/staging-slurm.md): root's, not writable by others, and they parse.
+for f in prolog epilog task-prolog common.sh; do
+  s=/usr/libexec/pororoca/slurm/$f
+  [ -s "$s" ] || fail "$s missing"
+  if [ "$(stat -c %U "$s")" != root ] || [ $((0$(stat -c %a "$s") & 022)) -ne 0 ]; then
+    fail "$s: owner $(stat -c %U "$s"), mode $(stat -c %a "$s") (root's, not writable by others)"
+  fi
+  [ "$f" = common.sh ] || [ -x "$s" ] || fail "$s is not executable"
+  bash -n "$s" || fail "$s does not parse"
+done
 entry=$(getent passwd pororoca) || fail "postinst did not create the user pororoca"
 IFS=: read -r _ _ uid _ _ home shell <<<"$entry"
 [ "$uid" -lt 1000 ] || fail "pororoca is not a system user (uid $uid)"
