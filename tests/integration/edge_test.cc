@@ -47,7 +47,7 @@ ino_t Inode(const std::string& path) {
 }
 
 TEST_SUITE("integration.edge") {
-  TEST_CASE("--hard-links recreates links within the tree, on push and pull; without it they are copies") {
+  TEST_CASE("--hard-links recreates links within the tree, on push and pull, without it they are copies") {
     TestFederation fed;
     DaemonPair p(fed);
     DaemonProcess& a = *p.a;

@@ -150,7 +150,7 @@ TEST_SUITE("integration.events") {
   }
 
   TEST_CASE(
-      "pororoca wait follows a transfer to its end and exits as cp would; --timeout leaves it running") {
+      "pororoca wait follows a transfer to its end and exits as cp would, --timeout leaves it running") {
     TestFederation fed;
     DaemonPair p(fed, SlowSender());
     DaemonProcess& a = *p.a;

@@ -218,7 +218,7 @@ TEST_SUITE("integration.queue") {
     CHECK(as_bob({"status", bobs}).exit_code == 0);
   }
 
-  TEST_CASE("a submission id returns the transfer it made; reused for another request it is a 409") {
+  TEST_CASE("a submission id returns the transfer it made, reused for another request it is a 409") {
     TestFederation fed;
     DaemonPair p(fed);
     DaemonProcess& a = *p.a;

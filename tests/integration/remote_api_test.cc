@@ -178,7 +178,7 @@ TEST_SUITE("integration.remote_api") {
     CHECK(r.err.find("both SRC and DST are ENDPOINT:/path") != std::string::npos);
   }
 
-  TEST_CASE("over HTTPS a user sees and cancels only their own transfers; an operator all") {
+  TEST_CASE("over HTTPS a user sees and cancels only their own transfers, an operator all") {
     TestFederation fed;
     DaemonOptions slow = WithHttps();
     slow.extra_toml = "[fault_injection]\nsend_delay_us = 50000\n";

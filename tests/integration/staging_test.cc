@@ -51,7 +51,7 @@ std::set<std::string> Leases(const json& d) {
 
 TEST_SUITE("integration.staging") {
   TEST_CASE(
-      "two jobs staging one dataset share one pull; the copy is verified, leased and then served at once") {
+      "two jobs staging one dataset share one pull, the copy is verified, leased and then served at once") {
     TestFederation fed;
     DaemonOptions ao;
     ao.chunk_size = "1MiB";

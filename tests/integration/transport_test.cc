@@ -157,7 +157,7 @@ TEST_SUITE("integration.transport") {
     PushAndPull("ucx");
   }
 
-  TEST_CASE("ucx: a peer without it gets tcp, and the record, CLI and audit say why; forcing it fails") {
+  TEST_CASE("ucx: a peer without it gets tcp, and the record, CLI and audit say why, forcing it fails") {
     TestFederation fed;
     DaemonPair p(fed, Offering({"ucx", "tcp"}), Offering({"tcp"}));
     DaemonProcess& a = *p.a;

@@ -114,7 +114,7 @@ TEST_CASE_FIXTURE(Fixture, "get, cancel and list answer for known transfers and 
   workers.JoinAll();
 }
 
-TEST_CASE_FIXTURE(Fixture, "a user sees and cancels only their own transfers; an operator all") {
+TEST_CASE_FIXTURE(Fixture, "a user sees and cancels only their own transfers, an operator all") {
   config.users.push_back(UserConfig{1002, "ops@lncc", {}, true});
   config.users.push_back(UserConfig{1003, "carol@lncc", {}, false});
   auto t = std::make_shared<Transfer>();

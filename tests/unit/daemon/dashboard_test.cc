@@ -55,7 +55,7 @@ TEST_CASE("the page names only files the daemon has, and has no inline script or
   CHECK(page.find("http") == std::string::npos);
 }
 
-TEST_CASE("If-None-Match with the current ETag is a 304 without a body; an unknown file is a 404") {
+TEST_CASE("If-None-Match with the current ETag is a 304 without a body, an unknown file is a 404") {
   auto first = DashboardResponse(api::HttpRequest{}, "app.js");
   api::HttpRequest again;
   again.headers["if-none-match"] = Header(first, "ETag");

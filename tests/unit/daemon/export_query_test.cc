@@ -42,7 +42,7 @@ TEST_CASE("ls keeps the first names in order, at most the limit, whatever the di
   CHECK((*one)["entries"][0]["size"] == sorted[0].size());
 }
 
-TEST_CASE("checksum: the digest over the chunks' digests; special files refused; a stop ends it") {
+TEST_CASE("checksum: the digest over the chunks' digests, special files refused, a stop ends it") {
   test::TempDir dir;
   std::string data(300000, 'x');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 % 251);

@@ -101,7 +101,7 @@ json Dataset(const StagingCache& c, const std::string& source) {
 }
 
 TEST_CASE_FIXTURE(
-    Fixture, "staging: one pull for every stage of a dataset; ready only once it ended; others are asked") {
+    Fixture, "staging: one pull for every stage of a dataset, ready only once it ended, others are asked") {
   std::promise<void> open;
   gate = open.get_future().share();
   sizes["/ds/a"] = 300;
@@ -185,7 +185,7 @@ TEST_CASE_FIXTURE(
 }
 
 TEST_CASE_FIXTURE(
-    Fixture, "staging: leases are their owner's; the state survives reopening; a copy gone is forgotten") {
+    Fixture, "staging: leases are their owner's, the state survives reopening, a copy gone is forgotten") {
   sizes["/ds/x"] = 100;
   sizes["/ds/y"] = 100;
   {

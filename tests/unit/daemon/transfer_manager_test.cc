@@ -503,7 +503,7 @@ TEST_CASE_FIXTURE(Fixture, "at most max_running transfers run, and max_running_p
 }
 
 TEST_CASE_FIXTURE(Fixture,
-                  "a queued transfer of higher priority starts first; a cancelled one never starts") {
+                  "a queued transfer of higher priority starts first, a cancelled one never starts") {
   auto o = Opts();
   o.max_running = 1;
   Gate gate;
@@ -582,7 +582,7 @@ TEST_CASE_FIXTURE(Fixture,
 }
 
 TEST_CASE_FIXTURE(
-    Fixture, "a submission id returns the transfer it made; the same id for another request is refused") {
+    Fixture, "a submission id returns the transfer it made, the same id for another request is refused") {
   TransferManager m(
       Opts(), [](Transfer&) -> Result<json> { return json::object(); }, &workers);
   REQUIRE(m.Open().ok());
@@ -629,7 +629,7 @@ TEST_CASE_FIXTURE(
   CHECK((*r5)->id == "s1");
 }
 
-TEST_CASE_FIXTURE(Fixture, "a job is queued whole; its events say when it was queued, started and ended") {
+TEST_CASE_FIXTURE(Fixture, "a job is queued whole, its events say when it was queued, started and ended") {
   TransferManager m(
       Opts(),
       [](Transfer& t) -> Result<json> {

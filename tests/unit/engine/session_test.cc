@@ -276,7 +276,7 @@ TEST_SUITE("engine: sender") {
   }
 
   TEST_CASE(
-      "BAD_CHUNK asking for pieces gets the chunk in pieces, each with its own digest; a bad piece comes "
+      "BAD_CHUNK asking for pieces gets the chunk in pieces, each with its own digest, a bad piece comes "
       "alone") {
     test::TempDir tmp;
     constexpr uint32_t kBig = 1u << 20;  // four pieces
@@ -719,7 +719,7 @@ TEST_SUITE("engine: receiver") {
       CHECK((n == PartName("bad") || n == JournalName("bad")));
   }
 
-  TEST_CASE("a chunk that fails twice comes again in pieces; a bad piece alone is asked for again") {
+  TEST_CASE("a chunk that fails twice comes again in pieces, a bad piece alone is asked for again") {
     test::TempDir tmp;
     constexpr uint32_t kBig = 1u << 20;  // four pieces
     ReceiverRun run(tmp.path(), kBig);

@@ -34,7 +34,7 @@ TEST_SUITE("metrics.writer") {
     CHECK_FALSE(ValidLabelName("1x"));
   }
 
-  TEST_CASE("label values escape backslash, double quote and newline; HELP escapes backslash and newline") {
+  TEST_CASE("label values escape backslash, double quote and newline, HELP escapes backslash and newline") {
     CHECK(EscapeLabelValue(R"(a\b"c)"
                            "\n"
                            "d") == R"(a\\b\"c\nd)");
@@ -144,7 +144,7 @@ TEST_SUITE("metrics.registry") {
     CHECK(Samples(r.Expose()) == std::vector<std::string>{"c_total{direction=\"sent\"} 80000"});
   }
 
-  TEST_CASE("a family keeps at most max_series label sets; the rest go to one series labelled other") {
+  TEST_CASE("a family keeps at most max_series label sets, the rest go to one series labelled other") {
     Registry r;
     CounterFamily& f = r.AddCounter("peers_total", "h", {"peer", "kind"}, 2);
     f.With({"a", "x"}).Add(1);

@@ -28,7 +28,7 @@ TEST_SUITE("proto.wire") {
   }
 
   TEST_CASE(
-      "FILES hard link entries round-trip; a target that escapes, is empty or is the entry itself is "
+      "FILES hard link entries round-trip, a target that escapes, is empty or is the entry itself is "
       "refused") {
     auto out = DecodeFiles(EncodeFiles({{4, EntryType::kHardLink, "sub/c", 10, 0644, 7, "a"}}));
     REQUIRE(out.has_value());
@@ -76,7 +76,7 @@ TEST_SUITE("proto.wire") {
   }
 
   TEST_CASE(
-      "BAD_CHUNK and FILE_DONE round-trip; a BAD_CHUNK with no length, a wide stream or unknown flags is "
+      "BAD_CHUNK and FILE_DONE round-trip, a BAD_CHUNK with no length, a wide stream or unknown flags is "
       "refused") {
     BadChunk b{3, 9, (9ull << 22) + (1u << 18), 1u << 18, 7, kBadChunkPieces};
     auto body = EncodeBadChunk(b);

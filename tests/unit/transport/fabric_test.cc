@@ -196,7 +196,7 @@ TEST_CASE("fabric channel: a payload above the limit or refused by the sink fail
   t2.join();
 }
 
-TEST_CASE("fabric channel: Shutdown unblocks a waiting receive; a sender to nobody fails") {
+TEST_CASE("fabric channel: Shutdown unblocks a waiting receive, a sender to nobody fails") {
   auto ctx = Context();
   Pair p = Connect(*ctx, *ctx, 0x88);
   std::thread stopper([&] {

@@ -168,7 +168,7 @@ TEST_CASE("ucx channel: a payload above the limit or refused by the sink fails t
   t2.join();
 }
 
-TEST_CASE("ucx channel: Shutdown unblocks a waiting receive; an idle sender times out") {
+TEST_CASE("ucx channel: Shutdown unblocks a waiting receive, an idle sender times out") {
   auto ctx = Context();
   Pair p = Connect(*ctx, 0x88);
   std::thread stopper([&] {
