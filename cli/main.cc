@@ -1123,7 +1123,9 @@ int CmdStage(Client& c, const std::vector<std::string>& args) {
   if (state == "failed") {
     std::cerr << "pororoca: staging " << d.value("source", paths[0])
               << " failed: " << d.value("error", std::string()) << "\n";
-    return kExitFailed;
+    // Refused by the source (its policy, the token): 5, as for any refusal; anything else 1.
+    const int code = ExitForCode(d.value("error_code", std::string()));
+    return code == kExitDenied ? kExitDenied : kExitFailed;
   }
   if (state != "ready") {
     if (!vm.count("json")) std::cout << id << " " << state << "\n";

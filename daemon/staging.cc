@@ -89,6 +89,7 @@ json StagingCache::Record(const Dataset& d) const {
               {"state", StateName(d.state)},
               {"transfer_id", d.transfer_id},
               {"error", d.error},
+              {"error_code", d.error_code},
               {"bytes", d.bytes},
               {"files", d.files},
               {"created_ms", d.created_ms},
@@ -110,6 +111,7 @@ Result<StagingCache::Dataset> StagingCache::FromRecord(const json& j) {
     d.state = st == "ready" ? State::kReady : st == "failed" ? State::kFailed : State::kStaging;
     d.transfer_id = j.value("transfer_id", std::string());
     d.error = j.value("error", std::string());
+    d.error_code = j.value("error_code", std::string());
     d.pulled_by = j.value("pulled_by", std::string());
     d.bytes = j.value("bytes", uint64_t{0});
     d.files = j.value("files", uint64_t{0});
@@ -290,6 +292,7 @@ Result<StagingCache::Staged> StagingCache::Stage(const Request& r, const std::sh
     d.transfer_id = (*sub)->id;
     d.pulled_by = who;
     d.error.clear();
+    d.error_code.clear();
     PORO_LOG(INFO) << "staging " << r.endpoint << ":" << r.path << " into " << LocalPath(d) << " (transfer "
                    << d.transfer_id << ", for " << who << ")";
   }
@@ -388,7 +391,7 @@ void StagingCache::Tick() {
   struct Ended {
     std::string id, transfer_id;
     TransferState state;
-    std::string error;
+    std::string error, error_code;
     std::string path;
     uint64_t bytes = 0, files = 0;
   };
@@ -407,7 +410,7 @@ void StagingCache::Tick() {
       }
       MutexLock tl(&(*t)->mu);
       if (!IsTerminal((*t)->state)) continue;
-      ended.push_back({id, d.transfer_id, (*t)->state, (*t)->error, LocalPath(d)});
+      ended.push_back({id, d.transfer_id, (*t)->state, (*t)->error, (*t)->error_code, LocalPath(d)});
     }
   }
   for (Ended& e : ended) std::tie(e.bytes, e.files) = DiskUsage(e.path);
@@ -428,11 +431,13 @@ void StagingCache::Tick() {
         d.ready_ms = d.verified_ms = now;
         d.granted[d.pulled_by] = now;
         d.error.clear();
+        d.error_code.clear();
         PORO_LOG(INFO) << "staging: " << d.endpoint << ":" << d.path << " is ready at " << LocalPath(d)
                        << " (" << d.files << " files, " << d.bytes << " bytes)";
       } else {
         d.state = State::kFailed;
         d.error = e.error.empty() ? "its pull ended " + std::string(TransferStateName(e.state)) : e.error;
+        d.error_code = e.error_code;
         PORO_LOG(WARNING) << "staging: " << d.endpoint << ":" << d.path << " failed: " << d.error;
       }
       changed = true;

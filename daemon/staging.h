@@ -114,6 +114,7 @@ class StagingCache {
     std::string id, endpoint, path;
     State state = State::kStaging;
     std::string transfer_id, error;
+    std::string error_code;  // the failed pull's (a Status code name: PermissionDenied, NotFound, ...)
     uint64_t bytes = 0, files = 0;
     int64_t created_ms = 0, ready_ms = 0, verified_ms = 0, last_used_ms = 0;
     std::string pulled_by;                   // who asked for the pull under way

@@ -392,7 +392,7 @@ TEST_SUITE("integration.slurm") {
     const std::string id1 = slurm.Submit(later_job);
     const std::string id2 = slurm.Submit(secret_job);
     for (const auto& job : {std::tuple{id1, missing, std::string("staging failed (")},
-                            std::tuple{id2, denied, std::string("staging failed (")}}) {
+                            std::tuple{id2, denied, std::string("denied (")}}) {
       const std::string id = std::get<0>(job), source = std::get<1>(job), why = std::get<2>(job);
       CAPTURE(id);
       const std::string record = slurm.WaitSettled(id, 120s);
