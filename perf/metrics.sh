@@ -25,31 +25,22 @@ bench_pair "$bin" "$work"
 mkdir -p "$work/b/data/load"
 head -c $((file_kib << 10)) /dev/urandom > "$work/a/data/src.bin"
 
-python3 - "$work" "$jobs" "$scrapes" <<'PY'
-import http.client, json, socket, sys, time
+PYTHONPATH="$here/perf" python3 - "$work" "$jobs" "$scrapes" <<'PY'
+from unix_http import UnixConnection, call
+import json, sys, time
 work, jobs, scrapes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sock = work + "/a.sock"
 
-class Conn(http.client.HTTPConnection):
-    def __init__(self): super().__init__("localhost", timeout=60)
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); self.sock.settimeout(60); self.sock.connect(sock)
-
-def call(conn, method, path, body=None):
-    conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                 headers={"Content-Type": "application/json"} if body is not None else {})
-    r = conn.getresponse(); return r.status, r.read()
-
-conn = Conn()
+conn = UnixConnection(sock)
 # Half as single transfers, half as jobs of 10 entries: both are counted by state at each scrape.
 n = 0
 while n < jobs // 2:
-    st, data = call(conn, "POST", "/v1/transfers", {"source": work + "/a/data/src.bin", "destination": "b:/load/%d.bin" % n})
+    st, data, _ = call(conn, "POST", "/v1/transfers", {"source": work + "/a/data/src.bin", "destination": "b:/load/%d.bin" % n})
     if st != 201: sys.exit("submission %d: HTTP %d %s" % (n, st, data[:200]))
     n += 1
 while n < jobs:
     entries = [{"source": work + "/a/data/src.bin", "destination": "b:/load/%d.bin" % (n + i)} for i in range(10)]
-    st, data = call(conn, "POST", "/v1/jobs", {"entries": entries})
+    st, data, _ = call(conn, "POST", "/v1/jobs", {"entries": entries})
     if st != 201: sys.exit("job at %d: HTTP %d %s" % (n, st, data[:200]))
     n += 10
 time.sleep(2)  # the scheduler has started the first RUNNING
@@ -59,7 +50,7 @@ def measure(label):
     body = b""
     for _ in range(scrapes):
         t0 = time.perf_counter()
-        st, body = call(conn, "GET", "/metrics")
+        st, body, _ = call(conn, "GET", "/metrics")
         lat.append(time.perf_counter() - t0)
         if st != 200: sys.exit("GET /metrics: HTTP %d" % st)
     lat.sort()

@@ -27,24 +27,13 @@ bench_pair "$bin" "$work"
 mkdir -p "$work/b/data/load"
 head -c $((file_mib << 20)) /dev/urandom > "$work/a/data/src.bin"
 
-python3 - "$work" "${BENCH_PIDS[0]}" "$jobs" "$rate" "$duration" "${BENCH_PIDS[1]}" <<'PY'
-import http.client, json, os, random, socket, sys, threading, time, hashlib
+PYTHONPATH="$here/perf" python3 - "$work" "${BENCH_PIDS[0]}" "$jobs" "$rate" "$duration" "${BENCH_PIDS[1]}" <<'PY'
+from unix_http import UnixConnection, call
+import json, os, random, sys, threading, time, hashlib
 work, pid, jobs, rate, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 pid_b = int(sys.argv[6])
 sock = work + "/a.sock"
 src = work + "/a/data/src.bin"
-
-class Conn(http.client.HTTPConnection):
-    def __init__(self): super().__init__("localhost", timeout=60)
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); self.sock.settimeout(60); self.sock.connect(sock)
-
-def call(conn, method, path, body=None):
-    t0 = time.monotonic()
-    conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                 headers={"Content-Type": "application/json"} if body is not None else {})
-    r = conn.getresponse(); data = r.read()
-    return r.status, data, time.monotonic() - t0
 
 def submit(conn, n, sid=None):
     body = {"source": src, "destination": "b:/load/%d.bin" % n}
@@ -57,7 +46,7 @@ def rss_mib(p=None):
     return 0.0
 
 ids = []
-conn = Conn()
+conn = UnixConnection(sock)
 t0 = time.monotonic()
 for n in range(jobs):
     st, data, _ = submit(conn, n)
@@ -75,7 +64,7 @@ tick_q = []
 cv = threading.Condition()
 
 def worker():
-    c = Conn()
+    c = UnixConnection(sock)
     while True:
         with cv:
             while not tick_q and not stop.is_set(): cv.wait(0.5)
@@ -105,7 +94,7 @@ def worker():
                 if not ok: errors.append("%s: HTTP %d %s" % (what, st, data[:200]))
         except Exception as e:  # a broken connection: count it, open another
             with lock: errors.append("%s" % e)
-            c = Conn()
+            c = UnixConnection(sock)
 
 threads = [threading.Thread(target=worker) for _ in range(16)]
 for t in threads: t.start()
@@ -135,7 +124,7 @@ print("daemon a RSS MiB (s: MiB): " + "  ".join("%d: %.0f" % (t, m) for t, m in 
 print("daemon b RSS MiB (the receiver: no queue, no API load): " + "  ".join("%d: %.0f" % (t, m) for t, m in rss_b))
 
 # Every transfer to its end, then every file against the source.
-conn = Conn()  # the first one has been idle longer than the daemon's 60 s
+conn = UnixConnection(sock)  # the first one has been idle longer than the daemon's 60 s
 deadline = time.monotonic() + 900
 while True:
     lst = json.loads(call(conn, "GET", "/v1/transfers")[1])["transfers"]

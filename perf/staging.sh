@@ -40,24 +40,19 @@ echo "first stage (pull of $files files of $size B): $(python3 -c "print(f'{($t1
 diff -r "$work/b/data/ds" "$work/a/data/cache/b/ds" >/dev/null || { echo "the staged copy differs" >&2; exit 1; }
 
 measure() {  # measure LABEL: REPEAT POSTs of /v1/stage by new leases over a's socket
-  python3 - "$work/a.sock" "$repeat" "$1" <<'PY'
-import http.client, json, socket, sys, time
+  PYTHONPATH="$here/perf" python3 - "$work/a.sock" "$repeat" "$1" <<'PY'
+from unix_http import UnixConnection, call
+import json, sys
 sock, n, label = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-class Conn(http.client.HTTPConnection):
-    def __init__(self): super().__init__("localhost", timeout=60)
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); self.sock.connect(sock)
 lat = []
 for i in range(n):
-    c = Conn()
-    t0 = time.monotonic()
-    c.request("POST", "/v1/stage", body=json.dumps({"source": "b:/ds", "lease": "%s-%d" % (label, i)}),
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse(); body = json.loads(r.read())
-    lat.append((time.monotonic() - t0) * 1000)
+    c = UnixConnection(sock)  # a connection per stage, as a job's CLI opens one
+    st, data, seconds = call(c, "POST", "/v1/stage", {"source": "b:/ds", "lease": "%s-%d" % (label, i)})
     c.close()
-    if r.status != 200 or body.get("state") != "ready":
-        sys.exit("stage %d answered %d %s" % (i, r.status, body))
+    lat.append(seconds * 1000)
+    body = json.loads(data)
+    if st != 200 or body.get("state") != "ready":
+        sys.exit("stage %d answered %d %s" % (i, st, body))
 lat.sort()
 p50, p95 = lat[len(lat) // 2], lat[int(len(lat) * 0.95) - 1]
 print("%-6s %4d stages: median %.2f ms, p95 %.2f ms, max %.2f ms; p95 / 50 ms limit = %.3f"

@@ -84,10 +84,8 @@ for r in $(seq "$runs"); do
     tee -a "$work/runs.txt"
 done
 if [ -n "${SCRAPE:-}" ]; then
+  med() { awk -v m="$1" -v c="$2" '$3 == m":" { print $c }' "$work/runs.txt" | bench_median; }  # MODE COLUMN
   for mode in plain scraped; do
-    for col in 4 9 13; do
-      awk -v m="$mode" -v c="$col" '$3 == m":" { print $c }' "$work/runs.txt" | sort -n |
-        awk '{ v[NR] = $1 } END { printf "%s ", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-    done | awk -v m="$mode" '{ printf "median %s: %.3f s, sender %.2f CPU s, receiver %.2f CPU s\n", m, $1, $2, $3 }'
+    printf 'median %s: %.3f s, sender %.2f CPU s, receiver %.2f CPU s\n' "$mode" "$(med "$mode" 4)" "$(med "$mode" 9)" "$(med "$mode" 13)"
   done
 fi
